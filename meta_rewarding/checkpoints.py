@@ -1,0 +1,341 @@
+"""Checkpoint exchange with Hugging Face (safetensors only) and the orbax train-state manager.
+
+`load_hf` streams a local HF Llama directory tensor by tensor: each tensor is read from its file,
+converted to this project's layout, and placed straight into its sharding before the next is read,
+so host memory stays near the largest single tensor (for `scan_layers`, one stacked [L, ...] tensor).
+`save_hf` writes safetensors (split into shards above `max_shard_bytes`, with an index) plus
+`config.json`, into a temporary directory renamed into place when complete: a crash never leaves a
+half-written checkpoint behind. Pickle is never read or written.
+
+Layout mapping (HF `nn.Linear` weights are [out, in]):
+  embed_tokens [V,D] -> embed [V,D]          q_proj [N·H,D] -> attn/q [D,N,H]
+  k_proj/v_proj [K·H,D] -> attn/k,v [D,K,H]   o_proj [D,N·H] -> attn/o [N,H,D]
+  gate/up_proj [F,D] -> mlp/gate,up [D,F]    down_proj [D,F] -> mlp/down [F,D]
+  *_layernorm, norm [D] -> */scale [D]       lm_head [V,D] -> lm_head [D,V]
+HF stores q/k with the rotate-half RoPE layout that `llama.apply_rope` uses, so no permutation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import tempfile
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+
+from meta_rewarding.model.config import LlamaConfig, UnsupportedConfigError
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that is missing, partial or does not match the model."""
+
+
+_ST_DTYPES = {
+    "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
+    "BF16": np.dtype(ml_dtypes.bfloat16), "I64": np.dtype(np.int64), "I32": np.dtype(np.int32),
+    "I16": np.dtype(np.int16), "I8": np.dtype(np.int8), "U8": np.dtype(np.uint8),
+    "BOOL": np.dtype(np.bool_),
+}
+_ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
+
+
+# ------------------------------------------------------------------------------------------------
+# safetensors, read and written tensor by tensor.
+
+class _SafetensorsReader:
+  """Index of one or more safetensors files; `read(name)` loads exactly one tensor from disk."""
+
+  def __init__(self, directory: str):
+    self.directory = directory
+    index_path = os.path.join(directory, "model.safetensors.index.json")
+    single_path = os.path.join(directory, "model.safetensors")
+    if os.path.exists(index_path):
+      try:
+        with open(index_path) as f:
+          weight_map = json.load(f)["weight_map"]
+      except (json.JSONDecodeError, KeyError) as e:
+        raise CheckpointError(f"{index_path}: not a safetensors index ({e})") from e
+      files = sorted(set(weight_map.values()))
+    elif os.path.exists(single_path):
+      files = ["model.safetensors"]
+    else:
+      found = sorted(os.listdir(directory))
+      pickles = [f for f in found if f.endswith((".bin", ".pt", ".pth", ".ckpt"))]
+      hint = (f" (found {pickles}: pickle checkpoints are not loaded; convert them to safetensors)"
+              if pickles else "")
+      raise CheckpointError(f"{directory}: no model.safetensors or model.safetensors.index.json{hint}")
+    self.entries: dict[str, tuple[str, str, tuple[int, ...], int, int]] = {}
+    for fname in files:
+      path = os.path.join(directory, fname)
+      if not os.path.exists(path):
+        raise CheckpointError(f"{directory}: the index names {fname}, which is missing (partial download?)")
+      size = os.path.getsize(path)
+      with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) != 8:
+          raise CheckpointError(f"{path}: truncated safetensors file")
+        (header_len,) = struct.unpack("<Q", raw)
+        if header_len > size - 8:
+          raise CheckpointError(f"{path}: header length {header_len} exceeds the file size")
+        try:
+          header = json.loads(f.read(header_len))
+        except json.JSONDecodeError as e:
+          raise CheckpointError(f"{path}: unreadable safetensors header ({e})") from e
+      base = 8 + header_len
+      for name, meta in header.items():
+        if name == "__metadata__":
+          continue
+        start, end = meta["data_offsets"]
+        if base + end > size:
+          raise CheckpointError(f"{path}: tensor {name} extends past the end of the file (truncated?)")
+        self.entries[name] = (path, meta["dtype"], tuple(meta["shape"]), base + start, base + end)
+
+  def __contains__(self, name: str) -> bool:
+    return name in self.entries
+
+  def shape(self, name: str) -> tuple[int, ...]:
+    return self.entries[name][2]
+
+  def read(self, name: str) -> np.ndarray:
+    path, dtype, shape, start, end = self.entries[name]
+    if dtype not in _ST_DTYPES:
+      raise CheckpointError(f"{path}: tensor {name} has unsupported dtype {dtype}")
+    out = np.empty(shape, _ST_DTYPES[dtype])
+    with open(path, "rb") as f:
+      f.seek(start)
+      if f.readinto(memoryview(out.reshape(-1).view(np.uint8))) != end - start:
+        raise CheckpointError(f"{path}: tensor {name} is truncated")
+    return out
+
+
+def write_safetensors(path: str, tensors: list[tuple[str, tuple[int, ...], np.dtype]],
+                      produce: Callable[[str], np.ndarray], metadata: dict[str, str] | None = None):
+  """Writes a safetensors file, asking `produce(name)` for one tensor at a time."""
+  header: dict[str, Any] = {"__metadata__": metadata or {"format": "pt"}}
+  offset = 0
+  for name, shape, dtype in tensors:
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    header[name] = {"dtype": _ST_NAMES[np.dtype(dtype)], "shape": list(shape),
+                    "data_offsets": [offset, offset + nbytes]}
+    offset += nbytes
+  blob = json.dumps(header, separators=(",", ":")).encode()
+  blob += b" " * (-len(blob) % 8)  # keep tensor data 8-byte aligned
+  with open(path, "wb") as f:
+    f.write(struct.pack("<Q", len(blob)))
+    f.write(blob)
+    for name, shape, dtype in tensors:
+      array = np.ascontiguousarray(produce(name), dtype=dtype)
+      if array.shape != tuple(shape):
+        raise CheckpointError(f"tensor {name}: produced shape {array.shape}, declared {shape}")
+      f.write(memoryview(array.reshape(-1).view(np.uint8)))
+
+
+# ------------------------------------------------------------------------------------------------
+# Name and layout mapping.
+
+def _layer_map(c: LlamaConfig) -> dict[tuple[str, ...], tuple[str, Callable, Callable]]:
+  """Per-layer param path -> (HF suffix, hf->ours, ours->hf) converters (numpy, view-friendly)."""
+  D, N, K, H = c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim
+  lin = (lambda w: w.T, lambda p: p.T)
+  return {
+      ("attn", "q"): ("self_attn.q_proj.weight", lambda w: w.T.reshape(D, N, H), lambda p: p.reshape(D, N * H).T),
+      ("attn", "k"): ("self_attn.k_proj.weight", lambda w: w.T.reshape(D, K, H), lambda p: p.reshape(D, K * H).T),
+      ("attn", "v"): ("self_attn.v_proj.weight", lambda w: w.T.reshape(D, K, H), lambda p: p.reshape(D, K * H).T),
+      ("attn", "o"): ("self_attn.o_proj.weight", lambda w: w.T.reshape(N, H, D), lambda p: p.reshape(N * H, D).T),
+      ("mlp", "gate"): ("mlp.gate_proj.weight", *lin),
+      ("mlp", "up"): ("mlp.up_proj.weight", *lin),
+      ("mlp", "down"): ("mlp.down_proj.weight", *lin),
+      ("attn_norm", "scale"): ("input_layernorm.weight", lambda w: w, lambda p: p),
+      ("mlp_norm", "scale"): ("post_attention_layernorm.weight", lambda w: w, lambda p: p),
+  }
+
+
+def _hf_shape(c: LlamaConfig, suffix: str) -> tuple[int, ...]:
+  D, F, N, K, H = c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim
+  return {
+      "self_attn.q_proj.weight": (N * H, D), "self_attn.k_proj.weight": (K * H, D),
+      "self_attn.v_proj.weight": (K * H, D), "self_attn.o_proj.weight": (D, N * H),
+      "mlp.gate_proj.weight": (F, D), "mlp.up_proj.weight": (F, D), "mlp.down_proj.weight": (D, F),
+      "input_layernorm.weight": (D,), "post_attention_layernorm.weight": (D,),
+      "model.embed_tokens.weight": (c.vocab_size, D), "model.norm.weight": (D,),
+      "lm_head.weight": (c.vocab_size, D),
+  }[suffix]
+
+
+def _param_specs(c: LlamaConfig) -> Iterator[tuple[tuple[str, ...], list[str], Callable, Callable]]:
+  """Yields (our param path, HF names it is built from, hf->ours, ours->hf)."""
+  ident = lambda x: x
+  yield ("embed",), ["model.embed_tokens.weight"], ident, ident
+  yield ("final_norm", "scale"), ["model.norm.weight"], ident, ident
+  if not c.tie_word_embeddings:
+    yield ("lm_head",), ["lm_head.weight"], lambda w: w.T, lambda p: p.T
+  for sub, (suffix, to_ours, to_hf) in _layer_map(c).items():
+    names = [f"model.layers.{i}.{suffix}" for i in range(c.num_hidden_layers)]
+    if c.scan_layers:
+      yield ("layers", "layer") + sub, names, to_ours, to_hf
+    else:
+      for i, name in enumerate(names):
+        yield (f"layers_{i}",) + sub, [name], to_ours, to_hf
+
+
+def _set_path(tree: dict, path: tuple[str, ...], value):
+  for key in path[:-1]:
+    tree = tree.setdefault(key, {})
+  tree[path[-1]] = value
+
+
+def _get_path(tree, path: tuple[str, ...]):
+  for key in path:
+    tree = tree[key]
+  return tree
+
+
+# ------------------------------------------------------------------------------------------------
+# Public API.
+
+def read_hf_config(path: str, **run_options) -> LlamaConfig:
+  """`LlamaConfig` from `path/config.json`, with run options (dtype, scan_layers, ...) applied."""
+  if not os.path.isdir(path):
+    raise CheckpointError(f"checkpoint directory {path} does not exist")
+  config_path = os.path.join(path, "config.json")
+  if not os.path.exists(config_path):
+    raise CheckpointError(f"{path}: missing config.json (is this a Hugging Face model directory?)")
+  try:
+    with open(config_path) as f:
+      hf = json.load(f)
+  except json.JSONDecodeError as e:
+    raise CheckpointError(f"{config_path}: invalid JSON at line {e.lineno}: {e.msg}") from e
+  try:
+    return LlamaConfig.from_hf(hf, **run_options)
+  except UnsupportedConfigError as e:
+    raise UnsupportedConfigError(f"{config_path}: {e}") from e
+
+
+def load_hf(path: str, *, shardings=None, config: LlamaConfig | None = None, **run_options) -> tuple[LlamaConfig, dict]:
+  """Loads a local HF Llama directory -> (LlamaConfig, params).
+
+  Args:
+    path: directory with config.json and model.safetensors (or sharded files + index).
+    shardings: optional pytree of `jax.sharding.Sharding` matching the params (e.g. from
+      `sharding.param_shardings`), or a callable `config -> that pytree`; each tensor is placed
+      straight into its sharding (each device receives only its slice). Default: the first device.
+    config: use this config instead of reading config.json (its architecture must match the files).
+    **run_options: LlamaConfig run fields: dtype (compute), param_dtype (what the tensors are
+      converted to on load), scan_layers, remat_policy.
+  """
+  config = config or read_hf_config(path, **run_options)
+  reader = _SafetensorsReader(path)
+  if callable(shardings):
+    shardings = shardings(config)
+  target_dtype = np.dtype(jnp.dtype(config.param_dtype))
+  default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  params: dict = {}
+  for our_path, names, to_ours, _ in _param_specs(config):
+    layers = []
+    for name in names:
+      if name not in reader:
+        if name == "lm_head.weight":
+          raise CheckpointError(
+              f"{path}: missing tensor lm_head.weight (config.json says tie_word_embeddings=false)")
+        raise CheckpointError(f"{path}: missing tensor {name}")
+      expected = _hf_shape(config, name.split(".", 3)[-1] if name.startswith("model.layers.") else name)
+      if reader.shape(name) != expected:
+        raise CheckpointError(
+            f"{path}: tensor {name} has shape {reader.shape(name)}, config.json implies {expected}")
+      layers.append(to_ours(reader.read(name)).astype(target_dtype))
+    host = layers[0] if len(layers) == 1 else np.stack(layers)
+    del layers
+    sharding = default if shardings is None else _get_path(shardings, our_path)
+    value = jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+    _set_path(params, our_path, value)
+    del host
+  unused = set(reader.entries) - {n for _, names, _, _ in _param_specs(config) for n in names}
+  unused = {n for n in unused if not n.endswith("rotary_emb.inv_freq")}
+  if unused:
+    raise CheckpointError(f"{path}: tensors not used by a {config.num_hidden_layers}-layer Llama: "
+                          f"{sorted(unused)[:5]}{' ...' if len(unused) > 5 else ''}")
+  return config, params
+
+
+def _to_host(x) -> np.ndarray:
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(jax.device_get(x))
+
+
+def save_hf(path: str, config: LlamaConfig, params, *, dtype: Any = None,
+            max_shard_bytes: int = 5 * 2**30, extra_files: dict[str, str] | None = None) -> str:
+  """Writes `params` as a HF Llama directory that `LlamaForCausalLM.from_pretrained` loads.
+
+  Tensors are gathered to the host one at a time. Files above `max_shard_bytes` are split into
+  `model-0000i-of-0000n.safetensors` with `model.safetensors.index.json`. `extra_files` maps file
+  names to text (e.g. tokenizer files). In multi-host runs every process must call this (the
+  gathers are collective) and only process 0 writes.
+  """
+  out_dtype = np.dtype(jnp.dtype(dtype or config.param_dtype))
+  hf_config = dict(config.to_hf(), torch_dtype=str(jnp.dtype(out_dtype)))
+  entries: list[tuple[str, tuple[int, ...], np.dtype, Callable[[], np.ndarray]]] = []
+  for our_path, names, _, to_hf in _param_specs(config):
+    leaf = _get_path(params, our_path)
+    for i, name in enumerate(names):
+      def produce(leaf=leaf, i=i, stacked=our_path[0] == "layers", to_hf=to_hf):
+        value = _to_host(leaf[i] if stacked else leaf)
+        return to_hf(value)
+      shape = _hf_shape(config, name.split(".", 3)[-1] if name.startswith("model.layers.") else name)
+      entries.append((name, shape, out_dtype, produce))
+  # Greedy split into shards in parameter order.
+  shards: list[list] = [[]]
+  size = 0
+  for entry in entries:
+    nbytes = int(np.prod(entry[1])) * out_dtype.itemsize
+    if shards[-1] and size + nbytes > max_shard_bytes:
+      shards.append([])
+      size = 0
+    shards[-1].append(entry)
+    size += nbytes
+  write = jax.process_index() == 0
+  parent = os.path.dirname(os.path.abspath(path)) or "."
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=os.path.basename(path) + ".tmp-", dir=parent) if write else None
+  try:
+    weight_map = {}
+    for k, shard in enumerate(shards):
+      fname = ("model.safetensors" if len(shards) == 1
+               else f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors")
+      producers = {name: produce for name, _, _, produce in shard}
+      if write:
+        write_safetensors(os.path.join(tmp, fname), [(n, s, d) for n, s, d, _ in shard],
+                          lambda name: producers[name]())
+      else:
+        for produce in producers.values():  # take part in the collective gathers
+          produce()
+      weight_map.update({name: fname for name in producers})
+    if not write:
+      return path
+    if len(shards) > 1:
+      total = sum(int(np.prod(s)) * out_dtype.itemsize for _, s, _, _ in entries)
+      with open(os.path.join(tmp, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+    with open(os.path.join(tmp, "config.json"), "w") as f:
+      json.dump(hf_config, f, indent=2)
+    generation = {"bos_token_id": config.bos_token_id, "eos_token_id": hf_config["eos_token_id"]}
+    with open(os.path.join(tmp, "generation_config.json"), "w") as f:
+      json.dump(generation, f, indent=2)
+    for name, text in (extra_files or {}).items():
+      with open(os.path.join(tmp, name), "w") as f:
+        f.write(text)
+    if os.path.exists(path):
+      shutil.rmtree(path)
+    os.replace(tmp, path)
+  except BaseException:
+    if tmp and os.path.exists(tmp):
+      shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return path

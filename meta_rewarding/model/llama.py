@@ -1,0 +1,288 @@
+"""The Llama decoder in Flax linen, with an explicit KV cache for the sampler.
+
+Axis letters (shape comments and einsums):
+  B batch · T query length · S key/cache length · D model dim · N query heads · K kv heads
+  G query heads per kv head (N = K·G) · H head dim · F mlp dim · V vocab · L layers
+
+Parameters carry logical axis names ("vocab", "embed", "q_heads", "kv_heads", "head_dim", "mlp",
+"layers"); activations are constrained with ("batch", "length", "act_embed", ...). The mesh rules that
+map these names onto devices live in the config (see `sharding.py`); this module never names a mesh
+axis.
+
+Call signature (all shapes static under jit):
+  logits, cache = Llama(config).apply({"params": p}, tokens[B,T], positions[B,T], attn_mask[B,T,S],
+                                      cache=cache, cache_index=i)
+  * `attn_mask[b, t, s]` says whether query t of row b may attend to key slot s. Without a cache
+    S = T; with one, S is the cache length and the T new keys are written at slots [i, i+T).
+  * `cache = {"k": [L,B,S,K,H], "v": [L,B,S,K,H]}`: GQA keys/values are stored once per kv head,
+    never repeated to N heads.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from meta_rewarding.model.config import LlamaConfig, rope_inverse_frequencies
+
+Array = jax.Array
+KVCache = dict[str, Array]
+
+_init = nn.initializers.normal(stddev=0.02)
+
+
+def _param(module: nn.Module, name: str, shape, axes, dtype, init=_init):
+  return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
+
+
+def _constrain(x: Array, axes) -> Array:
+  return nn.with_logical_constraint(x, axes)
+
+
+class RMSNorm(nn.Module):
+  config: LlamaConfig
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    c = self.config
+    scale = _param(self, "scale", (c.hidden_size,), ("norm",), c.param_dtype, nn.initializers.ones)
+    # As transformers: normalise in float32, cast back, then scale.
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + c.rms_norm_eps)
+    return scale.astype(c.dtype) * x32.astype(c.dtype)
+
+
+def apply_rope(x: Array, positions: Array, inv_freq: Array) -> Array:
+  """Rotary embedding, rotate-half convention (the HF weight layout). x [B,T,*,H], positions [B,T]."""
+  angles = positions.astype(jnp.float32)[:, :, None] * inv_freq[None, None, :]  # [B,T,H/2]
+  emb = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]               # [B,T,1,H]
+  cos, sin = jnp.cos(emb).astype(x.dtype), jnp.sin(emb).astype(x.dtype)
+  x1, x2 = jnp.split(x, 2, axis=-1)
+  return x * cos + jnp.concatenate([-x2, x1], axis=-1) * sin
+
+
+class Attention(nn.Module):
+  config: LlamaConfig
+
+  @nn.compact
+  def __call__(self, x: Array, positions: Array, attn_mask: Array,
+               layer_cache: tuple[Array, Array] | None, cache_index: Array | None):
+    c = self.config
+    D, N, K, G, H = c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.num_groups, c.head_dim
+    wq = _param(self, "q", (D, N, H), ("embed", "q_heads", "head_dim"), c.param_dtype)
+    wk = _param(self, "k", (D, K, H), ("embed", "kv_heads", "head_dim"), c.param_dtype)
+    wv = _param(self, "v", (D, K, H), ("embed", "kv_heads", "head_dim"), c.param_dtype)
+    wo = _param(self, "o", (N, H, D), ("q_heads", "head_dim", "embed"), c.param_dtype)
+    dt = c.dtype
+    q = jnp.einsum("BTD,DNH->BTNH", x, wq.astype(dt))
+    k = jnp.einsum("BTD,DKH->BTKH", x, wk.astype(dt))
+    v = jnp.einsum("BTD,DKH->BTKH", x, wv.astype(dt))
+    inv_freq = jnp.asarray(rope_inverse_frequencies(c), jnp.float32)
+    q = _constrain(apply_rope(q, positions, inv_freq), ("batch", "length", "act_q_heads", "head_dim"))
+    k = _constrain(apply_rope(k, positions, inv_freq), ("batch", "length", "act_kv_heads", "head_dim"))
+    v = _constrain(v, ("batch", "length", "act_kv_heads", "head_dim"))
+
+    new_kv = (k, v)  # only the T new keys/values go back; the caller writes them into its cache
+    if layer_cache is not None:
+      cache_k, cache_v = layer_cache  # [B,S,K,H]
+      k = jax.lax.dynamic_update_slice_in_dim(cache_k, k.astype(cache_k.dtype), cache_index, axis=1)
+      v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), cache_index, axis=1)
+      k, v = k.astype(dt), v.astype(dt)
+
+    B, T = x.shape[:2]
+    q = q.reshape(B, T, K, G, H)
+    logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32)
+    logits = logits * (H ** -0.5)
+    mask = attn_mask[:, None, None, :, :]
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(dt)
+    # A query with no visible key (a padding row) would average garbage; zero it instead.
+    probs = jnp.where(mask.any(axis=-1, keepdims=True), probs, 0)
+    out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v).reshape(B, T, N, H)
+    out = jnp.einsum("BTNH,NHD->BTD", out, wo.astype(dt))
+    return _constrain(out, ("batch", "length", "act_embed")), new_kv
+
+
+class MLP(nn.Module):
+  config: LlamaConfig
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    c = self.config
+    D, F, dt = c.hidden_size, c.intermediate_size, c.dtype
+    w_gate = _param(self, "gate", (D, F), ("embed", "mlp"), c.param_dtype)
+    w_up = _param(self, "up", (D, F), ("embed", "mlp"), c.param_dtype)
+    w_down = _param(self, "down", (F, D), ("mlp", "embed"), c.param_dtype)
+    gate = jnp.einsum("BTD,DF->BTF", x, w_gate.astype(dt))
+    up = jnp.einsum("BTD,DF->BTF", x, w_up.astype(dt))
+    h = _constrain(jax.nn.silu(gate) * up, ("batch", "length", "act_mlp"))
+    return jnp.einsum("BTF,FD->BTD", h, w_down.astype(dt))
+
+
+class DecoderLayer(nn.Module):
+  config: LlamaConfig
+
+  @nn.compact
+  def __call__(self, x, positions, attn_mask, layer_cache, cache_index):
+    h, new_kv = Attention(self.config, name="attn")(
+        RMSNorm(self.config, name="attn_norm")(x), positions, attn_mask, layer_cache, cache_index)
+    x = x + h
+    x = x + MLP(self.config, name="mlp")(RMSNorm(self.config, name="mlp_norm")(x))
+    return _constrain(x, ("batch", "length", "act_embed")), new_kv
+
+
+class _ScannedLayer(nn.Module):
+  """DecoderLayer in the (carry, xs) -> (carry, ys) form nn.scan wants.
+
+  The whole stacked cache rides in the carry and only the new tokens are written into it, so a decode
+  step updates the cache in place instead of re-stacking L layers of it.
+  """
+  config: LlamaConfig
+
+  @nn.compact
+  def __call__(self, carry, layer_index, positions, attn_mask, cache_index):
+    x, cache = carry
+    layer_cache = None if cache is None else (cache["k"][layer_index], cache["v"][layer_index])
+    x, new_kv = _remat(DecoderLayer, self.config)(self.config, name="layer")(
+        x, positions, attn_mask, layer_cache, cache_index)
+    if cache is not None:
+      cache = _write_cache(cache, layer_index, cache_index, new_kv)
+    return (x, cache), None
+
+
+def _write_cache(cache: KVCache, layer_index, cache_index, new_kv) -> KVCache:
+  """Writes the new [B,T,K,H] keys/values of one layer at slots [cache_index, cache_index+T)."""
+  zero = jnp.zeros((), jnp.int32)
+  start = (jnp.asarray(layer_index, jnp.int32), zero, cache_index, zero, zero)
+  return {name: jax.lax.dynamic_update_slice(cache[name], new[None].astype(cache[name].dtype), start)
+          for name, new in zip(("k", "v"), new_kv)}
+
+
+def _remat(module_cls, config: LlamaConfig):
+  policies = {
+      "full": jax.checkpoint_policies.nothing_saveable,
+      "dots": jax.checkpoint_policies.checkpoint_dots,
+      "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+  }
+  if config.remat_policy == "none":
+    return module_cls
+  return nn.remat(module_cls, policy=policies[config.remat_policy], prevent_cse=not config.scan_layers)
+
+
+class Llama(nn.Module):
+  """Llama causal LM. Returns (logits [B,T,V] float32, new cache or None) — or hidden states."""
+  config: LlamaConfig
+
+  def setup(self):
+    c = self.config
+    self.embedding = _param(self, "embed", (c.vocab_size, c.hidden_size), ("vocab", "embed"),
+                            c.param_dtype)
+    if c.scan_layers:
+      self.layers = nn.scan(
+          _ScannedLayer, variable_axes={"params": 0}, split_rngs={"params": True},
+          in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=c.num_hidden_layers,
+          metadata_params={nn.PARTITION_NAME: "layers"})(c, name="layers")
+    else:
+      self.layers = [_remat(DecoderLayer, c)(c, name=f"layers_{i}") for i in range(c.num_hidden_layers)]
+    self.final_norm = RMSNorm(c, name="final_norm")
+    if not c.tie_word_embeddings:
+      self.lm_head = _param(self, "lm_head", (c.hidden_size, c.vocab_size), ("embed", "vocab"),
+                            c.param_dtype)
+
+  def unembedding(self) -> Array:
+    """[D, V] output projection (the transposed embedding when tied)."""
+    return self.embedding.T if self.config.tie_word_embeddings else self.lm_head
+
+  def __call__(self, tokens: Array, positions: Array, attn_mask: Array, *,
+               cache: KVCache | None = None, cache_index: Array | int | None = None,
+               return_hidden: bool = False):
+    c = self.config
+    x = jnp.take(self.embedding, tokens, axis=0).astype(c.dtype)  # [B,T,D]
+    x = _constrain(x, ("batch", "length", "act_embed"))
+    if cache is not None:
+      cache_index = jnp.asarray(cache_index, jnp.int32)
+    if c.scan_layers:
+      (x, cache), _ = self.layers((x, cache), jnp.arange(c.num_hidden_layers), positions, attn_mask,
+                                  cache_index)
+    else:
+      for i, layer in enumerate(self.layers):
+        layer_cache = None if cache is None else (cache["k"][i], cache["v"][i])
+        x, new_kv = layer(x, positions, attn_mask, layer_cache, cache_index)
+        if cache is not None:
+          cache = _write_cache(cache, i, cache_index, new_kv)
+    x = self.final_norm(x)
+    if return_hidden:
+      return x, cache
+    logits = jnp.einsum("BTD,DV->BTV", x, self.unembedding().astype(c.dtype),
+                        preferred_element_type=jnp.float32)
+    return _constrain(logits, ("batch", "length", "act_vocab")), cache
+
+
+# --------------------------------------------------------------------------------------------------
+# Functional helpers around the module.
+
+def causal_mask(valid: Array) -> Array:
+  """[B,T] validity (False = left padding) -> [B,T,T] mask: causal and no attention to padding."""
+  T = valid.shape[1]
+  causal = jnp.tril(jnp.ones((T, T), jnp.bool_))
+  return causal[None] & valid[:, None, :]
+
+
+def init_cache(config: LlamaConfig, batch: int, max_length: int, dtype=None) -> KVCache:
+  """Zeroed cache {"k","v"}: [L,B,S,K,H] in the compute dtype (or `dtype`)."""
+  shape = (config.num_hidden_layers, batch, max_length, config.num_key_value_heads, config.head_dim)
+  dtype = dtype or config.dtype
+  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+
+
+def init_params(config: LlamaConfig, rng: Array) -> dict[str, Any]:
+  """Random parameters (unboxed). For sharded creation see `sharding.init_sharded_params`."""
+  return nn.unbox(_boxed_init(config, rng))
+
+
+def _boxed_init(config: LlamaConfig, rng: Array):
+  tokens = jnp.zeros((1, 1), jnp.int32)
+  return Llama(config).init(rng, tokens, tokens, jnp.ones((1, 1, 1), jnp.bool_))["params"]
+
+
+def param_logical_axes(config: LlamaConfig):
+  """Pytree (same structure as params) of logical axis-name tuples, computed abstractly."""
+  boxed = jax.eval_shape(functools.partial(_boxed_init, config), jax.random.key(0))
+  return nn.get_partition_spec(boxed)
+
+
+def hidden_states(config: LlamaConfig, params, tokens: Array, valid: Array | None = None) -> Array:
+  """[B,T] -> final-norm hidden states [B,T,D], positions counted from each row's first valid token."""
+  valid = jnp.ones(tokens.shape, jnp.bool_) if valid is None else valid.astype(jnp.bool_)
+  positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0)
+  hidden, _ = Llama(config).apply({"params": params}, tokens, positions, causal_mask(valid),
+                                  return_hidden=True)
+  return hidden
+
+
+def unembedding(config: LlamaConfig, params) -> Array:
+  """[D, V] output matrix from params."""
+  return params["embed"].T if config.tie_word_embeddings else params["lm_head"]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def forward(config: LlamaConfig, params, tokens: Array) -> Array:
+  """The plain full-sequence forward: tokens [B,T] int -> logits [B,T,V] float32, positions 0..T-1."""
+  B, T = tokens.shape
+  positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+  logits, _ = Llama(config).apply({"params": params}, tokens, positions,
+                                  causal_mask(jnp.ones((B, T), jnp.bool_)))
+  return logits
+
+
+def padded_forward(config: LlamaConfig, params, tokens: Array, valid: Array) -> Array:
+  """Forward over left- or right-padded rows: positions start at each row's first valid token."""
+  positions = jnp.maximum(jnp.cumsum(valid.astype(jnp.int32), axis=1) - 1, 0)
+  logits, _ = Llama(config).apply({"params": params}, tokens, positions,
+                                  causal_mask(valid.astype(jnp.bool_)))
+  return logits

@@ -1,0 +1,192 @@
+"""The Flax Llama: parity with transformers, cache consistency, causality, config exchange."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hf_models import VARIANTS, hf_logits, save_hf_model
+from meta_rewarding import checkpoints, sharding
+from meta_rewarding.model import (Llama, LlamaConfig, UnsupportedConfigError, causal_mask, forward,
+                                  init_cache, init_params, padded_forward, tiny_config)
+
+
+@pytest.fixture(scope="module")
+def hf_checkpoints(tmp_path_factory):
+  """Each variant saved once through `save_pretrained`; returns name -> (dir, torch model)."""
+  out = {}
+  for name in VARIANTS:
+    directory = tmp_path_factory.mktemp(name)
+    out[name] = (directory, save_hf_model(name, directory))
+  return out
+
+
+def _tokens(vocab, batch, length, seed=0):
+  return np.random.RandomState(seed).randint(0, vocab, (batch, length)).astype(np.int32)
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_logits_match_transformers(hf_checkpoints, name):
+  directory, torch_model = hf_checkpoints[name]
+  config, params = checkpoints.load_hf(str(directory), dtype="float32")
+  # llama31 has original_max_position_embeddings=16: run well past it to exercise the scaling.
+  tokens = _tokens(config.vocab_size, 2, 48 if name == "llama31" else 16)
+  ours = np.asarray(forward(config, params, tokens))
+  theirs = hf_logits(torch_model, tokens)
+  assert ours.dtype == np.float32
+  assert np.abs(ours - theirs).max() <= 1e-4
+
+
+def test_scanned_layers_match_transformers(hf_checkpoints):
+  directory, torch_model = hf_checkpoints["llama3"]
+  config, params = checkpoints.load_hf(str(directory), dtype="float32", scan_layers=True,
+                                       remat_policy="full")
+  assert params["layers"]["layer"]["attn"]["q"].shape[0] == config.num_hidden_layers
+  tokens = _tokens(config.vocab_size, 2, 16)
+  assert np.abs(np.asarray(forward(config, params, tokens)) - hf_logits(torch_model, tokens)).max() <= 1e-4
+
+
+@pytest.mark.parametrize("mesh_shape", [{"fsdp": 4, "tensor": 2}, {"data": 2, "fsdp": 2, "tensor": 2}])
+def test_parity_holds_with_sharded_params(hf_checkpoints, mesh_shape):
+  directory, torch_model = hf_checkpoints["llama3"]
+  mesh = sharding.make_mesh(mesh_shape)
+  config, params = checkpoints.load_hf(
+      str(directory), dtype="float32",
+      shardings=lambda c: sharding.param_shardings(c, mesh, sharding.TRAIN_RULES))
+  q = params["layers_0"]["attn"]["q"]
+  assert len(q.sharding.device_set) == 8 and not q.sharding.is_fully_replicated
+  # Each device holds a slice, not the whole tensor.
+  assert q.addressable_shards[0].data.size < q.size
+  tokens = _tokens(config.vocab_size, 8, 16)
+  with sharding.activate(mesh, sharding.TRAIN_RULES):
+    ours = np.asarray(forward(config, params, tokens))
+  assert np.abs(ours - hf_logits(torch_model, tokens)).max() <= 1e-4
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_prefill_then_decode_equals_full_forward(scan):
+  config = tiny_config(scan_layers=scan)
+  params = init_params(config, jax.random.key(0))
+  B, T, P, S = 3, 12, 5, 16
+  tokens = _tokens(config.vocab_size, B, T)
+  full = np.asarray(forward(config, params, tokens))
+  model = Llama(config)
+  positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+  slots = jnp.arange(S)
+  cache = init_cache(config, B, S)
+  mask = jnp.broadcast_to(slots[None, :] <= jnp.arange(P)[:, None], (B, P, S))
+  logits, cache = model.apply({"params": params}, tokens[:, :P], positions[:, :P], mask,
+                              cache=cache, cache_index=0)
+  steps = [logits]
+  for t in range(P, T):
+    mask = jnp.broadcast_to(slots <= t, (B, 1, S))
+    logits, cache = model.apply({"params": params}, tokens[:, t:t + 1], positions[:, t:t + 1], mask,
+                                cache=cache, cache_index=t)
+    steps.append(logits)
+  np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
+  assert cache["k"].shape == (config.num_hidden_layers, B, S, config.num_key_value_heads,
+                              config.head_dim)
+
+
+def test_causality_future_tokens_do_not_change_the_past():
+  config = tiny_config()
+  params = init_params(config, jax.random.key(1))
+  tokens = _tokens(config.vocab_size, 2, 10)
+  changed = tokens.copy()
+  changed[:, 6:] = (changed[:, 6:] + 7) % config.vocab_size
+  a, b = np.asarray(forward(config, params, tokens)), np.asarray(forward(config, params, changed))
+  np.testing.assert_allclose(a[:, :6], b[:, :6], atol=1e-6)
+  assert np.abs(a[:, 6:] - b[:, 6:]).max() > 1e-3
+
+
+def test_left_padding_does_not_change_a_rows_logits():
+  config = tiny_config()
+  params = init_params(config, jax.random.key(2))
+  row = _tokens(config.vocab_size, 1, 7)
+  padded = np.concatenate([np.zeros((1, 3), np.int32), row], axis=1)
+  valid = np.concatenate([np.zeros((1, 3), bool), np.ones((1, 7), bool)], axis=1)
+  ours = np.asarray(padded_forward(config, params, padded, valid))[:, 3:]
+  np.testing.assert_allclose(ours, np.asarray(forward(config, params, row)), atol=1e-5)
+
+
+def test_bf16_compute_stays_close_to_float32():
+  config = tiny_config()
+  params = init_params(config, jax.random.key(3))
+  tokens = _tokens(config.vocab_size, 2, 8)
+  f32 = np.asarray(forward(config, params, tokens))
+  bf16 = np.asarray(forward(config.replace(dtype="bfloat16"), params, tokens))
+  assert bf16.dtype == np.float32
+  assert np.abs(bf16 - f32).max() < 0.05 * np.abs(f32).max() + 0.05
+
+
+def test_causal_mask_blocks_padding_and_future():
+  mask = np.asarray(causal_mask(jnp.array([[False, True, True]])))
+  np.testing.assert_array_equal(mask[0], [[0, 0, 0], [0, 1, 0], [0, 1, 1]])
+
+
+# ---- LlamaConfig <-> HF config.json -------------------------------------------------------------
+
+def _saved_config(tmp_path, **kwargs) -> dict:
+  import transformers
+  transformers.LlamaConfig(**kwargs).save_pretrained(str(tmp_path))
+  return json.loads((tmp_path / "config.json").read_text())
+
+
+def test_from_hf_reads_transformers_v5_layout(tmp_path):
+  hf = _saved_config(tmp_path, **VARIANTS["llama31"])
+  assert "rope_parameters" in hf  # what save_pretrained writes today
+  config = LlamaConfig.from_hf(hf)
+  assert config.rope_theta == 500000.0
+  assert config.rope_scaling.rope_type == "llama3" and config.rope_scaling.factor == 8.0
+  assert config.rope_scaling.original_max_position_embeddings == 16
+
+
+def test_from_hf_reads_transformers_v4_layout():
+  # As in the published Meta-Llama-3.1-8B-Instruct config.json.
+  hf = {"architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009], "hidden_act": "silu",
+        "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 14336,
+        "max_position_embeddings": 131072, "mlp_bias": False, "model_type": "llama",
+        "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
+        "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+        "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                         "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+        "rope_theta": 500000.0, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+        "transformers_version": "4.42.3", "use_cache": True, "vocab_size": 128256}
+  config = LlamaConfig.from_hf(hf)
+  assert config.head_dim == 128 and config.num_groups == 4
+  assert config.eos_token_ids == (128001, 128008, 128009)
+  assert config.rope_scaling.original_max_position_embeddings == 8192
+  again = LlamaConfig.from_hf(config.to_hf())
+  assert again == config
+  # to_hf writes both layouts, so older readers see the same rope.
+  assert config.to_hf()["rope_scaling"]["rope_type"] == "llama3"
+  assert config.to_hf()["rope_parameters"]["rope_theta"] == 500000.0
+
+
+def test_to_hf_is_loaded_by_transformers_with_the_same_fields():
+  import transformers
+  config = tiny_config(rope_scaling=None, tie_word_embeddings=True, head_dim=32)
+  hf = transformers.LlamaConfig(**{k: v for k, v in config.to_hf().items()
+                                   if k not in ("architectures", "model_type", "torch_dtype")})
+  assert hf.head_dim == 32 and hf.tie_word_embeddings and hf.num_key_value_heads == 2
+  assert LlamaConfig.from_hf(hf.to_dict(), strict=False).replace(
+      dtype="float32", param_dtype="float32") == config
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope type 'yarn'"),
+    ({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4}}, "rope type 'dynamic'"),
+    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "missing"),
+    ({"hidden_act": "gelu"}, "hidden_act"),
+    ({"attention_bias": True}, "attention_bias"),
+    ({"model_type": "mistral"}, "model_type"),
+    ({"sliding_window": 4096}, "unknown Llama config fields"),
+    ({"num_key_value_heads": 3}, "multiple of"),
+])
+def test_from_hf_rejects_what_it_does_not_implement(bad, message):
+  hf = {**tiny_config().to_hf(), "rope_scaling": None, "rope_parameters": None, **bad}
+  with pytest.raises(UnsupportedConfigError, match=message):
+    LlamaConfig.from_hf(hf)
