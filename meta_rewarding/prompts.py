@@ -1,0 +1,344 @@
+"""Judge and meta-judge prompt templates, their rendering, and the parsers for their verdicts.
+
+Pure Python (``re`` only): no jax, no numpy, so the pipeline, the testbed and offline analysis of
+stored judgments can all import it cheaply.
+
+Templates (DESIGN.md 4.1) are kept verbatim from the papers; only the slots for the user's text use
+named placeholders. Templates are config values, so every render function takes the template:
+
+  judge template       ``{instruction}`` (or ``{prompt}``) and ``{response}``
+  meta-judge template  the same, plus ``{judgment_a}`` and ``{judgment_b}``
+
+(``{prompt}``, ``{judgment a}`` and ``{judgment b}`` -- the paper's own spellings -- are accepted
+as aliases, so a template copied from the Meta-Rewarding paper works as is.)
+
+Rendering is a single pass over the template: placeholders are found in the template only, never
+in the substituted text, so user text containing braces or even literal placeholder names
+(``"{response}"``) is inserted untouched. ``str.format`` is not used for the same reason.
+
+Parsing rules (shared contract with the pipeline; every failure is ``None``, counted by the caller,
+never guessed):
+
+``parse_score``
+  * A *score statement* is the word ``score`` (case-insensitive, whole word: ``Final score`` counts,
+    ``scores`` does not), optional markdown/spaces, a colon, then optional markdown, spaces, one
+    opening bracket or quote, and a number (optionally signed, optionally fractional).
+    ``Score:`` labels followed by something that is not a number (``Score: <total points>`` echoed
+    from the template, ``Score:`` at a truncated end) are not statements and are skipped.
+  * The LAST statement decides. If it is malformed or out of range the result is ``None`` -- there
+    is no fall-back to an earlier statement (the judge's final word was unusable; an earlier number
+    may be an intermediate tally).
+  * Valid values lie in [0, 5]. ``4/5`` and ``4 out of 5`` mean 4 points of 5 and give 4.0; any
+    other denominator (``8/10``) is a failure rather than a rescaling.
+  * Malformed: a number glued to a letter or digit group (``4points``, ``4,5``, ``4.5.5`` is read
+    as 4.5 followed by ``.5`` and rejected), a range (``4-5``, ``3 to 4``, ``3 or 4``), arithmetic
+    (``1 + 1 + 1 = 3``).  Negative numbers are read with their sign, so ``Score: -1`` is out of
+    range (a failure), not ``1``.
+
+``parse_winner``
+  * A *winner statement* is the word ``winner`` (whole word), optional markdown, a colon, then the
+    rest of that line (or, if that is blank, the next non-blank line).
+  * Only statements naming ``Judgment A``/``Judgment B`` count (also ``Judgement``, any case, with
+    brackets, quotes or markdown between the word and the letter; ``Judgment Assessment`` is not a
+    name). Bare letters (``Winner: A``) are not accepted: the template asks for the full name.
+  * The LAST statement naming a judgment decides (earlier ones and statements naming nothing, like
+    ``Winner: tie``, are ignored -- the spec's literal rule). It names one judgment when every
+    mention is the same letter, or when it opens with one name that is not joined to the other by
+    ``|``, ``/``, ``or``, ``and``, ``nor``, ``vs`` (``Winner: Judgment B (Judgment A overrates it)``
+    -> B). Otherwise it names both (``[Judgement A | Judgement B]`` echoed from the template,
+    ``Not Judgment A but Judgment B``) and the result is ``None``. Note the asymmetry with scores,
+    which follows the spec: a ``Score: <total points>`` echo after the real score is skipped (it
+    holds no number), but a ``Winner: [Judgement A | Judgement B]`` echo after the real verdict is
+    the last statement naming a judgment, so it makes the result ``None``.
+"""
+
+from __future__ import annotations
+
+import re
+
+# --------------------------------------------------------------------------------------------
+# Templates.
+
+# The five additive-rubric bullets, shared verbatim by both templates.
+RUBRIC = (
+    "- Add 1 point if the response is relevant and provides some information related to the "
+    "user’s inquiry, even if it is incomplete or contains some irrelevant content.\n"
+    "- Add another point if the response addresses a substantial portion of the user’s question, "
+    "but does not completely resolve the query or provide a direct answer.\n"
+    "- Award a third point if the response answers the basic elements of the user’s question in a "
+    "useful way, regardless of whether it seems to have been written by an AI Assistant or if it "
+    "has elements typically found in blogs or search results.\n"
+    "- Grant a fourth point if the response is clearly written from an AI Assistant’s perspective, "
+    "addressing the user’s question directly and comprehensively, and is well-organized and "
+    "helpful, even if there is slight room for improvement in clarity, conciseness or focus.\n"
+    "- Bestow a fifth point for a response that is impeccably tailored to the user’s question by "
+    "an AI Assistant, without extraneous information, reflecting expert knowledge, and "
+    "demonstrating a high-quality, engaging, and insightful answer."
+)
+
+# Self-Rewarding, Figure 2 (<INSTRUCTION_HERE> / <RESPONSE_HERE> became named placeholders).
+JUDGE_TEMPLATE = (
+    "Review the user’s question and the corresponding response using the additive 5-point "
+    "scoring system described below. Points are accumulated based on the satisfaction of each "
+    "criterion:\n"
+    "\n"
+    f"{RUBRIC}\n"
+    "\n"
+    "User: {instruction}\n"
+    "\n"
+    "<response>{response}</response>\n"
+    "\n"
+    "After examining the user’s instruction and the response:\n"
+    "\n"
+    "- Briefly justify your total score, up to 100 words.\n"
+    "- Conclude with the score using the format: “Score: <total points>”\n"
+    "\n"
+    "Remember to assess from the AI Assistant perspective, utilizing web search knowledge as "
+    "necessary. To evaluate the response in alignment with this additive scoring model, we’ll "
+    "systematically attribute points based on the outlined criteria."
+)
+
+# Meta-Rewarding, Figure 2 (as quoted in seeds/000_*.txt), laid out with bullets on their own
+# lines like the judge template.
+META_JUDGE_TEMPLATE = (
+    "Review the user’s question and the corresponding response, along with two judgments. "
+    "Determine which judgment is more accurate according to the rubric provided below. The rubric "
+    "used for the initial judgments is as follows:\n"
+    "\n"
+    f"{RUBRIC}\n"
+    "\n"
+    "User: {prompt}\n"
+    "\n"
+    "Response: {response}\n"
+    "\n"
+    "Judgment A: {judgment_a}\n"
+    "\n"
+    "Judgment B: {judgment_b}\n"
+    "\n"
+    "After examining the original question, response, and both judgments:\n"
+    "\n"
+    "- Explain which judgment is more accurate according to the original rubric and why. Consider "
+    "factors such as adherence to the rubric, accuracy in evaluating the response, and "
+    "consistency in applying the criteria.\n"
+    "- Conclude with a clear statement of which judgment is better using the format: "
+    "“Winner: [Judgement A | Judgement B]”"
+)
+
+# Slot name -> accepted placeholder spellings (canonical first).
+_SLOTS = {
+    "instruction": ("{instruction}", "{prompt}"),
+    "response": ("{response}",),
+    "judgment_a": ("{judgment_a}", "{judgment a}"),
+    "judgment_b": ("{judgment_b}", "{judgment b}"),
+}
+_JUDGE_SLOTS = ("instruction", "response")
+_META_SLOTS = ("instruction", "response", "judgment_a", "judgment_b")
+_JUDGMENT_SLOTS = ("judgment_a", "judgment_b")
+
+
+def _placeholder_regex(slots):
+  spellings = [s for slot in slots for s in _SLOTS[slot]]
+  # Longest first so no spelling shadows another.
+  return re.compile("|".join(re.escape(s) for s in sorted(spellings, key=len, reverse=True)))
+
+
+_SPELLING_TO_SLOT = {s: slot for slot, spellings in _SLOTS.items() for s in spellings}
+_JUDGE_RE = _placeholder_regex(_JUDGE_SLOTS)
+_META_RE = _placeholder_regex(_META_SLOTS)
+_JUDGMENT_RE = _placeholder_regex(_JUDGMENT_SLOTS)
+
+
+def _check_template(template, slots, kind):
+  if not isinstance(template, str):
+    raise TypeError(f"{kind} template must be a str, got {type(template).__name__}")
+  for slot in slots:
+    spellings = _SLOTS[slot]
+    if not any(s in template for s in spellings):
+      alias = f" (or {', '.join(spellings[1:])})" if len(spellings) > 1 else ""
+      raise ValueError(
+          f"{kind} template is missing the placeholder {spellings[0]}{alias}; "
+          f"it must contain {', '.join(_SLOTS[s][0] for s in slots)}")
+
+
+def _check_text(name, value):
+  if not isinstance(value, str):
+    raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+
+
+def _substitute(template, regex, values):
+  # One pass over the template: substituted text is never scanned again.
+  return regex.sub(lambda m: values[_SPELLING_TO_SLOT[m.group(0)]], template)
+
+
+def validate_judge_template(template: str) -> None:
+  """Raises ValueError naming the first missing placeholder of a judge template."""
+  _check_template(template, _JUDGE_SLOTS, "judge")
+
+
+def validate_meta_judge_template(template: str) -> None:
+  """Raises ValueError naming the first missing placeholder of a meta-judge template."""
+  _check_template(template, _META_SLOTS, "meta-judge")
+
+
+def render_judge_prompt(template: str, instruction: str, response: str) -> str:
+  """The judge prompt for one (instruction, response); wrap it in the chat template afterwards."""
+  validate_judge_template(template)
+  _check_text("instruction", instruction)
+  _check_text("response", response)
+  return _substitute(template, _JUDGE_RE, {"instruction": instruction, "response": response})
+
+
+def render_meta_judge_prompt(template: str, instruction: str, response: str, judgment_a: str,
+                             judgment_b: str) -> str:
+  """The meta-judge prompt comparing judgment A (first position) with judgment B (second)."""
+  prefix, suffix = render_meta_judge_prompt_parts(template, instruction, response, judgment_a,
+                                                  judgment_b)
+  return prefix + suffix
+
+
+def shared_prefix_split(template: str) -> int:
+  """Index into a meta-judge template where the judgment-dependent part starts.
+
+  Everything before it is identical for all battles of one (prompt, response), so the sampler can
+  prefill it once and reuse its KV cache. The split is placed at the start of the line holding the
+  first judgment placeholder (not right at the placeholder) so that the boundary falls after a
+  newline: BPE tokenizers never merge a newline with the following word, so tokenizing prefix and
+  suffix separately gives the same tokens as tokenizing the whole prompt. If that line is the
+  first line, the split is at the placeholder itself.
+  """
+  validate_meta_judge_template(template)
+  first = _JUDGMENT_RE.search(template).start()
+  line_start = template.rfind("\n", 0, first) + 1
+  return line_start if line_start > 0 else first
+
+
+def render_meta_judge_prompt_parts(template: str, instruction: str, response: str,
+                                   judgment_a: str, judgment_b: str) -> tuple[str, str]:
+  """Renders a meta-judge prompt as ``(shared_prefix, suffix)``; ``prefix + suffix`` is the prompt.
+
+  ``shared_prefix`` depends only on (template, instruction, response): it is the same string for
+  every battle of one prompt's judgments. ``suffix`` holds the judgments (and whatever else the
+  template puts after them, rendered too).
+  """
+  split = shared_prefix_split(template)
+  for name, value in (("instruction", instruction), ("response", response),
+                      ("judgment_a", judgment_a), ("judgment_b", judgment_b)):
+    _check_text(name, value)
+  values = {"instruction": instruction, "response": response, "judgment_a": judgment_a,
+            "judgment_b": judgment_b}
+  # Placeholders never straddle the split (it lies on a line start or on a placeholder start),
+  # so rendering the two halves separately equals rendering the whole.
+  return (_substitute(template[:split], _META_RE, values),
+          _substitute(template[split:], _META_RE, values))
+
+
+# --------------------------------------------------------------------------------------------
+# Parsers.
+
+SCORE_MIN = 0.0
+SCORE_MAX = 5.0
+
+_MD = r"[\s*_`]*"  # markdown emphasis / code marks and whitespace
+_SCORE_LABEL = re.compile(r"\bscore\b[*_`\s]*[:：]", re.IGNORECASE)
+_NUMBER = r"[-+−–]?(?:\d+(?:\.\d+)?|\.\d+)"
+_SCORE_VALUE = re.compile(
+    _MD + r"[\[(<“\"']?" + _MD +
+    r"(?P<num>" + _NUMBER + r")" +
+    r"(?:" + _MD + r"(?:/|\bout\s+of\b)" + _MD + r"(?P<den>" + _NUMBER + r"))?",
+    re.IGNORECASE)
+# What may not follow the number: glued letters/digits (4points, 4,5), ranges, arithmetic.
+# Only the rest of the line is inspected, so a bullet list after the score ("- 1 point...") is no
+# range.
+_INLINE = r"[ \t*_`]*"
+_SCORE_BAD_TAIL = re.compile(
+    r"(?:[^\W_]|[.,]\d|" + _INLINE + r"(?:[-–—+=×]|\bto\b|\bor\b)" + _INLINE + r"[-+]?\.?\d)",
+    re.IGNORECASE)
+
+
+def _to_float(s):
+  return float(s.replace("−", "-").replace("–", "-"))
+
+
+def parse_score(text: str) -> float | None:
+  """The judge's score: the number of the last ``Score: <number>`` statement, in [0, 5], else None.
+
+  See the module docstring for the exact rules.
+  """
+  if not isinstance(text, str):
+    raise TypeError(f"judgment must be a str, got {type(text).__name__}")
+  last = None
+  for label in _SCORE_LABEL.finditer(text):
+    m = _SCORE_VALUE.match(text, label.end())
+    if m is not None:
+      last = m
+  if last is None:
+    return None
+  if _SCORE_BAD_TAIL.match(text, last.end()):
+    return None
+  value = _to_float(last.group("num"))
+  if last.group("den") is not None and _to_float(last.group("den")) != SCORE_MAX:
+    return None
+  if not SCORE_MIN <= value <= SCORE_MAX:
+    return None
+  return value
+
+
+_WINNER_LABEL = re.compile(r"\bwinner\b[*_`\s]*[:：]", re.IGNORECASE)
+_JUDGMENT_NAME = re.compile(
+    r"\bjudge?ments?\b[\s*_`\"'“”‘’\[\](){}<>:#-]*\b(?P<letter>[ab])(?![a-z0-9])", re.IGNORECASE)
+_OPENER = re.compile(r"[\s*_`\"'“”‘’\[\](){}<>]*")
+# A name joined by an alternative/conjunction to another name or bare letter: "A | Judgement B",
+# "A or B", "A and Judgment B".
+_JOINED_TO_OTHER = re.compile(
+    r"[\s*_`\"'“”‘’\[\](){}<>,]*(?:\||/|\bor\b|\band\b|\bnor\b|\bvs\b\.?|\bversus\b)"
+    r"[\s*_`\"'“”‘’\[\](){}<>:#-]*(?:\bjudge?ments?\b[\s*_`\"'“”‘’\[\](){}<>:#-]*)?"
+    r"\b[ab](?![a-z0-9])",
+    re.IGNORECASE)
+_BLANKISH = re.compile(r"[\s*_`\"'“”‘’\[\](){}<>.,:;-]*")
+
+
+def _winner_values(text):
+  """The value text of each ``Winner:`` statement, in order."""
+  labels = list(_WINNER_LABEL.finditer(text))
+  for i, label in enumerate(labels):
+    end = labels[i + 1].start() if i + 1 < len(labels) else len(text)
+    body = text[label.end():end]
+    line, newline, rest = body.partition("\n")
+    if _BLANKISH.fullmatch(line) and newline:
+      # "**Winner:**" on its own line: the verdict is on the next non-blank line.
+      for next_line in rest.split("\n"):
+        if not _BLANKISH.fullmatch(next_line):
+          line = next_line
+          break
+    yield line
+
+
+def _named_winner(value):
+  """'A'/'B' if the statement names one judgment, 'both' if it names both, None if none."""
+  names = list(_JUDGMENT_NAME.finditer(value))
+  if not names:
+    return None
+  letters = {m.group("letter").upper() for m in names}
+  first = names[0]
+  if _JOINED_TO_OTHER.match(value, first.end()):
+    return "both"
+  if len(letters) == 1:
+    return first.group("letter").upper()
+  if _OPENER.fullmatch(value, 0, first.start()) is not None:
+    return first.group("letter").upper()
+  return "both"
+
+
+def parse_winner(text: str) -> str | None:
+  """The meta-judge's verdict, ``"A"`` or ``"B"``, from the last ``Winner:`` statement, else None.
+
+  See the module docstring for the exact rules.
+  """
+  if not isinstance(text, str):
+    raise TypeError(f"meta-judgment must be a str, got {type(text).__name__}")
+  verdict = None
+  for value in _winner_values(text):
+    named = _named_winner(value)
+    if named is not None:
+      verdict = named
+  return verdict if verdict in ("A", "B") else None
