@@ -1,0 +1,121 @@
+"""Where per-iteration numbers go: metrics.jsonl, TensorBoard events, PNG plots, a printed table.
+
+All writers are driven by the pipeline (the edge); everything here is idempotent given the list of
+per-iteration metric dicts, so a resumed run rewrites the same files an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from meta_rewarding import artifacts
+
+# (title, y label, [metric keys]) for the PNG plots over iterations.
+PLOTS = (
+    ("score_drift", "judge score", ["judge/score_mean", "judge/fractional_share"]),
+    ("lengths", "response length (tokens)", ["actor/length_tokens_mean", "actor/length_tokens_median",
+                                              "pairs/chosen_length_mean", "pairs/rejected_length_mean"]),
+    ("pair_counts", "pairs", ["pairs/actor", "pairs/judge"]),
+    ("position_bias", "rate", ["meta/first_position_win_rate", "meta/first_position_win_rate_same_score",
+                               "meta/first_position_win_rate_diff_score", "meta/picks_higher_score_rate"]),
+    ("dpo_rewards", "reward", ["dpo/rewards/chosen", "dpo/rewards/rejected", "dpo/rewards/margins",
+                               "dpo/rewards/accuracies"]),
+    ("oracle", "accuracy", ["oracle/actor_accuracy", "oracle/judge_accuracy", "oracle/meta_judge_accuracy"]),
+)
+
+# The columns of the table printed at the end of each iteration.
+TABLE_KEYS = (
+    "actor/length_tokens_mean", "actor/stopped_by_length_share", "judge/parse_failure_rate",
+    "judge/score_mean", "pairs/actor", "pairs/judge", "meta/parse_failure_rate",
+    "meta/first_position_win_rate", "dpo/loss", "dpo/rewards/accuracies", "dpo/rewards/margins",
+    "oracle/actor_accuracy", "oracle/judge_accuracy", "oracle/meta_judge_accuracy",
+)
+
+
+def _finite(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def write_jsonl(workdir: str, per_iteration: Sequence[Mapping[str, Any]]):
+  """workdir/metrics.jsonl: one line per finished iteration (rewritten whole, atomically)."""
+  artifacts.write_jsonl(os.path.join(workdir, "metrics.jsonl"), per_iteration)
+
+
+def write_tensorboard(workdir: str, iteration_metrics: Mapping[str, Any],
+                      step_metrics: Sequence[Mapping[str, Any]] = ()):
+  """Scalars of one iteration at step=iteration, DPO step metrics under dpo_steps/ at global steps."""
+  from tensorboardX import SummaryWriter
+  iteration = int(iteration_metrics["iteration"])
+  with SummaryWriter(os.path.join(workdir, "tensorboard")) as writer:
+    for key, value in iteration_metrics.items():
+      if key != "iteration" and _finite(value):
+        writer.add_scalar(key, value, iteration)
+    hist = iteration_metrics.get("judge/score_histogram")
+    if isinstance(hist, Mapping) and sum(hist.values()):
+      values = np.repeat([float(k) for k in hist], [int(v) for v in hist.values()])
+      writer.add_histogram("judge/scores", values, iteration, bins=np.arange(-0.25, 5.5, 0.5))
+    for record in step_metrics:
+      step = int(record.get("global_step", record.get("step", 0)))
+      for key, value in record.items():
+        if key not in ("step", "global_step") and _finite(value):
+          writer.add_scalar(f"dpo_steps/{key}", value, step)
+
+
+def write_plots(workdir: str, per_iteration: Sequence[Mapping[str, Any]]) -> list[str]:
+  """One PNG per entry of PLOTS under workdir/plots (metrics absent in every iteration are skipped)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  out_dir = os.path.join(workdir, "plots")
+  os.makedirs(out_dir, exist_ok=True)
+  iterations = [m["iteration"] for m in per_iteration]
+  written = []
+  for name, ylabel, keys in PLOTS:
+    series = {k: [m.get(k) if _finite(m.get(k)) else np.nan for m in per_iteration] for k in keys}
+    series = {k: v for k, v in series.items() if not all(np.isnan(v))}
+    if not series:
+      continue
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
+    for key, values in series.items():
+      ax.plot(iterations, values, marker="o", label=key)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(ylabel)
+    ax.set_xticks(iterations)
+    ax.set_title(name.replace("_", " "))
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = os.path.join(out_dir, f"{name}.png")
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    written.append(path)
+  return written
+
+
+def format_table(per_iteration: Sequence[Mapping[str, Any]], keys: Iterable[str] = TABLE_KEYS) -> str:
+  """A fixed-width table: one row per metric, one column per iteration."""
+  keys = [k for k in keys if any(k in m for m in per_iteration)]
+  if not keys:
+    return ""
+  width = max(len(k) for k in keys)
+  header = "metric".ljust(width) + "".join(f"{'iter ' + str(m['iteration']):>12}" for m in per_iteration)
+  lines = [header, "-" * len(header)]
+  for key in keys:
+    cells = []
+    for m in per_iteration:
+      value = m.get(key)
+      if value is None:
+        cells.append(f"{'-':>12}")
+      elif isinstance(value, float):
+        cells.append(f"{value:>12.4g}")
+      else:
+        cells.append(f"{value!s:>12}")
+    lines.append(key.ljust(width) + "".join(cells))
+  return "\n".join(lines)

@@ -1,0 +1,501 @@
+"""The Meta-Rewarding iteration driver (DESIGN.md 4.2): stages, artifacts, resume.
+
+One iteration t turns model M_t into M_{t+1}:
+
+  prompts     sample P prompts from the pool, seeded by (seed, t)        -> iter_t/prompts.jsonl
+  actor       K responses per prompt, exact duplicates dropped           -> iter_t/actor.jsonl
+  judge       N judgments per response, parsed; score = mean of valid    -> iter_t/judge.jsonl
+  actor_pairs length-controlled best-vs-worst per prompt (rho_t)         -> iter_t/actor_pairs.jsonl
+  meta_judge  battles between the valid judgments of the highest-variance
+              response, in both orders                                   -> iter_t/meta_judge.jsonl
+  judge_pairs position weights, battle matrix, Elo, chosen/rejected      -> iter_t/judge_pairs.jsonl
+  dpo         reference log-probs once, then DPO on the scheduled pairs  -> iter_t/dpo.jsonl, iter_t/model/
+  evaluate    the 4.3 metrics                                            -> iter_t/metrics.json, metrics.jsonl
+
+Every artifact is written atomically (`artifacts.py`); the generation stages are written in chunks of
+`pipeline.chunk_size` prompts, so a killed run loses at most one chunk. Rerunning the same command
+skips finished stages and chunks; seeds derive from (config.seed, iteration, stage, chunk), so the
+resumed run produces exactly what an uninterrupted run would. The stage logic is pure functions of
+the earlier artifacts; this module's `run` is the only place with side effects.
+
+Self-Rewarding is the same loop with `meta_judge.enabled = False` (no meta_judge / judge_pairs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+import numpy as np
+from absl import logging
+
+from meta_rewarding import artifacts, metrics as metrics_lib, prompts as prompts_lib, rewarding
+
+STAGE_IDS = {"prompts": 0, "actor": 1, "judge": 2, "meta_judge": 3, "dpo": 4}
+
+
+class PipelineError(ValueError):
+  """A configuration or resume problem the user must fix (the message says what to change)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+  """One sampled completion, as the pipeline stores it."""
+  text: str
+  num_tokens: int
+  finish_reason: str  # "stop" | "length"
+
+
+class Policy(Protocol):
+  """What the pipeline needs from a model. `JaxPolicy` (policy.py) is the real one; tests script one."""
+
+  def fits(self, prompt: str, max_new_tokens: int) -> bool:
+    """Whether the (chat-templated) prompt plus `max_new_tokens` fits the context."""
+
+  def generate(self, prompts: Sequence[str], *, n: int, max_new_tokens: int, seed: int,
+               share_prefix: bool, desc: str) -> list[list[Generation]]:
+    """n completions per prompt (with the config's sampling settings), in input order."""
+
+  def train_dpo(self, pairs: Sequence[Mapping[str, str]], *, checkpoint_dir: str,
+                seed: int) -> list[dict]:
+    """DPO on {prompt, chosen, rejected} pairs, reference = the current model; returns step metrics."""
+
+  def save(self, path: str) -> None:
+    """Writes the current model (atomically) so `load` can resume from it."""
+
+  def load(self, path: str) -> None:
+    """Replaces the current model by the one saved at `path`."""
+
+
+def stage_seed(seed: int, iteration: int, stage: str, chunk: int = 0) -> int:
+  """A 31-bit seed from (config seed, iteration, stage, chunk): independent streams per stage."""
+  return int(np.random.SeedSequence([seed, iteration, STAGE_IDS[stage], chunk]).generate_state(1)[0]
+             & 0x7FFFFFFF)
+
+
+def per_iteration(values, iteration: int, name: str):
+  """The entry of a per-iteration config list for 1-based `iteration` (the last one repeats)."""
+  values = list(values)
+  if not values:
+    raise PipelineError(f"config {name} is an empty list; give one value per iteration")
+  return values[min(iteration, len(values)) - 1]
+
+
+# --------------------------------------------------------------------------------------------------
+# Pure stage logic.
+
+def sample_prompt_ids(pool_size: int, per_iteration_count: int, iteration: int, seed: int) -> list[int]:
+  """Indices into the pool for iteration t: consecutive slices of seeded permutations of the pool,
+  so no prompt repeats within a run until the pool is exhausted (then a fresh permutation starts)."""
+  if pool_size == 0:
+    raise PipelineError("the prompt pool is empty")
+  start = (iteration - 1) * per_iteration_count
+  stop = start + per_iteration_count
+  ids = []
+  for epoch in range(start // pool_size, (stop - 1) // pool_size + 1):
+    order = np.random.default_rng([seed, epoch]).permutation(pool_size)
+    lo, hi = max(start - epoch * pool_size, 0), min(stop - epoch * pool_size, pool_size)
+    ids.extend(int(i) for i in order[lo:hi])
+  return ids
+
+
+def dedupe_responses(generations: Sequence[Generation]) -> tuple[list[Generation], int]:
+  """Drops exact duplicate texts (keeping the first); returns (kept, number dropped)."""
+  seen, kept = set(), []
+  for g in generations:
+    if g.text not in seen:
+      seen.add(g.text)
+      kept.append(g)
+  return kept, len(generations) - len(kept)
+
+
+def response_length(record: Mapping[str, Any], unit: str) -> int:
+  if unit == "chars":
+    return len(record["text"])
+  if unit == "tokens":
+    return int(record["num_tokens"])
+  raise PipelineError(f"pipeline.length_unit={unit!r}; expected 'chars' or 'tokens'")
+
+
+def actor_pairs(actor: Sequence[Mapping], judge: Sequence[Mapping], rho: float,
+                length_unit: str) -> list[dict]:
+  """Length-controlled actor pairs (4.2 step 4), one per prompt at most."""
+  by_prompt: dict[int, dict[int, Mapping]] = {}
+  for j in judge:
+    by_prompt.setdefault(j["id"], {})[j["response_index"]] = j
+  pairs = []
+  for a in actor:
+    judged = by_prompt.get(a["id"], {})
+    responses = a["responses"]
+    scores = [judged[i]["score"] if i in judged else None for i in range(len(responses))]
+    lengths = [response_length(r, length_unit) for r in responses]
+    pair = rewarding.select_actor_pair(scores, lengths, rho)
+    if pair is None:
+      continue
+    c, r = pair
+    pairs.append({"id": a["id"], "kind": "actor", "prompt": a["prompt"],
+                  "chosen": responses[c]["text"], "rejected": responses[r]["text"],
+                  "chosen_index": c, "rejected_index": r, "chosen_score": scores[c],
+                  "rejected_score": scores[r], "chosen_length": lengths[c],
+                  "rejected_length": lengths[r]})
+  return pairs
+
+
+def meta_judge_requests(actor: Sequence[Mapping], judge: Sequence[Mapping]) -> list[dict]:
+  """Per prompt: the highest-variance response and the battles among its valid judgments."""
+  by_prompt: dict[int, list[Mapping]] = {}
+  for j in judge:
+    by_prompt.setdefault(j["id"], []).append(j)
+  requests = []
+  for a in actor:
+    judged = sorted(by_prompt.get(a["id"], []), key=lambda j: j["response_index"])
+    if not judged:
+      continue
+    per_response = [[x["score"] for x in j["judgments"]] for j in judged]
+    choice = rewarding.highest_variance_response(per_response)
+    if choice is None:
+      continue
+    record = judged[choice]
+    valid = [i for i, x in enumerate(record["judgments"]) if x["score"] is not None]
+    battles = rewarding.battle_orders(valid)
+    if not battles:
+      continue
+    requests.append({"id": a["id"], "prompt": a["prompt"], "response_index": record["response_index"],
+                     "response": a["responses"][record["response_index"]]["text"],
+                     "judgments": [x["text"] for x in record["judgments"]],
+                     "scores": [x["score"] for x in record["judgments"]],
+                     "orders": [list(b) for b in battles]})
+  return requests
+
+
+def judge_pairs(meta: Sequence[Mapping], judge_template: str, max_chosen_chars: int | None,
+                l2: float) -> tuple[list[dict], tuple[float, float]]:
+  """Judge pairs from all meta-judge battles of the iteration (4.2 step 5); returns (pairs, (w1, w2))."""
+  all_battles = [(b["a"], b["b"], b["winner"]) for m in meta for b in m["battles"]]
+  w1, w2 = rewarding.position_weights(*rewarding.count_position_wins(all_battles))
+  pairs = []
+  for m in meta:
+    battles = [(b["a"], b["b"], b["winner"]) for b in m["battles"]]
+    n = len(m["judgments"])
+    elo = rewarding.elo_scores(rewarding.battle_matrix(n, battles, w1, w2), l2)
+    lengths = [len(t) for t in m["judgments"]]
+    # Only judgments that took part in battles compete for chosen / rejected.
+    players = sorted({i for a, b, _ in battles for i in (a, b)})
+    sub = rewarding.select_judge_pair([elo[i] for i in players], [lengths[i] for i in players],
+                                      max_chosen_chars)
+    if sub is None:
+      continue
+    c, r = players[sub[0]], players[sub[1]]
+    pairs.append({"id": m["id"], "kind": "judge",
+                  "prompt": prompts_lib.render_judge_prompt(judge_template, m["prompt"], m["response"]),
+                  "chosen": m["judgments"][c], "rejected": m["judgments"][r],
+                  "chosen_index": c, "rejected_index": r, "elo": [float(e) for e in elo],
+                  "chosen_score": m["scores"][c], "rejected_score": m["scores"][r]})
+  return pairs, (w1, w2)
+
+
+def _mean(xs):
+  xs = [x for x in xs if x is not None]
+  return float(np.mean(xs)) if xs else None
+
+
+def iteration_metrics(iteration: int, prompts: Sequence[Mapping], actor: Sequence[Mapping],
+                      judge: Sequence[Mapping], a_pairs: Sequence[Mapping],
+                      meta: Sequence[Mapping] | None, j_pairs: Sequence[Mapping] | None,
+                      dpo_steps: Sequence[Mapping], position_w: tuple[float, float] | None,
+                      skipped: Mapping[str, int]) -> dict:
+  """The numbers of DESIGN.md 4.3 for one iteration, from its artifacts."""
+  responses = [r for a in actor for r in a["responses"]]
+  tokens = [r["num_tokens"] for r in responses]
+  chars = [len(r["text"]) for r in responses]
+  out: dict[str, Any] = {"iteration": iteration, "prompts": len(prompts)}
+  out.update({f"skipped/{k}": v for k, v in skipped.items()})
+  out.update({
+      "actor/responses": len(responses),
+      "actor/length_tokens_mean": _mean(tokens), "actor/length_tokens_median":
+          float(np.median(tokens)) if tokens else None,
+      "actor/length_chars_mean": _mean(chars), "actor/length_chars_median":
+          float(np.median(chars)) if chars else None,
+      "actor/duplicates_dropped": sum(a["duplicates_dropped"] for a in actor),
+      "actor/stopped_by_length_share": _mean([float(r["finish_reason"] == "length") for r in responses]),
+  })
+  stats = rewarding.judge_score_stats([x["score"] for j in judge for x in j["judgments"]])
+  out.update({
+      "judge/judgments": stats["judgments"], "judge/parse_failures": stats["parse_failures"],
+      "judge/parse_failure_rate": stats["parse_failure_rate"], "judge/score_mean": stats["mean"],
+      "judge/fractional_share": stats["fractional_share"],
+      "judge/score_histogram": {str(k): v for k, v in enumerate(stats["histogram"])},
+      "judge/scored_responses": sum(j["score"] is not None for j in judge),
+  })
+  out.update({
+      "pairs/actor": len(a_pairs),
+      "pairs/judge": len(j_pairs) if j_pairs is not None else 0,
+      "pairs/actor_score_margin_mean": _mean([p["chosen_score"] - p["rejected_score"] for p in a_pairs]),
+      "pairs/chosen_length_mean": _mean([p["chosen_length"] for p in a_pairs]),
+      "pairs/rejected_length_mean": _mean([p["rejected_length"] for p in a_pairs]),
+  })
+  if meta is not None:
+    # One pool of battles over the whole iteration: offset each prompt's judgment indices.
+    battles, scores = [], []
+    for m in meta:
+      offset = len(scores)
+      scores.extend(m["scores"])
+      battles.extend((offset + x["a"], offset + x["b"], x["winner"]) for x in m["battles"]
+                     if not x.get("too_long"))
+    mstats = rewarding.meta_judge_stats(battles, scores)
+    out.update({
+        "meta/prompts": len(meta), "meta/battles": mstats["battles"],
+        "meta/parse_failure_rate": mstats["parse_failure_rate"],
+        "meta/first_position_win_rate": mstats["first_position_win_rate"],
+        "meta/first_position_win_rate_same_score": mstats["first_position_win_rate_same_score"],
+        "meta/first_position_win_rate_diff_score": mstats["first_position_win_rate_diff_score"],
+        "meta/picks_higher_score_rate": mstats["higher_score_pick_rate"],
+        "meta/position_weight_first": position_w[0] if position_w else None,
+        "meta/position_weight_second": position_w[1] if position_w else None,
+    })
+  if dpo_steps:
+    last = dpo_steps[-1]
+    for key in ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
+                "grad_norm", "learning_rate", "tokens_per_second"):
+      values = [s[key] for s in dpo_steps if s.get(key) is not None]
+      if values:
+        out[f"dpo/{key}"] = float(np.mean(values))
+        out[f"dpo/final_{key}"] = float(last.get(key, values[-1]))
+    out["dpo/steps"] = len(dpo_steps)
+  else:
+    out["dpo/steps"] = 0
+  return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The driver (side effects live here).
+
+def _chunked(path: str, items: Sequence, chunk_size: int,
+             run_chunk: Callable[[Sequence, int], list]) -> list:
+  """Runs `run_chunk(items_of_chunk, chunk_index)` for every chunk not yet on disk, then merges."""
+  if os.path.exists(path):
+    return artifacts.read_jsonl(path)
+  chunk_dir = path + ".chunks"
+  records = []
+  for c, start in enumerate(range(0, len(items), chunk_size)):
+    chunk_path = os.path.join(chunk_dir, f"{c:05d}.jsonl")
+    if not os.path.exists(chunk_path):
+      artifacts.write_jsonl(chunk_path, run_chunk(items[start:start + chunk_size], c))
+    # Always continue from what is on disk, so resumed and uninterrupted runs see identical data.
+    records.extend(artifacts.read_jsonl(chunk_path))
+  artifacts.write_jsonl(path, records)
+  shutil.rmtree(chunk_dir, ignore_errors=True)
+  return records
+
+
+def _stage(path: str, compute: Callable[[], list]) -> list:
+  if not os.path.exists(path):
+    artifacts.write_jsonl(path, compute())
+  return artifacts.read_jsonl(path)
+
+
+def check_config(workdir: str, config_json: str, allow_change: bool):
+  """Records the resolved config; refuses a resumed run whose config differs (unless allowed)."""
+  path = os.path.join(workdir, "config.json")
+  current = json.loads(config_json)
+  if os.path.exists(path):
+    previous = artifacts.read_json(path)
+    if previous != current:
+      diff = sorted(_diff_keys(previous, current))
+      if not allow_change:
+        raise PipelineError(
+            f"{workdir} holds a run with a different config (changed: {', '.join(diff[:8])}"
+            f"{' ...' if len(diff) > 8 else ''}). Use a new --workdir, or pass "
+            "--config.allow_config_change=True to resume with the new config.")
+      logging.warning("resuming %s with a changed config: %s", workdir, diff)
+  artifacts.write_json(path, current)
+
+
+def _diff_keys(a, b, prefix=""):
+  if isinstance(a, dict) and isinstance(b, dict):
+    for k in set(a) | set(b):
+      yield from _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+  elif a != b:
+    yield prefix.rstrip(".")
+
+
+def _generations_to_records(gens: Sequence[Generation]) -> list[dict]:
+  return [dataclasses.asdict(g) for g in gens]
+
+
+def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Sequence[str],
+                  evaluate_extra: Callable[[Mapping[str, list]], dict] | None = None) -> dict:
+  """Runs (or resumes) iteration `iteration` (1-based); returns its metrics."""
+  it_dir = os.path.join(workdir, f"iter_{iteration}")
+  os.makedirs(it_dir, exist_ok=True)
+  metrics_path = os.path.join(it_dir, "metrics.json")
+  model_dir = os.path.join(it_dir, "model")
+  if os.path.exists(metrics_path) and os.path.exists(model_dir):
+    policy.load(model_dir)
+    return artifacts.read_json(metrics_path)
+  p = config.pipeline
+  seed = config.seed
+  skipped = {"long_prompts": 0, "long_judge_prompts": 0, "long_meta_judge_prompts": 0}
+
+  # 1. Prompts.
+  def sample_prompts():
+    ids = sample_prompt_ids(len(pool), p.prompts_per_iteration, iteration, seed)
+    return [{"id": i, "prompt": pool[i]} for i in ids]
+  prompt_records = _stage(os.path.join(it_dir, "prompts.jsonl"), sample_prompts)
+  usable = [r for r in prompt_records if policy.fits(r["prompt"], config.actor.max_new_tokens)]
+  skipped["long_prompts"] = len(prompt_records) - len(usable)
+  if skipped["long_prompts"] and not config.data.skip_long_prompts:
+    raise PipelineError(f"{skipped['long_prompts']} prompts of iteration {iteration} do not fit the "
+                        "context; shorten them or set data.skip_long_prompts=True")
+
+  # 2. Actor.
+  def run_actor(chunk, c):
+    gens = policy.generate([r["prompt"] for r in chunk], n=config.actor.num_responses,
+                           max_new_tokens=config.actor.max_new_tokens,
+                           seed=stage_seed(seed, iteration, "actor", c), share_prefix=False,
+                           desc=f"iter {iteration} actor [{c}]")
+    out = []
+    for r, g in zip(chunk, gens):
+      kept, dropped = dedupe_responses(g)
+      out.append({"id": r["id"], "prompt": r["prompt"], "responses": _generations_to_records(kept),
+                  "duplicates_dropped": dropped})
+    return out
+  actor = _chunked(os.path.join(it_dir, "actor.jsonl"), usable, p.chunk_size, run_actor)
+
+  # 3. Judge.
+  judge_template = config.judge.template
+  items = [(a, i) for a in actor for i in range(len(a["responses"]))]
+
+  def run_judge(chunk, c):
+    rendered = [prompts_lib.render_judge_prompt(judge_template, a["prompt"], a["responses"][i]["text"])
+                for a, i in chunk]
+    fits = [policy.fits(x, config.judge.max_new_tokens) for x in rendered]
+    todo = [x for x, ok in zip(rendered, fits) if ok]
+    gens = iter(policy.generate(todo, n=config.judge.num_judgments,
+                                max_new_tokens=config.judge.max_new_tokens,
+                                seed=stage_seed(seed, iteration, "judge", c), share_prefix=True,
+                                desc=f"iter {iteration} judge [{c}]")) if todo else iter(())
+    out = []
+    for (a, i), ok in zip(chunk, fits):
+      judgments = [{"text": g.text, "num_tokens": g.num_tokens, "finish_reason": g.finish_reason,
+                    "score": prompts_lib.parse_score(g.text)} for g in next(gens)] if ok else []
+      out.append({"id": a["id"], "response_index": i, "judgments": judgments, "too_long": not ok,
+                  "score": rewarding.response_score([j["score"] for j in judgments])})
+    return out
+  # Chunk over prompts' responses in groups of chunk_size prompts' worth.
+  judge = _chunked(os.path.join(it_dir, "judge.jsonl"), items,
+                   p.chunk_size * max(1, config.actor.num_responses), run_judge)
+  skipped["long_judge_prompts"] = sum(j["too_long"] for j in judge)
+
+  # 4. Actor pairs.
+  rho = float(per_iteration(p.rho, iteration, "pipeline.rho"))
+  a_pairs = _stage(os.path.join(it_dir, "actor_pairs.jsonl"),
+                   lambda: actor_pairs(actor, judge, rho, p.length_unit))
+
+  # 5. Meta-judge and judge pairs.
+  meta = j_pairs = position_w = None
+  if config.meta_judge.enabled:
+    requests = meta_judge_requests(actor, judge)
+
+    def run_meta(chunk, c):
+      flat = []
+      for r in chunk:
+        for a_idx, b_idx in r["orders"]:
+          flat.append(prompts_lib.render_meta_judge_prompt(
+              config.meta_judge.template, r["prompt"], r["response"], r["judgments"][a_idx],
+              r["judgments"][b_idx]))
+      fits = [policy.fits(x, config.meta_judge.max_new_tokens) for x in flat]
+      todo = [x for x, ok in zip(flat, fits) if ok]
+      gens = iter(policy.generate(todo, n=1, max_new_tokens=config.meta_judge.max_new_tokens,
+                                  seed=stage_seed(seed, iteration, "meta_judge", c),
+                                  share_prefix=True, desc=f"iter {iteration} meta-judge [{c}]")
+                  ) if todo else iter(())
+      fit_iter = iter(fits)
+      out = []
+      for r in chunk:
+        battles = []
+        for a_idx, b_idx in r["orders"]:
+          if not next(fit_iter):
+            battles.append({"a": a_idx, "b": b_idx, "text": None, "winner": None, "too_long": True})
+            continue
+          g = next(gens)[0]
+          battles.append({"a": a_idx, "b": b_idx, "text": g.text, "finish_reason": g.finish_reason,
+                          "winner": prompts_lib.parse_winner(g.text), "too_long": False})
+        out.append({**{k: r[k] for k in ("id", "prompt", "response_index", "response", "judgments",
+                                          "scores")}, "battles": battles})
+      return out
+    meta = _chunked(os.path.join(it_dir, "meta_judge.jsonl"), requests, p.chunk_size, run_meta)
+    skipped["long_meta_judge_prompts"] = sum(b["too_long"] for m in meta for b in m["battles"])
+    j_pairs_path = os.path.join(it_dir, "judge_pairs.jsonl")
+    j_pairs, position_w = judge_pairs(meta, judge_template, config.meta_judge.max_chosen_chars,
+                                      config.meta_judge.elo_l2)
+    if not os.path.exists(j_pairs_path):
+      artifacts.write_jsonl(j_pairs_path, j_pairs)
+    j_pairs = artifacts.read_jsonl(j_pairs_path)
+
+  # 6. DPO.
+  dpo_path = os.path.join(it_dir, "dpo.jsonl")
+  if not (os.path.exists(dpo_path) and os.path.exists(model_dir)):
+    use = per_iteration(p.train_pairs, iteration, "pipeline.train_pairs")
+    if use not in ("both", "actor", "judge", "none"):
+      raise PipelineError(f"pipeline.train_pairs entry {use!r}: expected both|actor|judge|none")
+    pairs = []
+    if use in ("both", "actor"):
+      pairs += a_pairs
+    if use in ("both", "judge") and j_pairs:
+      pairs += j_pairs
+    steps = []
+    if pairs:
+      steps = policy.train_dpo([{k: q[k] for k in ("prompt", "chosen", "rejected", "kind")}
+                                for q in pairs],
+                               checkpoint_dir=os.path.join(it_dir, "dpo_checkpoints"),
+                               seed=stage_seed(seed, iteration, "dpo"))
+    else:
+      logging.warning("iteration %d: no pairs to train on; the model is carried over unchanged",
+                      iteration)
+    policy.save(model_dir)
+    artifacts.write_jsonl(dpo_path, steps)
+    shutil.rmtree(os.path.join(it_dir, "dpo_checkpoints"), ignore_errors=True)
+  else:
+    policy.load(model_dir)
+  dpo_steps = artifacts.read_jsonl(dpo_path)
+
+  # 7. Evaluate.
+  result = iteration_metrics(iteration, prompt_records, actor, judge, a_pairs, meta, j_pairs,
+                             dpo_steps, position_w, skipped)
+  result["pairs/trained_on"] = per_iteration(p.train_pairs, iteration, "pipeline.train_pairs")
+  result["rho"] = rho
+  if evaluate_extra is not None:
+    result.update(evaluate_extra({"prompts": prompt_records, "actor": actor, "judge": judge,
+                                  "meta_judge": meta or [], "actor_pairs": a_pairs,
+                                  "judge_pairs": j_pairs or []}))
+  artifacts.write_json(metrics_path, result)
+  return result
+
+
+def run(config, workdir: str, policy: Policy, pool: Sequence[str], *,
+        evaluate_extra: Callable[[Mapping[str, list]], dict] | None = None,
+        is_main_process: bool = True) -> list[dict]:
+  """Runs all `pipeline.num_iterations` iterations (resuming what is on disk); returns their metrics."""
+  os.makedirs(workdir, exist_ok=True)
+  all_metrics = []
+  for iteration in range(1, config.pipeline.num_iterations + 1):
+    start = time.time()
+    result = run_iteration(config, workdir, iteration, policy, pool, evaluate_extra)
+    result.setdefault("wall_seconds", round(time.time() - start, 2))
+    all_metrics.append(result)
+    if is_main_process:
+      metrics_lib.write_jsonl(workdir, all_metrics)
+      it_dir = os.path.join(workdir, f"iter_{iteration}")
+      marker = os.path.join(it_dir, ".tensorboard_written")
+      if not os.path.exists(marker):  # a resumed run does not log an iteration twice
+        metrics_lib.write_tensorboard(workdir, result,
+                                      artifacts.read_jsonl(os.path.join(it_dir, "dpo.jsonl")))
+        open(marker, "w").close()
+      metrics_lib.write_plots(workdir, all_metrics)
+      print(f"\n== iteration {iteration} ==\n" + metrics_lib.format_table(all_metrics), flush=True)
+  return all_metrics

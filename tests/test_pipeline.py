@@ -1,0 +1,211 @@
+"""The iteration driver with a scripted stand-in model: hand-worked pairs, schedule, resume."""
+
+import dataclasses
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+from meta_rewarding import artifacts, pipeline, prompts
+from meta_rewarding.defaults import get_base_config
+from meta_rewarding.pipeline import Generation
+
+# Prompt -> the actor's possible responses (the scripted actor draws K of them by seed).
+RESPONSES = {
+    "P1": ["short good", "a much longer good answer", "bad"],
+    "P2": ["x", "y"],
+}
+# Response -> its scripted judgments (the judge returns them in order).
+JUDGMENTS = {
+    "short good": ["Fine. Score: 5", "Mostly right. Score: 4", "Meh. Score: 3"],
+    "a much longer good answer": ["Score: 5", "**Score: 5**", "Score: 5."],
+    "bad": ["Score: 1", "Score: 2", "I cannot tell."],
+    "x": ["Score: 3", "no score", "none"],
+    "y": ["Score: 3", "nothing", "?"],
+}
+
+
+def meta_winner(a: str, b: str) -> str:
+  """Scripted meta-judge: the 4-point judgment beats all; a 3-point one beats a 5-point one."""
+  rank = {"4": 2, "3": 1, "5": 0}
+  sa, sb = (re.findall(r"Score: \**(\d)", x)[-1] for x in (a, b))
+  return "A" if rank[sa] > rank[sb] else "B"
+
+
+class ScriptedPolicy:
+  """Deterministic canned actor / judge / meta-judge; training only records what it was given."""
+
+  def __init__(self, fail_after_judge_calls=None):
+    self.version = 0
+    self.trained = []
+    self.judge_calls = 0
+    self.fail_after_judge_calls = fail_after_judge_calls
+
+  def fits(self, prompt, max_new_tokens):
+    return True
+
+  def generate(self, batch, *, n, max_new_tokens, seed, share_prefix, desc):
+    out = []
+    for k, text in enumerate(batch):
+      if text in RESPONSES:  # actor: all responses, then repeats (duplicates get dropped)
+        options = RESPONSES[text]
+        out.append([Generation(options[i % len(options)], len(options[i % len(options)].split()),
+                               "stop") for i in range(n)])
+      elif "Judgment A:" in text:
+        a = text.split("Judgment A: ")[1].split("\nJudgment B: ")[0]
+        b = text.split("Judgment B: ")[1].split("\n")[0]
+        out.append([Generation(f"Judgment {meta_winner(a, b)} applies the rubric. "
+                               f"Winner: Judgment {meta_winner(a, b)}", 9, "stop")])
+      else:
+        if self.fail_after_judge_calls is not None and self.judge_calls >= self.fail_after_judge_calls:
+          raise KeyboardInterrupt("simulated kill during judging")
+        self.judge_calls += 1
+        response = text.split("<response>")[1].split("</response>")[0]
+        out.append([Generation(j, 3, "stop") for j in JUDGMENTS[response][:n]])
+    return out
+
+  def train_dpo(self, pairs, *, checkpoint_dir, seed):
+    self.trained.append(list(pairs))
+    self.version += 1
+    return [{"step": 1, "loss": 0.69, "rewards/accuracies": 0.5, "rewards/margins": 0.0}]
+
+  def save(self, path):
+    os.makedirs(path + ".tmp", exist_ok=True)
+    with open(os.path.join(path + ".tmp", "version.json"), "w") as f:
+      json.dump({"version": self.version}, f)
+    os.replace(path + ".tmp", path)
+
+  def load(self, path):
+    with open(os.path.join(path, "version.json")) as f:
+      self.version = json.load(f)["version"]
+
+
+def make_config(**pipeline_overrides):
+  c = get_base_config()
+  c.actor.num_responses = 3
+  c.judge.num_judgments = 3
+  c.pipeline.num_iterations = 1
+  c.pipeline.prompts_per_iteration = 2
+  c.pipeline.chunk_size = 1
+  c.pipeline.rho = (0.0,)
+  c.pipeline.train_pairs = ("both",)
+  for k, v in pipeline_overrides.items():
+    setattr(c.pipeline, k, v)
+  return c
+
+
+POOL = ["P1", "P2"]
+
+
+def _run(tmp_path, config, policy=None):
+  policy = policy or ScriptedPolicy()
+  return pipeline.run(config, str(tmp_path), policy, POOL), policy
+
+
+def test_one_iteration_hand_worked(tmp_path):
+  (metrics,), policy = _run(tmp_path, make_config())
+  it = tmp_path / "iter_1"
+  judge = {(j["id"], j["response_index"]): j for j in artifacts.read_jsonl(str(it / "judge.jsonl"))}
+  p1 = POOL.index("P1")
+  assert judge[(p1, 0)]["score"] == pytest.approx(4.0)
+  assert judge[(p1, 1)]["score"] == pytest.approx(5.0)
+  assert judge[(p1, 2)]["score"] == pytest.approx(1.5)  # "I cannot tell." is a parse failure
+  # rho = 0: best vs worst.
+  (pair,) = artifacts.read_jsonl(str(it / "actor_pairs.jsonl"))
+  assert (pair["chosen"], pair["rejected"]) == ("a much longer good answer", "bad")
+  # P2: S_max == S_min -> no actor pair; < 2 valid scores per response -> no meta-judge.
+  (meta,) = artifacts.read_jsonl(str(it / "meta_judge.jsonl"))
+  assert meta["id"] == p1 and meta["response_index"] == 0  # highest variance (5, 4, 3)
+  assert [(b["a"], b["b"], b["winner"]) for b in meta["battles"]] == [
+      (0, 1, "B"), (1, 0, "A"), (0, 2, "B"), (2, 0, "A"), (1, 2, "A"), (2, 1, "B")]
+  (jpair,) = artifacts.read_jsonl(str(it / "judge_pairs.jsonl"))
+  assert (jpair["chosen"], jpair["rejected"]) == ("Mostly right. Score: 4", "Fine. Score: 5")
+  assert jpair["prompt"] == prompts.render_judge_prompt(prompts.JUDGE_TEMPLATE, "P1", "short good")
+  assert [p["kind"] for p in policy.trained[0]] == ["actor", "judge"]
+  # Metrics of 4.3, by hand.
+  assert metrics["actor/responses"] == 5 and metrics["actor/duplicates_dropped"] == 1
+  assert metrics["judge/judgments"] == 15 and metrics["judge/parse_failures"] == 5
+  assert metrics["judge/score_mean"] == pytest.approx(np.mean([5, 4, 3, 5, 5, 5, 1, 2, 3, 3]))
+  assert metrics["pairs/actor"] == 1 and metrics["pairs/judge"] == 1
+  assert metrics["meta/battles"] == 6 and metrics["meta/first_position_win_rate"] == 0.5
+  assert metrics["meta/position_weight_first"] == 0.5
+  assert metrics["meta/picks_higher_score_rate"] == pytest.approx(2 / 6)
+  for name in ("metrics.jsonl", "plots/pair_counts.png", "config.json"):
+    assert (tmp_path / name).exists() or name == "config.json"
+  assert list((tmp_path / "tensorboard").iterdir())
+
+
+def test_length_control_picks_shorter_chosen(tmp_path):
+  _run(tmp_path, make_config(rho=(0.32,)))
+  (pair,) = artifacts.read_jsonl(str(tmp_path / "iter_1" / "actor_pairs.jsonl"))
+  # Upper bound 0.68·5 + 0.32·1.5 = 3.88: "short good" (4.0) now qualifies and is shorter.
+  assert (pair["chosen"], pair["rejected"]) == ("short good", "bad")
+
+
+def test_self_rewarding_has_no_judge_pairs(tmp_path):
+  config = make_config()
+  config.meta_judge.enabled = False
+  (metrics,), policy = _run(tmp_path, config)
+  assert not (tmp_path / "iter_1" / "meta_judge.jsonl").exists()
+  assert metrics["pairs/judge"] == 0 and [p["kind"] for p in policy.trained[0]] == ["actor"]
+
+
+def test_iteration_schedule(tmp_path):
+  config = make_config(num_iterations=3, rho=(0.0, 0.32), train_pairs=("both", "actor"))
+  results, policy = _run(tmp_path, config)
+  assert [r["rho"] for r in results] == [0.0, 0.32, 0.32]  # the last entry repeats
+  assert [[p["kind"] for p in t] for t in policy.trained] == [["actor", "judge"], ["actor"], ["actor"]]
+  assert policy.version == 3
+  assert len(artifacts.read_jsonl(str(tmp_path / "metrics.jsonl"))) == 3
+
+
+def test_prompt_sampling_does_not_repeat_until_the_pool_runs_out():
+  ids = [pipeline.sample_prompt_ids(10, 4, t, seed=3) for t in (1, 2, 3)]
+  assert len(set(ids[0] + ids[1])) == 8
+  assert sorted(ids[0] + ids[1] + ids[2][:2]) == list(range(10))
+  assert ids == [pipeline.sample_prompt_ids(10, 4, t, seed=3) for t in (1, 2, 3)]
+  assert ids[0] != pipeline.sample_prompt_ids(10, 4, 1, seed=4)
+
+
+def test_kill_during_judging_then_resume_equals_uninterrupted(tmp_path):
+  config = make_config(num_iterations=2)
+  _run(tmp_path / "clean", config)
+  with pytest.raises(KeyboardInterrupt):
+    _run(tmp_path / "killed", config, ScriptedPolicy(fail_after_judge_calls=3))
+  chunks = tmp_path / "killed" / "iter_1" / "judge.jsonl.chunks"
+  assert chunks.exists() and not (tmp_path / "killed" / "iter_1" / "judge.jsonl").exists()
+  finished_chunk = (chunks / "00000.jsonl").read_text()
+  resumed = ScriptedPolicy()
+  _run(tmp_path / "killed", config, resumed)
+  assert resumed.judge_calls == 2 + 5  # the finished chunk (3 responses) was not judged again
+  for name in ("prompts", "actor", "judge", "actor_pairs", "meta_judge", "judge_pairs", "dpo"):
+    for it in (1, 2):
+      a = (tmp_path / "clean" / f"iter_{it}" / f"{name}.jsonl").read_text()
+      b = (tmp_path / "killed" / f"iter_{it}" / f"{name}.jsonl").read_text()
+      assert a == b, (name, it)
+  assert finished_chunk in (tmp_path / "killed" / "iter_1" / "judge.jsonl").read_text()
+  clean = artifacts.read_jsonl(str(tmp_path / "clean" / "metrics.jsonl"))
+  killed = artifacts.read_jsonl(str(tmp_path / "killed" / "metrics.jsonl"))
+  strip = lambda ms: [{k: v for k, v in m.items() if k != "wall_seconds"} for m in ms]
+  assert strip(clean) == strip(killed)
+
+
+def test_changed_config_is_refused_on_resume(tmp_path):
+  config = make_config()
+  pipeline.check_config(str(tmp_path), config.to_json(), allow_change=False)
+  config.pipeline.rho = (0.4,)
+  with pytest.raises(pipeline.PipelineError, match="pipeline.rho"):
+    pipeline.check_config(str(tmp_path), config.to_json(), allow_change=False)
+  pipeline.check_config(str(tmp_path), config.to_json(), allow_change=True)
+
+
+def test_no_valid_judgments_means_no_pairs_and_no_crash(tmp_path):
+  class Mute(ScriptedPolicy):
+    def generate(self, batch, *, n, **kw):
+      return [[Generation("?!", 1, "length")] * n for _ in batch]
+  (metrics,), policy = _run(tmp_path, make_config(), Mute())
+  assert metrics["judge/parse_failure_rate"] == 1.0 and metrics["judge/score_mean"] is None
+  assert metrics["pairs/actor"] == 0 and metrics["pairs/judge"] == 0 and metrics["dpo/steps"] == 0
+  assert policy.trained == [] and (tmp_path / "iter_1" / "model").exists()
