@@ -271,12 +271,12 @@ def _to_host(x) -> np.ndarray:
 
 
 def save_hf(path: str, config: LlamaConfig, params, *, dtype: Any = None,
-            max_shard_bytes: int = 5 * 2**30, extra_files: dict[str, str] | None = None) -> str:
+            max_shard_bytes: int = 5 * 2**30, extra_files: dict[str, str | bytes] | None = None) -> str:
   """Writes `params` as a HF Llama directory that `LlamaForCausalLM.from_pretrained` loads.
 
   Tensors are gathered to the host one at a time. Files above `max_shard_bytes` are split into
   `model-0000i-of-0000n.safetensors` with `model.safetensors.index.json`. `extra_files` maps file
-  names to text (e.g. tokenizer files). In multi-host runs every process must call this (the
+  names to text or bytes (e.g. tokenizer files). In multi-host runs every process must call this (the
   gathers are collective) and only process 0 writes.
   """
   out_dtype = np.dtype(jnp.dtype(dtype or config.param_dtype))
@@ -328,9 +328,9 @@ def save_hf(path: str, config: LlamaConfig, params, *, dtype: Any = None,
     generation = {"bos_token_id": config.bos_token_id, "eos_token_id": hf_config["eos_token_id"]}
     with open(os.path.join(tmp, "generation_config.json"), "w") as f:
       json.dump(generation, f, indent=2)
-    for name, text in (extra_files or {}).items():
-      with open(os.path.join(tmp, name), "w") as f:
-        f.write(text)
+    for name, content in (extra_files or {}).items():
+      with open(os.path.join(tmp, name), "wb" if isinstance(content, bytes) else "w") as f:
+        f.write(content)
     if os.path.exists(path):
       shutil.rmtree(path)
     os.replace(tmp, path)

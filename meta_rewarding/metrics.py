@@ -30,6 +30,7 @@ PLOTS = (
 
 # The columns of the table printed at the end of each iteration.
 TABLE_KEYS = (
+    "prompts", "skipped/long_prompts", "skipped/long_judge_prompts", "skipped/long_meta_judge_prompts",
     "actor/length_tokens_mean", "actor/stopped_by_length_share", "judge/parse_failure_rate",
     "judge/score_mean", "pairs/actor", "pairs/judge", "meta/parse_failure_rate",
     "meta/first_position_win_rate", "dpo/loss", "dpo/rewards/accuracies", "dpo/rewards/margins",

@@ -266,6 +266,7 @@ def iteration_metrics(iteration: int, prompts: Sequence[Mapping], actor: Sequenc
         out[f"dpo/{key}"] = float(np.mean(values))
         out[f"dpo/final_{key}"] = float(last.get(key, values[-1]))
     out["dpo/steps"] = len(dpo_steps)
+    out.update({k: v for k, v in dpo_steps[0].items() if k.startswith("data/")})
   else:
     out["dpo/steps"] = 0
   return out

@@ -1,0 +1,169 @@
+"""`JaxPolicy`: the pipeline's model — one Llama (params + tokenizer) that samples and trains.
+
+It adapts the sampler (`sampling.Sampler`) and the trainer (`train.run_dpo`) to the pipeline's
+`Policy` protocol, holds the parameters between stages, and saves / loads each iteration's model as
+a Hugging Face directory (safetensors + config + tokenizer), so any iteration can be served by vLLM,
+evaluated by AlpacaEval or reloaded by `transformers`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from typing import Mapping, Sequence
+
+import jax
+from absl import logging
+
+from meta_rewarding import checkpoints, data, sampling, sharding, train
+from meta_rewarding.model import LlamaConfig, init_params
+from meta_rewarding.pipeline import Generation, PipelineError
+from meta_rewarding.tokenizer import Tokenizer, load_tokenizer, train_sentencepiece
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "tokenizer.model", "chat_template.jinja", "generation_config.json")
+
+
+def build_tokenizer(config, workdir: str, pool: Sequence[str]) -> Tokenizer:
+  """The tokenizer the config names: a path, the checkpoint's, or "train:<vocab>" (sentencepiece
+  trained once on the prompt pool and the templates, kept in workdir/tokenizer)."""
+  spec = config.model.tokenizer or config.model.checkpoint
+  if not spec:
+    raise PipelineError("config.model.tokenizer is empty and there is no model.checkpoint to take "
+                        "one from; set model.tokenizer to a path or to 'train:<vocab_size>'")
+  if spec.startswith("train:"):
+    directory = os.path.join(workdir, "tokenizer")
+    model_file = os.path.join(directory, "tokenizer.model")
+    if not os.path.exists(model_file):
+      os.makedirs(directory, exist_ok=True)
+      texts = list(pool) + [config.judge.template, config.meta_judge.template]
+      tmp_prefix = os.path.join(directory, "tokenizer.tmp")
+      train_sentencepiece(texts, tmp_prefix, int(spec.split(":", 1)[1]))
+      os.replace(tmp_prefix + ".model", model_file)
+      if os.path.exists(tmp_prefix + ".vocab"):
+        os.replace(tmp_prefix + ".vocab", os.path.join(directory, "tokenizer.vocab"))
+    spec = model_file
+  return load_tokenizer(spec, chat_format=config.model.chat_format)
+
+
+def run_options(config) -> dict:
+  m = config.model
+  return dict(dtype=m.dtype, param_dtype=m.param_dtype, scan_layers=m.scan_layers,
+              remat_policy=m.remat_policy)
+
+
+def build_model_config(config, tokenizer: Tokenizer) -> LlamaConfig:
+  if config.model.checkpoint:
+    return checkpoints.read_hf_config(config.model.checkpoint, **run_options(config))
+  arch = dict(config.model.architecture)
+  arch.setdefault("vocab_size", tokenizer.vocab_size)
+  if not arch.get("vocab_size"):
+    arch["vocab_size"] = tokenizer.vocab_size
+  if arch["vocab_size"] < tokenizer.vocab_size:
+    raise PipelineError(f"model.architecture.vocab_size={arch['vocab_size']} is smaller than the "
+                        f"tokenizer's {tokenizer.vocab_size}")
+  arch.setdefault("bos_token_id", tokenizer.bos_id)
+  arch.setdefault("eos_token_id", tokenizer.eos_id)
+  return LlamaConfig(**arch, **run_options(config))
+
+
+class JaxPolicy:
+  """The real model behind the pipeline's `Policy` protocol."""
+
+  def __init__(self, config, model_config: LlamaConfig, params, tokenizer: Tokenizer, mesh):
+    self.config = config
+    self.model_config = model_config
+    self.params = params
+    self.tokenizer = tokenizer
+    self.mesh = mesh
+    self.rules = sharding.DECODE_RULES
+    self._sampler = None
+    self._length_cache: dict[str, int] = {}
+
+  @classmethod
+  def from_config(cls, config, workdir: str, pool: Sequence[str]) -> "JaxPolicy":
+    tokenizer = build_tokenizer(config, workdir, pool)
+    model_config = build_model_config(config, tokenizer)
+    mesh = sharding.make_mesh(dict(config.mesh.shape))
+    sharding.check_divisibility(model_config, mesh, sharding.TRAIN_RULES)
+    shardings = sharding.param_shardings(model_config, mesh, sharding.TRAIN_RULES)
+    if config.model.checkpoint:
+      _, params = checkpoints.load_hf(config.model.checkpoint, config=model_config,
+                                      shardings=shardings)
+    else:
+      logging.info("random-weight model: %s", model_config)
+      params = sharding.init_sharded_params(model_config, jax.random.key(config.seed), mesh,
+                                            sharding.TRAIN_RULES)
+    return cls(config, model_config, params, tokenizer, mesh)
+
+  # --- sampling ---------------------------------------------------------------------------------
+  @property
+  def sampler(self) -> "sampling.Sampler":
+    if self._sampler is None:
+      s = self.config.sampling
+      self._sampler = sampling.Sampler(
+          self.model_config, self.params, self.tokenizer, mesh=self.mesh, rules=self.rules,
+          batch_size=s.batch_size, prompt_buckets=tuple(s.prompt_buckets),
+          max_cache_length=s.max_cache_length or None)
+    return self._sampler
+
+  def _prompt_length(self, prompt: str) -> int:
+    if prompt not in self._length_cache:
+      self._length_cache[prompt] = len(self.tokenizer.encode_chat([{"role": "user", "content": prompt}]))
+    return self._length_cache[prompt]
+
+  def fits(self, prompt: str, max_new_tokens: int) -> bool:
+    s = self.config.sampling
+    length = self._prompt_length(prompt)
+    if length > max(s.prompt_buckets):
+      return False
+    limit = s.max_cache_length or (max(s.prompt_buckets) + max_new_tokens)
+    return length + max_new_tokens <= min(limit, self.model_config.max_position_embeddings)
+
+  def generate(self, prompts: Sequence[str], *, n: int, max_new_tokens: int, seed: int,
+               share_prefix: bool, desc: str) -> list[list[Generation]]:
+    s = self.config.sampling
+    strategy = sampling.strategy_from_config(s)
+    results = self.sampler.generate(list(prompts), n=n, strategy=strategy,
+                                    max_new_tokens=max_new_tokens, seed=seed, chat=True,
+                                    share_prefix=share_prefix, desc=desc)
+    return [[Generation(c.text, c.num_tokens, c.finish_reason) for c in row] for row in results]
+
+  # --- training ---------------------------------------------------------------------------------
+  def train_dpo(self, pairs: Sequence[Mapping[str, str]], *, checkpoint_dir: str, seed: int):
+    t = self.config.train
+    examples, report = data.tokenize_pairs(pairs, self.tokenizer, max_length=t.max_length,
+                                           truncation=t.truncation)
+    logging.info("DPO data: %s", report)
+    if not examples:
+      logging.warning("all %d pairs were dropped by the length policy (%s)", len(pairs), report)
+      return []
+    self.params, steps = train.run_dpo(self.model_config, self.params, examples, self.config.train,
+                                       mesh=self.mesh, rules=sharding.TRAIN_RULES,
+                                       checkpoint_dir=checkpoint_dir, seed=seed)
+    self._sampler = None
+    if steps:  # the length policy's counts travel with the step metrics into the iteration's
+      steps[0] = {**steps[0], "data/pairs_skipped_too_long": report.skipped,
+                  "data/pairs_truncated": report.truncated}
+    return steps
+
+  # --- persistence ------------------------------------------------------------------------------
+  def save(self, path: str):
+    extra = {}
+    tokenizer_dir = self.tokenizer.path if os.path.isdir(self.tokenizer.path) else os.path.dirname(
+        self.tokenizer.path)
+    for name in TOKENIZER_FILES:
+      src = os.path.join(tokenizer_dir, name)
+      if os.path.exists(src):
+        with open(src, "rb") as f:
+          extra[name] = f.read()
+    if self.tokenizer.path.endswith(".model") and "tokenizer.model" not in extra:
+      with open(self.tokenizer.path, "rb") as f:
+        extra["tokenizer.model"] = f.read()
+    checkpoints.save_hf(path, self.model_config, self.params, extra_files=extra)
+
+  def load(self, path: str):
+    shardings = sharding.param_shardings(self.model_config, self.mesh, sharding.TRAIN_RULES)
+    _, self.params = checkpoints.load_hf(path, config=self.model_config, shardings=shardings)
+    self._sampler = None

@@ -1,0 +1,54 @@
+"""Wires a config into the pipeline: prompts, policy, oracle, multi-host set-up."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+from absl import logging
+
+from meta_rewarding import checkpoints, data, pipeline, sharding, tokenizer
+from meta_rewarding.model.config import UnsupportedConfigError
+
+# Errors caused by user input: main prints their message (file, line, field) without a traceback.
+USER_ERRORS = (pipeline.PipelineError, data.DataError, checkpoints.CheckpointError,
+               tokenizer.TokenizerError, UnsupportedConfigError, sharding.MeshError)
+try:
+  from meta_rewarding.train import TrainingDivergedError
+  USER_ERRORS += (TrainingDivergedError,)
+except ImportError:  # pragma: no cover
+  pass
+
+
+def load_pool(config) -> list[str]:
+  """The prompt pool the config names: a file, a `datasets` name, or "testbed:<n>"."""
+  source = config.data.prompts
+  if not source:
+    raise pipeline.PipelineError("config.data.prompts is empty: give a JSONL/parquet file, "
+                                 "'hf:<dataset>[:<split>]' or 'testbed:<n>'")
+  if source.startswith("testbed:"):
+    from meta_rewarding.testbed.tasks import generate_tasks
+    return [t.instruction for t in generate_tasks(config.seed, int(source.split(":", 1)[1]))]
+  if source.startswith("hf:"):
+    name, _, split = source[3:].partition(":")
+    return data.load_prompts(name, field=config.data.field, split=split or "train")
+  return data.load_prompts(source, field=config.data.field)
+
+
+def run(config, workdir: str) -> list[dict]:
+  sharding.maybe_initialize_distributed(config.mesh.distributed)
+  main_process = jax.process_index() == 0
+  if main_process:
+    pipeline.check_config(workdir, config.to_json(), config.allow_config_change)
+  pool = load_pool(config)
+  logging.info("prompt pool: %d prompts from %s", len(pool), config.data.prompts)
+  from meta_rewarding.policy import JaxPolicy
+  policy = JaxPolicy.from_config(config, workdir, pool)
+  evaluate_extra = None
+  if config.evaluate.oracle == "testbed":
+    from meta_rewarding.testbed.evaluate import oracle_metrics
+    evaluate_extra = oracle_metrics
+  elif config.evaluate.oracle:
+    raise pipeline.PipelineError(f"evaluate.oracle={config.evaluate.oracle!r}; expected '' or 'testbed'")
+  return pipeline.run(config, workdir, policy, pool, evaluate_extra=evaluate_extra,
+                      is_main_process=main_process)

@@ -1,0 +1,68 @@
+"""Oracle metrics for testbed runs: how right the actor, the judge and the meta-judge really are.
+
+`oracle_metrics(stage_records)` is the pipeline's `evaluate_extra` hook: it reads the iteration's
+artifacts (prompts are testbed instructions, so `task_from_instruction` recovers each answer) and
+returns `oracle/*` numbers next to the standard ones. Prompts that are not testbed instructions are
+counted (`oracle/unknown_prompts`) and left out.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+from meta_rewarding.testbed import oracle
+from meta_rewarding.testbed.tasks import task_from_instruction
+
+
+def _clean(x: float) -> float | None:
+  return None if isinstance(x, float) and math.isnan(x) else x
+
+
+def oracle_metrics(records: Mapping[str, list]) -> dict:
+  tasks = {}
+  unknown = 0
+  for a in records["actor"]:
+    task = task_from_instruction(a["prompt"])
+    if task is None:
+      unknown += 1
+    else:
+      tasks[a["id"]] = task
+  actor_tasks, actor_responses = [], []
+  for a in records["actor"]:
+    if a["id"] in tasks:
+      for r in a["responses"]:
+        actor_tasks.append(tasks[a["id"]])
+        actor_responses.append(r["text"])
+  response_text = {(a["id"], i): r["text"] for a in records["actor"] for i, r in enumerate(a["responses"])}
+  judge_tasks, judge_responses, judge_scores = [], [], []
+  for j in records["judge"]:
+    if j["id"] in tasks:
+      for x in j["judgments"]:
+        if x["score"] is not None:
+          judge_tasks.append(tasks[j["id"]])
+          judge_responses.append(response_text[(j["id"], j["response_index"])])
+          judge_scores.append(x["score"])
+  meta_tasks, meta_responses, meta_pairs, meta_winners = [], [], [], []
+  for m in records["meta_judge"]:
+    if m["id"] in tasks:
+      for b in m["battles"]:
+        meta_tasks.append(tasks[m["id"]])
+        meta_responses.append(m["response"])
+        meta_pairs.append((m["scores"][b["a"]], m["scores"][b["b"]]))
+        meta_winners.append(b["winner"])
+  out = {
+      "oracle/unknown_prompts": unknown,
+      "oracle/actor_accuracy": _clean(oracle.actor_accuracy(actor_tasks, actor_responses)),
+      "oracle/judge_accuracy": _clean(oracle.judge_accuracy(judge_tasks, judge_responses, judge_scores)),
+      "oracle/meta_judge_accuracy": _clean(oracle.meta_judge_accuracy(
+          meta_tasks, meta_responses, meta_pairs, meta_winners)) if meta_tasks else None,
+  }
+  # The chosen side of the actor pairs should be right more often than the rejected side.
+  pairs = [p for p in records["actor_pairs"] if p["id"] in tasks]
+  if pairs:
+    out["oracle/actor_pair_chosen_correct"] = sum(
+        oracle.is_correct(tasks[p["id"]], p["chosen"]) for p in pairs) / len(pairs)
+    out["oracle/actor_pair_rejected_correct"] = sum(
+        oracle.is_correct(tasks[p["id"]], p["rejected"]) for p in pairs) / len(pairs)
+  return out
