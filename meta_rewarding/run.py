@@ -7,17 +7,14 @@ import os
 import jax
 from absl import logging
 
-from meta_rewarding import checkpoints, data, pipeline, sharding, tokenizer
+from meta_rewarding import artifacts, checkpoints, data, pipeline, sharding, tokenizer, train
 from meta_rewarding.model.config import UnsupportedConfigError
 
-# Errors caused by user input: main prints their message (file, line, field) without a traceback.
+# Errors caused by user input (or a diverged run): main prints their message — which names the
+# file, line, field or step — without a traceback.
 USER_ERRORS = (pipeline.PipelineError, data.DataError, checkpoints.CheckpointError,
-               tokenizer.TokenizerError, UnsupportedConfigError, sharding.MeshError)
-try:
-  from meta_rewarding.train import TrainingDivergedError
-  USER_ERRORS += (TrainingDivergedError,)
-except ImportError:  # pragma: no cover
-  pass
+               tokenizer.TokenizerError, UnsupportedConfigError, sharding.MeshError,
+               artifacts.ArtifactError, train.TrainConfigError, train.TrainingDivergedError)
 
 
 def load_pool(config) -> list[str]:
