@@ -58,6 +58,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.meta_judge.template = prompts.META_JUDGE_TEMPLATE
   c.meta_judge.max_chosen_chars = 1200  # judge pairs whose chosen judgment is longer are dropped
   c.meta_judge.elo_l2 = 1e-3
+  c.meta_judge.run_when_unused = False  # meta-judge iterations that train on actor pairs only?
 
   c.pipeline = ml_collections.ConfigDict()
   c.pipeline.num_iterations = 4

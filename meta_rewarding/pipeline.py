@@ -397,9 +397,13 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
   a_pairs = _stage(os.path.join(it_dir, "actor_pairs.jsonl"),
                    lambda: actor_pairs(actor, judge, rho, p.length_unit))
 
-  # 5. Meta-judge and judge pairs.
+  # 5. Meta-judge and judge pairs (not run when this iteration trains on no judge pairs, unless
+  # meta_judge.run_when_unused asks for its metrics anyway).
+  use = per_iteration(p.train_pairs, iteration, "pipeline.train_pairs")
+  if use not in ("both", "actor", "judge", "none"):
+    raise PipelineError(f"pipeline.train_pairs entry {use!r}: expected both|actor|judge|none")
   meta = j_pairs = position_w = None
-  if config.meta_judge.enabled:
+  if config.meta_judge.enabled and (use in ("both", "judge") or config.meta_judge.run_when_unused):
     requests = meta_judge_requests(actor, judge)
 
     def run_meta(chunk, c):
@@ -441,9 +445,6 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
   # 6. DPO.
   dpo_path = os.path.join(it_dir, "dpo.jsonl")
   if not (os.path.exists(dpo_path) and os.path.exists(model_dir)):
-    use = per_iteration(p.train_pairs, iteration, "pipeline.train_pairs")
-    if use not in ("both", "actor", "judge", "none"):
-      raise PipelineError(f"pipeline.train_pairs entry {use!r}: expected both|actor|judge|none")
     pairs = []
     if use in ("both", "actor"):
       pairs += a_pairs
@@ -468,7 +469,7 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
   # 7. Evaluate.
   result = iteration_metrics(iteration, prompt_records, actor, judge, a_pairs, meta, j_pairs,
                              dpo_steps, position_w, skipped)
-  result["pairs/trained_on"] = per_iteration(p.train_pairs, iteration, "pipeline.train_pairs")
+  result["pairs/trained_on"] = use
   result["rho"] = rho
   if evaluate_extra is not None:
     result.update(evaluate_extra({"prompts": prompt_records, "actor": actor, "judge": judge,

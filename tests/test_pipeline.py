@@ -158,6 +158,9 @@ def test_iteration_schedule(tmp_path):
   assert [r["rho"] for r in results] == [0.0, 0.32, 0.32]  # the last entry repeats
   assert [[p["kind"] for p in t] for t in policy.trained] == [["actor", "judge"], ["actor"], ["actor"]]
   assert policy.version == 3
+  # Iterations that train on actor pairs only skip the (costly) meta-judge.
+  assert (tmp_path / "iter_1" / "meta_judge.jsonl").exists()
+  assert not (tmp_path / "iter_2" / "meta_judge.jsonl").exists()
   assert len(artifacts.read_jsonl(str(tmp_path / "metrics.jsonl"))) == 3
 
 
