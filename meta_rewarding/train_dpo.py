@@ -1,0 +1,156 @@
+"""Stand-alone DPO / SFT on a user's own data: HF checkpoint in, trained HF checkpoint out.
+
+  python -m meta_rewarding.train_dpo --config=configs/dpo_example.py \
+      --config.model.checkpoint=HF_DIR --config.data.pairs=FILE.jsonl --workdir=DIR
+  python -m meta_rewarding.train_dpo --config=configs/dpo_example.py --config.mode=sft \
+      --config.model.checkpoint=HF_DIR --config.data.sft=FILE.jsonl --workdir=DIR
+
+Layout of DIR: checkpoints/ (orbax train state, params export, metrics.jsonl; rerunning the same
+command resumes), hf/ (safetensors + config + tokenizer files), summary.json.
+Bad input (data, tokenizer, checkpoint, mesh, config) ends with one `error:` line and exit code 1
+(`--verbosity=1` adds the traceback). Progress: a tqdm bar, and a log line every `train.log_every`
+steps; every step's metrics are in DIR/checkpoints/metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import logging as pylogging
+import os
+import shutil
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (checkpoints, hf export).")
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                    "tokenizer.model", "chat_template.jinja")
+
+
+class UsageError(ValueError):
+  """A missing or contradictory command-line setting."""
+
+
+def _copy_tokenizer(tokenizer_path: str, out_dir: str):
+  if os.path.isfile(tokenizer_path):
+    name = "tokenizer.model" if tokenizer_path.endswith(".model") else os.path.basename(tokenizer_path)
+    shutil.copy2(tokenizer_path, os.path.join(out_dir, name))
+    return
+  for name in _TOKENIZER_FILES:
+    src = os.path.join(tokenizer_path, name)
+    if os.path.exists(src):
+      shutil.copy2(src, os.path.join(out_dir, name))
+
+
+def run(config, workdir: str) -> dict:
+  """Trains as `config` says; returns the summary (also written to WORKDIR/summary.json)."""
+  import jax
+
+  from meta_rewarding import checkpoints, data, sharding, train
+  from meta_rewarding.tokenizer import load_tokenizer
+
+  mode = config.mode
+  if mode not in ("dpo", "sft"):
+    raise UsageError(f"--config.mode must be 'dpo' or 'sft', got {mode!r}")
+  if not config.model.checkpoint:
+    raise UsageError("set --config.model.checkpoint=HF_DIR (a Hugging Face Llama directory)")
+  source = config.data.pairs if mode == "dpo" else (config.data.sft or config.data.pairs)
+  if not source:
+    raise UsageError(f"set --config.data.{'pairs' if mode == 'dpo' else 'sft'}=FILE "
+                     "(JSONL or parquet, or a datasets hub name)")
+  split = config.data.split or None
+  system_prompt = config.data.system_prompt or None
+  cfg = config.train
+
+  # Cheap checks first: data, tokenizer, mesh; the model last.
+  if mode == "dpo":
+    records = data.load_pairs(source, split=split)
+  else:
+    records = data.load_sft(source, response_field=config.data.response_field, split=split)
+  tokenizer_path = config.model.tokenizer or config.model.checkpoint
+  tokenizer = load_tokenizer(tokenizer_path, chat_format=config.model.chat_format)
+  tokenize = data.tokenize_pairs if mode == "dpo" else data.tokenize_sft
+  examples, report = tokenize(records, tokenizer, max_length=int(cfg.max_length),
+                              truncation=cfg.truncation, system_prompt=system_prompt)
+  print(f"data: {source}: {report}", flush=True)
+  if not examples:
+    raise data.DataError(f"{source}: no example fits max_length={cfg.max_length}")
+
+  sharding.maybe_initialize_distributed(bool(config.get("distributed", False)))
+  mesh = sharding.make_mesh(dict(config.mesh.shape.items()))
+  rules = sharding.rules_from_config(config.mesh.rules)
+  model_config = checkpoints.read_hf_config(
+      config.model.checkpoint, dtype=config.model.dtype, param_dtype=config.model.param_dtype,
+      scan_layers=config.model.scan_layers, remat_policy=config.model.remat_policy)
+  if tokenizer.vocab_size > model_config.vocab_size:
+    raise UsageError(f"the tokenizer at {tokenizer_path} has {tokenizer.vocab_size} tokens but the "
+                     f"model only {model_config.vocab_size}: they do not belong together")
+  sharding.check_divisibility(model_config, mesh, rules)
+  model_config, params = checkpoints.load_hf(
+      config.model.checkpoint, config=model_config,
+      shardings=lambda c: sharding.param_shardings(c, mesh, rules))
+
+  run_fn = train.run_dpo if mode == "dpo" else train.run_sft
+  params, history = run_fn(model_config, params, examples, cfg, mesh=mesh, rules=rules,
+                           checkpoint_dir=os.path.join(workdir, "checkpoints"),
+                           seed=int(config.seed), progress=bool(config.progress))
+
+  hf_dir = None
+  if config.export_hf:
+    hf_dir = os.path.join(workdir, "hf")
+    checkpoints.save_hf(hf_dir, model_config, params, dtype=config.export_dtype or None)
+    if jax.process_index() == 0:
+      _copy_tokenizer(tokenizer_path, hf_dir)
+  final = history[-1] if history else {}
+  summary = {"mode": mode, "data": {"source": str(source), "kept": report.kept,
+                                    "truncated": report.truncated, "skipped": report.skipped,
+                                    "total": report.total},
+             "steps": int(final.get("step", 0)), "final": final, "hf": hf_dir,
+             "checkpoints": os.path.join(workdir, "checkpoints")}
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+      json.dump(summary, f, indent=2)
+  shown = " ".join(f"{k}={final[k]:.4g}" for k in ("loss", "rewards/accuracies", "rewards/margins",
+                                                   "nll", "tokens/s") if k in final)
+  print(f"{mode}: {summary['steps']} steps, {shown}; model: {hf_dir or '(not exported)'}",
+        flush=True)
+  return summary
+
+
+class _QuietOrbax(pylogging.Filter):
+  """Drops orbax's per-save INFO chatter (dozens of lines per checkpoint) from the console."""
+
+  def filter(self, record):
+    return record.levelno >= pylogging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(_QuietOrbax())
+  from meta_rewarding import checkpoints, data, sharding, train
+  from meta_rewarding.model.config import UnsupportedConfigError
+  from meta_rewarding.tokenizer import TokenizerError
+
+  config = _CONFIG.value
+  if config is None:
+    raise app.UsageError("--config=configs/dpo_example.py is required")
+  if not _WORKDIR.value:
+    raise app.UsageError("--workdir=DIR is required")
+  os.makedirs(_WORKDIR.value, exist_ok=True)
+  expected = (UsageError, data.DataError, TokenizerError, checkpoints.CheckpointError,
+              UnsupportedConfigError, sharding.MeshError, train.TrainConfigError,
+              train.TrainingDivergedError, FileNotFoundError, PermissionError)
+  try:
+    run(config, _WORKDIR.value)
+  except expected as e:
+    logging.debug("failed", exc_info=True)  # the traceback with --verbosity=1
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)
