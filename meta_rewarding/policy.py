@@ -17,7 +17,7 @@ import jax
 from absl import logging
 
 from meta_rewarding import checkpoints, data, sampling, sharding, train
-from meta_rewarding.model import LlamaConfig, init_params
+from meta_rewarding.model import LlamaConfig, presets
 from meta_rewarding.pipeline import Generation, PipelineError
 from meta_rewarding.tokenizer import Tokenizer, load_tokenizer, train_sentencepiece
 
@@ -56,8 +56,7 @@ def run_options(config) -> dict:
 def build_model_config(config, tokenizer: Tokenizer) -> LlamaConfig:
   if config.model.checkpoint:
     return checkpoints.read_hf_config(config.model.checkpoint, **run_options(config))
-  arch = dict(config.model.architecture)
-  arch.setdefault("vocab_size", tokenizer.vocab_size)
+  arch = config.model.architecture.to_dict()
   if not arch.get("vocab_size"):
     arch["vocab_size"] = tokenizer.vocab_size
   if arch["vocab_size"] < tokenizer.vocab_size:
@@ -65,7 +64,7 @@ def build_model_config(config, tokenizer: Tokenizer) -> LlamaConfig:
                         f"tokenizer's {tokenizer.vocab_size}")
   arch.setdefault("bos_token_id", tokenizer.bos_id)
   arch.setdefault("eos_token_id", tokenizer.eos_id)
-  return LlamaConfig(**arch, **run_options(config))
+  return presets.llama_config(arch, **run_options(config))
 
 
 class JaxPolicy:

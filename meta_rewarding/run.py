@@ -7,14 +7,15 @@ import os
 import jax
 from absl import logging
 
-from meta_rewarding import artifacts, checkpoints, data, pipeline, sharding, tokenizer, train
+from meta_rewarding import artifacts, checkpoints, data, pipeline, plan, sharding, tokenizer, train
 from meta_rewarding.model.config import UnsupportedConfigError
 
 # Errors caused by user input (or a diverged run): main prints their message — which names the
 # file, line, field or step — without a traceback.
 USER_ERRORS = (pipeline.PipelineError, data.DataError, checkpoints.CheckpointError,
                tokenizer.TokenizerError, UnsupportedConfigError, sharding.MeshError,
-               artifacts.ArtifactError, train.TrainConfigError, train.TrainingDivergedError)
+               artifacts.ArtifactError, train.TrainConfigError, train.TrainingDivergedError,
+               plan.DoesNotFitError)
 
 
 def load_pool(config) -> list[str]:
@@ -34,6 +35,7 @@ def load_pool(config) -> list[str]:
 
 def run(config, workdir: str) -> list[dict]:
   sharding.maybe_initialize_distributed(config.mesh.distributed)
+  plan.check_fits(config)  # refuse a config that cannot fit before any work is done
   main_process = jax.process_index() == 0
   if main_process:
     pipeline.check_config(workdir, config.to_json(), config.allow_config_change)

@@ -1,0 +1,192 @@
+r"""Meta-Rewarding at paper scale: Llama-3-8B-Instruct on a Cloud TPU v4-32 slice (16 chips, 4 hosts).
+
+Run the same command on every host of the slice (`xm_launch/launch.py` does that for you):
+
+  python -m meta_rewarding.main --config=configs/tpu_v4.py --workdir=$WORKDIR \
+      --config.model.checkpoint=$CKPT --config.data.prompts=$PROMPTS
+
+  CKPT     a Hugging Face Llama-3-8B-Instruct directory (config.json, *.safetensors, tokenizer
+           files) that every host can read: a local copy on each host, or a gs:// path. The
+           default below is a placeholder that fails with a clear "does not exist" error.
+  PROMPTS  your prompt file: JSONL (or parquet) with one {"prompt": ...} per line. The paper drew
+           its prompts from Open Assistant-derived instructions (Self-Rewarding's augmented
+           prompt set); any pool of >= 20k instructions works (4 iterations x 5000, no repeats).
+           docs/scale.md shows how to make one from `OpenAssistant/oasst1`.
+
+Plan its memory first (prints the table, exits 1 with what to change when it cannot fit):
+
+  python -m meta_rewarding.plan --config=configs/tpu_v4.py
+
+Variants (`--config=configs/tpu_v4.py:<arg>`, comma-separated, e.g. `:model=llama3_1b,mesh=fsdp`):
+  (none)            Llama-3-8B-Instruct, the paper's method defaults, mesh fsdp x tensor=8.
+  model=NAME        another preset of meta_rewarding/model/presets.py: llama3_1b (Llama-3.2-1B),
+                    llama3_3b (Llama-3.2-3B), llama3_1_8b (Llama-3.1-8B), llama3_8b, tiny.
+  mesh=fsdp         pure FSDP (fsdp=-1, tensor=1): parameters sharded along `embed` only; DPO
+                    batches of 16 pairs x 1 microbatch (the 16 batch shards must divide them).
+  self_rewarding    the Self-Rewarding baseline (no meta-judge, actor pairs only).
+  runlocal          a tiny random model on the synthetic testbed, on whatever devices are present
+                    (CPU is fine, about a minute): checks the wiring of this config, not the method.
+
+Why these choices (the target is v4-32 = 16 chips x 32 GiB HBM, 4 hosts of 4 chips):
+  * Parameters stay float32 (the AdamW master copy): DPO's learning rate (5e-7) makes updates of
+    ~1e-6 relative size, below bfloat16's resolution (~4e-3), so bf16 weights would not move.
+    Matmuls run in bfloat16 (`model.dtype`).
+  * Mesh data=1, fsdp=-1, tensor=8: the pipeline's time is almost all decoding (per iteration
+    ~35k actor samples, ~385k judgments, ~550k meta-judgments). Under pure FSDP every decode step
+    all-gathers the whole model onto every chip (~30 GB of f32 weights per chip per token step);
+    with tensor=8 (the largest width that divides Llama-3's 8 kv heads) each chip keeps 1/8 of
+    every layer and the per-step gather is over fsdp=2 only. The KV cache is sharded over kv
+    heads too. Training shards the AdamW state 16 ways either way. `-1` takes the rest, so the
+    same config runs on v4-64 (fsdp=4) and larger slices.
+  * scan_layers + remat "full" for training (each layer keeps only its input and recomputes its
+    forward in the backward pass: ~1/3 more training FLOPs, but training is a small share of an
+    iteration and "dots_no_batch" would leave under 2 GiB of headroom per chip), 4 pairs x 4
+    microbatches per step, pairs up to 3072 tokens (judge pairs carry the rubric, the question
+    and the response), log-probs in 512-token chunks (128k vocabulary).
+  * Sampling: 64 decode rows per batch; the meta-judge stage (n=1, shared prefixes) prefills 64
+    prompts at once and bounds it: its full attention scores grow with prompts x length^2.
+
+Expected run time: about 5 hours per iteration on a v4-32, about a day for the 4 iterations (an
+estimate from a memory-bandwidth roofline, not a measurement: docs/scale.md); `runlocal`: about a
+minute on a CPU. What it prints: the memory plan (`plan.check_fits`), a progress bar per stage and, after each iteration, the
+DESIGN.md 4.3 metrics table; metrics.jsonl, TensorBoard events, plots and each iteration's model
+(HF safetensors) in the workdir.
+"""
+
+import ml_collections
+
+from meta_rewarding import defaults
+from meta_rewarding.model import presets
+
+# Placeholders: override on the command line (see the docstring).
+CHECKPOINT = "gs://YOUR_BUCKET/models/Meta-Llama-3-8B-Instruct"
+PROMPTS = "gs://YOUR_BUCKET/data/prompts.jsonl"
+SLICE = "v4-32"          # what the mesh, batch sizes and the memory plan are chosen for
+NUM_CHIPS = 16           # v4-32: 16 chips (a v4 "core count" of 32), 4 hosts of 4 chips
+CHIP_MEMORY_GIB = 32.0    # HBM per v4 chip
+
+VARIANTS = ("", "model=llama3_1b", "model=llama3_3b", "model=llama3_1_8b", "mesh=fsdp",
+            "self_rewarding", "runlocal", "runlocal,self_rewarding")
+
+
+def parse_arg(arg: str | None) -> dict:
+  """'model=llama3_1b,runlocal' -> {'model': 'llama3_1b', 'runlocal': True}."""
+  out = {}
+  for item in filter(None, (arg or "").split(",")):
+    key, sep, value = item.partition("=")
+    out[key.strip()] = value.strip() if sep else True
+  known = {"model", "mesh", "self_rewarding", "runlocal"}
+  unknown = sorted(set(out) - known)
+  if unknown:
+    raise ValueError(f"unknown tpu_v4 variant(s) {unknown}; expected some of {sorted(known)} "
+                     "(e.g. 'model=llama3_1b,mesh=fsdp', 'runlocal')")
+  return out
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  a = parse_arg(arg)
+  c = defaults.get_base_config()
+  c.seed = 0
+
+  model = presets.canonical(a.get("model", "llama3_8b"))
+  c.model.checkpoint = CHECKPOINT if model == "llama3_8b" else (
+      f"gs://YOUR_BUCKET/models/{presets.HF_REPOS[model].split('/')[1]}"
+      if presets.HF_REPOS.get(model) else "")
+  c.model.tokenizer = ""              # the checkpoint's own tokenizer and chat template
+  c.model.chat_format = "auto"
+  c.model.architecture = ml_collections.ConfigDict(presets.get(model))  # for planning / random init
+  c.model.dtype = "bfloat16"
+  c.model.param_dtype = "float32"
+  c.model.scan_layers = True
+  c.model.remat_policy = "full"
+
+  c.data.prompts = PROMPTS
+  c.data.field = "prompt"
+
+  c.train = _train_config()
+  c.mesh.shape = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 8})
+  c.mesh.distributed = True           # jax.distributed.initialize: TPU hosts find each other
+  c.mesh.num_devices = NUM_CHIPS      # the device count the planner assumes by default
+  c.mesh.device_memory_gb = CHIP_MEMORY_GIB
+  if a.get("mesh") == "fsdp":
+    c.mesh.shape = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
+    c.train.batch_size = 16             # a multiple of the 16 batch shards
+    c.train.grad_accum_steps = 1
+  elif a.get("mesh") not in (None, "fsdp_tensor"):
+    raise ValueError(f"mesh={a['mesh']!r}; expected fsdp or fsdp_tensor")
+
+  # The paper's method settings (4 iterations, 5000 prompts, K=7, N=11, rho schedule, beta 0.1,
+  # temperature 0.8, top-p 0.95) are the defaults; only lengths and batching are set here.
+  c.sampling.batch_size = 64
+  c.sampling.prompt_buckets = (128, 256, 512, 1024, 2048, 3072)
+  c.sampling.top_k = 64
+  c.sampling.max_cache_length = 0
+  c.actor.max_new_tokens = 1024
+  c.judge.max_new_tokens = 256
+  c.meta_judge.max_new_tokens = 256
+
+  c.evaluate.oracle = ""
+
+  if a.get("self_rewarding"):
+    c.meta_judge.enabled = False      # no judge pairs: "both" trains on actor pairs only
+  if a.get("runlocal"):
+    _runlocal(c, a)
+  return c
+
+
+def _train_config() -> ml_collections.ConfigDict:
+  from meta_rewarding import train
+  t = train.default_train_config()
+  # learning rate, warmup, cosine decay, AdamW betas, clipping, beta=0.1: train.py's defaults.
+  t.batch_size = 4                    # pairs per microbatch (a multiple of the batch shards)
+  t.grad_accum_steps = 4              # 16 pairs per optimizer step
+  t.num_epochs = 1
+  t.max_length = 3072
+  t.length_buckets = (512, 1024, 2048, 3072)
+  t.logps_chunk_size = 512
+  t.checkpoint_every = 50
+  return t
+
+
+def _runlocal(c: ml_collections.ConfigDict, a: dict):
+  """Tiny and local: the same structure (scan, remat, a mesh) at a size a CPU runs in a minute."""
+  if a.get("model", "tiny") != "tiny":
+    raise ValueError("runlocal uses the tiny model; drop model=")
+  c.model.checkpoint = ""
+  c.model.tokenizer = "train:512"
+  c.model.chat_format = "llama2"
+  c.model.architecture = ml_collections.ConfigDict(presets.get("tiny"))
+  c.model.dtype = "float32"
+  c.data.prompts = "testbed:2000"
+  c.mesh.shape = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
+  c.mesh.distributed = False
+  c.mesh.num_devices = 0              # plan for the devices present
+  c.mesh.device_memory_gb = 0.0       # unknown on CPU: the planner reports, never refuses
+  c.sampling.batch_size = 8
+  c.sampling.prompt_buckets = (128, 512, 1024)  # the judge and meta-judge prompts fit
+  c.sampling.top_k = 32
+  c.actor.num_responses = 2
+  c.judge.num_judgments = 3
+  c.actor.max_new_tokens = c.judge.max_new_tokens = c.meta_judge.max_new_tokens = 8
+  c.pipeline.num_iterations = 1
+  c.pipeline.prompts_per_iteration = 4
+  c.pipeline.rho = (0.0,)
+  c.pipeline.train_pairs = ("both",)
+  c.pipeline.chunk_size = 4
+  c.train.learning_rate = 1e-4
+  c.train.warmup_steps = 1
+  c.train.batch_size = 8              # divisible by 1, 2, 4 or 8 devices
+  c.train.grad_accum_steps = 1
+  c.train.max_length = 512
+  c.train.length_buckets = (128, 256, 512)
+  c.train.logps_chunk_size = 0
+  c.evaluate.oracle = "testbed"
+
+
+def get_hyper(h):
+  """The sweep `xm_launch/launch.py --sweep` runs: Meta-Rewarding against its Self-Rewarding
+  baseline (one work unit, i.e. one slice, each). `h` is `xm_launch.hyper`."""
+  return h.product([
+      h.sweep("config.seed", [0]),
+      h.sweep("config.meta_judge.enabled", [True, False]),
+  ])

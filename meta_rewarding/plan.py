@@ -1,0 +1,620 @@
+"""Memory planner: per-device bytes of a config's sampling, reference and training phases.
+
+  python -m meta_rewarding.plan --config=configs/tpu_v4.py            # planned for mesh.num_devices
+  python -m meta_rewarding.plan --config=configs/gpu.py --num_devices=8 --device_memory_gb=80
+
+Prints one table and exits 1 (with what to change) when the peak exceeds the usable device memory.
+`run.py` calls `check_fits(config)` before anything is loaded, with the real device count.
+
+What is exact and what is estimated:
+  * exact (checked against real arrays by tests/test_plan.py): parameters, the AdamW state (the
+    abstract `jax.eval_shape` of the optimizer `train.make_optimizer` builds, each moment sharded
+    like its parameter), gradients and the sampler's KV cache, all divided per device by the mesh
+    axes the logical rules give each dimension (rounded up, as uneven shards are);
+  * estimated: activations, attention scores and logits. XLA's buffer assignment decides the real
+    peak; the formulas below count the large tensors that must be alive at once.
+
+Phases (they do not overlap in time, so the peak is the largest of the three):
+  sampling   = params + max(prefill, decode)
+               decode  = KV cache [L,R,S,K,H]×2(k,v) + the prefilled rows' cache + logits [R,V]
+                         float32 ×3 (logits, softmax, top-k workspace)
+               prefill = prefix cache [L,G,P1,K,H]×2 + row cache [L,B,P1+P2,K,H]×2
+                         + attention scores B·N·P2·(P1+P2)·(4+4+dt) + hidden [B,P2,·]
+               per stage (actor: n=K; judge: n=N, shared prefixes; meta-judge: n=1, shared), with
+               the sampler's own batching: B = ceil((batch_size // n) / m)·m prompts (m = batch
+               shards of the mesh), R = B·n decode rows, prompt buckets P1 (shared prefix) and P2
+               chosen as the worst case the buckets allow, S = P1 + P2 + max_new_tokens.
+  reference  = params + one layer's forward working set + logits (forward only, no gradients).
+  training   = params (the policy's) + params (the train state's own copy: run_dpo never donates
+               its input) + optimizer + gradients ×2 (accumulator + microbatch gradient)
+               + activations + logits.
+  Training activations per device, for r = 2·batch_size/m rows of T = max_length tokens, with
+  per-device widths D, N, K, F (heads / mlp divided by the tensor axis) and dt the compute dtype's
+  bytes:
+     layer  = dt·(4D + 2NH + 2KH + 3F) + 8D + N·T·(12 + dt)
+              one layer's forward, nothing recomputed: the residual stream and norm outputs, q/k/v
+              and the attention output, gate/up/product; float32 copies of the two norm inputs;
+              per attention score float32 logits, masked logits and softmax plus the dt probs
+     saved  = none: layer
+              dots: dt·(2D + 2NH + 2KH + 2F) + 4·N·T       (every matmul output, scores in f32)
+              dots_no_batch: dt·(2D + NH + 2KH + 2F)       (the projections only)
+              full: dt·D                                   (the layer input only)
+     activations = r·T·(L·saved + layer·(1 if remat_policy == "none" else 2))
+     logits      = r·C·V·4·3 with C = logps_chunk_size (or T when 0), V divided by the tensor axis.
+  Checked against XLA's compiled temporary memory of a small model's gradient on CPU
+  (tests/test_plan.py): the estimate is within 0.5-2.5x for every remat policy (on CPU it is mostly
+  above; XLA's CPU backend computes bfloat16 elementwise ops in float32, TPUs do not).
+Usable memory = device memory × `usable_fraction` (default 0.9: XLA workspace, fragmentation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+GiB = 1 << 30
+USABLE_FRACTION = 0.9
+_MIN_SHARED_PREFIX = 16  # sampling.Sampler's default min_shared_prefix
+
+
+class DoesNotFitError(ValueError):
+  """The config's planned peak exceeds the device memory. The message says what to change."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Result.
+
+@dataclasses.dataclass(frozen=True)
+class SamplerStage:
+  """One generating stage at the sampler's batch size (bytes are per device)."""
+  name: str
+  n: int               # samples per prompt
+  prompts: int         # B: prompts per batch (padded to the batch shards)
+  rows: int            # R = B·n decode rows
+  prefix_length: int   # P1 (0 = no shared prefix)
+  prompt_length: int   # P2
+  max_new_tokens: int
+  kv_cache: int        # [L,R,S,K,H] ×2
+  prefill: int         # prefill working set (its caches, attention scores, hidden states)
+  logits: int          # decode logits and sampling workspace
+  row_cache: int = 0   # the prefilled rows' cache, alive while it is repeated into the KV cache
+
+  @property
+  def cache_length(self) -> int:
+    return self.prefix_length + self.prompt_length + self.max_new_tokens
+
+  @property
+  def peak(self) -> int:
+    return max(self.prefill, self.kv_cache + self.row_cache + self.logits)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """Per-device bytes of each phase of a config (see the module doc for the formulas)."""
+  model: str
+  num_params: int
+  num_devices: int
+  mesh: Mapping[str, int]
+  param_dtype: str
+  dtype: str
+  remat_policy: str
+  scan_layers: bool
+  # sampling
+  params: int
+  stages: tuple[SamplerStage, ...]
+  # reference log-probs
+  reference: int
+  # training
+  train_params: int
+  optimizer: int
+  gradients: int
+  activations: int
+  train_logits: int
+  train_rows: int        # rows per device per microbatch
+  train_length: int
+  # capacity (None = unknown)
+  device_memory: int | None = None
+  usable_fraction: float = USABLE_FRACTION
+  notes: tuple[str, ...] = ()
+  settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  # -- derived -------------------------------------------------------------------------------
+  @property
+  def worst_stage(self) -> SamplerStage | None:
+    return max(self.stages, key=lambda s: s.peak) if self.stages else None
+
+  @property
+  def kv_cache(self) -> int:
+    s = self.worst_stage
+    return s.kv_cache if s else 0
+
+  @property
+  def sampler_logits(self) -> int:
+    s = self.worst_stage
+    return s.logits if s else 0
+
+  @property
+  def sampling_total(self) -> int:
+    s = self.worst_stage
+    return self.params + (s.peak if s else 0)
+
+  @property
+  def reference_total(self) -> int:
+    return self.params + self.reference
+
+  @property
+  def training_total(self) -> int:
+    return (self.params + self.train_params + self.optimizer + self.gradients + self.activations
+            + self.train_logits)
+
+  @property
+  def phases(self) -> dict[str, int]:
+    return {"sampling": self.sampling_total, "reference": self.reference_total,
+            "training": self.training_total}
+
+  @property
+  def total(self) -> int:
+    """The peak over phases: what one device must hold."""
+    return max(self.phases.values())
+
+  @property
+  def usable(self) -> int | None:
+    return None if self.device_memory is None else int(self.device_memory * self.usable_fraction)
+
+  def fits(self, bytes_per_device: int | None = None) -> bool:
+    """Whether the peak fits `bytes_per_device` (default: the usable share of `device_memory`;
+    True when the capacity is unknown)."""
+    limit = self.usable if bytes_per_device is None else bytes_per_device
+    return True if limit is None else self.total <= limit
+
+  # -- presentation --------------------------------------------------------------------------
+  def table(self) -> str:
+    g = lambda b: f"{b / GiB:9.2f}"
+    mesh = " ".join(f"{k}={v}" for k, v in self.mesh.items())
+    st = self.settings
+    lines = [f"memory plan: {self.model} ({self.num_params / 1e9:.2f}B params), {self.num_devices} "
+             f"devices, mesh {mesh}",
+             f"  params {self.param_dtype}, compute {self.dtype}, remat {self.remat_policy}, "
+             f"scan_layers {self.scan_layers}",
+             f"{'per device':46s}{'GiB':>9s}"]
+    lines.append("sampling (sampling.batch_size={})".format(st.get("sampling_batch_size")))
+    for s in self.stages:
+      lines.append(f"  {s.name:11s} n={s.n:<3d} {s.prompts:4d} prompts x{s.n} = {s.rows:4d} rows, "
+                   f"cache {s.cache_length} (P1 {s.prefix_length} + P2 {s.prompt_length} "
+                   f"+ {s.max_new_tokens}): peak{g(s.peak)}")
+    w = self.worst_stage
+    lines += [f"  {'params':44s}{g(self.params)}"]
+    if w:
+      lines += [f"  worst stage {w.name}: prefill, then decode",
+                f"  {'  prefill: caches + attention scores (est.)':44s}{g(w.prefill)}",
+                f"  {'  decode: kv cache':44s}{g(w.kv_cache)}",
+                f"  {'  decode: prefilled rows cache':44s}{g(w.row_cache)}",
+                f"  {'  decode: logits':44s}{g(w.logits)}"]
+    lines += [f"  {'total = params + max(prefill, decode)':44s}{g(self.sampling_total)}",
+              "reference log-probs (forward only)",
+              f"  {'params':44s}{g(self.params)}",
+              f"  {'forward working set (estimate)':44s}{g(self.reference)}",
+              f"  {'total':44s}{g(self.reference_total)}",
+              "training ({} pairs x {} microbatches, max_length {}, {} rows/device)".format(
+                  st.get("train_batch_size"), st.get("grad_accum_steps"), self.train_length,
+                  self.train_rows),
+              f"  {'params (policy)':44s}{g(self.params)}",
+              f"  {'params (train state copy)':44s}{g(self.train_params)}",
+              f"  {'optimizer state (AdamW mu, nu)':44s}{g(self.optimizer)}",
+              f"  {'gradients (accumulator + microbatch)':44s}{g(self.gradients)}",
+              f"  {'activations (estimate, remat ' + self.remat_policy + ')':44s}{g(self.activations)}",
+              f"  {'logits (chunk ' + str(st.get('logps_chunk_size') or 'none') + ', estimate)':44s}"
+              f"{g(self.train_logits)}",
+              f"  {'total':44s}{g(self.training_total)}"]
+    peak_phase = max(self.phases, key=self.phases.get)
+    if self.device_memory is None:
+      verdict = "device memory unknown (set mesh.device_memory_gb)"
+    else:
+      verdict = (f"of {self.usable / GiB:.2f} usable ({self.device_memory / GiB:.0f} GiB x "
+                 f"{self.usable_fraction:.0%}): {'fits' if self.fits() else 'DOES NOT FIT'}")
+    lines.append(f"{'peak (' + peak_phase + ')':46s}{g(self.total)} {verdict}")
+    lines += [f"note: {n}" for n in self.notes]
+    return "\n".join(lines)
+
+  def advice(self) -> list[str]:
+    """What to change, largest problem first (empty when it fits)."""
+    if self.fits():
+      return []
+    limit = self.usable
+    st = self.settings
+    out = []
+    if self.training_total > limit:
+      state = self.params + self.train_params + self.optimizer + self.gradients
+      parts = {"activations": self.activations, "logits": self.train_logits, "state": state}
+      for part in sorted(parts, key=parts.get, reverse=True):
+        if part == "activations":
+          if self.remat_policy != "full":
+            out.append(f"set model.remat_policy='full' (now {self.remat_policy!r}): activations "
+                       f"are {self.activations / GiB:.1f} GiB per device")
+          out.append(f"lower train.batch_size (now {st.get('train_batch_size')} pairs per "
+                     "microbatch) and raise train.grad_accum_steps (now "
+                     f"{st.get('grad_accum_steps')}) to keep the pairs per step; or lower "
+                     f"train.max_length (now {self.train_length})")
+        elif part == "logits":
+          if not st.get("logps_chunk_size"):
+            out.append("set train.logps_chunk_size=512 (now 0): full [rows, T, V] float32 logits "
+                       f"take {self.train_logits / GiB:.1f} GiB per device")
+          else:
+            out.append(f"lower train.logps_chunk_size (now {st.get('logps_chunk_size')})")
+        else:
+          out.append(f"shard the model over more devices (more fsdp x tensor; mesh now "
+                     f"{dict(self.mesh)}): parameters, optimizer state and gradients take "
+                     f"{state / GiB:.1f} GiB per device and shrink linearly with fsdp x tensor")
+    if self.sampling_total > limit:
+      w = self.worst_stage
+      out.append(f"lower sampling.batch_size (now {st.get('sampling_batch_size')}): the {w.name} "
+                 f"stage decodes {w.rows} rows with a {w.cache_length}-token cache "
+                 f"({w.peak / GiB:.1f} GiB per device)")
+      out.append("shorten sampling.prompt_buckets / the stages' max_new_tokens (the cache and the "
+                 "prefill scores grow with them), or add tensor parallelism (the KV cache is "
+                 "sharded over kv heads)")
+    if self.reference_total > limit:
+      out.append("lower train.reference_batch_size (0 = 2 x batch_size) or set "
+                 "train.logps_chunk_size")
+    seen, unique = set(), []
+    for a in out:
+      if a not in seen:
+        seen.add(a)
+        unique.append(a)
+    return unique
+
+  def refusal(self) -> str:
+    phase = max(self.phases, key=self.phases.get)
+    head = (f"the config does not fit: {phase} needs {self.total / GiB:.2f} GiB per device but "
+            f"{self.usable / GiB:.2f} GiB are usable ({self.device_memory / GiB:.0f} GiB x "
+            f"{self.usable_fraction:.0%}) on {self.num_devices} devices, mesh {dict(self.mesh)}.")
+    return head + " To fit: " + "; ".join(self.advice()) + "."
+
+
+# ------------------------------------------------------------------------------------------------
+# Arithmetic.
+
+def _dtype_bytes(name) -> int:
+  import jax.numpy as jnp
+  return int(np.dtype(jnp.dtype(name)).itemsize)
+
+
+def _axis_size(mesh: Mapping[str, int], axes) -> int:
+  if axes is None:
+    return 1
+  axes = (axes,) if isinstance(axes, str) else tuple(axes)
+  return math.prod(mesh[a] for a in axes)
+
+
+def _rule_size(mesh, rules, name: str) -> int:
+  return _axis_size(mesh, dict(rules).get(name))
+
+
+def shard_bytes(shape: Sequence[int], dtype, logical_axes, mesh: Mapping[str, int], rules) -> int:
+  """Bytes of one device's shard of an array with `logical_axes` (uneven shards round up)."""
+  import flax.linen as nn
+  from meta_rewarding import sharding
+  spec = nn.logical_to_mesh_axes(tuple(logical_axes), sharding.rules_from_config(rules))
+  dims = [-(-d // _axis_size(mesh, a)) for d, a in zip(shape, tuple(spec) + (None,) * len(shape))]
+  return math.prod(dims) * _dtype_bytes(dtype)
+
+
+class _Axes:
+  """A logical-axes tuple that pytrees treat as a leaf (so it can ride along a params tree)."""
+  def __init__(self, axes):
+    self.axes = tuple(axes)
+
+
+def model_config_from(config):
+  """The `LlamaConfig` a config describes: the checkpoint's config.json when readable here, else
+  `model.architecture` (what the planner uses before the weights are at hand)."""
+  import os
+  from meta_rewarding.model import presets
+  m = config.model
+  run_options = dict(dtype=m.dtype, param_dtype=m.param_dtype, scan_layers=m.scan_layers,
+                     remat_policy=m.remat_policy)
+  if m.checkpoint and os.path.isfile(os.path.join(m.checkpoint, "config.json")):
+    from meta_rewarding import checkpoints
+    return checkpoints.read_hf_config(m.checkpoint, **run_options), f"{m.checkpoint}/config.json"
+  arch = m.architecture.to_dict() if hasattr(m.architecture, "to_dict") else dict(m.architecture)
+  if not arch:
+    raise DoesNotFitError("cannot plan: model.checkpoint is not readable here and "
+                          "model.architecture is empty")
+  return presets.llama_config(arch, **run_options), "model.architecture"
+
+
+def _train_config(config):
+  from meta_rewarding import train
+  base = train.default_train_config()
+  if "train" in config:
+    for k, v in config.train.items():
+      if k in base:
+        base[k] = v
+  return base
+
+
+def make_optimizer(tcfg):
+  """The optax optimizer `train.py` trains with: its state is what the plan counts."""
+  from meta_rewarding import train
+  return train.make_optimizer(train.OptimizerSpec.from_config(tcfg))
+
+
+def _param_and_optimizer_bytes(mc, tcfg, mesh, rules) -> tuple[int, int]:
+  import jax
+  from meta_rewarding import sharding, train
+  from meta_rewarding.model import llama
+  import optax
+  abstract = sharding.abstract_params(mc)
+  axes = llama.param_logical_axes(mc)
+  wrapped = jax.tree.map(lambda spec: _Axes(spec), axes,
+                         is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+  per_param = jax.tree.map(lambda a, w: shard_bytes(a.shape, a.dtype, w.axes, mesh, rules),
+                           abstract, wrapped)
+  params = sum(jax.tree.leaves(per_param))
+  optimizer = make_optimizer(tcfg)
+  opt_shapes = jax.eval_shape(optimizer.init, abstract)
+  opt_bytes = optax.tree_map_params(
+      optimizer, lambda s, w: shard_bytes(s.shape, s.dtype, w.axes, mesh, rules), opt_shapes,
+      wrapped, transform_non_params=lambda s: int(np.prod(s.shape)) * _dtype_bytes(s.dtype),
+      is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct))
+  return params, int(sum(jax.tree.leaves(opt_bytes)))
+
+
+def _widths(mc, mesh, rules) -> dict[str, int]:
+  """Per-device activation widths under `rules`."""
+  c = lambda n, name: -(-n // _rule_size(mesh, rules, name))
+  return dict(D=c(mc.hidden_size, "act_embed"), N=c(mc.num_attention_heads, "act_q_heads"),
+              K=c(mc.num_key_value_heads, "act_kv_heads"), F=c(mc.intermediate_size, "act_mlp"),
+              V=c(mc.vocab_size, "act_vocab"), H=mc.head_dim)
+
+
+def layer_bytes_per_token(w: Mapping[str, int], length: int, dt: int) -> int:
+  """One decoder layer's forward activations per token (nothing recomputed)."""
+  D, N, K, F, H = w["D"], w["N"], w["K"], w["F"], w["H"]
+  return dt * (4 * D + 2 * N * H + 2 * K * H + 3 * F) + 8 * D + N * length * (12 + dt)
+
+
+def saved_bytes_per_token(w: Mapping[str, int], length: int, dt: int, policy: str) -> int:
+  """What one layer keeps for the backward pass per token, by remat policy."""
+  D, N, K, F, H = w["D"], w["N"], w["K"], w["F"], w["H"]
+  if policy == "none":
+    return layer_bytes_per_token(w, length, dt)
+  if policy == "dots":
+    return dt * (2 * D + 2 * N * H + 2 * K * H + 2 * F) + 4 * N * length
+  if policy == "dots_no_batch":
+    return dt * (2 * D + N * H + 2 * K * H + 2 * F)
+  if policy == "full":
+    return dt * D
+  raise ValueError(f"unknown remat_policy {policy!r}")
+
+
+def _kv_bytes(mc, rows_dev: int, length: int, kv_dev: int, dt: int) -> int:
+  return 2 * mc.num_hidden_layers * rows_dev * length * kv_dev * mc.head_dim * dt
+
+
+def _buckets(config, mc, max_new_tokens: int) -> tuple[tuple[int, ...], int]:
+  """(clipped prompt buckets, longest prompt accepted) as Sampler and JaxPolicy.fits compute them."""
+  s = config.sampling
+  cache = int(s.max_cache_length) or mc.max_position_embeddings
+  room = cache - max_new_tokens
+  if room < 1:
+    raise DoesNotFitError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a "
+                          f"{cache}-token cache")
+  buckets = tuple(sorted({min(int(b), room) for b in s.prompt_buckets}))
+  limit = int(s.max_cache_length) or (max(int(b) for b in s.prompt_buckets) + max_new_tokens)
+  longest = min(buckets[-1], min(limit, mc.max_position_embeddings) - max_new_tokens)
+  return buckets, longest
+
+
+def _worst_lengths(buckets, longest: int, shared: bool, key) -> tuple[int, int]:
+  """The (P1, P2) bucket pair maximising `key` among prompts of at most `longest` tokens."""
+  fit = [b for b in buckets if b >= 1]
+  lo = {b: (prev + 1) for prev, b in zip((0,) + tuple(fit), fit)}  # shortest length padded to b
+  own_options = [b for b in fit if lo[b] <= longest]
+  if not shared:
+    return 0, max(own_options)
+  best = (0, max(own_options))
+  for p1 in fit:
+    first = max(lo[p1], _MIN_SHARED_PREFIX)
+    if first > longest or first > p1:
+      continue
+    for p2 in fit:
+      own_lo = lo[p2]  # every member keeps >= 1 token of its own
+      if first + own_lo <= longest and key((p1, p2)) > key(best):
+        best = (p1, p2)
+  return best
+
+
+def _stage(name, n, max_new_tokens, shared, config, mc, mesh, rules, dt) -> SamplerStage:
+  mult = _rule_size(mesh, rules, "batch")
+  per_batch = max(1, int(config.sampling.batch_size) // n)
+  prompts = -(-per_batch // mult) * mult
+  rows = prompts * n
+  w = _widths(mc, mesh, rules)
+  buckets, longest = _buckets(config, mc, max_new_tokens)
+  p1k, p2k = _worst_lengths(buckets, longest, shared, key=lambda p: (sum(p), p[1]))
+  p1s, p2s = _worst_lengths(buckets, longest, shared, key=lambda p: (p[1] * sum(p), p[0]))
+  rows_dev, prompts_dev = rows // mult, prompts // mult
+  kv = _kv_bytes(mc, rows_dev, p1k + p2k + max_new_tokens, w["K"], dt)
+  row_cache = _kv_bytes(mc, prompts_dev, p1k + p2k, w["K"], dt)
+  scores = prompts_dev * w["N"] * p2s * (p1s + p2s) * (4 + 4 + dt)
+  prefix_scores = prompts_dev * w["N"] * p1s * p1s * (4 + 4 + dt)
+  hidden = prompts_dev * p2s * dt * (2 * w["D"] + 2 * w["F"] + (w["N"] + 2 * w["K"]) * w["H"])
+  prefill = (_kv_bytes(mc, prompts_dev, p1s, w["K"], dt) + _kv_bytes(mc, prompts_dev, p1s + p2s,
+                                                                      w["K"], dt)
+             + max(scores, prefix_scores) + hidden)
+  logits = rows_dev * mc.vocab_size * 4 * 3
+  return SamplerStage(name=name, n=n, prompts=prompts, rows=rows, prefix_length=p1k,
+                      prompt_length=p2k, max_new_tokens=max_new_tokens, kv_cache=kv,
+                      prefill=prefill, logits=logits, row_cache=row_cache)
+
+
+def _rules(config, key: str, default):
+  rules = config.mesh.get(key) if "mesh" in config else None
+  return tuple(default if not rules else rules)
+
+
+def detected_device_memory() -> int | None:
+  """What the first device reports as its allocation limit (None on CPU)."""
+  try:
+    import jax
+    stats = jax.devices()[0].memory_stats()
+  except Exception:  # pragma: no cover - backends without memory stats
+    stats = None
+  if stats and stats.get("bytes_limit"):
+    return int(stats["bytes_limit"])
+  return None
+
+
+def device_memory_bytes(config=None, *, detect: bool = True) -> int | None:
+  """Memory per device: `mesh.device_memory_gb` (GiB) and/or what the device reports (its limit
+  includes e.g. JAX's GPU preallocation fraction); the smaller when both are known."""
+  configured = None
+  if config is not None and "mesh" in config and config.mesh.get("device_memory_gb"):
+    configured = int(float(config.mesh.device_memory_gb) * GiB)
+  detected = detected_device_memory() if detect else None
+  known = [b for b in (configured, detected) if b]
+  return min(known) if known else None
+
+
+def plan(config, num_devices: int | None = None, *, device_memory: int | None = None,
+         usable_fraction: float = USABLE_FRACTION, detect_memory: bool = False) -> Plan:
+  """The memory plan of `config` on `num_devices` devices (default: `mesh.num_devices` when the
+  config names one, else `jax.device_count()`). Arithmetic on abstract shapes: allocates nothing,
+  needs no devices of that count. Device memory: `device_memory` (bytes), else
+  `mesh.device_memory_gb`, and with `detect_memory` also what the local device reports."""
+  from meta_rewarding import sharding
+  if num_devices is None:
+    num_devices = int(config.mesh.get("num_devices") or 0) or None
+  if num_devices is None:
+    import jax
+    num_devices = jax.device_count()
+  mesh = sharding.resolve_mesh_shape(dict(config.mesh.shape), int(num_devices))
+  train_rules = _rules(config, "train_rules", sharding.TRAIN_RULES)
+  decode_rules = _rules(config, "decode_rules", sharding.DECODE_RULES)
+  mc, source = model_config_from(config)
+  tcfg = _train_config(config)
+  dt = _dtype_bytes(mc.dtype)
+  notes = [f"architecture from {source}"]
+
+  # Divisibility problems are the mesh's, not memory's: sharding.MeshError names the parameter.
+  import types
+  sharding.check_divisibility(mc, types.SimpleNamespace(shape=mesh), train_rules)
+
+  params, optimizer = _param_and_optimizer_bytes(mc, tcfg, mesh, train_rules)
+
+  stages = [_stage("actor", int(config.actor.num_responses), int(config.actor.max_new_tokens),
+                   False, config, mc, mesh, decode_rules, dt),
+            _stage("judge", int(config.judge.num_judgments), int(config.judge.max_new_tokens),
+                   True, config, mc, mesh, decode_rules, dt)]
+  if config.meta_judge.enabled:
+    stages.append(_stage("meta_judge", 1, int(config.meta_judge.max_new_tokens), True, config, mc,
+                         mesh, decode_rules, dt))
+
+  # Training.
+  m = _rule_size(mesh, train_rules, "batch")
+  batch = int(tcfg.batch_size)
+  if batch % m:
+    notes.append(f"train.batch_size={batch} is not a multiple of the {m} batch shards; "
+                 "run_dpo will refuse it")
+  rows_dev = -(-2 * batch // m)
+  T = int(tcfg.max_length)
+  w = _widths(mc, mesh, train_rules)
+  L = mc.num_hidden_layers
+  layer = layer_bytes_per_token(w, T, dt)
+  saved = saved_bytes_per_token(w, T, dt, mc.remat_policy)
+  activations = rows_dev * T * (L * saved + layer * (1 if mc.remat_policy == "none" else 2))
+  chunk = int(tcfg.logps_chunk_size) or T
+  chunk = min(chunk, T)
+  train_logits = rows_dev * chunk * w["V"] * 4 * 3
+  gradients = 2 * params
+
+  ref_pairs = int(tcfg.reference_batch_size or 2 * batch)
+  ref_pairs = -(-ref_pairs // m) * m
+  ref_rows_dev = 2 * ref_pairs // m
+  reference = ref_rows_dev * T * layer + ref_rows_dev * chunk * w["V"] * 4 * 2
+
+  if device_memory is None:
+    device_memory = device_memory_bytes(config, detect=detect_memory)
+  settings = dict(sampling_batch_size=int(config.sampling.batch_size), train_batch_size=batch,
+                  grad_accum_steps=int(tcfg.grad_accum_steps),
+                  logps_chunk_size=int(tcfg.logps_chunk_size))
+  return Plan(model=_model_name(mc), num_params=mc.num_params(), num_devices=int(num_devices),
+              mesh=mesh, param_dtype=mc.param_dtype, dtype=mc.dtype,
+              remat_policy=mc.remat_policy, scan_layers=mc.scan_layers, params=params,
+              stages=tuple(stages), reference=reference, train_params=params,
+              optimizer=optimizer, gradients=gradients, activations=activations,
+              train_logits=train_logits, train_rows=rows_dev, train_length=T,
+              device_memory=device_memory, usable_fraction=usable_fraction, notes=tuple(notes),
+              settings=settings)
+
+
+def _model_name(mc) -> str:
+  from meta_rewarding.model import presets
+  for name, fields in presets.PRESETS.items():
+    try:
+      ref = presets.llama_config(fields)
+    except Exception:  # pragma: no cover
+      continue
+    if all(getattr(ref, f) == getattr(mc, f) for f in (
+        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+        "num_attention_heads", "num_key_value_heads", "head_dim", "tie_word_embeddings")):
+      return name
+  return (f"llama L{mc.num_hidden_layers} D{mc.hidden_size} F{mc.intermediate_size} "
+          f"N{mc.num_attention_heads} K{mc.num_key_value_heads} V{mc.vocab_size}")
+
+
+def check_fits(config, num_devices: int | None = None, *, log: bool = True) -> Plan:
+  """Plans `config` for the devices at hand (default `jax.device_count()`) and raises
+  `DoesNotFitError` saying what to change when the peak exceeds the usable device memory.
+  Unknown device memory (CPU without `mesh.device_memory_gb`) passes."""
+  if num_devices is None:
+    import jax
+    num_devices = jax.device_count()
+  p = plan(config, num_devices, detect_memory=True)
+  if log:
+    from absl import logging
+    logging.info("%s", p.table())
+  if not p.fits():
+    raise DoesNotFitError(p.refusal())
+  return p
+
+
+# ------------------------------------------------------------------------------------------------
+# CLI.
+
+def main(argv):
+  from absl import flags
+  del argv
+  FLAGS = flags.FLAGS
+  config = FLAGS.config
+  # Planning for the devices present (no count given anywhere): also ask them for their memory.
+  here = FLAGS.num_devices is None and not config.mesh.get("num_devices")
+  p = plan(config, FLAGS.num_devices,
+           device_memory=int(FLAGS.device_memory_gb * GiB) if FLAGS.device_memory_gb else None,
+           detect_memory=here)
+  print(p.table())
+  if not p.fits():
+    print("\n" + p.refusal(), file=sys.stderr)
+    sys.exit(1)
+
+
+def _define_flags():
+  from absl import flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file("config", "configs/local_cpu.py", "Config file (get_config(arg)).",
+                                  lock_config=True)
+  flags.DEFINE_integer("num_devices", None, "Devices to plan for (default: mesh.num_devices of the "
+                       "config, else the devices present).")
+  flags.DEFINE_float("device_memory_gb", None, "Memory per device in GiB (default: "
+                     "mesh.device_memory_gb, else what the device reports).")
+
+
+if __name__ == "__main__":
+  from absl import app
+  _define_flags()
+  app.run(main)
