@@ -32,6 +32,8 @@ setuptools.setup(
         # against; an unpinned torch would pull a multi-GB CUDA build.
         "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0"],
         "bench": ["torch==2.13.0", "trl"],
-        "launch": ["xmanager"],
+        # Resolving unpinned xmanager backtracks for a long time; these pins resolve in about a minute.
+        "launch": ["xmanager==0.8.5.post1", "protobuf>=6.33,<7", "google-api-core>=2.44",
+                   "google-cloud-aiplatform>=2.7"],
     },
 )
