@@ -1,0 +1,262 @@
+"""Decode throughput: the jitted sampler vs `transformers` generate, side by side, plus the roofline.
+
+  python bench/decode.py                          # ~50M Llama, vocab 32000, batch 1 and 16 (CPU: ~5 min)
+  python bench/decode.py --batch_sizes=1,64 --hidden_size=2048 --num_layers=16 --intermediate_size=8192 \
+      --dtype=bfloat16 --skip_transformers        # a 1B-class config on an accelerator
+
+Both generate exactly --new_tokens tokens after --prompt_len random prompt tokens (no stop ids for
+ours; min_new_tokens for transformers), with the same weights (written by `save_hf`, loaded by
+`LlamaForCausalLM.from_pretrained`) and the same sampling settings: temperature 0.8, top-k 64,
+top-p 0.95 (`--greedy` for argmax). transformers runs its default generate loop: PyTorch eager,
+dynamic KV cache on. Tokens/s counts generated tokens (batch x new_tokens) over the whole call,
+prefill included; the best of --repeats runs after one warm-up (compilation) run.
+
+Roofline: the time the hardware needs at least, per call: the prefill's matmul FLOPs at the
+measured matmul rate, plus per decode step max(matmul FLOPs / rate, weight bytes / measured memory
+bandwidth) -- reading every weight once per step. Both rates are measured here (best of a few
+kernels). roofline fraction = roofline time / measured time. KV-cache and activation traffic are not
+counted, so the fraction is an upper bound's complement: 100% is unreachable.
+
+Prints one table and writes bench/results/decode.md.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from meta_rewarding import checkpoints, sampling  # noqa: E402
+from meta_rewarding.model import LlamaConfig, init_params  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("batch_sizes", ["1", "16"], "Batch sizes to measure.")
+flags.DEFINE_integer("prompt_len", 64, "Prompt tokens per row.")
+flags.DEFINE_integer("new_tokens", 128, "Generated tokens per row.")
+flags.DEFINE_integer("vocab_size", 32000, "")
+flags.DEFINE_integer("hidden_size", 512, "")
+flags.DEFINE_integer("intermediate_size", 1536, "")
+flags.DEFINE_integer("num_layers", 6, "")
+flags.DEFINE_integer("num_heads", 8, "")
+flags.DEFINE_integer("num_kv_heads", 4, "")
+flags.DEFINE_string("dtype", "float32", "Compute and parameter dtype (both frameworks).")
+flags.DEFINE_bool("greedy", False, "Argmax instead of sampling.")
+flags.DEFINE_integer("repeats", 3, "Timed runs per setting (the best is reported).")
+flags.DEFINE_bool("skip_transformers", False, "Only measure this project's sampler.")
+flags.DEFINE_integer("shared_batch", 16, "Shared-prefix section: prompts per batch (0: skip it).")
+flags.DEFINE_integer("shared_prefix_len", 448, "Shared-prefix section: tokens all prompts share.")
+flags.DEFINE_integer("shared_suffix_len", 64, "Shared-prefix section: tokens of each prompt's own.")
+flags.DEFINE_integer("shared_new_tokens", 32, "Shared-prefix section: tokens generated per prompt.")
+flags.DEFINE_string("output", os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                           "decode.md"), "Markdown report path ('' for none).")
+
+TEMPERATURE, TOP_K, TOP_P = 0.8, 64, 0.95
+
+
+def _best_time(fn, repeats: int, warmup=None) -> float:
+  (warmup or fn)()  # compile / first-call set-up
+  best = float("inf")
+  for _ in range(repeats):
+    t = time.perf_counter()
+    fn()
+    best = min(best, time.perf_counter() - t)
+  return best
+
+
+def measure_matmul_flops(dtype) -> float:
+  """Best FLOP/s over a few square matmuls (jitted JAX on the default device)."""
+  best = 0.0
+  for n in (1024, 2048, 3072):
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), dtype)
+    f = jax.jit(lambda x: x @ x)
+    t = _best_time(lambda: f(a).block_until_ready(), 5)
+    best = max(best, 2 * n ** 3 / t)
+  return best
+
+
+def measure_bandwidth() -> float:
+  """Best read bandwidth (bytes/s) over a large array: a jitted reduction, numpy and torch sums."""
+  n = 64 * 2 ** 20  # 256 MB of float32, far beyond the caches
+  host = np.ones(n, np.float32)
+  dev = jnp.asarray(host)
+  f = jax.jit(lambda x: jnp.sum(x))
+  rates = [4 * n / _best_time(lambda: f(dev).block_until_ready(), 5),
+           4 * n / _best_time(lambda: host.sum(), 5)]
+  try:
+    import torch
+    th = torch.ones(n)
+    rates.append(4 * n / _best_time(lambda: th.sum(), 5))
+  except ImportError:
+    pass
+  return max(rates)
+
+
+def bench_config() -> LlamaConfig:
+  return LlamaConfig(vocab_size=FLAGS.vocab_size, hidden_size=FLAGS.hidden_size,
+                     intermediate_size=FLAGS.intermediate_size, num_hidden_layers=FLAGS.num_layers,
+                     num_attention_heads=FLAGS.num_heads, num_key_value_heads=FLAGS.num_kv_heads,
+                     max_position_embeddings=max(2048, FLAGS.prompt_len + FLAGS.new_tokens),
+                     rope_theta=500000.0, dtype=FLAGS.dtype, param_dtype=FLAGS.dtype,
+                     bos_token_id=1, eos_token_id=2, pad_token_id=0)
+
+
+def run_ours(config, params, prompts: np.ndarray, strategy) -> float:
+  batch = sampling.make_batch([list(p) for p in prompts], length=prompts.shape[1])
+  batch = jax.tree.map(jnp.asarray, batch)
+
+  def call():
+    out = sampling.generate_tokens(config, params, batch, strategy=strategy,
+                                   max_new_tokens=FLAGS.new_tokens, seed=0, stop_ids=())
+    lengths = np.asarray(out.lengths)
+    assert (lengths == FLAGS.new_tokens).all(), lengths
+  return _best_time(call, FLAGS.repeats)
+
+
+def run_transformers(model_dir: str, prompts: np.ndarray) -> float:
+  import torch
+  import transformers
+  dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[FLAGS.dtype]
+  model = transformers.LlamaForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
+  ids = torch.as_tensor(prompts, dtype=torch.long)
+  mask = torch.ones_like(ids)
+  kwargs = dict(do_sample=False) if FLAGS.greedy else dict(
+      do_sample=True, temperature=TEMPERATURE, top_k=TOP_K, top_p=TOP_P)
+
+  def call(new_tokens=FLAGS.new_tokens):
+    with torch.inference_mode():
+      out = model.generate(ids, attention_mask=mask, max_new_tokens=new_tokens,
+                           min_new_tokens=new_tokens, use_cache=True, pad_token_id=0, **kwargs)
+    assert out.shape[1] == ids.shape[1] + new_tokens, out.shape
+  return _best_time(call, FLAGS.repeats, warmup=lambda: call(4))  # eager: nothing to compile
+
+
+def run_shared_prefix(config, params, strategy) -> tuple[float, float]:
+  """Seconds for `shared_batch` judge-like prompts (one long common prefix + own tokens) through
+  the driver, without and with share_prefix."""
+  rng = np.random.default_rng(0)
+  prefix = rng.integers(3, config.vocab_size, FLAGS.shared_prefix_len).tolist()
+  prompts = [prefix + rng.integers(3, config.vocab_size, FLAGS.shared_suffix_len).tolist()
+             for _ in range(FLAGS.shared_batch)]
+  sampler = sampling.Sampler(config, params, None, batch_size=FLAGS.shared_batch)
+  times = []
+  for share in (False, True):
+    call = lambda: sampler.generate(prompts, strategy=strategy, max_new_tokens=FLAGS.shared_new_tokens,
+                                    share_prefix=share, stop_ids=(), progress=False)
+    times.append(_best_time(call, max(1, FLAGS.repeats - 1)))
+  return times[0], times[1]
+
+
+def _cpu_name() -> str:
+  try:
+    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    name = next(l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name"))
+    return f"{name}, {os.cpu_count()} cores"
+  except Exception:
+    return platform.processor() or "unknown CPU"
+
+
+def main(argv):
+  del argv
+  config = bench_config()
+  dtype = jnp.dtype(FLAGS.dtype)
+  strategy = sampling.Greedy() if FLAGS.greedy else sampling.Sampling(
+      temperature=TEMPERATURE, top_k=TOP_K, top_p=TOP_P)
+  dev = jax.devices()[0]
+  device = _cpu_name() if dev.platform == "cpu" else f"{dev.device_kind} ({dev.platform})"
+  print(f"device: {device}; jax {jax.__version__}")
+  params = init_params(config, jax.random.key(0))
+  matmul_params = config.num_params() - config.vocab_size * config.hidden_size  # embed is a gather
+  weight_bytes = matmul_params * dtype.itemsize
+  print(f"config: {config.num_params() / 1e6:.1f}M params ({matmul_params / 1e6:.1f}M in matmuls), "
+        f"{FLAGS.dtype}; measuring matmul FLOP/s and memory bandwidth ...")
+  flops = measure_matmul_flops(dtype)
+  bandwidth = measure_bandwidth()
+  print(f"matmul {flops / 1e9:.1f} GFLOP/s, memory {bandwidth / 1e9:.1f} GB/s")
+
+  model_dir = None
+  if not FLAGS.skip_transformers:
+    model_dir = tempfile.mkdtemp(prefix="bench_decode_")
+    checkpoints.save_hf(os.path.join(model_dir, "model"), config, params)
+    model_dir = os.path.join(model_dir, "model")
+
+  rows = []
+  for b in map(int, FLAGS.batch_sizes):
+    prompts = np.random.default_rng(b).integers(3, config.vocab_size, (b, FLAGS.prompt_len))
+    generated = b * FLAGS.new_tokens
+    ours = run_ours(config, params, prompts, strategy)
+    theirs = run_transformers(model_dir, prompts) if model_dir else float("nan")
+    step_flops = 2 * matmul_params * b
+    roofline = (step_flops * FLAGS.prompt_len / flops +
+                FLAGS.new_tokens * max(step_flops / flops, weight_bytes / bandwidth))
+    rows.append(dict(batch=b, ours=generated / ours, theirs=generated / theirs,
+                     speedup=theirs / ours, ms_step=1e3 * ours / FLAGS.new_tokens,
+                     roofline=roofline / ours, roofline_ms=1e3 * roofline / FLAGS.new_tokens,
+                     hf_roofline=roofline / theirs))
+    print(f"batch {b}: ours {generated / ours:.1f} tok/s, transformers {generated / theirs:.1f} "
+          f"tok/s", flush=True)
+
+  shared = None
+  if FLAGS.shared_batch:
+    shared = run_shared_prefix(config, params, strategy)
+    print(f"shared prefix: {shared[0]:.2f} s without, {shared[1]:.2f} s with", flush=True)
+  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+  header = ("| batch | meta_rewarding tok/s | transformers tok/s | speed-up | ms / token step "
+            "| roofline ms / step | roofline fraction (ours) | roofline fraction (transformers) |")
+  lines = [header, "|" + "---|" * 8]
+  for r in rows:
+    lines.append(f"| {r['batch']} | {r['ours']:.1f} | {r['theirs']:.1f} | {r['speedup']:.2f}x | "
+                 f"{r['ms_step']:.2f} | {r['roofline_ms']:.2f} | {100 * r['roofline']:.0f}% | "
+                 f"{100 * r['hf_roofline']:.0f}% |")
+  table = "\n".join(lines)
+  if shared:
+    table += (
+        "\n\nShared-prefix prefill (the judge / meta-judge case), through `Sampler.generate`: "
+        f"{FLAGS.shared_batch} prompts = one common {FLAGS.shared_prefix_len}-token prefix + "
+        f"{FLAGS.shared_suffix_len} own tokens each, {FLAGS.shared_new_tokens} new tokens, one batch.\n\n"
+        "| share_prefix=False | share_prefix=True | speed-up |\n|---|---|---|\n"
+        f"| {shared[0]:.2f} s | {shared[1]:.2f} s | {shared[0] / shared[1]:.2f}x |")
+  print(table)
+  if FLAGS.output:
+    import torch
+    import transformers
+    sampling_desc = "greedy" if FLAGS.greedy else (
+        f"temperature {TEMPERATURE}, top-k {TOP_K}, top-p {TOP_P}")
+    text = f"""# Decode throughput
+
+`python bench/decode.py {' '.join(sys.argv[1:])}`
+
+- device: {device}; 1-minute load average at the end of the run: {load:.1f} (the machine is shared:
+  both frameworks ran under the same load, interleaved, so compare within a row)
+- versions: jax {jax.__version__}, torch {torch.__version__}, transformers {transformers.__version__}
+- model: Llama, {config.num_params() / 1e6:.1f}M params (vocab {config.vocab_size}, hidden {config.hidden_size}, \
+{config.num_hidden_layers} layers, {config.num_attention_heads} heads / {config.num_key_value_heads} kv heads, \
+mlp {config.intermediate_size}), {FLAGS.dtype} weights and compute
+- work: {FLAGS.prompt_len}-token prompts, exactly {FLAGS.new_tokens} new tokens per row, {sampling_desc}; \
+tokens/s = generated tokens / wall time of the whole call (prefill included), best of {FLAGS.repeats}
+- measured: matmul {flops / 1e9:.1f} GFLOP/s, memory read bandwidth {bandwidth / 1e9:.1f} GB/s; roofline per \
+step = max(2 x {matmul_params / 1e6:.1f}M x batch FLOPs at that rate, {weight_bytes / 1e6:.0f} MB of weights at \
+that bandwidth), plus the prefill's FLOPs
+
+{table}
+"""
+    os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)
+    with open(FLAGS.output, "w") as f:
+      f.write(text)
+    print(f"wrote {FLAGS.output}")
+
+
+if __name__ == "__main__":
+  app.run(main)
