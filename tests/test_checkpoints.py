@@ -82,11 +82,7 @@ def test_load_hf_places_each_tensor_in_its_sharding(llama3_dir):
 
 
 def test_loading_streams_tensor_by_tensor(tmp_path):
-  """Peak RSS growth while loading a ~200 MB float32 checkpoint into bfloat16 params.
-
-  The result itself is ~100 MB; a loader that read the whole checkpoint first would peak near
-  300 MB of growth. Tensor-by-tensor streaming stays near result + one tensor.
-  """
+  """Peak RSS growth while loading a ~170 MB float32 checkpoint into bfloat16 params (~85 MB)."""
   directory = tmp_path / "big"
   directory.mkdir()
   config = tiny_config(vocab_size=8192, hidden_size=512, intermediate_size=1536,
@@ -107,7 +103,8 @@ def test_loading_streams_tensor_by_tensor(tmp_path):
       import resource, jax, json
       jax.numpy.zeros(1).block_until_ready()
       from meta_rewarding import checkpoints
-      before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+      # Current (not peak) RSS before: imports may have peaked higher than the load itself.
+      before = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
       config, params = checkpoints.load_hf({str(directory)!r}, param_dtype="bfloat16")
       jax.block_until_ready(params)
       after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -120,9 +117,13 @@ def test_loading_streams_tensor_by_tensor(tmp_path):
   figures = json.loads(out.stdout.strip().splitlines()[-1])
   largest_tensor = 8192 * 512 * 4
   assert figures["result"] == checkpoint_bytes // 2
-  # Growth = resulting params + transient (about one float32 tensor plus its converted copy).
-  assert figures["growth"] < figures["result"] + 4 * largest_tensor, figures
-  assert figures["growth"] < 0.75 * checkpoint_bytes, figures
+  # On CPU the loaded params live in host memory too, so growth = result + transient. Streaming
+  # keeps the transient to a few copies of the largest tensor (read, converted, placed); a loader
+  # that read the whole checkpoint first would add the full ~170 MB on top of the result.
+  transient = figures["growth"] - figures["result"]
+  assert transient < 4 * largest_tensor, figures
+  assert transient < 0.4 * checkpoint_bytes, figures
+  assert figures["growth"] < checkpoint_bytes, figures
 
 
 # ---- clear errors ------------------------------------------------------------------------------
