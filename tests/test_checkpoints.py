@@ -103,11 +103,14 @@ def test_loading_streams_tensor_by_tensor(tmp_path):
       import resource, jax, json
       jax.numpy.zeros(1).block_until_ready()
       from meta_rewarding import checkpoints
-      # Current (not peak) RSS before: imports may have peaked higher than the load itself.
-      before = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
+      def status(key):
+        return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key))
+      # Reset the peak (VmHWM) so start-up peaks do not hide the load's own.
+      open("/proc/self/clear_refs", "w").write("5")
+      before = status("VmRSS:")
       config, params = checkpoints.load_hf({str(directory)!r}, param_dtype="bfloat16")
       jax.block_until_ready(params)
-      after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+      after = status("VmHWM:")
       size = sum(x.nbytes for x in jax.tree.leaves(params))
       print(json.dumps({{"growth": after - before, "result": size}}))
   """)
