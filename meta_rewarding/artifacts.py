@@ -9,21 +9,21 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TextIO
 
 
 class ArtifactError(ValueError):
   """An artifact file that cannot be read back."""
 
 
-def write_jsonl(path: str, records: Iterable[Any]):
+def _atomic_write(path: str, write: Callable[[TextIO], None]):
+  """Runs `write(file)` on a temp file beside `path`, fsyncs it, then renames it over `path`."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
   try:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-      for record in records:
-        f.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+      write(f)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -31,23 +31,20 @@ def write_jsonl(path: str, records: Iterable[Any]):
     if os.path.exists(tmp):
       os.unlink(tmp)
     raise
+
+
+def write_jsonl(path: str, records: Iterable[Any]):
+  def write(f):
+    for record in records:
+      f.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+  _atomic_write(path, write)
 
 
 def write_json(path: str, record: Any):
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      json.dump(record, f, ensure_ascii=False, sort_keys=True, indent=2)
-      f.write("\n")
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  def write(f):
+    json.dump(record, f, ensure_ascii=False, sort_keys=True, indent=2)
+    f.write("\n")
+  _atomic_write(path, write)
 
 
 def iter_jsonl(path: str) -> Iterator[Any]:
