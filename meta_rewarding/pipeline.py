@@ -33,7 +33,8 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 import numpy as np
 from absl import logging
 
-from meta_rewarding import artifacts, metrics as metrics_lib, prompts as prompts_lib, rewarding
+from meta_rewarding import (artifacts, metrics as metrics_lib, prompts as prompts_lib, rewarding,
+                            sharding)
 
 STAGE_IDS = {"prompts": 0, "actor": 1, "judge": 2, "meta_judge": 3, "dpo": 4}
 
@@ -275,27 +276,43 @@ def iteration_metrics(iteration: int, prompts: Sequence[Mapping], actor: Sequenc
 # --------------------------------------------------------------------------------------------------
 # The driver (side effects live here).
 
+# Multi-host: every process runs the driver and holds the same records; whether a file exists is
+# decided by process 0, only process 0 writes, and the others wait for the write before reading
+# (the workdir must be shared by all hosts, e.g. a gs:// path or NFS). One process: plain file I/O.
+
+def _exists(path: str) -> bool:
+  return sharding.main_process_decides(os.path.exists(path))
+
+
+def _write_jsonl(path: str, records: Sequence) -> None:
+  if sharding.is_main_process():
+    artifacts.write_jsonl(path, records)
+  sharding.sync("write:" + path)
+
+
 def _chunked(path: str, items: Sequence, chunk_size: int,
              run_chunk: Callable[[Sequence, int], list]) -> list:
   """Runs `run_chunk(items_of_chunk, chunk_index)` for every chunk not yet on disk, then merges."""
-  if os.path.exists(path):
+  if _exists(path):
     return artifacts.read_jsonl(path)
   chunk_dir = path + ".chunks"
   records = []
   for c, start in enumerate(range(0, len(items), chunk_size)):
     chunk_path = os.path.join(chunk_dir, f"{c:05d}.jsonl")
-    if not os.path.exists(chunk_path):
-      artifacts.write_jsonl(chunk_path, run_chunk(items[start:start + chunk_size], c))
+    if not _exists(chunk_path):
+      _write_jsonl(chunk_path, run_chunk(items[start:start + chunk_size], c))
     # Always continue from what is on disk, so resumed and uninterrupted runs see identical data.
     records.extend(artifacts.read_jsonl(chunk_path))
-  artifacts.write_jsonl(path, records)
-  shutil.rmtree(chunk_dir, ignore_errors=True)
+  sharding.sync("read:" + chunk_dir)  # everyone has read the chunks before they are removed
+  _write_jsonl(path, records)
+  if sharding.is_main_process():
+    shutil.rmtree(chunk_dir, ignore_errors=True)
   return records
 
 
 def _stage(path: str, compute: Callable[[], list]) -> list:
-  if not os.path.exists(path):
-    artifacts.write_jsonl(path, compute())
+  if not _exists(path):
+    _write_jsonl(path, compute())
   return artifacts.read_jsonl(path)
 
 
@@ -335,7 +352,7 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
   os.makedirs(it_dir, exist_ok=True)
   metrics_path = os.path.join(it_dir, "metrics.json")
   model_dir = os.path.join(it_dir, "model")
-  if os.path.exists(metrics_path) and os.path.exists(model_dir):
+  if _exists(metrics_path) and _exists(model_dir):
     policy.load(model_dir)
     return artifacts.read_json(metrics_path)
   p = config.pipeline
@@ -438,13 +455,13 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
     j_pairs_path = os.path.join(it_dir, "judge_pairs.jsonl")
     j_pairs, position_w = judge_pairs(meta, judge_template, config.meta_judge.max_chosen_chars,
                                       config.meta_judge.elo_l2)
-    if not os.path.exists(j_pairs_path):
-      artifacts.write_jsonl(j_pairs_path, j_pairs)
+    if not _exists(j_pairs_path):
+      _write_jsonl(j_pairs_path, j_pairs)
     j_pairs = artifacts.read_jsonl(j_pairs_path)
 
   # 6. DPO.
   dpo_path = os.path.join(it_dir, "dpo.jsonl")
-  if not (os.path.exists(dpo_path) and os.path.exists(model_dir)):
+  if not (_exists(dpo_path) and _exists(model_dir)):
     pairs = []
     if use in ("both", "actor"):
       pairs += a_pairs
@@ -460,8 +477,9 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
       logging.warning("iteration %d: no pairs to train on; the model is carried over unchanged",
                       iteration)
     policy.save(model_dir)
-    artifacts.write_jsonl(dpo_path, steps)
-    shutil.rmtree(os.path.join(it_dir, "dpo_checkpoints"), ignore_errors=True)
+    _write_jsonl(dpo_path, steps)
+    if sharding.is_main_process():
+      shutil.rmtree(os.path.join(it_dir, "dpo_checkpoints"), ignore_errors=True)
   else:
     policy.load(model_dir)
   dpo_steps = artifacts.read_jsonl(dpo_path)
@@ -475,7 +493,9 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
     result.update(evaluate_extra({"prompts": prompt_records, "actor": actor, "judge": judge,
                                   "meta_judge": meta or [], "actor_pairs": a_pairs,
                                   "judge_pairs": j_pairs or []}))
-  artifacts.write_json(metrics_path, result)
+  if sharding.is_main_process():
+    artifacts.write_json(metrics_path, result)
+  sharding.sync("write:" + metrics_path)
   return result
 
 

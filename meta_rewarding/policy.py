@@ -35,7 +35,7 @@ def build_tokenizer(config, workdir: str, pool: Sequence[str]) -> Tokenizer:
   if spec.startswith("train:"):
     directory = os.path.join(workdir, "tokenizer")
     model_file = os.path.join(directory, "tokenizer.model")
-    if not os.path.exists(model_file):
+    if sharding.is_main_process() and not os.path.exists(model_file):
       os.makedirs(directory, exist_ok=True)
       texts = list(pool) + [config.judge.template, config.meta_judge.template]
       tmp_prefix = os.path.join(directory, "tokenizer.tmp")
@@ -43,6 +43,7 @@ def build_tokenizer(config, workdir: str, pool: Sequence[str]) -> Tokenizer:
       os.replace(tmp_prefix + ".model", model_file)
       if os.path.exists(tmp_prefix + ".vocab"):
         os.replace(tmp_prefix + ".vocab", os.path.join(directory, "tokenizer.vocab"))
+    sharding.sync("tokenizer")  # the other processes read the one process 0 trained
     spec = model_file
   return load_tokenizer(spec, chat_format=config.model.chat_format)
 
@@ -99,10 +100,20 @@ class JaxPolicy:
   # --- sampling ---------------------------------------------------------------------------------
   @property
   def sampler(self) -> "sampling.Sampler":
+    """Samples on this process's devices. With several processes each one decodes its own slice of
+    the prompts on a mesh of its local devices, with a full copy of the params there."""
     if self._sampler is None:
       s = self.config.sampling
+      params, mesh = self.params, self.mesh
+      if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        params = multihost_utils.process_allgather(self.params, tiled=True)
+        try:
+          mesh = sharding.make_mesh(dict(self.config.mesh.shape), devices=jax.local_devices())
+        except sharding.MeshError:  # a fixed global shape: fill fsdp with the local devices
+          mesh = sharding.make_mesh({"data": 1, "fsdp": -1, "tensor": 1}, devices=jax.local_devices())
       self._sampler = sampling.Sampler(
-          self.model_config, self.params, self.tokenizer, mesh=self.mesh, rules=self.rules,
+          self.model_config, params, self.tokenizer, mesh=mesh, rules=self.rules,
           batch_size=s.batch_size, prompt_buckets=tuple(s.prompt_buckets),
           max_cache_length=s.max_cache_length or None)
     return self._sampler
@@ -124,10 +135,18 @@ class JaxPolicy:
                share_prefix: bool, desc: str) -> list[list[Generation]]:
     s = self.config.sampling
     strategy = sampling.strategy_from_config(s)
-    results = self.sampler.generate(list(prompts), n=n, strategy=strategy,
+    prompts = list(prompts)
+    # Each process samples its contiguous slice; prompt i's keys derive from (seed, i) whichever
+    # process samples it, so the gathered result does not depend on the process count.
+    part = sharding.process_slice(len(prompts))
+    results = self.sampler.generate(prompts[part], n=n, strategy=strategy,
                                     max_new_tokens=max_new_tokens, seed=seed, chat=True,
-                                    share_prefix=share_prefix, desc=desc)
-    return [[Generation(c.text, c.num_tokens, c.finish_reason) for c in row] for row in results]
+                                    share_prefix=share_prefix, desc=desc,
+                                    index_offset=part.start) if part.stop > part.start else []
+    rows = [[[c.text, c.num_tokens, c.finish_reason] for c in row] for row in results]
+    if jax.process_count() > 1:
+      rows = [row for rows_of_process in sharding.allgather_objects(rows) for row in rows_of_process]
+    return [[Generation(*c) for c in row] for row in rows]
 
   # --- training ---------------------------------------------------------------------------------
   def train_dpo(self, pairs: Sequence[Mapping[str, str]], *, checkpoint_dir: str, seed: int):
@@ -161,6 +180,7 @@ class JaxPolicy:
       with open(self.tokenizer.path, "rb") as f:
         extra["tokenizer.model"] = f.read()
     checkpoints.save_hf(path, self.model_config, self.params, extra_files=extra)
+    sharding.sync("save:" + path)  # written by process 0; the others may read it next
 
   def load(self, path: str):
     shardings = sharding.param_shardings(self.model_config, self.mesh, sharding.TRAIN_RULES)

@@ -37,8 +37,14 @@ def run(config, workdir: str) -> list[dict]:
   sharding.maybe_initialize_distributed(config.mesh.distributed)
   plan.check_fits(config)  # refuse a config that cannot fit before any work is done
   main_process = jax.process_index() == 0
+  error = None
   if main_process:
-    pipeline.check_config(workdir, config.to_json(), config.allow_config_change)
+    try:
+      pipeline.check_config(workdir, config.to_json(), config.allow_config_change)
+    except pipeline.PipelineError as e:
+      error = e
+  if not sharding.main_process_decides(error is None):  # every process stops, not only process 0
+    raise error or pipeline.PipelineError(f"process 0 refused the config for {workdir}; see its log")
   pool = load_pool(config)
   logging.info("prompt pool: %d prompts from %s", len(pool), config.data.prompts)
   from meta_rewarding.policy import JaxPolicy

@@ -609,10 +609,12 @@ class Sampler:
   def generate(self, prompts: Sequence[Any], *, n: int = 1, strategy: Strategy = DEFAULT_STRATEGY,
                max_new_tokens: int = 256, seed: int = 0, chat: bool = True,
                share_prefix: bool = False, desc: str | None = None, progress: bool = True,
-               stop_ids: Sequence[int] | None = None) -> list[list[Completion]]:
+               stop_ids: Sequence[int] | None = None,
+               index_offset: int = 0) -> list[list[Completion]]:
     """`n` completions for every prompt, in input order (see `encode` for what a prompt is).
 
-    Deterministic for a given seed: prompt i's samples use keys derived from (seed, i, sample).
+    Deterministic for a given seed: prompt i's samples use keys derived from (seed, index_offset + i,
+    sample), so a slice of a prompt list sampled with its start as offset gets the same samples.
     share_prefix=True prefills prompts' common prefixes once (same results, less prefill work).
     stop_ids default to the tokenizer's (else the model config's EOS ids).
     Raises ValueError naming the first prompts longer than `max_prompt_length(max_new_tokens)`.
@@ -647,7 +649,8 @@ class Sampler:
     pending = None
     try:
       for plan in plans:
-        batch = make_batch(plan.own, length=plan.length, batch=plan.batch, prompt_ids=plan.rows,
+        batch = make_batch(plan.own, length=plan.length, batch=plan.batch,
+                           prompt_ids=[index_offset + i for i in plan.rows],
                            pad_id=pad_id, prefixes=plan.prefixes, group=plan.group,
                            prefix_length=plan.prefix_length, num_prefixes=plan.num_prefixes)
         out = self._run(batch, strategy, max_new_tokens, n, seed, stop_ids, pad_id)
