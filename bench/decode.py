@@ -1,15 +1,17 @@
 """Decode throughput: the jitted sampler vs `transformers` generate, side by side, plus the roofline.
 
-  python bench/decode.py                          # ~50M Llama, vocab 32000, batch 1 and 16 (CPU: ~5 min)
-  python bench/decode.py --batch_sizes=1,64 --hidden_size=2048 --num_layers=16 --intermediate_size=8192 \
-      --dtype=bfloat16 --skip_transformers        # a 1B-class config on an accelerator
+  python bench/decode.py                          # ~50M Llama, vocab 32000, batch 1 and 16 (2-core CPU: ~10 min)
+  python bench/decode.py --batch_sizes=1,64 --vocab_size=128256 --hidden_size=2048 --num_layers=16
+      --intermediate_size=8192 --num_heads=32 --num_kv_heads=8 --dtype=bfloat16
+      --skip_transformers                         # a Llama-3.2-1B-shaped config on an accelerator
 
 Both generate exactly --new_tokens tokens after --prompt_len random prompt tokens (no stop ids for
 ours; min_new_tokens for transformers), with the same weights (written by `save_hf`, loaded by
 `LlamaForCausalLM.from_pretrained`) and the same sampling settings: temperature 0.8, top-k 64,
 top-p 0.95 (`--greedy` for argmax). transformers runs its default generate loop: PyTorch eager,
 dynamic KV cache on. Tokens/s counts generated tokens (batch x new_tokens) over the whole call,
-prefill included; the best of --repeats runs after one warm-up (compilation) run.
+prefill included; the best of --repeats rounds after one warm-up (compilation) run, the two
+frameworks alternating within each round so that both see the same load on a shared machine.
 
 Roofline: the time the hardware needs at least, per call: the prefill's matmul FLOPs at the
 measured matmul rate, plus per decode step max(matmul FLOPs / rate, weight bytes / measured memory
@@ -22,6 +24,7 @@ Prints one table and writes bench/results/decode.md.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -67,11 +70,18 @@ TEMPERATURE, TOP_K, TOP_P = 0.8, 64, 0.95
 
 def _best_time(fn, repeats: int, warmup=None) -> float:
   (warmup or fn)()  # compile / first-call set-up
-  best = float("inf")
+  return _best_interleaved([fn], repeats)[0]
+
+
+def _best_interleaved(fns, repeats: int) -> list[float]:
+  """Best wall time of each function over `repeats` rounds, the functions alternating within a
+  round: on a shared machine both see the same quiet and busy moments."""
+  best = [float("inf")] * len(fns)
   for _ in range(repeats):
-    t = time.perf_counter()
-    fn()
-    best = min(best, time.perf_counter() - t)
+    for k, fn in enumerate(fns):
+      t = time.perf_counter()
+      fn()
+      best[k] = min(best[k], time.perf_counter() - t)
   return best
 
 
@@ -112,7 +122,8 @@ def bench_config() -> LlamaConfig:
                      bos_token_id=1, eos_token_id=2, pad_token_id=0)
 
 
-def run_ours(config, params, prompts: np.ndarray, strategy) -> float:
+def ours_call(config, params, prompts: np.ndarray, strategy):
+  """A call generating exactly new_tokens per row; the first call compiles."""
   batch = sampling.make_batch([list(p) for p in prompts], length=prompts.shape[1])
   batch = jax.tree.map(jnp.asarray, batch)
 
@@ -121,10 +132,11 @@ def run_ours(config, params, prompts: np.ndarray, strategy) -> float:
                                    max_new_tokens=FLAGS.new_tokens, seed=0, stop_ids=())
     lengths = np.asarray(out.lengths)
     assert (lengths == FLAGS.new_tokens).all(), lengths
-  return _best_time(call, FLAGS.repeats)
+  return call
 
 
-def run_transformers(model_dir: str, prompts: np.ndarray) -> float:
+def transformers_call(model_dir: str, prompts: np.ndarray):
+  """The same with `transformers` generate (PyTorch eager: nothing to compile)."""
   import torch
   import transformers
   dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[FLAGS.dtype]
@@ -139,7 +151,8 @@ def run_transformers(model_dir: str, prompts: np.ndarray) -> float:
       out = model.generate(ids, attention_mask=mask, max_new_tokens=new_tokens,
                            min_new_tokens=new_tokens, use_cache=True, pad_token_id=0, **kwargs)
     assert out.shape[1] == ids.shape[1] + new_tokens, out.shape
-  return _best_time(call, FLAGS.repeats, warmup=lambda: call(4))  # eager: nothing to compile
+  call(4)  # first-call set-up
+  return call
 
 
 def run_shared_prefix(config, params, strategy) -> tuple[float, float]:
@@ -150,12 +163,13 @@ def run_shared_prefix(config, params, strategy) -> tuple[float, float]:
   prompts = [prefix + rng.integers(3, config.vocab_size, FLAGS.shared_suffix_len).tolist()
              for _ in range(FLAGS.shared_batch)]
   sampler = sampling.Sampler(config, params, None, batch_size=FLAGS.shared_batch)
-  times = []
-  for share in (False, True):
-    call = lambda: sampler.generate(prompts, strategy=strategy, max_new_tokens=FLAGS.shared_new_tokens,
-                                    share_prefix=share, stop_ids=(), progress=False)
-    times.append(_best_time(call, max(1, FLAGS.repeats - 1)))
-  return times[0], times[1]
+  calls = [functools.partial(sampler.generate, prompts, strategy=strategy,
+                             max_new_tokens=FLAGS.shared_new_tokens, share_prefix=share,
+                             stop_ids=(), progress=False) for share in (False, True)]
+  for call in calls:
+    call()  # compile
+  plain, shared = _best_interleaved(calls, FLAGS.repeats)
+  return plain, shared
 
 
 def _cpu_name() -> str:
@@ -195,8 +209,11 @@ def main(argv):
   for b in map(int, FLAGS.batch_sizes):
     prompts = np.random.default_rng(b).integers(3, config.vocab_size, (b, FLAGS.prompt_len))
     generated = b * FLAGS.new_tokens
-    ours = run_ours(config, params, prompts, strategy)
-    theirs = run_transformers(model_dir, prompts) if model_dir else float("nan")
+    calls = [ours_call(config, params, prompts, strategy)]
+    calls[0]()  # compile
+    if model_dir:
+      calls.append(transformers_call(model_dir, prompts))
+    ours, theirs = (_best_interleaved(calls, FLAGS.repeats) + [float("nan")])[:2]
     step_flops = 2 * matmul_params * b
     roofline = (step_flops * FLAGS.prompt_len / flops +
                 FLAGS.new_tokens * max(step_flops / flops, weight_bytes / bandwidth))
@@ -230,8 +247,13 @@ def main(argv):
         f"| {shared[0]:.2f} s | {shared[1]:.2f} s | {shared[0] / shared[1]:.2f}x |")
   print(table)
   if FLAGS.output:
-    import torch
-    import transformers
+    versions = f"jax {jax.__version__}"
+    try:
+      import torch
+      import transformers
+      versions += f", torch {torch.__version__}, transformers {transformers.__version__}"
+    except ImportError:
+      pass
     sampling_desc = "greedy" if FLAGS.greedy else (
         f"temperature {TEMPERATURE}, top-k {TOP_K}, top-p {TOP_P}")
     text = f"""# Decode throughput
@@ -240,12 +262,13 @@ def main(argv):
 
 - device: {device}; 1-minute load average at the end of the run: {load:.1f} (the machine is shared:
   both frameworks ran under the same load, interleaved, so compare within a row)
-- versions: jax {jax.__version__}, torch {torch.__version__}, transformers {transformers.__version__}
+- versions: {versions}
 - model: Llama, {config.num_params() / 1e6:.1f}M params (vocab {config.vocab_size}, hidden {config.hidden_size}, \
 {config.num_hidden_layers} layers, {config.num_attention_heads} heads / {config.num_key_value_heads} kv heads, \
 mlp {config.intermediate_size}), {FLAGS.dtype} weights and compute
 - work: {FLAGS.prompt_len}-token prompts, exactly {FLAGS.new_tokens} new tokens per row, {sampling_desc}; \
-tokens/s = generated tokens / wall time of the whole call (prefill included), best of {FLAGS.repeats}
+tokens/s = generated tokens / wall time of the whole call (prefill included), best of {FLAGS.repeats} \
+rounds, the two frameworks alternating within each round
 - measured: matmul {flops / 1e9:.1f} GFLOP/s, memory read bandwidth {bandwidth / 1e9:.1f} GB/s; roofline per \
 step = max(2 x {matmul_params / 1e6:.1f}M x batch FLOPs at that rate, {weight_bytes / 1e6:.0f} MB of weights at \
 that bandwidth), plus the prefill's FLOPs
