@@ -25,7 +25,7 @@ setuptools.setup(
         "tqdm>=4.66",
         "tensorboardX>=2.6",
         "matplotlib>=3.8",
-        "etils[epath]>=1.7",
+        "etils[epath,epath-gcs]>=1.7",  # epath-gcs: gcsfs, for gs:// workdirs and checkpoints
     ],
     extras_require={
         # torch is pinned: the CPU build of 2.13.0 is what the parity tests and benchmarks compare

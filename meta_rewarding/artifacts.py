@@ -1,23 +1,134 @@
-"""Atomic JSONL artifacts: a file is either absent or complete, never half-written.
+"""Workdir file I/O, local or remote (gs://, s3://): atomic JSONL/JSON artifacts and file helpers.
 
-Every write goes to a temporary file in the same directory, is flushed and fsynced, then renamed
-over the destination (atomic on POSIX). Readers report the file and line of anything malformed.
+This module is the one place the pipeline touches files in its workdir, so a workdir such as
+`gs://bucket/run` works wherever a local directory does. Every helper takes a `str` or `os.PathLike`:
+
+* Local paths use plain `os` / `tempfile` (fast). A write goes to a temporary file in the same
+  directory, is flushed and fsynced, then renamed over the destination (atomic on POSIX): a file is
+  either absent or complete, never half-written.
+* Remote paths (`scheme://...`, see `is_remote`) go through `etils.epath` (gcsfs / s3fs underneath;
+  install `etils[epath-gcs]` / `etils[epath-s3]`). A write renders the whole content in memory and
+  uploads it as one object: an object upload is atomic (the object appears complete or not at all),
+  whereas an object-store "rename" is a copy plus a delete, so temp-file-then-rename would be neither
+  atomic nor cheap there. There are no directories on an object store: `makedirs` is a no-op there
+  and a "directory" exists once an object under it does, so callers mark completeness with a file
+  written last (e.g. `config.json` of a checkpoint, `metrics.json` of an iteration).
+
+`localize` copies remote files into a local cache directory for code that needs real local files
+(safetensors readers, tokenizer libraries). Readers report the file and line of anything malformed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
+import posixpath
+import re
+import shutil
 import tempfile
 from typing import Any, Callable, Iterable, Iterator, TextIO
+
+PathLike = str | os.PathLike
+
+# Where `localize` keeps local copies of remote files (default: <tempdir>/meta_rewarding_cache).
+CACHE_ENV = "META_REWARDING_CACHE_DIR"
+_MANIFEST = ".manifest.json"
+_COPY_CHUNK = 16 * 2**20
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 class ArtifactError(ValueError):
   """An artifact file that cannot be read back."""
 
 
-def _atomic_write(path: str, write: Callable[[TextIO], None]):
-  """Runs `write(file)` on a temp file beside `path`, fsyncs it, then renames it over `path`."""
+# ------------------------------------------------------------------------------------------------
+# Paths.
+
+def is_remote(path: PathLike) -> bool:
+  """True for a URL-like path (`gs://...`, `s3://...`), which goes through `etils.epath`."""
+  return bool(_SCHEME.match(os.fspath(path)))
+
+
+def _epath(path: PathLike):
+  from etils import epath  # imported lazily: local-only runs never need it
+  return epath.Path(os.fspath(path))
+
+
+def join(path: PathLike, *parts: str) -> str:
+  """`os.path.join` for local paths, `/`-joined for remote ones; always a `str`."""
+  path = os.fspath(path)
+  return posixpath.join(path, *parts) if is_remote(path) else os.path.join(path, *parts)
+
+
+def basename(path: PathLike) -> str:
+  return posixpath.basename(os.fspath(path).rstrip("/"))
+
+
+def exists(path: PathLike) -> bool:
+  return _epath(path).exists() if is_remote(path) else os.path.exists(path)
+
+
+def isdir(path: PathLike) -> bool:
+  return _epath(path).is_dir() if is_remote(path) else os.path.isdir(path)
+
+
+def makedirs(path: PathLike):
+  """Creates `path` and its parents if missing (a no-op on object stores in practice)."""
+  if is_remote(path):
+    _epath(path).mkdir(parents=True, exist_ok=True)
+  else:
+    os.makedirs(path, exist_ok=True)
+
+
+def listdir(path: PathLike) -> list[str]:
+  """Sorted names (not paths) of the entries directly under `path`."""
+  if is_remote(path):
+    return sorted(p.name for p in _epath(path).iterdir())
+  return sorted(os.listdir(path))
+
+
+def remove(path: PathLike, missing_ok: bool = True):
+  if is_remote(path):
+    _epath(path).unlink(missing_ok=missing_ok)
+  elif not missing_ok or os.path.exists(path):
+    os.remove(path)
+
+
+def rmtree(path: PathLike, ignore_errors: bool = False):
+  """Removes a directory tree (for a remote path: every object under the prefix)."""
+  if not is_remote(path):
+    shutil.rmtree(path, ignore_errors=ignore_errors)
+    return
+  try:
+    p = _epath(path)
+    if p.exists():
+      p.rmtree()
+  except Exception:  # pylint: disable=broad-except
+    if not ignore_errors:
+      raise
+
+
+def open_file(path: PathLike, mode: str = "r"):
+  """`open` for local paths, `epath.Path(path).open` for remote ones (read modes; writes should go
+  through the atomic writers below)."""
+  if is_remote(path):
+    return _epath(path).open(mode)
+  return open(path, mode, encoding=None if "b" in mode else "utf-8")
+
+
+# ------------------------------------------------------------------------------------------------
+# Atomic writes.
+
+def _atomic_write(path: PathLike, write: Callable[[TextIO], None]):
+  """Runs `write(file)` and makes the result appear at `path` all at once (see module doc)."""
+  if is_remote(path):
+    buffer = io.StringIO()
+    write(buffer)  # rendered fully before anything is uploaded: a failure leaves no object
+    write_bytes(path, buffer.getvalue().encode("utf-8"))
+    return
+  path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
@@ -33,22 +144,57 @@ def _atomic_write(path: str, write: Callable[[TextIO], None]):
     raise
 
 
-def write_jsonl(path: str, records: Iterable[Any]):
+def write_bytes(path: PathLike, data: bytes):
+  """Writes `data` atomically: temp file + rename locally, one object upload remotely."""
+  if is_remote(path):
+    with _epath(path).open("wb") as f:
+      f.write(data)
+    return
+  path = os.fspath(path)
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def write_text(path: PathLike, text: str):
+  write_bytes(path, text.encode("utf-8"))
+
+
+def read_bytes(path: PathLike) -> bytes:
+  with open_file(path, "rb") as f:
+    return f.read()
+
+
+def read_text(path: PathLike) -> str:
+  return read_bytes(path).decode("utf-8")
+
+
+def write_jsonl(path: PathLike, records: Iterable[Any]):
   def write(f):
     for record in records:
       f.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
   _atomic_write(path, write)
 
 
-def write_json(path: str, record: Any):
+def write_json(path: PathLike, record: Any):
   def write(f):
     json.dump(record, f, ensure_ascii=False, sort_keys=True, indent=2)
     f.write("\n")
   _atomic_write(path, write)
 
 
-def iter_jsonl(path: str) -> Iterator[Any]:
-  with open(path, encoding="utf-8") as f:
+def iter_jsonl(path: PathLike) -> Iterator[Any]:
+  with open_file(path, "r") as f:
     for line_number, line in enumerate(f, 1):
       if not line.strip():
         continue
@@ -58,13 +204,103 @@ def iter_jsonl(path: str) -> Iterator[Any]:
         raise ArtifactError(f"{path}:{line_number}: invalid JSON ({e.msg})") from e
 
 
-def read_jsonl(path: str) -> list[Any]:
+def read_jsonl(path: PathLike) -> list[Any]:
   return list(iter_jsonl(path))
 
 
-def read_json(path: str) -> Any:
+def read_json(path: PathLike) -> Any:
   try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
+    return json.loads(read_text(path))
   except json.JSONDecodeError as e:
     raise ArtifactError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
+
+
+# ------------------------------------------------------------------------------------------------
+# Copies between the local disk and a remote store.
+
+def copy_file(src: PathLike, dst: PathLike):
+  """Streams `src` to `dst`, either side local or remote. A local `dst` is written atomically
+  (temp file + rename); a remote one is a single object upload."""
+  if not is_remote(dst):
+    dst = os.fspath(dst)
+    directory = os.path.dirname(os.path.abspath(dst))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(dst) + ".", suffix=".tmp", dir=directory)
+    try:
+      with open_file(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
+        shutil.copyfileobj(fin, fout, _COPY_CHUNK)
+      os.replace(tmp, dst)
+    except BaseException:
+      if os.path.exists(tmp):
+        os.unlink(tmp)
+      raise
+    return
+  with open_file(src, "rb") as fin, _epath(dst).open("wb") as fout:
+    shutil.copyfileobj(fin, fout, _COPY_CHUNK)
+
+
+def upload_dir(local_dir: str, remote_dir: PathLike, *, last: Iterable[str] = ()) -> list[str]:
+  """Copies the files directly under `local_dir` to `remote_dir`, those named in `last` after all
+  the others (in that order), so their presence marks a complete upload. Returns the names in
+  upload order."""
+  last = [n for n in last if os.path.isfile(os.path.join(local_dir, n))]
+  names = [n for n in sorted(os.listdir(local_dir))
+           if os.path.isfile(os.path.join(local_dir, n)) and n not in last] + last
+  for name in names:
+    copy_file(os.path.join(local_dir, name), join(remote_dir, name))
+  return names
+
+
+def cache_dir() -> str:
+  return os.environ.get(CACHE_ENV) or os.path.join(tempfile.gettempdir(), "meta_rewarding_cache")
+
+
+def local_cache_path(path: PathLike, cache: str | None = None) -> str:
+  """The local directory `localize` uses for remote `path`: <cache>/<name>-<hash of the path>."""
+  path = os.fspath(path).rstrip("/")
+  digest = hashlib.sha256(path.encode()).hexdigest()[:16]
+  name = re.sub(r"[^A-Za-z0-9._-]", "_", basename(path))[:64] or "root"
+  return os.path.join(cache or cache_dir(), f"{name}-{digest}")
+
+
+def localize(path: PathLike, include: Callable[[str], bool] | None = None, *,
+             cache: str | None = None) -> str:
+  """A local path holding the content of `path`: `path` itself when it is local; for a remote file,
+  a local copy of it; for a remote directory, a local directory with copies of the files directly
+  under it for which `include(name)` holds (all when `include` is None).
+
+  Copies live under `cache` (default: $META_REWARDING_CACHE_DIR, else <tempdir>/meta_rewarding_cache),
+  in a directory keyed by the remote path. A file already there is reused when the remote file's
+  size and modification time still match the ones recorded when it was copied (a manifest written
+  after every copy); otherwise it is copied again. Each copy lands by an atomic rename, so processes
+  sharing the cache never see a partial file.
+  """
+  if not is_remote(path):
+    return os.fspath(path)
+  if not exists(path):
+    raise FileNotFoundError(f"{path} does not exist")
+  local_dir = local_cache_path(path, cache)
+  if isdir(path):
+    names = [n for n in listdir(path) if (include is None or include(n)) and not isdir(join(path, n))]
+    target = local_dir
+  else:
+    names = [basename(path)]
+    path = posixpath.dirname(os.fspath(path).rstrip("/"))
+    target = os.path.join(local_dir, names[0])
+  os.makedirs(local_dir, exist_ok=True)
+  manifest_path = os.path.join(local_dir, _MANIFEST)
+  try:
+    with open(manifest_path) as f:
+      manifest = json.load(f)
+  except (OSError, json.JSONDecodeError):
+    manifest = {}
+  for name in names:
+    stat = _epath(join(path, name)).stat()
+    key = [int(stat.length or 0), int(stat.mtime or 0)]
+    local = os.path.join(local_dir, name)
+    if manifest.get(name) == key and os.path.exists(local) and os.path.getsize(local) == key[0]:
+      continue
+    copy_file(join(path, name), local)
+    manifest[name] = key
+    _atomic_write(manifest_path, lambda f: json.dump(manifest, f, sort_keys=True))
+  return target

@@ -1,11 +1,19 @@
 """Checkpoint exchange with Hugging Face (safetensors only) and the orbax train-state manager.
 
-`load_hf` streams a local HF Llama directory tensor by tensor: each tensor is read from its file,
+`load_hf` streams a HF Llama directory tensor by tensor: each tensor is read from its file,
 converted to this project's layout, and placed straight into its sharding before the next is read,
 so host memory stays near the largest single tensor (for `scan_layers`, one stacked [L, ...] tensor).
 `save_hf` writes safetensors (split into shards above `max_shard_bytes`, with an index) plus
 `config.json`, into a temporary directory renamed into place when complete: a crash never leaves a
 half-written checkpoint behind. Pickle is never read or written.
+
+Remote checkpoints (gs://, s3://: see `artifacts.is_remote`): `load_hf` first copies the checkpoint's
+config, safetensors and index into a local cache (`artifacts.localize`: $META_REWARDING_CACHE_DIR or
+<tempdir>/meta_rewarding_cache, one directory per remote path, reused while the remote files' sizes
+and modification times are unchanged) and loads that copy; `read_hf_config` reads config.json
+directly. `save_hf` writes into a local temporary directory as for a local path, then uploads every
+file with config.json last: an object store has no atomic directory rename, so config.json present
+means the upload is complete (and the loader refuses a directory without it).
 
 Layout mapping (HF `nn.Linear` weights are [out, in]):
   embed_tokens [V,D] -> embed [V,D]          q_proj [N·H,D] -> attn/q [D,N,H]
@@ -29,6 +37,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
+from meta_rewarding import artifacts
 from meta_rewarding.model.config import LlamaConfig, UnsupportedConfigError
 
 
@@ -200,15 +209,17 @@ def _get_path(tree, path: tuple[str, ...]):
 # Public API.
 
 def read_hf_config(path: str, **run_options) -> LlamaConfig:
-  """`LlamaConfig` from `path/config.json`, with run options (dtype, scan_layers, ...) applied."""
-  if not os.path.isdir(path):
+  """`LlamaConfig` from `path/config.json` (local or remote), with run options (dtype, scan_layers,
+  ...) applied."""
+  path = os.fspath(path)
+  remote = artifacts.is_remote(path)
+  if not (artifacts.exists(path) if remote else os.path.isdir(path)):
     raise CheckpointError(f"checkpoint directory {path} does not exist")
-  config_path = os.path.join(path, "config.json")
-  if not os.path.exists(config_path):
+  config_path = artifacts.join(path, "config.json")
+  if not artifacts.exists(config_path):
     raise CheckpointError(f"{path}: missing config.json (is this a Hugging Face model directory?)")
   try:
-    with open(config_path) as f:
-      hf = json.load(f)
+    hf = json.loads(artifacts.read_text(config_path))
   except json.JSONDecodeError as e:
     raise CheckpointError(f"{config_path}: invalid JSON at line {e.lineno}: {e.msg}") from e
   try:
@@ -217,11 +228,28 @@ def read_hf_config(path: str, **run_options) -> LlamaConfig:
     raise UnsupportedConfigError(f"{config_path}: {e}") from e
 
 
-def load_hf(path: str, *, shardings=None, config: LlamaConfig | None = None, **run_options) -> tuple[LlamaConfig, dict]:
-  """Loads a local HF Llama directory -> (LlamaConfig, params).
+# The files `load_hf` copies from a remote checkpoint (tokenizer files are copied by
+# `tokenizer.load_tokenizer` when it is given the same path).
+def _weight_file(name: str) -> bool:
+  return name.endswith(".safetensors") or name in (
+      "config.json", "generation_config.json", "model.safetensors.index.json")
+
+
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def load_hf(path: str, *, shardings=None, config: LlamaConfig | None = None,
+            cache_dir: str | None = None, keep_local_copy: bool = True,
+            **run_options) -> tuple[LlamaConfig, dict]:
+  """Loads a HF Llama directory (local, or remote: gs://, s3://) -> (LlamaConfig, params).
 
   Args:
-    path: directory with config.json and model.safetensors (or sharded files + index).
+    path: directory with config.json and model.safetensors (or sharded files + index). A remote
+      directory is copied to a local cache first (see the module doc).
+    cache_dir: where remote checkpoints are copied (default: $META_REWARDING_CACHE_DIR, else
+      <tempdir>/meta_rewarding_cache).
+    keep_local_copy: for a remote path, False copies into a private temporary directory removed
+      after loading (for checkpoints read once, e.g. a resumed run's per-iteration models).
     shardings: optional pytree of `jax.sharding.Sharding` matching the params (e.g. from
       `sharding.param_shardings`), or a callable `config -> that pytree`; each tensor is placed
       straight into its sharding (each device receives only its slice). Default: the first device.
@@ -229,6 +257,35 @@ def load_hf(path: str, *, shardings=None, config: LlamaConfig | None = None, **r
     **run_options: LlamaConfig run fields: dtype (compute), param_dtype (what the tensors are
       converted to on load), scan_layers, remat_policy.
   """
+  path = os.fspath(path)
+  if not artifacts.is_remote(path):
+    return _load_local(path, shardings=shardings, config=config, **run_options)
+  config = config or read_hf_config(path, **run_options)
+  names = artifacts.listdir(path)
+  if "model.safetensors" not in names and "model.safetensors.index.json" not in names:
+    pickles = [n for n in names if n.endswith(_PICKLE_SUFFIXES)]
+    hint = (f" (found {pickles}: pickle checkpoints are not loaded; convert them to safetensors)"
+            if pickles else "")
+    raise CheckpointError(f"{path}: no model.safetensors or model.safetensors.index.json{hint}")
+  root = cache_dir or artifacts.cache_dir()
+  os.makedirs(root, exist_ok=True)
+  private = None if keep_local_copy else tempfile.mkdtemp(prefix="load-", dir=root)
+  try:
+    try:
+      local = artifacts.localize(path, _weight_file, cache=private or root)
+    except (OSError, ValueError) as e:
+      raise CheckpointError(f"{path}: could not copy the checkpoint to {private or root}: {e}") from e
+    try:
+      return _load_local(local, shardings=shardings, config=config, **run_options)
+    except CheckpointError as e:  # name the remote checkpoint, not its local copy
+      raise CheckpointError(str(e).replace(local, path)) from e
+  finally:
+    if private:
+      shutil.rmtree(private, ignore_errors=True)
+
+
+def _load_local(path: str, *, shardings=None, config: LlamaConfig | None = None,
+                **run_options) -> tuple[LlamaConfig, dict]:
   config = config or read_hf_config(path, **run_options)
   reader = _SafetensorsReader(path)
   if callable(shardings):
@@ -277,8 +334,11 @@ def save_hf(path: str, config: LlamaConfig, params, *, dtype: Any = None,
   Tensors are gathered to the host one at a time. Files above `max_shard_bytes` are split into
   `model-0000i-of-0000n.safetensors` with `model.safetensors.index.json`. `extra_files` maps file
   names to text or bytes (e.g. tokenizer files). In multi-host runs every process must call this (the
-  gathers are collective) and only process 0 writes.
+  gathers are collective) and only process 0 writes. A remote `path` (gs://, s3://) is written
+  locally first, then uploaded with config.json last (see the module doc).
   """
+  path = os.fspath(path)
+  remote = artifacts.is_remote(path)
   out_dtype = np.dtype(jnp.dtype(dtype or config.param_dtype))
   hf_config = dict(config.to_hf(), torch_dtype=str(jnp.dtype(out_dtype)))
   entries: list[tuple[str, tuple[int, ...], np.dtype, Callable[[], np.ndarray]]] = []
@@ -301,9 +361,13 @@ def save_hf(path: str, config: LlamaConfig, params, *, dtype: Any = None,
     shards[-1].append(entry)
     size += nbytes
   write = jax.process_index() == 0
-  parent = os.path.dirname(os.path.abspath(path)) or "."
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=os.path.basename(path) + ".tmp-", dir=parent) if write else None
+  if remote:
+    parent = None  # the system temp dir (TMPDIR): it must hold one copy of the checkpoint
+  else:
+    parent = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(parent, exist_ok=True)
+  tmp = (tempfile.mkdtemp(prefix=artifacts.basename(path) + ".tmp-", dir=parent) if write
+         else None)
   try:
     weight_map = {}
     for k, shard in enumerate(shards):
@@ -331,11 +395,24 @@ def save_hf(path: str, config: LlamaConfig, params, *, dtype: Any = None,
     for name, content in (extra_files or {}).items():
       with open(os.path.join(tmp, name), "wb" if isinstance(content, bytes) else "w") as f:
         f.write(content)
-    if os.path.exists(path):
-      shutil.rmtree(path)
-    os.replace(tmp, path)
+    if remote:
+      _upload(tmp, path)
+      shutil.rmtree(tmp, ignore_errors=True)
+    else:
+      if os.path.exists(path):
+        shutil.rmtree(path)
+      os.replace(tmp, path)
   except BaseException:
     if tmp and os.path.exists(tmp):
       shutil.rmtree(tmp, ignore_errors=True)
     raise
   return path
+
+
+def _upload(local_dir: str, path: str):
+  """Replaces remote directory `path` with the files of `local_dir`, config.json last."""
+  try:
+    artifacts.rmtree(path)  # no stale shards of an earlier save, and no config.json until the end
+    artifacts.upload_dir(local_dir, path, last=["config.json"])
+  except Exception as e:  # pylint: disable=broad-except
+    raise CheckpointError(f"{path}: upload of the checkpoint failed ({type(e).__name__}: {e})") from e

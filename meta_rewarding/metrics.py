@@ -6,9 +6,10 @@ per-iteration metric dicts, so a resumed run rewrites the same files an uninterr
 
 from __future__ import annotations
 
-import json
+import io
 import math
 import os
+import tempfile
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -44,15 +45,30 @@ def _finite(value) -> bool:
 
 def write_jsonl(workdir: str, per_iteration: Sequence[Mapping[str, Any]]):
   """workdir/metrics.jsonl: one line per finished iteration (rewritten whole, atomically)."""
-  artifacts.write_jsonl(os.path.join(workdir, "metrics.jsonl"), per_iteration)
+  artifacts.write_jsonl(artifacts.join(workdir, "metrics.jsonl"), per_iteration)
 
 
 def write_tensorboard(workdir: str, iteration_metrics: Mapping[str, Any],
                       step_metrics: Sequence[Mapping[str, Any]] = ()):
-  """Scalars of one iteration at step=iteration, DPO step metrics under dpo_steps/ at global steps."""
+  """Scalars of one iteration at step=iteration, DPO step metrics under dpo_steps/ at global steps.
+
+  Each call writes one new event file under workdir/tensorboard. For a remote workdir the event file
+  is written to a local temporary directory first and uploaded when the writer is closed (TensorBoard
+  reads every event file of the directory, so per-call files add up to the full history).
+  """
+  if artifacts.is_remote(workdir):
+    with tempfile.TemporaryDirectory(prefix="meta_rewarding_tb-") as local:
+      _write_tensorboard(local, iteration_metrics, step_metrics)
+      artifacts.upload_dir(local, artifacts.join(workdir, "tensorboard"))
+  else:
+    _write_tensorboard(os.path.join(workdir, "tensorboard"), iteration_metrics, step_metrics)
+
+
+def _write_tensorboard(logdir: str, iteration_metrics: Mapping[str, Any],
+                       step_metrics: Sequence[Mapping[str, Any]]):
   from tensorboardX import SummaryWriter
   iteration = int(iteration_metrics["iteration"])
-  with SummaryWriter(os.path.join(workdir, "tensorboard")) as writer:
+  with SummaryWriter(logdir) as writer:
     for key, value in iteration_metrics.items():
       if key != "iteration" and _finite(value):
         writer.add_scalar(key, value, iteration)
@@ -68,12 +84,15 @@ def write_tensorboard(workdir: str, iteration_metrics: Mapping[str, Any],
 
 
 def write_plots(workdir: str, per_iteration: Sequence[Mapping[str, Any]]) -> list[str]:
-  """One PNG per entry of PLOTS under workdir/plots (metrics absent in every iteration are skipped)."""
+  """One PNG per entry of PLOTS under workdir/plots (metrics absent in every iteration are skipped).
+
+  Each figure is rendered to memory and written with `artifacts.write_bytes` (atomic locally, one
+  object upload for a remote workdir)."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  out_dir = os.path.join(workdir, "plots")
-  os.makedirs(out_dir, exist_ok=True)
+  out_dir = artifacts.join(workdir, "plots")
+  artifacts.makedirs(out_dir)
   iterations = [m["iteration"] for m in per_iteration]
   written = []
   for name, ylabel, keys in PLOTS:
@@ -91,11 +110,11 @@ def write_plots(workdir: str, per_iteration: Sequence[Mapping[str, Any]]) -> lis
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = os.path.join(out_dir, f"{name}.png")
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp)
+    path = artifacts.join(out_dir, f"{name}.png")
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
+    artifacts.write_bytes(path, png.getvalue())
     written.append(path)
   return written
 

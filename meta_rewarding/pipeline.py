@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
 import time
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
@@ -281,7 +279,7 @@ def iteration_metrics(iteration: int, prompts: Sequence[Mapping], actor: Sequenc
 # (the workdir must be shared by all hosts, e.g. a gs:// path or NFS). One process: plain file I/O.
 
 def _exists(path: str) -> bool:
-  return sharding.main_process_decides(os.path.exists(path))
+  return sharding.main_process_decides(artifacts.exists(path))
 
 
 def _write_jsonl(path: str, records: Sequence) -> None:
@@ -298,7 +296,7 @@ def _chunked(path: str, items: Sequence, chunk_size: int,
   chunk_dir = path + ".chunks"
   records = []
   for c, start in enumerate(range(0, len(items), chunk_size)):
-    chunk_path = os.path.join(chunk_dir, f"{c:05d}.jsonl")
+    chunk_path = artifacts.join(chunk_dir, f"{c:05d}.jsonl")
     if not _exists(chunk_path):
       _write_jsonl(chunk_path, run_chunk(items[start:start + chunk_size], c))
     # Always continue from what is on disk, so resumed and uninterrupted runs see identical data.
@@ -306,7 +304,7 @@ def _chunked(path: str, items: Sequence, chunk_size: int,
   sharding.sync("read:" + chunk_dir)  # everyone has read the chunks before they are removed
   _write_jsonl(path, records)
   if sharding.is_main_process():
-    shutil.rmtree(chunk_dir, ignore_errors=True)
+    artifacts.rmtree(chunk_dir, ignore_errors=True)
   return records
 
 
@@ -318,9 +316,9 @@ def _stage(path: str, compute: Callable[[], list]) -> list:
 
 def check_config(workdir: str, config_json: str, allow_change: bool):
   """Records the resolved config; refuses a resumed run whose config differs (unless allowed)."""
-  path = os.path.join(workdir, "config.json")
+  path = artifacts.join(workdir, "config.json")
   current = json.loads(config_json)
-  if os.path.exists(path):
+  if artifacts.exists(path):
     previous = artifacts.read_json(path)
     if previous != current:
       diff = sorted(_diff_keys(previous, current))
@@ -348,10 +346,10 @@ def _generations_to_records(gens: Sequence[Generation]) -> list[dict]:
 def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Sequence[str],
                   evaluate_extra: Callable[[Mapping[str, list]], dict] | None = None) -> dict:
   """Runs (or resumes) iteration `iteration` (1-based); returns its metrics."""
-  it_dir = os.path.join(workdir, f"iter_{iteration}")
-  os.makedirs(it_dir, exist_ok=True)
-  metrics_path = os.path.join(it_dir, "metrics.json")
-  model_dir = os.path.join(it_dir, "model")
+  it_dir = artifacts.join(workdir, f"iter_{iteration}")
+  artifacts.makedirs(it_dir)
+  metrics_path = artifacts.join(it_dir, "metrics.json")
+  model_dir = artifacts.join(it_dir, "model")
   if _exists(metrics_path) and _exists(model_dir):
     policy.load(model_dir)
     return artifacts.read_json(metrics_path)
@@ -363,7 +361,7 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
   def sample_prompts():
     ids = sample_prompt_ids(len(pool), p.prompts_per_iteration, iteration, seed)
     return [{"id": i, "prompt": pool[i]} for i in ids]
-  prompt_records = _stage(os.path.join(it_dir, "prompts.jsonl"), sample_prompts)
+  prompt_records = _stage(artifacts.join(it_dir, "prompts.jsonl"), sample_prompts)
   usable = [r for r in prompt_records if policy.fits(r["prompt"], config.actor.max_new_tokens)]
   skipped["long_prompts"] = len(prompt_records) - len(usable)
   if skipped["long_prompts"] and not config.data.skip_long_prompts:
@@ -382,7 +380,7 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
       out.append({"id": r["id"], "prompt": r["prompt"], "responses": _generations_to_records(kept),
                   "duplicates_dropped": dropped})
     return out
-  actor = _chunked(os.path.join(it_dir, "actor.jsonl"), usable, p.chunk_size, run_actor)
+  actor = _chunked(artifacts.join(it_dir, "actor.jsonl"), usable, p.chunk_size, run_actor)
 
   # 3. Judge.
   judge_template = config.judge.template
@@ -405,13 +403,13 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
                   "score": rewarding.response_score([j["score"] for j in judgments])})
     return out
   # Chunk over prompts' responses in groups of chunk_size prompts' worth.
-  judge = _chunked(os.path.join(it_dir, "judge.jsonl"), items,
+  judge = _chunked(artifacts.join(it_dir, "judge.jsonl"), items,
                    p.chunk_size * max(1, config.actor.num_responses), run_judge)
   skipped["long_judge_prompts"] = sum(j["too_long"] for j in judge)
 
   # 4. Actor pairs.
   rho = float(per_iteration(p.rho, iteration, "pipeline.rho"))
-  a_pairs = _stage(os.path.join(it_dir, "actor_pairs.jsonl"),
+  a_pairs = _stage(artifacts.join(it_dir, "actor_pairs.jsonl"),
                    lambda: actor_pairs(actor, judge, rho, p.length_unit))
 
   # 5. Meta-judge and judge pairs (not run when this iteration trains on no judge pairs, unless
@@ -450,9 +448,9 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
         out.append({**{k: r[k] for k in ("id", "prompt", "response_index", "response", "judgments",
                                           "scores")}, "battles": battles})
       return out
-    meta = _chunked(os.path.join(it_dir, "meta_judge.jsonl"), requests, p.chunk_size, run_meta)
+    meta = _chunked(artifacts.join(it_dir, "meta_judge.jsonl"), requests, p.chunk_size, run_meta)
     skipped["long_meta_judge_prompts"] = sum(b["too_long"] for m in meta for b in m["battles"])
-    j_pairs_path = os.path.join(it_dir, "judge_pairs.jsonl")
+    j_pairs_path = artifacts.join(it_dir, "judge_pairs.jsonl")
     j_pairs, position_w = judge_pairs(meta, judge_template, config.meta_judge.max_chosen_chars,
                                       config.meta_judge.elo_l2)
     if not _exists(j_pairs_path):
@@ -460,7 +458,7 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
     j_pairs = artifacts.read_jsonl(j_pairs_path)
 
   # 6. DPO.
-  dpo_path = os.path.join(it_dir, "dpo.jsonl")
+  dpo_path = artifacts.join(it_dir, "dpo.jsonl")
   if not (_exists(dpo_path) and _exists(model_dir)):
     pairs = []
     if use in ("both", "actor"):
@@ -471,7 +469,7 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
     if pairs:
       steps = policy.train_dpo([{k: q[k] for k in ("prompt", "chosen", "rejected", "kind")}
                                 for q in pairs],
-                               checkpoint_dir=os.path.join(it_dir, "dpo_checkpoints"),
+                               checkpoint_dir=artifacts.join(it_dir, "dpo_checkpoints"),
                                seed=stage_seed(seed, iteration, "dpo"))
     else:
       logging.warning("iteration %d: no pairs to train on; the model is carried over unchanged",
@@ -479,7 +477,7 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
     policy.save(model_dir)
     _write_jsonl(dpo_path, steps)
     if sharding.is_main_process():
-      shutil.rmtree(os.path.join(it_dir, "dpo_checkpoints"), ignore_errors=True)
+      artifacts.rmtree(artifacts.join(it_dir, "dpo_checkpoints"), ignore_errors=True)
   else:
     policy.load(model_dir)
   dpo_steps = artifacts.read_jsonl(dpo_path)
@@ -503,7 +501,7 @@ def run(config, workdir: str, policy: Policy, pool: Sequence[str], *,
         evaluate_extra: Callable[[Mapping[str, list]], dict] | None = None,
         is_main_process: bool = True) -> list[dict]:
   """Runs all `pipeline.num_iterations` iterations (resuming what is on disk); returns their metrics."""
-  os.makedirs(workdir, exist_ok=True)
+  artifacts.makedirs(workdir)
   all_metrics = []
   for iteration in range(1, config.pipeline.num_iterations + 1):
     start = time.time()
@@ -512,12 +510,12 @@ def run(config, workdir: str, policy: Policy, pool: Sequence[str], *,
     all_metrics.append(result)
     if is_main_process:
       metrics_lib.write_jsonl(workdir, all_metrics)
-      it_dir = os.path.join(workdir, f"iter_{iteration}")
-      marker = os.path.join(it_dir, ".tensorboard_written")
-      if not os.path.exists(marker):  # a resumed run does not log an iteration twice
+      it_dir = artifacts.join(workdir, f"iter_{iteration}")
+      marker = artifacts.join(it_dir, ".tensorboard_written")
+      if not artifacts.exists(marker):  # a resumed run does not log an iteration twice
         metrics_lib.write_tensorboard(workdir, result,
-                                      artifacts.read_jsonl(os.path.join(it_dir, "dpo.jsonl")))
-        open(marker, "w").close()
+                                      artifacts.read_jsonl(artifacts.join(it_dir, "dpo.jsonl")))
+        artifacts.write_text(marker, "")
       metrics_lib.write_plots(workdir, all_metrics)
       print(f"\n== iteration {iteration} ==\n" + metrics_lib.format_table(all_metrics), flush=True)
   return all_metrics

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
+import tempfile
 from typing import Mapping, Sequence
 
 import jax
 from absl import logging
 
-from meta_rewarding import checkpoints, data, sampling, sharding, train
+from meta_rewarding import artifacts, checkpoints, data, sampling, sharding, train
 from meta_rewarding.model import LlamaConfig, presets
 from meta_rewarding.pipeline import Generation, PipelineError
 from meta_rewarding.tokenizer import Tokenizer, load_tokenizer, train_sentencepiece
@@ -33,16 +33,19 @@ def build_tokenizer(config, workdir: str, pool: Sequence[str]) -> Tokenizer:
     raise PipelineError("config.model.tokenizer is empty and there is no model.checkpoint to take "
                         "one from; set model.tokenizer to a path or to 'train:<vocab_size>'")
   if spec.startswith("train:"):
-    directory = os.path.join(workdir, "tokenizer")
-    model_file = os.path.join(directory, "tokenizer.model")
-    if sharding.is_main_process() and not os.path.exists(model_file):
-      os.makedirs(directory, exist_ok=True)
+    directory = artifacts.join(workdir, "tokenizer")
+    model_file = artifacts.join(directory, "tokenizer.model")
+    if sharding.is_main_process() and not artifacts.exists(model_file):
       texts = list(pool) + [config.judge.template, config.meta_judge.template]
-      tmp_prefix = os.path.join(directory, "tokenizer.tmp")
-      train_sentencepiece(texts, tmp_prefix, int(spec.split(":", 1)[1]))
-      os.replace(tmp_prefix + ".model", model_file)
-      if os.path.exists(tmp_prefix + ".vocab"):
-        os.replace(tmp_prefix + ".vocab", os.path.join(directory, "tokenizer.vocab"))
+      # Trained into a local temporary directory (sentencepiece writes local files), then copied
+      # into place, tokenizer.model last: its presence means the tokenizer is complete.
+      with tempfile.TemporaryDirectory(prefix="meta_rewarding_spm-") as local:
+        tmp_prefix = os.path.join(local, "tokenizer")
+        train_sentencepiece(texts, tmp_prefix, int(spec.split(":", 1)[1]))
+        artifacts.makedirs(directory)
+        if os.path.exists(tmp_prefix + ".vocab"):
+          artifacts.copy_file(tmp_prefix + ".vocab", artifacts.join(directory, "tokenizer.vocab"))
+        artifacts.copy_file(tmp_prefix + ".model", model_file)
     sharding.sync("tokenizer")  # the other processes read the one process 0 trained
     spec = model_file
   return load_tokenizer(spec, chat_format=config.model.chat_format)
@@ -184,5 +187,7 @@ class JaxPolicy:
 
   def load(self, path: str):
     shardings = sharding.param_shardings(self.model_config, self.mesh, sharding.TRAIN_RULES)
-    _, self.params = checkpoints.load_hf(path, config=self.model_config, shardings=shardings)
+    # keep_local_copy=False: a remote iteration model is read once; its local copy is not kept.
+    _, self.params = checkpoints.load_hf(path, config=self.model_config, shardings=shardings,
+                                         keep_local_copy=False)
     self._sampler = None

@@ -71,6 +71,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from meta_rewarding import artifacts
+
 __all__ = [
     "CHAT_FORMATS",
     "Tokenizer",
@@ -521,11 +523,24 @@ def _auto_chat_format(backend: Any) -> str:
 # Loading
 
 
+def _is_tokenizer_file(name: str) -> bool:
+  """The files of a (remote) directory `load_tokenizer` copies locally before loading."""
+  return name.endswith((".model", ".jinja")) or name in (
+      _HF_FILE, "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
+      "added_tokens.json", "vocab.json", "merges.txt")
+
+
 def load_tokenizer(path: str | os.PathLike, *, chat_format: str = "auto") -> Tokenizer:
   """Load a tokenizer from a local directory or file (see module doc for what is accepted)."""
   if chat_format not in CHAT_FORMATS:
     raise TokenizerError(f"chat_format must be one of {CHAT_FORMATS}, got {chat_format!r}")
-  path = os.path.expanduser(os.fspath(path))
+  path = os.fspath(path)
+  if artifacts.is_remote(path):  # gs://, s3://: load from a local copy of the tokenizer files
+    try:
+      path = artifacts.localize(path, _is_tokenizer_file)
+    except (OSError, ValueError) as e:
+      raise TokenizerError(f"could not copy tokenizer {path!r} to a local cache: {e}") from e
+  path = os.path.expanduser(path)
   expected = ("a directory with tokenizer.json (Hugging Face tokenizer, with tokenizer_config.json)"
               " or a sentencepiece .model file / a directory holding one")
   if not os.path.exists(path):
