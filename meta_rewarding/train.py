@@ -56,7 +56,7 @@ import optax
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from meta_rewarding import data, losses, sharding
+from meta_rewarding import artifacts, data, losses, sharding
 from meta_rewarding.model import llama
 from meta_rewarding.model.config import LlamaConfig
 
@@ -501,9 +501,9 @@ class _Checkpoints:
   def __init__(self, directory: str, keep: int, use_async: bool):
     import orbax.checkpoint as ocp
     self.ocp = ocp
-    self.directory = os.path.abspath(directory)
+    self.directory = _absolute(directory)
     self.manager = ocp.CheckpointManager(
-        os.path.join(self.directory, "state"),
+        artifacts.join(self.directory, "state"),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=use_async))
     self.last_saved = self.manager.latest_step()
@@ -524,21 +524,21 @@ class _Checkpoints:
     self.manager.close()
 
 
+def _absolute(path: str) -> str:
+  # orbax wants absolute local paths; a gs:// (or other remote) path is absolute already.
+  return path if artifacts.is_remote(path) else os.path.abspath(path)
+
+
 def _write_metrics(path: str, history: list[dict]):
   if jax.process_index() != 0:
     return
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    for m in history:
-      f.write(json.dumps(m) + "\n")
-  os.replace(tmp, path)
+  artifacts.write_jsonl(path, history)
 
 
 def _read_metrics(path: str, upto: int) -> list[dict]:
-  if not os.path.exists(path):
+  if not artifacts.exists(path):
     return []
-  with open(path) as f:
-    return [m for m in map(json.loads, filter(str.strip, f)) if m["step"] <= upto]
+  return [m for m in artifacts.read_jsonl(path) if m["step"] <= upto]
 
 
 def _run(kind, model_config, params, examples, cfg, *, mesh, rules, checkpoint_dir, seed, progress):
@@ -569,8 +569,8 @@ def _run(kind, model_config, params, examples, cfg, *, mesh, rules, checkpoint_d
       "schedule": dataclasses.asdict(schedule), "optimizer": dataclasses.asdict(opt_spec),
       "loss": dataclasses.asdict(spec)}))
 
-  os.makedirs(checkpoint_dir, exist_ok=True)
-  metrics_path = os.path.join(checkpoint_dir, "metrics.jsonl")
+  artifacts.makedirs(checkpoint_dir)
+  metrics_path = artifacts.join(checkpoint_dir, "metrics.jsonl")
   ckpt = _Checkpoints(checkpoint_dir, int(cfg.keep_checkpoints), bool(cfg.async_checkpointing))
   try:
     with sharding.activate(mesh, rules):
@@ -606,7 +606,7 @@ def _run(kind, model_config, params, examples, cfg, *, mesh, rules, checkpoint_d
     ckpt.close()
   import orbax.checkpoint as ocp
   checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(os.path.join(os.path.abspath(checkpoint_dir), "params"), state.params,
+  checkpointer.save(artifacts.join(_absolute(checkpoint_dir), "params"), state.params,
                     force=True)
   checkpointer.wait_until_finished()
   return state.params, history
