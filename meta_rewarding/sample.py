@@ -17,11 +17,12 @@ reason naming the file and line or the prompt.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Any
 
 from absl import app, flags, logging
+
+from meta_rewarding import artifacts
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "Hugging Face model directory (safetensors + tokenizer).")
@@ -45,10 +46,10 @@ flags.DEFINE_string("mesh", "", "Optional mesh, e.g. 'fsdp=-1' or 'data=2,tensor
 
 def read_prompts(path: str) -> list[Any]:
   """The "prompt" of every non-blank line; a `app.UsageError` naming file and line otherwise."""
-  if not os.path.isfile(path):
+  if not artifacts.exists(path) or artifacts.isdir(path):
     raise app.UsageError(f"--prompts: {path} does not exist")
   prompts = []
-  with open(path, encoding="utf-8") as f:
+  with artifacts.open_file(path) as f:
     for lineno, line in enumerate(f, 1):
       if not line.strip():
         continue
@@ -133,10 +134,8 @@ def run():
   if not FLAGS.output:
     sys.stdout.writelines(lines)
     return
-  tmp = FLAGS.output + ".tmp"  # complete or absent: never a half-written output file
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.writelines(lines)
-  os.replace(tmp, FLAGS.output)
+  # Complete or absent, never half-written (local: temp file + rename; gs://: one object upload).
+  artifacts.write_text(FLAGS.output, "".join(lines))
   logging.info("wrote %d completions to %s", sum(map(len, results)), FLAGS.output)
 
 

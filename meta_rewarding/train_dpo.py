@@ -17,10 +17,11 @@ from __future__ import annotations
 import json
 import logging as pylogging
 import os
-import shutil
 import sys
 
 from absl import app, flags, logging
+
+from meta_rewarding import artifacts
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
@@ -35,14 +36,15 @@ class UsageError(ValueError):
 
 
 def _copy_tokenizer(tokenizer_path: str, out_dir: str):
-  if os.path.isfile(tokenizer_path):
-    name = "tokenizer.model" if tokenizer_path.endswith(".model") else os.path.basename(tokenizer_path)
-    shutil.copy2(tokenizer_path, os.path.join(out_dir, name))
+  if not artifacts.isdir(tokenizer_path):
+    name = "tokenizer.model" if tokenizer_path.endswith(".model") else \
+        artifacts.basename(tokenizer_path)
+    artifacts.copy_file(tokenizer_path, artifacts.join(out_dir, name))
     return
   for name in _TOKENIZER_FILES:
-    src = os.path.join(tokenizer_path, name)
-    if os.path.exists(src):
-      shutil.copy2(src, os.path.join(out_dir, name))
+    src = artifacts.join(tokenizer_path, name)
+    if artifacts.exists(src):
+      artifacts.copy_file(src, artifacts.join(out_dir, name))
 
 
 def run(config, workdir: str) -> dict:
@@ -95,12 +97,12 @@ def run(config, workdir: str) -> dict:
 
   run_fn = train.run_dpo if mode == "dpo" else train.run_sft
   params, history = run_fn(model_config, params, examples, cfg, mesh=mesh, rules=rules,
-                           checkpoint_dir=os.path.join(workdir, "checkpoints"),
+                           checkpoint_dir=artifacts.join(workdir, "checkpoints"),
                            seed=int(config.seed), progress=bool(config.progress))
 
   hf_dir = None
   if config.export_hf:
-    hf_dir = os.path.join(workdir, "hf")
+    hf_dir = artifacts.join(workdir, "hf")
     checkpoints.save_hf(hf_dir, model_config, params, dtype=config.export_dtype or None)
     if jax.process_index() == 0:
       _copy_tokenizer(tokenizer_path, hf_dir)
@@ -109,10 +111,9 @@ def run(config, workdir: str) -> dict:
                                     "truncated": report.truncated, "skipped": report.skipped,
                                     "total": report.total},
              "steps": int(final.get("step", 0)), "final": final, "hf": hf_dir,
-             "checkpoints": os.path.join(workdir, "checkpoints")}
+             "checkpoints": artifacts.join(workdir, "checkpoints")}
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-      json.dump(summary, f, indent=2)
+    artifacts.write_json(artifacts.join(workdir, "summary.json"), summary)
   shown = " ".join(f"{k}={final[k]:.4g}" for k in ("loss", "rewards/accuracies", "rewards/margins",
                                                    "nll", "tokens/s") if k in final)
   print(f"{mode}: {summary['steps']} steps, {shown}; model: {hf_dir or '(not exported)'}",
@@ -140,7 +141,7 @@ def main(argv):
     raise app.UsageError("--config=configs/dpo_example.py is required")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir=DIR is required")
-  os.makedirs(_WORKDIR.value, exist_ok=True)
+  artifacts.makedirs(_WORKDIR.value)
   expected = (UsageError, data.DataError, TokenizerError, checkpoints.CheckpointError,
               UnsupportedConfigError, sharding.MeshError, train.TrainConfigError,
               train.TrainingDivergedError, FileNotFoundError, PermissionError)
