@@ -2,80 +2,121 @@
 
   python -m meta_rewarding.main --config=configs/local_cpu.py --workdir=/tmp/mr_local
 
-Variants (`--config=configs/local_cpu.py:<arg>`):
-  (none)          2 iterations, 24 testbed prompts per iteration, K=4 responses, N=4 judgments.
-  smoke           1 iteration, 4 prompts, tiny lengths: the whole loop in well under a minute.
-  self_rewarding  the Self-Rewarding baseline (no meta-judge, actor pairs only).
+Starts from the shipped seed model (meta_rewarding/testbed/seed/: a 0.9M-parameter Llama taught by
+SFT to act, judge and meta-judge on the testbed, imperfectly; rebuild it with
+`python -m meta_rewarding.testbed.seed --out=meta_rewarding/testbed/seed`) and runs 3 iterations
+of 32 testbed prompts x 4 responses x 4 judgments with the compact testbed templates
+(meta_rewarding/testbed/templates.py). Expected run time on a 2-core CPU: about 5 minutes
+(measured figures: bench/results/testbed.md).
+
+Variants (`--config=configs/local_cpu.py:<arg>`; several may be joined with commas, e.g.
+`:bench,self_rewarding,seed=2`):
+  (none)             3 iterations (both pair types, both, actor only), rho 0 / 0.32 / 0.32.
+  smoke              1 iteration, 4 prompts, K=2, N=2: the whole loop in about a minute.
+  self_rewarding     the Self-Rewarding baseline (no meta-judge, actor pairs only).
+  no_length_control  rho = 0 in every iteration (plain best-vs-worst actor pairs).
+  bench              the per-run size of bench/testbed.py (3 iterations, 24 prompts).
+  seed=1             another run seed (prompt sampling, generation, DPO data order).
 
 What it prints: a progress bar per stage and, after each iteration, a table of the DESIGN.md 4.3
 metrics plus the testbed oracle metrics (oracle/actor_accuracy, oracle/judge_accuracy,
-oracle/meta_judge_accuracy); metrics.jsonl, TensorBoard events and plots/*.png in the workdir.
-
-The model starts from random weights with a sentencepiece tokenizer trained on the testbed prompts
-and the templates (the shipped, SFT-taught seed model of issue 5 replaces it): a random model writes
-almost no parseable judgment, so expect judge/parse_failure_rate near 1 and few or no pairs — the
-run reports exactly that rather than inventing scores.
+oracle/meta_judge_accuracy: measured on what iteration t generated, i.e. on the model entering
+iteration t); metrics.jsonl, TensorBoard events and plots/*.png in the workdir.
 """
+
+import os
 
 import ml_collections
 
 from meta_rewarding import defaults
 
+VARIANTS = ("", "smoke", "self_rewarding", "no_length_control", "bench",
+            "bench,self_rewarding,no_length_control", "seed=1")
+
+
+def seed_dir() -> str:
+  import meta_rewarding.testbed
+  return os.path.join(os.path.dirname(meta_rewarding.testbed.__file__), "seed")
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  from meta_rewarding.testbed import seed as seed_lib, templates
+
   c = defaults.get_base_config()
   c.seed = 0
-  c.model.checkpoint = ""
-  c.model.tokenizer = "train:512"
-  c.model.chat_format = "llama2"
-  c.model.architecture = ml_collections.ConfigDict(dict(
-      vocab_size=512, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
-      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-      rope_theta=10000.0))
-  c.model.dtype = "float32"
+  c.model.checkpoint = seed_dir()
+  c.model.tokenizer = ""           # the checkpoint's tokenizer.model
+  c.model.chat_format = seed_lib.CHAT_FORMAT
+  # Only for planning before the seed exists; the checkpoint's config.json is what runs.
+  c.model.architecture = ml_collections.ConfigDict(dict(seed_lib.ARCHITECTURE))
+  c.model.dtype = "float32"        # bf16 matmuls are slower than f32 on CPU
   c.model.param_dtype = "float32"
 
   c.data.prompts = "testbed:2000"
 
-  c.sampling.batch_size = 16
-  c.sampling.prompt_buckets = (64, 128, 1280)  # the verbatim rubric is ~900 tokens here
+  c.sampling.batch_size = 32
+  c.sampling.prompt_buckets = (48, 96, 128, 192)
   c.sampling.top_k = 32
 
   c.actor.num_responses = 4
-  c.actor.max_new_tokens = 24
+  c.actor.max_new_tokens = seed_lib.ACTOR_MAX_NEW_TOKENS
   c.judge.num_judgments = 4
-  c.judge.max_new_tokens = 24
-  c.meta_judge.max_new_tokens = 16
+  c.judge.max_new_tokens = seed_lib.JUDGE_MAX_NEW_TOKENS
+  c.judge.template = templates.JUDGE_TEMPLATE
+  c.meta_judge.max_new_tokens = seed_lib.META_MAX_NEW_TOKENS
+  c.meta_judge.template = templates.META_JUDGE_TEMPLATE
+  c.meta_judge.max_chosen_chars = 200
 
-  c.pipeline.num_iterations = 2
-  c.pipeline.prompts_per_iteration = 24
-  c.pipeline.rho = (0.0, 0.32)
-  c.pipeline.train_pairs = ("both", "both")
-  c.pipeline.chunk_size = 8
+  c.pipeline.num_iterations = 3
+  c.pipeline.prompts_per_iteration = 32
+  c.pipeline.rho = (0.0, 0.32, 0.32)
+  c.pipeline.train_pairs = ("both", "both", "actor")
+  c.pipeline.chunk_size = 16
 
   c.train = _train_config()
   c.evaluate.oracle = "testbed"
 
-  if arg == "smoke":
-    c.pipeline.num_iterations = 1
-    c.pipeline.prompts_per_iteration = 4
-    c.actor.num_responses = 2
-    c.judge.num_judgments = 3
-    c.actor.max_new_tokens = c.judge.max_new_tokens = c.meta_judge.max_new_tokens = 8
-    c.sampling.batch_size = 8
-  elif arg == "self_rewarding":
-    c.meta_judge.enabled = False
-  elif arg:
-    raise ValueError(f"unknown local_cpu variant {arg!r}; expected smoke or self_rewarding")
+  for part in (arg or "").split(","):
+    part = part.strip()
+    if not part:
+      continue
+    if part == "smoke":
+      c.pipeline.num_iterations = 1
+      c.pipeline.prompts_per_iteration = 4
+      c.actor.num_responses = 2
+      c.judge.num_judgments = 2
+      c.sampling.batch_size = 8
+      c.train.batch_size = 4
+      c.train.num_epochs = 1
+    elif part == "self_rewarding":
+      c.meta_judge.enabled = False
+    elif part == "no_length_control":
+      c.pipeline.rho = tuple(0.0 for _ in c.pipeline.rho)
+    elif part == "bench":
+      c.pipeline.num_iterations = 3
+      c.pipeline.prompts_per_iteration = 24
+    elif part.startswith("seed="):
+      c.seed = int(part.split("=", 1)[1])
+    else:
+      raise ValueError(f"unknown local_cpu variant {part!r}; expected smoke, self_rewarding, "
+                       "no_length_control, bench or seed=<k> (comma-separated)")
   return c
 
 
 def _train_config() -> ml_collections.ConfigDict:
+  # DPO for a 0.9M-parameter model on ~60 pairs per iteration: a much larger learning rate than
+  # the 8B defaults (5e-7), a few epochs, the paper's beta.
   from meta_rewarding import train
   t = train.default_train_config()
   t.learning_rate = 1e-4
   t.warmup_steps = 2
-  t.batch_size = 4
-  t.num_epochs = 2
-  t.max_length = 1344
+  t.decay = "cosine"
+  t.batch_size = 8
+  t.grad_accum_steps = 1
+  t.num_epochs = 3
+  t.beta = 0.1
+  t.max_length = 160
+  t.length_buckets = (48, 96, 128, 160)
+  t.checkpoint_every = 1000
+  t.log_every = 5
   return t

@@ -146,7 +146,10 @@ class JaxPolicy:
                                     max_new_tokens=max_new_tokens, seed=seed, chat=True,
                                     share_prefix=share_prefix, desc=desc,
                                     index_offset=part.start) if part.stop > part.start else []
-    rows = [[[c.text, c.num_tokens, c.finish_reason] for c in row] for row in results]
+    # Strip: chat formats put whitespace around the answer (Llama-2's "[/INST] {answer} </s>"), so
+    # a completion can end in a space that is template, not content. Responses and judgments are
+    # pasted into the judge / meta-judge templates, where it would change the prompt's tokens.
+    rows = [[[c.text.strip(), c.num_tokens, c.finish_reason] for c in row] for row in results]
     if jax.process_count() > 1:
       rows = [row for rows_of_process in sharding.allgather_objects(rows) for row in rows_of_process]
     return [[Generation(*c) for c in row] for row in rows]

@@ -8,7 +8,7 @@ from meta_rewarding.testbed import oracle, tasks
 from meta_rewarding.testbed.oracle import (actor_accuracy, better_judgment, extract_answer,
                                            is_correct, judge_accuracy, judgment_error,
                                            meta_judge_accuracy, oracle_score)
-from meta_rewarding.testbed.tasks import (FAMILIES, Task, generate_tasks, reference_response,
+from meta_rewarding.testbed.tasks import (FAMILIES, capacity, Task, generate_tasks, reference_response,
                                           task_from_instruction)
 
 ADD = task_from_instruction("What is 47 + 385?")
@@ -52,8 +52,13 @@ def test_generator_families_and_errors():
     assert {t.family for t in generate_tasks(0, 7, families=("sort", "add"))} == {"sort", "add"}
     assert generate_tasks(0, 0) == []
     assert generate_tasks(0, 5) == generate_tasks(0, 5, families=list(FAMILIES))
-    with pytest.raises(ValueError, match="only 111000 distinct"):
-        generate_tasks(0, 111001, families=("sort",))
+    with pytest.raises(ValueError, match="only 11000 distinct"):
+        generate_tasks(0, 11001, families=("sort",))
+    # The capacity is exact: a family can be drawn out completely, and not one task further.
+    every_sum = generate_tasks(0, capacity("add"), families=("add",))
+    assert len({t.instruction for t in every_sum}) == capacity("add") == 90 * 9
+    with pytest.raises(ValueError, match="only 810 distinct"):
+        generate_tasks(0, capacity("add") + 1, families=("add",))
     with pytest.raises(ValueError, match="unknown task family"):
         generate_tasks(0, 3, families=("add", "divide"))
     with pytest.raises(ValueError, match="must not repeat"):

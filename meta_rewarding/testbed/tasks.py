@@ -5,13 +5,16 @@ model: instructions of at most ~50 characters, answers of at most ~15.
 
 Families (the instruction text is the canonical template; ``params`` hold what it was made from)::
 
-  add      What is 47 + 385?                          -> 432         a, b in [10, 999]
-  reverse  Reverse the letters of 'plant'.            -> tnalp       3-6 random letters
-  sort     Sort in ascending order: 5, 2, 8, 1.       -> 1, 2, 5, 8  3-5 digits in 0-9
-  count    How many times does 'a' appear in 'bnaaq'? -> 2           4-8 letters, 0-3 copies
-  edit     Write 'plant' in capital letters.          -> PLANT       op "upper", 3-6 letters
-           Replace each 'a' with 'o' in 'banqa'.      -> bonqo       op "replace", 4-7 letters,
+  add      What is 47 + 8?                            -> 55          a in [10, 99], b in [1, 9]
+  reverse  Reverse the letters of 'plnt'.             -> tnlp        3-4 random letters
+  sort     Sort in ascending order: 5, 2, 8, 1.       -> 1, 2, 5, 8  3-4 digits in 0-9
+  count    How many times does 'a' appear in 'bnaaq'? -> 2           3-6 letters, 0-3 copies
+  edit     Write 'plnt' in capital letters.           -> PLNT        op "upper", 3-4 letters
+           Replace each 'a' with 'o' in 'banqa'.      -> bonqo       op "replace", 3-5 letters,
                                                                      1-2 copies, new != old
+
+The sizes (module constants ``ADD_FIRST`` ... ``REPLACE_COPIES``) are chosen for the testbed's
+~1M-parameter seed model, so that every family is learnable within its CPU budget but not learned.
 
 Words are random lowercase letters (not dictionary words), so the spaces are large and the model
 cannot answer from memory. ``count`` and ``edit``/replace plant the letter 0-3 (1-2) times, so the
@@ -124,23 +127,45 @@ def _planted(rng: random.Random, letter: str, length: int, copies: int) -> str:
     return "".join(chars)
 
 
+# The difficulty of each family (inclusive ranges). Sized for the testbed's ~1M-parameter seed
+# model, which has a few thousand CPU SFT steps to learn all three roles: with 3-digit sums and
+# 6-letter words it learned almost none of add / reverse / edit (0-8%), so nothing there could be
+# judged or improved. At these sizes every family is learnable but not yet learned.
+ADD_FIRST = (10, 99)          # a two-digit number ...
+ADD_SECOND = (1, 9)           # ... plus a one-digit number (one possible carry)
+REVERSE_LETTERS = (3, 4)
+SORT_DIGITS = (3, 4)          # how many digits (each 0-9) to sort
+COUNT_LETTERS = (3, 6)        # word length; the letter is planted 0-3 times
+COUNT_COPIES = (0, 3)
+UPPER_LETTERS = (3, 4)
+REPLACE_LETTERS = (3, 5)      # word length; the letter is planted 1-2 times
+REPLACE_COPIES = (1, 2)
+
+
+def _span(bounds: tuple[int, int]) -> range:
+    return range(bounds[0], bounds[1] + 1)
+
+
 def _sample_count(rng: random.Random) -> Task:
     letter = rng.choice(_LETTERS)
-    return _count(letter, _planted(rng, letter, rng.randint(4, 8), rng.randint(0, 3)))
+    length = rng.randint(*COUNT_LETTERS)
+    return _count(letter, _planted(rng, letter, length, rng.randint(COUNT_COPIES[0], min(
+        COUNT_COPIES[1], length))))
 
 
 def _sample_edit(rng: random.Random) -> Task:
     if rng.random() < 0.5:
-        return _upper(_word(rng, rng.randint(3, 6)))
+        return _upper(_word(rng, rng.randint(*UPPER_LETTERS)))
     letter = rng.choice(_LETTERS)
     new = rng.choice(_LETTERS.replace(letter, ""))
-    return _replace(letter, new, _planted(rng, letter, rng.randint(4, 7), rng.randint(1, 2)))
+    return _replace(letter, new, _planted(rng, letter, rng.randint(*REPLACE_LETTERS),
+                                          rng.randint(*REPLACE_COPIES)))
 
 
 _SAMPLERS: dict[str, Callable[[random.Random], Task]] = {
-    "add": lambda rng: _add(rng.randint(10, 999), rng.randint(10, 999)),
-    "reverse": lambda rng: _reverse(_word(rng, rng.randint(3, 6))),
-    "sort": lambda rng: _sort([rng.randint(0, 9) for _ in range(rng.randint(3, 5))]),
+    "add": lambda rng: _add(rng.randint(*ADD_FIRST), rng.randint(*ADD_SECOND)),
+    "reverse": lambda rng: _reverse(_word(rng, rng.randint(*REVERSE_LETTERS))),
+    "sort": lambda rng: _sort([rng.randint(0, 9) for _ in range(rng.randint(*SORT_DIGITS))]),
     "count": _sample_count,
     "edit": _sample_edit,
 }
@@ -148,15 +173,16 @@ _SAMPLERS: dict[str, Callable[[random.Random], Task]] = {
 
 def _planted_words(lengths: range, copies: range) -> int:
     # Words over 26 letters with exactly k copies of one fixed letter: C(L, k) * 25^(L - k).
-    return sum(math.comb(n, k) * 25 ** (n - k) for n in lengths for k in copies)
+    return sum(math.comb(n, k) * 25 ** (n - k) for n in lengths for k in copies if k <= n)
 
 
 _CAPACITY = {
-    "add": 990 * 990,
-    "reverse": sum(26 ** n for n in range(3, 7)),
-    "sort": sum(10 ** n for n in range(3, 6)),
-    "count": 26 * _planted_words(range(4, 9), range(0, 4)),
-    "edit": sum(26 ** n for n in range(3, 7)) + 26 * 25 * _planted_words(range(4, 8), range(1, 3)),
+    "add": len(_span(ADD_FIRST)) * len(_span(ADD_SECOND)),
+    "reverse": sum(26 ** n for n in _span(REVERSE_LETTERS)),
+    "sort": sum(10 ** n for n in _span(SORT_DIGITS)),
+    "count": 26 * _planted_words(_span(COUNT_LETTERS), _span(COUNT_COPIES)),
+    "edit": sum(26 ** n for n in _span(UPPER_LETTERS))
+            + 26 * 25 * _planted_words(_span(REPLACE_LETTERS), _span(REPLACE_COPIES)),
 }
 
 

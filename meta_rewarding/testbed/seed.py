@@ -1,0 +1,788 @@
+"""Builds the testbed's seed model: a tiny Llama taught, imperfectly, to act, judge and meta-judge.
+
+  python -m meta_rewarding.testbed.seed --out=meta_rewarding/testbed/seed
+
+writes a Hugging Face Llama directory (config.json, model.safetensors, tokenizer.model,
+generation_config.json) plus README.md and build_info.json (command, sizes, build time, the seed's
+measured figures). The build is deterministic: demonstrations come from seeded `random.Random`
+streams, the sentencepiece trainer is single-threaded without sampling, the initialisation and the
+SFT data order derive from the build seed (build_info.json records the weights' sha256).
+
+What the seed is taught (the project's own SFT, `train.run_sft`, on three kinds of demonstrations;
+every prompt is one user message in the Llama-2 chat format, exactly as the pipeline sends it):
+
+  actor       a testbed instruction  ->  "The answer is X."
+              X is right with probability 1 - ACTOR_WRONG, else a *plausible mistake*
+              (`plausible_mistake`: a carry slip, two letters swapped, one item out of order, a
+              count off by one, a letter not replaced, ...).
+  judge       templates.JUDGE_TEMPLATE(instruction, response)  ->
+              "The answer is E, so the response is V. Score: s"
+              The judge works the answer E out itself, then compares: the response is right / a
+              plausible mistake / malformed (no clear answer, oracle score 0) with probabilities
+              RESPONSE_MIX; E is the right answer except with probability JUDGE_EXPECTED_WRONG (a
+              computation error: E is a plausible mistake); the verdict V (correct | wrong |
+              unclear) compares the response with E; the score follows from V (correct 5 or 4,
+              wrong 1 or 2, unclear 0 or 1), except with probability JUDGE_MISCALIBRATED, where
+              it is drawn from the other side of the pass mark (correct 1-2, wrong 4-5, unclear
+              3-4) while the text still says V.
+  meta-judge  templates.META_JUDGE_TEMPLATE(instruction, response, judgment A, judgment B)  ->
+              "The answer is E, so the response is V. A gives a, B gives b. Winner: Judgment W"
+              A and B are two judge demonstrations of one response (the second with the noisier
+              META_SECOND_JUDGE rates, positions shuffled), kept only when the oracle prefers one
+              (`oracle.better_judgment`); E and V are the oracle's. W is the oracle's better
+              judgment, except with probability META_FIRST_POSITION (W = A whatever: a position
+              bias) and META_FLIP (W = the worse one).
+
+So the demonstrations are only mostly right (`demo_noise_report`, checked by the tests): actor
+85% right; judge scores agree with the oracle ~84%; meta-judge labels name the oracle's better
+judgment ~88% of the time and Judgment A ~58%. The model's capacity (0.9M parameters, a few
+thousand CPU SFT steps) adds errors of its own, above all on 3-digit addition and letter counting.
+Because the judge works the answer out before comparing, its errors follow the actor's (a wrong
+E fails a right response), and judge pairs that reward a right E train the same skill the actor
+uses -- the channel through which Meta-Rewarding can help the actor here.
+The seed's measured figures (held-out tasks, the pipeline's sampling settings) are in
+build_info.json and README.md next to the weights.
+
+Training: one `train.run_sft` call (warmup + cosine, one AdamW state) whose batches each hold one
+kind: the kinds differ a lot in length (~32 / ~78 / ~116 tokens), and mixed batches would pad every
+row to the longest. run_sft takes step s's batch from its seeded epoch permutation
+(`data.epoch_order`), so `order_for_run_sft` places the examples where that permutation will pick
+them in the wanted order; `check_order` verifies it with `data.step_indices`. A first phase trains
+the actor alone (the copy-and-compare circuits all three roles need appear only after several
+hundred steps of such data; at learning rates of 2e-3 and more they did not appear at all within
+the budget); then the kinds are interleaved evenly (`step_kinds`,
+`BuildConfig.phases`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from typing import Iterable, Sequence
+
+from meta_rewarding import prompts
+from meta_rewarding.testbed import oracle, templates
+from meta_rewarding.testbed.tasks import (FAMILIES, Task, capacity, generate_tasks,
+                                          reference_response, task_from_instruction)
+
+# ----------------------------------------------------------------------------------------------
+# Noise (the documented rates; tests check the generator realises them).
+
+ACTOR_WRONG = 0.15             # actor demonstrations with a plausible mistake
+RESPONSE_MIX = (("correct", 0.45), ("wrong", 0.40), ("malformed", 0.15))  # judged responses
+JUDGE_EXPECTED_WRONG = 0.15    # judge works out a wrong answer (a plausible mistake)
+JUDGE_MISCALIBRATED = 0.10     # judge's score is on the wrong side of the pass mark
+META_SECOND_JUDGE = (0.35, 0.30)  # (expected wrong, miscalibrated) of meta demos' 2nd judgment
+META_FIRST_POSITION = 0.15     # meta-judge label is "Judgment A" whatever the judgments say
+META_FLIP = 0.05               # meta-judge label is the oracle's worse judgment
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+# ----------------------------------------------------------------------------------------------
+# Responses.
+
+def _candidates(task: Task, rng: random.Random) -> list[str]:
+  """Plausible wrong answers for `task` (may include duplicates or the right answer; filtered)."""
+  p, f = task.params, task.family
+  if f == "add":
+    a, b = p["a"], p["b"]
+    s = a + b
+    no_carry = int("".join(str((int(x) + int(y)) % 10) for x, y in zip(
+        str(a).zfill(4), str(b).zfill(4))))
+    return [str(v) for v in (s + 1, s - 1, s + 10, s - 10, s + 100, s - 100, no_carry) if v >= 0]
+  if f == "count":
+    n = int(task.answer)
+    return [str(v) for v in (n + 1, n - 1, n + 2) if v >= 0]
+  if f == "sort":
+    xs = sorted(p["numbers"])
+    out = [list(p["numbers"]), sorted(xs, reverse=True)]
+    i = rng.randrange(len(xs) - 1)
+    out.append(xs[:i] + [xs[i + 1], xs[i]] + xs[i + 2:])
+    j = rng.randrange(len(xs))
+    out.append(xs[:j] + xs[j + 1:])
+    return [", ".join(map(str, x)) for x in out if x]
+  if f == "reverse":
+    w = p["word"]
+    r = w[::-1]
+    i = rng.randrange(len(r) - 1)
+    k = rng.randrange(len(r))
+    return [w, r[:i] + r[i + 1] + r[i] + r[i + 2:], r[:k] + r[k + 1:],
+            r[:k] + rng.choice(_LETTERS) + r[k + 1:]]
+  if f == "edit" and p["op"] == "upper":
+    u = task.answer
+    k = rng.randrange(len(u))
+    return [u[:k] + u[k].lower() + u[k + 1:], p["word"], p["word"].capitalize(), u[:-1]]
+  if f == "edit":
+    w, old, new = p["word"], p["letter"], p["new"]
+    spots = [i for i, c in enumerate(w) if c == old]
+    skip = rng.choice(spots)
+    partial = "".join(new if (c == old and i != skip) else c for i, c in enumerate(w))
+    wrong_new = rng.choice([c for c in _LETTERS if c not in (old, new)])
+    return [partial, w, w.replace(old, wrong_new), task.answer + rng.choice(_LETTERS)]
+  raise ValueError(f"unknown family {f!r}")
+
+
+def plausible_mistake(task: Task, rng: random.Random) -> str:
+  """A well-formed but wrong answer to `task`, of a kind a tired human (or a tiny model) makes."""
+  options = []
+  for c in _candidates(task, rng):
+    if c and c not in options and oracle.oracle_score(task, f"The answer is {c}.") == \
+        oracle.SCORE_WRONG:
+      options.append(c)
+  if not options:  # e.g. a palindrome with nothing else applicable: change one letter / digit
+    options = [task.answer + ("1" if task.family in ("add", "count") else "x")]
+  return rng.choice(options)
+
+
+def malformed_response(task: Task, rng: random.Random) -> str:
+  """A response with no clear answer (oracle score 0): truncated, hedged, or a non-answer."""
+  options = ["The answer is", "I do not know.",
+             f"The answer is {task.answer} or {plausible_mistake(task, rng)}.",
+             f"The answer is {task.answer} maybe."]
+  text = rng.choice(options)
+  if oracle.oracle_score(task, text) != oracle.SCORE_INVALID:
+    text = "I do not know."
+  return text
+
+
+def sample_response(task: Task, rng: random.Random, mix=RESPONSE_MIX) -> tuple[str, str]:
+  """(response text, kind) with kind drawn from `mix`: correct | wrong | malformed."""
+  u, acc = rng.random(), 0.0
+  kind = mix[-1][0]
+  for name, p in mix:
+    acc += p
+    if u < acc:
+      kind = name
+      break
+  if kind == "correct":
+    return reference_response(task), kind
+  if kind == "wrong":
+    return f"The answer is {plausible_mistake(task, rng)}.", kind
+  return malformed_response(task, rng), kind
+
+
+# ----------------------------------------------------------------------------------------------
+# Judgments.
+
+_SCORES = {  # verdict -> (usual scores, miscalibrated scores)
+    "correct": ((5, 5, 5, 4), (1, 2)),
+    "wrong": ((1, 1, 1, 2), (4, 5)),
+    "unclear": ((0, 0, 0, 1), (3, 4)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Judgment:
+  text: str
+  score: int
+  expected: str          # the answer the judgment works out itself
+  verdict: str           # correct | wrong | unclear: the response compared with `expected`
+  expected_wrong: bool   # `expected` is not the right answer (a computation error)
+  miscalibrated: bool    # the score is on the other side of the pass mark from the verdict
+
+
+def compare(task: Task, response: str, expected: str) -> str:
+  """correct | wrong | unclear: `response`'s answer against `expected` (unclear: no answer)."""
+  got = oracle.normalize_answer(task, oracle.extract_answer(response))
+  if got is None:
+    return "unclear"
+  return "correct" if got == oracle.normalize_answer(task, expected) else "wrong"
+
+
+def judge_demo(task: Task, response: str, rng: random.Random,
+               expected_wrong: float = JUDGE_EXPECTED_WRONG,
+               miscalibrated: float = JUDGE_MISCALIBRATED) -> Judgment:
+  """A (noisy) demonstration judgment of `response`; see the module docstring for the rules."""
+  wrong = rng.random() < expected_wrong
+  expected = plausible_mistake(task, rng) if wrong else task.answer
+  verdict = compare(task, response, expected)
+  mis = rng.random() < miscalibrated
+  score = rng.choice(_SCORES[verdict][1 if mis else 0])
+  text = f"The answer is {expected}, so the response is {verdict}. Score: {score}"
+  return Judgment(text, score, expected, verdict, wrong, mis)
+
+
+def meta_demo_text(task: Task, response: str, a: Judgment, b: Judgment, winner: str) -> str:
+  return (f"The answer is {task.answer}, so the response is {compare(task, response, task.answer)}."
+          f" A gives {a.score}, B gives {b.score}. Winner: Judgment {winner}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Demonstrations.
+
+@dataclasses.dataclass(frozen=True)
+class Demo:
+  """One SFT example: `prompt` (a user message; the chat template is applied at tokenization) and
+  `response`, plus what the noise did (for the tests and the build report)."""
+  kind: str              # actor | judge | meta
+  prompt: str
+  response: str
+  instruction: str
+  correct: bool          # the demonstration is what a perfect model would say (oracle-wise)
+  info: dict = dataclasses.field(default_factory=dict, compare=False)
+
+  def record(self) -> dict:
+    return {"prompt": self.prompt, "response": self.response}
+
+
+def actor_demo(task: Task, rng: random.Random, wrong: float = ACTOR_WRONG) -> Demo:
+  mistake = rng.random() < wrong
+  response = f"The answer is {plausible_mistake(task, rng)}." if mistake else \
+      reference_response(task)
+  return Demo("actor", task.instruction, response, task.instruction, not mistake)
+
+
+def judge_demo_record(task: Task, rng: random.Random) -> Demo:
+  response, kind = sample_response(task, rng)
+  j = judge_demo(task, response, rng)
+  agrees = oracle.judgment_agrees(task, response, j.score)
+  return Demo("judge", prompts.render_judge_prompt(templates.JUDGE_TEMPLATE, task.instruction,
+                                                   response),
+              j.text, task.instruction, agrees,
+              {"response_kind": kind, "score": j.score, "expected_wrong": j.expected_wrong,
+               "miscalibrated": j.miscalibrated})
+
+
+def meta_battle(task: Task, rng: random.Random, max_tries: int = 20
+                ) -> tuple[str, str, Judgment, Judgment, str] | None:
+  """(response, response kind, judgment A, judgment B, the oracle's better "A"|"B") for a
+  meta-judge demonstration: two judge demonstrations of one response, the second noisier, in a
+  random order, redrawn until the oracle prefers one (None after `max_tries`)."""
+  response, kind = sample_response(task, rng)
+  for _ in range(max_tries):
+    first = judge_demo(task, response, rng)
+    second = judge_demo(task, response, rng, *META_SECOND_JUDGE)
+    a, b = (first, second) if rng.random() < 0.5 else (second, first)
+    better = oracle.better_judgment(task, response, a.score, b.score)
+    if better is not None:
+      return response, kind, a, b, better
+  return None
+
+
+def meta_demo_record(task: Task, rng: random.Random) -> Demo | None:
+  battle = meta_battle(task, rng)
+  if battle is None:
+    return None
+  response, kind, a, b, better = battle
+  worse = "B" if better == "A" else "A"
+  u = rng.random()
+  noise = "first" if u < META_FIRST_POSITION else "flip" if u < META_FIRST_POSITION + META_FLIP \
+      else None
+  winner = "A" if noise == "first" else worse if noise == "flip" else better
+  prompt = prompts.render_meta_judge_prompt(templates.META_JUDGE_TEMPLATE, task.instruction,
+                                            response, a.text, b.text)
+  return Demo("meta", prompt, meta_demo_text(task, response, a, b, winner), task.instruction,
+              winner == better, {"response_kind": kind, "noise": noise, "better": better,
+                                 "winner": winner})
+
+
+def demonstrations(seed: int, kind: str, n: int, exclude: Iterable[str] = ()) -> list[Demo]:
+  """`n` demonstrations of `kind` (actor | judge | meta), deterministic in (seed, kind, n).
+
+  Tasks come from `generate_tasks(seed', ...)` over all families (balanced), skipping the
+  instructions in `exclude` (held-out evaluation tasks)."""
+  stream = {"actor": 1, "judge": 2, "meta": 3}[kind]
+  rng = random.Random(f"demos/{seed}/{kind}")
+  exclude = set(exclude)
+  # Enough unique tasks per family (25% more than needed, at most what the family has; the small
+  # families repeat), interleaved so that every stretch of the list covers all families.
+  per_family = min(int(n * 1.25) // len(FAMILIES) + 10, 4000)
+  columns = [[t for t in generate_tasks(seed * 10 + stream + 7919 * i,
+                                        min(per_family, capacity(family)), (family,))
+              if t.instruction not in exclude] for i, family in enumerate(FAMILIES)]
+  pool = [column[j % len(column)] for j in range(max(map(len, columns)))
+          for column in columns]
+  out = []
+  i = 0
+  while len(out) < n:
+    task = pool[i % len(pool)]
+    i += 1
+    if kind == "actor":
+      out.append(actor_demo(task, rng))
+    elif kind == "judge":
+      out.append(judge_demo_record(task, rng))
+    else:
+      d = meta_demo_record(task, rng)
+      if d is not None:
+        out.append(d)
+  return out
+
+
+def demo_noise_report(demos: Sequence[Demo]) -> dict:
+  """Measured noise of a set of demonstrations (what the module docstring promises)."""
+  by = {}
+  for d in demos:
+    by.setdefault(d.kind, []).append(d)
+  out = {}
+  if "actor" in by:
+    out["actor_correct"] = sum(d.correct for d in by["actor"]) / len(by["actor"])
+  if "judge" in by:
+    js = by["judge"]
+    out["judge_agrees"] = sum(d.correct for d in js) / len(js)
+    out["judge_expected_wrong"] = sum(d.info["expected_wrong"] for d in js) / len(js)
+    out["judge_miscalibrated"] = sum(d.info["miscalibrated"] for d in js) / len(js)
+  if "meta" in by:
+    ms = by["meta"]
+    out["meta_label_correct"] = sum(d.correct for d in ms) / len(ms)
+    out["meta_first_position"] = sum(d.info["winner"] == "A" for d in ms) / len(ms)
+  return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The model, the tokenizer and the build.
+
+ARCHITECTURE = dict(vocab_size=512, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
+                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                    rope_theta=10000.0, tie_word_embeddings=False)
+TOKENIZER_VOCAB = 512
+TOKENIZER_SYMBOLS = ("[INST]", "[/INST]")  # the Llama-2 chat markers, one piece each
+CHAT_FORMAT = "llama2"
+EVAL_SEED = 99991          # held-out evaluation tasks (never in the demonstrations)
+
+# Length buckets per kind (prompt + response tokens, Llama-2 chat format, this tokenizer).
+_BUCKETS = {"actor": (32, 48), "judge": (96, 120), "meta": (144, 192)}
+
+
+@dataclasses.dataclass
+class BuildConfig:
+  """What `build` does (defaults = the shipped seed)."""
+  seed: int = 0
+  steps: int = 3000                      # optimizer steps of the one run_sft call
+  # (fraction of the steps, ((kind, share of the phase's steps), ...)) in order: actor
+  # demonstrations alone first, so the copy-and-compare circuits every role needs form early,
+  # then all three kinds interleaved.
+  phases: tuple = ((0.4, (("actor", 1.0),)),
+                   (0.6, (("actor", 0.3), ("judge", 0.5), ("meta", 0.2))))
+  batch_size: int = 32
+  learning_rate: float = 1e-3            # warmup, then cosine decay to 0.1x
+  warmup_steps: int = 40
+  # A second run_sft call (fresh schedule and optimizer state, new demonstrations: build seed + 1)
+  # weighted towards the judge: after the first call the seed acts well but its judge barely
+  # compares its own answer with the response's. 0 steps: no second call.
+  judge_steps: int = 1000
+  judge_shares: tuple = (("actor", 0.2), ("judge", 0.6), ("meta", 0.2))
+  judge_learning_rate: float = 5e-4
+  judge_warmup_steps: int = 20
+  eval_tasks: int = 100                  # held-out tasks for the seed's figures
+  eval_samples: int = 4                  # actor samples per task
+
+
+def judge_stage(cfg: BuildConfig) -> BuildConfig:
+  """The second SFT call of the build as a one-phase config of its own."""
+  return dataclasses.replace(cfg, seed=cfg.seed + 1, steps=cfg.judge_steps,
+                             phases=((1.0, cfg.judge_shares),),
+                             learning_rate=cfg.judge_learning_rate,
+                             warmup_steps=cfg.judge_warmup_steps, judge_steps=0)
+
+
+def tokenizer_corpus(seed: int, n: int = 1500) -> list[str]:
+  """Texts the sentencepiece model is trained on: demonstrations of every kind and the templates."""
+  texts = [templates.JUDGE_TEMPLATE, templates.META_JUDGE_TEMPLATE, " ".join(TOKENIZER_SYMBOLS)]
+  for kind in ("actor", "judge", "meta"):
+    for d in demonstrations(seed + 1000, kind, n):
+      texts += [d.prompt, d.response]
+  return texts
+
+
+def build_tokenizer(directory: str, seed: int):
+  from meta_rewarding.tokenizer import load_tokenizer, train_sentencepiece
+  prefix = os.path.join(directory, "tokenizer")
+  train_sentencepiece(tokenizer_corpus(seed), prefix, TOKENIZER_VOCAB,
+                      user_defined_symbols=TOKENIZER_SYMBOLS)
+  os.replace(prefix + ".model", os.path.join(directory, "tokenizer.model"))
+  if os.path.exists(prefix + ".vocab"):
+    os.remove(prefix + ".vocab")
+  return load_tokenizer(os.path.join(directory, "tokenizer.model"), chat_format=CHAT_FORMAT)
+
+
+def eval_task_list(n: int) -> list[Task]:
+  return generate_tasks(EVAL_SEED, n)
+
+
+def step_kinds(cfg: BuildConfig) -> list[str]:
+  """The kind each optimizer step trains on: the phases in order, each a deterministic weighted
+  round-robin over its shares (every kind spread evenly over the phase)."""
+  kinds: list[str] = []
+  bounds = [0]
+  for fraction, _ in cfg.phases:
+    bounds.append(min(cfg.steps, bounds[-1] + round(fraction * cfg.steps)))
+  bounds[-1] = cfg.steps
+  for (_, shares), lo, hi in zip(cfg.phases, bounds, bounds[1:]):
+    credit = {k: 0.0 for k, _ in shares}
+    for _ in range(hi - lo):
+      for k, share in shares:
+        credit[k] += share
+      pick = max(credit, key=lambda k: credit[k])  # ties: the first kind listed
+      credit[pick] -= 1.0
+      kinds.append(pick)
+  return kinds
+
+
+KINDS = ("actor", "judge", "meta")
+
+
+def order_for_run_sft(batches: Sequence[Sequence[dict]], seed: int) -> list[dict]:
+  """The example list that makes `train.run_sft` (1 epoch, batch len(batches[0]), no grad
+  accumulation, data seed `seed`) train on `batches` in this order.
+
+  run_sft draws the order of epoch 0 as `data.epoch_order(seed, 0, n)` and takes step s's batch
+  from positions [s*B, (s+1)*B) of it; placing the k-th wanted example at index order[k] makes
+  those positions hold exactly `batches`. This keeps every batch to one kind (one length bucket,
+  little padding) while one optimizer state and one learning-rate schedule span all kinds.
+  `check_order` verifies the result against `data.step_indices`.
+  """
+  from meta_rewarding import data
+  flat = [ex for batch in batches for ex in batch]
+  order = data.epoch_order(seed, 0, len(flat))
+  out: list = [None] * len(flat)
+  for k, i in enumerate(order):
+    out[int(i)] = flat[k]
+  return out
+
+
+def check_order(examples: Sequence[dict], batches: Sequence[Sequence[dict]], seed: int):
+  from meta_rewarding import data
+  size = len(batches[0])
+  for s, batch in enumerate(batches):
+    _, idx = data.step_indices(seed, s, len(examples), size)
+    if any(examples[int(i)] is not want for i, want in zip(idx, batch)):
+      raise RuntimeError("run_sft's data order is not data.epoch_order(seed, epoch, n) any more; "
+                         "update seed.order_for_run_sft")
+
+
+def sft_config(cfg: BuildConfig):
+  from meta_rewarding import train
+  t = train.default_train_config()
+  t.learning_rate = cfg.learning_rate
+  t.warmup_steps = cfg.warmup_steps
+  t.decay = "cosine"
+  t.end_learning_rate_ratio = 0.1
+  t.batch_size = cfg.batch_size
+  t.grad_accum_steps = 1
+  t.num_epochs = 1
+  t.max_length = max(b for k in _BUCKETS for b in _BUCKETS[k])
+  t.length_buckets = tuple(sorted({b for k in _BUCKETS for b in _BUCKETS[k]}))
+  t.truncation = "error"        # the demonstrations are filtered to fit beforehand
+  t.checkpoint_every = 500
+  t.keep_checkpoints = 1
+  t.log_every = 100
+  return t
+
+
+def train_seed(cfg: BuildConfig, model_config, params, tokenizer, *, mesh, log=print,
+               checkpoint_dir: str):
+  """One `train.run_sft` call over kind-homogeneous batches (module docstring); returns
+  (params, per-step history)."""
+  from meta_rewarding import data, sharding, train
+  exclude = {t.instruction for t in eval_task_list(cfg.eval_tasks)}
+  kinds = step_kinds(cfg)
+  examples = {}
+  for k in KINDS:
+    need = kinds.count(k) * cfg.batch_size
+    # A few spare demonstrations replace the rare ones longer than the kind's largest bucket.
+    demos = demonstrations(cfg.seed, k, need + need // 20 + 8, exclude)
+    tokenized, report = data.tokenize_sft([d.record() for d in demos], tokenizer,
+                                          max_length=_BUCKETS[k][-1], truncation="skip")
+    if len(tokenized) < need:
+      raise RuntimeError(f"too many {k} demonstrations exceed {_BUCKETS[k][-1]} tokens: {report}")
+    examples[k] = iter(tokenized[:need])
+  batches = [[next(examples[k]) for _ in range(cfg.batch_size)] for k in kinds]
+  ordered = order_for_run_sft(batches, cfg.seed)
+  check_order(ordered, batches, cfg.seed)
+  log(f"SFT: {cfg.steps} steps of {cfg.batch_size} "
+      f"({', '.join(f'{k} {kinds.count(k)}' for k in KINDS)})")
+  params, history = train.run_sft(model_config, params, ordered, sft_config(cfg), mesh=mesh,
+                                  rules=sharding.TRAIN_RULES, checkpoint_dir=checkpoint_dir,
+                                  seed=cfg.seed, progress=True)
+  for s, h in enumerate(history):
+    h["kind"] = kinds[s]
+  return params, history
+
+
+def loss_summary(history: Sequence[dict], kinds=("actor", "judge", "meta"), parts: int = 6
+                 ) -> list[dict]:
+  """Mean SFT loss per kind over `parts` equal stretches of the run (for build_info/README)."""
+  out = []
+  n = len(history)
+  for p in range(parts):
+    chunk = history[p * n // parts:(p + 1) * n // parts]
+    row = {"steps": f"{p * n // parts + 1}-{(p + 1) * n // parts}"}
+    for k in kinds:
+      xs = [h["loss"] for h in chunk if h.get("kind") == k]
+      if xs:
+        row[k] = round(sum(xs) / len(xs), 4)
+    out.append(row)
+  return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Measuring a model against the oracle (the seed's figures; bench/testbed.py reuses it).
+
+ACTOR_MAX_NEW_TOKENS = 24
+JUDGE_MAX_NEW_TOKENS = 32
+META_MAX_NEW_TOKENS = 44
+
+
+def _mean(xs) -> float | None:
+  xs = list(xs)
+  return sum(xs) / len(xs) if xs else None
+
+
+def measure(model_config, params, tokenizer, tasks: Sequence[Task], *, samples: int = 4,
+            seed: int = 0, mesh=None, judge_template: str = templates.JUDGE_TEMPLATE,
+            meta_template: str = templates.META_JUDGE_TEMPLATE, temperature: float = 0.8,
+            top_p: float = 0.95, top_k: int = 32, batch_size: int = 32,
+            progress: bool = False) -> dict:
+  """Oracle figures of one model on held-out `tasks`, at the pipeline's sampling settings.
+
+    actor_accuracy          share of `samples` sampled responses per task that are right
+    actor_accuracy_greedy   the same for one greedy response per task
+    judge_parse_rate        judgments (one per sampled response) with a valid `Score:`
+    judge_accuracy          valid judgments of the model's own responses agreeing with the oracle
+                            (score >= 3 iff right); compare with actor_accuracy (an always-pass
+                            judge) and 1 - actor_accuracy (always-fail)
+    judge_balanced_accuracy mean of the pass rate on right and the fail rate on other responses
+                            (chance, always-pass and always-fail: 50%)
+    judge_accuracy_fixed, judge_balanced_accuracy_fixed
+                            the same on a fixed response set (RESPONSE_MIX: 45% right, 40%
+                            plausible mistakes, 15% malformed) -- comparable across models
+    meta_parse_rate, meta_accuracy, meta_first_position_rate
+                            on a fixed set of judgment pairs (one per task, both orders) that the
+                            oracle ranks: valid verdicts, share naming the oracle's better one,
+                            share naming Judgment A
+  Deterministic in `seed`.
+  """
+  from meta_rewarding import sampling
+  sampler = sampling.Sampler(model_config, params, tokenizer, mesh=mesh, batch_size=batch_size,
+                             prompt_buckets=(48, 96, 128, 192))
+  strategy = sampling.Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
+  gen = lambda xs, n, m, s, strat=strategy, share=False: sampler.generate(
+      xs, n=n, strategy=strat, max_new_tokens=m, seed=s, share_prefix=share, progress=progress)
+  tasks = list(tasks)
+  out: dict = {"tasks": len(tasks)}
+
+  actor = gen([t.instruction for t in tasks], samples, ACTOR_MAX_NEW_TOKENS, seed)
+  own = [(t, c.text.strip()) for t, row in zip(tasks, actor) for c in row]  # as policy.generate
+  out["actor_accuracy"] = _mean(oracle.is_correct(t, r) for t, r in own)
+  greedy = gen([t.instruction for t in tasks], 1, ACTOR_MAX_NEW_TOKENS, seed, sampling.Greedy())
+  out["actor_accuracy_greedy"] = _mean(oracle.is_correct(t, row[0].text)
+                                       for t, row in zip(tasks, greedy))
+  for family in FAMILIES:
+    hits = [oracle.is_correct(t, r) for t, r in own if t.family == family]
+    if hits:
+      out[f"actor_accuracy/{family}"] = _mean(hits)
+
+  def judge(items, s):
+    texts = gen([prompts.render_judge_prompt(judge_template, t.instruction, r) for t, r in items],
+                1, JUDGE_MAX_NEW_TOKENS, s, share=True)
+    scores = [prompts.parse_score(row[0].text) for row in texts]
+    parse = _mean(x is not None for x in scores)
+    valid = [(t, r, x) for (t, r), x in zip(items, scores) if x is not None]
+    acc = _mean(oracle.judgment_agrees(t, r, x) for t, r, x in valid)
+    # Balanced accuracy: the mean of the pass rate on right responses and the fail rate on the
+    # others, so an always-pass or always-fail judge scores 50% whatever the actor's accuracy.
+    right = [x >= oracle.PASS_THRESHOLD for t, r, x in valid if oracle.is_correct(t, r)]
+    other = [x < oracle.PASS_THRESHOLD for t, r, x in valid if not oracle.is_correct(t, r)]
+    balanced = (_mean(right) + _mean(other)) / 2 if right and other else None
+    return parse, acc, balanced, [row[0].text for row in texts]
+
+  (out["judge_parse_rate"], out["judge_accuracy"], out["judge_balanced_accuracy"],
+   judged) = judge(own, seed + 1)
+  rng = random.Random(f"measure/{seed}")
+  fixed = [(t, sample_response(t, rng)[0]) for t in tasks]
+  (out["judge_parse_rate_fixed"], out["judge_accuracy_fixed"],
+   out["judge_balanced_accuracy_fixed"], _) = judge(fixed, seed + 2)
+
+  battles = []
+  for t in tasks:
+    b = meta_battle(t, rng)
+    if b is not None:
+      battles.append((t,) + b)
+  meta_prompts, truth = [], []
+  for t, response, _, a, b, better in battles:
+    for first, second, best in ((a, b, better), (b, a, "A" if better == "B" else "B")):
+      meta_prompts.append(prompts.render_meta_judge_prompt(meta_template, t.instruction, response,
+                                                           first.text, second.text))
+      truth.append(best)
+  verdicts = [prompts.parse_winner(row[0].text)
+              for row in gen(meta_prompts, 1, META_MAX_NEW_TOKENS, seed + 3, share=True)]
+  out["meta_parse_rate"] = _mean(v is not None for v in verdicts)
+  out["meta_accuracy"] = _mean(v == w for v, w in zip(verdicts, truth) if v is not None)
+  out["meta_first_position_rate"] = _mean(v == "A" for v in verdicts if v is not None)
+  out["examples"] = {"actor": own[0][1], "judge": judged[0], "meta_prompt_count": len(meta_prompts)}
+  return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# The build.
+
+COMMAND = "python -m meta_rewarding.testbed.seed --out=meta_rewarding/testbed/seed"
+
+
+def _sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def build(out: str, cfg: BuildConfig | None = None, *, log=print) -> dict:
+  """Builds the seed into `out` (replaced atomically at the end); returns build_info."""
+  import jax
+  from meta_rewarding import checkpoints, sharding
+  from meta_rewarding.model import LlamaConfig
+
+  cfg = cfg or BuildConfig()
+  start = time.time()
+  out = os.path.abspath(out)
+  parent = os.path.dirname(out)
+  os.makedirs(parent, exist_ok=True)
+  work = tempfile.mkdtemp(prefix=".seed-build-", dir=parent)
+  try:
+    tokenizer = build_tokenizer(work, cfg.seed)
+    if tokenizer.vocab_size > ARCHITECTURE["vocab_size"]:
+      raise RuntimeError(f"tokenizer has {tokenizer.vocab_size} pieces > vocab_size")
+    model_config = LlamaConfig(**ARCHITECTURE, bos_token_id=tokenizer.bos_id,
+                               eos_token_id=tokenizer.eos_id, dtype="float32",
+                               param_dtype="float32")
+    log(f"tokenizer: {tokenizer.vocab_size} pieces; model: {model_config.num_params():,} "
+        f"parameters ({time.time() - start:.0f} s)")
+    mesh = sharding.make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
+    params = sharding.init_sharded_params(model_config, jax.random.key(cfg.seed), mesh,
+                                          sharding.TRAIN_RULES)
+    params, history = train_seed(cfg, model_config, params, tokenizer, mesh=mesh, log=log,
+                                 checkpoint_dir=os.path.join(work, "sft"))
+    if cfg.judge_steps:
+      second = judge_stage(cfg)
+      params, more = train_seed(second, model_config, params, tokenizer, mesh=mesh, log=log,
+                                checkpoint_dir=os.path.join(work, "sft_judge"))
+      history = history + more
+    log(f"SFT done ({time.time() - start:.0f} s): {loss_summary(history)[-1]}")
+    train_seconds = time.time() - start
+    log(f"measuring on {cfg.eval_tasks} held-out tasks ...")
+    figures = measure(model_config, params, tokenizer, eval_task_list(cfg.eval_tasks),
+                      samples=cfg.eval_samples, seed=cfg.seed, mesh=mesh)
+    with open(os.path.join(work, "tokenizer.model"), "rb") as f:
+      tokenizer_bytes = f.read()
+    staged = os.path.join(work, "seed")
+    checkpoints.save_hf(staged, model_config, params,
+                        extra_files={"tokenizer.model": tokenizer_bytes})
+    total_seconds = time.time() - start
+    demos_noise = demo_noise_report([d for k in ("actor", "judge", "meta")
+                                     for d in demonstrations(cfg.seed + 2000, k, 2000)])
+    files = {name: os.path.getsize(os.path.join(staged, name)) for name in sorted(os.listdir(staged))}
+    info = {
+        "command": COMMAND,
+        "build_seconds": round(total_seconds, 1),
+        "train_seconds": round(train_seconds, 1),
+        "machine": f"{os.cpu_count()} CPU cores, jax {jax.__version__} ({jax.default_backend()})",
+        "build_config": dataclasses.asdict(cfg),
+        "architecture": ARCHITECTURE,
+        "num_params": model_config.num_params(),
+        "tokenizer": {"vocab_size": tokenizer.vocab_size, "user_defined_symbols":
+                      list(TOKENIZER_SYMBOLS), "chat_format": CHAT_FORMAT},
+        "noise": {"actor_wrong": ACTOR_WRONG, "response_mix": dict(RESPONSE_MIX),
+                  "judge_expected_wrong": JUDGE_EXPECTED_WRONG,
+                  "judge_miscalibrated": JUDGE_MISCALIBRATED,
+                  "meta_second_judge": list(META_SECOND_JUDGE),
+                  "meta_first_position": META_FIRST_POSITION, "meta_flip": META_FLIP},
+        "demonstrations_measured": {k: round(v, 4) for k, v in demos_noise.items()},
+        "sft_loss": loss_summary(history),
+        "figures": figures,
+        "eval": {"tasks": cfg.eval_tasks, "seed": EVAL_SEED, "samples_per_task": cfg.eval_samples,
+                 "sampling": "temperature 0.8, top-p 0.95, top-k 32 (the pipeline's)"},
+        "model_sha256": _sha256(os.path.join(staged, "model.safetensors")),
+        "files_bytes": files,
+    }
+    with open(os.path.join(staged, "build_info.json"), "w") as f:
+      json.dump(info, f, indent=2)
+      f.write("\n")
+    with open(os.path.join(staged, "README.md"), "w") as f:
+      f.write(readme(info))
+    if os.path.exists(out):
+      shutil.rmtree(out)
+    os.replace(staged, out)
+  finally:
+    shutil.rmtree(work, ignore_errors=True)
+  log(f"wrote {out} in {time.time() - start:.0f} s")
+  return info
+
+
+def readme(info: dict) -> str:
+  f = info["figures"]
+  pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"
+  fam = ", ".join(f"{k.split('/')[1]} {pct(v)}" for k, v in f.items()
+                  if k.startswith("actor_accuracy/"))
+  d = info["demonstrations_measured"]
+  size = sum(info["files_bytes"].values())
+  return f"""# The testbed seed model
+
+A tiny Llama ({info['num_params']:,} parameters: {info['architecture']['num_hidden_layers']} layers,
+d={info['architecture']['hidden_size']}, float32) with a {info['tokenizer']['vocab_size']}-piece
+sentencepiece tokenizer (byte fallback), taught by the project's own SFT (`train.run_sft`) to act,
+judge and meta-judge on the synthetic testbed -- imperfectly, on purpose. It is the starting model
+of `configs/local_cpu.py`. Hugging Face Llama layout: `LlamaForCausalLM.from_pretrained` loads it;
+prompts use the Llama-2 chat format (`<s>[INST] ... [/INST]`).
+
+Rebuild from scratch (deterministic; {info['build_seconds'] / 60:.1f} min on {info['machine']}):
+
+    {info['command']}
+
+How it is made: `meta_rewarding/testbed/seed.py` (module docstring). Demonstrations, with their
+noise as measured: actor answers right {pct(d.get('actor_correct'))}; judge scores agreeing with
+the oracle {pct(d.get('judge_agrees'))}; meta-judge labels naming the oracle's better judgment
+{pct(d.get('meta_label_correct'))}, naming Judgment A {pct(d.get('meta_first_position'))}.
+Templates: `meta_rewarding/testbed/templates.py`.
+
+## Measured figures
+
+{f['tasks']} held-out testbed tasks, the pipeline's sampling (temperature 0.8, top-p 0.95, top-k 32):
+
+| figure | value |
+|---|---|
+| actor accuracy ({info['eval']['samples_per_task']} samples per task) | {pct(f['actor_accuracy'])} |
+| actor accuracy (greedy) | {pct(f['actor_accuracy_greedy'])} |
+| actor accuracy per family | {fam} |
+| judge parse rate (own responses) | {pct(f['judge_parse_rate'])} |
+| judge accuracy vs oracle (own responses; always-pass {pct(f['actor_accuracy'])}, always-fail {pct(1 - f['actor_accuracy'])}) | {pct(f['judge_accuracy'])} |
+| judge balanced accuracy (own responses; chance 50%) | {pct(f['judge_balanced_accuracy'])} |
+| judge parse rate / accuracy / balanced accuracy (fixed 45/40/15 right/wrong/malformed set) | {pct(f['judge_parse_rate_fixed'])} / {pct(f['judge_accuracy_fixed'])} / {pct(f['judge_balanced_accuracy_fixed'])} |
+| meta-judge parse rate | {pct(f['meta_parse_rate'])} |
+| meta-judge accuracy (oracle-ranked judgment pairs, both orders) | {pct(f['meta_accuracy'])} |
+| meta-judge first-position rate | {pct(f['meta_first_position_rate'])} |
+
+Files: {', '.join(f'{k} ({v / 1e6:.2f} MB)' if v > 1e5 else k for k, v in info['files_bytes'].items())},
+README.md, build_info.json ({size / 1e6:.1f} MB in all). `build_info.json` holds the build config,
+the SFT loss per kind over the run, the figures and the model's sha256.
+"""
+
+
+def main(argv):
+  del argv
+  from absl import flags
+  f = flags.FLAGS
+  cfg = BuildConfig(seed=f.seed, steps=f.steps, judge_steps=f.judge_steps,
+                    eval_tasks=f.eval_tasks)
+  info = build(f.out, cfg)
+  print(json.dumps(info["figures"], indent=2))
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  flags.DEFINE_string("out", None, "Output directory (replaced).", required=True)
+  flags.DEFINE_integer("seed", BuildConfig.seed, "Build seed (demonstrations, init, data order).")
+  flags.DEFINE_integer("steps", BuildConfig.steps, "SFT optimizer steps (first call).")
+  flags.DEFINE_integer("judge_steps", BuildConfig.judge_steps,
+                       "SFT optimizer steps of the judge-weighted second call (0: none).")
+  flags.DEFINE_integer("eval_tasks", BuildConfig.eval_tasks, "Held-out tasks for the figures.")
+  app.run(main)

@@ -1,0 +1,39 @@
+"""Compact judge / meta-judge templates for the synthetic testbed.
+
+The papers' templates (``prompts.JUDGE_TEMPLATE``, ``prompts.META_JUDGE_TEMPLATE``) are ~900
+tokens for the testbed's tiny tokenizer; a 1M-parameter seed model on a 2-core CPU can neither
+afford to read them thousands of times during SFT nor usefully attend over them. These are the same
+prompts reduced to what the testbed needs: the question, the response (and the two judgments), the
+5-point scale and the exact verdict format the parsers read (``Score: <points>``,
+``Winner: Judgment A|B``). They are ordinary config values (``judge.template``,
+``meta_judge.template``): they pass ``prompts.validate_*_template`` and go through exactly the same
+rendering, chat templating, sampling, parsing and pair-building code as the verbatim ones.
+
+Both open with the instruction exactly as the actor sees it (the user turn starts with it), and
+the seed answers the question itself first ("The answer is E, so the response is ..."), so judging
+reuses what acting learned. The meta-judge template puts the judgments after the question and the
+response, so the sampler's shared-prefix prefill (``prompts.shared_prefix_split``) covers the
+question and the response once per prompt, as with the paper's template.
+"""
+
+from __future__ import annotations
+
+from meta_rewarding import prompts
+
+JUDGE_TEMPLATE = (
+    "{instruction}\n"
+    "Response: {response}\n"
+    "Score the response from 0 to 5 (5 right, 1 wrong, 0 unclear). End with \"Score: <points>\"."
+)
+
+META_JUDGE_TEMPLATE = (
+    "{instruction}\n"
+    "Response: {response}\n"
+    "Judgment A: {judgment_a}\n"
+    "Judgment B: {judgment_b}\n"
+    "Which judgment scores the response more accurately? "
+    "End with \"Winner: Judgment A\" or \"Winner: Judgment B\"."
+)
+
+prompts.validate_judge_template(JUDGE_TEMPLATE)
+prompts.validate_meta_judge_template(META_JUDGE_TEMPLATE)

@@ -1,0 +1,176 @@
+"""The testbed's compact templates, the seed builder's demonstrations and the shipped seed model.
+
+Pure-Python checks on the demonstration generator (deterministic, noise rates as documented), then
+a few seconds on the shipped checkpoint: it loads, is small, and its greedy judgments parse.
+"""
+
+import json
+import os
+import random
+
+import pytest
+
+from meta_rewarding import prompts
+from meta_rewarding.testbed import oracle, seed, templates
+from meta_rewarding.testbed.tasks import FAMILIES, generate_tasks, task_from_instruction
+
+SEED_DIR = os.path.join(os.path.dirname(seed.__file__), "seed")
+
+
+# --------------------------------------------------------------------------------------------
+# Templates.
+
+def test_compact_templates_validate_and_render():
+  prompts.validate_judge_template(templates.JUDGE_TEMPLATE)
+  prompts.validate_meta_judge_template(templates.META_JUDGE_TEMPLATE)
+  judge = prompts.render_judge_prompt(templates.JUDGE_TEMPLATE, "What is 2 + 2?",
+                                      "The answer is 4.")
+  assert judge.startswith("What is 2 + 2?\nResponse: The answer is 4.\n")
+  assert "Score: <points>" in judge and "{" not in judge
+  meta = prompts.render_meta_judge_prompt(templates.META_JUDGE_TEMPLATE, "What is 2 + 2?",
+                                          "The answer is 4.", "Expected 4. Score: 5",
+                                          "Expected 5. Score: 1")
+  assert "\nJudgment A: Expected 4. Score: 5\nJudgment B: Expected 5. Score: 1\n" in meta
+  # The shared prefix (prefilled once per prompt) ends right before the judgments.
+  prefix, suffix = prompts.render_meta_judge_prompt_parts(
+      templates.META_JUDGE_TEMPLATE, "What is 2 + 2?", "The answer is 4.", "x", "y")
+  assert prefix == "What is 2 + 2?\nResponse: The answer is 4.\n"
+  assert suffix.startswith("Judgment A: x")
+  # The format examples in the templates are not themselves verdicts a parser would pick up
+  # from the model's output (the pipeline parses only the completion), but they must name the
+  # exact formats the parsers accept.
+  assert prompts.parse_winner("Winner: Judgment A") == "A"
+  assert prompts.parse_score("Score: 4") == 4.0
+
+
+# --------------------------------------------------------------------------------------------
+# Demonstrations.
+
+def test_demonstrations_are_deterministic_per_seed():
+  for kind in ("actor", "judge", "meta"):
+    a = seed.demonstrations(3, kind, 60)
+    assert a == seed.demonstrations(3, kind, 60)
+    assert a != seed.demonstrations(4, kind, 60)
+    assert len(a) == 60 and {d.kind for d in a} == {kind}
+  assert seed.tokenizer_corpus(0, n=20) == seed.tokenizer_corpus(0, n=20)
+
+
+def test_demonstrations_skip_excluded_tasks():
+  held_out = {t.instruction for t in seed.eval_task_list(50)}
+  for kind in ("actor", "judge", "meta"):
+    assert not held_out & {d.instruction for d in seed.demonstrations(0, kind, 300, held_out)}
+
+
+def test_mistakes_and_malformed_responses_are_what_they_claim():
+  rng = random.Random(0)
+  for task in generate_tasks(7, 400):
+    mistake = seed.plausible_mistake(task, rng)
+    assert oracle.oracle_score(task, f"The answer is {mistake}.") == oracle.SCORE_WRONG, task
+    assert oracle.oracle_score(task, seed.malformed_response(task, rng)) == oracle.SCORE_INVALID
+    response, kind = seed.sample_response(task, rng)
+    expected = {"correct": oracle.SCORE_CORRECT, "wrong": oracle.SCORE_WRONG,
+                "malformed": oracle.SCORE_INVALID}[kind]
+    assert oracle.oracle_score(task, response) == expected
+
+
+def test_demonstration_texts_parse_to_their_labels():
+  for d in seed.demonstrations(1, "judge", 200):
+    assert prompts.parse_score(d.response) == d.info["score"]
+    assert task_from_instruction(d.instruction) is not None
+  for d in seed.demonstrations(1, "meta", 200):
+    assert prompts.parse_winner(d.response) == d.info["winner"]
+  for d in seed.demonstrations(1, "actor", 200):
+    task = task_from_instruction(d.prompt)
+    assert oracle.is_correct(task, d.response) == d.correct
+
+
+def test_noise_rates_are_as_documented():
+  n = 3000
+  report = seed.demo_noise_report([d for kind in ("actor", "judge", "meta")
+                                   for d in seed.demonstrations(11, kind, n)])
+  # Binomial standard errors at n=3000 are <= 0.009; allow ~3.5 of them.
+  assert report["actor_correct"] == pytest.approx(1 - seed.ACTOR_WRONG, abs=0.03)
+  assert report["judge_expected_wrong"] == pytest.approx(seed.JUDGE_EXPECTED_WRONG, abs=0.025)
+  assert report["judge_miscalibrated"] == pytest.approx(seed.JUDGE_MISCALIBRATED, abs=0.02)
+  # What the docstring states for the consequences of the noise.
+  assert 0.78 <= report["judge_agrees"] <= 0.88
+  label = 1 - seed.META_FLIP - seed.META_FIRST_POSITION / 2
+  assert report["meta_label_correct"] == pytest.approx(label, abs=0.03)
+  assert report["meta_first_position"] == pytest.approx(0.5 + seed.META_FIRST_POSITION / 2
+                                                        - 0.0, abs=0.035)
+  judge = seed.demonstrations(11, "judge", n)
+  mix = {k: sum(d.info["response_kind"] == k for d in judge) / n for k, _ in seed.RESPONSE_MIX}
+  for kind, p in seed.RESPONSE_MIX:
+    assert mix[kind] == pytest.approx(p, abs=0.03)
+  families = {f: sum(task_from_instruction(d.instruction).family == f for d in judge)
+              for f in FAMILIES}
+  assert min(families.values()) > n / len(FAMILIES) * 0.9
+
+
+def test_training_schedule_interleaves_kinds_and_run_sft_sees_them_in_order():
+  from meta_rewarding import data
+  cfg = seed.BuildConfig(steps=300)
+  kinds = seed.step_kinds(cfg)
+  assert kinds == seed.step_kinds(cfg) and len(kinds) == 300
+  start = 0
+  for fraction, shares in cfg.phases:
+    n = round(fraction * cfg.steps)
+    phase = kinds[start:start + n]
+    for kind, share in shares:
+      assert phase.count(kind) == pytest.approx(share * n, abs=1)
+      # Evenly spread: every stretch of 20 steps of the phase holds each of its kinds.
+      assert all(kind in phase[i:i + 20] for i in range(0, n - 19, 20))
+    start += n
+  batches = [[{"id": (s, j)} for j in range(4)] for s in range(25)]
+  examples = seed.order_for_run_sft(batches, seed=7)
+  seed.check_order(examples, batches, seed=7)
+  for s in range(25):
+    _, idx = data.step_indices(7, s, len(examples), 4)
+    assert [examples[i]["id"] for i in idx] == [(s, j) for j in range(4)]
+  with pytest.raises(RuntimeError):
+    seed.check_order(examples, batches, seed=8)
+
+
+# --------------------------------------------------------------------------------------------
+# The shipped seed.
+
+def test_shipped_seed_files_and_figures():
+  names = set(os.listdir(SEED_DIR))
+  assert {"config.json", "model.safetensors", "tokenizer.model", "README.md",
+          "build_info.json"} <= names
+  total = sum(os.path.getsize(os.path.join(SEED_DIR, n)) for n in names)
+  assert total <= 16 * 2**20
+  with open(os.path.join(SEED_DIR, "build_info.json")) as f:
+    info = json.load(f)
+  assert info["command"] == seed.COMMAND
+  fig = info["figures"]
+  # Judge output parses; actor and judge (on the fixed response set, where an always-pass or
+  # always-fail judge scores 50% balanced) above chance and below 100%.
+  assert fig["judge_parse_rate"] >= 0.9 and fig["meta_parse_rate"] >= 0.9
+  assert 0.15 <= fig["actor_accuracy"] <= 0.9
+  assert 0.6 <= fig["judge_balanced_accuracy_fixed"] <= 0.95
+  # On its own responses the seed's judge is still weak (README.md of the seed says so): recorded,
+  # and not worse than a coin.
+  assert 0.45 <= fig["judge_balanced_accuracy"] <= 0.95
+
+
+def test_shipped_seed_loads_and_its_greedy_judgments_parse():
+  from meta_rewarding import checkpoints, sampling
+  from meta_rewarding.tokenizer import load_tokenizer
+
+  config, params = checkpoints.load_hf(SEED_DIR, dtype="float32")
+  tokenizer = load_tokenizer(SEED_DIR, chat_format=seed.CHAT_FORMAT)
+  assert tokenizer.vocab_size <= config.vocab_size
+  assert config.hidden_size == seed.ARCHITECTURE["hidden_size"]
+  assert config.num_hidden_layers == seed.ARCHITECTURE["num_hidden_layers"]
+  rng = random.Random(5)
+  tasks = seed.eval_task_list(6)
+  judge_prompts = [prompts.render_judge_prompt(templates.JUDGE_TEMPLATE, t.instruction,
+                                               seed.sample_response(t, rng)[0]) for t in tasks]
+  sampler = sampling.Sampler(config, params, tokenizer, batch_size=8, prompt_buckets=(128,))
+  out = sampler.generate(judge_prompts, n=1, strategy=sampling.Greedy(),
+                         max_new_tokens=seed.JUDGE_MAX_NEW_TOKENS, progress=False)
+  texts = [row[0].text for row in out]
+  scores = [prompts.parse_score(t) for t in texts]
+  assert sum(s is not None for s in scores) >= 5, texts
+  assert all(t.startswith("The answer is") for t in texts), texts
