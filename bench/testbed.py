@@ -1,11 +1,11 @@
 """Meta-Rewarding vs Self-Rewarding on the synthetic testbed, with ground truth.
 
-  python bench/testbed.py                        # 3 arms x 3 seeds x 3 iterations (CPU: ~40 min)
+  python bench/testbed.py                        # 3 arms x 3 seeds x 3 iterations (CPU: ~35 min)
   python bench/testbed.py --seeds=0,1 --arms=meta_rewarding,self_rewarding --eval_tasks=40
 
 Every run is the default config's `bench` variant (configs/local_cpu.py: the shipped seed model,
-3 iterations of 24 prompts x 4 responses x 4 judgments; both pair types in iterations 1-2, actor
-pairs only in 3) with one of these arms:
+3 iterations of 24 prompts x 4 responses x 4 judgments; the Meta-Rewarding arms train on actor
+and judge pairs in every iteration) with one of these arms:
 
   meta_rewarding          actor pairs (length control rho 0 / 0.32 / 0.32) + judge pairs
   self_rewarding          actor pairs only (the same length control)
@@ -52,7 +52,7 @@ flags.DEFINE_list("arms", ["meta_rewarding", "self_rewarding", "self_rewarding_n
                   f"Arms to run, from {list(ARMS)}.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Run seeds (config seed=<k>).")
 flags.DEFINE_string("workdir", "/tmp/mr_bench", "Where the runs go (resumed if present).")
-flags.DEFINE_integer("eval_tasks", 60, "Held-out tasks for the per-model evaluation.")
+flags.DEFINE_integer("eval_tasks", 40, "Held-out tasks for the per-model evaluation.")
 flags.DEFINE_integer("eval_samples", 4, "Actor samples per held-out task.")
 flags.DEFINE_string("output", os.path.join(REPO, "bench", "results", "testbed.md"), "")
 
