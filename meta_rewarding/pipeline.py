@@ -23,6 +23,7 @@ Self-Rewarding is the same loop with `meta_judge.enabled = False` (no meta_judge
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import time
@@ -377,7 +378,13 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
     out = []
     for r, g in zip(chunk, gens):
       kept, dropped = dedupe_responses(g)
-      out.append({"id": r["id"], "prompt": r["prompt"], "responses": _generations_to_records(kept),
+      responses = _generations_to_records(kept)
+      # How many of the K samples each kept text stands for: sample-level statistics (the
+      # testbed's actor accuracy) must not undercount answers the actor gives repeatedly.
+      copies = collections.Counter(x.text for x in g)
+      for record in responses:
+        record["samples"] = copies[record["text"]]
+      out.append({"id": r["id"], "prompt": r["prompt"], "responses": responses,
                   "duplicates_dropped": dropped})
     return out
   actor = _chunked(artifacts.join(it_dir, "actor.jsonl"), usable, p.chunk_size, run_actor)

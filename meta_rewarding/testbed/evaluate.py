@@ -31,9 +31,9 @@ def oracle_metrics(records: Mapping[str, list]) -> dict:
   actor_tasks, actor_responses = [], []
   for a in records["actor"]:
     if a["id"] in tasks:
-      for r in a["responses"]:
-        actor_tasks.append(tasks[a["id"]])
-        actor_responses.append(r["text"])
+      for r in a["responses"]:  # a text the actor sampled k times counts k times
+        actor_tasks += [tasks[a["id"]]] * int(r.get("samples", 1))
+        actor_responses += [r["text"]] * int(r.get("samples", 1))
   response_text = {(a["id"], i): r["text"] for a in records["actor"] for i, r in enumerate(a["responses"])}
   judge_tasks, judge_responses, judge_scores = [], [], []
   for j in records["judge"]:
