@@ -121,19 +121,14 @@ def open_file(path: PathLike, mode: str = "r"):
 # ------------------------------------------------------------------------------------------------
 # Atomic writes.
 
-def _atomic_write(path: PathLike, write: Callable[[TextIO], None]):
-  """Runs `write(file)` and makes the result appear at `path` all at once (see module doc)."""
-  if is_remote(path):
-    buffer = io.StringIO()
-    write(buffer)  # rendered fully before anything is uploaded: a failure leaves no object
-    write_bytes(path, buffer.getvalue().encode("utf-8"))
-    return
+def _replace_local(path: PathLike, mode: str, write: Callable[[Any], Any]):
+  """Local atomic write: `write(file)` into a temp file in the same directory, fsync, rename."""
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
   try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+    with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
       write(f)
       f.flush()
       os.fsync(f.fileno())
@@ -144,26 +139,23 @@ def _atomic_write(path: PathLike, write: Callable[[TextIO], None]):
     raise
 
 
+def _atomic_write(path: PathLike, write: Callable[[TextIO], None]):
+  """Runs `write(file)` and makes the result appear at `path` all at once (see module doc)."""
+  if is_remote(path):
+    buffer = io.StringIO()
+    write(buffer)  # rendered fully before anything is uploaded: a failure leaves no object
+    write_bytes(path, buffer.getvalue().encode("utf-8"))
+    return
+  _replace_local(path, "w", write)
+
+
 def write_bytes(path: PathLike, data: bytes):
   """Writes `data` atomically: temp file + rename locally, one object upload remotely."""
   if is_remote(path):
     with _epath(path).open("wb") as f:
       f.write(data)
     return
-  path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  _replace_local(path, "wb", lambda f: f.write(data))
 
 
 def write_text(path: PathLike, text: str):
