@@ -16,7 +16,7 @@ What is exact and what is estimated:
 
 Phases (they do not overlap in time, so the peak is the largest of the three):
   sampling   = params + max(prefill, decode)
-               decode  = KV cache [L,R,S,K,H]×2(k,v) + the prefilled rows' cache + logits [R,V]
+               decode  = KV cache [L,R,K,S,H]×2(k,v) + the prefilled rows' cache + logits [R,V]
                          float32 ×3 (logits, softmax, top-k workspace)
                prefill = prefix cache [L,G,P1,K,H]×2 + row cache [L,B,P1+P2,K,H]×2
                          + attention scores B·N·P2·(P1+P2)·(4+4+dt) + hidden [B,P2,·]
@@ -78,7 +78,7 @@ class SamplerStage:
   prefix_length: int   # P1 (0 = no shared prefix)
   prompt_length: int   # P2
   max_new_tokens: int
-  kv_cache: int        # [L,R,S,K,H] ×2
+  kv_cache: int        # [L,R,K,S,H] ×2
   prefill: int         # prefill working set (its caches, attention scores, hidden states)
   logits: int          # decode logits and sampling workspace
   row_cache: int = 0   # the prefilled rows' cache, alive while it is repeated into the KV cache

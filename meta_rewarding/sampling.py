@@ -59,7 +59,6 @@ Array = jax.Array
 TRACE_COUNTS: collections.Counter = collections.Counter()
 
 DEFAULT_PROMPT_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048)
-_CACHE_AXES = ("layers", "batch", "cache_length", "act_kv_heads", "head_dim")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -218,7 +217,9 @@ class DecodeState:
 
 
 def _constrain_cache(cache):
-  return jax.tree.map(lambda x: nn.with_logical_constraint(x, _CACHE_AXES), cache)
+  # Leaves are [B,K,S,H] (one layer) or [L,B,K,S,H] (scanned): see llama.init_cache.
+  return jax.tree.map(lambda x: nn.with_logical_constraint(
+      x, ("layers",) * (x.ndim - 4) + llama.CACHE_AXES), cache)
 
 
 def _mask(prefix_start: Array, P1: int, start: Array, query_slots: Array, S: int) -> Array:
@@ -268,9 +269,9 @@ def _generate(config: LlamaConfig, params, batch: PromptBatch, seed: Array, stop
                             llama.causal_mask(pvalid), cache=pcache, cache_index=0,
                             return_hidden=True)
     plen = batch.prefix_lengths[batch.group]
-    row_prefix = jax.tree.map(lambda x: jnp.take(x, batch.group, axis=1), pcache)
+    row_prefix = jax.tree.map(lambda x: jnp.take(x, batch.group, axis=-4), pcache)
     empty = llama.init_cache(config, B, P2)
-    cache = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=2), row_prefix, empty)
+    cache = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=-2), row_prefix, empty)
   else:
     plen = jnp.zeros((B,), jnp.int32)
     cache = llama.init_cache(config, B, P2)
@@ -291,9 +292,10 @@ def _generate(config: LlamaConfig, params, batch: PromptBatch, seed: Array, stop
   rep = lambda x: jnp.repeat(x, n, axis=0)
   logits, prefix_start, start, active = map(rep, (logits, prefix_start, start, batch.active))
   next_position = rep(plen + batch.lengths)
+  # Cache leaves: batch axis -4, slot axis -2 (llama.init_cache).
   cache = jax.tree.map(lambda x: jnp.concatenate(
-      [jnp.repeat(x, n, axis=1), jnp.zeros(x.shape[:1] + (R, M) + x.shape[3:], x.dtype)], axis=2),
-      cache)
+      [jnp.repeat(x, n, axis=-4), jnp.zeros(x.shape[:-4] + (R,) + x.shape[-3:-2] + (M,)
+                                            + x.shape[-1:], x.dtype)], axis=-2), cache)
   cache = _constrain_cache(cache)
   keys = _row_keys(seed, batch.prompt_ids, n)
   S = P1 + P2 + M

@@ -128,10 +128,9 @@ def param_shardings(config: LlamaConfig, mesh: Mesh, rules: Rules = TRAIN_RULES)
   return logical_sharding(mesh, rules, llama.param_logical_axes(config))
 
 
-def cache_sharding(mesh: Mesh, rules: Rules = DECODE_RULES) -> NamedSharding:
-  """Sharding of one KV-cache array [L,B,S,K,H]."""
-  spec = PartitionSpec("layers", "batch", "cache_length", "act_kv_heads", "head_dim")
-  return logical_sharding(mesh, rules, spec)
+def cache_shardings(config: LlamaConfig, mesh: Mesh, rules: Rules = DECODE_RULES):
+  """NamedShardings of a KV cache, in `llama.init_cache(config, ...)`'s structure."""
+  return logical_sharding(mesh, rules, llama.cache_logical_axes(config))
 
 
 def batch_sharding(mesh: Mesh, rules: Rules = TRAIN_RULES, ndim: int = 2) -> NamedSharding:

@@ -170,10 +170,10 @@ def abstract_check(path: str, variant: str, devices) -> dict:
 
   p = plan_lib.plan(config, len(devices))
   stage = p.worst_stage
-  cache_sh = sharding.cache_sharding(mesh, sharding.DECODE_RULES)
+  cache_sh = sharding.cache_shardings(mc, mesh, sharding.DECODE_RULES)
   with sharding.activate(mesh, sharding.DECODE_RULES):
     cache = jax.eval_shape(jax.jit(lambda: llama.init_cache(mc, stage.rows, stage.cache_length),
-                                   out_shardings={"k": cache_sh, "v": cache_sh}))
+                                   out_shardings=cache_sh))
   full_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
   return {"params": per_device(params), "opt_state": per_device(state.opt_state),
           "state_params": per_device(state.params), "cache": per_device(cache),

@@ -86,8 +86,12 @@ def test_prefill_then_decode_equals_full_forward(scan):
                                 cache=cache, cache_index=t)
     steps.append(logits)
   np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
-  assert cache["k"].shape == (config.num_hidden_layers, B, S, config.num_key_value_heads,
-                              config.head_dim)
+  if scan:
+    assert cache["k"].shape == (config.num_hidden_layers, B, config.num_key_value_heads, S,
+                                config.head_dim)
+  else:
+    assert len(cache) == config.num_hidden_layers
+    assert cache[0]["k"].shape == (B, config.num_key_value_heads, S, config.head_dim)
 
 
 def test_causality_future_tokens_do_not_change_the_past():

@@ -90,10 +90,10 @@ def test_plan_matches_real_arrays(mesh_shape, scan, check_grads):
     assert p.gradients == 2 * p.params
 
   # KV cache of every stage at its planned rows and length, sharded by the decode rules.
-  cache_sh = sharding.cache_sharding(mesh, sharding.DECODE_RULES)
+  cache_sh = sharding.cache_shardings(mc, mesh, sharding.DECODE_RULES)
   with sharding.activate(mesh, sharding.DECODE_RULES):
     caches = jax.jit(lambda: [llama.init_cache(mc, st.rows, st.cache_length) for st in p.stages],
-                     out_shardings=[{"k": cache_sh, "v": cache_sh}] * len(p.stages))()
+                     out_shardings=[cache_sh] * len(p.stages))()
   for stage, cache in zip(p.stages, caches):
     assert device_bytes(cache) == stage.kv_cache, stage.name
   assert p.kv_cache == max(p.stages, key=lambda s: s.peak).kv_cache

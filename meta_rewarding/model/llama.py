@@ -14,8 +14,14 @@ Call signature (all shapes static under jit):
                                       cache=cache, cache_index=i)
   * `attn_mask[b, t, s]` says whether query t of row b may attend to key slot s. Without a cache
     S = T; with one, S is the cache length and the T new keys are written at slots [i, i+T).
-  * `cache = {"k": [L,B,S,K,H], "v": [L,B,S,K,H]}`: GQA keys/values are stored once per kv head,
-    never repeated to N heads.
+  * The cache (`init_cache`) stores GQA keys/values once per kv head, never repeated to N heads, as
+    [B,K,S,H] per layer: the kv-head axis before the slot axis, so the attention einsums find their
+    batch dims (B, K) leading and (S, H) contiguous (with [B,S,K,H], XLA transposed the whole cache
+    in every decode step: on CPU ~12 of ~54 ms per step at batch 16, growing with S).
+    Unscanned models keep one {"k", "v"} dict per layer (a tuple of L dicts): each layer's arrays
+    are their own buffers, updated in place, read directly by the attention. Scanned models keep
+    one stacked {"k": [L,B,K,S,H], "v": ...} (nn.scan needs it), whose per-layer slices XLA copies
+    every step; fine for deep models' training-time evaluation, slower for decoding.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ import numpy as np
 from meta_rewarding.model.config import LlamaConfig, rope_inverse_frequencies
 
 Array = jax.Array
-KVCache = dict[str, Array]
+KVCache = Any  # tuple of L {"k","v": [B,K,S,H]} dicts, or one {"k","v": [L,B,K,S,H]} (scanned)
+CACHE_AXES = ("batch", "act_kv_heads", "cache_length", "head_dim")  # of one layer's k or v
 
 _init = nn.initializers.normal(stddev=0.02)
 
@@ -81,31 +88,34 @@ class Attention(nn.Module):
     dt = c.dtype
     q = jnp.einsum("BTD,DNH->BTNH", x, wq.astype(dt))
     k = jnp.einsum("BTD,DKH->BTKH", x, wk.astype(dt))
-    v = jnp.einsum("BTD,DKH->BTKH", x, wv.astype(dt))
+    v = jnp.einsum("BTD,DKH->BKTH", x, wv.astype(dt))
     inv_freq = jnp.asarray(rope_inverse_frequencies(c), jnp.float32)
     q = _constrain(apply_rope(q, positions, inv_freq), ("batch", "length", "act_q_heads", "head_dim"))
-    k = _constrain(apply_rope(k, positions, inv_freq), ("batch", "length", "act_kv_heads", "head_dim"))
-    v = _constrain(v, ("batch", "length", "act_kv_heads", "head_dim"))
+    k = jnp.swapaxes(apply_rope(k, positions, inv_freq), 1, 2)  # [B,K,T,H], the cache's layout
+    k = _constrain(k, ("batch", "act_kv_heads", "length", "head_dim"))
+    v = _constrain(v, ("batch", "act_kv_heads", "length", "head_dim"))
 
-    new_kv = (k, v)  # only the T new keys/values go back; the caller writes them into its cache
+    new_kv = (k, v)  # the T new keys/values (the scanned model writes them into its stack)
+    written = None
     if layer_cache is not None:
-      cache_k, cache_v = layer_cache  # [B,S,K,H]
-      k = jax.lax.dynamic_update_slice_in_dim(cache_k, k.astype(cache_k.dtype), cache_index, axis=1)
-      v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), cache_index, axis=1)
-      k, v = k.astype(dt), v.astype(dt)
+      cache_k, cache_v = layer_cache  # [B,K,S,H]
+      written = (
+          jax.lax.dynamic_update_slice_in_dim(cache_k, k.astype(cache_k.dtype), cache_index, axis=2),
+          jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), cache_index, axis=2))
+      k, v = written[0].astype(dt), written[1].astype(dt)
 
     B, T = x.shape[:2]
     q = q.reshape(B, T, K, G, H)
-    logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32)
+    logits = jnp.einsum("BTKGH,BKSH->BKGTS", q, k, preferred_element_type=jnp.float32)
     logits = logits * (H ** -0.5)
     mask = attn_mask[:, None, None, :, :]
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(dt)
     # A query with no visible key (a padding row) would average garbage; zero it instead.
     probs = jnp.where(mask.any(axis=-1, keepdims=True), probs, 0)
-    out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v).reshape(B, T, N, H)
+    out = jnp.einsum("BKGTS,BKSH->BTKGH", probs, v).reshape(B, T, N, H)
     out = jnp.einsum("BTNH,NHD->BTD", out, wo.astype(dt))
-    return _constrain(out, ("batch", "length", "act_embed")), new_kv
+    return _constrain(out, ("batch", "length", "act_embed")), new_kv, written
 
 
 class MLP(nn.Module):
@@ -129,11 +139,12 @@ class DecoderLayer(nn.Module):
 
   @nn.compact
   def __call__(self, x, positions, attn_mask, layer_cache, cache_index):
-    h, new_kv = Attention(self.config, name="attn")(
+    """-> (x, the T new (k, v), the layer cache with them written in (None without a cache))."""
+    h, new_kv, written = Attention(self.config, name="attn")(
         RMSNorm(self.config, name="attn_norm")(x), positions, attn_mask, layer_cache, cache_index)
     x = x + h
     x = x + MLP(self.config, name="mlp")(RMSNorm(self.config, name="mlp_norm")(x))
-    return _constrain(x, ("batch", "length", "act_embed")), new_kv
+    return _constrain(x, ("batch", "length", "act_embed")), new_kv, written
 
 
 class _ScannedLayer(nn.Module):
@@ -148,7 +159,7 @@ class _ScannedLayer(nn.Module):
   def __call__(self, carry, layer_index, positions, attn_mask, cache_index):
     x, cache = carry
     layer_cache = None if cache is None else (cache["k"][layer_index], cache["v"][layer_index])
-    x, new_kv = _remat(DecoderLayer, self.config)(self.config, name="layer")(
+    x, new_kv, _ = _remat(DecoderLayer, self.config)(self.config, name="layer")(
         x, positions, attn_mask, layer_cache, cache_index)
     if cache is not None:
       cache = _write_cache(cache, layer_index, cache_index, new_kv)
@@ -156,9 +167,10 @@ class _ScannedLayer(nn.Module):
 
 
 def _write_cache(cache: KVCache, layer_index, cache_index, new_kv) -> KVCache:
-  """Writes the new [B,T,K,H] keys/values of one layer at slots [cache_index, cache_index+T)."""
+  """Writes the new [B,K,T,H] keys/values of one layer into the stacked cache at slots
+  [cache_index, cache_index+T)."""
   zero = jnp.zeros((), jnp.int32)
-  start = (jnp.asarray(layer_index, jnp.int32), zero, cache_index, zero, zero)
+  start = (jnp.asarray(layer_index, jnp.int32), zero, zero, cache_index, zero)
   return {name: jax.lax.dynamic_update_slice(cache[name], new[None].astype(cache[name].dtype), start)
           for name, new in zip(("k", "v"), new_kv)}
 
@@ -210,11 +222,16 @@ class Llama(nn.Module):
       (x, cache), _ = self.layers((x, cache), jnp.arange(c.num_hidden_layers), positions, attn_mask,
                                   cache_index)
     else:
+      if cache is not None and (not isinstance(cache, (tuple, list))
+                                or len(cache) != c.num_hidden_layers):
+        raise ValueError("an unscanned model takes a tuple of one {'k','v'} cache per layer "
+                         "(llama.init_cache)")
+      written = []
       for i, layer in enumerate(self.layers):
-        layer_cache = None if cache is None else (cache["k"][i], cache["v"][i])
-        x, new_kv = layer(x, positions, attn_mask, layer_cache, cache_index)
-        if cache is not None:
-          cache = _write_cache(cache, i, cache_index, new_kv)
+        layer_cache = None if cache is None else (cache[i]["k"], cache[i]["v"])
+        x, _, kv = layer(x, positions, attn_mask, layer_cache, cache_index)
+        written.append(None if kv is None else {"k": kv[0], "v": kv[1]})
+      cache = None if cache is None else tuple(written)
     x = self.final_norm(x)
     if return_hidden:
       return x, cache
@@ -234,10 +251,25 @@ def causal_mask(valid: Array) -> Array:
 
 
 def init_cache(config: LlamaConfig, batch: int, max_length: int, dtype=None) -> KVCache:
-  """Zeroed cache {"k","v"}: [L,B,S,K,H] in the compute dtype (or `dtype`)."""
-  shape = (config.num_hidden_layers, batch, max_length, config.num_key_value_heads, config.head_dim)
+  """Zeroed cache in the compute dtype (or `dtype`): a tuple of L {"k","v": [B,K,S,H]} dicts, or
+  for a scanned model one {"k","v": [L,B,K,S,H]} (module docstring). Batch is axis -4 and slots
+  axis -2 of every leaf in both forms."""
+  shape = (batch, config.num_key_value_heads, max_length, config.head_dim)
   dtype = dtype or config.dtype
-  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+  if config.scan_layers:
+    shape = (config.num_hidden_layers,) + shape
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+  return tuple({"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+               for _ in range(config.num_hidden_layers))
+
+
+def cache_logical_axes(config: LlamaConfig):
+  """PartitionSpecs of logical axis names, in `init_cache`'s structure."""
+  if config.scan_layers:
+    spec = jax.sharding.PartitionSpec("layers", *CACHE_AXES)
+    return {"k": spec, "v": spec}
+  spec = jax.sharding.PartitionSpec(*CACHE_AXES)
+  return tuple({"k": spec, "v": spec} for _ in range(config.num_hidden_layers))
 
 
 def init_params(config: LlamaConfig, rng: Array) -> dict[str, Any]:
