@@ -237,11 +237,20 @@ def _row_keys(seed: Array, prompt_ids: Array, n: int) -> Array:
       jnp.arange(n, dtype=jnp.int32)))(keys).reshape(-1)                           # [B·n]
 
 
-def _select(strategy, logits: Array, keys: Array, step: Array):
-  """(token [R], model log-prob [R]) for logits [R,V]."""
+def _step_uniforms(keys: Array, steps: int) -> Array:
+  """[R, steps] uniforms in [0, 1): row r's draw at step s comes from fold_in(keys[r], s).
+
+  Drawn for all steps before the decode loop: threefry inside the loop body costs ~1 ms per step on
+  CPU (its rounds run as nested loops), more than the draw itself is worth."""
+  return jax.vmap(lambda k: jax.vmap(lambda s: jax.random.uniform(jax.random.fold_in(k, s)))(
+      jnp.arange(steps, dtype=jnp.int32)))(keys)
+
+
+def _select(strategy, logits: Array, uniforms: Array | None, step: Array):
+  """(token [R], model log-prob [R]) for logits [R,V]; uniforms [R,M] from `_step_uniforms`."""
   logits = logits.astype(jnp.float32)
   if strategy.needs_rng:
-    u = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, step)))(keys)
+    u = jax.lax.dynamic_index_in_dim(uniforms, step, axis=1, keepdims=False)
     tokens = strategy.sample(logits, 1.0 - u)  # (0, 1]: never a zero-probability token
   else:
     tokens = strategy.sample(logits, None)
@@ -297,11 +306,12 @@ def _generate(config: LlamaConfig, params, batch: PromptBatch, seed: Array, stop
       [jnp.repeat(x, n, axis=-4), jnp.zeros(x.shape[:-4] + (R,) + x.shape[-3:-2] + (M,)
                                             + x.shape[-1:], x.dtype)], axis=-2), cache)
   cache = _constrain_cache(cache)
-  keys = _row_keys(seed, batch.prompt_ids, n)
+  uniforms = _step_uniforms(_row_keys(seed, batch.prompt_ids, n), M) if strategy.needs_rng \
+      else None
   S = P1 + P2 + M
 
   def record(state: DecodeState, logits: Array) -> DecodeState:
-    token, logprob = _select(strategy, logits, keys, state.step)
+    token, logprob = _select(strategy, logits, uniforms, state.step)
     live = ~state.done
     token = jnp.where(live, token, pad_id)
     logprob = jnp.where(live, logprob, 0.0)

@@ -88,12 +88,14 @@ class Attention(nn.Module):
     dt = c.dtype
     q = jnp.einsum("BTD,DNH->BTNH", x, wq.astype(dt))
     k = jnp.einsum("BTD,DKH->BTKH", x, wk.astype(dt))
-    v = jnp.einsum("BTD,DKH->BKTH", x, wv.astype(dt))
+    v = jnp.einsum("BTD,DKH->BTKH", x, wv.astype(dt))
     inv_freq = jnp.asarray(rope_inverse_frequencies(c), jnp.float32)
     q = _constrain(apply_rope(q, positions, inv_freq), ("batch", "length", "act_q_heads", "head_dim"))
-    k = jnp.swapaxes(apply_rope(k, positions, inv_freq), 1, 2)  # [B,K,T,H], the cache's layout
-    k = _constrain(k, ("batch", "act_kv_heads", "length", "head_dim"))
-    v = _constrain(v, ("batch", "act_kv_heads", "length", "head_dim"))
+    # [B,K,T,H], the cache's layout. (Transposing these small activations, not asking the einsum
+    # for BKTH: XLA:CPU then transposed the weights in every decode step.)
+    k = _constrain(jnp.swapaxes(apply_rope(k, positions, inv_freq), 1, 2),
+                   ("batch", "act_kv_heads", "length", "head_dim"))
+    v = _constrain(jnp.swapaxes(v, 1, 2), ("batch", "act_kv_heads", "length", "head_dim"))
 
     new_kv = (k, v)  # the T new keys/values (the scanned model writes them into its stack)
     written = None
@@ -116,8 +118,11 @@ class Attention(nn.Module):
     # Batch dims (B, K) leading in the output too: asking the einsum for BTKGH directly made XLA:CPU
     # run the probs x values product ~4x slower at decode (T = 1); the transpose is of a small array.
     out = jnp.einsum("BKGTS,BKSH->BKGTH", probs, v)
-    out = jnp.transpose(out, (0, 3, 1, 2, 4)).reshape(B, T, N, H)
-    out = jnp.einsum("BTNH,NHD->BTD", out, wo.astype(dt))
+    # Output projection as K batched products (one per kv head, over its G query heads) summed: a
+    # transpose of `out` to BTNH first, or one contraction over (K, G, H), made XLA:CPU copy a
+    # transposed wo in every decode step (N = K·G, so the reshape of wo itself is free).
+    out = jnp.einsum("BKGTH,KGHD->KBTD", out, wo.astype(dt).reshape(K, G, H, D),
+                     preferred_element_type=jnp.float32).sum(0).astype(dt)
     return _constrain(out, ("batch", "length", "act_embed")), new_kv, written
 
 
