@@ -8,6 +8,7 @@ import json
 import os
 import random
 
+import jax
 import pytest
 
 from meta_rewarding import prompts
@@ -174,3 +175,32 @@ def test_shipped_seed_loads_and_its_greedy_judgments_parse():
   scores = [prompts.parse_score(t) for t in texts]
   assert sum(s is not None for s in scores) >= 5, texts
   assert all(t.startswith("The answer is") for t in texts), texts
+
+
+def test_own_answer_judge_demos_judge_the_models_sampled_answers():
+  from meta_rewarding import checkpoints, sharding
+  from meta_rewarding.tokenizer import load_tokenizer
+
+  config, params = checkpoints.load_hf(SEED_DIR, dtype="float32")
+  tokenizer = load_tokenizer(SEED_DIR, chat_format=seed.CHAT_FORMAT)
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
+  cfg = seed.own_judge_stage(seed.BuildConfig())
+  assert cfg.steps == seed.BuildConfig().own_judge_steps and cfg.own_judge_steps == 0
+  exclude = {t.instruction for t in seed.eval_task_list(100)}
+  demos = seed.own_answer_judge_demos(config, params, tokenizer, cfg, 10, mesh=mesh,
+                                      exclude=exclude)
+  again = seed.own_answer_judge_demos(config, params, tokenizer, cfg, 10, mesh=mesh,
+                                      exclude=exclude)
+  assert [d.record() for d in demos] == [d.record() for d in again]  # deterministic
+  assert len(demos) == 10 and all(d.kind == "judge" for d in demos)
+  assert all(d.info["response_kind"] == "own" for d in demos)
+  assert not exclude & {d.instruction for d in demos}
+  # Each task's own_judge_samples answers come from the model: the prompt holds the answer the
+  # judgment works against, and the judgment's label follows the oracle rules on it.
+  for d in demos:
+    task = task_from_instruction(d.instruction)
+    response = d.prompt.split("Response: ", 1)[1].split("\n", 1)[0]
+    assert d.prompt == prompts.render_judge_prompt(templates.JUDGE_TEMPLATE, d.instruction,
+                                                   response)
+    assert d.correct == oracle.judgment_agrees(task, response, prompts.parse_score(d.response))
+  assert len({d.instruction for d in demos}) == -(-10 // cfg.own_judge_samples)

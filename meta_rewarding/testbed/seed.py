@@ -51,7 +51,10 @@ them in the wanted order; `check_order` verifies it with `data.step_indices`. A 
 the actor alone (the copy-and-compare circuits all three roles need appear only after several
 hundred steps of such data; at learning rates of 2e-3 and more they did not appear at all within
 the budget); then the kinds are interleaved evenly (`step_kinds`,
-`BuildConfig.phases`).
+`BuildConfig.phases`). Two more calls follow, each with a fresh schedule and optimizer state: one
+weighted towards the judge (`judge_stage`), then one whose judge demonstrations are half about the
+model's own sampled answers (`own_judge_stage`, `own_answer_judge_demos`): a judge taught only on
+RESPONSE_MIX judged the fixed mix well but its own answers near chance.
 """
 
 from __future__ import annotations
@@ -241,8 +244,12 @@ def actor_demo(task: Task, rng: random.Random, wrong: float = ACTOR_WRONG) -> De
   return Demo("actor", task.instruction, response, task.instruction, not mistake)
 
 
-def judge_demo_record(task: Task, rng: random.Random) -> Demo:
-  response, kind = sample_response(task, rng)
+def judge_demo_record(task: Task, rng: random.Random, response: str | None = None) -> Demo:
+  """A judge demonstration of `response` (None: one drawn from RESPONSE_MIX)."""
+  if response is None:
+    response, kind = sample_response(task, rng)
+  else:
+    kind = "own"
   j = judge_demo(task, response, rng)
   agrees = oracle.judgment_agrees(task, response, j.score)
   return Demo("judge", prompts.render_judge_prompt(templates.JUDGE_TEMPLATE, task.instruction,
@@ -372,6 +379,15 @@ class BuildConfig:
   judge_shares: tuple = (("actor", 0.2), ("judge", 0.6), ("meta", 0.2))
   judge_learning_rate: float = 5e-4
   judge_warmup_steps: int = 20
+  # A third call, on the model's OWN answers: after the second call the seed judges the fixed
+  # response mix well (~71% balanced) but its own sampled answers near chance (~55%): its own
+  # mistakes are not the plausible mistakes of RESPONSE_MIX, and on its own answers it scores by
+  # how hard the task feels rather than by comparing. This call samples the model's answers to
+  # training tasks (the pipeline's sampling settings) and mixes judge demonstrations of them
+  # (same noise rules) half and half with the usual ones. 0 steps: no third call.
+  own_judge_steps: int = 800
+  own_judge_shares: tuple = (("actor", 0.2), ("judge", 0.6), ("meta", 0.2))
+  own_judge_samples: int = 4             # sampled answers per training task
   eval_tasks: int = 100                  # held-out tasks for the seed's figures
   eval_samples: int = 4                  # actor samples per task
 
@@ -382,6 +398,39 @@ def judge_stage(cfg: BuildConfig) -> BuildConfig:
                              phases=((1.0, cfg.judge_shares),),
                              learning_rate=cfg.judge_learning_rate,
                              warmup_steps=cfg.judge_warmup_steps, judge_steps=0)
+
+
+def own_judge_stage(cfg: BuildConfig) -> BuildConfig:
+  """The third SFT call of the build (judging the model's own answers) as a config of its own."""
+  return dataclasses.replace(cfg, seed=cfg.seed + 2, steps=cfg.own_judge_steps,
+                             phases=((1.0, cfg.own_judge_shares),),
+                             learning_rate=cfg.judge_learning_rate,
+                             warmup_steps=cfg.judge_warmup_steps, judge_steps=0,
+                             own_judge_steps=0)
+
+
+def own_answer_judge_demos(model_config, params, tokenizer, cfg: BuildConfig, n: int, *, mesh,
+                           exclude: Iterable[str] = ()) -> list[Demo]:
+  """`n` judge demonstrations of the model's own sampled answers to training tasks.
+
+  Tasks: `generate_tasks` over all families (a stream of their own, skipping `exclude`), each
+  answered `own_judge_samples` times at the pipeline's sampling settings; every answer gets a
+  `judge_demo` (the same noise as the others). Deterministic in (cfg.seed, n) and the weights."""
+  from meta_rewarding import sampling
+  exclude = set(exclude)
+  per_task = cfg.own_judge_samples
+  want = -(-n // per_task)
+  tasks = [t for t in generate_tasks(cfg.seed * 10 + 5, min(want + want // 10 + 50,
+                                                            sum(map(capacity, FAMILIES))))
+           if t.instruction not in exclude][:want]
+  sampler = sampling.Sampler(model_config, params, tokenizer, mesh=mesh, batch_size=64,
+                             prompt_buckets=(48,))
+  rows = sampler.generate([t.instruction for t in tasks], n=per_task,
+                          strategy=sampling.Sampling(temperature=0.8, top_k=32, top_p=0.95),
+                          max_new_tokens=ACTOR_MAX_NEW_TOKENS, seed=cfg.seed, progress=True)
+  rng = random.Random(f"own-judge/{cfg.seed}")
+  demos = [judge_demo_record(t, rng, c.text.strip()) for t, row in zip(tasks, rows) for c in row]
+  return demos[:n]
 
 
 def tokenizer_corpus(seed: int, n: int = 1500) -> list[str]:
@@ -479,9 +528,10 @@ def sft_config(cfg: BuildConfig):
 
 
 def train_seed(cfg: BuildConfig, model_config, params, tokenizer, *, mesh, log=print,
-               checkpoint_dir: str):
+               checkpoint_dir: str, own_answers: bool = False):
   """One `train.run_sft` call over kind-homogeneous batches (module docstring); returns
-  (params, per-step history)."""
+  (params, per-step history). `own_answers`: half the judge demonstrations judge the model's own
+  sampled answers (`own_answer_judge_demos`), alternating with the usual ones."""
   from meta_rewarding import data, sharding, train
   exclude = {t.instruction for t in eval_task_list(cfg.eval_tasks)}
   kinds = step_kinds(cfg)
@@ -490,6 +540,12 @@ def train_seed(cfg: BuildConfig, model_config, params, tokenizer, *, mesh, log=p
     need = kinds.count(k) * cfg.batch_size
     # A few spare demonstrations replace the rare ones longer than the kind's largest bucket.
     demos = demonstrations(cfg.seed, k, need + need // 20 + 8, exclude)
+    if k == "judge" and own_answers:
+      log(f"sampling the model's own answers for {len(demos) // 2} judge demonstrations ...")
+      own = own_answer_judge_demos(model_config, params, tokenizer, cfg, len(demos) // 2,
+                                   mesh=mesh, exclude=exclude)
+      usual = demos[:len(demos) - len(own)]
+      demos = [d for i in range(len(usual)) for d in (own[i:i + 1] + usual[i:i + 1])]
     tokenized, report = data.tokenize_sft([d.record() for d in demos], tokenizer,
                                           max_length=_BUCKETS[k][-1], truncation="skip")
     if len(tokenized) < need:
@@ -667,6 +723,12 @@ def build(out: str, cfg: BuildConfig | None = None, *, log=print) -> dict:
       params, more = train_seed(second, model_config, params, tokenizer, mesh=mesh, log=log,
                                 checkpoint_dir=os.path.join(work, "sft_judge"))
       history = history + more
+    if cfg.own_judge_steps:
+      third = own_judge_stage(cfg)
+      params, more = train_seed(third, model_config, params, tokenizer, mesh=mesh, log=log,
+                                checkpoint_dir=os.path.join(work, "sft_own_judge"),
+                                own_answers=True)
+      history = history + more
     log(f"SFT done ({time.time() - start:.0f} s): {loss_summary(history)[-1]}")
     train_seconds = time.time() - start
     log(f"measuring on {cfg.eval_tasks} held-out tasks ...")
@@ -772,7 +834,7 @@ def main(argv):
   from absl import flags
   f = flags.FLAGS
   cfg = BuildConfig(seed=f.seed, steps=f.steps, judge_steps=f.judge_steps,
-                    eval_tasks=f.eval_tasks)
+                    own_judge_steps=f.own_judge_steps, eval_tasks=f.eval_tasks)
   info = build(f.out, cfg)
   print(json.dumps(info["figures"], indent=2))
 
@@ -784,5 +846,8 @@ if __name__ == "__main__":
   flags.DEFINE_integer("steps", BuildConfig.steps, "SFT optimizer steps (first call).")
   flags.DEFINE_integer("judge_steps", BuildConfig.judge_steps,
                        "SFT optimizer steps of the judge-weighted second call (0: none).")
+  flags.DEFINE_integer("own_judge_steps", BuildConfig.own_judge_steps,
+                       "SFT optimizer steps of the third call, judging the model's own answers "
+                       "(0: none).")
   flags.DEFINE_integer("eval_tasks", BuildConfig.eval_tasks, "Held-out tasks for the figures.")
   app.run(main)
