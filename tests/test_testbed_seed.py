@@ -150,9 +150,10 @@ def test_shipped_seed_files_and_figures():
   assert fig["judge_parse_rate"] >= 0.9 and fig["meta_parse_rate"] >= 0.9
   assert 0.15 <= fig["actor_accuracy"] <= 0.9
   assert 0.6 <= fig["judge_balanced_accuracy_fixed"] <= 0.95
-  # On its own responses the seed's judge is still weak (README.md of the seed says so): recorded,
-  # and not worse than a coin.
-  assert 0.45 <= fig["judge_balanced_accuracy"] <= 0.95
+  # And on its own sampled responses, what the pipeline's judge pairs are built from (the build's
+  # third SFT call is there for this: before it the seed judged its own answers at 55%).
+  assert 0.6 <= fig["judge_balanced_accuracy"] <= 0.95
+  assert 0.6 <= fig["meta_accuracy"] <= 0.95
 
 
 def test_shipped_seed_loads_and_its_greedy_judgments_parse():

@@ -823,6 +823,8 @@ Templates: `meta_rewarding/testbed/templates.py`.
 | meta-judge accuracy (oracle-ranked judgment pairs, both orders) | {pct(f['meta_accuracy'])} |
 | meta-judge first-position rate | {pct(f['meta_first_position_rate'])} |
 
+{('Provenance of the weights in this directory: ' + info['note'] + '.') if info.get('note') else ''}
+
 Files: {', '.join(f'{k} ({v / 1e6:.2f} MB)' if v > 1e5 else k for k, v in info['files_bytes'].items())},
 README.md, build_info.json ({size / 1e6:.1f} MB in all). `build_info.json` holds the build config,
 the SFT loss per kind over the run, the figures and the model's sha256.
