@@ -426,7 +426,7 @@ def own_answer_judge_demos(model_config, params, tokenizer, cfg: BuildConfig, n:
   sampler = sampling.Sampler(model_config, params, tokenizer, mesh=mesh, batch_size=64,
                              prompt_buckets=(48,))
   rows = sampler.generate([t.instruction for t in tasks], n=per_task,
-                          strategy=sampling.Sampling(temperature=0.8, top_k=32, top_p=0.95),
+                          strategy=sampling.Sampling(**PIPELINE_SAMPLING),
                           max_new_tokens=ACTOR_MAX_NEW_TOKENS, seed=cfg.seed, progress=True)
   rng = random.Random(f"own-judge/{cfg.seed}")
   demos = [judge_demo_record(t, rng, c.text.strip()) for t, row in zip(tasks, rows) for c in row]
@@ -584,6 +584,9 @@ def loss_summary(history: Sequence[dict], kinds=("actor", "judge", "meta"), part
 # Measuring a model against the oracle (the seed's figures; bench/testbed.py reuses it).
 
 ACTOR_MAX_NEW_TOKENS = 24
+# The pipeline's sampling settings (configs/local_cpu.py), used wherever the seed's figures or
+# demonstrations should see what the pipeline will see.
+PIPELINE_SAMPLING = dict(temperature=0.8, top_p=0.95, top_k=32)
 JUDGE_MAX_NEW_TOKENS = 32
 META_MAX_NEW_TOKENS = 44
 
@@ -595,8 +598,10 @@ def _mean(xs) -> float | None:
 
 def measure(model_config, params, tokenizer, tasks: Sequence[Task], *, samples: int = 4,
             seed: int = 0, mesh=None, judge_template: str = templates.JUDGE_TEMPLATE,
-            meta_template: str = templates.META_JUDGE_TEMPLATE, temperature: float = 0.8,
-            top_p: float = 0.95, top_k: int = 32, batch_size: int = 32,
+            meta_template: str = templates.META_JUDGE_TEMPLATE,
+            temperature: float = PIPELINE_SAMPLING["temperature"],
+            top_p: float = PIPELINE_SAMPLING["top_p"], top_k: int = PIPELINE_SAMPLING["top_k"],
+            batch_size: int = 32,
             progress: bool = False) -> dict:
   """Oracle figures of one model on held-out `tasks`, at the pipeline's sampling settings.
 
