@@ -216,10 +216,8 @@ class DecodeState:
   cache: llama.KVCache
 
 
-def _constrain_cache(cache):
-  # Leaves are [B,K,S,H] (one layer) or [L,B,K,S,H] (scanned): see llama.init_cache.
-  return jax.tree.map(lambda x: nn.with_logical_constraint(
-      x, ("layers",) * (x.ndim - 4) + llama.CACHE_AXES), cache)
+def _constrain_cache(config: LlamaConfig, cache):
+  return jax.tree.map(nn.with_logical_constraint, cache, llama.cache_logical_axes(config))
 
 
 def _mask(prefix_start: Array, P1: int, start: Array, query_slots: Array, S: int) -> Array:
@@ -273,7 +271,7 @@ def _generate(config: LlamaConfig, params, batch: PromptBatch, seed: Array, stop
   if P1:
     pvalid = jnp.arange(P1)[None, :] >= (P1 - batch.prefix_lengths)[:, None]
     ppos = jnp.maximum(jnp.cumsum(pvalid, axis=1) - 1, 0)
-    pcache = _constrain_cache(llama.init_cache(config, G, P1))
+    pcache = _constrain_cache(config, llama.init_cache(config, G, P1))
     _, pcache = model.apply({"params": params}, batch.prefix_tokens, ppos,
                             llama.causal_mask(pvalid), cache=pcache, cache_index=0,
                             return_hidden=True)
@@ -284,7 +282,7 @@ def _generate(config: LlamaConfig, params, batch: PromptBatch, seed: Array, stop
   else:
     plen = jnp.zeros((B,), jnp.int32)
     cache = llama.init_cache(config, B, P2)
-  cache = _constrain_cache(cache)
+  cache = _constrain_cache(config, cache)
   prefix_start = P1 - plen
   start = P1 + P2 - batch.lengths
 
@@ -305,7 +303,7 @@ def _generate(config: LlamaConfig, params, batch: PromptBatch, seed: Array, stop
   cache = jax.tree.map(lambda x: jnp.concatenate(
       [jnp.repeat(x, n, axis=-4), jnp.zeros(x.shape[:-4] + (R,) + x.shape[-3:-2] + (M,)
                                             + x.shape[-1:], x.dtype)], axis=-2), cache)
-  cache = _constrain_cache(cache)
+  cache = _constrain_cache(config, cache)
   uniforms = _step_uniforms(_row_keys(seed, batch.prompt_ids, n), M) if strategy.needs_rng \
       else None
   S = P1 + P2 + M
@@ -340,7 +338,7 @@ def _generate(config: LlamaConfig, params, batch: PromptBatch, seed: Array, stop
     mask = _mask(prefix_start, P1, start, slot[None], S)
     logits, cache = model.apply({"params": params}, token, positions, mask, cache=state.cache,
                                 cache_index=slot)
-    return record(state.replace(cache=_constrain_cache(cache)), logits[:, 0])
+    return record(state.replace(cache=_constrain_cache(config, cache)), logits[:, 0])
 
   state = jax.lax.while_loop(cond, body, state)
   return SampleOutput(tokens=state.tokens, logprobs=state.logprobs, lengths=state.lengths,

@@ -264,11 +264,10 @@ def init_cache(config: LlamaConfig, batch: int, max_length: int, dtype=None) -> 
   axis -2 of every leaf in both forms."""
   shape = (batch, config.num_key_value_heads, max_length, config.head_dim)
   dtype = dtype or config.dtype
-  if config.scan_layers:
-    shape = (config.num_hidden_layers,) + shape
-    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
-  return tuple({"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
-               for _ in range(config.num_hidden_layers))
+  # The structure is cache_logical_axes'; a leading "layers" axis (scanned) stacks the layers.
+  return jax.tree.map(
+      lambda spec: jnp.zeros((config.num_hidden_layers,) * (len(spec) - len(shape)) + shape, dtype),
+      cache_logical_axes(config), is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
 
 
 def cache_logical_axes(config: LlamaConfig):
