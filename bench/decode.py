@@ -3,7 +3,8 @@
   python bench/decode.py                          # ~50M Llama, vocab 32000, batch 1 and 16 (2-core CPU: ~10 min)
   python bench/decode.py --batch_sizes=1,64 --vocab_size=128256 --hidden_size=2048 --num_layers=16
       --intermediate_size=8192 --num_heads=32 --num_kv_heads=8 --dtype=bfloat16
-      --skip_transformers                         # a Llama-3.2-1B-shaped config on an accelerator
+                                                  # a Llama-3.2-1B-shaped config on a GPU (transformers
+                                                  # runs there too when torch sees it)
 
 Both generate exactly --new_tokens tokens after --prompt_len random prompt tokens (no stop ids for
 ours; min_new_tokens for transformers), with the same weights (written by `save_hf`, loaded by
@@ -88,7 +89,8 @@ def _best_interleaved(fns, repeats: int) -> list[float]:
 def measure_matmul_flops(dtype) -> float:
   """Best FLOP/s over a few square matmuls (jitted JAX on the default device)."""
   best = 0.0
-  for n in (1024, 2048, 3072):
+  sizes = (1024, 2048, 3072) if jax.default_backend() == "cpu" else (2048, 4096, 8192)
+  for n in sizes:
     a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), dtype)
     f = jax.jit(lambda x: x @ x)
     t = _best_time(lambda: f(a).block_until_ready(), 5)
@@ -106,11 +108,17 @@ def measure_bandwidth() -> float:
            4 * n / _best_time(lambda: host.sum(), 5)]
   try:
     import torch
-    th = torch.ones(n)
-    rates.append(4 * n / _best_time(lambda: th.sum(), 5))
+    th = torch.ones(n, device=torch_device())
+    rates.append(4 * n / _best_time(lambda: th.sum().item(), 5))
   except ImportError:
     pass
   return max(rates)
+
+
+def torch_device() -> str:
+  """Where transformers runs: the GPU when JAX runs on one (and this torch build sees it)."""
+  import torch
+  return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
 
 
 def bench_config() -> LlamaConfig:
@@ -140,8 +148,9 @@ def transformers_call(model_dir: str, prompts: np.ndarray):
   import torch
   import transformers
   dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[FLAGS.dtype]
-  model = transformers.LlamaForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
-  ids = torch.as_tensor(prompts, dtype=torch.long)
+  device = torch_device()
+  model = transformers.LlamaForCausalLM.from_pretrained(model_dir, dtype=dtype).eval().to(device)
+  ids = torch.as_tensor(prompts, dtype=torch.long, device=device)
   mask = torch.ones_like(ids)
   kwargs = dict(do_sample=False) if FLAGS.greedy else dict(
       do_sample=True, temperature=TEMPERATURE, top_k=TOP_K, top_p=TOP_P)
@@ -150,6 +159,8 @@ def transformers_call(model_dir: str, prompts: np.ndarray):
     with torch.inference_mode():
       out = model.generate(ids, attention_mask=mask, max_new_tokens=new_tokens,
                            min_new_tokens=new_tokens, use_cache=True, pad_token_id=0, **kwargs)
+    if device == "cuda":
+      torch.cuda.synchronize()
     assert out.shape[1] == ids.shape[1] + new_tokens, out.shape
   call(4)  # first-call set-up
   return call
@@ -220,7 +231,8 @@ def main(argv):
     rows.append(dict(batch=b, ours=generated / ours, theirs=generated / theirs,
                      speedup=theirs / ours, ms_step=1e3 * ours / FLAGS.new_tokens,
                      roofline=roofline / ours, roofline_ms=1e3 * roofline / FLAGS.new_tokens,
-                     hf_roofline=roofline / theirs))
+                     hf_roofline=roofline / theirs,
+                     weight_rate=weight_bytes * FLAGS.new_tokens / ours))
     print(f"batch {b}: ours {generated / ours:.1f} tok/s, transformers {generated / theirs:.1f} "
           f"tok/s", flush=True)
 
@@ -231,12 +243,14 @@ def main(argv):
   load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
   header = ("| batch | meta_rewarding tok/s | transformers tok/s | speed-up | ms / token step "
-            "| roofline ms / step | roofline fraction (ours) | roofline fraction (transformers) |")
-  lines = [header, "|" + "---|" * 8]
+            "| roofline ms / step | roofline fraction (ours) | roofline fraction (transformers) "
+            "| weights read (ours) |")
+  lines = [header, "|" + "---|" * 9]
   for r in rows:
     lines.append(f"| {r['batch']} | {r['ours']:.1f} | {r['theirs']:.1f} | {r['speedup']:.2f}x | "
                  f"{r['ms_step']:.2f} | {r['roofline_ms']:.2f} | {100 * r['roofline']:.0f}% | "
-                 f"{100 * r['hf_roofline']:.0f}% |")
+                 f"{100 * r['hf_roofline']:.0f}% | {r['weight_rate'] / 1e9:.1f} GB/s = "
+                 f"{100 * r['weight_rate'] / bandwidth:.0f}% |")
   table = "\n".join(lines)
   if shared:
     table += (
@@ -251,7 +265,8 @@ def main(argv):
     try:
       import torch
       import transformers
-      versions += f", torch {torch.__version__}, transformers {transformers.__version__}"
+      versions += (f", torch {torch.__version__}, transformers {transformers.__version__} "
+                   f"(run on {torch_device()})")
     except ImportError:
       pass
     sampling_desc = "greedy" if FLAGS.greedy else (
@@ -271,7 +286,7 @@ tokens/s = generated tokens / wall time of the whole call (prefill included), be
 rounds, the two frameworks alternating within each round
 - measured: matmul {flops / 1e9:.1f} GFLOP/s, memory read bandwidth {bandwidth / 1e9:.1f} GB/s; roofline per \
 step = max(2 x {matmul_params / 1e6:.1f}M x batch FLOPs at that rate, {weight_bytes / 1e6:.0f} MB of weights at \
-that bandwidth), plus the prefill's FLOPs
+that bandwidth), plus the prefill's FLOPs; weights read = {weight_bytes / 1e6:.0f} MB x new tokens / wall time of the call, and its share of the measured bandwidth (the prefill is inside that time, so it is a lower bound)
 
 {table}
 """

@@ -4,9 +4,16 @@ import os
 
 # Must happen before jax is imported anywhere: every test process sees 8 CPU devices, so sharded
 # and unsharded runs can be compared in one process. Unsharded code simply uses device 0.
+# (--xla_gpu_deterministic_ops: on a GPU, XLA's reductions and scatters otherwise use atomics, and
+# the bitwise resume tests would see 1e-9 differences; CPU ignores it.)
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_force_host_platform_device_count=8").strip()
+                           " --xla_force_host_platform_device_count=8"
+                           " --xla_gpu_deterministic_ops=true").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Float32 matmuls in full float32 on every backend: on GPUs XLA's default precision runs them as
+# TF32 (~1e-3 relative), which the parity tests (1e-4 against transformers) would read as a bug.
+# Set JAX_DEFAULT_MATMUL_PRECISION=default to see what TF32 does. (On CPU both are the same.)
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
