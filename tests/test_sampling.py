@@ -292,6 +292,23 @@ def test_samples_follow_the_filtered_distribution(s, V):
   assert np.abs(freq - expected).max() < 0.01                   # ~4 standard errors at N=40000
 
 
+@pytest.mark.parametrize("V, k, block", [(1003, 5, 8), (1024, 7, 16), (50, 5, 8), (640, 64, 4)])
+def test_top_k_by_blocks_equals_lax_top_k(V, k, block):
+  rng = np.random.default_rng(V)
+  x = rng.standard_normal((4, V)).astype(np.float32)
+  x[1, rng.permutation(V)[: V - 3]] = -np.inf                  # fewer finite values than k
+  x[2] = rng.integers(0, 4, V)                                   # ties everywhere
+  x[3, -1] = 100.0                                               # the best in the ragged last block
+  values, ids = jax.device_get(sampling.top_k(jnp.asarray(x), k, block=block))
+  want_values, want_ids = jax.device_get(jax.lax.top_k(jnp.asarray(x), k))
+  np.testing.assert_array_equal(values, want_values)
+  assert ((ids >= 0) & (ids < V)).all()
+  np.testing.assert_array_equal(np.take_along_axis(x, ids, 1), values)  # ids point at the values
+  for r in (0, 3):  # no ties: the same ids too
+    np.testing.assert_array_equal(ids[r], want_ids[r])
+  assert len(set(ids[2].tolist())) == k                         # tied values, distinct ids
+
+
 def test_inverse_cdf_edges_and_greedy_ties():
   probs = np.zeros((3, 300), np.float32)
   probs[:, 5], probs[:, 130], probs[:, 131] = 0.5, 0.25, 0.25  # blocked path (C > 256)
