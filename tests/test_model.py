@@ -125,6 +125,21 @@ def test_bf16_compute_stays_close_to_float32():
   assert np.abs(bf16 - f32).max() < 0.05 * np.abs(f32).max() + 0.05
 
 
+@pytest.mark.parametrize("T", [1, 5])
+def test_output_projection_forms_agree(T):
+  # The CPU form (per kv head) and the form used elsewhere (plain): the same product.
+  from meta_rewarding.model.llama import output_projection
+  rng = np.random.default_rng(T)
+  out = jnp.asarray(rng.standard_normal((2, 4, 3, T, 8)), jnp.float32)   # B, K, G, T, H
+  wo = jnp.asarray(rng.standard_normal((12, 8, 16)), jnp.float32)        # N = K·G, H, D
+  want = np.einsum("bkgth,kghd->btd", np.asarray(out, np.float64),
+                   np.asarray(wo, np.float64).reshape(4, 3, 8, 16))
+  for per_kv_head in (True, False):
+    got = np.asarray(output_projection(out, wo, per_kv_head=per_kv_head))
+    assert got.shape == (2, T, 16)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_causal_mask_blocks_padding_and_future():
   mask = np.asarray(causal_mask(jnp.array([[False, True, True]])))
   np.testing.assert_array_equal(mask[0], [[0, 0, 0], [0, 1, 0], [0, 1, 1]])
