@@ -286,7 +286,9 @@ tokens/s = generated tokens / wall time of the whole call (prefill included), be
 rounds, the two frameworks alternating within each round
 - measured: matmul {flops / 1e9:.1f} GFLOP/s, memory read bandwidth {bandwidth / 1e9:.1f} GB/s; roofline per \
 step = max(2 x {matmul_params / 1e6:.1f}M x batch FLOPs at that rate, {weight_bytes / 1e6:.0f} MB of weights at \
-that bandwidth), plus the prefill's FLOPs; weights read = {weight_bytes / 1e6:.0f} MB x new tokens / wall time of the call, and its share of the measured bandwidth (the prefill is inside that time, so it is a lower bound)
+that bandwidth), plus the prefill's FLOPs; weights read = {weight_bytes / 1e6:.0f} MB x new tokens / wall \
+time of the call, and its share of the measured bandwidth (the prefill is inside that time, so it \
+is a lower bound)
 
 {table}
 """

@@ -16,12 +16,14 @@ prompts are left-padded.
 Pieces:
   * `Greedy`, `Sampling`: the strategies (frozen dataclasses, hence jit-static). `Sampling` restricts
     to the top-k candidates (k = `top_k`, or `nucleus_candidates` = 64 when only `top_p` < 1) with
-    `top_k` (`lax.top_k` over the k blocks with the highest maxima) before nucleus filtering, instead of sorting the whole vocabulary (a 16 x 32000 sort
-    costs about as much as the model's forward on CPU), and draws with inverse-CDF sampling: one
-    uniform number per row per step, so the PRNG costs O(rows), not O(rows x vocab) as Gumbel-max or
-    `jax.random.categorical` do. The uniforms come from threefry keys derived per row from
-    (seed, prompt index, sample index) and folded with the step: results do not depend on which
-    other prompts share the batch (up to float round-off of different padding).
+    `top_k` (`lax.top_k` over the k blocks with the highest maxima) before nucleus filtering,
+    instead of sorting the whole vocabulary (a 16 x 32000 sort costs about as much as the model's
+    forward on CPU, and XLA:GPU sorts whole rows for `lax.top_k` with k > 16), and draws with
+    inverse-CDF sampling: one uniform number per row per step, so the PRNG costs O(rows), not
+    O(rows x vocab) as Gumbel-max or `jax.random.categorical` do. The uniforms come from threefry
+    keys derived per row from (seed, prompt index, sample index) and folded with the step: results
+    do not depend on which other prompts share the batch (up to float round-off of different
+    padding).
   * `generate_tokens`: the jitted core on token ids (`PromptBatch` in, `SampleOutput` out).
   * `Sampler`: the driver the pipeline calls: strings / messages / ids in, `Completion`s out;
     tokenization with the chat template, length sorting, prompt-length and batch buckets (a run
