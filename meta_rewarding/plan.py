@@ -345,7 +345,7 @@ def make_optimizer(tcfg):
 
 def _param_and_optimizer_bytes(mc, tcfg, mesh, rules) -> tuple[int, int]:
   import jax
-  from meta_rewarding import sharding, train
+  from meta_rewarding import sharding
   from meta_rewarding.model import llama
   import optax
   abstract = sharding.abstract_params(mc)

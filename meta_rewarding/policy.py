@@ -8,7 +8,6 @@ evaluated by AlpacaEval or reloaded by `transformers`.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 from typing import Mapping, Sequence

@@ -14,7 +14,6 @@ steps; every step's metrics are in DIR/checkpoints/metrics.jsonl.
 
 from __future__ import annotations
 
-import json
 import logging as pylogging
 import os
 import sys

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from meta_rewarding.testbed import oracle, tasks
+from meta_rewarding.testbed import oracle
 from meta_rewarding.testbed.oracle import (actor_accuracy, better_judgment, extract_answer,
                                            is_correct, judge_accuracy, judgment_error,
                                            meta_judge_accuracy, oracle_score)

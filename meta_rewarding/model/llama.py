@@ -32,7 +32,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from meta_rewarding.model.config import LlamaConfig, rope_inverse_frequencies
 

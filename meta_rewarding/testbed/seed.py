@@ -62,11 +62,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import random
 import shutil
-import sys
 import tempfile
 import time
 from typing import Iterable, Sequence
@@ -74,7 +72,7 @@ from typing import Iterable, Sequence
 from meta_rewarding import prompts
 from meta_rewarding.testbed import oracle, templates
 from meta_rewarding.testbed.tasks import (FAMILIES, Task, capacity, generate_tasks,
-                                          reference_response, task_from_instruction)
+                                          reference_response)
 
 # ----------------------------------------------------------------------------------------------
 # Noise (the documented rates; tests check the generator realises them).
