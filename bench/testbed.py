@@ -1,29 +1,34 @@
-"""Meta-Rewarding vs Self-Rewarding on the synthetic testbed, with ground truth.
+"""Meta-Rewarding vs Self-Rewarding on the synthetic testbed: paired seeds, held-out ground truth.
 
-  python bench/testbed.py                        # 3 arms x 3 seeds x 3 iterations (CPU: ~35 min)
+  python bench/testbed.py                          # 3 arms x 10 seeds x 3 iterations
   python bench/testbed.py --seeds=0,1 --arms=meta_rewarding,self_rewarding --eval_tasks=40
+  python bench/testbed.py --report_only            # rebuild the report from what is on disk
 
-Every run is the default config's `bench` variant (configs/local_cpu.py: the shipped seed model,
-3 iterations of 24 prompts x 4 responses x 4 judgments; the Meta-Rewarding arms train on actor
-and judge pairs in every iteration) with one of these arms:
+Every run is configs/local_cpu.py with one arm's variant plus `seed=<k>`:
 
-  meta_rewarding          actor pairs (length control rho 0 / 0.32 / 0.32) + judge pairs
-  self_rewarding          actor pairs only (the same length control)
-  self_rewarding_no_lc    actor pairs only, rho = 0 (plain best-vs-worst)
-  meta_rewarding_no_lc    (not in the default set) actor + judge pairs, rho = 0
+  meta_rewarding        `bench`                    the paper's schedule: actor + judge pairs in
+                                                   iterations 1-2, actor pairs only in 3
+  self_rewarding        `bench,self_rewarding`     no meta-judge: actor pairs only
+  meta_rewarding_every  `bench,judge_pairs_every`  actor + judge pairs in every iteration
 
-Two kinds of numbers, both mean +- std over seeds (sample std):
-  * the pipeline's own per-iteration metrics (metrics.jsonl): oracle/actor_accuracy,
-    oracle/judge_accuracy, oracle/meta_judge_accuracy -- measured on what iteration t generated,
-    i.e. on the model ENTERING iteration t -- and the pair counts;
-  * a held-out evaluation of every iteration's model M_0 (the seed) ... M_3 (after 3 iterations)
-    with `testbed.seed.measure` on fixed tasks (seed.eval_task_list, never in the seed's SFT
-    data): actor accuracy (4 samples per task, the pipeline's sampling), judge accuracy on the
-    model's own responses and on a fixed response set, meta-judge accuracy on fixed judgment pairs.
+Seed k gives every arm the same prompts and the same starting model, so arms are compared by PAIRED
+differences over seeds (arm X minus arm Y on the same seed), which removes the seed-to-seed spread
+that an unpaired comparison has to beat.
 
-Runs happen in this process one after the other (compiled programs are reused); each run's
-directory is a normal pipeline workdir, so an interrupted bench resumes where it stopped (the
-evaluations are cached next to the runs). Prints the tables and writes bench/results/testbed.md.
+The numbers come from the pipeline itself: each run's metrics.jsonl holds a record with
+"iteration": 0 (held-out evaluation of the seed model M_0) and one per iteration t whose heldout/*
+keys measure the model that iteration trained (M_t), next to the pipeline's own metrics of what
+iteration t generated (with M_{t-1}). The report gives, per arm, mean +- 95% CI half-width over
+seeds of M_0 ... M_T, then the paired comparisons: mean difference, a paired-t 95% CI (which decides
+the verdict) and a paired bootstrap percentile CI as a cross-check.
+
+Runs happen in this process one after the other (compiled programs are reused), seeds outermost so
+that an interrupted bench still compares every arm on the seeds it finished; each run's directory
+is a normal pipeline workdir (<workdir>/<arm>/seed<k>), so a rerun resumes where it stopped. The
+report (bench/results/testbed.md) and <workdir>/records.json are rewritten after every run.
+
+The statistics are plain module-level functions (tested by tests/test_bench_stats.py); importing
+this file defines no flags and imports no jax.
 """
 
 from __future__ import annotations
@@ -31,38 +36,458 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
+import re
+import shlex
 import sys
 import time
-
-from absl import app, flags, logging
+from typing import Any, Mapping, Sequence
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
 
-FLAGS = flags.FLAGS
 ARMS = {
     "meta_rewarding": "bench",
     "self_rewarding": "bench,self_rewarding",
-    "self_rewarding_no_lc": "bench,self_rewarding,no_length_control",
-    "meta_rewarding_no_lc": "bench,no_length_control",
+    "meta_rewarding_every": "bench,judge_pairs_every",
 }
-flags.DEFINE_list("arms", ["meta_rewarding", "self_rewarding", "self_rewarding_no_lc"],
-                  f"Arms to run, from {list(ARMS)}.")
-flags.DEFINE_list("seeds", ["0", "1", "2"], "Run seeds (config seed=<k>).")
-flags.DEFINE_string("workdir", "/tmp/mr_bench", "Where the runs go (resumed if present).")
-flags.DEFINE_integer("eval_tasks", 40, "Held-out tasks for the per-model evaluation.")
-flags.DEFINE_integer("eval_samples", 4, "Actor samples per held-out task.")
-flags.DEFINE_string("output", os.path.join(REPO, "bench", "results", "testbed.md"), "")
+DEFAULT_SEEDS = tuple(range(10))
 
-PIPELINE_KEYS = ("oracle/actor_accuracy", "oracle/judge_accuracy", "oracle/meta_judge_accuracy",
-                 "pairs/actor", "pairs/judge", "judge/parse_failure_rate",
-                 "oracle/actor_pair_chosen_correct", "oracle/actor_pair_rejected_correct",
-                 "dpo/rewards/accuracies", "wall_seconds")
-EVAL_KEYS = ("actor_accuracy", "actor_accuracy_greedy", "judge_accuracy", "judge_accuracy_fixed",
-             "judge_parse_rate", "meta_accuracy", "meta_parse_rate", "meta_first_position_rate")
+# Held-out metrics of M_t (metrics.jsonl key "heldout/<key>"). Kind: "pct" = a rate shown in %,
+# "score" = a judge score (0-5), "count" = a plain number.
+HELDOUT = (
+    ("actor_accuracy", "actor acc", "pct"),
+    ("actor_accuracy_greedy", "actor acc (greedy)", "pct"),
+    ("judge_balanced_accuracy", "judge balanced acc", "pct"),
+    ("judge_accuracy", "judge acc", "pct"),
+    ("judge_score_mean", "judge score mean", "score"),
+    ("judge_parse_rate", "judge parse rate", "pct"),
+    ("meta_accuracy", "meta acc", "pct"),
+    ("meta_picks_higher_rate", "meta picks higher", "pct"),
+    ("meta_first_position_rate", "meta first position", "pct"),
+)
+# The pipeline's own per-iteration metrics (measured on what iteration t generated, with M_{t-1}).
+PIPELINE = (
+    ("oracle/actor_accuracy", "pct"),
+    ("oracle/judge_accuracy", "pct"),
+    ("oracle/meta_judge_accuracy", "pct"),
+    ("pairs/actor", "count"),
+    ("pairs/judge", "count"),
+    ("pairs/judge_identical_dropped", "count"),
+    ("judge/score_mean", "score"),
+    ("meta/picks_higher_score_rate", "pct"),
+    ("dpo/rewards/accuracies", "pct"),
+    ("wall_seconds", "count"),
+)
+KINDS = {f"heldout/{k}": kind for k, _, kind in HELDOUT} | dict(PIPELINE)
+LABELS = {k: label for k, label, _ in HELDOUT}
 
+# (tag, held-out metric, arm X, arm Y). Y None: X's own seed model M_0 on the same seed.
+# (a) and (b) are the questions of issue 13; the rest say where the answer comes from.
+COMPARISONS = (
+    ("(a)", "actor_accuracy", "self_rewarding", None),
+    ("(b)", "judge_balanced_accuracy", "meta_rewarding", "self_rewarding"),
+    ("", "judge_balanced_accuracy", "meta_rewarding_every", "self_rewarding"),
+    ("", "judge_balanced_accuracy", "meta_rewarding", "meta_rewarding_every"),
+    ("", "actor_accuracy", "meta_rewarding", "self_rewarding"),
+    ("", "actor_accuracy", "meta_rewarding_every", "self_rewarding"),
+) + tuple(("", metric, arm, None) for arm in ARMS
+          for metric in ("actor_accuracy", "judge_balanced_accuracy")
+          if (metric, arm) != ("actor_accuracy", "self_rewarding"))  # that one is (a)
+
+NO_DECISION = "no decision (CI spans 0)"
+BOOTSTRAP_RESAMPLES = 10000
+BOOTSTRAP_SEED = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics (pure Python + numpy; no scipy, so the bench needs nothing the project does not).
+
+def _betacf(a: float, b: float, x: float) -> float:
+  """Continued fraction of the incomplete beta (modified Lentz; Numerical Recipes 6.4)."""
+  tiny, eps = 1e-300, 1e-15
+  qab, qap, qam = a + b, a + 1.0, a - 1.0
+  c = 1.0
+  d = 1.0 - qab * x / qap
+  d = 1.0 / (d if abs(d) > tiny else tiny)
+  h = d
+  # Converges in O(sqrt(max(a, b))) terms; the cap covers df up to ~1e8.
+  for m in range(1, 100000):
+    m2 = 2 * m
+    aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+    d = 1.0 + aa * d
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    c = 1.0 + aa / c
+    c = c if abs(c) > tiny else tiny
+    h *= d * c
+    aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+    d = 1.0 + aa * d
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    c = 1.0 + aa / c
+    c = c if abs(c) > tiny else tiny
+    delta = d * c
+    h *= delta
+    if abs(delta - 1.0) < eps:
+      return h
+  raise ArithmeticError(f"incomplete beta did not converge (a={a}, b={b}, x={x})")
+
+
+def betainc(a: float, b: float, x: float) -> float:
+  """Regularized incomplete beta I_x(a, b)."""
+  if x <= 0.0:
+    return 0.0
+  if x >= 1.0:
+    return 1.0
+  log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x)
+               + b * math.log1p(-x))
+  front = math.exp(log_front)
+  # The continued fraction converges fast only below the mean; use the symmetry above it.
+  if x < (a + 1.0) / (a + b + 2.0):
+    return front * _betacf(a, b, x) / a
+  return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_sf(t: float, df: float) -> float:
+  """P(T > t) for Student's t with df degrees of freedom (df = inf: the normal)."""
+  if math.isinf(df):
+    return 0.5 * math.erfc(t / math.sqrt(2.0))
+  # The tail itself (not 1 - cdf) so that far quantiles keep their precision.
+  tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
+  return tail if t >= 0 else 1.0 - tail
+
+
+def t_quantile(p: float, df: float) -> float:
+  """The p-quantile of Student's t: bisection on the exact tail, to ~1e-12."""
+  if not 0.0 < p < 1.0:
+    raise ValueError(f"p must be in (0, 1), got {p}")
+  if not df > 0:
+    raise ValueError(f"df must be > 0, got {df}")
+  if p == 0.5:
+    return 0.0
+  if p < 0.5:
+    return -t_quantile(1.0 - p, df)
+  q = 1.0 - p
+  lo, hi = 0.0, 1.0
+  while t_sf(hi, df) > q:  # t_sf falls in t: widen until it brackets q
+    lo, hi = hi, 2.0 * hi
+  for _ in range(200):
+    mid = 0.5 * (lo + hi)
+    if t_sf(mid, df) > q:
+      lo = mid
+    else:
+      hi = mid
+    if hi - lo <= 1e-12 * max(1.0, hi):
+      break
+  return 0.5 * (lo + hi)
+
+
+def clean(values) -> list[float]:
+  """The finite numbers among `values` (missing metrics are None or NaN, not zero)."""
+  out = []
+  for v in values:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+      continue
+    if math.isfinite(v):
+      out.append(float(v))
+  return out
+
+
+def mean_halfwidth(values, confidence: float = 0.95) -> tuple[float, float, int]:
+  """(mean, t-interval half-width, n) over the finite values; half-width NaN for n < 2."""
+  xs = clean(values)
+  n = len(xs)
+  if n == 0:
+    return math.nan, math.nan, 0
+  mean = sum(xs) / n
+  if n < 2:
+    return mean, math.nan, n
+  sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+  return mean, t_quantile(0.5 + confidence / 2.0, n - 1) * sd / math.sqrt(n), n
+
+
+def paired_t_ci(diffs, confidence: float = 0.95) -> tuple[float, float, float]:
+  """(mean, lo, hi): the paired-t confidence interval of the mean of per-seed differences.
+
+  Fewer than 2 differences give NaN bounds (no interval, hence no decision).
+  """
+  mean, half, _ = mean_halfwidth(diffs, confidence)
+  return mean, mean - half, mean + half
+
+
+def bootstrap_ci(diffs, confidence: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
+                 seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+  """Percentile bootstrap interval of the mean difference (seeds resampled with replacement).
+
+  A fixed RNG seed makes the report reproducible. NaN bounds for fewer than 2 differences.
+  """
+  import numpy as np
+  xs = np.asarray(clean(diffs), dtype=np.float64)
+  if xs.size < 2:
+    return math.nan, math.nan
+  rng = np.random.default_rng(seed)
+  means = xs[rng.integers(0, xs.size, size=(resamples, xs.size))].mean(axis=1)
+  alpha = (1.0 - confidence) / 2.0
+  lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+  return float(lo), float(hi)
+
+
+def verdict(lo: float, hi: float, x: str = "X", y: str = "Y") -> str:
+  """The call a CI of (X - Y) supports: only an interval that excludes 0 decides."""
+  if lo > 0:  # NaN compares False: no interval, no decision
+    return f"{x} > {y}"
+  if hi < 0:
+    return f"{x} < {y}"
+  return NO_DECISION
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading runs.
+
+def _scalars(record: Mapping[str, Any]) -> dict:
+  # Only scalar metrics: records.json stays small and JSON-safe.
+  return {k: v for k, v in record.items()
+          if v is None or isinstance(v, (bool, int, float, str))}
+
+
+def read_run(workdir: str, returned: Sequence[Mapping[str, Any]] | None = None) -> dict[int, dict]:
+  """Metrics records of one run by iteration: `returned` (run.run's list) overlaid with the
+  workdir's metrics.jsonl, then iter_<t>/metrics.json for iterations neither has.
+
+  Robust to what is not settled or not finished: the iteration-0 record may be only in the file,
+  a line cut short by an interrupted write is skipped, and a later record of an iteration adds to
+  (and overrides) an earlier one.
+  """
+  records: dict[int, dict] = {}
+
+  def add(rec):
+    if not isinstance(rec, Mapping) or "iteration" not in rec:
+      return
+    try:
+      t = int(rec["iteration"])
+    except (TypeError, ValueError):
+      return
+    records[t] = {**records.get(t, {}), **_scalars(rec), "iteration": t}
+
+  for rec in returned or ():
+    add(rec)
+  path = os.path.join(workdir, "metrics.jsonl")
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        line = line.strip()
+        if not line:
+          continue
+        try:
+          add(json.loads(line))
+        except json.JSONDecodeError:
+          continue
+  if os.path.isdir(workdir):
+    for name in os.listdir(workdir):
+      match = re.fullmatch(r"iter_(\d+)", name)
+      per_iter = os.path.join(workdir, name, "metrics.json")
+      if match and int(match.group(1)) not in records and os.path.exists(per_iter):
+        try:
+          with open(per_iter) as f:
+            rec = json.load(f)
+        except (OSError, json.JSONDecodeError):
+          continue
+        if isinstance(rec, dict):
+          add({"iteration": int(match.group(1)), **rec})
+  return records
+
+
+def make_run(arm: str, seed: int, workdir: str, records: Mapping[int, Mapping[str, Any]],
+             **extra) -> dict:
+  return {"arm": arm, "seed": int(seed), "workdir": workdir,
+          "records": [dict(records[t]) for t in sorted(records)], **extra}
+
+
+def run_dir(root: str, arm: str, seed: int) -> str:
+  return os.path.join(root, arm, f"seed{seed}")
+
+
+def collect_runs(root: str, arms: Sequence[str], seeds: Sequence[int]) -> list[dict]:
+  """The runs on disk under `root` (for --report_only), seeds outermost; absent ones skipped."""
+  runs = []
+  for seed in seeds:
+    for arm in arms:
+      workdir = run_dir(root, arm, seed)
+      records = read_run(workdir)
+      if records:
+        extra = {}
+        info = os.path.join(workdir, "bench_run.json")
+        if os.path.exists(info):
+          with open(info) as f:
+            extra = {k: v for k, v in json.load(f).items() if k in ("bench_seconds", "resumed")}
+        runs.append(make_run(arm, seed, workdir, records, **extra))
+  return runs
+
+
+# ---------------------------------------------------------------------------------------------
+# The report.
+
+def _index(runs) -> dict[tuple[str, int], dict[int, dict]]:
+  return {(r["arm"], int(r["seed"])): {int(rec["iteration"]): rec for rec in r["records"]}
+          for r in runs}
+
+
+def _value(index, arm: str, seed: int, t: int, key: str):
+  v = index.get((arm, seed), {}).get(t, {}).get(key)
+  xs = clean([v])
+  return xs[0] if xs else None
+
+
+def _scale(key: str) -> float:
+  return 100.0 if KINDS.get(key) == "pct" else 1.0
+
+
+def _digits(key: str) -> int:
+  return 2 if KINDS.get(key) == "score" else 1
+
+
+def _cell(values, key: str) -> str:
+  mean, half, n = mean_halfwidth(values)
+  if n == 0:
+    return "-"
+  s, d = _scale(key), _digits(key)
+  return f"{s * mean:.{d}f}" if n < 2 else f"{s * mean:.{d}f} ± {s * half:.{d}f}"
+
+
+def _signed(x: float, d: int = 1) -> str:
+  return "n/a" if not math.isfinite(x) else f"{x:+.{d}f}"
+
+
+def _interval(lo: float, hi: float, d: int = 1) -> str:
+  if not (math.isfinite(lo) and math.isfinite(hi)):
+    return "n/a"
+  return f"[{lo:+.{d}f}, {hi:+.{d}f}]"
+
+
+def compare(index, seeds, metric: str, x: str, y: str | None, n_iter: int) -> dict:
+  """One paired comparison at the final model M_T (y None: x's M_T minus its M_0)."""
+  key = f"heldout/{metric}"
+  diffs, used = [], []
+  for seed in seeds:
+    vx = _value(index, x, seed, n_iter, key)
+    vy = _value(index, x, seed, 0, key) if y is None else _value(index, y, seed, n_iter, key)
+    if vx is not None and vy is not None:
+      diffs.append(vx - vy)
+      used.append(seed)
+  mean, lo, hi = paired_t_ci(diffs)
+  blo, bhi = bootstrap_ci(diffs)
+  x_label = f"{x} M_{n_iter}" if y is None else x
+  y_label = "seed M_0" if y is None else y
+  s = _scale(key)
+  return {"metric": metric, "x": x, "y": y, "x_label": x_label, "y_label": y_label,
+          "seeds": used, "diffs": diffs, "n": len(diffs), "mean": s * mean, "t_lo": s * lo,
+          "t_hi": s * hi, "boot_lo": s * blo, "boot_hi": s * bhi,
+          "verdict": verdict(lo, hi, x_label, y_label) if len(diffs) >= 2
+                     else f"no decision ({len(diffs)} seed{'s' if len(diffs) != 1 else ''})"}
+
+
+def _question(tag: str, c: dict, n_iter: int) -> str:
+  if tag == "(a)":
+    q = "Self-Rewarding raises held-out actor accuracy above the seed model's"
+    what = f"self_rewarding M_{n_iter} − M_0 actor accuracy"
+  else:
+    q = "Meta-Rewarding's balanced judge accuracy beats Self-Rewarding's"
+    what = f"meta_rewarding − self_rewarding judge balanced accuracy at M_{n_iter}"
+  if c is None or c["n"] < 2:
+    n = 0 if c is None else c["n"]
+    return (f"**{tag} {q}: not measured** — the paired difference needs at least 2 seeds whose "
+            f"runs finished ({n} here).")
+  if c["t_lo"] > 0:
+    answer = "yes"
+  elif c["t_hi"] < 0:
+    answer = "no — the difference is below 0"
+  else:
+    answer = "not shown — the 95% CI spans 0"
+  return (f"**{tag} {q}: {answer}.** {what} = {_signed(c['mean'])} points, 95% CI "
+          f"{_interval(c['t_lo'], c['t_hi'])} (paired t over {c['n']} seeds; bootstrap "
+          f"{_interval(c['boot_lo'], c['boot_hi'])}).")
+
+
+def build_report(runs: Sequence[Mapping[str, Any]], arms: Sequence[str], *,
+                 n_iter: int | None = None, header_lines: Sequence[str] = ()) -> tuple[str, list]:
+  """Markdown report and the comparison results, from run dicts (make_run's form)."""
+  index = _index(runs)
+  seeds = sorted({int(r["seed"]) for r in runs})
+  if n_iter is None:
+    n_iter = max([t for recs in index.values() for t in recs] + [1])
+  finished = {a: [s for s in seeds if n_iter in index.get((a, s), {})] for a in arms}
+  out = ["# Testbed benchmark: Meta-Rewarding vs Self-Rewarding, paired seeds", ""]
+  out += list(header_lines)
+  out += ["", "Runs finished (all iterations): " + "; ".join(
+      f"{a} {len(finished[a])} (seeds {','.join(map(str, finished[a])) or '-'})" for a in arms)
+      + "."]
+  tasks = sorted({int(v) for recs in index.values() for rec in recs.values()
+                  for v in clean([rec.get("heldout/tasks")])})
+  if tasks:
+    out.append(f"Held-out tasks per evaluation (as recorded): {', '.join(map(str, tasks))}.")
+
+  out += ["", f"## Held-out evaluation of M_0 (the seed) ... M_{n_iter}", "",
+          "Mean ± 95% CI half-width (t, over seeds) in %; judge score mean on the 0-5 scale (its "
+          "rise is score drift). The judge's headline is balanced accuracy (mean of its true-pass "
+          "and true-fail rates: an always-pass judge gets 50). Meta acc: on battles where the "
+          "oracle prefers one judgment; meta picks higher: how often it picks the higher-scored "
+          "judgment.",
+          ""]
+  cols = [k for k, _, _ in HELDOUT]
+  for arm in arms:
+    out += [f"### {arm} (`{ARMS.get(arm, '?')}`)", ""]
+    out.append("| model | n | " + " | ".join(LABELS[c] for c in cols) + " |")
+    out.append("|---|---|" + "---|" * len(cols))
+    for t in range(n_iter + 1):
+      n = sum(1 for s in seeds if _value(index, arm, s, t, "heldout/actor_accuracy") is not None)
+      cells = [_cell([_value(index, arm, s, t, f"heldout/{c}") for s in seeds], f"heldout/{c}")
+               for c in cols]
+      out.append(f"| M_{t} | {n} | " + " | ".join(cells) + " |")
+    out.append("")
+
+  out += ["## The pipeline's per-iteration metrics", "",
+          "Measured on what iteration t generated, i.e. with the model entering it (M_{t-1}); mean "
+          "± 95% CI half-width over seeds, rates in %, pair counts and seconds as numbers.", ""]
+  out.append("| arm | iter | n | " + " | ".join(k for k, _ in PIPELINE) + " |")
+  out.append("|---|---|---|" + "---|" * len(PIPELINE))
+  for arm in arms:
+    for t in range(1, n_iter + 1):
+      n = sum(1 for s in seeds if t in index.get((arm, s), {}))
+      cells = [_cell([_value(index, arm, s, t, k) for s in seeds], k) for k, _ in PIPELINE]
+      out.append(f"| {arm} | {t} | {n} | " + " | ".join(cells) + " |")
+  out.append("")
+
+  out += ["## Paired comparisons at the final model", "",
+          f"Per seed: arm X minus arm Y at M_{n_iter} (or X's M_{n_iter} minus the seed model "
+          "M_0 of the same run), in points. The verdict comes from the paired-t 95% CI: it decides "
+          f"only when the interval excludes 0. Bootstrap: percentile CI, {BOOTSTRAP_RESAMPLES} "
+          f"resamples of the seeds, RNG seed {BOOTSTRAP_SEED} (a cross-check).", "",
+          "| | metric | X − Y | mean diff | 95% CI (t) | 95% CI (bootstrap) | n seeds "
+          "| verdict |",
+          "|---|---|---|---|---|---|---|---|"]
+  results = []
+  for tag, metric, x, y in COMPARISONS:
+    if x not in arms or (y is not None and y not in arms):
+      continue
+    c = compare(index, seeds, metric, x, y, n_iter)
+    c["tag"] = tag
+    results.append(c)
+    out.append(f"| {tag} | {LABELS[metric]} | {c['x_label']} − {c['y_label']} | "
+               f"{_signed(c['mean'])} | {_interval(c['t_lo'], c['t_hi'])} | "
+               f"{_interval(c['boot_lo'], c['boot_hi'])} | {c['n']} | {c['verdict']} |")
+  out += ["", "## Verdict", ""]
+  by_tag = {c["tag"]: c for c in results if c["tag"]}
+  for tag, needs in (("(a)", ("self_rewarding",)), ("(b)", ("meta_rewarding", "self_rewarding"))):
+    if not all(a in arms for a in needs):
+      out.append(f"**{tag}: not measured** — the bench did not run {' and '.join(needs)}.")
+    else:
+      out.append(_question(tag, by_tag.get(tag), n_iter))
+    out.append("")
+  return "\n".join(out), results
+
+
+# ---------------------------------------------------------------------------------------------
+# Running.
 
 def load_config(variant: str):
   import importlib.util
@@ -73,180 +498,211 @@ def load_config(variant: str):
   return module.get_config(variant), module.seed_dir()
 
 
-def evaluate(model_dir: str, cache: str, tasks) -> dict:
-  """seed.measure of the model in `model_dir`, cached in the file `cache`."""
-  if os.path.exists(cache):
-    with open(cache) as f:
-      return json.load(f)
-  from meta_rewarding import checkpoints, sharding
-  from meta_rewarding.testbed import seed as seed_lib
-  from meta_rewarding.tokenizer import load_tokenizer
-  config, params = checkpoints.load_hf(model_dir, dtype="float32")
-  tokenizer = load_tokenizer(model_dir, chat_format=seed_lib.CHAT_FORMAT)
-  mesh = sharding.make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
-  start = time.time()
-  out = seed_lib.measure(config, params, tokenizer, tasks, samples=FLAGS.eval_samples, seed=0,
-                         mesh=mesh)
-  out["eval_seconds"] = round(time.time() - start, 1)
-  os.makedirs(os.path.dirname(cache), exist_ok=True)
-  with open(cache + ".tmp", "w") as f:
-    json.dump(out, f)
-  os.replace(cache + ".tmp", cache)
-  return out
+def arm_config(arm: str, seed: int, eval_tasks: int):
+  config, _ = load_config(f"{ARMS[arm]},seed={seed}")
+  with config.unlocked():  # works whether or not the config author locked it
+    config.evaluate.heldout_tasks = eval_tasks
+  return config
 
 
-def run_one(arm: str, seed: int, tasks) -> dict:
+def _get(d: Mapping, path: str, default=None):
+  for part in path.split("."):
+    if not isinstance(d, Mapping) or part not in d:
+      return default
+    d = d[part]
+  return d
+
+
+def config_summary(config: Mapping[str, Any]) -> dict:
+  """What the report states about a run's config, from its resolved JSON (workdir/config.json)."""
+  return {k: _get(config, path) for k, path in (
+      ("prompts_per_iteration", "pipeline.prompts_per_iteration"),
+      ("K", "actor.num_responses"), ("N", "judge.num_judgments"),
+      ("iterations", "pipeline.num_iterations"), ("train_pairs", "pipeline.train_pairs"),
+      ("meta_judge", "meta_judge.enabled"), ("rho", "pipeline.rho"),
+      ("lr", "train.learning_rate"), ("beta", "train.beta"), ("epochs", "train.num_epochs"),
+      ("heldout_tasks", "evaluate.heldout_tasks"), ("seed_model", "model.checkpoint"))}
+
+
+def _arm_summary(root: str, arm: str, seeds: Sequence[int], eval_tasks: int) -> dict:
+  # The workdir's config.json is what actually ran; the config file is the fallback.
+  for seed in seeds:
+    path = os.path.join(run_dir(root, arm, seed), "config.json")
+    if os.path.exists(path):
+      with open(path) as f:
+        return config_summary(json.load(f))
+  return config_summary(json.loads(arm_config(arm, seeds[0], eval_tasks).to_json()))
+
+
+def _seed_sha(seed_model: str | None) -> str:
+  path = os.path.join(seed_model or os.path.join(REPO, "meta_rewarding", "testbed", "seed"),
+                      "build_info.json")
+  try:
+    with open(path) as f:
+      return str(json.load(f).get("model_sha256", "?"))
+  except (OSError, json.JSONDecodeError):
+    return f"? ({path} unreadable)"
+
+
+def _loadavg(load) -> str:
+  return "/".join(f"{x:.2f}" for x in load)
+
+
+def header_lines(*, command: str, load_start, load_end, summaries: Mapping[str, dict],
+                 runs: Sequence[Mapping[str, Any]], total_seconds: float,
+                 report_only: bool) -> list[str]:
+  import importlib.metadata
+  try:
+    jax_version = importlib.metadata.version("jax")
+  except importlib.metadata.PackageNotFoundError:
+    jax_version = "?"
+  backend = ""
+  if "jax" in sys.modules:  # only a bench that ran has initialised a backend worth naming
+    backend = f" ({sys.modules['jax'].default_backend()})"
+  first = next(iter(summaries.values()))
+  lines = ["    " + command, "",
+           f"- Machine: {os.cpu_count()} CPU cores; load average (1/5/15 min) "
+           f"{_loadavg(load_start)} at start, {_loadavg(load_end)} at end; "
+           f"jax {jax_version}{backend}.",
+           f"- Seed model M_0: sha256 {_seed_sha(first.get('seed_model'))}.",
+           f"- Per run (configs/local_cpu.py, the arm's variant + `seed=<k>`): "
+           f"{first['prompts_per_iteration']} prompts x K={first['K']} responses x N={first['N']} "
+           f"judgments per iteration, {first['iterations']} iterations, rho "
+           f"{tuple(first['rho'] or ())}; DPO lr {first['lr']}, beta {first['beta']}, "
+           f"{first['epochs']} epochs; held-out evaluation on {first['heldout_tasks']} tasks."]
+  for arm, s in summaries.items():
+    schedule = tuple(s["train_pairs"] or ())
+    note = "" if s["meta_judge"] else " (meta-judge off: actor pairs only)"
+    lines.append(f"- {arm} (`{ARMS.get(arm, '?')}`): pairs trained per iteration {schedule}{note}.")
+    differs = [k for k in ("prompts_per_iteration", "K", "N", "iterations", "lr", "beta",
+                           "epochs", "heldout_tasks") if s[k] != first[k]]
+    if differs:
+      lines.append(f"  (differs from the first arm in {', '.join(differs)}: "
+                   + ", ".join(f"{k}={s[k]}" for k in differs) + ")")
+  per_run = [sum(clean(rec.get("wall_seconds") for rec in r["records"]
+                       if rec.get("iteration", 0) >= 1)) for r in runs]
+  per_run = [x for x in per_run if x > 0]
+  resumed = sum(1 for r in runs if r.get("resumed"))
+  if report_only:
+    lines.append(f"- Report rebuilt with --report_only from {len(runs)} runs on disk.")
+  else:
+    lines.append(f"- This invocation: {total_seconds / 60:.1f} min for {len(runs)} runs "
+                 f"({resumed} of them already finished on disk).")
+  if per_run:
+    lines.append(f"- Pipeline time per run (the iterations' wall_seconds, incl. their held-out "
+                 f"evaluation): {min(per_run) / 60:.1f}-{max(per_run) / 60:.1f} min, mean "
+                 f"{sum(per_run) / len(per_run) / 60:.1f} min.")
+  return lines
+
+
+def _json_safe(value):
+  # NaN (a comparison with fewer than 2 seeds) is not JSON: write null.
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  if isinstance(value, Mapping):
+    return {k: _json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_json_safe(v) for v in value]
+  return value
+
+
+def write_json_atomic(path: str, value):
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    json.dump(_json_safe(value), f, allow_nan=False)
+  os.replace(path + ".tmp", path)
+
+
+def run_one(arm: str, seed: int, root: str, eval_tasks: int) -> dict:
   from meta_rewarding import run as run_lib
-  config, seed_dir = load_config(f"{ARMS[arm]},seed={seed}")
-  workdir = os.path.join(FLAGS.workdir, arm, f"seed{seed}")
+  config = arm_config(arm, seed, eval_tasks)
+  workdir = run_dir(root, arm, seed)
+  resumed = config.pipeline.num_iterations in read_run(workdir)
   start = time.time()
-  done = os.path.exists(os.path.join(workdir, f"iter_{config.pipeline.num_iterations}",
-                                     "metrics.json"))
-  metrics = run_lib.run(config, workdir)
-  pipeline_seconds = time.time() - start
-  evals = [evaluate(seed_dir, os.path.join(FLAGS.workdir, "eval_seed_model.json"), tasks)]
-  for t in range(1, config.pipeline.num_iterations + 1):
-    evals.append(evaluate(os.path.join(workdir, f"iter_{t}", "model"),
-                          os.path.join(workdir, f"eval_iter_{t}.json"), tasks))
-  record = {"arm": arm, "seed": seed, "metrics": metrics, "evals": evals,
-            "pipeline_seconds": None if done else round(pipeline_seconds, 1),
-            "total_seconds": None if done else round(time.time() - start, 1)}
-  with open(os.path.join(workdir, "bench_record.json"), "w") as f:
-    json.dump(record, f)
-  return record
+  returned = run_lib.run(config, workdir)
+  seconds = round(time.time() - start, 1)
+  info = {"arm": arm, "seed": seed, "variant": f"{ARMS[arm]},seed={seed}",
+          "eval_tasks": eval_tasks, "bench_seconds": seconds, "resumed": resumed}
+  write_json_atomic(os.path.join(workdir, "bench_run.json"), info)
+  return make_run(arm, seed, workdir, read_run(workdir, returned), bench_seconds=seconds,
+                  resumed=resumed)
 
 
-def mean_std(xs):
-  xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
-  if not xs:
-    return None, None
-  m = sum(xs) / len(xs)
-  s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-  return m, s
-
-
-def fmt(m, s, pct):
-  if m is None:
-    return "-"
-  return f"{100 * m:.1f} ± {100 * s:.1f}" if pct else f"{m:.1f} ± {s:.1f}"
-
-
-def tables(records, arms) -> tuple[str, dict]:
-  """Markdown tables and the summary numbers the verdict needs."""
-  by_arm = {a: [r for r in records if r["arm"] == a] for a in arms}
-  lines = []
-  n_iter = max(len(r["metrics"]) for r in records)
-  lines.append("### Held-out evaluation of each iteration's model (M_0 = the seed)\n")
-  lines.append("Mean ± std over seeds, in %. actor: 4 samples per task at the pipeline's "
-               "sampling; judge (own): judgments of those responses; judge (fixed): a fixed "
-               "45/40/15 right/wrong/malformed response set; meta: fixed oracle-ranked judgment "
-               "pairs, both orders.\n")
-  cols = ("actor_accuracy", "actor_accuracy_greedy", "judge_accuracy", "judge_accuracy_fixed",
-          "judge_parse_rate", "meta_accuracy", "meta_first_position_rate")
-  lines.append("| arm | model | " + " | ".join(cols) + " |")
-  lines.append("|---|---|" + "---|" * len(cols))
-  summary = {}
-  for a in arms:
-    for t in range(n_iter + 1):
-      cells = []
-      for c in cols:
-        m, s = mean_std([r["evals"][t].get(c) for r in by_arm[a] if len(r["evals"]) > t])
-        cells.append(fmt(m, s, True))
-        summary[(a, t, c)] = (m, s)
-      lines.append(f"| {a} | M_{t} | " + " | ".join(cells) + " |")
-  lines.append("")
-  lines.append("### The pipeline's per-iteration metrics (iteration t generates with M_{t-1})\n")
-  lines.append("Mean ± std over seeds; accuracies in %, pair counts and seconds as numbers.\n")
-  pcols = PIPELINE_KEYS
-  lines.append("| arm | iter | " + " | ".join(pcols) + " |")
-  lines.append("|---|---|" + "---|" * len(pcols))
-  for a in arms:
-    for t in range(1, n_iter + 1):
-      cells = []
-      for c in pcols:
-        m, s = mean_std([r["metrics"][t - 1].get(c) for r in by_arm[a] if len(r["metrics"]) >= t])
-        pct = c.startswith(("oracle/", "judge/", "dpo/rewards"))
-        cells.append(fmt(m, s, pct))
-        summary[(a, f"iter{t}", c)] = (m, s)
-      lines.append(f"| {a} | {t} | " + " | ".join(cells) + " |")
-  return "\n".join(lines), summary
-
-
-def verdict(summary, arms, n_iter) -> str:
-  if "meta_rewarding" not in arms:
-    return ""
-  out = [f"### Meta-Rewarding vs Self-Rewarding after {n_iter} iterations (held-out, M_{n_iter})\n"]
-  for base in [a for a in arms if a.startswith("self_rewarding")]:
-    for c, name in (("actor_accuracy", "actor accuracy"),
-                    ("judge_accuracy_fixed", "judge accuracy (fixed set)"),
-                    ("judge_accuracy", "judge accuracy (own responses)"),
-                    ("meta_accuracy", "meta-judge accuracy")):
-      m1, s1 = summary[("meta_rewarding", n_iter, c)]
-      m2, s2 = summary[(base, n_iter, c)]
-      g1, _ = summary[("meta_rewarding", 0, c)]
-      if m1 is None or m2 is None:
-        continue
-      spread = max(s1, s2)
-      diff = m1 - m2
-      call = ("beats" if diff > 0 else "trails") if abs(diff) > spread else "ties (within the spread)"
-      out.append(f"- {name}: meta_rewarding {100 * m1:.1f} vs {base} {100 * m2:.1f} "
-                 f"(seed {100 * g1:.1f}): difference {100 * diff:+.1f} points, seed-to-seed std "
-                 f"{100 * s1:.1f} / {100 * s2:.1f} -> Meta-Rewarding {call}.")
-  return "\n".join(out)
+def _define_flags():
+  # Defined only when run as a script: tests import this module next to others that define
+  # --workdir, and absl refuses a flag defined twice.
+  from absl import flags
+  flags.DEFINE_list("arms", list(ARMS), f"Arms to run, from {list(ARMS)}.")
+  flags.DEFINE_list("seeds", [str(s) for s in DEFAULT_SEEDS],
+                    "Paired run seeds (config seed=<k>): the same seed gives every arm the same "
+                    "prompts and starting model.")
+  flags.DEFINE_string("workdir", "/tmp/mr_bench", "Where the runs go (<workdir>/<arm>/seed<k>; "
+                      "resumed if present).")
+  flags.DEFINE_integer("eval_tasks", 200, "Held-out tasks per evaluation "
+                       "(config.evaluate.heldout_tasks).")
+  flags.DEFINE_string("output", os.path.join(REPO, "bench", "results", "testbed.md"),
+                      "Where the markdown report goes.")
+  flags.DEFINE_bool("report_only", False, "Rebuild the report from the runs already under "
+                    "--workdir; run nothing.")
 
 
 def main(argv):
-  del argv
+  from absl import app, flags, logging
+  FLAGS = flags.FLAGS
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
-  import jax
-  from meta_rewarding.testbed import seed as seed_lib
   arms = list(FLAGS.arms)
   for a in arms:
     if a not in ARMS:
       raise app.UsageError(f"unknown arm {a!r}; expected one of {list(ARMS)}")
   seeds = [int(s) for s in FLAGS.seeds]
-  tasks = seed_lib.eval_task_list(FLAGS.eval_tasks)
-  os.makedirs(FLAGS.workdir, exist_ok=True)
+  if not seeds:
+    raise app.UsageError("--seeds is empty")
+  command = "python bench/testbed.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+  load_start = os.getloadavg()
   start = time.time()
-  records = []
-  for seed in seeds:          # seeds outermost: a partial bench still compares the arms
+
+  def write(runs, final):
+    summaries = {a: _arm_summary(FLAGS.workdir, a, seeds, FLAGS.eval_tasks) for a in arms}
+    n_iter = next(iter(summaries.values()))["iterations"]
+    header = header_lines(command=command.strip(), load_start=load_start,
+                          load_end=os.getloadavg(), summaries=summaries, runs=runs,
+                          total_seconds=time.time() - start, report_only=FLAGS.report_only)
+    text, results = build_report(runs, arms, n_iter=n_iter, header_lines=header)
+    if not final:
+      text = text.replace("\n", "\n\n(Partial: the bench is still running.)\n", 1)
+    os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
+    with open(FLAGS.output, "w") as f:
+      f.write(text)
+    write_json_atomic(os.path.join(FLAGS.workdir, "records.json"),
+                      {"command": command.strip(), "arms": arms, "seeds": seeds,
+                       "configs": summaries, "runs": list(runs),
+                       "comparisons": results})
+    return text
+
+  if FLAGS.report_only:
+    runs = collect_runs(FLAGS.workdir, arms, seeds)
+    if not runs:
+      raise app.UsageError(f"no runs of {arms} x seeds {seeds} under {FLAGS.workdir}")
+    print(write(runs, final=True))
+    return
+  os.makedirs(FLAGS.workdir, exist_ok=True)
+  runs = []
+  for seed in seeds:  # seeds outermost: a partial bench still compares the arms
     for arm in arms:
       t0 = time.time()
-      records.append(run_one(arm, seed, tasks))
+      runs.append(run_one(arm, seed, FLAGS.workdir, FLAGS.eval_tasks))
+      final = {rec["iteration"]: rec for rec in runs[-1]["records"]}
+      last = final[max(final)] if final else {}
       print(f"[{time.time() - start:.0f} s] {arm} seed {seed}: {time.time() - t0:.0f} s; "
-            f"final actor {records[-1]['evals'][-1]['actor_accuracy']}, judge(fixed) "
-            f"{records[-1]['evals'][-1]['judge_accuracy_fixed']}", flush=True)
-  total = time.time() - start
-  body, summary = tables(records, arms)
-  config, seed_dir = load_config("bench")
-  n_iter = config.pipeline.num_iterations
-  with open(os.path.join(seed_dir, "build_info.json")) as f:
-    seed_sha = json.load(f).get("model_sha256", "?")[:12]
-  run_times = [r["total_seconds"] for r in records if r["total_seconds"]]
-  pool = {t.instruction for t in seed_lib.eval_task_list(FLAGS.eval_tasks)}
-  from meta_rewarding.testbed.tasks import generate_tasks
-  overlap = max(len(pool & {t.instruction for t in generate_tasks(s, 2000)}) for s in seeds)
-  header = f"""# Testbed benchmark: Meta-Rewarding vs Self-Rewarding
-
-    python bench/testbed.py --arms={','.join(arms)} --seeds={','.join(map(str, seeds))} --eval_tasks={FLAGS.eval_tasks}
-
-Machine: {platform.node()}, {os.cpu_count()} CPU cores (shared with other jobs while measured),
-jax {jax.__version__} ({jax.default_backend()}). Seed model sha256 {seed_sha}.
-Per run: configs/local_cpu.py:bench -- {config.pipeline.prompts_per_iteration} prompts x
-{config.actor.num_responses} responses x {config.judge.num_judgments} judgments per iteration,
-{n_iter} iterations, pairs trained on {tuple(config.pipeline.train_pairs)}, DPO lr
-{config.train.learning_rate}, beta {config.train.beta}, {config.train.num_epochs} epochs.
-{len(records)} runs in {total / 60:.1f} min ({'per run ' + f'{min(run_times) / 60:.1f}-{max(run_times) / 60:.1f} min incl. evaluation' if run_times else 'resumed from disk'}).
-Held-out evaluation: {FLAGS.eval_tasks} tasks (at most {overlap} of them also in a run's prompt pool).
-"""
-  text = header + "\n" + body + "\n\n" + verdict(summary, arms, n_iter) + "\n"
-  os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)
-  with open(FLAGS.output, "w") as f:
-    f.write(text)
-  with open(os.path.join(FLAGS.workdir, "records.json"), "w") as f:
-    json.dump(records, f)
-  print(text)
+            f"M_{last.get('iteration')} held-out actor {last.get('heldout/actor_accuracy')}, "
+            f"judge balanced {last.get('heldout/judge_balanced_accuracy')}", flush=True)
+      write(runs, final=False)  # a current report at every point of a long bench
+  print(write(runs, final=True))
 
 
 if __name__ == "__main__":
+  from absl import app
+  _define_flags()
   app.run(main)
