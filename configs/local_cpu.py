@@ -6,22 +6,29 @@ Starts from the shipped seed model (meta_rewarding/testbed/seed/: a 0.9M-paramet
 SFT to act, judge and meta-judge on the testbed, imperfectly; rebuild it with
 `python -m meta_rewarding.testbed.seed --out=meta_rewarding/testbed/seed`) and runs 3 iterations
 of 32 testbed prompts x 4 responses x 4 judgments with the compact testbed templates
-(meta_rewarding/testbed/templates.py), training on actor and judge pairs in every iteration.
-Measured on a 2-core CPU: about 2 minutes for the 3 iterations (bench/results/testbed.md).
+(meta_rewarding/testbed/templates.py) on the paper's pair schedule: actor and judge pairs in
+iterations 1-2, actor pairs only in iteration 3 (Meta-Rewarding trains iterations 1-2 on both
+and 3-4 on actor pairs; with 3 iterations the third is the first actor-only one). Before the first
+iteration and after each one the model is evaluated on 200 held-out testbed tasks (the `eval`
+split: never in the seed's SFT data or the prompt pool).
+Measured on a 2-core CPU: see README.md for the time (at most 5 minutes).
 
 Variants (`--config=configs/local_cpu.py:<arg>`; several may be joined with commas, e.g.
 `:bench,self_rewarding,seed=2`):
-  (none)             3 iterations on actor + judge pairs, rho 0 / 0.32 / 0.32.
+  (none)             3 iterations, judge pairs in 1-2 (the paper's schedule), rho 0 / 0.32 / 0.32.
   smoke              1 iteration, 4 prompts, K=2, N=2: the whole loop in about a minute.
   self_rewarding     the Self-Rewarding baseline (no meta-judge, actor pairs only).
+  judge_pairs_every  judge pairs in every iteration (not the paper's schedule).
   no_length_control  rho = 0 in every iteration (plain best-vs-worst actor pairs).
-  bench              the per-run size of bench/testbed.py (3 iterations, 24 prompts).
+  bench              the per-run size of bench/testbed.py (3 iterations, 32 prompts).
   seed=1             another run seed (prompt sampling, generation, DPO data order).
 
 What it prints: a progress bar per stage and, after each iteration, a table of the DESIGN.md 4.3
-metrics plus the testbed oracle metrics (oracle/actor_accuracy, oracle/judge_accuracy,
-oracle/meta_judge_accuracy: measured on what iteration t generated, i.e. on the model entering
-iteration t); metrics.jsonl, TensorBoard events and plots/*.png in the workdir.
+metrics plus two kinds of oracle metrics: `heldout/*` (column t = the model M_t that iteration t
+trained, column 0 = the seed M_0: actor accuracy, the judge's balanced accuracy on the model's own
+answers, its mean score, meta-judge accuracy) and `oracle/*` (measured on what iteration t
+generated, i.e. on the model entering iteration t); metrics.jsonl, TensorBoard events and
+plots/*.png (plots/heldout.png: M_0 ... M_T) in the workdir.
 """
 
 import os
@@ -30,8 +37,8 @@ import ml_collections
 
 from meta_rewarding import defaults
 
-VARIANTS = ("", "smoke", "self_rewarding", "no_length_control", "bench",
-            "bench,self_rewarding,no_length_control", "seed=1")
+VARIANTS = ("", "smoke", "self_rewarding", "judge_pairs_every", "no_length_control", "bench",
+            "bench,self_rewarding,no_length_control", "bench,judge_pairs_every", "seed=1")
 
 
 def seed_dir() -> str:
@@ -70,13 +77,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.pipeline.num_iterations = 3
   c.pipeline.prompts_per_iteration = 32
   c.pipeline.rho = (0.0, 0.32, 0.32)
-  # Judge pairs in every iteration (the paper's 4-iteration schedule trains the last one on actor
-  # pairs only): at this scale each iteration's judge is the part most worth improving.
-  c.pipeline.train_pairs = ("both", "both", "both")
+  c.pipeline.train_pairs = ("both", "both", "actor")   # the paper's schedule, cut at 3
   c.pipeline.chunk_size = 16
 
   c.train = _train_config()
   c.evaluate.oracle = "testbed"
+  c.evaluate.heldout_tasks = 200
 
   for part in (arg or "").split(","):
     part = part.strip()
@@ -90,18 +96,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       c.sampling.batch_size = 8
       c.train.batch_size = 4
       c.train.num_epochs = 1
+      c.evaluate.heldout_tasks = 12
     elif part == "self_rewarding":
       c.meta_judge.enabled = False
+    elif part == "judge_pairs_every":
+      c.pipeline.train_pairs = ("both",) * len(c.pipeline.train_pairs)
     elif part == "no_length_control":
       c.pipeline.rho = tuple(0.0 for _ in c.pipeline.rho)
     elif part == "bench":
       c.pipeline.num_iterations = 3
-      c.pipeline.prompts_per_iteration = 24
+      c.pipeline.prompts_per_iteration = 32
     elif part.startswith("seed="):
       c.seed = int(part.split("=", 1)[1])
     else:
       raise ValueError(f"unknown local_cpu variant {part!r}; expected smoke, self_rewarding, "
-                       "no_length_control, bench or seed=<k> (comma-separated)")
+                       "judge_pairs_every, no_length_control, bench or seed=<k> "
+                       "(comma-separated)")
   return c
 
 

@@ -70,4 +70,5 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   c.evaluate = ml_collections.ConfigDict()
   c.evaluate.oracle = ""            # "testbed": add oracle metrics (the synthetic testbed)
+  c.evaluate.heldout_tasks = 0      # testbed: evaluate M_0 ... M_T on this many held-out tasks
   return c

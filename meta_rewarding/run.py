@@ -26,7 +26,9 @@ def load_pool(config) -> list[str]:
                                  "'hf:<dataset>[:<split>]' or 'testbed:<n>'")
   if source.startswith("testbed:"):
     from meta_rewarding.testbed.tasks import generate_tasks
-    return [t.instruction for t in generate_tasks(config.seed, int(source.split(":", 1)[1]))]
+    # The pool split only: never a task the seed was taught on or one the evaluation holds out.
+    return [t.instruction for t in generate_tasks(config.seed, int(source.split(":", 1)[1]),
+                                                  split="pool")]
   if source.startswith("hf:"):
     name, _, split = source[3:].partition(":")
     return data.load_prompts(name, field=config.data.field, split=split or "train")

@@ -24,18 +24,18 @@ SEED_DIR = os.path.join(os.path.dirname(seed.__file__), "seed")
 def test_compact_templates_validate_and_render():
   prompts.validate_judge_template(templates.JUDGE_TEMPLATE)
   prompts.validate_meta_judge_template(templates.META_JUDGE_TEMPLATE)
-  judge = prompts.render_judge_prompt(templates.JUDGE_TEMPLATE, "What is 2 + 2?",
-                                      "The answer is 4.")
-  assert judge.startswith("What is 2 + 2?\nResponse: The answer is 4.\n")
+  q = "Write a number from 30 to 59 whose digits add up to 9."
+  judge = prompts.render_judge_prompt(templates.JUDGE_TEMPLATE, q, "The answer is 45.")
+  assert judge.startswith(q + "\nResponse: The answer is 45.\n")
   assert "Score: <points>" in judge and "{" not in judge
-  meta = prompts.render_meta_judge_prompt(templates.META_JUDGE_TEMPLATE, "What is 2 + 2?",
-                                          "The answer is 4.", "Expected 4. Score: 5",
-                                          "Expected 5. Score: 1")
-  assert "\nJudgment A: Expected 4. Score: 5\nJudgment B: Expected 5. Score: 1\n" in meta
+  meta = prompts.render_meta_judge_prompt(templates.META_JUDGE_TEMPLATE, q,
+                                          "The answer is 45.", "Check: x. Score: 5",
+                                          "Check: y. Score: 1")
+  assert "\nJudgment A: Check: x. Score: 5\nJudgment B: Check: y. Score: 1\n" in meta
   # The shared prefix (prefilled once per prompt) ends right before the judgments.
   prefix, suffix = prompts.render_meta_judge_prompt_parts(
-      templates.META_JUDGE_TEMPLATE, "What is 2 + 2?", "The answer is 4.", "x", "y")
-  assert prefix == "What is 2 + 2?\nResponse: The answer is 4.\n"
+      templates.META_JUDGE_TEMPLATE, q, "The answer is 45.", "x", "y")
+  assert prefix == q + "\nResponse: The answer is 45.\n"
   assert suffix.startswith("Judgment A: x")
   # The format examples in the templates are not themselves verdicts a parser would pick up
   # from the model's output (the pipeline parses only the completion), but they must name the
@@ -56,10 +56,14 @@ def test_demonstrations_are_deterministic_per_seed():
   assert seed.tokenizer_corpus(0, n=20) == seed.tokenizer_corpus(0, n=20)
 
 
-def test_demonstrations_skip_excluded_tasks():
-  held_out = {t.instruction for t in seed.eval_task_list(50)}
+def test_demonstrations_come_from_the_sft_split_and_skip_excluded_tasks():
+  from meta_rewarding.testbed.tasks import split_of
+  some = {d.instruction for d in seed.demonstrations(0, "actor", 300)}
+  excluded = set(list(some)[:50])
   for kind in ("actor", "judge", "meta"):
-    assert not held_out & {d.instruction for d in seed.demonstrations(0, kind, 300, held_out)}
+    demos = seed.demonstrations(0, kind, 300, excluded)
+    assert not excluded & {d.instruction for d in demos}
+    assert all(split_of(d.instruction) == "sft" for d in demos)
 
 
 def test_mistakes_and_malformed_responses_are_what_they_claim():
@@ -75,9 +79,13 @@ def test_mistakes_and_malformed_responses_are_what_they_claim():
 
 
 def test_demonstration_texts_parse_to_their_labels():
+  from meta_rewarding.testbed import judging
   for d in seed.demonstrations(1, "judge", 200):
     assert prompts.parse_score(d.response) == d.info["score"]
-    assert task_from_instruction(d.instruction) is not None
+    task = task_from_instruction(d.instruction)
+    response = d.prompt.split("Response: ", 1)[1].split("\n", 1)[0]
+    # The check written is the true one unless the demonstration slipped.
+    assert judging.check_is_true(task, response, d.response) == (not d.info["slipped"])
   for d in seed.demonstrations(1, "meta", 200):
     assert prompts.parse_winner(d.response) == d.info["winner"]
   for d in seed.demonstrations(1, "actor", 200):
@@ -91,14 +99,17 @@ def test_noise_rates_are_as_documented():
                                    for d in seed.demonstrations(11, kind, n)])
   # Binomial standard errors at n=3000 are <= 0.009; allow ~3.5 of them.
   assert report["actor_correct"] == pytest.approx(1 - seed.ACTOR_WRONG, abs=0.03)
-  assert report["judge_expected_wrong"] == pytest.approx(seed.JUDGE_EXPECTED_WRONG, abs=0.025)
-  assert report["judge_miscalibrated"] == pytest.approx(seed.JUDGE_MISCALIBRATED, abs=0.02)
+  # Malformed responses (15%) have nothing to slip on.
+  slip = seed.JUDGE_SLIP * (1 - dict(seed.RESPONSE_MIX)["malformed"])
+  assert report["judge_slipped"] == pytest.approx(slip, abs=0.02)
+  assert report["judge_miscalibrated"] == pytest.approx(seed.JUDGE_MISCALIBRATED, abs=0.015)
   # What the docstring states for the consequences of the noise.
-  assert 0.78 <= report["judge_agrees"] <= 0.88
-  label = 1 - seed.META_FLIP - seed.META_FIRST_POSITION / 2
-  assert report["meta_label_correct"] == pytest.approx(label, abs=0.03)
-  assert report["meta_first_position"] == pytest.approx(0.5 + seed.META_FIRST_POSITION / 2
-                                                        - 0.0, abs=0.035)
+  assert 0.85 <= report["judge_agrees"] <= 0.93
+  assert report["meta_label_correct"] == pytest.approx(1 - seed.META_FLIP, abs=0.03)
+  # No position bias and no score bias in the meta-judge's labels (module docstring): naming
+  # Judgment A, or the higher-scored judgment, is right half the time.
+  assert report["meta_first_position"] == pytest.approx(0.5, abs=0.03)
+  assert report["meta_picks_higher_score"] == pytest.approx(0.5, abs=0.035)
   judge = seed.demonstrations(11, "judge", n)
   mix = {k: sum(d.info["response_kind"] == k for d in judge) / n for k, _ in seed.RESPONSE_MIX}
   for kind, p in seed.RESPONSE_MIX:
@@ -145,15 +156,17 @@ def test_shipped_seed_files_and_figures():
     info = json.load(f)
   assert info["command"] == seed.COMMAND
   fig = info["figures"]
-  # Judge output parses; actor and judge (on the fixed response set, where an always-pass or
-  # always-fail judge scores 50% balanced) above chance and below 100%.
+  # Issue 13's bar for a seed the loop can improve: an actor with room to improve, a judge that
+  # checks its OWN sampled answers clearly better than chance (balanced: an always-pass judge
+  # scores 50%) -- the generation-verification gap -- and a meta-judge that can tell a sound
+  # judgment from an unsound one, without favouring Judgment A or the higher score.
   assert fig["judge_parse_rate"] >= 0.9 and fig["meta_parse_rate"] >= 0.9
-  assert 0.15 <= fig["actor_accuracy"] <= 0.9
-  assert 0.6 <= fig["judge_balanced_accuracy_fixed"] <= 0.95
-  # And on its own sampled responses, what the pipeline's judge pairs are built from (the build's
-  # third SFT call is there for this: before it the seed judged its own answers at 55%).
-  assert 0.6 <= fig["judge_balanced_accuracy"] <= 0.95
-  assert 0.6 <= fig["meta_accuracy"] <= 0.95
+  assert fig["tasks"] >= 200
+  assert 0.35 <= fig["actor_accuracy"] <= 0.75
+  assert 0.8 <= fig["judge_balanced_accuracy"] < 1.0
+  assert 0.7 <= fig["meta_accuracy"] < 1.0
+  assert 0.35 <= fig["meta_first_position_rate"] <= 0.65
+  assert 0.35 <= fig["meta_picks_higher_rate"] <= 0.65
 
 
 def test_shipped_seed_loads_and_its_greedy_judgments_parse():
@@ -175,7 +188,7 @@ def test_shipped_seed_loads_and_its_greedy_judgments_parse():
   texts = [row[0].text for row in out]
   scores = [prompts.parse_score(t) for t in texts]
   assert sum(s is not None for s in scores) >= 5, texts
-  assert all(t.startswith("The answer is") for t in texts), texts
+  assert all(t.startswith("Check: ") for t in texts), texts
 
 
 def test_own_answer_judge_demos_judge_the_models_sampled_answers():
@@ -187,7 +200,7 @@ def test_own_answer_judge_demos_judge_the_models_sampled_answers():
   mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
   cfg = seed.own_judge_stage(seed.BuildConfig())
   assert cfg.steps == seed.BuildConfig().own_judge_steps and cfg.own_judge_steps == 0
-  exclude = {t.instruction for t in seed.eval_task_list(100)}
+  exclude = {t.instruction for t in seed.eval_task_list(200)}
   demos = seed.own_answer_judge_demos(config, params, tokenizer, cfg, 10, mesh=mesh,
                                       exclude=exclude)
   again = seed.own_answer_judge_demos(config, params, tokenizer, cfg, 10, mesh=mesh,

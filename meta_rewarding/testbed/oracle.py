@@ -15,13 +15,13 @@ Extracting the answer (``extract_answer``; family-agnostic). Testbed responses h
      collapse inner whitespace to single spaces. Empty -> ``None``.
 
 Normalising per family (``normalize_answer``; ``None`` = not a well-formed answer for the family):
-  add, count  an integer (``432``, ``+432``, ``0432``, ``1,998``) -> its decimal form (``432``).
-  sort        integers separated by commas and/or spaces, optionally in ``[]`` or ``()``
-              (``[1,2, 5 8]``) -> ``1, 2, 5, 8``.
-  reverse     letters only -> lowercase (case does not matter).
-  edit        letters only; ``upper`` keeps the case (case is the point: ``Plant`` is wrong),
-              ``replace`` lowercases.
-A response is correct iff its normalised answer equals the task's answer.
+  pair_sum      two integers joined by ``and``, ``&``, ``+``, a comma or spaces (``4 and 9``,
+                ``4, 9``, ``4+9``) -> ``4 and 9`` (in the order given).
+  digit_sum     an integer (``45``, ``+45``, ``045``) -> its decimal form (``45``).
+  letter_after  one letter (any case) -> lowercase.
+A response is correct iff its normalised answer is valid for the task (``is_valid_answer``): the
+two numbers are different entries of the list and add up to the target; the number lies in the
+range and its digits add up to the target; the letter is listed and comes after the pivot.
 
 Oracle score (what a perfect judge gives on the 5-point scale):
   5 correct; 1 well-formed but wrong (relevant, an attempt: the rubric's first point); 0 no answer
@@ -48,7 +48,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from meta_rewarding.testbed.tasks import Task
+from meta_rewarding.testbed.tasks import Task, digit_sum
 
 SCORE_CORRECT = 5.0
 SCORE_WRONG = 1.0
@@ -59,8 +59,9 @@ _TOLERANCE = 1e-9
 _MARKER = re.compile(r"the\s+answer\s+is\s*:?", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"[.!?][*_\"'`]*(?=\s|$)")
 _WRAPPING = " \t*_\"'`.!?,;:"
-_INTEGER = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)")
-_LETTERS = re.compile(r"[A-Za-z]+")
+_INTEGER = re.compile(r"[+]?\d+")
+_PAIR = re.compile(r"(\d+)\s*(?:\s|,|&|\+|\band\b)\s*(\d+)")
+_LETTER = re.compile(r"[A-Za-z]")
 
 
 def extract_answer(response: str | None) -> str | None:
@@ -77,38 +78,45 @@ def extract_answer(response: str | None) -> str | None:
 
 
 def normalize_answer(task: Task, answer: str | None) -> str | None:
-    """``answer`` in the family's canonical form, or ``None`` if it is not well-formed."""
-    if answer is None:
-        return None
-    family = task.family
-    if family in ("add", "count"):
-        return str(int(answer.replace(",", ""))) if _INTEGER.fullmatch(answer) else None
-    if family == "sort":
-        inner = answer
-        if len(inner) >= 2 and inner[0] + inner[-1] in ("[]", "()"):
-            inner = inner[1:-1]
-        items = re.split(r"[\s,]+", inner.strip())
-        if not all(re.fullmatch(r"[+-]?\d+", item) for item in items):
-            return None
-        return ", ".join(str(int(item)) for item in items)
-    if not _LETTERS.fullmatch(answer):
-        return None
-    if family == "edit" and task.params["op"] == "upper":
-        return answer
-    if family in ("reverse", "edit"):
-        return answer.lower()
-    raise ValueError(f"unknown task family {family!r}")
+  """``answer`` in the family's canonical form, or ``None`` if it is not well-formed."""
+  if answer is None:
+    return None
+  family = task.family
+  if family == "pair_sum":
+    match = _PAIR.fullmatch(answer)
+    return f"{int(match[1])} and {int(match[2])}" if match else None
+  if family == "digit_sum":
+    return str(int(answer)) if _INTEGER.fullmatch(answer) else None
+  if family == "letter_after":
+    return answer.lower() if _LETTER.fullmatch(answer) else None
+  raise ValueError(f"unknown task family {family!r}")
+
+
+def is_valid_answer(task: Task, normalized: str | None) -> bool:
+  """Whether a normalised answer meets every constraint of the task."""
+  if normalized is None:
+    return False
+  p = task.params
+  if task.family == "pair_sum":
+    a, b = (int(x) for x in normalized.split(" and "))
+    return a != b and a in p["numbers"] and b in p["numbers"] and a + b == p["target"]
+  if task.family == "digit_sum":
+    n = int(normalized)
+    return p["low"] <= n <= p["high"] and digit_sum(n) == p["target"]
+  if task.family == "letter_after":
+    return normalized in p["letters"] and normalized > p["pivot"]
+  raise ValueError(f"unknown task family {task.family!r}")
 
 
 def _verdict(task: Task, response: str | None) -> float:
-    normalized = normalize_answer(task, extract_answer(response))
-    if normalized is None:
-        return SCORE_INVALID
-    return SCORE_CORRECT if normalized == task.answer else SCORE_WRONG
+  normalized = normalize_answer(task, extract_answer(response))
+  if normalized is None:
+    return SCORE_INVALID
+  return SCORE_CORRECT if is_valid_answer(task, normalized) else SCORE_WRONG
 
 
 def is_correct(task: Task, response: str | None) -> bool:
-    """Whether the response's normalised answer equals the task's answer."""
+    """Whether the response's normalised answer is valid for the task."""
     return _verdict(task, response) == SCORE_CORRECT
 
 

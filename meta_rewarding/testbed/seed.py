@@ -12,39 +12,44 @@ What the seed is taught (the project's own SFT, `train.run_sft`, on three kinds 
 every prompt is one user message in the Llama-2 chat format, exactly as the pipeline sends it):
 
   actor       a testbed instruction  ->  "The answer is X."
-              X is right with probability 1 - ACTOR_WRONG, else a *plausible mistake*
-              (`plausible_mistake`: a carry slip, two letters swapped, one item out of order, a
-              count off by one, a letter not replaced, ...).
+              X is one of the task's valid answers (drawn uniformly: most tasks have several)
+              with probability 1 - ACTOR_WRONG, else a *plausible mistake* (`plausible_mistake`:
+              a pair that misses the target or uses an unlisted number, a number out of range or
+              with the wrong digit sum, a letter before the pivot or not listed).
   judge       templates.JUDGE_TEMPLATE(instruction, response)  ->
-              "The answer is E, so the response is V. Score: s"
-              The judge works the answer E out itself, then compares: the response is right / a
-              plausible mistake / malformed (no clear answer, oracle score 0) with probabilities
-              RESPONSE_MIX; E is the right answer except with probability JUDGE_EXPECTED_WRONG (a
-              computation error: E is a plausible mistake); the verdict V (correct | wrong |
-              unclear) compares the response with E; the score follows from V (correct 5 or 4,
-              wrong 1 or 2, unclear 0 or 1), except with probability JUDGE_MISCALIBRATED, where
-              it is drawn from the other side of the pass mark (correct 1-2, wrong 4-5, unclear
-              3-4) while the text still says V.
+              "Check: 4+9=13, target 13; 4 listed; 9 listed. So the response is right. Score: 5"
+              (formats: judging.py). The response is right / a plausible mistake / malformed (no
+              clear answer, oracle score 0) with probabilities RESPONSE_MIX. The check states, for
+              this one response, each constraint as a short local computation; the verdict
+              follows from it; the score from the verdict (right 5, wrong 1, unclear 0). With
+              probability JUDGE_SLIP the check holds false clauses that flip the verdict; with
+              probability JUDGE_MISCALIBRATED the score is on the wrong side of the pass mark.
   meta-judge  templates.META_JUDGE_TEMPLATE(instruction, response, judgment A, judgment B)  ->
-              "The answer is E, so the response is V. A gives a, B gives b. Winner: Judgment W"
-              A and B are two judge demonstrations of one response (the second with the noisier
-              META_SECOND_JUDGE rates, positions shuffled), kept only when the oracle prefers one
-              (`oracle.better_judgment`); E and V are the oracle's. W is the oracle's better
-              judgment, except with probability META_FIRST_POSITION (W = A whatever: a position
-              bias) and META_FLIP (W = the worse one).
+              "A: check false. B: check true, score fits. Winner: Judgment B"
+              A and B judge one response: one sound (true check, fitting score), one unsound
+              (slipped with probability META_UNSOUND_SLIP, else miscalibrated), so the oracle
+              always prefers the sound one. The meta-judge re-checks each judgment's clauses; it
+              never has to solve the task. W is the sound one except with probability META_FLIP.
+
+How the meta-judge demonstrations are kept free of the biases that wreck Meta-Rewarding (a
+meta-judge that prefers Judgment A, or the higher score, teaches the judge that bias): the sound
+judgment is Judgment A in half the battles (drawn independently of everything else), and the
+responses judged are right in half of them (META_RESPONSE_MIX), where the sound judgment has the
+higher score, and not right in the other half, where it has the lower one; the label noise
+(META_FLIP) is independent of both. `demo_noise_report` measures the share of labels naming A and
+naming the higher score (both ~50%), and the tests hold them there.
 
 So the demonstrations are only mostly right (`demo_noise_report`, checked by the tests): actor
-85% right; judge scores agree with the oracle ~84%; meta-judge labels name the oracle's better
-judgment ~88% of the time and Judgment A ~58%. The model's capacity (0.9M parameters, a few
-thousand CPU SFT steps) adds errors of its own, above all on 3-digit addition and letter counting.
-Because the judge works the answer out before comparing, its errors follow the actor's (a wrong
-E fails a right response), and judge pairs that reward a right E train the same skill the actor
-uses -- the channel through which Meta-Rewarding can help the actor here.
+~84% right; judge scores agree with the oracle ~89%; meta-judge labels name the oracle's better
+judgment ~94% of the time. The model's capacity (0.9M parameters, a few thousand CPU SFT steps)
+adds errors of its own, above all in the actor's search: the tasks are built so that checking
+one candidate (a digit sum, a list lookup, a letter comparison) is easier than finding one that
+meets every constraint at once (tasks.py).
 The seed's measured figures (held-out tasks, the pipeline's sampling settings) are in
 build_info.json and README.md next to the weights.
 
 Training: one `train.run_sft` call (warmup + cosine, one AdamW state) whose batches each hold one
-kind: the kinds differ a lot in length (~32 / ~78 / ~116 tokens), and mixed batches would pad every
+kind: the kinds differ a lot in length (~34 / ~102 / ~159 tokens), and mixed batches would pad every
 row to the longest. run_sft takes step s's batch from its seeded epoch permutation
 (`data.epoch_order`), so `order_for_run_sft` places the examples where that permutation will pick
 them in the wanted order; `check_order` verifies it with `data.step_indices`. A first phase trains
@@ -54,13 +59,16 @@ the budget); then the kinds are interleaved evenly (`step_kinds`,
 `BuildConfig.phases`). Two more calls follow, each with a fresh schedule and optimizer state: one
 weighted towards the judge (`judge_stage`), then one whose judge demonstrations are half about the
 model's own sampled answers (`own_judge_stage`, `own_answer_judge_demos`): a judge taught only on
-RESPONSE_MIX judged the fixed mix well but its own answers near chance.
+RESPONSE_MIX judged a fixed mix well but its own answers much worse (its own mistakes are not
+the plausible mistakes of the mix). Tasks: the `sft` split only (tasks.split_of), so no
+demonstration is about a pool or evaluation task.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -70,20 +78,23 @@ import time
 from typing import Iterable, Sequence
 
 from meta_rewarding import prompts
-from meta_rewarding.testbed import oracle, templates
-from meta_rewarding.testbed.tasks import (FAMILIES, Task, capacity, generate_tasks,
-                                          reference_response)
+from meta_rewarding.testbed import judging, oracle, templates
+from meta_rewarding.testbed.tasks import (FAMILIES, Task, digit_sum, generate_tasks,
+                                          valid_answers)
 
 # ----------------------------------------------------------------------------------------------
 # Noise (the documented rates; tests check the generator realises them).
 
 ACTOR_WRONG = 0.15             # actor demonstrations with a plausible mistake
 RESPONSE_MIX = (("correct", 0.45), ("wrong", 0.40), ("malformed", 0.15))  # judged responses
-JUDGE_EXPECTED_WRONG = 0.15    # judge works out a wrong answer (a plausible mistake)
-JUDGE_MISCALIBRATED = 0.10     # judge's score is on the wrong side of the pass mark
-META_SECOND_JUDGE = (0.35, 0.30)  # (expected wrong, miscalibrated) of meta demos' 2nd judgment
-META_FIRST_POSITION = 0.15     # meta-judge label is "Judgment A" whatever the judgments say
-META_FLIP = 0.05               # meta-judge label is the oracle's worse judgment
+JUDGE_SLIP = 0.08              # the judge's check states false clauses that flip its verdict
+JUDGE_MISCALIBRATED = 0.04     # the judge's score is on the wrong side of the pass mark
+# Meta-judge battles: one sound and one unsound judgment of a response (slipped with this
+# probability, else miscalibrated). Right and not-right responses are drawn half and half, so the
+# sound judgment has the higher score in half the battles; it is Judgment A in half of them.
+META_RESPONSE_MIX = (("correct", 0.5), ("wrong", 0.4), ("malformed", 0.1))
+META_UNSOUND_SLIP = 0.75
+META_FLIP = 0.06               # meta-judge label names the unsound judgment (either position)
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
@@ -92,63 +103,55 @@ _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 # Responses.
 
 def _candidates(task: Task, rng: random.Random) -> list[str]:
-  """Plausible wrong answers for `task` (may include duplicates or the right answer; filtered)."""
+  """Plausible wrong answers for `task` (may include right ones or duplicates; filtered)."""
   p, f = task.params, task.family
-  if f == "add":
-    a, b = p["a"], p["b"]
-    s = a + b
-    no_carry = int("".join(str((int(x) + int(y)) % 10) for x, y in zip(
-        str(a).zfill(4), str(b).zfill(4))))
-    return [str(v) for v in (s + 1, s - 1, s + 10, s - 10, s + 100, s - 100, no_carry) if v >= 0]
-  if f == "count":
-    n = int(task.answer)
-    return [str(v) for v in (n + 1, n - 1, n + 2) if v >= 0]
-  if f == "sort":
-    xs = sorted(p["numbers"])
-    out = [list(p["numbers"]), sorted(xs, reverse=True)]
-    i = rng.randrange(len(xs) - 1)
-    out.append(xs[:i] + [xs[i + 1], xs[i]] + xs[i + 2:])
-    j = rng.randrange(len(xs))
-    out.append(xs[:j] + xs[j + 1:])
-    return [", ".join(map(str, x)) for x in out if x]
-  if f == "reverse":
-    w = p["word"]
-    r = w[::-1]
-    i = rng.randrange(len(r) - 1)
-    k = rng.randrange(len(r))
-    return [w, r[:i] + r[i + 1] + r[i] + r[i + 2:], r[:k] + r[k + 1:],
-            r[:k] + rng.choice(_LETTERS) + r[k + 1:]]
-  if f == "edit" and p["op"] == "upper":
-    u = task.answer
-    k = rng.randrange(len(u))
-    return [u[:k] + u[k].lower() + u[k + 1:], p["word"], p["word"].capitalize(), u[:-1]]
-  if f == "edit":
-    w, old, new = p["word"], p["letter"], p["new"]
-    spots = [i for i, c in enumerate(w) if c == old]
-    skip = rng.choice(spots)
-    partial = "".join(new if (c == old and i != skip) else c for i, c in enumerate(w))
-    wrong_new = rng.choice([c for c in _LETTERS if c not in (old, new)])
-    return [partial, w, w.replace(old, wrong_new), task.answer + rng.choice(_LETTERS)]
+  if f == "pair_sum":
+    numbers, t = p["numbers"], p["target"]
+    missed = [(a, b) for a, b in itertools.combinations(numbers, 2) if a + b != t]
+    near = [f"{a} and {b}" for a, b in missed if abs(a + b - t) <= 2] or \
+        [f"{a} and {b}" for a, b in missed]
+    unlisted = [f"{x} and {t - x}" for x in numbers if 0 < t - x <= 9 and t - x not in numbers]
+    unlisted += [f"{x} and {y}" for x, y in itertools.combinations(numbers, 2) if x + y == t
+                 for y in [y + rng.choice((-1, 1))] if 0 < y <= 9 and y not in numbers]
+    twice = [f"{t // 2} and {t // 2}"] if t % 2 == 0 and t // 2 in numbers else []
+    return near + unlisted + twice
+  if f == "digit_sum":
+    lo, hi, t = p["low"], p["high"], p["target"]
+    near = [str(n) for n in range(lo, hi + 1) if 1 <= abs(digit_sum(n) - t) <= 2] or \
+        [str(n) for n in range(lo, hi + 1) if digit_sum(n) != t]
+    outside = [str(n) for n in range(max(10, lo - 12), min(99, hi + 12) + 1)
+               if not lo <= n <= hi and digit_sum(n) == t]
+    return near + outside
+  if f == "letter_after":
+    letters, pivot = p["letters"], p["pivot"]
+    before = [c for c in letters if c < pivot]
+    unlisted = [c for c in _LETTERS if c > pivot and c not in letters]
+    return before + before + unlisted[:3] + [pivot]
   raise ValueError(f"unknown family {f!r}")
 
 
 def plausible_mistake(task: Task, rng: random.Random) -> str:
-  """A well-formed but wrong answer to `task`, of a kind a tired human (or a tiny model) makes."""
+  """A well-formed but wrong answer to `task`, of a kind a tired human (or a tiny model) makes:
+  a pair that misses the target or uses an unlisted number, a number out of range or with the
+  wrong digit sum, a letter before the pivot or not listed."""
   options = []
   for c in _candidates(task, rng):
-    if c and c not in options and oracle.oracle_score(task, f"The answer is {c}.") == \
+    if c not in options and oracle.oracle_score(task, f"The answer is {c}.") == \
         oracle.SCORE_WRONG:
       options.append(c)
-  if not options:  # e.g. a palindrome with nothing else applicable: change one letter / digit
-    options = [task.answer + ("1" if task.family in ("add", "count") else "x")]
   return rng.choice(options)
+
+
+def right_answer(task: Task, rng: random.Random) -> str:
+  """One of the task's valid answers, uniformly: the actor is shown every way to be right."""
+  return rng.choice(valid_answers(task))
 
 
 def malformed_response(task: Task, rng: random.Random) -> str:
   """A response with no clear answer (oracle score 0): truncated, hedged, or a non-answer."""
   options = ["The answer is", "I do not know.",
-             f"The answer is {task.answer} or {plausible_mistake(task, rng)}.",
-             f"The answer is {task.answer} maybe."]
+             f"The answer is {right_answer(task, rng)} or {plausible_mistake(task, rng)}.",
+             f"The answer is {right_answer(task, rng)} maybe."]
   text = rng.choice(options)
   if oracle.oracle_score(task, text) != oracle.SCORE_INVALID:
     text = "I do not know."
@@ -165,56 +168,28 @@ def sample_response(task: Task, rng: random.Random, mix=RESPONSE_MIX) -> tuple[s
       kind = name
       break
   if kind == "correct":
-    return reference_response(task), kind
+    return f"The answer is {right_answer(task, rng)}.", kind
   if kind == "wrong":
     return f"The answer is {plausible_mistake(task, rng)}.", kind
   return malformed_response(task, rng), kind
 
 
 # ----------------------------------------------------------------------------------------------
-# Judgments.
+# Judgments (formats: judging.py).
 
-_SCORES = {  # verdict -> (usual scores, miscalibrated scores)
-    "correct": ((5, 5, 5, 4), (1, 2)),
-    "wrong": ((1, 1, 1, 2), (4, 5)),
-    "unclear": ((0, 0, 0, 1), (3, 4)),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Judgment:
-  text: str
-  score: int
-  expected: str          # the answer the judgment works out itself
-  verdict: str           # correct | wrong | unclear: the response compared with `expected`
-  expected_wrong: bool   # `expected` is not the right answer (a computation error)
-  miscalibrated: bool    # the score is on the other side of the pass mark from the verdict
-
-
-def compare(task: Task, response: str, expected: str) -> str:
-  """correct | wrong | unclear: `response`'s answer against `expected` (unclear: no answer)."""
-  got = oracle.normalize_answer(task, oracle.extract_answer(response))
-  if got is None:
-    return "unclear"
-  return "correct" if got == oracle.normalize_answer(task, expected) else "wrong"
-
-
-def judge_demo(task: Task, response: str, rng: random.Random,
-               expected_wrong: float = JUDGE_EXPECTED_WRONG,
-               miscalibrated: float = JUDGE_MISCALIBRATED) -> Judgment:
-  """A (noisy) demonstration judgment of `response`; see the module docstring for the rules."""
-  wrong = rng.random() < expected_wrong
-  expected = plausible_mistake(task, rng) if wrong else task.answer
-  verdict = compare(task, response, expected)
-  mis = rng.random() < miscalibrated
-  score = rng.choice(_SCORES[verdict][1 if mis else 0])
-  text = f"The answer is {expected}, so the response is {verdict}. Score: {score}"
-  return Judgment(text, score, expected, verdict, wrong, mis)
-
-
-def meta_demo_text(task: Task, response: str, a: Judgment, b: Judgment, winner: str) -> str:
-  return (f"The answer is {task.answer}, so the response is {compare(task, response, task.answer)}."
-          f" A gives {a.score}, B gives {b.score}. Winner: Judgment {winner}")
+def judge_demo(task: Task, response: str, rng: random.Random, slip: float = JUDGE_SLIP,
+               miscalibrated: float = JUDGE_MISCALIBRATED) -> judging.Judgment:
+  """A (noisy) demonstration judgment of `response`: a true check and the score it implies,
+  except with probability `slip` a slipped check (its verdict flipped; malformed responses have
+  nothing to slip on) and with probability `miscalibrated` a score on the wrong side."""
+  u = rng.random()
+  if u < slip:
+    slipped = judging.slipped_check(task, response, rng)
+    if slipped is not None:
+      return judging.judgment(slipped)
+  if slip <= u < slip + miscalibrated:
+    return judging.judgment(judging.true_check(task, response), miscalibrated=True, rng=rng)
+  return judging.judgment(judging.true_check(task, response))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -237,9 +212,9 @@ class Demo:
 
 def actor_demo(task: Task, rng: random.Random, wrong: float = ACTOR_WRONG) -> Demo:
   mistake = rng.random() < wrong
-  response = f"The answer is {plausible_mistake(task, rng)}." if mistake else \
-      reference_response(task)
-  return Demo("actor", task.instruction, response, task.instruction, not mistake)
+  answer = plausible_mistake(task, rng) if mistake else right_answer(task, rng)
+  return Demo("actor", task.instruction, f"The answer is {answer}.", task.instruction,
+              not mistake)
 
 
 def judge_demo_record(task: Task, rng: random.Random, response: str | None = None) -> Demo:
@@ -252,25 +227,31 @@ def judge_demo_record(task: Task, rng: random.Random, response: str | None = Non
   agrees = oracle.judgment_agrees(task, response, j.score)
   return Demo("judge", prompts.render_judge_prompt(templates.JUDGE_TEMPLATE, task.instruction,
                                                    response),
-              j.text, task.instruction, agrees,
-              {"response_kind": kind, "score": j.score, "expected_wrong": j.expected_wrong,
+              j.text(), task.instruction, agrees,
+              {"response_kind": kind, "score": j.score, "slipped": not j.check.true,
                "miscalibrated": j.miscalibrated})
 
 
-def meta_battle(task: Task, rng: random.Random, max_tries: int = 20
-                ) -> tuple[str, str, Judgment, Judgment, str] | None:
-  """(response, response kind, judgment A, judgment B, the oracle's better "A"|"B") for a
-  meta-judge demonstration: two judge demonstrations of one response, the second noisier, in a
-  random order, redrawn until the oracle prefers one (None after `max_tries`)."""
-  response, kind = sample_response(task, rng)
-  for _ in range(max_tries):
-    first = judge_demo(task, response, rng)
-    second = judge_demo(task, response, rng, *META_SECOND_JUDGE)
-    a, b = (first, second) if rng.random() < 0.5 else (second, first)
-    better = oracle.better_judgment(task, response, a.score, b.score)
-    if better is not None:
-      return response, kind, a, b, better
-  return None
+def meta_battle(task: Task, rng: random.Random
+                ) -> tuple[str, str, judging.Judgment, judging.Judgment, str] | None:
+  """(response, response kind, judgment A, judgment B, the oracle's better "A"|"B"): one sound
+  and one unsound judgment of one response (META_RESPONSE_MIX), in a random order. None when the
+  response offers nothing to get wrong in the drawn way (a malformed one cannot be slipped on)."""
+  response, kind = sample_response(task, rng, META_RESPONSE_MIX)
+  sound = judging.judgment(judging.true_check(task, response))
+  if rng.random() < META_UNSOUND_SLIP:
+    slipped = judging.slipped_check(task, response, rng)
+    if slipped is None:
+      return None
+    unsound = judging.judgment(slipped)
+  else:
+    unsound = judging.judgment(sound.check, miscalibrated=True, rng=rng)
+  first = rng.random() < 0.5
+  a, b = (sound, unsound) if first else (unsound, sound)
+  better = oracle.better_judgment(task, response, a.score, b.score)
+  if better != ("A" if first else "B"):  # by construction the sound one agrees, the other not
+    raise AssertionError((task, response, a, b, better))
+  return response, kind, a, b, better
 
 
 def meta_demo_record(task: Task, rng: random.Random) -> Demo | None:
@@ -279,30 +260,29 @@ def meta_demo_record(task: Task, rng: random.Random) -> Demo | None:
     return None
   response, kind, a, b, better = battle
   worse = "B" if better == "A" else "A"
-  u = rng.random()
-  noise = "first" if u < META_FIRST_POSITION else "flip" if u < META_FIRST_POSITION + META_FLIP \
-      else None
-  winner = "A" if noise == "first" else worse if noise == "flip" else better
+  flip = rng.random() < META_FLIP
+  winner = worse if flip else better
   prompt = prompts.render_meta_judge_prompt(templates.META_JUDGE_TEMPLATE, task.instruction,
-                                            response, a.text, b.text)
-  return Demo("meta", prompt, meta_demo_text(task, response, a, b, winner), task.instruction,
-              winner == better, {"response_kind": kind, "noise": noise, "better": better,
-                                 "winner": winner})
+                                            response, a.text(), b.text())
+  higher = "A" if a.score > b.score else "B"
+  return Demo("meta", prompt, judging.meta_text(a, b, winner), task.instruction,
+              winner == better, {"response_kind": kind, "flip": flip, "better": better,
+                                 "winner": winner, "winner_higher": winner == higher})
 
 
 def demonstrations(seed: int, kind: str, n: int, exclude: Iterable[str] = ()) -> list[Demo]:
   """`n` demonstrations of `kind` (actor | judge | meta), deterministic in (seed, kind, n).
 
-  Tasks come from `generate_tasks(seed', ...)` over all families (balanced), skipping the
-  instructions in `exclude` (held-out evaluation tasks)."""
+  Tasks come from the `sft` split (`tasks.split_of`: never the pool's or the evaluation's) over
+  all families (balanced), skipping the instructions in `exclude`."""
   stream = {"actor": 1, "judge": 2, "meta": 3}[kind]
   rng = random.Random(f"demos/{seed}/{kind}")
   exclude = set(exclude)
-  # Enough unique tasks per family (25% more than needed, at most what the family has; the small
-  # families repeat), interleaved so that every stretch of the list covers all families.
+  # Enough unique tasks per family, interleaved so that every stretch of the list covers all
+  # families; tasks repeat only past 4000 per family.
   per_family = min(int(n * 1.25) // len(FAMILIES) + 10, 4000)
-  columns = [[t for t in generate_tasks(seed * 10 + stream + 7919 * i,
-                                        min(per_family, capacity(family)), (family,))
+  columns = [[t for t in generate_tasks(seed * 10 + stream + 7919 * i, per_family, (family,),
+                                        split="sft")
               if t.instruction not in exclude] for i, family in enumerate(FAMILIES)]
   pool = [column[j % len(column)] for j in range(max(map(len, columns)))
           for column in columns]
@@ -333,12 +313,13 @@ def demo_noise_report(demos: Sequence[Demo]) -> dict:
   if "judge" in by:
     js = by["judge"]
     out["judge_agrees"] = sum(d.correct for d in js) / len(js)
-    out["judge_expected_wrong"] = sum(d.info["expected_wrong"] for d in js) / len(js)
+    out["judge_slipped"] = sum(d.info["slipped"] for d in js) / len(js)
     out["judge_miscalibrated"] = sum(d.info["miscalibrated"] for d in js) / len(js)
   if "meta" in by:
     ms = by["meta"]
     out["meta_label_correct"] = sum(d.correct for d in ms) / len(ms)
     out["meta_first_position"] = sum(d.info["winner"] == "A" for d in ms) / len(ms)
+    out["meta_picks_higher_score"] = sum(d.info["winner_higher"] for d in ms) / len(ms)
   return out
 
 
@@ -386,7 +367,7 @@ class BuildConfig:
   own_judge_steps: int = 800
   own_judge_shares: tuple = (("actor", 0.2), ("judge", 0.6), ("meta", 0.2))
   own_judge_samples: int = 4             # sampled answers per training task
-  eval_tasks: int = 100                  # held-out tasks for the seed's figures
+  eval_tasks: int = 200                  # held-out tasks for the seed's figures
   eval_samples: int = 4                  # actor samples per task
 
 
@@ -418,8 +399,7 @@ def own_answer_judge_demos(model_config, params, tokenizer, cfg: BuildConfig, n:
   exclude = set(exclude)
   per_task = cfg.own_judge_samples
   want = -(-n // per_task)
-  tasks = [t for t in generate_tasks(cfg.seed * 10 + 5, min(want + want // 10 + 50,
-                                                            sum(map(capacity, FAMILIES))))
+  tasks = [t for t in generate_tasks(cfg.seed * 10 + 5, want + want // 10 + 50, split="sft")
            if t.instruction not in exclude][:want]
   sampler = sampling.Sampler(model_config, params, tokenizer, mesh=mesh, batch_size=64,
                              prompt_buckets=(48,))
@@ -452,7 +432,8 @@ def build_tokenizer(directory: str, seed: int):
 
 
 def eval_task_list(n: int) -> list[Task]:
-  return generate_tasks(EVAL_SEED, n)
+  """`n` held-out evaluation tasks: the `eval` split, which no demonstration or pool draws from."""
+  return generate_tasks(EVAL_SEED, n, split="eval")
 
 
 def step_kinds(cfg: BuildConfig) -> list[str]:
@@ -585,8 +566,8 @@ ACTOR_MAX_NEW_TOKENS = 24
 # The pipeline's sampling settings (configs/local_cpu.py), used wherever the seed's figures or
 # demonstrations should see what the pipeline will see.
 PIPELINE_SAMPLING = dict(temperature=0.8, top_p=0.95, top_k=32)
-JUDGE_MAX_NEW_TOKENS = 32
-META_MAX_NEW_TOKENS = 44
+JUDGE_MAX_NEW_TOKENS = 48
+META_MAX_NEW_TOKENS = 32
 
 
 def _mean(xs) -> float | None:
@@ -594,35 +575,51 @@ def _mean(xs) -> float | None:
   return sum(xs) / len(xs) if xs else None
 
 
+def _balanced(items) -> float | None:
+  """Balanced accuracy of (task, response, score) judgments: the mean of the pass rate on right
+  responses and the fail rate on the others, so an always-pass or always-fail judge scores 50%
+  whatever the actor's accuracy. None when either side is empty."""
+  right = [x >= oracle.PASS_THRESHOLD for t, r, x in items if oracle.is_correct(t, r)]
+  other = [x < oracle.PASS_THRESHOLD for t, r, x in items if not oracle.is_correct(t, r)]
+  return (_mean(right) + _mean(other)) / 2 if right and other else None
+
+
 def measure(model_config, params, tokenizer, tasks: Sequence[Task], *, samples: int = 4,
             seed: int = 0, mesh=None, judge_template: str = templates.JUDGE_TEMPLATE,
             meta_template: str = templates.META_JUDGE_TEMPLATE,
             temperature: float = PIPELINE_SAMPLING["temperature"],
             top_p: float = PIPELINE_SAMPLING["top_p"], top_k: int = PIPELINE_SAMPLING["top_k"],
-            batch_size: int = 32,
-            progress: bool = False) -> dict:
+            batch_size: int = 32, judgments: int = 2, progress: bool = False) -> dict:
   """Oracle figures of one model on held-out `tasks`, at the pipeline's sampling settings.
 
     actor_accuracy          share of `samples` sampled responses per task that are right
     actor_accuracy_greedy   the same for one greedy response per task
-    judge_parse_rate        judgments (one per sampled response) with a valid `Score:`
-    judge_accuracy          valid judgments of the model's own responses agreeing with the oracle
-                            (score >= 3 iff right); compare with actor_accuracy (an always-pass
-                            judge) and 1 - actor_accuracy (always-fail)
-    judge_balanced_accuracy mean of the pass rate on right and the fail rate on other responses
-                            (chance, always-pass and always-fail: 50%)
-    judge_accuracy_fixed, judge_balanced_accuracy_fixed
+    judge_parse_rate        judgments (`judgments` per sampled response) with a valid `Score:`
+    judge_balanced_accuracy mean of the pass rate (score >= 3) on right and the fail rate on the
+                            other responses, over valid judgments of the model's OWN responses:
+                            the judge's headline (chance, always-pass, always-fail: 50%)
+    judge_accuracy          valid judgments agreeing with the oracle (compare with
+                            actor_accuracy = always-pass, 1 - actor_accuracy = always-fail)
+    judge_score_mean        mean valid score (drift: a lenient judge's rises)
+    judge_check_true_rate   judgments whose written check (judging.py) is all true, where the
+                            response has a well-formed answer and the check can be read
+    judge_balanced_accuracy_fixed, judge_accuracy_fixed
                             the same on a fixed response set (RESPONSE_MIX: 45% right, 40%
                             plausible mistakes, 15% malformed) -- comparable across models
-    meta_parse_rate, meta_accuracy, meta_first_position_rate
-                            on a fixed set of judgment pairs (one per task, both orders) that the
-                            oracle ranks: valid verdicts, share naming the oracle's better one,
-                            share naming Judgment A
+    meta_parse_rate, meta_accuracy, meta_first_position_rate, meta_picks_higher_rate
+                            on fixed battles (`meta_battle`: one sound and one unsound judgment,
+                            both orders; the sound one has the higher score in half of them):
+                            valid verdicts, share naming the oracle's better judgment, share
+                            naming Judgment A, share naming the higher-scored judgment (a
+                            perfect meta-judge: ~50%; a lenient one: more)
+    meta_accuracy_own, meta_battles_own
+                            the same accuracy on battles between the model's own two judgments
+                            of a response, where the oracle prefers one (both orders)
   Deterministic in `seed`.
   """
   from meta_rewarding import sampling
   sampler = sampling.Sampler(model_config, params, tokenizer, mesh=mesh, batch_size=batch_size,
-                             prompt_buckets=(48, 96, 128, 192))
+                             prompt_buckets=(48, 96, 128, 192, 256))
   strategy = sampling.Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
   gen = lambda xs, n, m, s, strat=strategy, share=False: sampler.generate(
       xs, n=n, strategy=strat, max_new_tokens=m, seed=s, share_prefix=share, progress=progress)
@@ -640,44 +637,63 @@ def measure(model_config, params, tokenizer, tasks: Sequence[Task], *, samples: 
     if hits:
       out[f"actor_accuracy/{family}"] = _mean(hits)
 
-  def judge(items, s):
-    texts = gen([prompts.render_judge_prompt(judge_template, t.instruction, r) for t, r in items],
-                1, JUDGE_MAX_NEW_TOKENS, s, share=True)
-    scores = [prompts.parse_score(row[0].text) for row in texts]
-    parse = _mean(x is not None for x in scores)
-    valid = [(t, r, x) for (t, r), x in zip(items, scores) if x is not None]
-    acc = _mean(oracle.judgment_agrees(t, r, x) for t, r, x in valid)
-    # Balanced accuracy: the mean of the pass rate on right responses and the fail rate on the
-    # others, so an always-pass or always-fail judge scores 50% whatever the actor's accuracy.
-    right = [x >= oracle.PASS_THRESHOLD for t, r, x in valid if oracle.is_correct(t, r)]
-    other = [x < oracle.PASS_THRESHOLD for t, r, x in valid if not oracle.is_correct(t, r)]
-    balanced = (_mean(right) + _mean(other)) / 2 if right and other else None
-    return parse, acc, balanced, [row[0].text for row in texts]
+  def judge(items, n, s):
+    rows = gen([prompts.render_judge_prompt(judge_template, t.instruction, r) for t, r in items],
+               n, JUDGE_MAX_NEW_TOKENS, s, share=True)
+    texts = [[c.text for c in row] for row in rows]
+    scores = [[prompts.parse_score(x) for x in row] for row in texts]
+    flat = [(t, r, x) for (t, r), row in zip(items, scores) for x in row]
+    valid = [(t, r, x) for t, r, x in flat if x is not None]
+    figures = {"parse_rate": _mean(x is not None for _, _, x in flat),
+               "accuracy": _mean(oracle.judgment_agrees(t, r, x) for t, r, x in valid),
+               "balanced_accuracy": _balanced(valid),
+               "score_mean": _mean(x for _, _, x in valid)}
+    return figures, texts, scores
 
-  (out["judge_parse_rate"], out["judge_accuracy"], out["judge_balanced_accuracy"],
-   judged) = judge(own, seed + 1)
+  own_figures, judged, own_scores = judge(own, judgments, seed + 1)
+  out.update({f"judge_{k}": v for k, v in own_figures.items()})
+  truths = [judging.check_is_true(t, r, x) for (t, r), row in zip(own, judged) for x in row]
+  out["judge_check_true_rate"] = _mean(x for x in truths if x is not None)
   rng = random.Random(f"measure/{seed}")
   fixed = [(t, sample_response(t, rng)[0]) for t in tasks]
-  (out["judge_parse_rate_fixed"], out["judge_accuracy_fixed"],
-   out["judge_balanced_accuracy_fixed"], _) = judge(fixed, seed + 2)
+  fixed_figures, _, _ = judge(fixed, 1, seed + 2)
+  out.update({f"judge_{k}_fixed": v for k, v in fixed_figures.items()
+              if k in ("parse_rate", "accuracy", "balanced_accuracy")})
 
-  battles = []
+  # Battles: fixed ones (comparable across models, balanced in position and in score), then the
+  # model's own pairs of judgments of one response where the oracle prefers one.
+  battles = []   # (task, response, text A, text B, score A, score B, oracle's better, own?)
   for t in tasks:
     b = meta_battle(t, rng)
     if b is not None:
-      battles.append((t,) + b)
+      response, _, a, bb, better = b
+      battles.append((t, response, a.text(), bb.text(), a.score, bb.score, better, False))
+  for (t, r), texts, scores in zip(own, judged, own_scores):
+    if len(texts) >= 2:
+      better = oracle.better_judgment(t, r, scores[0], scores[1])
+      if better is not None and scores[0] is not None and scores[1] is not None:
+        battles.append((t, r, texts[0], texts[1], scores[0], scores[1], better, True))
   meta_prompts, truth = [], []
-  for t, response, _, a, b, better in battles:
-    for first, second, best in ((a, b, better), (b, a, "A" if better == "B" else "B")):
+  for t, response, ta, tb, sa, sb, better, is_own in battles:
+    for first, second, s1, s2, best in ((ta, tb, sa, sb, better),
+                                        (tb, ta, sb, sa, "A" if better == "B" else "B")):
       meta_prompts.append(prompts.render_meta_judge_prompt(meta_template, t.instruction, response,
-                                                           first.text, second.text))
-      truth.append(best)
+                                                           first, second))
+      higher = None if s1 == s2 else ("A" if s1 > s2 else "B")
+      truth.append((best, higher, is_own))
   verdicts = [prompts.parse_winner(row[0].text)
               for row in gen(meta_prompts, 1, META_MAX_NEW_TOKENS, seed + 3, share=True)]
-  out["meta_parse_rate"] = _mean(v is not None for v in verdicts)
-  out["meta_accuracy"] = _mean(v == w for v, w in zip(verdicts, truth) if v is not None)
-  out["meta_first_position_rate"] = _mean(v == "A" for v in verdicts if v is not None)
-  out["examples"] = {"actor": own[0][1], "judge": judged[0], "meta_prompt_count": len(meta_prompts)}
+  fixed_v = [(v, w) for v, w in zip(verdicts, truth) if not w[2]]
+  own_v = [(v, w) for v, w in zip(verdicts, truth) if w[2] and v is not None]
+  out["meta_parse_rate"] = _mean(v is not None for v, _ in fixed_v)
+  out["meta_accuracy"] = _mean(v == w[0] for v, w in fixed_v if v is not None)
+  out["meta_first_position_rate"] = _mean(v == "A" for v, _ in fixed_v if v is not None)
+  out["meta_picks_higher_rate"] = _mean(v == w[1] for v, w in fixed_v
+                                        if v is not None and w[1] is not None)
+  out["meta_accuracy_own"] = _mean(v == w[0] for v, w in own_v)
+  out["meta_battles_own"] = len([1 for w in truth if w[2]])
+  out["examples"] = {"actor": own[0][1], "judge": judged[0][0],
+                     "meta_prompt_count": len(meta_prompts)}
   return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
 
 

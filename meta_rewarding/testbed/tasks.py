@@ -1,40 +1,45 @@
-"""Synthetic instruction families whose answers a program can check (DESIGN.md section 6).
+"""Synthetic instruction families where checking an answer is easy and finding one needs search.
 
-Pure Python (``random``, ``re``, ``math``): no jax, no numpy. Every task is short enough for a tiny
-model: instructions of at most ~50 characters, answers of at most ~15.
+Pure Python (``random``, ``re``, ``hashlib``): no jax, no numpy. Every task is short enough for a
+tiny model: instructions of at most ~60 characters, answers of at most ~8.
 
-Families (the instruction text is the canonical template; ``params`` hold what it was made from)::
+Why these families (DESIGN.md section 6, "a generation-verification gap"): a judge can only be
+better than the actor when checking a given answer is easier than producing one. In each family
+below the actor must pick, from several candidates, one that meets every constraint at once (an
+implicit search it has to do in one shot), while the judge checks ONE candidate with a short,
+local computation it writes out ("4+9=13, target 13; 4 and 9 listed"). A meta-judge can then
+verify a judgment's written check (is 4+9 really 13? is 9 really in the list?) without solving
+the task itself. Every family has many valid answers.
 
-  add      What is 47 + 8?                            -> 55          a in [10, 99], b in [1, 9]
-  reverse  Reverse the letters of 'plnt'.             -> tnlp        3-4 random letters
-  sort     Sort in ascending order: 5, 2, 8, 1.       -> 1, 2, 5, 8  3-4 digits in 0-9
-  count    How many times does 'a' appear in 'bnaaq'? -> 2           3-6 letters, 0-3 copies
-  edit     Write 'plnt' in capital letters.           -> PLNT        op "upper", 3-4 letters
-           Replace each 'a' with 'o' in 'banqa'.      -> bonqo       op "replace", 3-5 letters,
-                                                                     1-2 copies, new != old
+  pair_sum      Pick two of 7, 2, 9, 4, 6 that add up to 13.        -> 4 and 9  (or 7 and 6)
+                4-5 distinct digits 1-9; the target is the sum of some pair of them.
+  digit_sum     Write a number from 30 to 59 whose digits add up to 9.  -> 36 (or 45, 54)
+                a range of 10-30 two-digit numbers; the target is the digit sum of one of them.
+  letter_after  Write a letter from 'qbfat' that comes after 'm'.   -> q  (or t)
+                4-5 distinct letters; the pivot is not among them and 1-2 of them come after it.
 
-The sizes (module constants ``ADD_FIRST`` ... ``REPLACE_COPIES``) are chosen for the testbed's
-~1M-parameter seed model, so that every family is learnable within its CPU budget but not learned.
+``Task.answer`` is one valid answer (the reference); ``is_valid_answer(task, normalized)`` in
+``oracle.py`` says whether any other answer is valid too.
 
-Words are random lowercase letters (not dictionary words), so the spaces are large and the model
-cannot answer from memory. ``count`` and ``edit``/replace plant the letter 0-3 (1-2) times, so the
-answers are spread out instead of mostly 0. Within a family the sub-kind (word length, list length,
-number of copies, edit op) is drawn uniformly first, then the rest.
+Disjoint data by construction: ``split_of(instruction)`` puts every instruction, by a hash of its
+canonical text, into exactly one split: ``eval`` (held-out evaluation, 10%), ``sft`` (the seed
+model's demonstrations, 30%) or ``pool`` (the pipeline's prompt pool, 60%). ``generate_tasks``
+draws from one split, so the seed's SFT tasks, the pool and the evaluation set cannot overlap,
+whatever seeds or sizes are asked for.
 
-``generate_tasks(seed, n, families)``
+``generate_tasks(seed, n, families, split)``
   * Deterministic in ``seed`` (its own ``random.Random(seed)``; global state is never touched) and
     in the order of ``families``.
   * Balanced: task i is assigned family ``families[i % len(families)]`` before shuffling, so every
     family gets ``n // F`` or ``n // F + 1`` tasks; the returned list is shuffled.
-  * Instructions are unique. A family asked for more tasks than it has distinct instructions
-    (``capacity(family)``, exact) raises ``ValueError`` before any sampling; as a safety net, a
-    family that keeps producing duplicates (more than ``20 * quota + 1000`` draws) raises too.
+  * Instructions are unique. A family asked for more tasks than its split has distinct
+    instructions (``capacity(family, split)``, exact) raises ``ValueError`` before any sampling.
 
-``task_from_instruction(instruction)`` recovers the task (family, answer, params) from the text
-alone, because the pipeline only carries prompt strings. It accepts exactly the canonical text of
-some family's template (surrounding whitespace is ignored), also outside the generator's ranges
-(``What is 2 + 2?`` is fine: the answer is still computable); anything else gives ``None``. For
-every generated task, ``task_from_instruction(task.instruction) == task``.
+``task_from_instruction(instruction)`` recovers the task (family, reference answer, params) from
+the text alone, because the pipeline only carries prompt strings. It accepts exactly the
+canonical text of some family's template (surrounding whitespace is ignored) when the task has a
+valid answer; anything else gives ``None``. For every generated task,
+``task_from_instruction(task.instruction) == task``.
 
 The testbed's response format is ``reference_response(task)`` = ``"The answer is <answer>."``; the
 oracle (``oracle.py``) also accepts the bare answer.
@@ -42,6 +47,9 @@ oracle (``oracle.py``) also accepts the bare answer.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import itertools
 import math
 import random
 import re
@@ -50,217 +58,289 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Sequence
 
-FAMILIES = ("add", "reverse", "sort", "count", "edit")
+FAMILIES = ("pair_sum", "digit_sum", "letter_after")
 
 _LETTERS = string.ascii_lowercase
+
+# Splits: (name, [lo, hi) of the instruction's hash bucket in 0..99).
+SPLITS = {"eval": (0, 10), "sft": (10, 40), "pool": (40, 100)}
 
 
 @dataclass(frozen=True)
 class Task:
-    """One instruction with its reference answer.
+  """One instruction with a reference answer.
 
-    ``params`` (read-only mapping, excluded from the hash) hold what the instruction was built from:
-    add ``a, b``; reverse ``word``; sort ``numbers`` (tuple of ints); count ``letter, word``;
-    edit ``op`` ("upper" with ``word``, or "replace" with ``letter, new, word``).
-    """
+  ``params`` (read-only mapping, excluded from the hash) hold what the instruction was built from:
+  pair_sum ``numbers`` (tuple of ints), ``target``; digit_sum ``low``, ``high``, ``target``;
+  letter_after ``letters`` (str), ``pivot``.
+  """
 
-    family: str
-    instruction: str
-    answer: str
-    params: Mapping[str, Any] = field(default_factory=dict, hash=False)
+  family: str
+  instruction: str
+  answer: str
+  params: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
-    def __post_init__(self):
-        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+  def __post_init__(self):
+    object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
 
 
 def reference_response(task: Task) -> str:
-    """The canonical well-formed, correct response: ``"The answer is <answer>."``."""
-    return f"The answer is {task.answer}."
+  """The canonical well-formed, correct response: ``"The answer is <answer>."``."""
+  return f"The answer is {task.answer}."
+
+
+def split_of(instruction: str) -> str:
+  """The split (eval | sft | pool) an instruction belongs to, by a hash of its canonical text."""
+  bucket = int.from_bytes(hashlib.sha256(instruction.strip().encode()).digest()[:8], "big") % 100
+  for name, (lo, hi) in SPLITS.items():
+    if lo <= bucket < hi:
+      return name
+  raise AssertionError(bucket)
+
+
+def digit_sum(n: int) -> int:
+  return sum(int(d) for d in str(abs(n)))
 
 
 # --------------------------------------------------------------------------------------------
-# Builders: params -> Task. The single place where each template's text and answer are defined.
+# Valid answers per family (the oracle's ground truth; also used to draw many-answer demos).
 
-def _add(a: int, b: int) -> Task:
-    return Task("add", f"What is {a} + {b}?", str(a + b), {"a": a, "b": b})
-
-
-def _reverse(word: str) -> Task:
-    return Task("reverse", f"Reverse the letters of '{word}'.", word[::-1], {"word": word})
+def valid_pairs(numbers: Sequence[int], target: int) -> list[tuple[int, int]]:
+  """The pairs (in list order) of two different entries of ``numbers`` that add up to target."""
+  return [(a, b) for a, b in itertools.combinations(numbers, 2) if a + b == target]
 
 
-def _sort(numbers: Sequence[int]) -> Task:
-    numbers = tuple(numbers)
-    return Task("sort", f"Sort in ascending order: {', '.join(map(str, numbers))}.",
-                ", ".join(map(str, sorted(numbers))), {"numbers": numbers})
+def valid_numbers(low: int, high: int, target: int) -> list[int]:
+  return [n for n in range(low, high + 1) if digit_sum(n) == target]
 
 
-def _count(letter: str, word: str) -> Task:
-    return Task("count", f"How many times does '{letter}' appear in '{word}'?",
-                str(word.count(letter)), {"letter": letter, "word": word})
+def valid_letters(letters: str, pivot: str) -> list[str]:
+  return [c for c in letters if c > pivot]
 
 
-def _upper(word: str) -> Task:
-    return Task("edit", f"Write '{word}' in capital letters.", word.upper(),
-                {"op": "upper", "word": word})
-
-
-def _replace(letter: str, new: str, word: str) -> Task:
-    return Task("edit", f"Replace each '{letter}' with '{new}' in '{word}'.",
-                word.replace(letter, new), {"op": "replace", "letter": letter, "new": new,
-                                            "word": word})
+def valid_answers(task: Task) -> list[str]:
+  """Every valid answer of ``task`` in its canonical spelling."""
+  p = task.params
+  if task.family == "pair_sum":
+    return [f"{a} and {b}" for a, b in valid_pairs(p["numbers"], p["target"])]
+  if task.family == "digit_sum":
+    return [str(n) for n in valid_numbers(p["low"], p["high"], p["target"])]
+  if task.family == "letter_after":
+    return valid_letters(p["letters"], p["pivot"])
+  raise ValueError(f"unknown task family {task.family!r}")
 
 
 # --------------------------------------------------------------------------------------------
-# Samplers: rng -> Task, and the exact number of distinct instructions each can produce.
+# Builders: params -> Task (None when no answer is valid). The single place where each
+# template's text and reference answer are defined.
 
-def _word(rng: random.Random, length: int, alphabet: str = _LETTERS) -> str:
-    return "".join(rng.choice(alphabet) for _ in range(length))
-
-
-def _planted(rng: random.Random, letter: str, length: int, copies: int) -> str:
-    """A random word of ``length`` letters holding ``letter`` exactly ``copies`` times."""
-    others = _LETTERS.replace(letter, "")
-    chars = [rng.choice(others) for _ in range(length)]
-    for i in rng.sample(range(length), copies):
-        chars[i] = letter
-    return "".join(chars)
+def _pair_sum(numbers: Sequence[int], target: int) -> Task | None:
+  numbers = tuple(numbers)
+  pairs = valid_pairs(numbers, target)
+  if not pairs or len(set(numbers)) != len(numbers):
+    return None
+  return Task("pair_sum", f"Pick two of {', '.join(map(str, numbers))} that add up to {target}.",
+              f"{pairs[0][0]} and {pairs[0][1]}", {"numbers": numbers, "target": target})
 
 
-# The difficulty of each family (inclusive ranges). Sized for the testbed's ~1M-parameter seed
-# model, which has a few thousand CPU SFT steps to learn all three roles: with 3-digit sums and
-# 6-letter words it learned almost none of add / reverse / edit (0-8%), so nothing there could be
-# judged or improved. At these sizes every family is learnable but not yet learned.
-ADD_FIRST = (10, 99)          # a two-digit number ...
-ADD_SECOND = (1, 9)           # ... plus a one-digit number (one possible carry)
-REVERSE_LETTERS = (3, 4)
-SORT_DIGITS = (3, 4)          # how many digits (each 0-9) to sort
-COUNT_LETTERS = (3, 6)        # word length; the letter is planted 0-3 times
-COUNT_COPIES = (0, 3)
-UPPER_LETTERS = (3, 4)
-REPLACE_LETTERS = (3, 5)      # word length; the letter is planted 1-2 times
-REPLACE_COPIES = (1, 2)
+def _digit_sum(low: int, high: int, target: int) -> Task | None:
+  found = valid_numbers(low, high, target) if low <= high else []
+  if not found:
+    return None
+  return Task("digit_sum", f"Write a number from {low} to {high} whose digits add up to {target}.",
+              str(found[0]), {"low": low, "high": high, "target": target})
+
+
+def _letter_after(letters: str, pivot: str) -> Task | None:
+  found = valid_letters(letters, pivot)
+  if not found or pivot in letters or len(set(letters)) != len(letters):
+    return None
+  return Task("letter_after", f"Write a letter from '{letters}' that comes after '{pivot}'.",
+              found[0], {"letters": letters, "pivot": pivot})
+
+
+# --------------------------------------------------------------------------------------------
+# Sizes (inclusive ranges), chosen so that a ~1M-parameter model learns each family only in part
+# within its CPU budget: the search over candidates is where the actor fails, the check is not.
+PAIR_SUM_COUNT = (4, 5)        # how many distinct digits 1-9 are listed
+DIGIT_SUM_LOW = (10, 89)       # the range's lower end ...
+DIGIT_SUM_WIDTH = (9, 29)      # ... and high - low (high capped at 99)
+LETTER_AFTER_COUNT = (4, 5)    # how many distinct letters are listed
+LETTER_AFTER_VALID = (1, 2)    # how many of them come after the pivot
 
 
 def _span(bounds: tuple[int, int]) -> range:
-    return range(bounds[0], bounds[1] + 1)
+  return range(bounds[0], bounds[1] + 1)
 
 
-def _sample_count(rng: random.Random) -> Task:
-    letter = rng.choice(_LETTERS)
-    length = rng.randint(*COUNT_LETTERS)
-    return _count(letter, _planted(rng, letter, length, rng.randint(COUNT_COPIES[0], min(
-        COUNT_COPIES[1], length))))
+def _sample_pair_sum(rng: random.Random) -> Task:
+  numbers = rng.sample(range(1, 10), rng.randint(*PAIR_SUM_COUNT))
+  a, b = rng.sample(numbers, 2)
+  return _pair_sum(numbers, a + b)
 
 
-def _sample_edit(rng: random.Random) -> Task:
-    if rng.random() < 0.5:
-        return _upper(_word(rng, rng.randint(*UPPER_LETTERS)))
-    letter = rng.choice(_LETTERS)
-    new = rng.choice(_LETTERS.replace(letter, ""))
-    return _replace(letter, new, _planted(rng, letter, rng.randint(*REPLACE_LETTERS),
-                                          rng.randint(*REPLACE_COPIES)))
+def _sample_digit_sum(rng: random.Random) -> Task:
+  low = rng.randint(*DIGIT_SUM_LOW)
+  high = min(99, low + rng.randint(*DIGIT_SUM_WIDTH))
+  return _digit_sum(low, high, digit_sum(rng.randint(low, high)))
+
+
+def _letter_pivots(letters: str) -> list[str]:
+  """Pivots (letters not listed) with LETTER_AFTER_VALID letters of ``letters`` after them."""
+  lo, hi = LETTER_AFTER_VALID
+  return [p for p in _LETTERS if p not in letters and lo <= len(valid_letters(letters, p)) <= hi]
+
+
+def _sample_letter_after(rng: random.Random) -> Task:
+  while True:
+    letters = "".join(rng.sample(_LETTERS, rng.randint(*LETTER_AFTER_COUNT)))
+    pivots = _letter_pivots(letters)
+    if pivots:
+      return _letter_after(letters, rng.choice(pivots))
 
 
 _SAMPLERS: dict[str, Callable[[random.Random], Task]] = {
-    "add": lambda rng: _add(rng.randint(*ADD_FIRST), rng.randint(*ADD_SECOND)),
-    "reverse": lambda rng: _reverse(_word(rng, rng.randint(*REVERSE_LETTERS))),
-    "sort": lambda rng: _sort([rng.randint(0, 9) for _ in range(rng.randint(*SORT_DIGITS))]),
-    "count": _sample_count,
-    "edit": _sample_edit,
+    "pair_sum": _sample_pair_sum,
+    "digit_sum": _sample_digit_sum,
+    "letter_after": _sample_letter_after,
 }
 
 
-def _planted_words(lengths: range, copies: range) -> int:
-    # Words over 26 letters with exactly k copies of one fixed letter: C(L, k) * 25^(L - k).
-    return sum(math.comb(n, k) * 25 ** (n - k) for n in lengths for k in copies if k <= n)
+# --------------------------------------------------------------------------------------------
+# Exact capacities per split (enumerated once: every instruction the sampler can produce).
+
+def _pair_sum_instructions():
+  for count in _span(PAIR_SUM_COUNT):
+    for numbers in itertools.permutations(range(1, 10), count):
+      for target in sorted({a + b for a, b in itertools.combinations(numbers, 2)}):
+        yield _pair_sum(numbers, target).instruction
 
 
-_CAPACITY = {
-    "add": len(_span(ADD_FIRST)) * len(_span(ADD_SECOND)),
-    "reverse": sum(26 ** n for n in _span(REVERSE_LETTERS)),
-    "sort": sum(10 ** n for n in _span(SORT_DIGITS)),
-    "count": 26 * _planted_words(_span(COUNT_LETTERS), _span(COUNT_COPIES)),
-    "edit": sum(26 ** n for n in _span(UPPER_LETTERS))
-            + 26 * 25 * _planted_words(_span(REPLACE_LETTERS), _span(REPLACE_COPIES)),
-}
+def _digit_sum_instructions():
+  seen = set()
+  for low in _span(DIGIT_SUM_LOW):
+    for width in _span(DIGIT_SUM_WIDTH):
+      high = min(99, low + width)
+      for target in sorted({digit_sum(n) for n in range(low, high + 1)}):
+        text = _digit_sum(low, high, target).instruction
+        if text not in seen:
+          seen.add(text)
+          yield text
 
 
-def capacity(family: str) -> int:
-    """The exact number of distinct instructions the generator can produce for ``family``."""
-    _check_family(family)
-    return _CAPACITY[family]
+@functools.lru_cache(maxsize=None)
+def _split_counts(family: str) -> Mapping[str, int]:
+  counts = dict.fromkeys(SPLITS, 0)
+  if family == "letter_after":
+    # About 58 million instructions: too many to hash one by one. Counted by formula (sets of
+    # `count` letters with k after the pivot and the rest before it, in every order); as the
+    # split is a hash, each split holds its share up to a vanishing error, reported less 1%.
+    total = 0
+    for index, _ in enumerate(_LETTERS):
+      after, before = 25 - index, index
+      for count in _span(LETTER_AFTER_COUNT):
+        for k in _span(LETTER_AFTER_VALID):
+          total += math.comb(after, k) * math.comb(before, count - k) * math.factorial(count)
+    for name, (lo, hi) in SPLITS.items():
+      counts[name] = int(total * (hi - lo) / 100 * 0.99)
+    counts["all"] = total
+    return MappingProxyType(counts)
+  texts = _pair_sum_instructions() if family == "pair_sum" else _digit_sum_instructions()
+  total = 0
+  for text in texts:
+    counts[split_of(text)] += 1
+    total += 1
+  counts["all"] = total
+  return MappingProxyType(counts)
+
+
+def capacity(family: str, split: str | None = None) -> int:
+  """The number of distinct instructions of ``family`` in ``split`` (None: all splits).
+
+  Exact for pair_sum and digit_sum (enumerated); for letter_after (about 40 million
+  instructions) a lower bound: the split's expected share less 1%."""
+  _check_family(family)
+  _check_split(split)
+  return _split_counts(family)["all" if split is None else split]
 
 
 def _check_family(family: str) -> None:
-    if family not in _SAMPLERS:
-        raise ValueError(f"unknown task family {family!r}; known: {', '.join(FAMILIES)}")
+  if family not in _SAMPLERS:
+    raise ValueError(f"unknown task family {family!r}; known: {', '.join(FAMILIES)}")
 
 
-def generate_tasks(seed: int, n: int, families: Sequence[str] = FAMILIES) -> list[Task]:
-    """``n`` tasks with unique instructions, balanced over ``families``, deterministic in seed."""
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    families = tuple(families)
-    if not families:
-        raise ValueError("families must not be empty")
-    if len(set(families)) != len(families):
-        raise ValueError(f"families must not repeat: {families}")
-    for i, family in enumerate(families):
-        _check_family(family)
-        quota = len(range(i, n, len(families)))  # slots i, i+F, i+2F, ... < n
-        if quota > _CAPACITY[family]:
-            raise ValueError(
-                f"cannot draw {quota} unique {family!r} tasks (n={n} over {len(families)} "
-                f"families): the family has only {_CAPACITY[family]} distinct instructions")
+def _check_split(split: str | None) -> None:
+  if split is not None and split not in SPLITS:
+    raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)} or None")
 
-    rng = random.Random(seed)
-    assignment = [families[i % len(families)] for i in range(n)]
-    rng.shuffle(assignment)
-    quotas = {family: assignment.count(family) for family in families}
-    draws = {family: 0 for family in families}
-    seen: set[str] = set()
-    tasks = []
-    for family in assignment:
-        while True:
-            draws[family] += 1
-            if draws[family] > 20 * quotas[family] + 1000:
-                raise ValueError(
-                    f"gave up drawing {quotas[family]} unique {family!r} tasks after "
-                    f"{draws[family] - 1} draws (too many duplicates; the family has "
-                    f"{_CAPACITY[family]} distinct instructions): ask for fewer tasks")
-            task = _SAMPLERS[family](rng)
-            if task.instruction not in seen:
-                break
-        seen.add(task.instruction)
-        tasks.append(task)
-    return tasks
+
+def generate_tasks(seed: int, n: int, families: Sequence[str] = FAMILIES,
+                   split: str | None = None) -> list[Task]:
+  """``n`` tasks with unique instructions from ``split`` (None: any), balanced over
+  ``families``, deterministic in ``seed``."""
+  if n < 0:
+    raise ValueError(f"n must be >= 0, got {n}")
+  families = tuple(families)
+  if not families:
+    raise ValueError("families must not be empty")
+  if len(set(families)) != len(families):
+    raise ValueError(f"families must not repeat: {families}")
+  _check_split(split)
+  for i, family in enumerate(families):
+    _check_family(family)
+    quota = len(range(i, n, len(families)))  # slots i, i+F, i+2F, ... < n
+    if quota > capacity(family, split):
+      raise ValueError(
+          f"cannot draw {quota} unique {family!r} tasks from split {split!r} (n={n} over "
+          f"{len(families)} families): it has only {capacity(family, split)} distinct "
+          "instructions")
+
+  share = 1.0 if split is None else (SPLITS[split][1] - SPLITS[split][0]) / 100
+  rng = random.Random(seed)
+  assignment = [families[i % len(families)] for i in range(n)]
+  rng.shuffle(assignment)
+  quotas = {family: assignment.count(family) for family in families}
+  draws = {family: 0 for family in families}
+  seen: set[str] = set()
+  tasks = []
+  for family in assignment:
+    while True:
+      draws[family] += 1
+      # A safety net against an endless loop near a split's capacity: far more draws than the
+      # split's share and the duplicates explain.
+      if draws[family] > (20 * quotas[family] + 1000) / share:
+        raise ValueError(
+            f"gave up drawing {quotas[family]} unique {family!r} tasks from split {split!r} "
+            f"after {draws[family] - 1} draws (too many duplicates): ask for fewer tasks")
+      task = _SAMPLERS[family](rng)
+      if task.instruction not in seen and (split is None or split_of(task.instruction) == split):
+        break
+    seen.add(task.instruction)
+    tasks.append(task)
+  return tasks
 
 
 # --------------------------------------------------------------------------------------------
 # Parsing: instruction text -> Task.
 
-_Q = r"'([a-z]+)'"  # a quoted lowercase word
-_L = r"'([a-z])'"   # a quoted single letter
-_PARSERS: list[tuple[re.Pattern, Callable[[re.Match], Task]]] = [
-    (re.compile(r"What is (\d+) \+ (\d+)\?"), lambda m: _add(int(m[1]), int(m[2]))),
-    (re.compile(rf"Reverse the letters of {_Q}\."), lambda m: _reverse(m[1])),
-    (re.compile(r"Sort in ascending order: (\d+(?:, \d+)*)\."),
-     lambda m: _sort([int(x) for x in m[1].split(", ")])),
-    (re.compile(rf"How many times does {_L} appear in {_Q}\?"), lambda m: _count(m[1], m[2])),
-    (re.compile(rf"Write {_Q} in capital letters\."), lambda m: _upper(m[1])),
-    (re.compile(rf"Replace each {_L} with {_L} in {_Q}\."), lambda m: _replace(m[1], m[2], m[3])),
+_PARSERS: list[tuple[re.Pattern, Callable[[re.Match], Task | None]]] = [
+    (re.compile(r"Pick two of (\d+(?:, \d+)+) that add up to (\d+)\."),
+     lambda m: _pair_sum([int(x) for x in m[1].split(", ")], int(m[2]))),
+    (re.compile(r"Write a number from (\d+) to (\d+) whose digits add up to (\d+)\."),
+     lambda m: _digit_sum(int(m[1]), int(m[2]), int(m[3]))),
+    (re.compile(r"Write a letter from '([a-z]+)' that comes after '([a-z])'\."),
+     lambda m: _letter_after(m[1], m[2])),
 ]
 
 
 def task_from_instruction(instruction: str) -> Task | None:
-    """The task whose canonical instruction is ``instruction`` (stripped), or ``None``."""
-    text = instruction.strip()
-    for pattern, build in _PARSERS:
-        match = pattern.fullmatch(text)
-        if match:
-            task = build(match)
-            # Rebuilding must give back the same text: this rejects non-canonical spellings such
-            # as leading zeros ("What is 047 + 5?"), whose answer would be ambiguous to judge.
-            return task if task.instruction == text else None
-    return None
+  """The task whose canonical instruction is ``instruction`` (stripped), or ``None``."""
+  text = instruction.strip()
+  for pattern, build in _PARSERS:
+    match = pattern.fullmatch(text)
+    if match:
+      task = build(match)
+      # Rebuilding must give back the same text: this rejects non-canonical spellings such
+      # as leading zeros ("from 030 to 59"), whose answer would be ambiguous to judge.
+      return task if task is not None and task.instruction == text else None
+  return None

@@ -9,9 +9,9 @@ prompts reduced to what the testbed needs: the question, the response (and the t
 ``meta_judge.template``): they pass ``prompts.validate_*_template`` and go through exactly the same
 rendering, chat templating, sampling, parsing and pair-building code as the verbatim ones.
 
-Both open with the instruction exactly as the actor sees it (the user turn starts with it), and
-the seed answers the question itself first ("The answer is E, so the response is ..."), so judging
-reuses what acting learned. The meta-judge template puts the judgments after the question and the
+Both open with the instruction exactly as the actor sees it (the user turn starts with it). The
+seed's judge writes a check of the response before its score and the meta-judge verifies the two
+checks (formats: ``judging.py``), so neither has to solve the task itself. The meta-judge template puts the judgments after the question and the
 response, so the sampler's shared-prefix prefill (``prompts.shared_prefix_split``) covers the
 question and the response once per prompt, as with the paper's template.
 """
@@ -23,7 +23,8 @@ from meta_rewarding import prompts
 JUDGE_TEMPLATE = (
     "{instruction}\n"
     "Response: {response}\n"
-    "Score the response from 0 to 5 (5 right, 1 wrong, 0 unclear). End with \"Score: <points>\"."
+    "Check the response, then score it from 0 to 5 (5 right, 1 wrong, 0 unclear). "
+    "End with \"Score: <points>\"."
 )
 
 META_JUDGE_TEMPLATE = (
@@ -31,7 +32,7 @@ META_JUDGE_TEMPLATE = (
     "Response: {response}\n"
     "Judgment A: {judgment_a}\n"
     "Judgment B: {judgment_b}\n"
-    "Which judgment scores the response more accurately? "
+    "Verify each judgment's check and score. Which judgment is more accurate? "
     "End with \"Winner: Judgment A\" or \"Winner: Judgment B\"."
 )
 

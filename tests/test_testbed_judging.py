@@ -1,0 +1,101 @@
+"""The testbed judge's written check and the meta-judge's assessment (judging.py): hand-worked."""
+
+import random
+
+import pytest
+
+from meta_rewarding import prompts
+from meta_rewarding.testbed import judging, oracle
+from meta_rewarding.testbed.tasks import FAMILIES, generate_tasks, task_from_instruction
+
+PAIR = task_from_instruction("Pick two of 7, 2, 9, 4, 6 that add up to 13.")
+DIGITS = task_from_instruction("Write a number from 30 to 59 whose digits add up to 9.")
+LETTER = task_from_instruction("Write a letter from 'qbfat' that comes after 'm'.")
+
+TRUE_CHECKS = [
+    (PAIR, "The answer is 9 and 4.", "Check: 9+4=13, target 13; 9 listed; 4 listed.", "right"),
+    (PAIR, "The answer is 7 and 2.", "Check: 7+2=9, target 13; 7 listed; 2 listed.", "wrong"),
+    (PAIR, "The answer is 5 and 8.", "Check: 5+8=13, target 13; 5 not listed; 8 not listed.",
+     "wrong"),
+    (PAIR, "The answer is 6 and 7.", "Check: 6+7=13, target 13; 6 listed; 7 listed.", "right"),
+    (DIGITS, "The answer is 45.", "Check: 4+5=9, target 9; 45 in 30-59.", "right"),
+    (DIGITS, "The answer is 46.", "Check: 4+6=10, target 9; 46 in 30-59.", "wrong"),
+    (DIGITS, "The answer is 63.", "Check: 6+3=9, target 9; 63 not in 30-59.", "wrong"),
+    (LETTER, "The answer is t.", "Check: t listed; t after m.", "right"),
+    (LETTER, "The answer is b.", "Check: b listed; b before m.", "wrong"),
+    (LETTER, "The answer is z.", "Check: z not listed; z after m.", "wrong"),
+    (LETTER, "The answer is m.", "Check: m not listed; m not after m.", "wrong"),
+    (LETTER, "I do not know.", "Check: no clear answer.", "unclear"),
+]
+
+
+@pytest.mark.parametrize("task, response, text, verdict", TRUE_CHECKS)
+def test_true_check_hand_worked(task, response, text, verdict):
+  check = judging.true_check(task, response)
+  assert check.text() == text and check.verdict == verdict and check.true
+  # The verdict of a true check is the oracle's.
+  assert (verdict == "right") == oracle.is_correct(task, response)
+  assert (verdict == "unclear") == (oracle.oracle_score(task, response) == oracle.SCORE_INVALID)
+  j = judging.judgment(check)
+  assert prompts.parse_score(j.text()) == judging.VERDICT_SCORE[verdict]
+  assert oracle.judgment_agrees(task, response, j.score) and j.sound
+  assert judging.check_is_true(task, response, j.text()) is True
+
+
+def test_slipped_checks_flip_the_verdict_with_false_clauses():
+  rng = random.Random(0)
+  # A right response: one clause falsified, e.g. the sum.
+  texts = {judging.slipped_check(PAIR, "9 and 4", rng).text() for _ in range(40)}
+  assert texts == {"Check: 9+4=14, target 13; 9 listed; 4 listed.",
+                   "Check: 9+4=13, target 13; 9 not listed; 4 listed.",
+                   "Check: 9+4=13, target 13; 9 listed; 4 not listed."}
+  # A wrong response: every failing clause falsified, so that it reads as right.
+  slipped = judging.slipped_check(PAIR, "5 and 8", rng)
+  assert slipped.text() == "Check: 5+8=13, target 13; 5 listed; 8 listed."
+  assert slipped.verdict == "right" and not slipped.true
+  assert judging.slipped_check(DIGITS, "46", rng).text() == "Check: 4+6=9, target 9; 46 in 30-59."
+  assert judging.slipped_check(LETTER, "b", rng).text() == "Check: b listed; b after m."
+  assert judging.slipped_check(LETTER, "I do not know.", rng) is None
+  for task in generate_tasks(3, 90):
+    for response in (f"The answer is {task.answer}.", "The answer is 1 and 1.", "The answer is 55.",
+                     "The answer is a."):
+      if oracle.oracle_score(task, response) == oracle.SCORE_INVALID:
+        continue
+      s = judging.slipped_check(task, response, rng)
+      assert s.verdict != judging.true_check(task, response).verdict
+      j = judging.judgment(s)
+      assert not oracle.judgment_agrees(task, response, j.score) and not j.sound
+      assert judging.check_is_true(task, response, j.text()) is False
+
+
+def test_miscalibrated_judgments_and_meta_assessments():
+  rng = random.Random(1)
+  check = judging.true_check(DIGITS, "45")
+  low = judging.judgment(check, miscalibrated=True, rng=rng)
+  assert low.score in (1, 2) and low.miscalibrated and not low.sound
+  assert not oracle.judgment_agrees(DIGITS, "45", low.score)
+  sound = judging.judgment(check)
+  slipped = judging.judgment(judging.slipped_check(DIGITS, "45", rng))
+  assert judging.meta_text(sound, slipped, "A") == (
+      "A: check true, score fits. B: check false. Winner: Judgment A")
+  assert judging.meta_text(low, sound, "B") == (
+      f"A: check true, score {low.score} does not fit. B: check true, score fits. "
+      "Winner: Judgment B")
+  # A deliberately wrong call keeps the text consistent with the winner it names.
+  wrong_call = judging.meta_text(sound, slipped, "B")
+  assert wrong_call.endswith("Winner: Judgment B") and wrong_call.startswith("A: check false")
+  assert prompts.parse_winner(wrong_call) == "B"
+
+
+def test_check_is_true_reads_only_the_check():
+  assert judging.check_is_true(DIGITS, "45", "Score: 5") is None
+  assert judging.check_is_true(DIGITS, "45", "Check: 4+5=9, target 9; 45 in 30-59. So the "
+                               "response is wrong. Score: 1") is True  # check true, verdict not
+  assert judging.check_is_true(DIGITS, "45", "Check: 4+5=8, target 9; 45 in 30-59. So the "
+                               "response is wrong. Score: 1") is False
+
+
+def test_every_family_has_checks():
+  for family in FAMILIES:
+    task = generate_tasks(0, 1, (family,))[0]
+    assert judging.true_check(task, task.answer).verdict == "right"
