@@ -21,7 +21,7 @@ PLOTS = (
     ("score_drift", "judge score", ["judge/score_mean", "judge/fractional_share"]),
     ("lengths", "response length (tokens)", ["actor/length_tokens_mean", "actor/length_tokens_median",
                                               "pairs/chosen_length_mean", "pairs/rejected_length_mean"]),
-    ("pair_counts", "pairs", ["pairs/actor", "pairs/judge"]),
+    ("pair_counts", "pairs", ["pairs/actor", "pairs/judge", "pairs/judge_identical_dropped"]),
     ("position_bias", "rate", ["meta/first_position_win_rate", "meta/first_position_win_rate_same_score",
                                "meta/first_position_win_rate_diff_score", "meta/picks_higher_score_rate"]),
     ("dpo_rewards", "reward", ["dpo/rewards/chosen", "dpo/rewards/rejected", "dpo/rewards/margins",
@@ -33,7 +33,8 @@ PLOTS = (
 TABLE_KEYS = (
     "prompts", "skipped/long_prompts", "skipped/long_judge_prompts", "skipped/long_meta_judge_prompts",
     "actor/length_tokens_mean", "actor/stopped_by_length_share", "judge/parse_failure_rate",
-    "judge/score_mean", "pairs/actor", "pairs/judge", "meta/parse_failure_rate",
+    "judge/score_mean", "pairs/actor", "pairs/judge", "pairs/judge_identical_dropped",
+    "meta/parse_failure_rate",
     "meta/first_position_win_rate", "dpo/loss", "dpo/rewards/accuracies", "dpo/rewards/margins",
     "oracle/actor_accuracy", "oracle/judge_accuracy", "oracle/meta_judge_accuracy",
 )

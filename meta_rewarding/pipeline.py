@@ -18,6 +18,9 @@ skips finished stages and chunks; seeds derive from (config.seed, iteration, sta
 resumed run produces exactly what an uninterrupted run would. The stage logic is pure functions of
 the earlier artifacts; this module's `run` is the only place with side effects.
 
+Every record carries `uid`, its prompt's position in the iteration's prompts.jsonl (0..P-1), and
+`id`, the prompt's index in the pool; the stages join on `uid` (`join_key`).
+
 Self-Rewarding is the same loop with `meta_judge.enabled = False` (no meta_judge / judge_pairs).
 """
 
@@ -89,18 +92,57 @@ def per_iteration(values, iteration: int, name: str):
 # Pure stage logic.
 
 def sample_prompt_ids(pool_size: int, per_iteration_count: int, iteration: int, seed: int) -> list[int]:
-  """Indices into the pool for iteration t: consecutive slices of seeded permutations of the pool,
-  so no prompt repeats within a run until the pool is exhausted (then a fresh permutation starts)."""
-  if pool_size == 0:
+  """Indices into the pool for iteration t (1-based), deterministic in all four arguments.
+
+  The run draws from one stream: epoch e is a seeded permutation of the whole pool, the epochs are
+  concatenated, and iteration t takes stream positions [(t-1)·P, t·P). So no prompt repeats within a
+  run until the pool is exhausted, and every prompt is drawn once per epoch.
+
+  When an iteration straddles an epoch boundary, the pool indices it already drew from the end of
+  epoch e-1 are moved (in their permuted order) to the end of epoch e's permutation, so an iteration
+  never holds a pool index twice (the stages join on `uid`, so a repeat would not mis-join, but it
+  would spend two of the iteration's prompts on one task). Every epoch stays a full permutation,
+  iteration boundaries stay at fixed stream positions, and iterations that do not reach a boundary
+  draw what they always drew. This needs P ≤ pool size; a larger P raises PipelineError.
+  """
+  if pool_size <= 0:
     raise PipelineError("the prompt pool is empty")
+  if per_iteration_count > pool_size:
+    raise PipelineError(
+        f"pipeline.prompts_per_iteration={per_iteration_count} is larger than the prompt pool "
+        f"({pool_size} prompts), so an iteration would draw some prompt twice; lower "
+        "pipeline.prompts_per_iteration or use a larger pool")
+  if per_iteration_count <= 0:
+    return []
   start = (iteration - 1) * per_iteration_count
   stop = start + per_iteration_count
   ids = []
-  for epoch in range(start // pool_size, (stop - 1) // pool_size + 1):
-    order = np.random.default_rng([seed, epoch]).permutation(pool_size)
-    lo, hi = max(start - epoch * pool_size, 0), min(stop - epoch * pool_size, pool_size)
-    ids.extend(int(i) for i in order[lo:hi])
+  order = None
+  # Epoch e's order depends on the end of epoch e-1's (already adjusted) order, so build them in turn
+  # from epoch 0; a permutation per epoch is cheap next to generating one response per prompt.
+  for epoch in range((stop - 1) // pool_size + 1):
+    perm = np.random.default_rng([seed, epoch]).permutation(pool_size)
+    boundary = epoch * pool_size
+    straddle_start = boundary - boundary % per_iteration_count  # start of the iteration holding it
+    if epoch > 0 and straddle_start < boundary:
+      already = order[straddle_start - (epoch - 1) * pool_size:]
+      moved = np.isin(perm, already)
+      perm = np.concatenate([perm[~moved], perm[moved]])
+    order = perm
+    lo, hi = max(start - boundary, 0), min(stop - boundary, pool_size)
+    if lo < hi:
+      ids.extend(int(i) for i in order[lo:hi])
   return ids
+
+
+def join_key(record: Mapping[str, Any]) -> int:
+  """The key that joins one iteration's records: `uid`, the prompt's position in prompts.jsonl.
+
+  Not `id` (the pool index): an iteration must never hold a pool index twice, but the stages must
+  not rely on it, or a repeated prompt would have its scores joined to the other copy's responses.
+  Records written before `uid` existed fall back to `id`, which is what they were joined by.
+  """
+  return record["uid"] if "uid" in record else record["id"]
 
 
 def dedupe_responses(generations: Sequence[Generation]) -> tuple[list[Generation], int]:
@@ -123,13 +165,13 @@ def response_length(record: Mapping[str, Any], unit: str) -> int:
 
 def actor_pairs(actor: Sequence[Mapping], judge: Sequence[Mapping], rho: float,
                 length_unit: str) -> list[dict]:
-  """Length-controlled actor pairs (4.2 step 4), one per prompt at most."""
+  """Length-controlled actor pairs (4.2 step 4), one per prompt at most (joined by `join_key`)."""
   by_prompt: dict[int, dict[int, Mapping]] = {}
   for j in judge:
-    by_prompt.setdefault(j["id"], {})[j["response_index"]] = j
+    by_prompt.setdefault(join_key(j), {})[j["response_index"]] = j
   pairs = []
   for a in actor:
-    judged = by_prompt.get(a["id"], {})
+    judged = by_prompt.get(join_key(a), {})
     responses = a["responses"]
     scores = [judged[i]["score"] if i in judged else None for i in range(len(responses))]
     lengths = [response_length(r, length_unit) for r in responses]
@@ -137,7 +179,7 @@ def actor_pairs(actor: Sequence[Mapping], judge: Sequence[Mapping], rho: float,
     if pair is None:
       continue
     c, r = pair
-    pairs.append({"id": a["id"], "kind": "actor", "prompt": a["prompt"],
+    pairs.append({"uid": join_key(a), "id": a["id"], "kind": "actor", "prompt": a["prompt"],
                   "chosen": responses[c]["text"], "rejected": responses[r]["text"],
                   "chosen_index": c, "rejected_index": r, "chosen_score": scores[c],
                   "rejected_score": scores[r], "chosen_length": lengths[c],
@@ -149,10 +191,10 @@ def meta_judge_requests(actor: Sequence[Mapping], judge: Sequence[Mapping]) -> l
   """Per prompt: the highest-variance response and the battles among its valid judgments."""
   by_prompt: dict[int, list[Mapping]] = {}
   for j in judge:
-    by_prompt.setdefault(j["id"], []).append(j)
+    by_prompt.setdefault(join_key(j), []).append(j)
   requests = []
   for a in actor:
-    judged = sorted(by_prompt.get(a["id"], []), key=lambda j: j["response_index"])
+    judged = sorted(by_prompt.get(join_key(a), []), key=lambda j: j["response_index"])
     if not judged:
       continue
     per_response = [[x["score"] for x in j["judgments"]] for j in judged]
@@ -164,7 +206,8 @@ def meta_judge_requests(actor: Sequence[Mapping], judge: Sequence[Mapping]) -> l
     battles = rewarding.battle_orders(valid)
     if not battles:
       continue
-    requests.append({"id": a["id"], "prompt": a["prompt"], "response_index": record["response_index"],
+    requests.append({"uid": join_key(a), "id": a["id"], "prompt": a["prompt"],
+                     "response_index": record["response_index"],
                      "response": a["responses"][record["response_index"]]["text"],
                      "judgments": [x["text"] for x in record["judgments"]],
                      "scores": [x["score"] for x in record["judgments"]],
@@ -173,11 +216,18 @@ def meta_judge_requests(actor: Sequence[Mapping], judge: Sequence[Mapping]) -> l
 
 
 def judge_pairs(meta: Sequence[Mapping], judge_template: str, max_chosen_chars: int | None,
-                l2: float) -> tuple[list[dict], tuple[float, float]]:
-  """Judge pairs from all meta-judge battles of the iteration (4.2 step 5); returns (pairs, (w1, w2))."""
+                l2: float) -> tuple[list[dict], tuple[float, float], int]:
+  """Judge pairs from all meta-judge battles of the iteration (4.2 step 5).
+
+  Returns (pairs, (w1, w2), identical_dropped). A pair whose chosen and rejected judgments are the
+  same text (the judge sampled one judgment twice and the battles split them) is dropped: its DPO
+  gradient is zero, so it teaches nothing and only pulls `rewards/accuracies` down.
+  `identical_dropped` counts them; it is a function of the meta-judge records alone, so a resumed
+  run recomputes the same number.
+  """
   all_battles = [(b["a"], b["b"], b["winner"]) for m in meta for b in m["battles"]]
   w1, w2 = rewarding.position_weights(*rewarding.count_position_wins(all_battles))
-  pairs = []
+  pairs, identical_dropped = [], 0
   for m in meta:
     battles = [(b["a"], b["b"], b["winner"]) for b in m["battles"]]
     n = len(m["judgments"])
@@ -190,12 +240,15 @@ def judge_pairs(meta: Sequence[Mapping], judge_template: str, max_chosen_chars: 
     if sub is None:
       continue
     c, r = players[sub[0]], players[sub[1]]
-    pairs.append({"id": m["id"], "kind": "judge",
+    if m["judgments"][c] == m["judgments"][r]:
+      identical_dropped += 1
+      continue
+    pairs.append({"uid": join_key(m), "id": m["id"], "kind": "judge",
                   "prompt": prompts_lib.render_judge_prompt(judge_template, m["prompt"], m["response"]),
                   "chosen": m["judgments"][c], "rejected": m["judgments"][r],
                   "chosen_index": c, "rejected_index": r, "elo": [float(e) for e in elo],
                   "chosen_score": m["scores"][c], "rejected_score": m["scores"][r]})
-  return pairs, (w1, w2)
+  return pairs, (w1, w2), identical_dropped
 
 
 def _mean(xs):
@@ -207,8 +260,11 @@ def iteration_metrics(iteration: int, prompts: Sequence[Mapping], actor: Sequenc
                       judge: Sequence[Mapping], a_pairs: Sequence[Mapping],
                       meta: Sequence[Mapping] | None, j_pairs: Sequence[Mapping] | None,
                       dpo_steps: Sequence[Mapping], position_w: tuple[float, float] | None,
-                      skipped: Mapping[str, int]) -> dict:
-  """The numbers of DESIGN.md 4.3 for one iteration, from its artifacts."""
+                      skipped: Mapping[str, int], judge_identical_dropped: int = 0) -> dict:
+  """The numbers of DESIGN.md 4.3 for one iteration, from its artifacts.
+
+  `judge_identical_dropped` is the third value `judge_pairs` returns (0 without a meta-judge).
+  """
   responses = [r for a in actor for r in a["responses"]]
   tokens = [r["num_tokens"] for r in responses]
   chars = [len(r["text"]) for r in responses]
@@ -234,6 +290,7 @@ def iteration_metrics(iteration: int, prompts: Sequence[Mapping], actor: Sequenc
   out.update({
       "pairs/actor": len(a_pairs),
       "pairs/judge": len(j_pairs) if j_pairs is not None else 0,
+      "pairs/judge_identical_dropped": judge_identical_dropped,
       "pairs/actor_score_margin_mean": _mean([p["chosen_score"] - p["rejected_score"] for p in a_pairs]),
       "pairs/chosen_length_mean": _mean([p["chosen_length"] for p in a_pairs]),
       "pairs/rejected_length_mean": _mean([p["rejected_length"] for p in a_pairs]),
@@ -361,7 +418,8 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
   # 1. Prompts.
   def sample_prompts():
     ids = sample_prompt_ids(len(pool), p.prompts_per_iteration, iteration, seed)
-    return [{"id": i, "prompt": pool[i]} for i in ids]
+    # uid (the position in this list) is what the later stages join on; id is the pool index.
+    return [{"uid": k, "id": i, "prompt": pool[i]} for k, i in enumerate(ids)]
   prompt_records = _stage(artifacts.join(it_dir, "prompts.jsonl"), sample_prompts)
   usable = [r for r in prompt_records if policy.fits(r["prompt"], config.actor.max_new_tokens)]
   skipped["long_prompts"] = len(prompt_records) - len(usable)
@@ -384,8 +442,8 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
       copies = collections.Counter(x.text for x in g)
       for record in responses:
         record["samples"] = copies[record["text"]]
-      out.append({"id": r["id"], "prompt": r["prompt"], "responses": responses,
-                  "duplicates_dropped": dropped})
+      out.append({"uid": join_key(r), "id": r["id"], "prompt": r["prompt"],
+                  "responses": responses, "duplicates_dropped": dropped})
     return out
   actor = _chunked(artifacts.join(it_dir, "actor.jsonl"), usable, p.chunk_size, run_actor)
 
@@ -406,7 +464,8 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
     for (a, i), ok in zip(chunk, fits):
       judgments = [{"text": g.text, "num_tokens": g.num_tokens, "finish_reason": g.finish_reason,
                     "score": prompts_lib.parse_score(g.text)} for g in next(gens)] if ok else []
-      out.append({"id": a["id"], "response_index": i, "judgments": judgments, "too_long": not ok,
+      out.append({"uid": join_key(a), "id": a["id"], "response_index": i, "judgments": judgments,
+                  "too_long": not ok,
                   "score": rewarding.response_score([j["score"] for j in judgments])})
     return out
   # Chunk over prompts' responses in groups of chunk_size prompts' worth.
@@ -425,6 +484,7 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
   if use not in ("both", "actor", "judge", "none"):
     raise PipelineError(f"pipeline.train_pairs entry {use!r}: expected both|actor|judge|none")
   meta = j_pairs = position_w = None
+  identical_dropped = 0
   if config.meta_judge.enabled and (use in ("both", "judge") or config.meta_judge.run_when_unused):
     requests = meta_judge_requests(actor, judge)
 
@@ -452,14 +512,15 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
           g = next(gens)[0]
           battles.append({"a": a_idx, "b": b_idx, "text": g.text, "finish_reason": g.finish_reason,
                           "winner": prompts_lib.parse_winner(g.text), "too_long": False})
-        out.append({**{k: r[k] for k in ("id", "prompt", "response_index", "response", "judgments",
-                                          "scores")}, "battles": battles})
+        out.append({"uid": join_key(r), **{k: r[k] for k in ("id", "prompt", "response_index",
+                                                             "response", "judgments", "scores")},
+                    "battles": battles})
       return out
     meta = _chunked(artifacts.join(it_dir, "meta_judge.jsonl"), requests, p.chunk_size, run_meta)
     skipped["long_meta_judge_prompts"] = sum(b["too_long"] for m in meta for b in m["battles"])
     j_pairs_path = artifacts.join(it_dir, "judge_pairs.jsonl")
-    j_pairs, position_w = judge_pairs(meta, judge_template, config.meta_judge.max_chosen_chars,
-                                      config.meta_judge.elo_l2)
+    j_pairs, position_w, identical_dropped = judge_pairs(
+        meta, judge_template, config.meta_judge.max_chosen_chars, config.meta_judge.elo_l2)
     if not _exists(j_pairs_path):
       _write_jsonl(j_pairs_path, j_pairs)
     j_pairs = artifacts.read_jsonl(j_pairs_path)
@@ -491,7 +552,7 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
 
   # 7. Evaluate.
   result = iteration_metrics(iteration, prompt_records, actor, judge, a_pairs, meta, j_pairs,
-                             dpo_steps, position_w, skipped)
+                             dpo_steps, position_w, skipped, identical_dropped)
   result["pairs/trained_on"] = use
   result["rho"] = rho
   if evaluate_extra is not None:

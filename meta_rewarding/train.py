@@ -648,18 +648,19 @@ def _loop(kind, state, examples, cfg, *, step_fn, batch_sh, ckpt, schedule, iden
     if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
       raise TrainingDivergedError(step, ckpt.last_saved, m, ckpt.directory)
     m.update(step=step, epoch=epoch, tokens=int(num_tokens),
-             **{"tokens/s": num_tokens / max(now - last_time, 1e-9)})
+             tokens_per_second=num_tokens / max(now - last_time, 1e-9))
     last_time = now
     history.append(m)
     if step % int(cfg.log_every) == 0 or step == stop:
-      shown = " ".join(f"{k}={m[k]:.4g}" for k in ("loss", "rewards/accuracies", "rewards/margins",
-                                                   "grad_norm", "learning_rate", "tokens/s") if k in m)
+      shown = " ".join(f"{k}={m[k]:.4g}" for k in (
+          "loss", "rewards/accuracies", "rewards/margins", "grad_norm", "learning_rate",
+          "tokens_per_second") if k in m)
       logging.info("%s step %d/%d %s", kind, step, stop, shown)
     if bar is not None:
       bar.update(1)
       bar.set_postfix({short: f"{m[k]:.3g}" for k, short in (
           ("loss", "loss"), ("rewards/accuracies", "acc"), ("rewards/margins", "margin"),
-          ("tokens/s", "tok/s")) if k in m})
+          ("tokens_per_second", "tok/s")) if k in m})
 
   try:
     for s in range(start, stop):

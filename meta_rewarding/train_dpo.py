@@ -114,7 +114,7 @@ def run(config, workdir: str) -> dict:
   if jax.process_index() == 0:
     artifacts.write_json(artifacts.join(workdir, "summary.json"), summary)
   shown = " ".join(f"{k}={final[k]:.4g}" for k in ("loss", "rewards/accuracies", "rewards/margins",
-                                                   "nll", "tokens/s") if k in final)
+                                                   "nll", "tokens_per_second") if k in final)
   print(f"{mode}: {summary['steps']} steps, {shown}; model: {hf_dir or '(not exported)'}",
         flush=True)
   return summary

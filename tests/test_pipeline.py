@@ -1,6 +1,5 @@
 """The iteration driver with a scripted stand-in model: hand-worked pairs, schedule, resume."""
 
-import dataclasses
 import json
 import os
 import re
@@ -69,7 +68,8 @@ class ScriptedPolicy:
   def train_dpo(self, pairs, *, checkpoint_dir, seed):
     self.trained.append(list(pairs))
     self.version += 1
-    return [{"step": 1, "loss": 0.69, "rewards/accuracies": 0.5, "rewards/margins": 0.0}]
+    return [{"step": 1, "loss": 0.69, "rewards/accuracies": 0.5, "rewards/margins": 0.0,
+             "tokens_per_second": 100.0}]
 
   def save(self, path):
     os.makedirs(path + ".tmp", exist_ok=True)
@@ -109,6 +109,13 @@ def test_one_iteration_hand_worked(tmp_path):
   it = tmp_path / "iter_1"
   judge = {(j["id"], j["response_index"]): j for j in artifacts.read_jsonl(str(it / "judge.jsonl"))}
   p1 = POOL.index("P1")
+  # Every record carries its prompt's per-iteration uid (position in prompts.jsonl) and pool id.
+  prompt_records = artifacts.read_jsonl(str(it / "prompts.jsonl"))
+  assert [r["uid"] for r in prompt_records] == [0, 1]
+  uid = {r["id"]: r["uid"] for r in prompt_records}
+  for name in ("actor", "judge", "actor_pairs", "meta_judge", "judge_pairs"):
+    for record in artifacts.read_jsonl(str(it / f"{name}.jsonl")):
+      assert record["uid"] == uid[record["id"]], name
   assert judge[(p1, 0)]["score"] == pytest.approx(4.0)
   assert judge[(p1, 1)]["score"] == pytest.approx(5.0)
   assert judge[(p1, 2)]["score"] == pytest.approx(1.5)  # "I cannot tell." is a parse failure
@@ -129,6 +136,8 @@ def test_one_iteration_hand_worked(tmp_path):
   assert metrics["judge/judgments"] == 15 and metrics["judge/parse_failures"] == 5
   assert metrics["judge/score_mean"] == pytest.approx(np.mean([5, 4, 3, 5, 5, 5, 1, 2, 3, 3]))
   assert metrics["pairs/actor"] == 1 and metrics["pairs/judge"] == 1
+  assert metrics["pairs/judge_identical_dropped"] == 0
+  assert metrics["dpo/tokens_per_second"] == 100.0
   assert metrics["meta/battles"] == 6 and metrics["meta/first_position_win_rate"] == 0.5
   assert metrics["meta/position_weight_first"] == 0.5
   assert metrics["meta/picks_higher_score_rate"] == pytest.approx(2 / 6)
@@ -170,6 +179,162 @@ def test_prompt_sampling_does_not_repeat_until_the_pool_runs_out():
   assert sorted(ids[0] + ids[1] + ids[2][:2]) == list(range(10))
   assert ids == [pipeline.sample_prompt_ids(10, 4, t, seed=3) for t in (1, 2, 3)]
   assert ids[0] != pipeline.sample_prompt_ids(10, 4, 1, seed=4)
+
+
+@pytest.mark.parametrize("pool_size,per_iteration,iterations", [
+    (12000, 5000, 7),  # the issue's reproduction: the old slicing repeated 492 ids in an iteration
+    (10, 4, 15), (7, 3, 14), (6, 6, 3), (5, 1, 11), (2, 2, 3)])
+def test_no_prompt_twice_in_an_iteration(pool_size, per_iteration, iterations):
+  stream = []
+  for t in range(1, iterations + 1):
+    ids = pipeline.sample_prompt_ids(pool_size, per_iteration, t, seed=0)
+    assert len(ids) == per_iteration and len(set(ids)) == per_iteration, t
+    stream += ids
+  # Every epoch of the stream is still a whole permutation of the pool: each prompt is used once
+  # before any is used again, and equally often over a run.
+  for start in range(0, len(stream) - pool_size + 1, pool_size):
+    assert sorted(stream[start:start + pool_size]) == list(range(pool_size)), start
+
+
+def test_more_prompts_per_iteration_than_the_pool_is_refused():
+  with pytest.raises(pipeline.PipelineError, match="larger than the prompt pool"):
+    pipeline.sample_prompt_ids(3, 4, 1, seed=0)
+
+
+def _twin_records():
+  """Two prompts of one iteration that share a pool id (7) but not responses or scores.
+
+  uid 0: "good" scores 5, "bad" scores 1. uid 1: the same pool prompt with its responses in the
+  other order. Joined by pool id, one copy's scores land on the other copy's responses.
+  """
+  actor = [{"uid": u, "id": 7, "prompt": "Q", "duplicates_dropped": 0,
+            "responses": [{"text": t, "num_tokens": 1, "finish_reason": "stop", "samples": 1}
+                          for t in texts]}
+           for u, texts in ((0, ["good", "bad"]), (1, ["bad", "good"]))]
+  judgment = lambda k, s: {"text": f"Check {k}. Score: {s:g}", "num_tokens": 4,
+                           "finish_reason": "stop", "score": s}
+  scores = {(0, 0): [5.0, 5.0, 4.0], (0, 1): [1.0, 1.0, 2.0],
+            (1, 0): [1.0, 2.0, 2.0], (1, 1): [5.0, 4.0, 3.0]}
+  judge = [{"uid": u, "id": 7, "response_index": i, "too_long": False,
+            "judgments": [judgment(k, s) for k, s in enumerate(ss)], "score": float(np.mean(ss))}
+           for (u, i), ss in scores.items()]
+  return actor, judge
+
+
+def test_records_are_joined_by_uid_not_pool_id():
+  actor, judge = _twin_records()
+  pairs = pipeline.actor_pairs(actor, judge, rho=0.0, length_unit="chars")
+  assert [(p["uid"], p["id"], p["chosen"], p["rejected"]) for p in pairs] == [
+      (0, 7, "good", "bad"), (1, 7, "good", "bad")]
+  assert [(p["chosen_score"], p["rejected_score"]) for p in pairs] == [
+      (pytest.approx(14 / 3), pytest.approx(4 / 3)), (4.0, pytest.approx(5 / 3))]
+  requests = pipeline.meta_judge_requests(actor, judge)
+  # Highest judge-score variance: uid 0's "bad" (1, 1, 2) and "good" (5, 5, 4) tie -> index 0;
+  # uid 1's "good" (5, 4, 3).
+  assert [(r["uid"], r["response"], r["scores"]) for r in requests] == [
+      (0, "good", [5.0, 5.0, 4.0]), (1, "good", [5.0, 4.0, 3.0])]
+  # A meta-judge that prefers the higher score (A on equal scores): chosen = judgment 0 (the first
+  # of the highest), rejected = judgment 2 in both.
+  winner = lambda r, a, b: "A" if r["scores"][a] >= r["scores"][b] else "B"
+  meta = [{**r, "battles": [{"a": a, "b": b, "winner": winner(r, a, b), "text": "", "too_long": False}
+                            for a, b in r["orders"]]} for r in requests]
+  j_pairs, _, _ = pipeline.judge_pairs(meta, prompts.JUDGE_TEMPLATE, None, 1e-3)
+  assert [(p["uid"], p["id"], p["chosen"], p["rejected"], p["prompt"]) for p in j_pairs] == [
+      (u, 7, "Check 0. Score: 5", f"Check 2. Score: {low}",
+       prompts.render_judge_prompt(prompts.JUDGE_TEMPLATE, "Q", "good"))
+      for u, low in ((0, 4), (1, 3))]
+
+
+def test_oracle_metrics_join_by_uid(monkeypatch):
+  from meta_rewarding.testbed import evaluate
+  actor, judge = _twin_records()
+  # The two copies stand for different tasks; a response is right iff it is its task's answer.
+  actor[0]["prompt"], actor[1]["prompt"] = "task good", "task bad"
+  seen = {}
+
+  class Oracle:
+    @staticmethod
+    def is_correct(task, response):
+      return task == "task " + response
+
+    @staticmethod
+    def actor_accuracy(tasks, responses):
+      seen["actor"] = sorted(zip(tasks, responses))
+      return 0.5
+
+    @staticmethod
+    def judge_accuracy(tasks, responses, scores):
+      seen["judge"] = sorted(zip(tasks, responses, scores))
+      return 0.5
+
+  monkeypatch.setattr(evaluate, "task_from_instruction", lambda prompt: prompt)
+  monkeypatch.setattr(evaluate, "oracle", Oracle)
+  a_pairs = pipeline.actor_pairs(actor, judge, rho=0.0, length_unit="chars")
+  out = evaluate.oracle_metrics({"actor": actor, "judge": judge, "meta_judge": [],
+                                 "actor_pairs": a_pairs})
+  assert seen["actor"] == [("task bad", "bad"), ("task bad", "good"),
+                           ("task good", "bad"), ("task good", "good")]
+  assert seen["judge"] == sorted(
+      [("task good", "good", s) for s in (5.0, 5.0, 4.0)] +
+      [("task good", "bad", s) for s in (1.0, 1.0, 2.0)] +
+      [("task bad", "bad", s) for s in (1.0, 2.0, 2.0)] +
+      [("task bad", "good", s) for s in (5.0, 4.0, 3.0)])
+  # Both pairs choose "good": right for uid 0's task only.
+  assert out["oracle/actor_pair_chosen_correct"] == 0.5
+  assert out["oracle/actor_pair_rejected_correct"] == 0.5
+
+
+def test_judge_pair_with_identical_texts_is_dropped_and_counted():
+  same, other = "Same check. Score: 4", "Other check. Score: 2"
+  # Judgments 0 and 1 are one text sampled twice; the (sampled) meta-judge still split them:
+  # 0 won both of their battles, so Elo puts 0 first and 1 last. Judgment 2 ties with both.
+  battles = [(0, 1, "A"), (1, 0, "B"), (0, 2, "A"), (2, 0, "A"), (1, 2, "A"), (2, 1, "A")]
+  meta = [{"uid": 0, "id": 3, "prompt": "Q", "response_index": 0, "response": "R",
+           "judgments": [same, same, other], "scores": [4.0, 4.0, 2.0],
+           "battles": [{"a": a, "b": b, "winner": w, "text": w, "too_long": False}
+                       for a, b, w in battles]}]
+  pairs, _, dropped = pipeline.judge_pairs(meta, prompts.JUDGE_TEMPLATE, None, 1e-3)
+  assert pairs == [] and dropped == 1
+  meta[0]["judgments"][1] = "Another check. Score: 4"  # distinct texts: the same battles give a pair
+  pairs, _, dropped = pipeline.judge_pairs(meta, prompts.JUDGE_TEMPLATE, None, 1e-3)
+  assert dropped == 0 and [(p["uid"], p["chosen_index"], p["rejected_index"]) for p in pairs] == [
+      (0, 0, 1)]
+
+
+class DuplicateJudgmentPolicy(ScriptedPolicy):
+  """The judge samples one judgment of "short good" twice; the meta-judge, sampling, sends the first
+  of two identical battle prompts to A and the second to B (distinct prompts all go to A)."""
+
+  JUDGMENTS = {**JUDGMENTS, "short good": ["Same. Score: 4", "Same. Score: 4", "Score: 1"]}
+
+  def __init__(self):
+    super().__init__()
+    self.seen = set()
+
+  def generate(self, batch, *, n, max_new_tokens, seed, share_prefix, desc):
+    if batch and "Judgment A:" in batch[0]:
+      out = []
+      for text in batch:
+        winner = "B" if text in self.seen else "A"
+        self.seen.add(text)
+        out.append([Generation(f"Winner: Judgment {winner}", 3, "stop")])
+      return out
+    if batch and "<response>" in batch[0]:
+      return [[Generation(j, 3, "stop") for j in self.JUDGMENTS[
+          t.split("<response>")[1].split("</response>")[0]][:n]] for t in batch]
+    return super().generate(batch, n=n, max_new_tokens=max_new_tokens, seed=seed,
+                            share_prefix=share_prefix, desc=desc)
+
+
+def test_identical_judge_pair_dropped_in_a_run_and_recounted_on_resume(tmp_path):
+  (metrics,), policy = _run(tmp_path, make_config(), DuplicateJudgmentPolicy())
+  assert metrics["pairs/judge"] == 0 and metrics["pairs/judge_identical_dropped"] == 1
+  assert [p["kind"] for p in policy.trained[0]] == ["actor"]
+  assert artifacts.read_jsonl(str(tmp_path / "iter_1" / "judge_pairs.jsonl")) == []
+  # Recomputed from the stored meta-judge records when the iteration is evaluated again.
+  os.remove(tmp_path / "iter_1" / "metrics.json")
+  (again,), _ = _run(tmp_path, make_config(), DuplicateJudgmentPolicy())
+  assert again["pairs/judge_identical_dropped"] == 1
 
 
 def test_kill_during_judging_then_resume_equals_uninterrupted(tmp_path):

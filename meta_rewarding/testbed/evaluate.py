@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
+from meta_rewarding.pipeline import join_key
 from meta_rewarding.testbed import oracle
 from meta_rewarding.testbed.tasks import task_from_instruction
 
@@ -20,6 +21,8 @@ def _clean(x: float) -> float | None:
 
 
 def oracle_metrics(records: Mapping[str, list]) -> dict:
+  # Keyed by the per-iteration `uid` (`join_key`), not the pool index: records of two copies of one
+  # prompt must not be joined to each other's responses.
   tasks = {}
   unknown = 0
   for a in records["actor"]:
@@ -27,27 +30,28 @@ def oracle_metrics(records: Mapping[str, list]) -> dict:
     if task is None:
       unknown += 1
     else:
-      tasks[a["id"]] = task
+      tasks[join_key(a)] = task
   actor_tasks, actor_responses = [], []
   for a in records["actor"]:
-    if a["id"] in tasks:
+    if join_key(a) in tasks:
       for r in a["responses"]:  # a text the actor sampled k times counts k times
-        actor_tasks += [tasks[a["id"]]] * int(r.get("samples", 1))
+        actor_tasks += [tasks[join_key(a)]] * int(r.get("samples", 1))
         actor_responses += [r["text"]] * int(r.get("samples", 1))
-  response_text = {(a["id"], i): r["text"] for a in records["actor"] for i, r in enumerate(a["responses"])}
+  response_text = {(join_key(a), i): r["text"] for a in records["actor"]
+                   for i, r in enumerate(a["responses"])}
   judge_tasks, judge_responses, judge_scores = [], [], []
   for j in records["judge"]:
-    if j["id"] in tasks:
+    if join_key(j) in tasks:
       for x in j["judgments"]:
         if x["score"] is not None:
-          judge_tasks.append(tasks[j["id"]])
-          judge_responses.append(response_text[(j["id"], j["response_index"])])
+          judge_tasks.append(tasks[join_key(j)])
+          judge_responses.append(response_text[(join_key(j), j["response_index"])])
           judge_scores.append(x["score"])
   meta_tasks, meta_responses, meta_pairs, meta_winners = [], [], [], []
   for m in records["meta_judge"]:
-    if m["id"] in tasks:
+    if join_key(m) in tasks:
       for b in m["battles"]:
-        meta_tasks.append(tasks[m["id"]])
+        meta_tasks.append(tasks[join_key(m)])
         meta_responses.append(m["response"])
         meta_pairs.append((m["scores"][b["a"]], m["scores"][b["b"]]))
         meta_winners.append(b["winner"])
@@ -59,10 +63,10 @@ def oracle_metrics(records: Mapping[str, list]) -> dict:
           meta_tasks, meta_responses, meta_pairs, meta_winners)) if meta_tasks else None,
   }
   # The chosen side of the actor pairs should be right more often than the rejected side.
-  pairs = [p for p in records["actor_pairs"] if p["id"] in tasks]
+  pairs = [p for p in records["actor_pairs"] if join_key(p) in tasks]
   if pairs:
     out["oracle/actor_pair_chosen_correct"] = sum(
-        oracle.is_correct(tasks[p["id"]], p["chosen"]) for p in pairs) / len(pairs)
+        oracle.is_correct(tasks[join_key(p)], p["chosen"]) for p in pairs) / len(pairs)
     out["oracle/actor_pair_rejected_correct"] = sum(
-        oracle.is_correct(tasks[p["id"]], p["rejected"]) for p in pairs) / len(pairs)
+        oracle.is_correct(tasks[join_key(p)], p["rejected"]) for p in pairs) / len(pairs)
   return out
