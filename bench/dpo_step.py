@@ -159,7 +159,7 @@ def run_ours(config, params, pairs, workdir):
                              checkpoint_dir=os.path.join(workdir, "ours"), seed=0, progress=False)
   timed = history[FLAGS.warmup:]
   tokens = sum(m["tokens"] for m in timed)
-  seconds = sum(m["tokens"] / m["tokens/s"] for m in timed)
+  seconds = sum(m["tokens"] / m["tokens_per_second"] for m in timed)
   return {"name": "ours (jax, stored reference)", "tokens": tokens, "seconds": seconds,
           "ref_seconds": ref_time, "first_loss": history[0]["loss"],
           "steps": len(timed)}

@@ -18,7 +18,8 @@ from meta_rewarding import artifacts
 
 # (title, y label, [metric keys]) for the PNG plots over iterations.
 PLOTS = (
-    ("score_drift", "judge score", ["judge/score_mean", "judge/fractional_share"]),
+    ("score_drift", "judge score", ["judge/score_mean", "judge/fractional_share",
+                                    "heldout/judge_score_mean"]),
     ("lengths", "response length (tokens)", ["actor/length_tokens_mean", "actor/length_tokens_median",
                                               "pairs/chosen_length_mean", "pairs/rejected_length_mean"]),
     ("pair_counts", "pairs", ["pairs/actor", "pairs/judge", "pairs/judge_identical_dropped"]),
@@ -26,7 +27,11 @@ PLOTS = (
                                "meta/first_position_win_rate_diff_score", "meta/picks_higher_score_rate"]),
     ("dpo_rewards", "reward", ["dpo/rewards/chosen", "dpo/rewards/rejected", "dpo/rewards/margins",
                                "dpo/rewards/accuracies"]),
-    ("oracle", "accuracy", ["oracle/actor_accuracy", "oracle/judge_accuracy", "oracle/meta_judge_accuracy"]),
+    # heldout/*: the model M_t at x = t (M_0 = the seed at x = 0); oracle/*: what iteration t
+    # generated, i.e. M_{t-1} on the pool's prompts.
+    ("oracle", "accuracy", ["heldout/actor_accuracy", "heldout/judge_balanced_accuracy",
+                            "heldout/meta_accuracy", "oracle/actor_accuracy",
+                            "oracle/judge_accuracy", "oracle/meta_judge_accuracy"]),
 )
 
 # The columns of the table printed at the end of each iteration.
@@ -37,6 +42,8 @@ TABLE_KEYS = (
     "meta/parse_failure_rate",
     "meta/first_position_win_rate", "dpo/loss", "dpo/rewards/accuracies", "dpo/rewards/margins",
     "oracle/actor_accuracy", "oracle/judge_accuracy", "oracle/meta_judge_accuracy",
+    "heldout/actor_accuracy", "heldout/judge_balanced_accuracy", "heldout/judge_score_mean",
+    "heldout/meta_accuracy", "heldout/meta_picks_higher_rate",
 )
 
 

@@ -565,25 +565,60 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
   return result
 
 
+def _evaluate_model(workdir: str, iteration: int, policy: Policy,
+                    evaluate_model: Callable[[Policy, str], dict]) -> dict:
+  """`evaluate_model` of the model the policy holds now (M_iteration), computed once: kept in
+  iter_<t>/heldout.json (atomic), so a resumed run reads it instead of measuring again."""
+  it_dir = artifacts.join(workdir, f"iter_{iteration}")
+  path = artifacts.join(it_dir, "heldout.json")
+  if not _exists(path):
+    start = time.time()
+    result = evaluate_model(policy, f"M_{iteration}")
+    if sharding.is_main_process():
+      artifacts.makedirs(it_dir)
+      artifacts.write_json(path, result)
+      logging.info("held-out evaluation of M_%d: %.1f s", iteration, time.time() - start)
+    sharding.sync("write:" + path)
+  return artifacts.read_json(path)
+
+
 def run(config, workdir: str, policy: Policy, pool: Sequence[str], *,
         evaluate_extra: Callable[[Mapping[str, list]], dict] | None = None,
+        evaluate_model: Callable[[Policy, str], dict] | None = None,
         is_main_process: bool = True) -> list[dict]:
-  """Runs all `pipeline.num_iterations` iterations (resuming what is on disk); returns their metrics."""
+  """Runs all `pipeline.num_iterations` iterations (resuming what is on disk); returns their metrics.
+
+  With `evaluate_model` (e.g. the testbed's held-out evaluation), the model entering the run (M_0)
+  is measured first, giving a record with "iteration": 0, and iteration t's record also holds the
+  measurement of the model it trained (M_t)."""
   artifacts.makedirs(workdir)
   all_metrics = []
+  if evaluate_model is not None:  # before iteration 1 the policy holds M_0, also on resume
+    all_metrics.append({"iteration": 0, **_evaluate_model(workdir, 0, policy, evaluate_model)})
+    if is_main_process:
+      _log_iteration(workdir, 0, all_metrics, step_metrics=())
   for iteration in range(1, config.pipeline.num_iterations + 1):
     start = time.time()
     result = run_iteration(config, workdir, iteration, policy, pool, evaluate_extra)
     result.setdefault("wall_seconds", round(time.time() - start, 2))
+    if evaluate_model is not None:  # run_iteration leaves M_t in the policy (trained or loaded)
+      result.update(_evaluate_model(workdir, iteration, policy, evaluate_model))
     all_metrics.append(result)
     if is_main_process:
-      metrics_lib.write_jsonl(workdir, all_metrics)
       it_dir = artifacts.join(workdir, f"iter_{iteration}")
-      marker = artifacts.join(it_dir, ".tensorboard_written")
-      if not artifacts.exists(marker):  # a resumed run does not log an iteration twice
-        metrics_lib.write_tensorboard(workdir, result,
-                                      artifacts.read_jsonl(artifacts.join(it_dir, "dpo.jsonl")))
-        artifacts.write_text(marker, "")
-      metrics_lib.write_plots(workdir, all_metrics)
-      print(f"\n== iteration {iteration} ==\n" + metrics_lib.format_table(all_metrics), flush=True)
+      _log_iteration(workdir, iteration, all_metrics,
+                     artifacts.read_jsonl(artifacts.join(it_dir, "dpo.jsonl")))
   return all_metrics
+
+
+def _log_iteration(workdir: str, iteration: int, all_metrics: Sequence[dict], step_metrics):
+  """metrics.jsonl, TensorBoard (once per iteration, also across resumes), plots, the table."""
+  metrics_lib.write_jsonl(workdir, all_metrics)
+  it_dir = artifacts.join(workdir, f"iter_{iteration}")
+  marker = artifacts.join(it_dir, ".tensorboard_written")
+  if not artifacts.exists(marker):  # a resumed run does not log an iteration twice
+    metrics_lib.write_tensorboard(workdir, all_metrics[-1], step_metrics)
+    artifacts.write_text(marker, "")
+  metrics_lib.write_plots(workdir, all_metrics)
+  title = "the seed model M_0" if iteration == 0 else f"iteration {iteration}"
+  print(f"\n== {title} ==\n" + metrics_lib.format_table(all_metrics), flush=True)

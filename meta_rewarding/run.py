@@ -57,5 +57,13 @@ def run(config, workdir: str) -> list[dict]:
     evaluate_extra = oracle_metrics
   elif config.evaluate.oracle:
     raise pipeline.PipelineError(f"evaluate.oracle={config.evaluate.oracle!r}; expected '' or 'testbed'")
+  evaluate_model = None
+  if config.evaluate.get("heldout_tasks", 0):
+    if config.evaluate.oracle != "testbed":
+      raise pipeline.PipelineError(
+          f"evaluate.heldout_tasks={config.evaluate.heldout_tasks} needs "
+          "evaluate.oracle='testbed' (the held-out tasks are testbed tasks); set it to 0")
+    from meta_rewarding.testbed.evaluate import heldout_evaluator
+    evaluate_model = heldout_evaluator(config)
   return pipeline.run(config, workdir, policy, pool, evaluate_extra=evaluate_extra,
-                      is_main_process=main_process)
+                      evaluate_model=evaluate_model, is_main_process=main_process)

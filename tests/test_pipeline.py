@@ -377,3 +377,33 @@ def test_no_valid_judgments_means_no_pairs_and_no_crash(tmp_path):
   assert metrics["judge/parse_failure_rate"] == 1.0 and metrics["judge/score_mean"] is None
   assert metrics["pairs/actor"] == 0 and metrics["pairs/judge"] == 0 and metrics["dpo/steps"] == 0
   assert policy.trained == [] and (tmp_path / "iter_1" / "model").exists()
+
+
+def test_model_evaluation_hook_gives_m0_and_each_trained_model_once(tmp_path):
+  """evaluate_model measures M_0 before iteration 1 and M_t after iteration t; the results are
+  kept in iter_<t>/heldout.json, so a resumed run does not measure again."""
+  calls = []
+
+  def evaluate_model(policy, label):
+    calls.append((label, policy.version))
+    return {"heldout/actor_accuracy": 0.5 + 0.1 * policy.version, "heldout/tasks": 3}
+
+  config = make_config(num_iterations=2)
+  policy = ScriptedPolicy()
+  metrics = pipeline.run(config, str(tmp_path), policy, POOL, evaluate_model=evaluate_model)
+  assert calls == [("M_0", 0), ("M_1", 1), ("M_2", 2)]
+  assert [m["iteration"] for m in metrics] == [0, 1, 2]
+  assert metrics[0] == {"iteration": 0, "heldout/actor_accuracy": 0.5, "heldout/tasks": 3}
+  assert metrics[2]["heldout/actor_accuracy"] == pytest.approx(0.7)
+  assert "pairs/actor" in metrics[2]  # the iteration's own metrics stay next to them
+  lines = [json.loads(x) for x in open(tmp_path / "metrics.jsonl")]
+  assert lines == json.loads(json.dumps(metrics))
+  assert os.path.exists(tmp_path / "iter_0" / "heldout.json")
+  # Resume: nothing is measured again, the records are the same.
+  calls.clear()
+  again = pipeline.run(config, str(tmp_path), ScriptedPolicy(), POOL,
+                       evaluate_model=evaluate_model)
+  assert calls == []
+  # (wall_seconds is the resumed run's own time; timings are not results)
+  strip = lambda ms: [{k: v for k, v in m.items() if k != "wall_seconds"} for m in ms]
+  assert strip(again) == strip(metrics)

@@ -6,7 +6,7 @@ from meta_rewarding.testbed.evaluate import oracle_metrics
 
 
 def test_oracle_metrics_count_samples_judgments_and_battles():
-  q = "What is 47 + 8?"  # 55
+  q = "Write a number from 50 to 59 whose digits add up to 10."  # 55 only
   records = {
       "actor": [{"id": 0, "prompt": q, "duplicates_dropped": 2, "responses": [
           {"text": "The answer is 55.", "samples": 3},   # sampled 3 times, kept once

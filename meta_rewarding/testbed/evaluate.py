@@ -1,5 +1,14 @@
 """Oracle metrics for testbed runs: how right the actor, the judge and the meta-judge really are.
 
+Two hooks of the pipeline:
+
+`heldout_evaluator(config)` returns the pipeline's `evaluate_model` hook: it measures the model the
+policy holds (M_0 before the first iteration, M_t after iteration t) on `evaluate.heldout_tasks`
+tasks of the `eval` split (never in the seed's SFT data or the prompt pool), with
+`seed.measure` at the config's sampling settings, and returns `heldout/*` numbers. Its sampling
+seed is fixed (HELDOUT_SEED), not the run's: every model of every run and arm is measured on the
+same tasks with the same random draws, so differences between them are paired.
+
 `oracle_metrics(stage_records)` is the pipeline's `evaluate_extra` hook: it reads the iteration's
 artifacts (prompts are testbed instructions, so `task_from_instruction` recovers each answer) and
 returns `oracle/*` numbers next to the standard ones. Prompts that are not testbed instructions are
@@ -9,11 +18,34 @@ counted (`oracle/unknown_prompts`) and left out.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 from meta_rewarding.pipeline import join_key
 from meta_rewarding.testbed import oracle
 from meta_rewarding.testbed.tasks import task_from_instruction
+
+HELDOUT_SEED = 0
+HELDOUT_SAMPLES = 4     # actor samples per held-out task
+HELDOUT_JUDGMENTS = 2   # judgments per sampled answer (two, so the meta-judge has own battles)
+
+
+def heldout_evaluator(config) -> Callable[[Any], dict]:
+  """The `evaluate_model(policy) -> {"heldout/<figure>": value}` hook (module docstring)."""
+  from meta_rewarding.testbed import seed as seed_lib
+  tasks = seed_lib.eval_task_list(int(config.evaluate.heldout_tasks))
+  s = config.sampling
+
+  def evaluate_model(policy, label: str) -> dict:
+    figures = seed_lib.measure(
+        policy.model_config, policy.params, policy.tokenizer, tasks, samples=HELDOUT_SAMPLES,
+        judgments=HELDOUT_JUDGMENTS, seed=HELDOUT_SEED, mesh=policy.mesh,
+        judge_template=config.judge.template, meta_template=config.meta_judge.template,
+        temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, batch_size=s.batch_size,
+        progress=True, desc=f"held-out {label}")
+    return {f"heldout/{k}": v for k, v in figures.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+  return evaluate_model
+
 
 
 def _clean(x: float) -> float | None:

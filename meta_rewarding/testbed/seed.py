@@ -589,7 +589,8 @@ def measure(model_config, params, tokenizer, tasks: Sequence[Task], *, samples: 
             meta_template: str = templates.META_JUDGE_TEMPLATE,
             temperature: float = PIPELINE_SAMPLING["temperature"],
             top_p: float = PIPELINE_SAMPLING["top_p"], top_k: int = PIPELINE_SAMPLING["top_k"],
-            batch_size: int = 32, judgments: int = 2, progress: bool = False) -> dict:
+            batch_size: int = 32, judgments: int = 2, progress: bool = False,
+            desc: str = "measure") -> dict:
   """Oracle figures of one model on held-out `tasks`, at the pipeline's sampling settings.
 
     actor_accuracy          share of `samples` sampled responses per task that are right
@@ -622,7 +623,8 @@ def measure(model_config, params, tokenizer, tasks: Sequence[Task], *, samples: 
                              prompt_buckets=(48, 96, 128, 192, 256))
   strategy = sampling.Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
   gen = lambda xs, n, m, s, strat=strategy, share=False: sampler.generate(
-      xs, n=n, strategy=strat, max_new_tokens=m, seed=s, share_prefix=share, progress=progress)
+      xs, n=n, strategy=strat, max_new_tokens=m, seed=s, share_prefix=share, progress=progress,
+      desc=desc)
   tasks = list(tasks)
   out: dict = {"tasks": len(tasks)}
 
