@@ -613,13 +613,31 @@ def write_json_atomic(path: str, value):
   os.replace(path + ".tmp", path)
 
 
+def shared_seed_evaluation(root: str, workdir: str, eval_tasks: int):
+  """Measures M_0 once for the whole bench: every run starts from the same seed model and the
+  held-out evaluation's tasks and sampling seed do not depend on the run (testbed/evaluate.py,
+  HELDOUT_SEED), so its iter_0/heldout.json is the same file in every run. The first run's copy
+  is kept under <root> and placed into each later run's workdir before it starts."""
+  shared = os.path.join(root, f"seed_model_heldout_{eval_tasks}.json")
+  own = os.path.join(workdir, "iter_0", "heldout.json")
+  if os.path.exists(own):
+    if not os.path.exists(shared):
+      with open(own) as f:
+        write_json_atomic(shared, json.load(f))
+  elif os.path.exists(shared):
+    with open(shared) as f:
+      write_json_atomic(own, json.load(f))
+
+
 def run_one(arm: str, seed: int, root: str, eval_tasks: int) -> dict:
   from meta_rewarding import run as run_lib
   config = arm_config(arm, seed, eval_tasks)
   workdir = run_dir(root, arm, seed)
   resumed = config.pipeline.num_iterations in read_run(workdir)
   start = time.time()
+  shared_seed_evaluation(root, workdir, eval_tasks)
   returned = run_lib.run(config, workdir)
+  shared_seed_evaluation(root, workdir, eval_tasks)
   seconds = round(time.time() - start, 1)
   info = {"arm": arm, "seed": seed, "variant": f"{ARMS[arm]},seed={seed}",
           "eval_tasks": eval_tasks, "bench_seconds": seconds, "resumed": resumed}
