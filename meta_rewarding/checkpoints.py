@@ -208,9 +208,10 @@ def _get_path(tree, path: tuple[str, ...]):
 # ------------------------------------------------------------------------------------------------
 # Public API.
 
-def read_hf_config(path: str, **run_options) -> LlamaConfig:
+def read_hf_config(path: str, *, strict: bool = False, **run_options) -> LlamaConfig:
   """`LlamaConfig` from `path/config.json` (local or remote), with run options (dtype, scan_layers,
-  ...) applied."""
+  ...) applied. `strict`: refuse config keys this model does not know instead of ignoring them
+  (see `LlamaConfig.from_hf`); keys that change the computation are refused by name either way."""
   path = os.fspath(path)
   remote = artifacts.is_remote(path)
   if not (artifacts.exists(path) if remote else os.path.isdir(path)):
@@ -222,8 +223,14 @@ def read_hf_config(path: str, **run_options) -> LlamaConfig:
     hf = json.loads(artifacts.read_text(config_path))
   except json.JSONDecodeError as e:
     raise CheckpointError(f"{config_path}: invalid JSON at line {e.lineno}: {e.msg}") from e
+  except UnicodeDecodeError as e:
+    line = e.object[:e.start].count(b"\n") + 1
+    raise CheckpointError(f"{config_path}:{line}: not UTF-8 text; is this a Hugging Face "
+                          "config.json?") from e
+  if not isinstance(hf, dict):
+    raise CheckpointError(f"{config_path}: expected a JSON object, got {type(hf).__name__}")
   try:
-    return LlamaConfig.from_hf(hf, **run_options)
+    return LlamaConfig.from_hf(hf, strict=strict, **run_options)
   except UnsupportedConfigError as e:
     raise UnsupportedConfigError(f"{config_path}: {e}") from e
 
@@ -239,7 +246,7 @@ _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 
 def load_hf(path: str, *, shardings=None, config: LlamaConfig | None = None,
-            cache_dir: str | None = None, keep_local_copy: bool = True,
+            cache_dir: str | None = None, keep_local_copy: bool = True, strict: bool = False,
             **run_options) -> tuple[LlamaConfig, dict]:
   """Loads a HF Llama directory (local, or remote: gs://, s3://) -> (LlamaConfig, params).
 
@@ -254,13 +261,15 @@ def load_hf(path: str, *, shardings=None, config: LlamaConfig | None = None,
       `sharding.param_shardings`), or a callable `config -> that pytree`; each tensor is placed
       straight into its sharding (each device receives only its slice). Default: the first device.
     config: use this config instead of reading config.json (its architecture must match the files).
+    strict: refuse config.json keys this model does not know (default: ignore them with a
+      warning, as transformers does); see `LlamaConfig.from_hf`.
     **run_options: LlamaConfig run fields: dtype (compute), param_dtype (what the tensors are
       converted to on load), scan_layers, remat_policy.
   """
   path = os.fspath(path)
   if not artifacts.is_remote(path):
-    return _load_local(path, shardings=shardings, config=config, **run_options)
-  config = config or read_hf_config(path, **run_options)
+    return _load_local(path, shardings=shardings, config=config, strict=strict, **run_options)
+  config = config or read_hf_config(path, strict=strict, **run_options)
   names = artifacts.listdir(path)
   if "model.safetensors" not in names and "model.safetensors.index.json" not in names:
     pickles = [n for n in names if n.endswith(_PICKLE_SUFFIXES)]
@@ -285,8 +294,8 @@ def load_hf(path: str, *, shardings=None, config: LlamaConfig | None = None,
 
 
 def _load_local(path: str, *, shardings=None, config: LlamaConfig | None = None,
-                **run_options) -> tuple[LlamaConfig, dict]:
-  config = config or read_hf_config(path, **run_options)
+                strict: bool = False, **run_options) -> tuple[LlamaConfig, dict]:
+  config = config or read_hf_config(path, strict=strict, **run_options)
   reader = _SafetensorsReader(path)
   if callable(shardings):
     shardings = shardings(config)

@@ -2,16 +2,21 @@
 
   python -m meta_rewarding.sample --checkpoint=HF_DIR --prompts=prompts.jsonl --output=out.jsonl
       [--n=4 --temperature=0.8 --top_p=0.95 --top_k=0 --max_new_tokens=256 --greedy --seed=0 --raw
-       --batch_size=16 --share_prefix --skip_long --dtype=float32 --mesh=fsdp=-1]
+       --batch_size=16 --share_prefix --skip_long --dtype=float32 --mesh=fsdp=-1 --strict_config]
 
-Input: JSONL, one object per line with a "prompt" field (a string, or a list of {"role", "content"}
-chat messages); blank lines are skipped. A string prompt is wrapped as one user message in the
-tokenizer's chat template unless --raw (then it is used as-is, with BOS).
+Input: JSONL (UTF-8), one object per line with a "prompt" field (a string, or a list of
+{"role", "content"} chat messages); blank lines are skipped. A string prompt is wrapped as one
+user message in the tokenizer's chat template unless --raw: then it is encoded exactly as
+transformers' `tokenizer(text)` encodes it (the tokenizer's own rule decides whether a BOS goes
+first). Inside chat messages, special-token strings ("<|eot_id|>", "</s>", ...) stay text; in a
+--raw prompt they are the tokens they name.
 Output: JSONL, one line per completion, in input order: {"index", "prompt", "n", "completion",
 "finish_reason" ("stop" | "length"), "num_tokens", "logprob"}; to stdout without --output.
-The tokenizer is loaded from the checkpoint directory. Bad input (a malformed line, a missing
-file, a prompt too long for the sampler without --skip_long) exits with status 1 and a one-line
-reason naming the file and line or the prompt.
+The tokenizer is loaded from the checkpoint directory. config.json keys the model does not know
+are ignored with a warning, as transformers does; --strict_config refuses them instead. Bad input
+(a flag out of range, a malformed or non-UTF-8 line, a missing file, an unsupported config.json, a
+prompt too long for the sampler without --skip_long) exits with status 1 and a one-line
+"sample: error: ..." reason naming the flag, the file and line, or the prompt.
 """
 
 from __future__ import annotations
@@ -40,8 +45,37 @@ flags.DEFINE_integer("batch_size", 16, "Sequences decoded together.")
 flags.DEFINE_bool("share_prefix", False, "Prefill prompts' common prefixes once.")
 flags.DEFINE_bool("skip_long", False, "Skip prompts too long for the sampler instead of failing.")
 flags.DEFINE_string("dtype", "float32", "Compute and parameter dtype (float32 | bfloat16).")
+flags.DEFINE_bool("strict_config", False, "Refuse config.json keys this Llama does not know "
+                  "instead of ignoring them (keys that change the computation are refused by "
+                  "name either way).")
 flags.DEFINE_string("mesh", "", "Optional mesh, e.g. 'fsdp=-1' or 'data=2,tensor=4' (default: one "
                     "device).")
+
+
+DTYPES = ("float32", "bfloat16")
+
+
+def check_flags():
+  """Every numeric and choice flag in range, before anything is read or loaded; a
+  `app.UsageError` naming the flag and the allowed values otherwise."""
+  checks = [
+      ("n", FLAGS.n >= 1, "an integer >= 1"),
+      ("batch_size", FLAGS.batch_size >= 1, "an integer >= 1"),
+      ("max_new_tokens", FLAGS.max_new_tokens >= 1, "an integer >= 1"),
+      ("temperature", FLAGS.temperature >= 0, "a number >= 0 (0 = greedy)"),
+      ("top_p", 0 < FLAGS.top_p <= 1, "a number in (0, 1] (1 = off)"),
+      ("top_k", FLAGS.top_k >= 0, "an integer >= 0 (0 = off)"),
+      ("dtype", FLAGS.dtype in DTYPES, " | ".join(DTYPES)),
+  ]
+  for name, ok, allowed in checks:
+    if not ok:
+      raise app.UsageError(f"--{name}={getattr(FLAGS, name)!r} is out of range; expected {allowed}")
+
+
+def _json_error(e: json.JSONDecodeError) -> str:
+  # Some messages already end in "at" ("Unterminated string starting at"): no "at at column".
+  where = "column" if e.msg.endswith(" at") else "at column"
+  return f"{e.msg} {where} {e.colno}"
 
 
 def read_prompts(path: str) -> list[Any]:
@@ -49,14 +83,19 @@ def read_prompts(path: str) -> list[Any]:
   if not artifacts.exists(path) or artifacts.isdir(path):
     raise app.UsageError(f"--prompts: {path} does not exist")
   prompts = []
-  with artifacts.open_file(path) as f:
-    for lineno, line in enumerate(f, 1):
+  with artifacts.open_file(path, "rb") as f:
+    for lineno, raw in enumerate(f, 1):
+      try:  # line by line, so an error names the line (a whole-file decode gives a byte offset)
+        line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+      except UnicodeDecodeError as e:
+        raise app.UsageError(f"{path}:{lineno}: not UTF-8 text (byte {e.start + 1} of the line is "
+                             f"0x{raw[e.start]:02x}); save the prompts file as UTF-8")
       if not line.strip():
         continue
       try:
         record = json.loads(line)
       except json.JSONDecodeError as e:
-        raise app.UsageError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})")
+        raise app.UsageError(f"{path}:{lineno}: invalid JSON ({_json_error(e)})")
       if not isinstance(record, dict):
         raise app.UsageError(f"{path}:{lineno}: expected a JSON object with a 'prompt' field, "
                              f"got {type(record).__name__}")
@@ -88,6 +127,7 @@ def parse_mesh(spec: str) -> dict[str, int]:
 
 def run():
   """The command, from parsed FLAGS; bad input raises `app.UsageError` with a one-line reason."""
+  check_flags()
   prompts = read_prompts(FLAGS.prompts)  # before the slow model load: bad input fails fast
 
   from meta_rewarding import checkpoints, sampling, sharding
@@ -108,21 +148,28 @@ def run():
     shardings = lambda c: sharding.param_shardings(c, mesh, sharding.DECODE_RULES)
   try:
     config, params = checkpoints.load_hf(FLAGS.checkpoint, shardings=shardings, dtype=FLAGS.dtype,
-                                         param_dtype=FLAGS.dtype)
+                                         param_dtype=FLAGS.dtype, strict=FLAGS.strict_config)
   except (checkpoints.CheckpointError, ValueError) as e:
     raise app.UsageError(f"--checkpoint: {e}")
-  sampler = sampling.Sampler(config, params, tokenizer, mesh=mesh, batch_size=FLAGS.batch_size)
+  try:
+    sampler = sampling.Sampler(config, params, tokenizer, mesh=mesh, batch_size=FLAGS.batch_size)
+    # --raw text is encoded here, as `tokenizer(text)` encodes it (the tokenizer's own BOS rule);
+    # the sampler takes token ids as they are. Chat prompts go through the chat template there.
+    inputs = ([tokenizer.encode(p) if isinstance(p, str) else p for p in prompts] if FLAGS.raw
+              else prompts)
+  except ValueError as e:
+    raise app.UsageError(str(e))
   chat = not FLAGS.raw
   index = list(range(len(prompts)))
   if FLAGS.skip_long:
     limit = sampler.max_prompt_length(FLAGS.max_new_tokens)
-    lengths = sampler.prompt_lengths(prompts, chat=chat)
+    lengths = sampler.prompt_lengths(inputs, chat=chat)
     index = [i for i in index if 0 < lengths[i] <= limit]
     if len(index) < len(prompts):
       logging.warning("skipped %d of %d prompts longer than %d tokens", len(prompts) - len(index),
                       len(prompts), limit)
   try:
-    results = sampler.generate([prompts[i] for i in index], n=FLAGS.n, strategy=strategy,
+    results = sampler.generate([inputs[i] for i in index], n=FLAGS.n, strategy=strategy,
                                max_new_tokens=FLAGS.max_new_tokens, seed=FLAGS.seed, chat=chat,
                                share_prefix=FLAGS.share_prefix, desc="sample")
   except ValueError as e:
@@ -146,6 +193,9 @@ def main(argv):
     run()
   except app.UsageError as e:  # the reason, without a traceback or the whole flag listing
     sys.exit(f"sample: error: {e}")
+  except KeyboardInterrupt:
+    print("sample: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

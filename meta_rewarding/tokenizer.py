@@ -13,12 +13,25 @@ Backends
 `TokenizerError` (a ``ValueError``) naming the path and what was expected.
 
 Special tokens and ids
-  * ``encode(text, add_bos=True)`` prepends BOS only when the tokenizer has one and the encoded text
-    does not already start with it, so BOS is never doubled. Special-token strings that appear in
-    the text (``<|eot_id|>``, ``<s>``, ...) are encoded as their special ids -- as ``transformers``
-    does; callers that must not let user text inject control tokens should sanitise it first.
-    The Hugging Face post-processor is bypassed (``add_special_tokens=False``): BOS/EOS are added
-    here, explicitly, so both backends behave the same.
+  * ``encode(text)`` is ``tokenizer(text)["input_ids"]``: the tokenizer's own rule decides BOS/EOS
+    (Hugging Face: the post-processor, which ``add_bos_token`` configures -- SmolLM2 adds nothing,
+    Llama 3 adds ``<|begin_of_text|>``; sentencepiece: ``add_bos_token``/``add_eos_token`` of a
+    tokenizer_config.json next to the model, default BOS and no EOS as in Llama 2). ``add_bos`` /
+    ``add_eos`` True or False override it. A BOS the text already starts with is never doubled.
+    Special-token strings in the text (``<|eot_id|>``, ``<s>``, ...) are encoded as their special
+    ids, as ``transformers`` does: this is for raw prompts written by the operator.
+  * User content never yields control ids. `encode_chat`, `encode_prompt_response` and
+    `encode_content` encode the messages' contents (instructions, responses, judgments) with
+    special tokens split, as transformers' ``split_special_tokens=True`` does: a ``</s>`` or
+    ``<|eot_id|>`` inside a response is text, and only the chat template adds control tokens. How:
+    each special-token string in a content is replaced by a private-use marker character before
+    the template renders, so the special strings in the rendered text are the template's own;
+    the text between them is encoded with special tokens split, markers turned back first.
+    Contents without special-token strings take the plain path, so their ids are exactly what
+    they always were. The special tokens (`Tokenizer.special_tokens`) are the Hugging Face added
+    tokens marked special, or the sentencepiece control pieces, plus the stop tokens (a
+    sentencepiece user-defined ``<|eot_id|>`` stop symbol in content is encoded character by
+    character).
   * ``pad_id``: the tokenizer's pad token; else ``eos_id``; else 0. Padding is always masked, so the
     fallback only has to be a valid id.
   * ``stop_ids``: EOS, then every end-of-turn token present in the vocabulary (``<|eot_id|>``,
@@ -47,8 +60,8 @@ Chat formats (``chat_format``)
     (``apply_chat_template(..., tokenize=False)``). As in ``transformers``, the template owns BOS:
     `encode_chat` does not add one that the template left out.
   * ``"raw"``: the messages' contents concatenated as-is, no separators, roles ignored, no
-    generation prompt -- for the testbed and plain models whose prompts already carry their own
-    markers. `encode_chat` adds BOS as `encode` does.
+    generation prompt -- for plain models. `encode_chat` adds in front what the tokenizer itself
+    adds (`adds_bos`); special-token strings in the contents stay text, as for every format.
   * ``"auto"`` (decided once, at load): ``"hf"`` if the tokenizer has a chat_template; else
     ``"llama3"`` if ``<|start_header_id|>``, ``<|end_header_id|>`` and ``<|eot_id|>`` are all in
     the vocabulary; else ``"llama2"`` if BOS/EOS are ``<s>``/``</s>`` (the Llama-2 / sentencepiece
@@ -82,6 +95,9 @@ __all__ = [
 ]
 
 CHAT_FORMATS = ("auto", "hf", "llama3", "llama2", "raw")
+# BOS rule of `encode_chat` per format: built-in templates start with BOS, "hf" templates own it,
+# "raw" text gets what the tokenizer itself adds (None).
+_CHAT_BOS = {"llama3": True, "llama2": True, "hf": False, "raw": None}
 
 # End-of-turn / end-of-text tokens of the common chat families; each is a stop id when present.
 END_OF_TURN_TOKENS = ("<|eot_id|>", "<|end_of_text|>", "<|eom_id|>", "<|im_end|>", "<end_of_turn>")
@@ -148,6 +164,47 @@ class _HFBackend:
   def render_template(self, messages: list[dict], add_generation_prompt: bool) -> str:
     return self.tok.apply_chat_template(messages, tokenize=False,
                                         add_generation_prompt=add_generation_prompt)
+
+  def special_tokens(self) -> dict[str, int]:
+    """The added tokens marked special: what `split_special_tokens=True` stops matching in text."""
+    return {str(t.content): int(i) for i, t in self.tok.added_tokens_decoder.items() if t.special}
+
+  def strip_flags(self, token: str) -> tuple[bool, bool]:
+    """(lstrip, rstrip) of an added token: whether it swallows the whitespace beside it."""
+    return self._strip_flags.get(token, (False, False))
+
+  @functools.cached_property
+  def _strip_flags(self) -> dict[str, tuple[bool, bool]]:
+    return {str(t.content): (bool(t.lstrip), bool(t.rstrip))
+            for t in self.tok.added_tokens_decoder.values()}
+
+  def splits_at(self, token_id: int) -> bool:
+    """Whether text is cut at this special token before encoding: tokenizers encodes the text
+    between added tokens piece by piece, so always."""
+    del token_id
+    return True
+
+  def encode_split(self, texts: list[str], restore: Mapping[int, str]) -> list[list[int]]:
+    """Ids of each text (free of the template's special tokens) after `restore` turns its markers
+    back into special-token strings, which are then encoded as text (split_special_tokens)."""
+    if not texts:
+      return []
+    texts = [t.translate(restore) for t in texts]
+    return [list(x) for x in self.tok(texts, add_special_tokens=False,
+                                      split_special_tokens=True)["input_ids"]]
+
+  def affixes(self, bos_id: int | None, eos_id: int | None) -> tuple[list[int], list[int]]:
+    """(prefix, suffix) ids that `tokenizer(text)` adds around the text's own ids: the
+    post-processor's (or `add_bos_token`/`add_eos_token`'s) choice, read off a probe."""
+    del bos_id, eos_id
+    probe = "Hello world"
+    bare = list(self.tok(probe, add_special_tokens=False)["input_ids"])
+    full = list(self.tok(probe, add_special_tokens=True)["input_ids"])
+    for k in range(len(full) - len(bare) + 1):
+      if full[k:k + len(bare)] == bare:
+        return full[:k], full[k + len(bare):]
+    raise TokenizerError(f"the tokenizer at {self.path!r} changes the text's own ids when it adds "
+                         f"special tokens ({bare} -> {full}); cannot tell what it adds")
 
 
 class _SPBackend:
@@ -233,6 +290,65 @@ class _SPBackend:
     rendered, _ = render_jinja_template(conversations=[messages], chat_template=template,
                                         add_generation_prompt=add_generation_prompt, **kwargs)
     return rendered[0]
+
+  def special_tokens(self) -> dict[str, int]:
+    return dict(self.control)
+
+  def strip_flags(self, token: str) -> tuple[bool, bool]:
+    del token
+    return False, False
+
+  def splits_at(self, token_id: int) -> bool:
+    """Whether text is cut at this special token before encoding: at control pieces, as `encode`
+    does (one sentencepiece call per part, like Meta's code); a user-defined symbol is matched by
+    sentencepiece inside the text, so the text around it stays one call."""
+    return self.sp.is_control(token_id)
+
+  def encode_split(self, texts: list[str], restore: Mapping[int, str]) -> list[list[int]]:
+    """Ids of each text after `restore` turns its markers back into special-token strings, none
+    of which becomes its special id: sentencepiece never matches control pieces (``</s>``) in
+    text, so those are restored in place; it always matches user-defined symbols (a
+    ``<|eot_id|>`` stop token), so those are encoded character by character."""
+    controls = {m: t for m, t in restore.items() if t in self.control}
+    symbols = {chr(m): t for m, t in restore.items() if m not in controls}
+    out = []
+    for text in texts:
+      text = text.translate(controls)
+      if not any(ch in text for ch in symbols):
+        out.append(list(self.sp.encode(text)) if text else [])
+        continue
+      ids: list[int] = []
+      pattern = "(" + "|".join(map(re.escape, symbols)) + ")"
+      for k, part in enumerate(re.split(pattern, text)):  # odd positions: the symbols' markers
+        if k % 2:  # one call per character: no call sees the whole symbol
+          for c in symbols[part]:
+            ids.extend(self._no_dummy_prefix.encode(c))
+        elif part:  # the text's first call gets the dummy-prefix space, later ones do not
+          ids.extend((self._no_dummy_prefix if k else self.sp).encode(part))
+      out.append(ids)
+    return out
+
+  @functools.cached_property
+  def _no_dummy_prefix(self) -> Any:
+    """The same model without sentencepiece's leading-space dummy prefix, for text continued
+    from an earlier encode call."""
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(self.sp.serialized_model_proto())
+    proto.normalizer_spec.add_dummy_prefix = False
+    sp = spm.SentencePieceProcessor()
+    sp.LoadFromSerializedProto(proto.SerializeToString())
+    return sp
+
+  def affixes(self, bos_id: int | None, eos_id: int | None) -> tuple[list[int], list[int]]:
+    """Llama-2 convention (Meta's code, transformers' LlamaTokenizer): BOS first, no EOS, unless
+    tokenizer_config.json's `add_bos_token` / `add_eos_token` say otherwise."""
+    add_bos = self.config.get("add_bos_token", True)
+    add_eos = self.config.get("add_eos_token", False)
+    return ([bos_id] if add_bos and bos_id is not None else [],
+            [eos_id] if add_eos and eos_id is not None else [])
 
 
 def _select_template(template: Any) -> str:
@@ -343,23 +459,119 @@ class Tokenizer:
     ids += list(self.extra_stop_ids)
     return tuple(dict.fromkeys(i for i in ids if i is not None))
 
+  @functools.cached_property
+  def special_tokens(self) -> dict[str, int]:
+    """The control tokens user content must never produce, string -> id: the tokenizer's special
+    tokens (Hugging Face: added tokens marked special; sentencepiece: control pieces such as
+    ``<s>``) and the stop tokens."""
+    out = dict(self.backend.special_tokens())
+    for i in self.stop_ids:
+      out.setdefault(self.id_to_token(i), i)
+    return out
+
+  @functools.cached_property
+  def _special_pattern(self) -> re.Pattern | None:
+    # Longest first, so at any position the longest special string wins (as tokenizers does).
+    tokens = sorted(self.special_tokens, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, tokens))) if tokens else None
+
+  @functools.cached_property
+  def _affixes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    prefix, suffix = self.backend.affixes(self.bos_id, self.eos_id)
+    return tuple(prefix), tuple(suffix)
+
+  @property
+  def adds_bos(self) -> bool:
+    """Whether ``tokenizer(text)`` starts with BOS (Hugging Face: its post-processor or
+    ``add_bos_token``; sentencepiece: ``add_bos_token``, default true as in Llama 2)."""
+    return self.bos_id is not None and self.bos_id in self._affixes[0]
+
   # -- plain text -------------------------------------------------------------------------------
 
-  def encode(self, text: str, *, add_bos: bool = True, add_eos: bool = False) -> list[int]:
-    """Token ids of `text`; BOS first when `add_bos`, unless the text already starts with it."""
+  def encode(self, text: str, *, add_bos: bool | None = None,
+             add_eos: bool | None = None) -> list[int]:
+    """Token ids of `text`, special-token strings in it matched as their ids.
+
+    `add_bos` / `add_eos` None: what the tokenizer itself adds, so `encode(text)` equals
+    transformers' ``tokenizer(text)["input_ids"]`` (except that a BOS already at the start of the
+    text is not doubled). True / False: BOS first / EOS last, or not, whatever the tokenizer does.
+    """
     return self._finish(self.backend.encode(text), add_bos, add_eos)
 
-  def encode_batch(self, texts: Iterable[str], *, add_bos: bool = True,
-                   add_eos: bool = False) -> list[list[int]]:
+  def encode_batch(self, texts: Iterable[str], *, add_bos: bool | None = None,
+                   add_eos: bool | None = None) -> list[list[int]]:
     return [self._finish(ids, add_bos, add_eos) for ids in self.backend.encode_batch(list(texts))]
 
-  def _finish(self, ids: list[int], add_bos: bool, add_eos: bool) -> list[int]:
+  def _finish(self, ids: list[int], add_bos: bool | None, add_eos: bool | None) -> list[int]:
     bos, eos = self.bos_id, self.eos_id
-    if add_bos and bos is not None and not (ids and ids[0] == bos):
-      ids = [bos] + ids
-    if add_eos and eos is not None:
-      ids = ids + [eos]
-    return ids
+    if add_bos is None:
+      prefix = list(self._affixes[0])
+    else:
+      prefix = [bos] if add_bos and bos is not None else []
+    if add_eos is None:
+      suffix = list(self._affixes[1])
+    else:
+      suffix = [eos] if add_eos and eos is not None else []
+    if prefix and ids[:len(prefix)] == prefix:  # the text brought its own BOS: never doubled
+      prefix = []
+    return prefix + ids + suffix
+
+  # -- user content: special-token strings stay text -----------------------------------------------
+
+  def _protect(self, contents: Sequence[str]) -> tuple[list[str], dict[int, str]]:
+    """Contents with every special-token string replaced by a private-use marker character, and
+    the table (marker code point -> string) that undoes it. A template renders the marked
+    contents, so every special-token string left in its output is the template's own.
+    The table is empty when no content holds a special-token string."""
+    pattern = self._special_pattern
+    found = sorted({m for c in contents for m in pattern.findall(c)}) if pattern else []
+    if not found:
+      return list(contents), {}
+    # Markers from plane 15's private-use area, skipping any character the contents use.
+    used = {ord(ch) for c in contents for ch in c if ord(ch) >= 0xF0000}
+    codes = (c for c in range(0xF0000, 0x10FFFE) if c not in used)
+    table = {token: chr(next(codes)) for token in found}
+    marked = [pattern.sub(lambda m: table[m.group()], c) for c in contents]
+    return marked, {ord(ch): token for token, ch in table.items()}
+
+  def _encode_protected(self, text: str, restore: Mapping[int, str], add_bos: bool | None,
+                        add_eos: bool | None = False) -> list[int]:
+    """Ids of rendered `text` whose contents went through `_protect`: the special-token strings
+    still in `text` (the template's) become their ids; the pieces between them are encoded with
+    special tokens split, as transformers' ``split_special_tokens=True`` does, after the markers
+    are turned back into the contents' strings. Without markers this is `encode(text)`."""
+    if not restore:
+      return self.encode(text, add_bos=add_bos, add_eos=add_eos)
+    specials = self.special_tokens
+    pieces: list[str] = []
+    between: list[int] = []
+    start, strip_left = 0, False
+    for m in self._special_pattern.finditer(text):
+      if not self.backend.splits_at(specials[m.group()]):
+        continue
+      piece = text[start:m.start()]
+      lstrip, rstrip = self.backend.strip_flags(m.group())
+      # Added tokens with lstrip/rstrip swallow the whitespace beside them, as in tokenizers.
+      piece = piece.lstrip() if strip_left else piece
+      pieces.append(piece.rstrip() if lstrip else piece)
+      between.append(specials[m.group()])
+      start, strip_left = m.end(), rstrip
+    last = text[start:]
+    pieces.append(last.lstrip() if strip_left else last)
+    encoded = iter(self.backend.encode_split([p for p in pieces if p], restore))
+    ids: list[int] = []
+    for k, piece in enumerate(pieces):
+      if piece:
+        ids.extend(next(encoded))
+      if k < len(between):
+        ids.append(between[k])
+    return self._finish(ids, add_bos, add_eos)
+
+  def encode_content(self, text: str) -> list[int]:
+    """Ids of user content (an instruction, a response, a judgment) on its own: no BOS or EOS, and
+    special-token strings in it encoded as text, never as control ids."""
+    marked, restore = self._protect([text])
+    return self._encode_protected(marked[0], restore, add_bos=False)
 
   def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
     return self.backend.decode(list(ids), skip_special_tokens, frozenset(self.stop_ids))
@@ -396,11 +608,15 @@ class Tokenizer:
   def encode_chat(self, messages: Sequence[Mapping[str, str]], *,
                   add_generation_prompt: bool = True, chat_format: str | None = None) -> list[int]:
     """Ids of `apply_chat_template(...)`. Built-in formats start with BOS (never twice); "hf"
-    leaves BOS to the template, exactly like transformers' `apply_chat_template(tokenize=True)`."""
+    leaves BOS to the template, exactly like transformers' `apply_chat_template(tokenize=True)`;
+    "raw" adds what the tokenizer adds in front of a text (`adds_bos`). Only the template yields
+    control tokens: special-token strings inside the messages stay text (see module doc)."""
     fmt = self._format(chat_format)
-    text = self.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
-                                    chat_format=fmt)
-    return self.encode(text, add_bos=fmt != "hf")
+    msgs = _check_messages(messages)
+    marked, restore = self._protect([m["content"] for m in msgs])
+    text = self.apply_chat_template([{"role": m["role"], "content": c} for m, c in zip(msgs, marked)],
+                                    add_generation_prompt=add_generation_prompt, chat_format=fmt)
+    return self._encode_protected(text, restore, add_bos=_CHAT_BOS[fmt])
 
   def encode_prompt_response(self, prompt_messages: Sequence[Mapping[str, str]], response: str, *,
                              chat_format: str | None = None) -> tuple[list[int], list[int]]:
@@ -428,21 +644,24 @@ class Tokenizer:
     if not isinstance(response, str):
       raise TokenizerError(f"response must be a str, got {type(response).__name__}")
     prompt_ids = self.encode_chat(prompt, add_generation_prompt=True, chat_format=fmt)
-    prompt_text = self.apply_chat_template(prompt, add_generation_prompt=True, chat_format=fmt)
+    marked, restore = self._protect([m["content"] for m in prompt] + [response])
+    marked_prompt = [{"role": m["role"], "content": c} for m, c in zip(prompt, marked)]
+    prompt_text = self.apply_chat_template(marked_prompt, add_generation_prompt=True,
+                                           chat_format=fmt)
     if fmt == "raw":
-      full_text = prompt_text + response
+      full_text = prompt_text + marked[-1]
     else:
       full_text = self.apply_chat_template(
-          prompt + [{"role": "assistant", "content": response}], add_generation_prompt=False,
-          chat_format=fmt)
-    full_ids = self.encode(full_text, add_bos=fmt != "hf")
+          marked_prompt + [{"role": "assistant", "content": marked[-1]}],
+          add_generation_prompt=False, chat_format=fmt)
+    full_ids = self._encode_protected(full_text, restore, add_bos=_CHAT_BOS[fmt])
     n = len(prompt_ids)
     if full_ids[:n] == prompt_ids:
       response_ids = full_ids[n:]
     elif full_text.startswith(prompt_text):
-      response_ids = self.encode(full_text[len(prompt_text):], add_bos=False)
+      response_ids = self._encode_protected(full_text[len(prompt_text):], restore, add_bos=False)
     else:  # the template rewrites earlier turns once an answer follows: keep the answer only
-      response_ids = self.encode(response, add_bos=False)
+      response_ids = self._encode_protected(marked[-1], restore, add_bos=False)
     stops = set(self.stop_ids)
     last = max((k for k, i in enumerate(response_ids) if i in stops), default=-1)
     if last >= 0:

@@ -160,8 +160,19 @@ def test_unsupported_rope_type_names_the_file(llama3_dir, tmp_path):
   hf = json.loads((llama3_dir / "config.json").read_text())
   hf["rope_parameters"] = {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4}
   (tmp_path / "config.json").write_text(json.dumps(hf))
-  with pytest.raises(UnsupportedConfigError, match=r"config.json: rope type 'yarn'"):
+  with pytest.raises(UnsupportedConfigError, match=r"config.json: rope_parameters: rope type 'yarn'"):
     checkpoints.load_hf(str(tmp_path))
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x00\x9f\x92garbage\xff\xfe", r"config\.json:1: not UTF-8 text"),
+    (b'{"model_type": "llama",\n "vocab_size": 32000,\n "hidden_size": \xff}', r"config\.json:3: not UTF-8"),
+    (b"[1, 2, 3]", r"config\.json: expected a JSON object, got list"),
+])
+def test_unreadable_config_json_is_one_clear_error(tmp_path, content, message):
+  (tmp_path / "config.json").write_bytes(content)
+  with pytest.raises(CheckpointError, match=message):
+    checkpoints.read_hf_config(str(tmp_path))
 
 
 def test_partial_sharded_checkpoint_and_pickles_are_refused(tmp_path):

@@ -202,10 +202,19 @@ def test_to_hf_is_loaded_by_transformers_with_the_same_fields():
     ({"hidden_act": "gelu"}, "hidden_act"),
     ({"attention_bias": True}, "attention_bias"),
     ({"model_type": "mistral"}, "model_type"),
-    ({"sliding_window": 4096}, "unknown Llama config fields"),
+    ({"rope_interleaved": True}, "rope_interleaved"),
     ({"num_key_value_heads": 3}, "multiple of"),
 ])
 def test_from_hf_rejects_what_it_does_not_implement(bad, message):
   hf = {**tiny_config().to_hf(), "rope_scaling": None, "rope_parameters": None, **bad}
   with pytest.raises(UnsupportedConfigError, match=message):
     LlamaConfig.from_hf(hf)
+
+
+def test_from_hf_unknown_keys_refused_only_when_strict():
+  # transformers' Llama ignores keys it does not read; so does this one unless strict.
+  hf = {**tiny_config().to_hf(), "rope_scaling": None, "rope_parameters": None,
+        "sliding_window": 4096}
+  assert LlamaConfig.from_hf(hf).replace(dtype="float32") == tiny_config()
+  with pytest.raises(UnsupportedConfigError, match=r"unknown Llama config fields \['sliding_window'\]"):
+    LlamaConfig.from_hf(hf, strict=True)

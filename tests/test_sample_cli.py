@@ -9,6 +9,7 @@ import pytest
 import tiny_tokenizers
 from absl import app, flags
 
+import community_models
 from hf_models import save_hf_model
 from meta_rewarding import checkpoints, sample, sampling
 from meta_rewarding.tokenizer import load_tokenizer
@@ -83,7 +84,12 @@ def test_cli_greedy_raw_is_deterministic(checkpoint, prompts_file, tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ('{"prompt": "ok"}\n{"prompt": "broken\n', r"bad\.jsonl:2: invalid JSON"),
+    # json's messages that end in "at" read once, not "at at column".
+    ('{"prompt": "ok"}\n{"prompt": "broken\n',
+     r"bad\.jsonl:2: invalid JSON \(Invalid control character at column 19\)"),
+    ('{"prompt": "ok"}\n{"prompt": "broken',
+     r"bad\.jsonl:2: invalid JSON \(Unterminated string starting at column 12\)"),
+    ('{"prompt": }\n', r"bad\.jsonl:1: invalid JSON \(Expecting value at column 12\)"),
     ('{"prompt": "ok"}\n\n["a list"]\n', r"bad\.jsonl:3: expected a JSON object"),
     ('{"text": "no prompt"}\n', r"bad\.jsonl:1: missing 'prompt' field"),
     ('{"prompt": 5}\n', r"bad\.jsonl:1: 'prompt' must be a string"),
@@ -114,3 +120,168 @@ def test_too_long_prompt_is_a_usage_error_or_skipped(checkpoint, tmp_path):
   _run_main(f"--checkpoint={checkpoint}", f"--prompts={path}", "--max_new_tokens=6", "--raw",
             "--skip_long", "--greedy", "--batch_size=8", f"--output={out}")
   assert [r["index"] for r in _read(out)] == [1]
+
+
+# -- a transformers-saved SmolLM2-style checkpoint ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+  """(directory, transformers model): SmolLM2's config keys, ChatML tokenizer without BOS."""
+  directory = str(tmp_path_factory.mktemp("smollm2"))
+  return directory, community_models.tiny_smollm2(directory)
+
+
+@pytest.fixture(scope="module")
+def llama3_bos_checkpoint(tmp_path_factory):
+  """A checkpoint whose tokenizer's post-processor puts <|begin_of_text|> first (as Llama 3's)."""
+  directory = str(tmp_path_factory.mktemp("llama3_bos"))
+  save_hf_model("llama3", directory, vocab_size=400, bos_token_id=0, eos_token_id=[1, 4])
+  community_models.build_llama3_bos_hf(directory)
+  return directory
+
+
+RAW_PROMPTS = ["Hello world", "The quick brown fox", "What is 12 + 7? The answer is"]
+
+
+def _write_prompts(tmp_path, prompts):
+  path = tmp_path / "prompts.jsonl"
+  path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+  return str(path)
+
+
+def test_sample_runs_on_a_transformers_saved_smollm2_style_directory(smollm2, tmp_path):
+  directory, model = smollm2
+  hf = json.loads(open(os.path.join(directory, "config.json")).read())
+  for key in ("_model_name_or_path", "unk_token_id", "is_llama_config", "rope_interleaved"):
+    assert key in hf  # the keys that stopped `sample` before
+  out = str(tmp_path / "out.jsonl")
+  proc = subprocess.run([sys.executable, "-m", "meta_rewarding.sample", f"--checkpoint={directory}",
+                         f"--prompts={_write_prompts(tmp_path, RAW_PROMPTS)}", "--raw", "--greedy",
+                         "--max_new_tokens=5", "--batch_size=4", f"--output={out}"],
+                        capture_output=True, text=True, timeout=300,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "Traceback" not in proc.stderr
+  rows = _read(out)
+  assert [r["prompt"] for r in rows] == RAW_PROMPTS
+  # Greedy decoding from exactly tokenizer(text)'s ids gives transformers' own greedy tokens.
+  import torch
+  from transformers import AutoTokenizer
+  tok = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+  for row, text in zip(rows, RAW_PROMPTS):
+    ids = torch.tensor([tok(text)["input_ids"]])
+    with torch.no_grad():
+      new = model.generate(ids, max_new_tokens=5, do_sample=False, eos_token_id=2,
+                           pad_token_id=2)[0, ids.shape[1]:]
+    assert row["completion"] == tok.decode(new, skip_special_tokens=True), text
+
+
+def test_sample_chat_on_smollm2_style_directory(smollm2, tmp_path):
+  directory, _ = smollm2
+  out = str(tmp_path / "out.jsonl")
+  _run_main(f"--checkpoint={directory}", f"--prompts={_write_prompts(tmp_path, PROMPTS)}",
+            f"--output={out}", "--greedy", "--max_new_tokens=4", "--batch_size=4")
+  assert [r["prompt"] for r in _read(out)] == PROMPTS
+
+
+def _sampled_inputs(monkeypatch, *args):
+  """The prompts `sample` hands the sampler (token ids for --raw text)."""
+  seen = []
+  original = sampling.Sampler.generate
+
+  def spy(self, prompts, **kwargs):
+    seen.extend(prompts)
+    return original(self, prompts, **kwargs)
+
+  monkeypatch.setattr(sampling.Sampler, "generate", spy)
+  _run_main(*args)
+  return seen
+
+
+@pytest.mark.parametrize("which, adds_bos", [("smollm2", False), ("llama3_bos", True)])
+def test_raw_prompts_are_encoded_as_the_tokenizer_encodes_them(request, monkeypatch, tmp_path,
+                                                               which, adds_bos):
+  from transformers import AutoTokenizer
+  directory = (request.getfixturevalue("smollm2")[0] if which == "smollm2"
+               else request.getfixturevalue("llama3_bos_checkpoint"))
+  tok = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+  seen = _sampled_inputs(monkeypatch, f"--checkpoint={directory}",
+                         f"--prompts={_write_prompts(tmp_path, RAW_PROMPTS)}", "--raw", "--greedy",
+                         "--max_new_tokens=2", "--batch_size=4", f"--output={tmp_path / 'o.jsonl'}")
+  assert seen == [list(tok(text)["input_ids"]) for text in RAW_PROMPTS]
+  assert all((ids[0] == tok.bos_token_id) == adds_bos for ids in seen)
+
+
+def test_strict_config_refuses_unknown_keys(smollm2, tmp_path):
+  directory, _ = smollm2
+  prompts = _write_prompts(tmp_path, ["Hi"])
+  # Every key of SmolLM2's config.json is accounted for: strict mode loads it too.
+  _run_main(f"--checkpoint={directory}", f"--prompts={prompts}", "--strict_config", "--raw",
+            "--greedy", "--max_new_tokens=2", f"--output={tmp_path / 'o.jsonl'}")
+  copy = tmp_path / "copy"
+  copy.mkdir()
+  for name in os.listdir(directory):
+    (copy / name).symlink_to(os.path.join(directory, name))
+  hf = json.loads(open(os.path.join(directory, "config.json")).read())
+  (copy / "config.json").unlink()
+  (copy / "config.json").write_text(json.dumps({**hf, "sliding_window": 4096}))
+  with pytest.raises(app.UsageError, match=r"--checkpoint: .*config\.json: unknown Llama config "
+                                           r"fields \['sliding_window'\]"):
+    _run_main(f"--checkpoint={copy}", f"--prompts={prompts}", "--strict_config", "--raw")
+  _run_main(f"--checkpoint={copy}", f"--prompts={prompts}", "--raw", "--greedy",
+            "--max_new_tokens=2", f"--output={tmp_path / 'o2.jsonl'}")  # ignored by default
+
+
+# -- one error line, no traceback ---------------------------------------------------------------
+
+
+def _main_exit(*args):
+  """Runs `sample.main` as the command does; returns what it exits with."""
+  flags.FLAGS(["sample", *args])
+  try:
+    sample.main(["sample"])
+  except SystemExit as e:
+    return e.code
+  finally:
+    flags.FLAGS.unparse_flags()
+  return 0
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--batch_size=0", "sample: error: --batch_size=0 is out of range; expected an integer >= 1"),
+    ("--dtype=float65", "sample: error: --dtype='float65' is out of range; expected float32 | bfloat16"),
+    ("--n=0", "sample: error: --n=0 is out of range"),
+    ("--max_new_tokens=0", "sample: error: --max_new_tokens=0 is out of range"),
+    ("--temperature=-1", "sample: error: --temperature=-1.0 is out of range"),
+    ("--top_p=0", "sample: error: --top_p=0.0 is out of range; expected a number in (0, 1]"),
+    ("--top_k=-2", "sample: error: --top_k=-2 is out of range"),
+])
+def test_flag_out_of_range_is_one_error_line(checkpoint, prompts_file, flag, message):
+  code = _main_exit(f"--checkpoint={checkpoint}", f"--prompts={prompts_file}", flag)
+  assert isinstance(code, str) and code.startswith(message) and "\n" not in code
+
+
+def test_non_utf8_prompts_file_names_file_and_line(checkpoint, tmp_path):
+  path = tmp_path / "latin1.jsonl"
+  path.write_bytes(b'{"prompt": "fine"}\n\n{"prompt": "caf\xe9"}\n')
+  code = _main_exit(f"--checkpoint={checkpoint}", f"--prompts={path}")
+  assert code == (f"sample: error: {path}:3: not UTF-8 text (byte 16 of the line is 0xe9); save "
+                  "the prompts file as UTF-8")
+  # A UTF-8 byte-order mark is not an error.
+  path.write_bytes(b'\xef\xbb\xbf{"prompt": "fine"}\n')
+  assert sample.read_prompts(str(path)) == ["fine"]
+
+
+def test_bad_flags_exit_without_traceback(checkpoint, tmp_path):
+  path = tmp_path / "latin1.jsonl"
+  path.write_bytes(b'{"prompt": "caf\xe9"}\n')
+  for args, message in [([f"--prompts={path}"], f"{path}:1: not UTF-8 text"),
+                        ([f"--prompts={path}", "--batch_size=0"], "--batch_size=0 is out of range"),
+                        ([f"--prompts={path}", "--dtype=float65"], "--dtype='float65'")]:
+    proc = subprocess.run([sys.executable, "-m", "meta_rewarding.sample",
+                           f"--checkpoint={checkpoint}", *args], capture_output=True, text=True,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert lines[-1].startswith("sample: error: ") and message in lines[-1], proc.stderr

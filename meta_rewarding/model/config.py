@@ -8,8 +8,19 @@ Two HF layouts exist in the wild and both are read:
 `to_hf()` writes the v5 layout plus the v4 top-level `rope_theta`/`rope_scaling`, so both old and
 new readers (vLLM, older transformers) see the same rope.
 
-Anything that would change the computation and that this model does not implement (another rope
-type, biases, another activation) raises `UnsupportedConfigError` instead of being ignored.
+Every key of a config.json falls in one of four groups:
+  * fields this model reads (sizes, rope, eps, tied embeddings, special-token ids);
+  * keys that change the computation and are accepted only at the value this model computes with
+    (`hidden_act` silu, `attention_bias`/`mlp_bias` false, `rope_interleaved` false, no
+    `quantization_config`, rope types default/linear/llama3); any other value raises
+    `UnsupportedConfigError` naming the key, whatever `strict` says;
+  * metadata that does not change the forward pass (`_name_or_path`, `transformers_version`,
+    `torch_dtype`, `is_llama_config`, `unk_token_id`, ...): ignored, each key logged once per process;
+  * anything else. transformers' own Llama ignores keys it does not know, so by default this one
+    does too (with a warning, once per key); `strict=True` refuses them instead, for users who
+    want every key accounted for.
+Keys absent from the dict take transformers' LlamaConfig defaults (e.g. `num_key_value_heads` =
+`num_attention_heads`, `rms_norm_eps` = 1e-6), so a sparse config.json means what it means there.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ import math
 from typing import Any, Mapping
 
 import numpy as np
+from absl import logging
 
 
 class UnsupportedConfigError(ValueError):
@@ -35,15 +47,50 @@ class RopeScaling:
   original_max_position_embeddings: int = 8192
 
 
-# Keys HF writes that do not change the forward pass (or that we check separately below).
-_IGNORED_HF_KEYS = frozenset({
-    "architectures", "model_type", "transformers_version", "torch_dtype", "dtype", "use_cache",
-    "initializer_range", "attention_dropout", "pretraining_tp", "_name_or_path", "output_attentions",
-    "output_hidden_states", "return_dict", "tie_encoder_decoder", "is_encoder_decoder",
-    "_attn_implementation_autoset", "layer_types", "quantization_config_ignored",
+# Keys that describe the checkpoint, its training or its runtime, not the forward pass: transformers'
+# own Llama reads none of them for the computation. Ignored (logged once each).
+_METADATA_KEYS = frozenset({
+    # provenance
+    "_name_or_path", "_model_name_or_path", "transformers_version", "architectures",
+    "is_llama_config", "auto_map", "_commit_hash",
+    # storage dtype (run options choose the compute and parameter dtypes)
+    "torch_dtype", "dtype",
+    # training-time and generation-time settings
+    "initializer_range", "attention_dropout", "use_cache", "pretraining_tp",
+    "_attn_implementation", "_attn_implementation_autoset", "use_return_dict",
+    "unk_token_id", "sep_token_id", "decoder_start_token_id",
+    # PretrainedConfig's generic fields (classification heads, output switches, ...)
+    "output_attentions", "output_hidden_states", "return_dict", "torchscript",
+    "tie_encoder_decoder", "is_encoder_decoder", "is_decoder", "add_cross_attention",
+    "chunk_size_feed_forward", "id2label", "label2id", "problem_type", "finetuning_task",
+    "tokenizer_class", "prefix", "task_specific_params", "cross_attention_hidden_size",
+    "pruned_heads", "layer_types", "quantization_config_ignored",
+    # runtime hints of other libraries
+    "transformers.js_config",
 })
-# Keys whose values we check (must equal the value our implementation computes with).
-_REQUIRED_VALUES = {"hidden_act": "silu", "attention_bias": False, "mlp_bias": False}
+# Keys that change the computation: accepted only at the values this implementation computes with.
+# ("swish" is transformers' other name for SiLU.)
+_REQUIRED_VALUES = {
+    "hidden_act": ("silu", "swish"),
+    "attention_bias": (False, None),
+    "mlp_bias": (False, None),
+    "rope_interleaved": (False, None),
+}
+_WHY_REQUIRED = {
+    "hidden_act": "this Llama's MLP is SwiGLU (silu)",
+    "attention_bias": "the attention projections have no bias terms",
+    "mlp_bias": "the MLP projections have no bias terms",
+    "rope_interleaved": ("RoPE here rotates halves (transformers' layout); interleaved (GPT-J "
+                         "style) pairs need permuted q/k weights"),
+}
+# transformers' LlamaConfig defaults for keys a config.json may leave out.
+_HF_DEFAULTS = {
+    "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+    "num_attention_heads": 32, "rms_norm_eps": 1e-6, "max_position_embeddings": 2048,
+    "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": None, "tie_word_embeddings": False,
+}
+# Metadata and unknown keys already logged by this process: each is reported once.
+_LOGGED_KEYS: set[str] = set()
 _ROPE_KEYS = frozenset({"rope_theta", "rope_scaling", "rope_parameters"})
 _ROPE_SCALING_FIELDS = frozenset({
     "rope_type", "type", "factor", "low_freq_factor", "high_freq_factor",
@@ -119,30 +166,55 @@ class LlamaConfig:
 
   # ---------------------------------------------------------------------------------------------
   @classmethod
-  def from_hf(cls, hf: Mapping[str, Any], *, strict: bool = True, **run_options) -> "LlamaConfig":
+  def from_hf(cls, hf: Mapping[str, Any], *, strict: bool = False, **run_options) -> "LlamaConfig":
     """Reads a HF Llama `config.json` dict (v4 or v5 layout). `run_options`: dtype, scan_layers, ...
 
-    strict=True: keys that are neither known nor harmless raise; strict=False ignores them.
+    Keys that change the computation are read or refused by name (see the module doc). Keys this
+    model does not know are ignored with a warning, as transformers does, unless `strict`: then
+    they raise `UnsupportedConfigError`.
     """
     hf = dict(hf)
     model_type = hf.get("model_type", "llama")
     if model_type != "llama":
       raise UnsupportedConfigError(f"model_type={model_type!r}; only 'llama' checkpoints are supported")
-    for key, expected in _REQUIRED_VALUES.items():
-      if key in hf and hf[key] != expected:
-        raise UnsupportedConfigError(f"{key}={hf[key]!r} is not supported (only {expected!r})")
+    for key, accepted in _REQUIRED_VALUES.items():
+      if key in hf and hf[key] not in accepted:
+        raise UnsupportedConfigError(
+            f"{key}={hf[key]!r} is not supported: {_WHY_REQUIRED[key]} (accepted: "
+            f"{', '.join(repr(v) for v in accepted if v is not None)})")
+    if hf.get("quantization_config"):
+      method = hf["quantization_config"]
+      method = method.get("quant_method", "?") if isinstance(method, Mapping) else method
+      raise UnsupportedConfigError(
+          f"quantization_config (quant_method={method!r}) is not supported: the weights are "
+          "quantized; dequantize them to a bfloat16/float32 safetensors checkpoint first")
     rope_theta, rope_scaling = _read_rope(hf)
     fields = {f.name for f in dataclasses.fields(cls)}
     hf_fields = fields - {"dtype", "param_dtype", "scan_layers", "remat_policy",
                           "rope_theta", "rope_scaling"}
-    unknown = sorted(k for k in hf if k not in hf_fields and k not in _IGNORED_HF_KEYS
-                     and k not in _REQUIRED_VALUES and k not in _ROPE_KEYS)
+    known = hf_fields | _REQUIRED_VALUES.keys() | _ROPE_KEYS | {"model_type", "quantization_config"}
+    unknown = sorted(k for k in hf if k not in known and k not in _METADATA_KEYS)
     if unknown and strict:
       raise UnsupportedConfigError(
           f"unknown Llama config fields {unknown}; they may change the model in ways this "
-          "implementation ignores (pass strict=False to accept them)")
+          "implementation ignores (strict config checking is on: turn it off, e.g. "
+          "--nostrict_config / model.strict_config=False, to ignore them as transformers does)")
+    _log_once(sorted(k for k in hf if k in _METADATA_KEYS), logging.info,
+              "Llama config: ignoring %s (they do not change the computation)")
+    _log_once(unknown, logging.warning,
+              "Llama config: ignoring unknown fields %s, as transformers' Llama does; if they "
+              "change the model, its outputs will differ (strict config checking refuses them)")
+    dropout = hf.get("attention_dropout")
+    if dropout and "attention_dropout=" not in _LOGGED_KEYS:
+      _LOGGED_KEYS.add("attention_dropout=")
+      logging.warning("Llama config: attention_dropout=%s is ignored: this implementation trains "
+                      "without dropout", dropout)
     kwargs = {k: hf[k] for k in hf_fields if k in hf}
-    if "max_position_embeddings" not in kwargs and rope_scaling is not None:
+    for key, default in _HF_DEFAULTS.items():
+      kwargs.setdefault(key, default)
+    if kwargs.get("num_key_value_heads") is None:  # transformers: absent or null means no GQA
+      kwargs["num_key_value_heads"] = kwargs["num_attention_heads"]
+    if "max_position_embeddings" not in hf and rope_scaling is not None:
       kwargs["max_position_embeddings"] = rope_scaling.original_max_position_embeddings
     return cls(rope_theta=rope_theta, rope_scaling=rope_scaling, **kwargs, **run_options)
 
@@ -185,11 +257,21 @@ class LlamaConfig:
     }
 
 
+def _log_once(keys: list[str], log, message: str):
+  """Logs `message` % the keys not logged before by this process (one line, or nothing)."""
+  fresh = [k for k in keys if k not in _LOGGED_KEYS]
+  if fresh:
+    _LOGGED_KEYS.update(fresh)
+    log(message, fresh)
+
+
 def _read_rope(hf: Mapping[str, Any]) -> tuple[float, RopeScaling | None]:
-  """(rope_theta, scaling) from either layout; raises on rope types or fields we do not implement."""
+  """(rope_theta, scaling) from either layout; raises, naming the key, on rope types or fields we
+  do not implement."""
   params = hf.get("rope_parameters")
   scaling = hf.get("rope_scaling")
   theta = hf.get("rope_theta")
+  key = "rope_scaling"
   if params is not None:
     if not isinstance(params, Mapping):
       raise UnsupportedConfigError(f"rope_parameters must be a dict, got {params!r}")
@@ -197,29 +279,31 @@ def _read_rope(hf: Mapping[str, Any]) -> tuple[float, RopeScaling | None]:
       params = params["full_attention"]  # v5 per-layer-type layout; Llama has one layer type.
     theta = params.get("rope_theta", theta)
     scaling = params
+    key = "rope_parameters"
   if theta is None:
     theta = 10000.0
   if not scaling:
     return float(theta), None
   if not isinstance(scaling, Mapping):
-    raise UnsupportedConfigError(f"rope_scaling must be a dict, got {scaling!r}")
+    raise UnsupportedConfigError(f"{key} must be a dict, got {scaling!r}")
   extra = sorted(set(scaling) - _ROPE_SCALING_FIELDS)
   if extra:
-    raise UnsupportedConfigError(f"unsupported rope scaling fields {extra} in {dict(scaling)}")
+    raise UnsupportedConfigError(f"{key}: unsupported rope scaling fields {extra} in {dict(scaling)}")
   rope_type = scaling.get("rope_type", scaling.get("type", "default"))
   if rope_type not in SUPPORTED_ROPE_TYPES:
     raise UnsupportedConfigError(
-        f"rope type {rope_type!r} is not implemented (supported: {', '.join(SUPPORTED_ROPE_TYPES)})")
+        f"{key}: rope type {rope_type!r} is not implemented (supported: "
+        f"{', '.join(SUPPORTED_ROPE_TYPES)})")
   if rope_type == "default":
     return float(theta), None
   if "factor" not in scaling:
-    raise UnsupportedConfigError(f"rope scaling {rope_type!r} needs a 'factor': {dict(scaling)}")
+    raise UnsupportedConfigError(f"{key}: rope scaling {rope_type!r} needs a 'factor': {dict(scaling)}")
   if rope_type == "linear":
     return float(theta), RopeScaling("linear", float(scaling["factor"]))
   missing = [k for k in ("low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
              if k not in scaling]
   if missing:
-    raise UnsupportedConfigError(f"llama3 rope scaling is missing {missing}: {dict(scaling)}")
+    raise UnsupportedConfigError(f"{key}: llama3 rope scaling is missing {missing}: {dict(scaling)}")
   return float(theta), RopeScaling(
       "llama3", float(scaling["factor"]), float(scaling["low_freq_factor"]),
       float(scaling["high_freq_factor"]), int(scaling["original_max_position_embeddings"]))

@@ -84,9 +84,12 @@ def get(name: str) -> dict[str, Any]:
   return copy.deepcopy(PRESETS[canonical(name)])
 
 
-def llama_config(fields: Mapping[str, Any], **run_options) -> LlamaConfig:
+def llama_config(fields: Mapping[str, Any], *, strict: bool = True, **run_options) -> LlamaConfig:
   """`LlamaConfig` from preset-style fields (also a config's `model.architecture`), via `from_hf`
-  so a dict `rope_scaling` becomes a `RopeScaling`. `run_options`: dtype, param_dtype, ..."""
+  so a dict `rope_scaling` becomes a `RopeScaling`. `run_options`: dtype, param_dtype, ...
+
+  Strict by default: these fields are written by hand, so a misspelt key is refused rather than
+  silently ignored as an unknown config.json key would be."""
   def plain(v):
     if hasattr(v, "to_dict"):  # ml_collections.ConfigDict
       v = v.to_dict()
@@ -95,4 +98,4 @@ def llama_config(fields: Mapping[str, Any], **run_options) -> LlamaConfig:
     return list(v) if isinstance(v, tuple) else v
   fields = fields.to_dict() if hasattr(fields, "to_dict") else dict(fields)
   hf = {k: plain(v) for k, v in fields.items() if not (k == "rope_scaling" and v is None)}
-  return LlamaConfig.from_hf(hf, **run_options)
+  return LlamaConfig.from_hf(hf, strict=strict, **run_options)
