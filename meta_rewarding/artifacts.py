@@ -5,7 +5,9 @@ This module is the one place the pipeline touches files in its workdir, so a wor
 
 * Local paths use plain `os` / `tempfile` (fast). A write goes to a temporary file in the same
   directory, is flushed and fsynced, then renamed over the destination (atomic on POSIX): a file is
-  either absent or complete, never half-written.
+  either absent or complete, never half-written. The file ends with the mode any other tool's
+  output gets (0666 & ~umask; `mkdtemp` gives directories 0777 & ~umask), not the 0600 / 0700
+  that `tempfile` uses, so a team sharing a workdir can read it.
 * Remote paths (`scheme://...`, see `is_remote`) go through `etils.epath` (gcsfs / s3fs underneath;
   install `etils[epath-gcs]` / `etils[epath-s3]`). A write renders the whole content in memory and
   uploads it as one object: an object upload is atomic (the object appears complete or not at all),
@@ -15,7 +17,8 @@ This module is the one place the pipeline touches files in its workdir, so a wor
   written last (e.g. `config.json` of a checkpoint, `metrics.json` of an iteration).
 
 `localize` copies remote files into a local cache directory for code that needs real local files
-(safetensors readers, tokenizer libraries). Readers report the file and line of anything malformed.
+(safetensors readers, tokenizer libraries). Readers report the file and line of anything malformed
+(invalid JSON, text that is not UTF-8) as `ArtifactError`.
 """
 
 from __future__ import annotations
@@ -119,14 +122,63 @@ def open_file(path: PathLike, mode: str = "r"):
 
 
 # ------------------------------------------------------------------------------------------------
+# Permissions.
+
+def umask() -> int:
+  """The process's umask, read without changing it where Linux reports it (`os.umask` sets it,
+  and another thread could create a file in between, e.g. an async checkpoint save)."""
+  try:
+    with open("/proc/self/status", encoding="ascii") as f:
+      for line in f:
+        if line.startswith("Umask:"):
+          return int(line.split()[1], 8)
+  except (OSError, ValueError, IndexError):
+    pass
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+def file_mode() -> int:
+  """The mode `open` gives a new file: 0666 & ~umask."""
+  return 0o666 & ~umask()
+
+
+def dir_mode() -> int:
+  """The mode `os.makedirs` gives a new directory: 0777 & ~umask."""
+  return 0o777 & ~umask()
+
+
+def _mkstemp(path: str) -> tuple[int, str]:
+  """A temp file next to `path` for an atomic write, with the mode `path` would get from `open`
+  (mkstemp makes it 0600, and the rename would keep that)."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+  try:
+    os.fchmod(fd, file_mode())
+  except BaseException:
+    os.close(fd)
+    os.unlink(tmp)
+    raise
+  return fd, tmp
+
+
+def mkdtemp(prefix: str, dir: str | None = None) -> str:  # pylint: disable=redefined-builtin
+  """`tempfile.mkdtemp` with the mode `os.makedirs` would give (mkdtemp makes it 0700): for a
+  directory built in place and then renamed into the workdir (a model save)."""
+  path = tempfile.mkdtemp(prefix=prefix, dir=dir)
+  os.chmod(path, dir_mode())
+  return path
+
+
+# ------------------------------------------------------------------------------------------------
 # Atomic writes.
 
 def _replace_local(path: PathLike, mode: str, write: Callable[[Any], Any]):
   """Local atomic write: `write(file)` into a temp file in the same directory, fsync, rename."""
   path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+  fd, tmp = _mkstemp(path)
   try:
     with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
       write(f)
@@ -185,9 +237,20 @@ def write_json(path: PathLike, record: Any):
   _atomic_write(path, write)
 
 
+def _not_utf8(path: PathLike, line_number: int, e: UnicodeDecodeError) -> ArtifactError:
+  return ArtifactError(f"{path}:{line_number}: not UTF-8 text (byte 0x{e.object[e.start]:02x}): "
+                       "the file is damaged; restore or delete it")
+
+
 def iter_jsonl(path: PathLike) -> Iterator[Any]:
-  with open_file(path, "r") as f:
-    for line_number, line in enumerate(f, 1):
+  # Lines are read as bytes and decoded one by one, so text that is not UTF-8 is reported with
+  # its line number (a text-mode reader only knows the byte offset of its read buffer).
+  with open_file(path, "rb") as f:
+    for line_number, raw in enumerate(f, 1):
+      try:
+        line = raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise _not_utf8(path, line_number, e) from e
       if not line.strip():
         continue
       try:
@@ -201,8 +264,11 @@ def read_jsonl(path: PathLike) -> list[Any]:
 
 
 def read_json(path: PathLike) -> Any:
+  data = read_bytes(path)
   try:
-    return json.loads(read_text(path))
+    return json.loads(data.decode("utf-8"))
+  except UnicodeDecodeError as e:
+    raise _not_utf8(path, data[:e.start].count(b"\n") + 1, e) from e
   except json.JSONDecodeError as e:
     raise ArtifactError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
 
@@ -215,9 +281,7 @@ def copy_file(src: PathLike, dst: PathLike):
   (temp file + rename); a remote one is a single object upload."""
   if not is_remote(dst):
     dst = os.fspath(dst)
-    directory = os.path.dirname(os.path.abspath(dst))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(dst) + ".", suffix=".tmp", dir=directory)
+    fd, tmp = _mkstemp(dst)
     try:
       with open_file(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
         shutil.copyfileobj(fin, fout, _COPY_CHUNK)

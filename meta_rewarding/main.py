@@ -5,9 +5,24 @@
       --config.pipeline.num_iterations=1
 
 Rerunning the same command resumes at the first unfinished stage.
+
+Before anything is written or loaded, every config value is checked against its range
+(`config_check`); each failure is one `error:` line naming the key and the allowed values (exit 2).
+So are a misspelt flag or config key and a config file that fails to load. Bad input found later
+(data, checkpoint, workdir files) is one `error:` line too (exit 1); Ctrl-C prints one line and
+exits 130. `--verbosity=1` adds the traceback of an error.
+
+Console: progress bars, the memory plan and metrics tables, the project's one-line messages,
+warnings and errors. Every log record also goes to the log file WORKDIR/logs/main.INFO (--log_dir
+elsewhere; the system temp dir for a remote workdir), and libraries' INFO records (e.g. orbax's
+dozens of lines per checkpoint save) only there. `--verbosity=0` (1 adds DEBUG) puts every record
+back on the console in absl's format, as `--logtostderr` and `--alsologtostderr` do.
 """
 
+import functools
+import logging as pylogging
 import os
+import re
 import sys
 
 from absl import app, flags, logging
@@ -17,18 +32,159 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/local_cpu.py",
                                           "Config file (get_config(arg)).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "workdir", "Where artifacts, models and metrics go.")
 
+INTERRUPTED = "interrupted; rerun the same command to resume"
+EXIT_USAGE = 2         # a bad flag, config key or config value: nothing was done
+EXIT_INPUT = 1         # bad input found while running (data, checkpoint, workdir files)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+
+_OVERRIDE = re.compile(r"^--?config\.([\w.]+)")
+
+
+def _fail(lines, code: int):
+  for line in lines:
+    print(f"error: {line}", file=sys.stderr)
+  sys.stderr.flush()
+  sys.exit(code)
+
+
+def _chain(e: BaseException) -> list[BaseException]:
+  """`e` and the exceptions it was raised from or while handling, outermost first."""
+  out = []
+  while e is not None and e not in out:
+    out.append(e)
+    e = e.__cause__ or e.__context__
+  return out
+
+
+def _one_line(text: str) -> str:
+  return " ".join(str(text).split())
+
+
+def flag_error_message(e: BaseException, argv) -> str:
+  """One line for a failure to parse the command line (absl flags, config_flags overrides or the
+  config file itself), which otherwise ends in up to three chained tracebacks."""
+  chain = _chain(e)
+  key_errors = [x for x in chain if isinstance(x, KeyError)]
+  if key_errors:
+    # config_flags looks an override up in the config: KeyError('num_iteratons'), re-raised with
+    # a "Did you mean" hint, then as an AttributeError.
+    key = str(key_errors[-1].args[0] if key_errors[-1].args else "").strip("'\"")
+    hints = [m.group(1) for x in chain for m in [re.search(r'Did you mean "([^"]+)"', str(x))] if m]
+    paths = [m.group(1) for a in argv[1:] for m in [_OVERRIDE.match(a)]
+             if m and key in m.group(1).split(".")]
+    where = f"--config.{paths[0]}" if paths else "--config"
+    hint = f" (did you mean {hints[0]!r}?)" if hints else ""
+    return f"{where}: the config has no key {key!r}{hint}"
+  inner = chain[-1]
+  inner_text = f"{type(inner).__name__}: {_one_line(inner)}"
+  if not isinstance(e, flags.Error):
+    # Raised by the config file itself (get_config, or the file's own syntax).
+    config_args = [a for a in argv[1:] if re.match(r"^--?config(=|$)", a)]
+    return f"{config_args[0] if config_args else '--config'}: {inner_text}"
+  text = str(e).strip()
+  if inner is not e and (not text or "Traceback" in text or text.splitlines()[0].endswith(":")):
+    # A config file that raised when given an argument: "flag --config=F:arg: Error whilst
+    # parsing config file:" and a traceback; the innermost exception says what was wrong.
+    m = re.match(r"(flag .*?): ", text)
+    return f"{m.group(1)}: {inner_text}" if m else inner_text
+  return _one_line(text) or type(e).__name__
+
+
+def _parse_flags(argv):
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except  (anything a config file may raise)
+    _fail([flag_error_message(e, argv)], EXIT_USAGE)
+
+
+def _load_config():
+  try:
+    config = _CONFIG.value
+    config.get("seed")  # a file that failed to load is a placeholder that raises when used
+    return config
+  except Exception as e:  # pylint: disable=broad-except  (a config file that failed to load)
+    # "Failed loading config file ...\n  Attempted ...:\n    [Errno 2] No such file ...": the
+    # last line is the cause.
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    _fail([f"--config: cannot load the config file: {lines[-1] if lines else type(e).__name__}"],
+          EXIT_USAGE)
+
+
+class _ProjectInfo(pylogging.Filter):
+  """Below-WARNING records logged by this package's own modules (its one-line messages and the
+  memory plan's table); warnings reach the console through absl's handler already."""
+
+  def filter(self, record):
+    return record.levelno < pylogging.WARNING and _in_package(record.pathname)
+
+
+@functools.lru_cache(maxsize=None)
+def _in_package(path: str) -> bool:
+  return os.path.realpath(path).startswith(_PACKAGE_DIR)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.realpath(__file__)) + os.sep
+
+
+def route_logs(workdir: str) -> str | None:
+  """Sends log records to a file instead of the console, except warnings and errors (on both) and
+  the project's own messages (printed bare on the console, without absl's prefix).
+
+  Returns the log file, or None when the user asked for every record on the console
+  (--verbosity, --logtostderr, --alsologtostderr).
+  """
+  f = flags.FLAGS
+  if f["verbosity"].present or f["logtostderr"].value or f["alsologtostderr"].value:
+    return None
+  from meta_rewarding import artifacts
+  log_dir = f.log_dir or (None if artifacts.is_remote(workdir) else os.path.join(workdir, "logs"))
+  if log_dir:
+    os.makedirs(log_dir, exist_ok=True)
+  if not f["stderrthreshold"].present:
+    f.stderrthreshold = "warning"
+  handler = logging.get_absl_handler()
+  handler.use_absl_log_file("main", log_dir)
+  console = pylogging.StreamHandler(sys.stderr)
+  console.setFormatter(pylogging.Formatter("%(message)s"))
+  console.addFilter(_ProjectInfo())
+  pylogging.getLogger().addHandler(console)
+  return getattr(handler.python_handler.stream, "name", None)
+
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = _load_config()
+  workdir = _WORKDIR.value
+  from meta_rewarding import config_check
+  try:
+    config_check.check_pipeline_config(config)  # before the workdir is created or read
+  except config_check.ConfigError as e:
+    _fail(e.problems, EXIT_USAGE)
+  log_file = route_logs(workdir)
+  if log_file:
+    print(f"log: {log_file}", flush=True)
   from meta_rewarding import run  # after flag parsing: keeps --help fast
   try:
-    run.run(_CONFIG.value, _WORKDIR.value)
+    run.run(config, workdir)
   except run.USER_ERRORS as e:
-    logging.error("%s: %s", type(e).__name__, e)
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+    logging.debug("stopped by %s", type(e).__name__, exc_info=True)  # --verbosity=1 shows it
+    _fail([e], EXIT_INPUT)  # the message names the file, line, field or step
+
+
+def run_cli():
+  try:
+    app.run(main, flags_parser=_parse_flags)
+  except KeyboardInterrupt:
+    # Every artifact write has removed its temp file on the way out (atomic writes clean up on
+    # any exception). A progress bar may hold the cursor mid-line on a terminal.
+    print(("\n" if sys.stderr.isatty() else "") + INTERRUPTED, file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    pylogging.shutdown()  # flush the log file
+    # Not sys.exit: interpreter shutdown with XLA's threads interrupted mid-work can crash
+    # (SIGSEGV after the message), which turns a clean stop into a core dump and exit code 139.
+    os._exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_cli()

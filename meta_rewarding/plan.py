@@ -4,6 +4,7 @@
   python -m meta_rewarding.plan --config=configs/gpu.py --num_devices=8 --device_memory_gb=80
 
 Prints one table and exits 1 (with what to change) when the peak exceeds the usable device memory.
+A config value out of range (`config_check`) is one `error:` line per value instead (exit 2).
 `run.py` calls `check_fits(config)` before anything is loaded, with the real device count.
 
 What is exact and what is estimated:
@@ -590,8 +591,15 @@ def check_fits(config, num_devices: int | None = None, *, log: bool = True) -> P
 def main(argv):
   from absl import flags
   del argv
+  from meta_rewarding import config_check
   FLAGS = flags.FLAGS
   config = FLAGS.config
+  try:
+    config_check.check_pipeline_config(config)  # one line per bad value, not a traceback below
+  except config_check.ConfigError as e:
+    for line in e.problems:
+      print(f"error: {line}", file=sys.stderr)
+    sys.exit(2)
   # Planning for the devices present (no count given anywhere): also ask them for their memory.
   here = FLAGS.num_devices is None and not config.mesh.get("num_devices")
   p = plan(config, FLAGS.num_devices,

@@ -23,8 +23,12 @@ never guessed):
   * A *score statement* is the word ``score`` (case-insensitive, whole word: ``Final score`` counts,
     ``scores`` does not), optional markdown/spaces, a colon, then optional markdown, spaces, one
     opening bracket or quote, and a number (optionally signed, optionally fractional).
+  * The number stands on the label's own line. Only when the rest of that line is blank (or
+    markdown: ``**Score:**``) may it open the next non-blank line
+    (``**Score:**\\n4``) -- and there a numbered-list marker (``1. Carbon``, ``2) ...``) is a list
+    under the label, not a value: ``the score:\\n\\n1. The response ...`` is no statement.
     ``Score:`` labels followed by something that is not a number (``Score: <total points>`` echoed
-    from the template, ``Score:`` at a truncated end) are not statements and are skipped.
+    from the template, ``Score:`` at a truncated end, a list) are not statements and are skipped.
   * The LAST statement decides. If it is malformed or out of range the result is ``None`` -- there
     is no fall-back to an earlier statement (the judge's final word was unusable; an earlier number
     may be an intermediate tally).
@@ -38,18 +42,21 @@ never guessed):
 ``parse_winner``
   * A *winner statement* is the word ``winner`` (whole word), optional markdown, a colon, then the
     rest of that line (or, if that is blank, the next non-blank line).
-  * Only statements naming ``Judgment A``/``Judgment B`` count (also ``Judgement``, any case, with
-    brackets, quotes or markdown between the word and the letter; ``Judgment Assessment`` is not a
-    name). Bare letters (``Winner: A``) are not accepted: the template asks for the full name.
-  * The LAST statement naming a judgment decides (earlier ones and statements naming nothing, like
-    ``Winner: tie``, are ignored -- the spec's literal rule). It names one judgment when every
-    mention is the same letter, or when it opens with one name that is not joined to the other by
-    ``|``, ``/``, ``or``, ``and``, ``nor``, ``vs`` (``Winner: Judgment B (Judgment A overrates it)``
-    -> B). Otherwise it names both (``[Judgement A | Judgement B]`` echoed from the template,
-    ``Not Judgment A but Judgment B``) and the result is ``None``. Note the asymmetry with scores,
-    which follows the spec: a ``Score: <total points>`` echo after the real score is skipped (it
-    holds no number), but a ``Winner: [Judgement A | Judgement B]`` echo after the real verdict is
-    the last statement naming a judgment, so it makes the result ``None``.
+  * Statements that mention no judgment at all (``Winner: tie``) are skipped. Any other statement
+    must OPEN with a well-formed name -- ``Judgment A`` or ``Judgment B`` (also ``Judgement``, any
+    case, after markdown, brackets or quotes, and with brackets, quotes or markdown between the word
+    and the letter) -- or it is malformed: ``Winner: Adjudgement A | Judgement B``, ``Winner: I
+    think Judgment A``, ``Winner: Judgments A and B``, ``Winner: Judgment Assessment``. Bare letters
+    (``Winner: A``) are not names: the template asks for the full name.
+  * The opening name is the verdict unless the other judgment is joined to it by ``|``, ``/``,
+    ``or``, ``and``, ``nor``, ``vs`` (``[Judgement A | Judgement B]`` echoed from the template,
+    ``Judgment A or B``): then the statement names both. Later mentions do not change it
+    (``Winner: Judgment B (Judgment A overrates it)`` -> B).
+  * The LAST statement mentioning a judgment decides (the spec's literal rule); a malformed one or
+    one naming both gives ``None``. Note the asymmetry with scores, which follows the spec: a
+    ``Score: <total points>`` echo after the real score is skipped (it holds no number), but a
+    ``Winner: [Judgement A | Judgement B]`` echo after the real verdict is the last statement
+    naming a judgment, so it makes the result ``None``.
 """
 
 from __future__ import annotations
@@ -238,25 +245,44 @@ def render_meta_judge_prompt_parts(template: str, instruction: str, response: st
 SCORE_MIN = 0.0
 SCORE_MAX = 5.0
 
-_MD = r"[\s*_`]*"  # markdown emphasis / code marks and whitespace
-_SCORE_LABEL = re.compile(r"\bscore\b[*_`\s]*[:：]", re.IGNORECASE)
+_INLINE_MD = r"[ \t*_`]*"  # markdown emphasis / code marks and spaces, never a line break
+_SCORE_LABEL = re.compile(r"\bscore\b" + _INLINE_MD + r"[:：]", re.IGNORECASE)
 _NUMBER = r"[-+−–]?(?:\d+(?:\.\d+)?|\.\d+)"
 _SCORE_VALUE = re.compile(
-    _MD + r"[\[(<“\"']?" + _MD +
+    _INLINE_MD + r"(?P<open>[\[(<“\"'])?" + _INLINE_MD +
     r"(?P<num>" + _NUMBER + r")" +
-    r"(?:" + _MD + r"(?:/|\bout\s+of\b)" + _MD + r"(?P<den>" + _NUMBER + r"))?",
+    r"(?:" + _INLINE_MD + r"(?:/|\bout[ \t]+of\b)" + _INLINE_MD + r"(?P<den>" + _NUMBER + r"))?",
     re.IGNORECASE)
+# The rest of a label's line and any blank lines after it, when they hold nothing but markdown:
+# "**Score:**\n4" puts the value on the next line.
+_TO_NEXT_LINE = re.compile(_INLINE_MD + r"(?:\r?\n" + _INLINE_MD + r")+")
+# A number opening a line followed by "." or ")" and text is a numbered list ("1. Carbon").
+_LIST_MARKER = re.compile(r"[.)][*_`]*[ \t]+\S")
 # What may not follow the number: glued letters/digits (4points, 4,5), ranges, arithmetic.
 # Only the rest of the line is inspected, so a bullet list after the score ("- 1 point...") is no
 # range.
-_INLINE = r"[ \t*_`]*"
 _SCORE_BAD_TAIL = re.compile(
-    r"(?:[^\W_]|[.,]\d|" + _INLINE + r"(?:[-–—+=×]|\bto\b|\bor\b)" + _INLINE + r"[-+]?\.?\d)",
+    r"(?:[^\W_]|[.,]\d|" + _INLINE_MD + r"(?:[-–—+=×]|\bto\b|\bor\b)" + _INLINE_MD + r"[-+]?\.?\d)",
     re.IGNORECASE)
 
 
 def _to_float(s):
   return float(s.replace("−", "-").replace("–", "-"))
+
+
+def _score_value(text, label_end):
+  """The value match of the score label ending at `label_end`, or None if it is no statement."""
+  m = _SCORE_VALUE.match(text, label_end)
+  if m is not None:
+    return m
+  gap = _TO_NEXT_LINE.match(text, label_end)
+  if gap is None:
+    return None
+  m = _SCORE_VALUE.match(text, gap.end())
+  if (m is not None and m.group("open") is None and m.group("den") is None
+      and _LIST_MARKER.match(text, m.end())):
+    return None
+  return m
 
 
 def parse_score(text: str) -> float | None:
@@ -268,7 +294,7 @@ def parse_score(text: str) -> float | None:
     raise TypeError(f"judgment must be a str, got {type(text).__name__}")
   last = None
   for label in _SCORE_LABEL.finditer(text):
-    m = _SCORE_VALUE.match(text, label.end())
+    m = _score_value(text, label.end())
     if m is not None:
       last = m
   if last is None:
@@ -284,8 +310,11 @@ def parse_score(text: str) -> float | None:
 
 
 _WINNER_LABEL = re.compile(r"\bwinner\b[*_`\s]*[:：]", re.IGNORECASE)
+# Anything judgment-like, even inside a word ("Adjudgement", "judgments"): a statement holding one
+# is a verdict attempt, to be read or refused, never skipped.
+_MENTION = re.compile(r"judge?ment", re.IGNORECASE)
 _JUDGMENT_NAME = re.compile(
-    r"\bjudge?ments?\b[\s*_`\"'“”‘’\[\](){}<>:#-]*\b(?P<letter>[ab])(?![a-z0-9])", re.IGNORECASE)
+    r"\bjudge?ment\b[\s*_`\"'“”‘’\[\](){}<>:#-]*\b(?P<letter>[ab])(?![a-z0-9])", re.IGNORECASE)
 _OPENER = re.compile(r"[\s*_`\"'“”‘’\[\](){}<>]*")
 # A name joined by an alternative/conjunction to another name or bare letter: "A | Judgement B",
 # "A or B", "A and Judgment B".
@@ -314,19 +343,14 @@ def _winner_values(text):
 
 
 def _named_winner(value):
-  """'A'/'B' if the statement names one judgment, 'both' if it names both, None if none."""
-  names = list(_JUDGMENT_NAME.finditer(value))
-  if not names:
+  """'A'/'B' for a well-formed verdict; 'bad' for a malformed one or one naming both; None if the
+  statement mentions no judgment (it is then no verdict at all)."""
+  if not _MENTION.search(value):
     return None
-  letters = {m.group("letter").upper() for m in names}
-  first = names[0]
-  if _JOINED_TO_OTHER.match(value, first.end()):
-    return "both"
-  if len(letters) == 1:
-    return first.group("letter").upper()
-  if _OPENER.fullmatch(value, 0, first.start()) is not None:
-    return first.group("letter").upper()
-  return "both"
+  name = _JUDGMENT_NAME.match(value, _OPENER.match(value).end())
+  if name is None or _JOINED_TO_OTHER.match(value, name.end()):
+    return "bad"
+  return name.group("letter").upper()
 
 
 def parse_winner(text: str) -> str | None:

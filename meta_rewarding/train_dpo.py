@@ -7,9 +7,13 @@
 
 Layout of DIR: checkpoints/ (orbax train state, params export, metrics.jsonl; rerunning the same
 command resumes), hf/ (safetensors + config + tokenizer files), summary.json.
-Bad input (data, tokenizer, checkpoint, mesh, config) ends with one `error:` line and exit code 1
-(`--verbosity=1` adds the traceback). Progress: a tqdm bar, and a log line every `train.log_every`
-steps; every step's metrics are in DIR/checkpoints/metrics.jsonl.
+Every config value is checked against its range before anything is written or loaded
+(`config_check`): each failure is one `error:` line naming the key (exit code 2). Bad input found
+later (data, tokenizer, checkpoint, mesh) ends with one `error:` line and exit code 1
+(`--verbosity=1` adds the traceback). Pairs whose chosen and rejected responses tokenize the same
+are dropped and counted (`identical_dropped` in the data line and summary.json): their DPO gradient
+is zero, yet AdamW would still move the weights by a full step. Progress: a tqdm bar, and a log
+line every `train.log_every` steps; every step's metrics are in DIR/checkpoints/metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import logging as pylogging
 import os
 import sys
 
+import numpy as np
 from absl import app, flags, logging
 
 from meta_rewarding import artifacts
@@ -44,6 +49,19 @@ def _copy_tokenizer(tokenizer_path: str, out_dir: str):
     src = artifacts.join(tokenizer_path, name)
     if artifacts.exists(src):
       artifacts.copy_file(src, artifacts.join(out_dir, name))
+
+
+def drop_identical_pairs(examples: list[dict]) -> tuple[list[dict], int]:
+  """Drops tokenized DPO examples whose chosen and rejected ids are equal; returns (kept, dropped).
+
+  Compared after tokenization and truncation, so a pair that only became identical when
+  `truncate_response` cut both responses to a shared prefix is caught too. Such a pair has a zero
+  DPO gradient: it teaches nothing, yet AdamW's normalised update still moves the weights a full
+  step, and it pulls rewards/accuracies down (the pipeline drops judge pairs of this kind alike).
+  """
+  kept = [ex for ex in examples
+          if not np.array_equal(np.asarray(ex["chosen_ids"]), np.asarray(ex["rejected_ids"]))]
+  return kept, len(examples) - len(kept)
 
 
 def run(config, workdir: str) -> dict:
@@ -76,8 +94,15 @@ def run(config, workdir: str) -> dict:
   tokenize = data.tokenize_pairs if mode == "dpo" else data.tokenize_sft
   examples, report = tokenize(records, tokenizer, max_length=int(cfg.max_length),
                               truncation=cfg.truncation, system_prompt=system_prompt)
-  print(f"data: {source}: {report}", flush=True)
+  identical = 0
+  if mode == "dpo":
+    examples, identical = drop_identical_pairs(examples)
+  print(f"data: {source}: {report}" + (f"; identical_dropped={identical} (chosen == rejected)"
+                                       if mode == "dpo" else ""), flush=True)
   if not examples:
+    if identical:
+      raise data.DataError(f"{source}: every pair that fits max_length={cfg.max_length} has "
+                           f"chosen == rejected ({identical} dropped); nothing to learn from")
     raise data.DataError(f"{source}: no example fits max_length={cfg.max_length}")
 
   sharding.maybe_initialize_distributed(bool(config.get("distributed", False)))
@@ -106,9 +131,9 @@ def run(config, workdir: str) -> dict:
     if jax.process_index() == 0:
       _copy_tokenizer(tokenizer_path, hf_dir)
   final = history[-1] if history else {}
-  summary = {"mode": mode, "data": {"source": str(source), "kept": report.kept,
+  summary = {"mode": mode, "data": {"source": str(source), "kept": report.kept - identical,
                                     "truncated": report.truncated, "skipped": report.skipped,
-                                    "total": report.total},
+                                    "identical_dropped": identical, "total": report.total},
              "steps": int(final.get("step", 0)), "final": final, "hf": hf_dir,
              "checkpoints": artifacts.join(workdir, "checkpoints")}
   if jax.process_index() == 0:
@@ -140,6 +165,13 @@ def main(argv):
     raise app.UsageError("--config=configs/dpo_example.py is required")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir=DIR is required")
+  from meta_rewarding import config_check
+  try:
+    config_check.check_train_dpo_config(config)  # before the workdir is created
+  except config_check.ConfigError as e:
+    for line in e.problems:
+      print(f"error: {line}", file=sys.stderr)
+    sys.exit(2)
   artifacts.makedirs(_WORKDIR.value)
   expected = (UsageError, data.DataError, TokenizerError, checkpoints.CheckpointError,
               UnsupportedConfigError, sharding.MeshError, train.TrainConfigError,

@@ -1,8 +1,12 @@
 """End to end: `python -m meta_rewarding.main` with the default config (the shipped seed on the
-testbed), one tiny iteration in a subprocess; and a bad input's one-line error."""
+testbed), one tiny iteration in a subprocess, with a console free of library INFO logs; and the
+one-line errors: bad input, out-of-range config values, a misspelt config key, a damaged
+workdir/config.json, Ctrl-C."""
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 
@@ -11,14 +15,27 @@ STAGE_FILES = ("prompts.jsonl", "actor.jsonl", "judge.jsonl", "actor_pairs.jsonl
                "meta_judge.jsonl", "judge_pairs.jsonl", "dpo.jsonl", "metrics.json")
 
 
-def _main(*args, timeout=900):
+# absl's log line prefix (Python and C++ alike): level letter, MMDD, time.
+ABSL_PREFIX = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ ")
+
+
+def _env():
   env = dict(os.environ)
   # One CPU device, like a user's run (conftest gives this process 8 fake ones).
   env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
                               if not f.startswith("--xla_force_host_platform_device_count"))
   env["JAX_PLATFORMS"] = "cpu"
-  return subprocess.run([sys.executable, "-m", "meta_rewarding.main", *args], cwd=REPO, env=env,
+  return env
+
+
+def _main(*args, timeout=900):
+  return subprocess.run([sys.executable, "-m", "meta_rewarding.main", *args], cwd=REPO, env=_env(),
                         capture_output=True, text=True, timeout=timeout)
+
+
+def _errors(out) -> list[str]:
+  assert "Traceback" not in out.stderr, out.stderr[-3000:]
+  return [line for line in out.stderr.splitlines() if line.startswith("error:")]
 
 
 def test_smoke_run_of_the_default_config(tmp_path):
@@ -27,8 +44,9 @@ def test_smoke_run_of_the_default_config(tmp_path):
   assert out.returncode == 0, out.stderr[-4000:]
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     metrics = [json.loads(line) for line in f if line.strip()]
-  assert len(metrics) == 1
-  m = metrics[0]
+  # The seed M_0's held-out record (iteration 0), then iteration 1's.
+  assert [m["iteration"] for m in metrics] == [0, 1]
+  m = metrics[1]
   for key in ("oracle/actor_accuracy", "oracle/judge_accuracy", "oracle/meta_judge_accuracy",
               "pairs/actor", "pairs/judge", "judge/parse_failure_rate"):
     assert key in m, key
@@ -42,6 +60,25 @@ def test_smoke_run_of_the_default_config(tmp_path):
   for name in ("config.json", "model.safetensors", "tokenizer.model"):
     assert os.path.isfile(os.path.join(model, name)), name
   assert "oracle/actor_accuracy" in out.stdout  # the printed table
+  # The console: progress bars, tables, the project's messages; library INFO records (orbax writes
+  # dozens per checkpoint save) and absl-formatted INFO lines only in the log file.
+  lines = (out.stdout + out.stderr).splitlines()  # splits tqdm's carriage returns too
+  assert not [l for l in lines if l.startswith("I1") or re.match(r"^I\d{4} ", l)], lines[:20]
+  orbax = [l for l in lines if "orbax" in l.lower()]
+  assert all(ABSL_PREFIX.match(l) and l[0] in "WEF" for l in orbax), orbax  # warnings may show
+  assert "prompt pool: 2000 prompts from testbed:2000" in lines  # the project's own messages
+  log = os.path.join(workdir, "logs", "main.INFO")
+  shown = [l[len("log: "):] for l in lines if l.startswith("log: ")]
+  assert [os.path.realpath(p) for p in shown] == [os.path.realpath(log)], shown
+  with open(log, encoding="utf-8") as f:
+    logged = f.read()
+  assert "orbax" in logged and "prompt pool" in logged
+  # Artifacts get the umask's mode, not tempfile's 0600.
+  mask = os.umask(0)
+  os.umask(mask)
+  for name in ("config.json", "metrics.jsonl", "iter_1/judge.jsonl", "iter_1/metrics.json"):
+    mode = os.stat(os.path.join(workdir, name)).st_mode & 0o777
+    assert mode == 0o666 & ~mask, (name, oct(mode), oct(mask))
 
 
 def test_bad_prompt_file_gives_a_one_line_error(tmp_path):
@@ -51,3 +88,69 @@ def test_bad_prompt_file_gives_a_one_line_error(tmp_path):
   assert "Traceback" not in out.stderr
   errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
   assert len(errors) == 1 and "/nonexistent.jsonl" in errors[0], out.stderr
+
+
+def test_bad_config_values_give_one_line_each_and_write_nothing(tmp_path):
+  workdir = tmp_path / "never"
+  out = _main("--config=configs/local_cpu.py:smoke", f"--workdir={workdir}",
+              "--config.pipeline.rho=(2.0,)", "--config.judge.num_judgments=0",
+              "--config.sampling.temperature=-1", "--config.actor.num_responses=1",
+              "--config.train.batch_size=0", timeout=300)
+  assert out.returncode == 2, out.stderr[-3000:]
+  errors = _errors(out)
+  assert errors == [line for line in out.stderr.splitlines() if line.strip()], out.stderr
+  assert [e.split("=")[0] for e in errors] == [
+      "error: sampling.temperature", "error: actor.num_responses", "error: judge.num_judgments",
+      "error: pipeline.rho[0]", "error: train.batch_size"], errors
+  assert "error: pipeline.rho[0]=2.0: must be a number in [0, 0.5)" in errors
+  assert not workdir.exists()  # so the corrected rerun is not refused as "a different config"
+
+
+def test_misspelt_config_key_is_one_line(tmp_path):
+  out = _main("--config=configs/local_cpu.py:smoke", f"--workdir={tmp_path / 'w'}",
+              "--config.pipeline.num_iteratons=3", timeout=300)
+  assert out.returncode == 2
+  assert _errors(out) == ["error: --config.pipeline.num_iteratons: the config has no key "
+                          "'num_iteratons' (did you mean 'num_iterations'?)"], out.stderr
+  out = _main("--config=configs/local_cpu.py:no_such_variant", f"--workdir={tmp_path / 'w'}",
+              timeout=300)
+  assert out.returncode == 2
+  errors = _errors(out)
+  assert len(errors) == 1 and "unknown local_cpu variant 'no_such_variant'" in errors[0], errors
+  out = _main("--config=configs/no_such_file.py", f"--workdir={tmp_path / 'w'}", timeout=300)
+  assert out.returncode == 2
+  errors = _errors(out)
+  assert len(errors) == 1 and "no_such_file.py" in errors[0], errors
+  assert not (tmp_path / "w").exists()
+
+
+def test_garbage_config_json_in_the_workdir_is_one_line(tmp_path):
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "config.json").write_bytes(bytes(range(128, 256)) * 4)
+  out = _main("--config=configs/local_cpu.py:smoke", f"--workdir={workdir}", timeout=300)
+  assert out.returncode == 1
+  assert _errors(out) == [f"error: {workdir / 'config.json'}:1: not UTF-8 text (byte 0x80): the "
+                          "file is damaged; restore or delete it"], out.stderr
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "meta_rewarding.main", "--config=configs/local_cpu.py:smoke",
+       f"--workdir={tmp_path / 'run'}"], cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True,
+      # A child of a non-interactive shell may inherit SIGINT ignored; a terminal's Ctrl-C is not.
+      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  try:
+    first = proc.stdout.readline()  # "log: ..." once the config is checked and the run starts
+    assert first.startswith("log: "), first
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+  finally:
+    proc.kill()
+  assert proc.returncode == 130, stderr[-3000:]
+  assert "Traceback" not in stderr
+  assert stderr.splitlines()[-1] == "interrupted; rerun the same command to resume", stderr
+  leftovers = [os.path.join(d, n) for d, _, names in os.walk(tmp_path) for n in names
+               if n.endswith(".tmp")]
+  assert not leftovers

@@ -238,6 +238,14 @@ def test_cli_prints_plan_and_refuses():
                        capture_output=True, text=True, timeout=300)
   assert bad.returncode == 1
   assert "DOES NOT FIT" in bad.stdout and "lower sampling.batch_size" in bad.stderr
+  # Out-of-range values are refused before planning, one line each (config_check).
+  wrong = subprocess.run([sys.executable, "-m", "meta_rewarding.plan", "--config=configs/tpu_v4.py",
+                          "--config.pipeline.rho=(2.0,)", "--config.train.batch_size=0"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert wrong.returncode == 2 and wrong.stdout == ""
+  assert wrong.stderr.splitlines() == [
+      "error: pipeline.rho[0]=2.0: must be a number in [0, 0.5)",
+      "error: train.batch_size=0: must be an integer >= 1"], wrong.stderr
 
 
 def test_mesh_that_does_not_divide_the_model_is_a_mesh_error():

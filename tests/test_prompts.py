@@ -220,6 +220,34 @@ SCORE_CASES = [
     # The last statement decides even when it is invalid: no fall-back to an earlier one.
     ("Score: 4\nActually, Score: 7", None),
     ("Score: 3\nScore: -1", None),
+    # The value stands on the label's line, or opens the next non-blank line when the label's line
+    # holds nothing else; a numbered list under a label is no value (issue 14).
+    ("Sure! Here's how you can complete the score:\n\n1. Carbon\n2. Hydrogen\n3. Oxygen", None),
+    ("Final score:\n\n1. The response is relevant.", None),
+    ("Let me tally the score:\n1) Relevance: 1 point\n2) Substance: 1 point", None),
+    ("**Score:**\n\n**1.** The response is relevant.", None),
+    ("Score:\n- relevance: yes\n- substance: yes", None),
+    ("Score: 4\n\nScore breakdown:\n1. relevance\n2. substance", 4.0),  # a list is no statement
+    ("**Score:**\n4", 4.0),
+    ("**Score:**\n**4**", 4.0),
+    ("Score:\n4.", 4.0),
+    ("Score:\n3 points", 3.0),
+    # Realistic judgments (accepted).
+    ("Check: 4+9=13, target 13; 4 listed; 9 listed. So the response is right. Score: 5", 5.0),
+    ("Check: no clear answer. So the response is unclear. Score: 0", 0.0),
+    ("The response names both elements but gives no detail, so it earns the first two points."
+     "\n\n**Final Score: 2**", 2.0),
+    ("Points: relevance (1), substance (1), usefulness (1).\nTotal score: 3 points", 3.0),
+    ("Score: 4 (the response misses one detail)", 4.0),
+    ("The response earns points 1-3 but not the fourth.\nScore: 3", 3.0),
+    ("score: 2.5/5", 2.5),
+    ("Justification: clear and complete.\n\nScore: 5/5", 5.0),
+    # Realistic judgments (refused).
+    ("Score: N/A", None),
+    ("Score: 10/10", None),
+    ("I would give this response a score of 4.", None),  # no "Score:" statement
+    ("Rating: 4", None),
+    ("Score:\n\nThe response is relevant.", None),
 ]
 
 
@@ -294,6 +322,24 @@ WINNER_CASES = [
     ("Winner: Judgment A\n\nConclude using the format: “Winner: [Judgement A | Judgement B]”",
      None),
     ("Winners: Judgment A", None),
+    # Only a well-formed name opening the statement is a verdict (issue 14).
+    ("Judgment B: [Winner: Adjudgement A | Judgement B: Adjudgement B]", None),
+    ("Winner: Adjudgement A", None),
+    ("Winner: I think Judgment A is better", None),
+    ("Winner: the more accurate one is Judgment B", None),
+    ("Winner: Judgments A and B are equally accurate", None),
+    ("Winner: Both judgments are flawed", None),
+    ("Winner: The Judgement A", None),
+    ("Winner: Judgment B\nWinner: Adjudgement A", None),  # the last attempt decides, even if bad
+    # Realistic meta-judgments (accepted).
+    ("A: check false. B: check true, score fits. Winner: Judgment B", "B"),
+    ("A: check true, score fits. B: check false. Winner: Judgment A", "A"),
+    ("**Winner: [Judgement A]**", "A"),
+    ("Winner: Judgment B is more accurate because it applies the rubric consistently.", "B"),
+    ("Winner:\nJudgement A", "A"),
+    ("After comparing both judgments against the rubric:\n\n### Winner: Judgment A", "A"),
+    ("Winner: Judgment B's assessment follows the rubric.", "B"),
+    ("Winner: **[Judgement B]**\n\nJudgment A overrated the response.", "B"),
 ]
 
 

@@ -1,0 +1,105 @@
+"""train_dpo: pairs with chosen == rejected are dropped and counted; out-of-range config values stop
+the CLI with one `error:` line per value before anything is written."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from meta_rewarding import checkpoints, data, train_dpo
+from meta_rewarding.model import init_params, tiny_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_drop_identical_pairs_counts_them():
+  ids = lambda *x: np.asarray(x, np.int32)
+  examples = [dict(prompt_ids=ids(1, 2), chosen_ids=ids(5, 6), rejected_ids=ids(5, 7)),
+              dict(prompt_ids=ids(1, 3), chosen_ids=ids(5, 6), rejected_ids=ids(5, 6)),
+              dict(prompt_ids=ids(1, 4), chosen_ids=ids(5), rejected_ids=ids(5, 6)),
+              dict(prompt_ids=ids(1, 5), chosen_ids=[9, 9], rejected_ids=ids(9, 9))]
+  kept, dropped = train_dpo.drop_identical_pairs(examples)
+  assert dropped == 2
+  assert [ex["prompt_ids"].tolist() for ex in kept] == [[1, 2], [1, 4]]
+  assert train_dpo.drop_identical_pairs([]) == ([], 0)
+
+
+@pytest.fixture(scope="module")
+def hf_model(tmp_path_factory):
+  """A tiny HF Llama with a Llama-3-style tokenizer in the same directory."""
+  from tiny_tokenizers import build_llama3_hf
+  from meta_rewarding.tokenizer import load_tokenizer
+  directory = tmp_path_factory.mktemp("hf")
+  build_llama3_hf(str(directory))
+  tok = load_tokenizer(str(directory))
+  config = tiny_config(vocab_size=512, max_position_embeddings=512, bos_token_id=tok.bos_id,
+                       eos_token_id=tok.eos_id)
+  checkpoints.save_hf(str(directory), config, init_params(config, jax.random.key(1)))
+  build_llama3_hf(str(directory))  # save_hf replaced the directory: put the tokenizer back
+  return str(directory)
+
+
+def _config(hf_model, pairs):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("dpo_example", REPO / "configs" / "dpo_example.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.model.checkpoint = hf_model
+  config.model.dtype = "float32"
+  config.data.pairs = str(pairs)
+  config.mesh.shape = {"data": 1, "fsdp": -1, "tensor": 1}
+  config.train.update(dict(learning_rate=1e-2, warmup_steps=0, batch_size=8, grad_accum_steps=1,
+                           num_epochs=1, max_length=128, length_buckets=(64, 128), log_every=1))
+  config.progress = False
+  config.export_hf = False
+  return config
+
+
+def _write(path, records):
+  with open(path, "w") as f:
+    for r in records:
+      f.write(json.dumps(r) + "\n")
+
+
+def test_run_drops_identical_pairs(hf_model, tmp_path, capsys):
+  pairs = tmp_path / "pairs.jsonl"
+  records = [{"prompt": f"What is {k} + {k}?", "chosen": f"The answer is {2 * k}.",
+              "rejected": "I do not know, sorry."} for k in range(5)]
+  records += [{"prompt": f"Name {k}.", "chosen": "Same text.", "rejected": "Same text."}
+              for k in range(3)]
+  _write(pairs, records)
+  summary = train_dpo.run(_config(hf_model, pairs), str(tmp_path / "work"))
+  assert summary["data"]["identical_dropped"] == 3
+  assert summary["data"]["kept"] == 5 and summary["data"]["total"] == 8
+  assert "identical_dropped=3 (chosen == rejected)" in capsys.readouterr().out
+  with open(tmp_path / "work" / "summary.json") as f:
+    assert json.load(f)["data"]["identical_dropped"] == 3
+
+
+def test_run_with_only_identical_pairs_is_an_error(hf_model, tmp_path):
+  pairs = tmp_path / "pairs.jsonl"
+  _write(pairs, [{"prompt": f"Q{k}", "chosen": "A", "rejected": "A"} for k in range(4)])
+  with pytest.raises(data.DataError, match=r"chosen == rejected \(4 dropped\)"):
+    train_dpo.run(_config(hf_model, pairs), str(tmp_path / "work"))
+
+
+def test_cli_refuses_bad_config_values_before_writing(tmp_path):
+  workdir = tmp_path / "work"
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+      [sys.executable, "-m", "meta_rewarding.train_dpo", f"--config={REPO}/configs/dpo_example.py",
+       "--config.model.checkpoint=/nonexistent", "--config.data.pairs=/nonexistent.jsonl",
+       "--config.train.batch_size=0", "--config.train.learning_rate=-1.0",
+       f"--workdir={workdir}"], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert "Traceback" not in proc.stderr
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  assert errors == ["error: train.learning_rate=-1.0: must be a number > 0",
+                    "error: train.batch_size=0: must be an integer >= 1"], proc.stderr
+  assert not workdir.exists()
