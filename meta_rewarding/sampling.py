@@ -567,7 +567,9 @@ class Sampler:
       if chat:
         encoded = [tok.encode_chat([{"role": "user", "content": t}]) for t in texts]
       else:
-        encoded = tok.encode_batch(texts, add_bos=True)
+        # The tokenizer's own BOS rule, as `tokenizer(text)` encodes raw text (Llama 2 and 3 add
+        # one, SmolLM2 does not): a forced BOS is a token such a model never saw there.
+        encoded = tok.encode_batch(texts)
       for i, ids in zip(text_rows, encoded):
         out[i] = list(ids)
     return out
