@@ -375,7 +375,7 @@ def save_hf(path: str, config: LlamaConfig, params, *, dtype: Any = None,
   else:
     parent = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(parent, exist_ok=True)
-  tmp = (tempfile.mkdtemp(prefix=artifacts.basename(path) + ".tmp-", dir=parent) if write
+  tmp = (artifacts.mkdtemp(prefix=artifacts.basename(path) + ".tmp-", dir=parent) if write
          else None)
   try:
     weight_map = {}
