@@ -19,6 +19,15 @@ This module is the one place the pipeline touches files in its workdir, so a wor
 `localize` copies remote files into a local cache directory for code that needs real local files
 (safetensors readers, tokenizer libraries). Readers report the file and line of anything malformed
 (invalid JSON, text that is not UTF-8) as `ArtifactError`.
+
+Completion markers. `write_jsonl_marked` writes a JSONL file and then `<file>.done.json`, which
+records its record count, byte size and sha256; `check_jsonl_marked` reads the file back only when it
+agrees with its marker and raises `IntegrityError` (naming the file, with a hint) when it does not, so
+a file cut at a line boundary, emptied or edited after it was finished is never used.
+
+Leftovers. A process killed mid-write leaves its temp file (`<name>.<8 random>.tmp`, from
+`_mkstemp`) or temp directory (`<name>.tmp-<8 random>`, from `mkdtemp` as `checkpoints.save_hf` names
+it) behind; `sweep_temp(workdir)` removes exactly those names.
 """
 
 from __future__ import annotations
@@ -44,6 +53,10 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 class ArtifactError(ValueError):
   """An artifact file that cannot be read back."""
+
+
+class IntegrityError(ArtifactError):
+  """A finished file that disagrees with its completion marker (cut, emptied or edited)."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -271,6 +284,135 @@ def read_json(path: PathLike) -> Any:
     raise _not_utf8(path, data[:e.start].count(b"\n") + 1, e) from e
   except json.JSONDecodeError as e:
     raise ArtifactError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
+
+
+# ------------------------------------------------------------------------------------------------
+# Completion markers.
+
+MARKER_SUFFIX = ".done.json"
+
+
+def marker_path(path: PathLike) -> str:
+  """Where the completion marker of `path` lives: `<path>.done.json`."""
+  return os.fspath(path) + MARKER_SUFFIX
+
+
+def jsonl_bytes(records: Iterable[Any]) -> bytes:
+  """The exact bytes `write_jsonl` writes for `records`."""
+  return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n"
+                 for r in records).encode("utf-8")
+
+
+def _describe(data: bytes, records: int) -> dict:
+  return {"records": records, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def write_jsonl_marked(path: PathLike, records: Iterable[Any]) -> dict:
+  """Writes `records` to `path` atomically, then its completion marker; returns the marker.
+
+  The old marker goes first, so that a file being rewritten is never vouched for by the marker of
+  its previous content; a process killed between the file and its marker leaves a file without a
+  marker, which `check_jsonl_marked` reports as unfinished.
+  """
+  records = list(records)
+  data = jsonl_bytes(records)
+  marker = _describe(data, len(records))
+  remove(marker_path(path))
+  write_bytes(path, data)
+  write_json(marker_path(path), marker)
+  return marker
+
+
+def _parse_jsonl(path: PathLike, data: bytes) -> list[Any]:
+  out = []
+  for line_number, raw in enumerate(data.splitlines(), 1):
+    try:
+      line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+      raise _not_utf8(path, line_number, e) from e
+    if not line.strip():
+      continue
+    try:
+      out.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      raise ArtifactError(f"{path}:{line_number}: invalid JSON ({e.msg})") from e
+  return out
+
+
+def check_jsonl_marked(path: PathLike) -> tuple[str, list[Any] | None]:
+  """The state of a marked JSONL file, and its records when it is complete.
+
+  Returns ("complete", records) when the file and its marker agree (record count, size, sha256);
+  ("missing", None) when there is no file (a marker left without its file is stale: the user
+  deleted the file to have it made again); ("unmarked", None) when the file has no marker (its
+  writer was stopped before the marker, or it predates markers). Raises `IntegrityError` naming the
+  file when it disagrees with its marker.
+  """
+  marker_file = marker_path(path)
+  if not exists(path):
+    return "missing", None
+  if not exists(marker_file):
+    return "unmarked", None
+  marker = read_json(marker_file)
+  data = read_bytes(path)
+  hint = ("it was cut, emptied or edited after it was finished. Delete it to have it made again "
+          "(the stage or chunk is redone), or restore the original")
+  if not isinstance(marker, dict) or not {"records", "bytes", "sha256"} <= set(marker):
+    raise IntegrityError(f"{marker_file}: not a completion marker; delete {basename(path)} and its "
+                         "marker to have the file made again")
+  actual = hashlib.sha256(data).hexdigest()
+  if len(data) != marker["bytes"] or actual != marker["sha256"]:
+    raise IntegrityError(
+        f"{path}: does not match its completion marker {basename(marker_file)} ({len(data)} bytes, "
+        f"sha256 {actual[:12]}..., recorded {marker['bytes']} bytes, sha256 "
+        f"{str(marker['sha256'])[:12]}...): {hint}")
+  records = _parse_jsonl(path, data)
+  if len(records) != marker["records"]:
+    raise IntegrityError(f"{path}: holds {len(records)} records, its completion marker "
+                         f"{basename(marker_file)} recorded {marker['records']}: {hint}")
+  return "complete", records
+
+
+# ------------------------------------------------------------------------------------------------
+# Leftovers of killed processes.
+
+# tempfile's random part: 8 characters of [a-z0-9_].
+_TEMP_FILE = re.compile(r"^.+\.[a-z0-9_]{8}\.tmp$")   # _mkstemp: <name>.<random>.tmp
+_TEMP_DIR = re.compile(r"^.+\.tmp-[a-z0-9_]{8}$")       # mkdtemp(prefix=<name>.tmp-): save_hf
+
+
+def is_temp_name(name: str, is_dir: bool) -> bool:
+  """Whether `name` is one of this project's temp names (see `sweep_temp`)."""
+  return bool((_TEMP_DIR if is_dir else _TEMP_FILE).match(name))
+
+
+def sweep_temp(root: PathLike) -> list[str]:
+  """Removes the temp files and directories that killed writers left under local `root` (this
+  project's own temp names only: `<name>.<8 random>.tmp` files, `<name>.tmp-<8 random>`
+  directories); returns their paths. A remote root has none: remote writes are single uploads, and
+  a remote model save builds its temp directory on the local disk (the system temp dir).
+
+  Only for a workdir no other process is writing to (a run resumes in it)."""
+  root = os.fspath(root)
+  if is_remote(root) or not os.path.isdir(root):
+    return []
+  removed = []
+  for directory, dirs, files in os.walk(root):
+    for name in list(dirs):
+      path = os.path.join(directory, name)
+      if is_temp_name(name, is_dir=True) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+        dirs.remove(name)
+    for name in files:
+      if is_temp_name(name, is_dir=False):
+        path = os.path.join(directory, name)
+        try:
+          os.remove(path)
+          removed.append(path)
+        except FileNotFoundError:
+          pass
+  return sorted(removed)
 
 
 # ------------------------------------------------------------------------------------------------

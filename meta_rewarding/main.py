@@ -9,8 +9,14 @@ Rerunning the same command resumes at the first unfinished stage.
 Before anything is written or loaded, every config value is checked against its range
 (`config_check`); each failure is one `error:` line naming the key and the allowed values (exit 2).
 So are a misspelt flag or config key and a config file that fails to load. Bad input found later
-(data, checkpoint, workdir files) is one `error:` line too (exit 1); Ctrl-C prints one line and
-exits 130. `--verbosity=1` adds the traceback of an error.
+(data, checkpoint, workdir files) is one `error:` line too (exit 1). `--verbosity=1` adds the
+traceback of an error.
+
+Preemption: SIGINT (Ctrl-C) and SIGTERM (how a Cloud TPU VM is told it is being preempted) abandon
+the current chunk: the exception unwinds through the atomic writers, which remove their temp files,
+and the run prints one line, "interrupted at iteration t, stage s; rerun the same command to
+resume", and exits 130 (SIGINT) or 143 (SIGTERM). A second signal while that happens exits at once;
+whatever temp files that leaves are removed when the run is started again.
 
 Console: progress bars, the memory plan and metrics tables, the project's one-line messages,
 warnings and errors. Every log record also goes to the log file WORKDIR/logs/main.INFO (--log_dir
@@ -23,6 +29,7 @@ import functools
 import logging as pylogging
 import os
 import re
+import signal
 import sys
 
 from absl import app, flags, logging
@@ -36,6 +43,7 @@ INTERRUPTED = "interrupted; rerun the same command to resume"
 EXIT_USAGE = 2         # a bad flag, config key or config value: nothing was done
 EXIT_INPUT = 1         # bad input found while running (data, checkpoint, workdir files)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+EXIT_TERMINATED = 143   # 128 + SIGTERM
 
 _OVERRIDE = re.compile(r"^--?config\.([\w.]+)")
 
@@ -172,18 +180,68 @@ def main(argv):
     _fail([e], EXIT_INPUT)  # the message names the file, line, field or step
 
 
-def run_cli():
+class Terminated(KeyboardInterrupt):
+  """SIGTERM, raised like Ctrl-C's KeyboardInterrupt, so that every path that cleans up after one
+  (atomic writes, model saves, progress bars) cleans up after both."""
+
+
+def interrupted_message() -> str:
+  """'interrupted at iteration t, stage s; rerun the same command to resume' once the pipeline has
+  started (it tracks where it is), else the plain INTERRUPTED line."""
+  pipeline = sys.modules.get("meta_rewarding.pipeline")
+  return pipeline.interrupted_message() if pipeline is not None else INTERRUPTED
+
+
+def _exit_now(code: int):
+  sys.stdout.flush()
+  sys.stderr.flush()
+  pylogging.shutdown()  # flush the log file
+  # Not sys.exit: interpreter shutdown with XLA's threads interrupted mid-work can crash
+  # (SIGSEGV after the message), which turns a clean stop into a core dump and exit code 139.
+  os._exit(code)
+
+
+def _on_signal(signum, frame):  # pylint: disable=unused-argument
+  code = EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
+  # The first signal raises; the exception unwinds and removes temp files. A second one while that
+  # happens (e.g. Ctrl-C pressed twice) exits at once: an exception raised inside that cleanup
+  # would stop it half-way anyway, and the next start sweeps what is left (pipeline.run).
+  if _on_signal.raised:
+    print(interrupted_message(), file=sys.stderr, flush=True)
+    _exit_now(code)
+  _on_signal.raised = True
+  raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+_on_signal.raised = False
+
+
+def install_signal_handlers():
+  """SIGTERM raises `Terminated` and SIGINT KeyboardInterrupt (both once, see `_on_signal`). A
+  signal the process inherited as ignored (nohup, a background job of a non-interactive shell)
+  stays ignored."""
+  for signum, default in ((signal.SIGINT, signal.default_int_handler),
+                          (signal.SIGTERM, signal.SIG_DFL)):
+    if signal.getsignal(signum) in (default, signal.SIG_DFL):
+      signal.signal(signum, _on_signal)
+
+
+def run_interruptible(fn):
+  """Calls `fn()` with `install_signal_handlers`; on SIGINT / SIGTERM prints one line (where the
+  pipeline was stopped) and exits 130 / 143. Returns what `fn` returns."""
+  install_signal_handlers()
   try:
-    app.run(main, flags_parser=_parse_flags)
-  except KeyboardInterrupt:
+    return fn()
+  except KeyboardInterrupt as e:
     # Every artifact write has removed its temp file on the way out (atomic writes clean up on
     # any exception). A progress bar may hold the cursor mid-line on a terminal.
-    print(("\n" if sys.stderr.isatty() else "") + INTERRUPTED, file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    pylogging.shutdown()  # flush the log file
-    # Not sys.exit: interpreter shutdown with XLA's threads interrupted mid-work can crash
-    # (SIGSEGV after the message), which turns a clean stop into a core dump and exit code 139.
-    os._exit(EXIT_INTERRUPTED)
+    print(("\n" if sys.stderr.isatty() else "") + interrupted_message(), file=sys.stderr,
+          flush=True)
+    _exit_now(EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED)
+
+
+def run_cli():
+  run_interruptible(lambda: app.run(main, flags_parser=_parse_flags))
 
 
 if __name__ == "__main__":

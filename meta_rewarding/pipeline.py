@@ -18,6 +18,14 @@ skips finished stages and chunks; seeds derive from (config.seed, iteration, sta
 resumed run produces exactly what an uninterrupted run would. The stage logic is pure functions of
 the earlier artifacts; this module's `run` is the only place with side effects.
 
+Each stage file and chunk has a completion marker `<file>.done.json` (record count, size, sha256),
+written after it; a file that disagrees with its marker is refused by name, one without a marker is
+made again, and an iteration's model/ is used only when complete (config.json and the weights).
+Chunk files are named by the item range they hold, so a changed chunk_size re-chunks without
+duplicates. Timing fields go to iter_t/timings.json and timings.jsonl, never into the artifacts or
+metrics, which are therefore byte-identical between a resumed run and an uninterrupted one. `run`
+starts by removing the temp files a killed run left behind (`artifacts.sweep_temp`).
+
 Every record carries `uid`, its prompt's position in the iteration's prompts.jsonl (0..P-1), and
 `id`, the prompt's index in the pool; the stages join on `uid` (`join_key`).
 
@@ -29,6 +37,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import re
 import time
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
@@ -54,7 +63,10 @@ class Generation:
 
 
 class Policy(Protocol):
-  """What the pipeline needs from a model. `JaxPolicy` (policy.py) is the real one; tests script one."""
+  """What the pipeline needs from a model. `JaxPolicy` (policy.py) is the real one; tests script one.
+
+  Optional: `missing_model_files(path) -> list[str]`, what a saved model directory lacks ([] when it
+  is complete); without it a directory's presence means complete."""
 
   def fits(self, prompt: str, max_new_tokens: int) -> bool:
     """Whether the (chat-templated) prompt plus `max_new_tokens` fits the context."""
@@ -332,44 +344,195 @@ def iteration_metrics(iteration: int, prompts: Sequence[Mapping], actor: Sequenc
 # --------------------------------------------------------------------------------------------------
 # The driver (side effects live here).
 
-# Multi-host: every process runs the driver and holds the same records; whether a file exists is
+# Multi-host: every process runs the driver and holds the same records; the state of a file is
 # decided by process 0, only process 0 writes, and the others wait for the write before reading
 # (the workdir must be shared by all hosts, e.g. a gs:// path or NFS). One process: plain file I/O.
+#
+# Integrity: every stage file and chunk is written with a completion marker `<file>.done.json`
+# (record count, size, sha256; `artifacts.write_jsonl_marked`), written after the file. On resume a
+# file is used only when it agrees with its marker; one that disagrees (cut at a line boundary,
+# emptied, edited) stops the run with its name and a hint (PipelineError), and one without a marker
+# is made again: its writer was stopped between the file and the marker. A file written before
+# markers existed cannot be told from one cut short at a line boundary, so it is made again too
+# (with a warning): the seeds derive from (seed, iteration, stage, chunk), so the redo writes what
+# an uninterrupted run would have, at the cost of recomputing that stage.
+
+# Timing fields are not results: they differ between two runs of the same command. They go to
+# iter_<t>/timings.json and workdir/timings.jsonl, never to metrics.json / metrics.jsonl or the stage
+# files, which are therefore byte-identical between an interrupted-and-resumed run and an
+# uninterrupted one.
+STEP_TIMING_KEYS = ("tokens_per_second",)  # in the DPO step records policy.train_dpo returns
+TIMING_KEYS = ("wall_seconds", "dpo/tokens_per_second", "dpo/final_tokens_per_second")
+TIMINGS_FILE = "timings.jsonl"
+
+# Where the driver is (for the one-line message of an interrupted run, see `interrupted_message`).
+_progress: dict[str, Any] = {"iteration": None, "stage": None}
+
+
+def _at(iteration: int | None, stage: str | None):
+  _progress.update(iteration=iteration, stage=stage)
+
+
+def interrupted_message() -> str:
+  """The line to print when a run is stopped by SIGINT / SIGTERM (see main.py)."""
+  if _progress["iteration"] is None:
+    return "interrupted; rerun the same command to resume"
+  return (f"interrupted at iteration {_progress['iteration']}, stage {_progress['stage']}; "
+          "rerun the same command to resume")
+
+
+def _decide(value):
+  """Process 0's JSON-serialisable `value` on every process (every process must call this)."""
+  return sharding.allgather_objects(value)[0]
+
 
 def _exists(path: str) -> bool:
   return sharding.main_process_decides(artifacts.exists(path))
 
 
 def _write_jsonl(path: str, records: Sequence) -> None:
+  """Writes a stage file or chunk and then its completion marker (process 0)."""
   if sharding.is_main_process():
-    artifacts.write_jsonl(path, records)
+    artifacts.write_jsonl_marked(path, records)
   sharding.sync("write:" + path)
+
+
+def _finished(path: str) -> list | None:
+  """The records of a finished stage file or chunk; None when it is to be made (again).
+
+  A file that disagrees with its completion marker raises PipelineError (never used, never silently
+  replaced: the user decides whether to restore it or have it redone)."""
+  try:
+    state, records = artifacts.check_jsonl_marked(path)
+    error = None
+  except artifacts.ArtifactError as e:
+    state, records, error = "damaged", None, str(e)
+  state, error = _decide([state, error])
+  if state == "damaged":
+    raise PipelineError(error)
+  if state == "unmarked":
+    logging.warning("%s has no completion marker (its writer stopped before finishing it, or it "
+                    "was written before markers existed): it is made again", path)
+  if state != "complete":
+    return None
+  return records if records is not None else artifacts.read_jsonl(path)
+
+
+def _read_back(path: str) -> list:
+  """The records just written to `path`, as a resumed run would read them."""
+  records = _finished(path)
+  if records is None:
+    raise PipelineError(f"{path} was written but cannot be read back complete")
+  return records
+
+
+_CHUNK_NAME = re.compile(r"^(\d+)-(\d+)\.jsonl$")
+
+
+def _chunk_path(chunk_dir: str, start: int, end: int) -> str:
+  return artifacts.join(chunk_dir, f"{start:06d}-{end:06d}.jsonl")
 
 
 def _chunked(path: str, items: Sequence, chunk_size: int,
              run_chunk: Callable[[Sequence, int], list]) -> list:
-  """Runs `run_chunk(items_of_chunk, chunk_index)` for every chunk not yet on disk, then merges."""
-  if _exists(path):
-    return artifacts.read_jsonl(path)
+  """Runs `run_chunk(items_of_chunk, chunk_index)` for every chunk not yet on disk, then merges.
+
+  A chunk file is named by the item range it holds, `<start>-<end>.jsonl` ([start, end) of
+  `items`), so a resume with another `chunk_size` (allow_config_change) re-chunks without
+  duplicating records: the items are covered left to right, a finished chunk starting where the
+  cover stands is used whole, and new chunks of `chunk_size` items (cut short where the next
+  finished chunk starts) fill the gaps. Finished chunks that do not fit the cover are not used (they
+  are removed with the chunk directory after the merge). `chunk_index` (for the seed) is
+  start // chunk_size: the index an uninterrupted run gives each chunk.
+  """
+  records = _finished(path)
+  if records is not None:
+    return records
   chunk_dir = path + ".chunks"
+  names = _decide(artifacts.listdir(chunk_dir) if artifacts.isdir(chunk_dir) else [])
+  starts: dict[int, int] = {}  # start -> end of the chunk files on disk, within the items
+  for name in names:
+    m = _CHUNK_NAME.match(name)
+    if m and int(m.group(1)) < int(m.group(2)) <= len(items):
+      starts[int(m.group(1))] = max(starts.get(int(m.group(1)), 0), int(m.group(2)))
   records = []
-  for c, start in enumerate(range(0, len(items), chunk_size)):
-    chunk_path = artifacts.join(chunk_dir, f"{c:05d}.jsonl")
-    if not _exists(chunk_path):
-      _write_jsonl(chunk_path, run_chunk(items[start:start + chunk_size], c))
+  position = 0
+  while position < len(items):
+    chunk = None
+    if position in starts:
+      chunk = _finished(_chunk_path(chunk_dir, position, starts[position]))
+      if chunk is not None:
+        records.extend(chunk)
+        position = starts[position]
+        continue
+    end = min([position + chunk_size, len(items)] + [s for s in starts if s > position])
+    chunk_path = _chunk_path(chunk_dir, position, end)
+    _write_jsonl(chunk_path, run_chunk(items[position:end], position // chunk_size))
     # Always continue from what is on disk, so resumed and uninterrupted runs see identical data.
-    records.extend(artifacts.read_jsonl(chunk_path))
+    records.extend(_read_back(chunk_path))
+    position = end
   sharding.sync("read:" + chunk_dir)  # everyone has read the chunks before they are removed
   _write_jsonl(path, records)
   if sharding.is_main_process():
     artifacts.rmtree(chunk_dir, ignore_errors=True)
-  return records
+  return _read_back(path)
 
 
 def _stage(path: str, compute: Callable[[], list]) -> list:
-  if not _exists(path):
+  if _finished(path) is None:
     _write_jsonl(path, compute())
-  return artifacts.read_jsonl(path)
+  return _read_back(path)
+
+
+def _missing_model_files(policy: Policy, path: str) -> list[str]:
+  """What the model directory `path` lacks ([] when complete), as process 0 sees it.
+
+  A policy may say what a complete directory holds (`JaxPolicy.missing_model_files`: config.json and
+  the weights); for one that does not, the directory's presence is enough."""
+  check = getattr(policy, "missing_model_files", None)
+  if check is not None:
+    missing = check(path) if sharding.is_main_process() else []
+  else:
+    missing = [] if artifacts.exists(path) else ["the directory"]
+  return list(_decide(missing))
+
+
+def _read_timings(it_dir: str) -> dict:
+  """iter_<t>/timings.json, or {} (timings are not results: a missing or unreadable file is no
+  reason to stop a run)."""
+  path = artifacts.join(it_dir, "timings.json")
+  try:
+    return dict(artifacts.read_json(path)) if artifacts.exists(path) else {}
+  except (artifacts.ArtifactError, OSError, TypeError, ValueError):
+    return {}
+
+
+def _write_timings(it_dir: str, timings: Mapping) -> None:
+  if sharding.is_main_process():
+    artifacts.write_json(artifacts.join(it_dir, "timings.json"), dict(timings))
+
+
+def _split_step_timings(steps: Sequence[Mapping]) -> tuple[list[dict], dict]:
+  """DPO step records without their timing fields, and the timings of the iteration's DPO."""
+  clean = [{k: v for k, v in s.items() if k not in STEP_TIMING_KEYS} for s in steps]
+  timings: dict[str, Any] = {}
+  for key in STEP_TIMING_KEYS:
+    values = [s.get(key) for s in steps]
+    present = [v for v in values if v is not None]
+    if present:
+      timings[f"dpo/{key}"] = float(np.mean(present))
+      timings[f"dpo/final_{key}"] = float(values[-1] if values[-1] is not None else present[-1])
+      timings[f"dpo/step_{key}"] = values
+  return clean, timings
+
+
+def _pop_timings(metrics: dict, timings: dict) -> dict:
+  """Moves timing fields out of `metrics` (e.g. a metrics.json or dpo.jsonl written before they had
+  their own file) into `timings`, where they do not override what is there; returns `metrics`."""
+  for key in TIMING_KEYS:
+    if key in metrics:
+      timings.setdefault(key, metrics.pop(key))
+  return metrics
 
 
 def check_config(workdir: str, config_json: str, allow_change: bool):
@@ -404,13 +567,33 @@ def _generations_to_records(gens: Sequence[Generation]) -> list[dict]:
 def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Sequence[str],
                   evaluate_extra: Callable[[Mapping[str, list]], dict] | None = None) -> dict:
   """Runs (or resumes) iteration `iteration` (1-based); returns its metrics."""
+  return _run_iteration(config, workdir, iteration, policy, pool, evaluate_extra)[0]
+
+
+def _run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Sequence[str],
+                   evaluate_extra: Callable[[Mapping[str, list]], dict] | None = None
+                   ) -> tuple[dict, dict]:
+  """`run_iteration`, also returning the iteration's timings (process 0's; {} on the others).
+
+  An iteration is finished when metrics.json (written last) is there and its model directory is
+  complete; a finished iteration is loaded with the timings it was run with."""
+  start = time.time()
   it_dir = artifacts.join(workdir, f"iter_{iteration}")
   artifacts.makedirs(it_dir)
   metrics_path = artifacts.join(it_dir, "metrics.json")
   model_dir = artifacts.join(it_dir, "model")
-  if _exists(metrics_path) and _exists(model_dir):
+  main = sharding.is_main_process()
+  _at(iteration, "load")
+  if _exists(metrics_path) and not _missing_model_files(policy, model_dir):
     policy.load(model_dir)
-    return artifacts.read_json(metrics_path)
+    timings = _read_timings(it_dir) if main else {}
+    return _pop_timings(artifacts.read_json(metrics_path), timings), timings
+  # Whether an earlier process started this iteration: its wall_seconds then covers only the part
+  # this process ran, and says so ("resumed": true).
+  resumed = _exists(artifacts.join(it_dir, "prompts.jsonl"))
+  timings = _read_timings(it_dir) if main else {}
+  timings.pop("wall_seconds", None)
+  timings.pop("resumed", None)
   p = config.pipeline
   seed = config.seed
   skipped = {"long_prompts": 0, "long_judge_prompts": 0, "long_meta_judge_prompts": 0}
@@ -420,6 +603,7 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
     ids = sample_prompt_ids(len(pool), p.prompts_per_iteration, iteration, seed)
     # uid (the position in this list) is what the later stages join on; id is the pool index.
     return [{"uid": k, "id": i, "prompt": pool[i]} for k, i in enumerate(ids)]
+  _at(iteration, "prompts")
   prompt_records = _stage(artifacts.join(it_dir, "prompts.jsonl"), sample_prompts)
   usable = [r for r in prompt_records if policy.fits(r["prompt"], config.actor.max_new_tokens)]
   skipped["long_prompts"] = len(prompt_records) - len(usable)
@@ -445,6 +629,7 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
       out.append({"uid": join_key(r), "id": r["id"], "prompt": r["prompt"],
                   "responses": responses, "duplicates_dropped": dropped})
     return out
+  _at(iteration, "actor")
   actor = _chunked(artifacts.join(it_dir, "actor.jsonl"), usable, p.chunk_size, run_actor)
 
   # 3. Judge.
@@ -469,12 +654,14 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
                   "score": rewarding.response_score([j["score"] for j in judgments])})
     return out
   # Chunk over prompts' responses in groups of chunk_size prompts' worth.
+  _at(iteration, "judge")
   judge = _chunked(artifacts.join(it_dir, "judge.jsonl"), items,
                    p.chunk_size * max(1, config.actor.num_responses), run_judge)
   skipped["long_judge_prompts"] = sum(j["too_long"] for j in judge)
 
   # 4. Actor pairs.
   rho = float(per_iteration(p.rho, iteration, "pipeline.rho"))
+  _at(iteration, "actor_pairs")
   a_pairs = _stage(artifacts.join(it_dir, "actor_pairs.jsonl"),
                    lambda: actor_pairs(actor, judge, rho, p.length_unit))
 
@@ -516,18 +703,29 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
                                                              "response", "judgments", "scores")},
                     "battles": battles})
       return out
+    _at(iteration, "meta_judge")
     meta = _chunked(artifacts.join(it_dir, "meta_judge.jsonl"), requests, p.chunk_size, run_meta)
     skipped["long_meta_judge_prompts"] = sum(b["too_long"] for m in meta for b in m["battles"])
     j_pairs_path = artifacts.join(it_dir, "judge_pairs.jsonl")
+    _at(iteration, "judge_pairs")
     j_pairs, position_w, identical_dropped = judge_pairs(
         meta, judge_template, config.meta_judge.max_chosen_chars, config.meta_judge.elo_l2)
-    if not _exists(j_pairs_path):
-      _write_jsonl(j_pairs_path, j_pairs)
-    j_pairs = artifacts.read_jsonl(j_pairs_path)
+    j_pairs = _stage(j_pairs_path, lambda: j_pairs)
 
   # 6. DPO.
+  _at(iteration, "dpo")
   dpo_path = artifacts.join(it_dir, "dpo.jsonl")
-  if not (_exists(dpo_path) and _exists(model_dir)):
+  dpo_steps = _finished(dpo_path)
+  missing = _missing_model_files(policy, model_dir)
+  if dpo_steps is None or missing:
+    if missing and _exists(model_dir):
+      # Never loaded: e.g. a remote save stopped before its config.json (uploaded last), or a
+      # directory damaged by hand. DPO is deterministic, so training again rebuilds it.
+      logging.warning("%s is incomplete (missing %s): iteration %d's DPO is run again", model_dir,
+                      ", ".join(missing), iteration)
+      if main:
+        artifacts.rmtree(model_dir, ignore_errors=True)
+      sharding.sync("remove:" + model_dir)
     pairs = []
     if use in ("both", "actor"):
       pairs += a_pairs
@@ -542,15 +740,22 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
     else:
       logging.warning("iteration %d: no pairs to train on; the model is carried over unchanged",
                       iteration)
+    steps, dpo_timings = _split_step_timings(steps)
+    for key in list(timings):
+      if key.startswith("dpo/"):
+        del timings[key]
+    timings.update(dpo_timings)
+    _write_timings(it_dir, timings)  # before the model and dpo.jsonl: a resume keeps them
     policy.save(model_dir)
     _write_jsonl(dpo_path, steps)
     if sharding.is_main_process():
       artifacts.rmtree(artifacts.join(it_dir, "dpo_checkpoints"), ignore_errors=True)
+    dpo_steps = _read_back(dpo_path)
   else:
     policy.load(model_dir)
-  dpo_steps = artifacts.read_jsonl(dpo_path)
 
   # 7. Evaluate.
+  _at(iteration, "evaluate")
   result = iteration_metrics(iteration, prompt_records, actor, judge, a_pairs, meta, j_pairs,
                              dpo_steps, position_w, skipped, identical_dropped)
   result["pairs/trained_on"] = use
@@ -559,10 +764,15 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
     result.update(evaluate_extra({"prompts": prompt_records, "actor": actor, "judge": judge,
                                   "meta_judge": meta or [], "actor_pairs": a_pairs,
                                   "judge_pairs": j_pairs or []}))
-  if sharding.is_main_process():
+  _pop_timings(result, timings)  # dpo/tokens_per_second of a dpo.jsonl from before timings.json
+  timings["wall_seconds"] = round(time.time() - start, 2)
+  if resumed:
+    timings["resumed"] = True
+  _write_timings(it_dir, timings)  # before metrics.json, which marks the iteration finished
+  if main:
     artifacts.write_json(metrics_path, result)
   sharding.sync("write:" + metrics_path)
-  return result
+  return result, timings
 
 
 def _evaluate_model(workdir: str, iteration: int, policy: Policy,
@@ -590,34 +800,60 @@ def run(config, workdir: str, policy: Policy, pool: Sequence[str], *,
 
   With `evaluate_model` (e.g. the testbed's held-out evaluation), the model entering the run (M_0)
   is measured first, giving a record with "iteration": 0, and iteration t's record also holds the
-  measurement of the model it trained (M_t)."""
+  measurement of the model it trained (M_t).
+
+  The metrics (returned, and in metrics.jsonl / iter_<t>/metrics.json) hold no timing fields; those
+  (wall_seconds, dpo/tokens_per_second, ...) are in workdir/timings.jsonl, one line per iteration,
+  with "resumed": true when the iteration's wall_seconds covers only the part after a resume.
+
+  It starts by removing the temp files and directories a killed run left in the workdir
+  (`artifacts.sweep_temp`). `interrupted_message` says where a stopped run was."""
+  _at(None, None)
   artifacts.makedirs(workdir)
-  all_metrics = []
+  if sharding.is_main_process():
+    removed = artifacts.sweep_temp(workdir)
+    if removed:
+      logging.warning("removed %d temp file(s)/dir(s) a stopped run left in %s: %s", len(removed),
+                      workdir, ", ".join(removed[:5]) + (" ..." if len(removed) > 5 else ""))
+  sharding.sync("sweep:" + workdir)
+  all_metrics, all_timings = [], []
   if evaluate_model is not None:  # before iteration 1 the policy holds M_0, also on resume
+    _at(0, "heldout evaluation")
     all_metrics.append({"iteration": 0, **_evaluate_model(workdir, 0, policy, evaluate_model)})
     if is_main_process:
       _log_iteration(workdir, 0, all_metrics, step_metrics=())
   for iteration in range(1, config.pipeline.num_iterations + 1):
-    start = time.time()
-    result = run_iteration(config, workdir, iteration, policy, pool, evaluate_extra)
-    result.setdefault("wall_seconds", round(time.time() - start, 2))
+    result, timings = _run_iteration(config, workdir, iteration, policy, pool, evaluate_extra)
     if evaluate_model is not None:  # run_iteration leaves M_t in the policy (trained or loaded)
+      _at(iteration, "heldout evaluation")
       result.update(_evaluate_model(workdir, iteration, policy, evaluate_model))
     all_metrics.append(result)
     if is_main_process:
       it_dir = artifacts.join(workdir, f"iter_{iteration}")
-      _log_iteration(workdir, iteration, all_metrics,
-                     artifacts.read_jsonl(artifacts.join(it_dir, "dpo.jsonl")))
+      all_timings.append({"iteration": iteration,
+                          **{k: v for k, v in timings.items() if not k.startswith("dpo/step_")}})
+      artifacts.write_jsonl(artifacts.join(workdir, TIMINGS_FILE), all_timings)
+      steps = artifacts.read_jsonl(artifacts.join(it_dir, "dpo.jsonl"))
+      step_timings = {k[len("dpo/step_"):]: v for k, v in timings.items()
+                      if k.startswith("dpo/step_") and isinstance(v, list) and len(v) == len(steps)}
+      steps = [{**s, **{k: v[i] for k, v in step_timings.items() if v[i] is not None}}
+               for i, s in enumerate(steps)]
+      _log_iteration(workdir, iteration, all_metrics, steps,
+                     timings={k: v for k, v in timings.items() if not k.startswith("dpo/step_")})
+  _at(None, None)
   return all_metrics
 
 
-def _log_iteration(workdir: str, iteration: int, all_metrics: Sequence[dict], step_metrics):
-  """metrics.jsonl, TensorBoard (once per iteration, also across resumes), plots, the table."""
+def _log_iteration(workdir: str, iteration: int, all_metrics: Sequence[dict], step_metrics,
+                   timings: Mapping[str, Any] | None = None):
+  """metrics.jsonl, TensorBoard (once per iteration, also across resumes), plots, the table.
+
+  `timings` (not in metrics.jsonl) and the step records' timing fields go to TensorBoard only."""
   metrics_lib.write_jsonl(workdir, all_metrics)
   it_dir = artifacts.join(workdir, f"iter_{iteration}")
   marker = artifacts.join(it_dir, ".tensorboard_written")
   if not artifacts.exists(marker):  # a resumed run does not log an iteration twice
-    metrics_lib.write_tensorboard(workdir, all_metrics[-1], step_metrics)
+    metrics_lib.write_tensorboard(workdir, {**all_metrics[-1], **(timings or {})}, step_metrics)
     artifacts.write_text(marker, "")
   metrics_lib.write_plots(workdir, all_metrics)
   title = "the seed model M_0" if iteration == 0 else f"iteration {iteration}"

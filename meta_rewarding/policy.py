@@ -50,6 +50,28 @@ def build_tokenizer(config, workdir: str, pool: Sequence[str]) -> Tokenizer:
   return load_tokenizer(spec, chat_format=config.model.chat_format)
 
 
+def missing_model_files(path: str) -> list[str]:
+  """What the saved model directory `path` (local or remote) lacks; [] when it is complete.
+
+  Complete means config.json and the weights: model.safetensors, or model.safetensors.index.json and
+  every shard it names. `checkpoints.save_hf` renames a local directory into place whole and
+  uploads a remote one with config.json last, so an incomplete directory is a stopped remote save
+  or one damaged by hand; it is never loaded."""
+  if not artifacts.isdir(path) and not artifacts.exists(artifacts.join(path, "config.json")):
+    return ["the directory"]
+  missing = [] if artifacts.exists(artifacts.join(path, "config.json")) else ["config.json"]
+  if artifacts.exists(artifacts.join(path, "model.safetensors")):
+    return missing
+  index = artifacts.join(path, "model.safetensors.index.json")
+  if not artifacts.exists(index):
+    return missing + ["model.safetensors (or model.safetensors.index.json and its shards)"]
+  try:
+    shards = sorted(set(artifacts.read_json(index)["weight_map"].values()))
+  except (artifacts.ArtifactError, OSError, KeyError, TypeError, AttributeError):
+    return missing + ["a readable model.safetensors.index.json"]
+  return missing + [s for s in shards if not artifacts.exists(artifacts.join(path, s))]
+
+
 def run_options(config) -> dict:
   m = config.model
   return dict(dtype=m.dtype, param_dtype=m.param_dtype, scan_layers=m.scan_layers,
@@ -187,7 +209,16 @@ class JaxPolicy:
     checkpoints.save_hf(path, self.model_config, self.params, extra_files=extra)
     sharding.sync("save:" + path)  # written by process 0; the others may read it next
 
+  def missing_model_files(self, path: str) -> list[str]:
+    """What the model directory `path` lacks ([] when complete); the pipeline asks before loading
+    an iteration's model/ and trains it again when something is missing."""
+    return missing_model_files(path)
+
   def load(self, path: str):
+    missing = missing_model_files(path)
+    if missing:
+      raise PipelineError(f"{path}: incomplete model directory (missing {', '.join(missing)}); "
+                          "delete it to have it made again, or restore it")
     shardings = sharding.param_shardings(self.model_config, self.mesh, sharding.TRAIN_RULES)
     # keep_local_copy=False: a remote iteration model is read once; its local copy is not kept.
     _, self.params = checkpoints.load_hf(path, config=self.model_config, shardings=shardings,

@@ -137,7 +137,12 @@ def test_one_iteration_hand_worked(tmp_path):
   assert metrics["judge/score_mean"] == pytest.approx(np.mean([5, 4, 3, 5, 5, 5, 1, 2, 3, 3]))
   assert metrics["pairs/actor"] == 1 and metrics["pairs/judge"] == 1
   assert metrics["pairs/judge_identical_dropped"] == 0
-  assert metrics["dpo/tokens_per_second"] == 100.0
+  # Timings are not metrics: they go to timings.jsonl (and iter_1/timings.json), not metrics.jsonl.
+  assert not set(pipeline.TIMING_KEYS) & set(metrics)
+  (timings,) = artifacts.read_jsonl(str(tmp_path / "timings.jsonl"))
+  assert timings["iteration"] == 1 and timings["wall_seconds"] >= 0
+  assert timings["dpo/tokens_per_second"] == timings["dpo/final_tokens_per_second"] == 100.0
+  assert "tokens_per_second" not in artifacts.read_jsonl(str(it / "dpo.jsonl"))[0]
   assert metrics["meta/battles"] == 6 and metrics["meta/first_position_win_rate"] == 0.5
   assert metrics["meta/position_weight_first"] == 0.5
   assert metrics["meta/picks_higher_score_rate"] == pytest.approx(2 / 6)
@@ -344,7 +349,7 @@ def test_kill_during_judging_then_resume_equals_uninterrupted(tmp_path):
     _run(tmp_path / "killed", config, ScriptedPolicy(fail_after_judge_calls=3))
   chunks = tmp_path / "killed" / "iter_1" / "judge.jsonl.chunks"
   assert chunks.exists() and not (tmp_path / "killed" / "iter_1" / "judge.jsonl").exists()
-  finished_chunk = (chunks / "00000.jsonl").read_text()
+  finished_chunk = (chunks / "000000-000003.jsonl").read_text()  # items [0, 3): P1's responses
   resumed = ScriptedPolicy()
   _run(tmp_path / "killed", config, resumed)
   assert resumed.judge_calls == 2 + 5  # the finished chunk (3 responses) was not judged again
@@ -354,10 +359,9 @@ def test_kill_during_judging_then_resume_equals_uninterrupted(tmp_path):
       b = (tmp_path / "killed" / f"iter_{it}" / f"{name}.jsonl").read_text()
       assert a == b, (name, it)
   assert finished_chunk in (tmp_path / "killed" / "iter_1" / "judge.jsonl").read_text()
-  clean = artifacts.read_jsonl(str(tmp_path / "clean" / "metrics.jsonl"))
-  killed = artifacts.read_jsonl(str(tmp_path / "killed" / "metrics.jsonl"))
-  strip = lambda ms: [{k: v for k, v in m.items() if k != "wall_seconds"} for m in ms]
-  assert strip(clean) == strip(killed)
+  # No timing fields in the metrics: byte-identical.
+  assert ((tmp_path / "clean" / "metrics.jsonl").read_bytes() ==
+          (tmp_path / "killed" / "metrics.jsonl").read_bytes())
 
 
 def test_changed_config_is_refused_on_resume(tmp_path):
@@ -404,6 +408,5 @@ def test_model_evaluation_hook_gives_m0_and_each_trained_model_once(tmp_path):
   again = pipeline.run(config, str(tmp_path), ScriptedPolicy(), POOL,
                        evaluate_model=evaluate_model)
   assert calls == []
-  # (wall_seconds is the resumed run's own time; timings are not results)
-  strip = lambda ms: [{k: v for k, v in m.items() if k != "wall_seconds"} for m in ms]
-  assert strip(again) == strip(metrics)
+  # (timings are not results: they are in timings.jsonl, where iteration 2 keeps its first time)
+  assert again == metrics
