@@ -87,3 +87,41 @@ def test_non_utf8_jsonl_gives_the_line(tmp_path):
   path.write_bytes(b'{"a": 1}\n{"a": \n')
   with pytest.raises(ArtifactError, match=rf"^{path}:2: invalid JSON"):
     artifacts.read_jsonl(path)
+
+
+def test_marked_jsonl_states(tmp_path):
+  path = tmp_path / "judge.jsonl"
+  assert artifacts.check_jsonl_marked(path) == ("missing", None)
+  records = [{"a": 1}, {"b": "é"}]
+  marker = artifacts.write_jsonl_marked(path, records)
+  assert marker["records"] == 2 and marker["bytes"] == path.stat().st_size
+  artifacts.write_jsonl(tmp_path / "plain.jsonl", records)  # the same bytes as the plain writer
+  assert path.read_bytes() == (tmp_path / "plain.jsonl").read_bytes() == artifacts.jsonl_bytes(records)
+  assert artifacts.check_jsonl_marked(path) == ("complete", records)
+  path.write_bytes(path.read_bytes().splitlines(keepends=True)[0])  # cut at a line boundary
+  with pytest.raises(artifacts.IntegrityError, match=rf"^{path}: does not match its completion "
+                                                     r"marker judge.jsonl.done.json"):
+    artifacts.check_jsonl_marked(path)
+  os.remove(artifacts.marker_path(path))
+  assert artifacts.check_jsonl_marked(path) == ("unmarked", None)
+  os.remove(path)
+  artifacts.write_json(artifacts.marker_path(path), marker)  # a stale marker vouches for nothing
+  assert artifacts.check_jsonl_marked(path) == ("missing", None)
+  # Rewriting replaces the marker: the old one never vouches for the new content.
+  artifacts.write_jsonl_marked(path, records[:1])
+  assert artifacts.check_jsonl_marked(path) == ("complete", records[:1])
+
+
+def test_sweep_removes_only_the_project_temp_names(tmp_path):
+  (tmp_path / "iter_1").mkdir()
+  fd, temp_file = artifacts._mkstemp(str(tmp_path / "iter_1" / "actor.jsonl"))
+  os.close(fd)
+  temp_dir = artifacts.mkdtemp(prefix="model.tmp-", dir=str(tmp_path / "iter_1"))
+  open(os.path.join(temp_dir, "model.safetensors"), "wb").close()
+  kept = ["iter_1/actor.jsonl", "iter_1/notes.tmp", "iter_1/x.tmp-1", "iter_1/actor.jsonl.done.json"]
+  for name in kept:
+    (tmp_path / name).write_text("")
+  assert artifacts.sweep_temp(tmp_path) == sorted([temp_file, temp_dir])
+  assert sorted(os.listdir(tmp_path / "iter_1")) == sorted(os.path.basename(k) for k in kept)
+  assert artifacts.sweep_temp(tmp_path) == []
+  assert artifacts.sweep_temp("gs://bucket/run") == []
