@@ -458,7 +458,6 @@ def _chunked(path: str, items: Sequence, chunk_size: int,
   records = []
   position = 0
   while position < len(items):
-    chunk = None
     if position in starts:
       chunk = _finished(_chunk_path(chunk_dir, position, starts[position]))
       if chunk is not None:
