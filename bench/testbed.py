@@ -271,8 +271,12 @@ def read_run(workdir: str, returned: Sequence[Mapping[str, Any]] | None = None) 
 
   for rec in returned or ():
     add(rec)
-  path = os.path.join(workdir, "metrics.jsonl")
-  if os.path.exists(path):
+  # metrics.jsonl, then timings.jsonl (wall_seconds and tokens/s: kept out of the metrics so
+  # that those are byte-identical between runs; records keyed by iteration like the metrics).
+  for name in ("metrics.jsonl", "timings.jsonl"):
+    path = os.path.join(workdir, name)
+    if not os.path.exists(path):
+      continue
     with open(path) as f:
       for line in f:
         line = line.strip()
