@@ -755,6 +755,7 @@ def build(out: str, cfg: BuildConfig | None = None, *, log=print) -> dict:
     log(f"measuring on {cfg.eval_tasks} held-out tasks ...")
     figures = measure(model_config, params, tokenizer, eval_task_list(cfg.eval_tasks),
                       samples=cfg.eval_samples, seed=cfg.seed, mesh=mesh)
+    log(f"figures: {json.dumps(figures)}")
     with open(os.path.join(work, "tokenizer.model"), "rb") as f:
       tokenizer_bytes = f.read()
     staged = os.path.join(work, "seed")
@@ -775,10 +776,10 @@ def build(out: str, cfg: BuildConfig | None = None, *, log=print) -> dict:
         "tokenizer": {"vocab_size": tokenizer.vocab_size, "user_defined_symbols":
                       list(TOKENIZER_SYMBOLS), "chat_format": CHAT_FORMAT},
         "noise": {"actor_wrong": ACTOR_WRONG, "response_mix": dict(RESPONSE_MIX),
-                  "judge_expected_wrong": JUDGE_EXPECTED_WRONG,
+                  "judge_slip": JUDGE_SLIP,
                   "judge_miscalibrated": JUDGE_MISCALIBRATED,
-                  "meta_second_judge": list(META_SECOND_JUDGE),
-                  "meta_first_position": META_FIRST_POSITION, "meta_flip": META_FLIP},
+                  "meta_response_mix": dict(META_RESPONSE_MIX),
+                  "meta_unsound_slip": META_UNSOUND_SLIP, "meta_flip": META_FLIP},
         "demonstrations_measured": {k: round(v, 4) for k, v in demos_noise.items()},
         "sft_loss": loss_summary(history),
         "figures": figures,
