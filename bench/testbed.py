@@ -22,6 +22,9 @@ iteration t generated (with M_{t-1}). The report gives, per arm, mean +- 95% CI 
 seeds of M_0 ... M_T, then the paired comparisons: mean difference, a paired-t 95% CI (which decides
 the verdict) and a paired bootstrap percentile CI as a cross-check.
 
+The seed model's own evaluation (M_0) is the same in every run (same model, tasks and sampling
+seed), so it is measured once and copied into each run (`shared_seed_evaluation`).
+
 Runs happen in this process one after the other (compiled programs are reused), seeds outermost so
 that an interrupted bench still compares every arm on the seeds it finished; each run's directory
 is a normal pipeline workdir (<workdir>/<arm>/seed<k>), so a rerun resumes where it stopped. The

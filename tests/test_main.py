@@ -46,6 +46,13 @@ def test_smoke_run_of_the_default_config(tmp_path):
     metrics = [json.loads(line) for line in f if line.strip()]
   # The seed M_0's held-out record (iteration 0), then iteration 1's.
   assert [m["iteration"] for m in metrics] == [0, 1]
+  # Held-out oracle figures of M_0 and of the model iteration 1 trained (M_1), 12 tasks here.
+  for record in metrics:
+    assert record["heldout/tasks"] == 12
+    assert 0.0 <= record["heldout/actor_accuracy"] <= 1.0
+  assert os.path.isfile(os.path.join(workdir, "iter_0", "heldout.json"))
+  assert os.path.isfile(os.path.join(workdir, "plots", "oracle.png"))
+  assert "heldout/actor_accuracy" in out.stdout
   m = metrics[1]
   for key in ("oracle/actor_accuracy", "oracle/judge_accuracy", "oracle/meta_judge_accuracy",
               "pairs/actor", "pairs/judge", "judge/parse_failure_rate"):

@@ -825,12 +825,14 @@ Rebuild from scratch (deterministic; {info['build_seconds'] / 60:.1f} min on {in
 How it is made: `meta_rewarding/testbed/seed.py` (module docstring). Demonstrations, with their
 noise as measured: actor answers right {pct(d.get('actor_correct'))}; judge scores agreeing with
 the oracle {pct(d.get('judge_agrees'))}; meta-judge labels naming the oracle's better judgment
-{pct(d.get('meta_label_correct'))}, naming Judgment A {pct(d.get('meta_first_position'))}.
+{pct(d.get('meta_label_correct'))}, naming Judgment A {pct(d.get('meta_first_position'))}, naming
+the higher-scored judgment {pct(d.get('meta_picks_higher_score'))}.
 Templates: `meta_rewarding/testbed/templates.py`.
 
 ## Measured figures
 
-{f['tasks']} held-out testbed tasks, the pipeline's sampling (temperature 0.8, top-p 0.95, top-k 32):
+{f['tasks']} held-out testbed tasks (the `eval` split: in no demonstration and no prompt pool), the
+pipeline's sampling (temperature 0.8, top-p 0.95, top-k 32), two judgments per sampled answer:
 
 | figure | value |
 |---|---|
@@ -838,12 +840,15 @@ Templates: `meta_rewarding/testbed/templates.py`.
 | actor accuracy (greedy) | {pct(f['actor_accuracy_greedy'])} |
 | actor accuracy per family | {fam} |
 | judge parse rate (own responses) | {pct(f['judge_parse_rate'])} |
+| judge balanced accuracy (own responses; chance, always-pass and always-fail 50%) | {pct(f['judge_balanced_accuracy'])} |
 | judge accuracy vs oracle (own responses; always-pass {pct(f['actor_accuracy'])}, always-fail {pct(1 - f['actor_accuracy'])}) | {pct(f['judge_accuracy'])} |
-| judge balanced accuracy (own responses; chance 50%) | {pct(f['judge_balanced_accuracy'])} |
+| judge mean score (own responses) | {f['judge_score_mean']:.2f} |
+| judge checks that are exactly true (own responses) | {pct(f['judge_check_true_rate'])} |
 | judge parse rate / accuracy / balanced accuracy (fixed 45/40/15 right/wrong/malformed set) | {pct(f['judge_parse_rate_fixed'])} / {pct(f['judge_accuracy_fixed'])} / {pct(f['judge_balanced_accuracy_fixed'])} |
 | meta-judge parse rate | {pct(f['meta_parse_rate'])} |
-| meta-judge accuracy (oracle-ranked judgment pairs, both orders) | {pct(f['meta_accuracy'])} |
-| meta-judge first-position rate | {pct(f['meta_first_position_rate'])} |
+| meta-judge accuracy (fixed battles: one sound, one unsound judgment; both orders) | {pct(f['meta_accuracy'])} |
+| meta-judge first-position rate / picks the higher score (unbiased: ~50% / ~50%) | {pct(f['meta_first_position_rate'])} / {pct(f['meta_picks_higher_rate'])} |
+| meta-judge accuracy on its own judge's battles where the oracle prefers one ({f['meta_battles_own']} battles) | {pct(f['meta_accuracy_own'])} |
 
 {('Provenance of the weights in this directory: ' + info['note'] + '.') if info.get('note') else ''}
 
