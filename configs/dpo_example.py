@@ -42,6 +42,7 @@ def get_config(arg=None):
       param_dtype="float32",       # parameters and optimizer state
       scan_layers=False,
       remat_policy="none",         # none | full | dots | dots_no_batch
+      strict_config=False,         # True: refuse unknown keys in the checkpoint's config.json
   ))
   config.data = ml_collections.ConfigDict(dict(
       pairs="",                    # DPO: JSONL / parquet file or a datasets hub name

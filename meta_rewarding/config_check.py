@@ -163,6 +163,8 @@ def _check_model(c: _Checks, *, random_init: bool):
   c.choice("model.param_dtype", DTYPES)
   c.boolean("model.scan_layers")
   c.choice("model.remat_policy", REMAT_POLICIES)
+  if c.get("model.strict_config", False) is not False:
+    c.boolean("model.strict_config")
   if random_init and checkpoint == "":
     arch = c.get("model.architecture", {})
     if not arch:

@@ -24,6 +24,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.param_dtype = "float32"
   c.model.scan_layers = False
   c.model.remat_policy = "none"
+  c.model.strict_config = False    # True: refuse unknown keys in the checkpoint's config.json
   c.model.export_hf = True         # each iteration's model as HF safetensors (else orbax params)
 
   c.data = ml_collections.ConfigDict()

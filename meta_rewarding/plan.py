@@ -320,7 +320,8 @@ def model_config_from(config):
                      remat_policy=m.remat_policy)
   if m.checkpoint and os.path.isfile(os.path.join(m.checkpoint, "config.json")):
     from meta_rewarding import checkpoints
-    return checkpoints.read_hf_config(m.checkpoint, **run_options), f"{m.checkpoint}/config.json"
+    return (checkpoints.read_hf_config(m.checkpoint, strict=bool(m.get("strict_config", False)),
+                                       **run_options), f"{m.checkpoint}/config.json")
   arch = m.architecture.to_dict() if hasattr(m.architecture, "to_dict") else dict(m.architecture)
   if not arch:
     raise DoesNotFitError("cannot plan: model.checkpoint is not readable here and "

@@ -80,7 +80,9 @@ def run_options(config) -> dict:
 
 def build_model_config(config, tokenizer: Tokenizer) -> LlamaConfig:
   if config.model.checkpoint:
-    return checkpoints.read_hf_config(config.model.checkpoint, **run_options(config))
+    return checkpoints.read_hf_config(config.model.checkpoint,
+                                      strict=bool(config.model.get("strict_config", False)),
+                                      **run_options(config))
   arch = config.model.architecture.to_dict()
   if not arch.get("vocab_size"):
     arch["vocab_size"] = tokenizer.vocab_size

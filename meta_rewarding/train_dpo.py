@@ -110,7 +110,8 @@ def run(config, workdir: str) -> dict:
   rules = sharding.rules_from_config(config.mesh.rules)
   model_config = checkpoints.read_hf_config(
       config.model.checkpoint, dtype=config.model.dtype, param_dtype=config.model.param_dtype,
-      scan_layers=config.model.scan_layers, remat_policy=config.model.remat_policy)
+      scan_layers=config.model.scan_layers, remat_policy=config.model.remat_policy,
+      strict=bool(config.model.get("strict_config", False)))
   if tokenizer.vocab_size > model_config.vocab_size:
     raise UsageError(f"the tokenizer at {tokenizer_path} has {tokenizer.vocab_size} tokens but the "
                      f"model only {model_config.vocab_size}: they do not belong together")
