@@ -20,7 +20,8 @@ Variants (`--config=configs/local_cpu.py:<arg>`; several may be joined with comm
   self_rewarding     the Self-Rewarding baseline (no meta-judge, actor pairs only).
   judge_pairs_every  judge pairs in every iteration (not the paper's schedule).
   no_length_control  rho = 0 in every iteration (plain best-vs-worst actor pairs).
-  bench              the per-run size of bench/testbed.py (3 iterations, 32 prompts).
+  bench              the per-run size of bench/testbed.py (3 iterations, 32 prompts; held-out
+                     evaluation of M_0 and M_3 only).
   seed=1             another run seed (prompt sampling, generation, DPO data order).
 
 What it prints: a progress bar per stage and, after each iteration, a table of the DESIGN.md 4.3
@@ -106,6 +107,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     elif part == "bench":
       c.pipeline.num_iterations = 3
       c.pipeline.prompts_per_iteration = 32
+      c.evaluate.heldout_every_iteration = False  # the bench compares M_3 with M_0
     elif part.startswith("seed="):
       c.seed = int(part.split("=", 1)[1])
     else:

@@ -315,6 +315,8 @@ def check_pipeline_config(config) -> None:
 
   c.choice("evaluate.oracle", ORACLES)
   c.integer("evaluate.heldout_tasks", 0)
+  if c.get("evaluate.heldout_every_iteration", True) is not True:
+    c.boolean("evaluate.heldout_every_iteration")
 
   # Across sections.
   if (_is_int(num_judgments) and num_judgments == 1

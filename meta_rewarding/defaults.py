@@ -72,4 +72,5 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.evaluate = ml_collections.ConfigDict()
   c.evaluate.oracle = ""            # "testbed": add oracle metrics (the synthetic testbed)
   c.evaluate.heldout_tasks = 0      # testbed: evaluate M_0 ... M_T on this many held-out tasks
+  c.evaluate.heldout_every_iteration = True  # False: only M_0 and the last iteration's M_T
   return c

@@ -799,7 +799,9 @@ def run(config, workdir: str, policy: Policy, pool: Sequence[str], *,
 
   With `evaluate_model` (e.g. the testbed's held-out evaluation), the model entering the run (M_0)
   is measured first, giving a record with "iteration": 0, and iteration t's record also holds the
-  measurement of the model it trained (M_t).
+  measurement of the model it trained (M_t) -- of every iteration, or with
+  `evaluate.heldout_every_iteration=False` only of the last one (M_T: what a comparison of runs
+  needs, at a fraction of the cost).
 
   The metrics (returned, and in metrics.jsonl / iter_<t>/metrics.json) hold no timing fields; those
   (wall_seconds, dpo/tokens_per_second, ...) are in workdir/timings.jsonl, one line per iteration,
@@ -823,7 +825,10 @@ def run(config, workdir: str, policy: Policy, pool: Sequence[str], *,
       _log_iteration(workdir, 0, all_metrics, step_metrics=())
   for iteration in range(1, config.pipeline.num_iterations + 1):
     result, timings = _run_iteration(config, workdir, iteration, policy, pool, evaluate_extra)
-    if evaluate_model is not None:  # run_iteration leaves M_t in the policy (trained or loaded)
+    last = iteration == config.pipeline.num_iterations
+    if evaluate_model is not None and (last or config.evaluate.get("heldout_every_iteration",
+                                                                   True)):
+      # run_iteration leaves M_t in the policy (trained or loaded)
       _at(iteration, "heldout evaluation")
       result.update(_evaluate_model(workdir, iteration, policy, evaluate_model))
     all_metrics.append(result)

@@ -410,3 +410,13 @@ def test_model_evaluation_hook_gives_m0_and_each_trained_model_once(tmp_path):
   assert calls == []
   # (timings are not results: they are in timings.jsonl, where iteration 2 keeps its first time)
   assert again == metrics
+
+
+def test_model_evaluation_of_the_last_model_only(tmp_path):
+  calls = []
+  config = make_config(num_iterations=3)
+  config.evaluate.heldout_every_iteration = False
+  metrics = pipeline.run(config, str(tmp_path), ScriptedPolicy(), POOL,
+                         evaluate_model=lambda policy, label: calls.append(label) or {"heldout/x": 1})
+  assert calls == ["M_0", "M_3"]
+  assert ["heldout/x" in m for m in metrics] == [True, False, False, True]
