@@ -255,21 +255,25 @@ def _not_utf8(path: PathLike, line_number: int, e: UnicodeDecodeError) -> Artifa
                        "the file is damaged; restore or delete it")
 
 
+def _jsonl_records(path: PathLike, lines: Iterable[bytes]) -> Iterator[Any]:
+  # Lines are decoded one by one, so text that is not UTF-8 is reported with its line number (a
+  # text-mode reader only knows the byte offset of its read buffer).
+  for line_number, raw in enumerate(lines, 1):
+    try:
+      line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+      raise _not_utf8(path, line_number, e) from e
+    if not line.strip():
+      continue
+    try:
+      yield json.loads(line)
+    except json.JSONDecodeError as e:
+      raise ArtifactError(f"{path}:{line_number}: invalid JSON ({e.msg})") from e
+
+
 def iter_jsonl(path: PathLike) -> Iterator[Any]:
-  # Lines are read as bytes and decoded one by one, so text that is not UTF-8 is reported with
-  # its line number (a text-mode reader only knows the byte offset of its read buffer).
   with open_file(path, "rb") as f:
-    for line_number, raw in enumerate(f, 1):
-      try:
-        line = raw.decode("utf-8")
-      except UnicodeDecodeError as e:
-        raise _not_utf8(path, line_number, e) from e
-      if not line.strip():
-        continue
-      try:
-        yield json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ArtifactError(f"{path}:{line_number}: invalid JSON ({e.msg})") from e
+    yield from _jsonl_records(path, f)
 
 
 def read_jsonl(path: PathLike) -> list[Any]:
@@ -324,19 +328,7 @@ def write_jsonl_marked(path: PathLike, records: Iterable[Any]) -> dict:
 
 
 def _parse_jsonl(path: PathLike, data: bytes) -> list[Any]:
-  out = []
-  for line_number, raw in enumerate(data.splitlines(), 1):
-    try:
-      line = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-      raise _not_utf8(path, line_number, e) from e
-    if not line.strip():
-      continue
-    try:
-      out.append(json.loads(line))
-    except json.JSONDecodeError as e:
-      raise ArtifactError(f"{path}:{line_number}: invalid JSON ({e.msg})") from e
-  return out
+  return list(_jsonl_records(path, data.splitlines()))
 
 
 def check_jsonl_marked(path: PathLike) -> tuple[str, list[Any] | None]:
