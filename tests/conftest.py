@@ -17,3 +17,24 @@ os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+import pytest  # noqa: E402  (after the environment above)
+
+
+@pytest.fixture(scope="module")
+def hf_model(tmp_path_factory):
+  """A tiny HF Llama with a Llama-3-style tokenizer in the same directory (train / train_dpo CLIs)."""
+  import jax
+  from tiny_tokenizers import build_llama3_hf
+  from meta_rewarding import checkpoints
+  from meta_rewarding.model import init_params, tiny_config
+  from meta_rewarding.tokenizer import load_tokenizer
+  directory = tmp_path_factory.mktemp("hf")
+  build_llama3_hf(str(directory))
+  tok = load_tokenizer(str(directory))
+  config = tiny_config(vocab_size=512, max_position_embeddings=512, bos_token_id=tok.bos_id,
+                       eos_token_id=tok.eos_id)
+  checkpoints.save_hf(str(directory), config, init_params(config, jax.random.key(1)))
+  build_llama3_hf(str(directory))  # save_hf replaced the directory: put the tokenizer back
+  return str(directory)

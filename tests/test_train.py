@@ -350,19 +350,6 @@ def test_bad_configs_are_named(params, mesh8, tmp_path):
 # ------------------------------------------------------------------------------------------------
 # CLI.
 
-@pytest.fixture(scope="module")
-def hf_model(tmp_path_factory):
-  """A tiny HF Llama with a Llama-3-style tokenizer in the same directory."""
-  from tiny_tokenizers import build_llama3_hf
-  directory = tmp_path_factory.mktemp("hf")
-  build_llama3_hf(str(directory))
-  from meta_rewarding.tokenizer import load_tokenizer
-  tok = load_tokenizer(str(directory))
-  config = tiny_config(vocab_size=512, max_position_embeddings=512, bos_token_id=tok.bos_id,
-                       eos_token_id=tok.eos_id)
-  checkpoints.save_hf(str(directory), config, init_params(config, jax.random.key(1)))
-  build_llama3_hf(str(directory))  # save_hf replaced the directory: put the tokenizer back
-  return str(directory)
 
 
 def _write_pairs(path, n=8):
