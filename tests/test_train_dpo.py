@@ -7,12 +7,10 @@ import pathlib
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 
-from meta_rewarding import checkpoints, data, train_dpo
-from meta_rewarding.model import init_params, tiny_config
+from meta_rewarding import data, train_dpo
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
