@@ -44,8 +44,8 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 import numpy as np
 from absl import logging
 
-from meta_rewarding import (artifacts, metrics as metrics_lib, prompts as prompts_lib, rewarding,
-                            sharding)
+from meta_rewarding import (artifacts, distributed, metrics as metrics_lib, prompts as prompts_lib,
+                            rewarding)
 
 STAGE_IDS = {"prompts": 0, "actor": 1, "judge": 2, "meta_judge": 3, "dpo": 4}
 
@@ -383,18 +383,18 @@ def interrupted_message() -> str:
 
 def _decide(value):
   """Process 0's JSON-serialisable `value` on every process (every process must call this)."""
-  return sharding.allgather_objects(value)[0]
+  return distributed.allgather_objects(value)[0]
 
 
 def _exists(path: str) -> bool:
-  return sharding.main_process_decides(artifacts.exists(path))
+  return distributed.main_process_decides(artifacts.exists(path))
 
 
 def _write_jsonl(path: str, records: Sequence) -> None:
   """Writes a stage file or chunk and then its completion marker (process 0)."""
-  if sharding.is_main_process():
+  if distributed.is_main_process():
     artifacts.write_jsonl_marked(path, records)
-  sharding.sync("write:" + path)
+  distributed.sync("write:" + path)
 
 
 def _finished(path: str) -> list | None:
@@ -470,9 +470,9 @@ def _chunked(path: str, items: Sequence, chunk_size: int,
     # Always continue from what is on disk, so resumed and uninterrupted runs see identical data.
     records.extend(_read_back(chunk_path))
     position = end
-  sharding.sync("read:" + chunk_dir)  # everyone has read the chunks before they are removed
+  distributed.sync("read:" + chunk_dir)  # everyone has read the chunks before they are removed
   _write_jsonl(path, records)
-  if sharding.is_main_process():
+  if distributed.is_main_process():
     artifacts.rmtree(chunk_dir, ignore_errors=True)
   return _read_back(path)
 
@@ -490,7 +490,7 @@ def _missing_model_files(policy: Policy, path: str) -> list[str]:
   the weights); for one that does not, the directory's presence is enough."""
   check = getattr(policy, "missing_model_files", None)
   if check is not None:
-    missing = check(path) if sharding.is_main_process() else []
+    missing = check(path) if distributed.is_main_process() else []
   else:
     missing = [] if artifacts.exists(path) else ["the directory"]
   return list(_decide(missing))
@@ -507,7 +507,7 @@ def _read_timings(it_dir: str) -> dict:
 
 
 def _write_timings(it_dir: str, timings: Mapping) -> None:
-  if sharding.is_main_process():
+  if distributed.is_main_process():
     artifacts.write_json(artifacts.join(it_dir, "timings.json"), dict(timings))
 
 
@@ -581,7 +581,7 @@ def _run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: S
   artifacts.makedirs(it_dir)
   metrics_path = artifacts.join(it_dir, "metrics.json")
   model_dir = artifacts.join(it_dir, "model")
-  main = sharding.is_main_process()
+  main = distributed.is_main_process()
   _at(iteration, "load")
   if _exists(metrics_path) and not _missing_model_files(policy, model_dir):
     policy.load(model_dir)
@@ -724,7 +724,7 @@ def _run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: S
                       ", ".join(missing), iteration)
       if main:
         artifacts.rmtree(model_dir, ignore_errors=True)
-      sharding.sync("remove:" + model_dir)
+      distributed.sync("remove:" + model_dir)
     pairs = []
     if use in ("both", "actor"):
       pairs += a_pairs
@@ -747,7 +747,7 @@ def _run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: S
     _write_timings(it_dir, timings)  # before the model and dpo.jsonl: a resume keeps them
     policy.save(model_dir)
     _write_jsonl(dpo_path, steps)
-    if sharding.is_main_process():
+    if distributed.is_main_process():
       artifacts.rmtree(artifacts.join(it_dir, "dpo_checkpoints"), ignore_errors=True)
     dpo_steps = _read_back(dpo_path)
   else:
@@ -770,7 +770,7 @@ def _run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: S
   _write_timings(it_dir, timings)  # before metrics.json, which marks the iteration finished
   if main:
     artifacts.write_json(metrics_path, result)
-  sharding.sync("write:" + metrics_path)
+  distributed.sync("write:" + metrics_path)
   return result, timings
 
 
@@ -783,11 +783,11 @@ def _evaluate_model(workdir: str, iteration: int, policy: Policy,
   if not _exists(path):
     start = time.time()
     result = evaluate_model(policy, f"M_{iteration}")
-    if sharding.is_main_process():
+    if distributed.is_main_process():
       artifacts.makedirs(it_dir)
       artifacts.write_json(path, result)
       logging.info("held-out evaluation of M_%d: %.1f s", iteration, time.time() - start)
-    sharding.sync("write:" + path)
+    distributed.sync("write:" + path)
   return artifacts.read_json(path)
 
 
@@ -811,12 +811,12 @@ def run(config, workdir: str, policy: Policy, pool: Sequence[str], *,
   (`artifacts.sweep_temp`). `interrupted_message` says where a stopped run was."""
   _at(None, None)
   artifacts.makedirs(workdir)
-  if sharding.is_main_process():
+  if distributed.is_main_process():
     removed = artifacts.sweep_temp(workdir)
     if removed:
       logging.warning("removed %d temp file(s)/dir(s) a stopped run left in %s: %s", len(removed),
                       workdir, ", ".join(removed[:5]) + (" ..." if len(removed) > 5 else ""))
-  sharding.sync("sweep:" + workdir)
+  distributed.sync("sweep:" + workdir)
   all_metrics, all_timings = [], []
   if evaluate_model is not None:  # before iteration 1 the policy holds M_0, also on resume
     _at(0, "heldout evaluation")

@@ -134,11 +134,6 @@ class Plan:
     return s.kv_cache if s else 0
 
   @property
-  def sampler_logits(self) -> int:
-    s = self.worst_stage
-    return s.logits if s else 0
-
-  @property
   def sampling_total(self) -> int:
     s = self.worst_stage
     return self.params + (s.peak if s else 0)

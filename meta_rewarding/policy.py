@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import jax
 from absl import logging
 
-from meta_rewarding import artifacts, checkpoints, data, sampling, sharding, train
+from meta_rewarding import artifacts, checkpoints, data, distributed, sampling, sharding, train
 from meta_rewarding.model import LlamaConfig, presets
 from meta_rewarding.pipeline import Generation, PipelineError
 from meta_rewarding.tokenizer import Tokenizer, load_tokenizer, train_sentencepiece
@@ -34,7 +34,7 @@ def build_tokenizer(config, workdir: str, pool: Sequence[str]) -> Tokenizer:
   if spec.startswith("train:"):
     directory = artifacts.join(workdir, "tokenizer")
     model_file = artifacts.join(directory, "tokenizer.model")
-    if sharding.is_main_process() and not artifacts.exists(model_file):
+    if distributed.is_main_process() and not artifacts.exists(model_file):
       texts = list(pool) + [config.judge.template, config.meta_judge.template]
       # Trained into a local temporary directory (sentencepiece writes local files), then copied
       # into place, tokenizer.model last: its presence means the tokenizer is complete.
@@ -45,7 +45,7 @@ def build_tokenizer(config, workdir: str, pool: Sequence[str]) -> Tokenizer:
         if os.path.exists(tmp_prefix + ".vocab"):
           artifacts.copy_file(tmp_prefix + ".vocab", artifacts.join(directory, "tokenizer.vocab"))
         artifacts.copy_file(tmp_prefix + ".model", model_file)
-    sharding.sync("tokenizer")  # the other processes read the one process 0 trained
+    distributed.sync("tokenizer")  # the other processes read the one process 0 trained
     spec = model_file
   return load_tokenizer(spec, chat_format=config.model.chat_format)
 
@@ -164,7 +164,7 @@ class JaxPolicy:
     prompts = list(prompts)
     # Each process samples its contiguous slice; prompt i's keys derive from (seed, i) whichever
     # process samples it, so the gathered result does not depend on the process count.
-    part = sharding.process_slice(len(prompts))
+    part = distributed.process_slice(len(prompts))
     results = self.sampler.generate(prompts[part], n=n, strategy=strategy,
                                     max_new_tokens=max_new_tokens, seed=seed, chat=True,
                                     share_prefix=share_prefix, desc=desc,
@@ -174,7 +174,8 @@ class JaxPolicy:
     # pasted into the judge / meta-judge templates, where it would change the prompt's tokens.
     rows = [[[c.text.strip(), c.num_tokens, c.finish_reason] for c in row] for row in results]
     if jax.process_count() > 1:
-      rows = [row for rows_of_process in sharding.allgather_objects(rows) for row in rows_of_process]
+      rows = [row for rows_of_process in distributed.allgather_objects(rows)
+              for row in rows_of_process]
     return [[Generation(*c) for c in row] for row in rows]
 
   # --- training ---------------------------------------------------------------------------------
@@ -209,7 +210,7 @@ class JaxPolicy:
       with open(self.tokenizer.path, "rb") as f:
         extra["tokenizer.model"] = f.read()
     checkpoints.save_hf(path, self.model_config, self.params, extra_files=extra)
-    sharding.sync("save:" + path)  # written by process 0; the others may read it next
+    distributed.sync("save:" + path)  # written by process 0; the others may read it next
 
   def missing_model_files(self, path: str) -> list[str]:
     """What the model directory `path` lacks ([] when complete); the pipeline asks before loading

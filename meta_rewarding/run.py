@@ -7,7 +7,8 @@ import os
 import jax
 from absl import logging
 
-from meta_rewarding import artifacts, checkpoints, data, pipeline, plan, sharding, tokenizer, train
+from meta_rewarding import (artifacts, checkpoints, data, distributed, pipeline, plan, sharding,
+                            tokenizer, train)
 from meta_rewarding.model.config import UnsupportedConfigError
 
 # Errors caused by user input (or a diverged run): main prints their message — which names the
@@ -36,7 +37,7 @@ def load_pool(config) -> list[str]:
 
 
 def run(config, workdir: str) -> list[dict]:
-  sharding.maybe_initialize_distributed(config.mesh.distributed)
+  distributed.maybe_initialize_distributed(config.mesh.distributed)
   plan.check_fits(config)  # refuse a config that cannot fit before any work is done
   main_process = jax.process_index() == 0
   error = None
@@ -45,7 +46,7 @@ def run(config, workdir: str) -> list[dict]:
       pipeline.check_config(workdir, config.to_json(), config.allow_config_change)
     except pipeline.PipelineError as e:
       error = e
-  if not sharding.main_process_decides(error is None):  # every process stops, not only process 0
+  if not distributed.main_process_decides(error is None):  # every process stops, not only process 0
     raise error or pipeline.PipelineError(f"process 0 refused the config for {workdir}; see its log")
   pool = load_pool(config)
   logging.info("prompt pool: %d prompts from %s", len(pool), config.data.prompts)

@@ -1,4 +1,4 @@
-"""Device mesh, logical-axis rules, sharded parameter creation and multi-host set-up.
+"""Device mesh, logical-axis rules and sharded parameter creation.
 
 The model names logical axes only ("embed", "q_heads", "batch", ...); which mesh axes they map to is
 configuration (`config.mesh.shape`, `config.mesh.train_rules`, `config.mesh.decode_rules`). The mesh
@@ -6,7 +6,8 @@ has three axes:
   data    pure data parallelism (parameters replicated);
   fsdp    data parallelism with parameters (and optimizer state) sharded along "embed";
   tensor  Megatron-style tensor parallelism over heads / mlp / vocab.
-A shape entry of -1 takes all remaining devices.
+A shape entry of -1 takes all remaining devices. The multi-host helpers (start-up, barriers,
+host-side collectives) are in distributed.py.
 
 Usage:
   mesh = make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
@@ -17,15 +18,12 @@ Usage:
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
 from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax
 import numpy as np
-from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from meta_rewarding.model import llama
@@ -172,80 +170,3 @@ def check_divisibility(config: LlamaConfig, mesh: Mesh, rules: Rules = TRAIN_RUL
         problems.append(f"{jax.tree_util.keystr(path)} dim '{name}'={dim} over {mesh_axes} (size {size})")
   if problems:
     raise MeshError("mesh does not divide the model: " + "; ".join(problems[:4]))
-
-
-# ------------------------------------------------------------------------------------------------
-# Multi-host.
-
-def maybe_initialize_distributed(enabled: bool, coordinator_address: str | None = None,
-                                 num_processes: int | None = None, process_id: int | None = None):
-  """Calls `jax.distributed.initialize` once when enabled.
-
-  TPU pods (and SLURM / Open MPI jobs) discover the rest themselves. Elsewhere pass the coordinator
-  explicitly or set the environment: JAX_COORDINATOR_ADDRESS (host:port of process 0),
-  JAX_NUM_PROCESSES and JAX_PROCESS_ID. On the CPU backend the cross-process collectives use gloo.
-  """
-  if not enabled or getattr(maybe_initialize_distributed, "_done", False):
-    return
-  coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
-  if num_processes is None and os.environ.get("JAX_NUM_PROCESSES"):
-    num_processes = int(os.environ["JAX_NUM_PROCESSES"])
-  if process_id is None and os.environ.get("JAX_PROCESS_ID"):
-    process_id = int(os.environ["JAX_PROCESS_ID"])
-  kwargs = {}
-  if coordinator_address:
-    kwargs.update(coordinator_address=coordinator_address, num_processes=num_processes,
-                  process_id=process_id)
-  if jax.config.jax_cpu_collectives_implementation in (None, "", "none"):
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # (jax 0.10's default)
-  jax.distributed.initialize(**kwargs)
-  maybe_initialize_distributed._done = True
-  logging.info("jax.distributed: process %d of %d, %d local / %d global devices",
-               jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count())
-
-
-def is_main_process() -> bool:
-  return jax.process_index() == 0
-
-
-def sync(name: str):
-  """A barrier across processes (no-op on one process): e.g. after process 0 wrote a file."""
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(name)
-
-
-def main_process_decides(value: bool) -> bool:
-  """Process 0's `value` on every process (e.g. whether a file exists), so all take the same branch."""
-  if jax.process_count() == 1:
-    return bool(value)
-  from jax.experimental import multihost_utils
-  return bool(multihost_utils.broadcast_one_to_all(np.int32(bool(value))))
-
-
-def allgather_objects(obj) -> list:
-  """Every process's JSON-serialisable `obj`, in process order, on every process."""
-  if jax.process_count() == 1:
-    return [obj]
-  from jax.experimental import multihost_utils
-  data = np.frombuffer(json.dumps(obj).encode(), dtype=np.uint8)
-  lengths = np.asarray(multihost_utils.process_allgather(np.int32(len(data)))).reshape(-1)
-  padded = np.zeros(int(lengths.max()), np.uint8)
-  padded[:len(data)] = data
-  gathered = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(lengths), -1)
-  return [json.loads(bytes(row[:n]).decode()) for row, n in zip(gathered, lengths)]
-
-
-def host_local_to_global(batch, mesh: Mesh, spec: PartitionSpec = PartitionSpec(("data", "fsdp"))):
-  """Assembles each host's local rows into global arrays (identity on one host)."""
-  if jax.process_count() == 1:
-    return jax.tree.map(lambda x: jax.device_put(x, NamedSharding(mesh, spec)), batch)
-  from jax.experimental import multihost_utils
-  return multihost_utils.host_local_array_to_global_array(batch, mesh, spec)
-
-
-def process_slice(num_items: int) -> slice:
-  """The contiguous slice of `num_items` that this process handles."""
-  per = -(-num_items // jax.process_count())
-  start = min(jax.process_index() * per, num_items)
-  return slice(start, min(start + per, num_items))

@@ -68,7 +68,7 @@ def run(config, workdir: str) -> dict:
   """Trains as `config` says; returns the summary (also written to WORKDIR/summary.json)."""
   import jax
 
-  from meta_rewarding import checkpoints, data, sharding, train
+  from meta_rewarding import checkpoints, data, distributed, sharding, train
   from meta_rewarding.tokenizer import load_tokenizer
 
   mode = config.mode
@@ -105,7 +105,7 @@ def run(config, workdir: str) -> dict:
                            f"chosen == rejected ({identical} dropped); nothing to learn from")
     raise data.DataError(f"{source}: no example fits max_length={cfg.max_length}")
 
-  sharding.maybe_initialize_distributed(bool(config.get("distributed", False)))
+  distributed.maybe_initialize_distributed(bool(config.get("distributed", False)))
   mesh = sharding.make_mesh(dict(config.mesh.shape.items()))
   rules = sharding.rules_from_config(config.mesh.rules)
   model_config = checkpoints.read_hf_config(
