@@ -42,6 +42,8 @@ import shutil
 import tempfile
 from typing import Any, Callable, Iterable, Iterator, TextIO
 
+from meta_rewarding.errors import UserError
+
 PathLike = str | os.PathLike
 
 # Where `localize` keeps local copies of remote files (default: <tempdir>/meta_rewarding_cache).
@@ -51,7 +53,7 @@ _COPY_CHUNK = 16 * 2**20
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-class ArtifactError(ValueError):
+class ArtifactError(UserError, ValueError):
   """An artifact file that cannot be read back."""
 
 

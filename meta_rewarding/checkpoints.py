@@ -38,10 +38,11 @@ import ml_dtypes
 import numpy as np
 
 from meta_rewarding import artifacts
+from meta_rewarding.errors import UserError
 from meta_rewarding.model.config import LlamaConfig, UnsupportedConfigError
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
   """A checkpoint that is missing, partial or does not match the model."""
 
 

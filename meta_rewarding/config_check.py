@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from meta_rewarding import data, losses, prompts, sharding, tokenizer, train
+from meta_rewarding.errors import UserError
 from meta_rewarding.model.config import REMAT_POLICIES
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -32,7 +33,7 @@ MODES = ("dpo", "sft")                             # train_dpo
 _MISSING = object()
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
   """Config values out of range. `problems`: one line per failure (key, value, allowed values)."""
 
   def __init__(self, problems):

@@ -53,12 +53,14 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from meta_rewarding.errors import UserError
+
 TRUNCATION_POLICIES = ("skip", "truncate_response", "error")
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
 REF_FIELDS = ("ref_chosen_logp", "ref_rejected_logp")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
   """Malformed or unusable input data; the message names the file and line (or row)."""
 
 

@@ -173,9 +173,10 @@ def main(argv):
   if log_file:
     print(f"log: {log_file}", flush=True)
   from meta_rewarding import run  # after flag parsing: keeps --help fast
+  from meta_rewarding.errors import UserError
   try:
     run.run(config, workdir)
-  except run.USER_ERRORS as e:
+  except UserError as e:  # bad input or a diverged run; anything else is a bug: traceback
     logging.debug("stopped by %s", type(e).__name__, exc_info=True)  # --verbosity=1 shows it
     _fail([e], EXIT_INPUT)  # the message names the file, line, field or step
 

@@ -46,11 +46,12 @@ from absl import logging
 
 from meta_rewarding import (artifacts, distributed, metrics as metrics_lib, prompts as prompts_lib,
                             rewarding)
+from meta_rewarding.errors import UserError
 
 STAGE_IDS = {"prompts": 0, "actor": 1, "judge": 2, "meta_judge": 3, "dpo": 4}
 
 
-class PipelineError(ValueError):
+class PipelineError(UserError, ValueError):
   """A configuration or resume problem the user must fix (the message says what to change)."""
 
 

@@ -57,12 +57,14 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from meta_rewarding.errors import UserError
+
 GiB = 1 << 30
 USABLE_FRACTION = 0.9
 _MIN_SHARED_PREFIX = 16  # sampling.Sampler's default min_shared_prefix
 
 
-class DoesNotFitError(ValueError):
+class DoesNotFitError(UserError, ValueError):
   """The config's planned peak exceeds the device memory. The message says what to change."""
 
 

@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import jax
 from absl import logging
 
-from meta_rewarding import (artifacts, checkpoints, data, distributed, pipeline, plan, sharding,
-                            tokenizer, train)
-from meta_rewarding.model.config import UnsupportedConfigError
-
-# Errors caused by user input (or a diverged run): main prints their message — which names the
-# file, line, field or step — without a traceback.
-USER_ERRORS = (pipeline.PipelineError, data.DataError, checkpoints.CheckpointError,
-               tokenizer.TokenizerError, UnsupportedConfigError, sharding.MeshError,
-               artifacts.ArtifactError, train.TrainConfigError, train.TrainingDivergedError,
-               plan.DoesNotFitError)
+from meta_rewarding import data, distributed, pipeline, plan
 
 
 def load_pool(config) -> list[str]:

@@ -26,6 +26,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from meta_rewarding.errors import UserError
 from meta_rewarding.model import llama
 from meta_rewarding.model.config import LlamaConfig
 
@@ -55,7 +56,7 @@ TRAIN_RULES: Rules = (
 DECODE_RULES: Rules = TRAIN_RULES + (("cache_length", None),)
 
 
-class MeshError(ValueError):
+class MeshError(UserError, ValueError):
   """The configured mesh does not fit the available devices."""
 
 

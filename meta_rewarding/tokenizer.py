@@ -85,6 +85,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from meta_rewarding import artifacts
+from meta_rewarding.errors import UserError
 
 __all__ = [
     "CHAT_FORMATS",
@@ -110,7 +111,7 @@ _HF_FILE = "tokenizer.json"
 _SP_FILE = "tokenizer.model"
 
 
-class TokenizerError(ValueError):
+class TokenizerError(UserError, ValueError):
   """A tokenizer could not be loaded, trained or applied; the message says which path and why."""
 
 

@@ -57,17 +57,18 @@ from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from meta_rewarding import artifacts, data, losses, sharding
+from meta_rewarding.errors import UserError
 from meta_rewarding.model import llama
 from meta_rewarding.model.config import LlamaConfig
 
 DECAYS = ("cosine", "linear", "constant")
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(UserError, ValueError):
   """A training configuration, dataset or checkpoint directory that cannot be used as given."""
 
 
-class TrainingDivergedError(RuntimeError):
+class TrainingDivergedError(UserError, RuntimeError):
   """The loss or gradient norm became NaN/Inf. `step` is the failing step (1-based update count);
   `last_checkpoint` the newest saved step (the state before it is intact on disk), or None."""
 

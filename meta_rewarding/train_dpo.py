@@ -26,6 +26,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from meta_rewarding import artifacts
+from meta_rewarding.errors import UserError
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
@@ -35,7 +36,7 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_m
                     "tokenizer.model", "chat_template.jinja")
 
 
-class UsageError(ValueError):
+class UsageError(UserError, ValueError):
   """A missing or contradictory command-line setting."""
 
 
@@ -157,10 +158,6 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_QuietOrbax())
-  from meta_rewarding import checkpoints, data, sharding, train
-  from meta_rewarding.model.config import UnsupportedConfigError
-  from meta_rewarding.tokenizer import TokenizerError
-
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("--config=configs/dpo_example.py is required")
@@ -174,12 +171,10 @@ def main(argv):
       print(f"error: {line}", file=sys.stderr)
     sys.exit(2)
   artifacts.makedirs(_WORKDIR.value)
-  expected = (UsageError, data.DataError, TokenizerError, checkpoints.CheckpointError,
-              UnsupportedConfigError, sharding.MeshError, train.TrainConfigError,
-              train.TrainingDivergedError, FileNotFoundError, PermissionError)
   try:
     run(config, _WORKDIR.value)
-  except expected as e:
+  # A missing or unreadable input file is the user's to fix too, though not a UserError.
+  except (UserError, FileNotFoundError, PermissionError) as e:
     logging.debug("failed", exc_info=True)  # the traceback with --verbosity=1
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(1)

@@ -32,8 +32,10 @@ from typing import Any, Mapping
 import numpy as np
 from absl import logging
 
+from meta_rewarding.errors import UserError
 
-class UnsupportedConfigError(ValueError):
+
+class UnsupportedConfigError(UserError, ValueError):
   """A HF config field or value this Llama implementation cannot honour."""
 
 
