@@ -20,13 +20,13 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
-from meta_rewarding import data, losses, prompts, sharding, tokenizer, train
+from meta_rewarding import data, losses, prompts, sharding, stages, tokenizer, train
 from meta_rewarding.errors import UserError
 from meta_rewarding.model.config import REMAT_POLICIES
 
 DTYPES = ("float32", "bfloat16", "float16")
-TRAIN_PAIRS = ("both", "actor", "judge", "none")  # what pipeline.run accepts per iteration
-LENGTH_UNITS = ("chars", "tokens")                 # pipeline.response_length
+TRAIN_PAIRS = stages.TRAIN_PAIRS                   # stages.scheduled_pairs
+LENGTH_UNITS = ("chars", "tokens")                 # stages.response_length
 ORACLES = ("", "testbed")                          # run.run
 MODES = ("dpo", "sft")                             # train_dpo
 

@@ -17,7 +17,7 @@ from absl import logging
 
 from meta_rewarding import artifacts, checkpoints, data, distributed, sampling, sharding, train
 from meta_rewarding.model import LlamaConfig, presets
-from meta_rewarding.pipeline import Generation, PipelineError
+from meta_rewarding.stages import Generation, PipelineError
 from meta_rewarding.tokenizer import Tokenizer, load_tokenizer, train_sentencepiece
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",

@@ -6,14 +6,15 @@ import jax
 from absl import logging
 
 from meta_rewarding import data, distributed, pipeline, plan
+from meta_rewarding.stages import PipelineError
 
 
 def load_pool(config) -> list[str]:
   """The prompt pool the config names: a file, a `datasets` name, or "testbed:<n>"."""
   source = config.data.prompts
   if not source:
-    raise pipeline.PipelineError("config.data.prompts is empty: give a JSONL/parquet file, "
-                                 "'hf:<dataset>[:<split>]' or 'testbed:<n>'")
+    raise PipelineError("config.data.prompts is empty: give a JSONL/parquet file, "
+                        "'hf:<dataset>[:<split>]' or 'testbed:<n>'")
   if source.startswith("testbed:"):
     from meta_rewarding.testbed.tasks import generate_tasks
     # The pool split only: never a task the seed was taught on or one the evaluation holds out.
@@ -33,10 +34,10 @@ def run(config, workdir: str) -> list[dict]:
   if main_process:
     try:
       pipeline.check_config(workdir, config.to_json(), config.allow_config_change)
-    except pipeline.PipelineError as e:
+    except PipelineError as e:
       error = e
   if not distributed.main_process_decides(error is None):  # every process stops, not only process 0
-    raise error or pipeline.PipelineError(f"process 0 refused the config for {workdir}; see its log")
+    raise error or PipelineError(f"process 0 refused the config for {workdir}; see its log")
   pool = load_pool(config)
   logging.info("prompt pool: %d prompts from %s", len(pool), config.data.prompts)
   from meta_rewarding.policy import JaxPolicy
@@ -46,11 +47,11 @@ def run(config, workdir: str) -> list[dict]:
     from meta_rewarding.testbed.evaluate import oracle_metrics
     evaluate_extra = oracle_metrics
   elif config.evaluate.oracle:
-    raise pipeline.PipelineError(f"evaluate.oracle={config.evaluate.oracle!r}; expected '' or 'testbed'")
+    raise PipelineError(f"evaluate.oracle={config.evaluate.oracle!r}; expected '' or 'testbed'")
   evaluate_model = None
   if config.evaluate.get("heldout_tasks", 0):
     if config.evaluate.oracle != "testbed":
-      raise pipeline.PipelineError(
+      raise PipelineError(
           f"evaluate.heldout_tasks={config.evaluate.heldout_tasks} needs "
           "evaluate.oracle='testbed' (the held-out tasks are testbed tasks); set it to 0")
     from meta_rewarding.testbed.evaluate import heldout_evaluator

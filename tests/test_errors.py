@@ -2,14 +2,14 @@
 
 import pytest
 
-from meta_rewarding import (artifacts, checkpoints, config_check, data, pipeline, plan, sharding,
+from meta_rewarding import (artifacts, checkpoints, config_check, data, plan, sharding, stages,
                             tokenizer, train, train_dpo)
 from meta_rewarding.errors import UserError
 from meta_rewarding.model.config import UnsupportedConfigError
 
 
 @pytest.mark.parametrize("error, old_base", [
-    (pipeline.PipelineError, ValueError), (data.DataError, ValueError),
+    (stages.PipelineError, ValueError), (data.DataError, ValueError),
     (checkpoints.CheckpointError, ValueError), (tokenizer.TokenizerError, ValueError),
     (UnsupportedConfigError, ValueError), (sharding.MeshError, ValueError),
     (artifacts.ArtifactError, ValueError), (artifacts.IntegrityError, artifacts.ArtifactError),

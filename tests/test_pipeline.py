@@ -7,9 +7,9 @@ import re
 import numpy as np
 import pytest
 
-from meta_rewarding import artifacts, pipeline, prompts
+from meta_rewarding import artifacts, pipeline, prompts, stages
 from meta_rewarding.defaults import get_base_config
-from meta_rewarding.pipeline import Generation
+from meta_rewarding.stages import Generation
 
 # Prompt -> the actor's possible responses (the scripted actor draws K of them by seed).
 RESPONSES = {
@@ -179,11 +179,11 @@ def test_iteration_schedule(tmp_path):
 
 
 def test_prompt_sampling_does_not_repeat_until_the_pool_runs_out():
-  ids = [pipeline.sample_prompt_ids(10, 4, t, seed=3) for t in (1, 2, 3)]
+  ids = [stages.sample_prompt_ids(10, 4, t, seed=3) for t in (1, 2, 3)]
   assert len(set(ids[0] + ids[1])) == 8
   assert sorted(ids[0] + ids[1] + ids[2][:2]) == list(range(10))
-  assert ids == [pipeline.sample_prompt_ids(10, 4, t, seed=3) for t in (1, 2, 3)]
-  assert ids[0] != pipeline.sample_prompt_ids(10, 4, 1, seed=4)
+  assert ids == [stages.sample_prompt_ids(10, 4, t, seed=3) for t in (1, 2, 3)]
+  assert ids[0] != stages.sample_prompt_ids(10, 4, 1, seed=4)
 
 
 @pytest.mark.parametrize("pool_size,per_iteration,iterations", [
@@ -192,7 +192,7 @@ def test_prompt_sampling_does_not_repeat_until_the_pool_runs_out():
 def test_no_prompt_twice_in_an_iteration(pool_size, per_iteration, iterations):
   stream = []
   for t in range(1, iterations + 1):
-    ids = pipeline.sample_prompt_ids(pool_size, per_iteration, t, seed=0)
+    ids = stages.sample_prompt_ids(pool_size, per_iteration, t, seed=0)
     assert len(ids) == per_iteration and len(set(ids)) == per_iteration, t
     stream += ids
   # Every epoch of the stream is still a whole permutation of the pool: each prompt is used once
@@ -203,7 +203,7 @@ def test_no_prompt_twice_in_an_iteration(pool_size, per_iteration, iterations):
 
 def test_more_prompts_per_iteration_than_the_pool_is_refused():
   with pytest.raises(pipeline.PipelineError, match="larger than the prompt pool"):
-    pipeline.sample_prompt_ids(3, 4, 1, seed=0)
+    stages.sample_prompt_ids(3, 4, 1, seed=0)
 
 
 def _twin_records():
@@ -228,12 +228,12 @@ def _twin_records():
 
 def test_records_are_joined_by_uid_not_pool_id():
   actor, judge = _twin_records()
-  pairs = pipeline.actor_pairs(actor, judge, rho=0.0, length_unit="chars")
+  pairs = stages.actor_pairs(actor, judge, rho=0.0, length_unit="chars")
   assert [(p["uid"], p["id"], p["chosen"], p["rejected"]) for p in pairs] == [
       (0, 7, "good", "bad"), (1, 7, "good", "bad")]
   assert [(p["chosen_score"], p["rejected_score"]) for p in pairs] == [
       (pytest.approx(14 / 3), pytest.approx(4 / 3)), (4.0, pytest.approx(5 / 3))]
-  requests = pipeline.meta_judge_requests(actor, judge)
+  requests = stages.meta_judge_requests(actor, judge)
   # Highest judge-score variance: uid 0's "bad" (1, 1, 2) and "good" (5, 5, 4) tie -> index 0;
   # uid 1's "good" (5, 4, 3).
   assert [(r["uid"], r["response"], r["scores"]) for r in requests] == [
@@ -243,7 +243,7 @@ def test_records_are_joined_by_uid_not_pool_id():
   winner = lambda r, a, b: "A" if r["scores"][a] >= r["scores"][b] else "B"
   meta = [{**r, "battles": [{"a": a, "b": b, "winner": winner(r, a, b), "text": "", "too_long": False}
                             for a, b in r["orders"]]} for r in requests]
-  j_pairs, _, _ = pipeline.judge_pairs(meta, prompts.JUDGE_TEMPLATE, None, 1e-3)
+  j_pairs, _, _ = stages.judge_pairs(meta, prompts.JUDGE_TEMPLATE, None, 1e-3)
   assert [(p["uid"], p["id"], p["chosen"], p["rejected"], p["prompt"]) for p in j_pairs] == [
       (u, 7, "Check 0. Score: 5", f"Check 2. Score: {low}",
        prompts.render_judge_prompt(prompts.JUDGE_TEMPLATE, "Q", "good"))
@@ -274,7 +274,7 @@ def test_oracle_metrics_join_by_uid(monkeypatch):
 
   monkeypatch.setattr(evaluate, "task_from_instruction", lambda prompt: prompt)
   monkeypatch.setattr(evaluate, "oracle", Oracle)
-  a_pairs = pipeline.actor_pairs(actor, judge, rho=0.0, length_unit="chars")
+  a_pairs = stages.actor_pairs(actor, judge, rho=0.0, length_unit="chars")
   out = evaluate.oracle_metrics({"actor": actor, "judge": judge, "meta_judge": [],
                                  "actor_pairs": a_pairs})
   assert seen["actor"] == [("task bad", "bad"), ("task bad", "good"),
@@ -298,10 +298,10 @@ def test_judge_pair_with_identical_texts_is_dropped_and_counted():
            "judgments": [same, same, other], "scores": [4.0, 4.0, 2.0],
            "battles": [{"a": a, "b": b, "winner": w, "text": w, "too_long": False}
                        for a, b, w in battles]}]
-  pairs, _, dropped = pipeline.judge_pairs(meta, prompts.JUDGE_TEMPLATE, None, 1e-3)
+  pairs, _, dropped = stages.judge_pairs(meta, prompts.JUDGE_TEMPLATE, None, 1e-3)
   assert pairs == [] and dropped == 1
   meta[0]["judgments"][1] = "Another check. Score: 4"  # distinct texts: the same battles give a pair
-  pairs, _, dropped = pipeline.judge_pairs(meta, prompts.JUDGE_TEMPLATE, None, 1e-3)
+  pairs, _, dropped = stages.judge_pairs(meta, prompts.JUDGE_TEMPLATE, None, 1e-3)
   assert dropped == 0 and [(p["uid"], p["chosen_index"], p["rejected_index"]) for p in pairs] == [
       (0, 0, 1)]
 

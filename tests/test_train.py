@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from meta_rewarding import checkpoints, data, pipeline, sharding, train
+from meta_rewarding import checkpoints, data, sharding, stages, train
 from meta_rewarding.model import forward, init_params, tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -120,7 +120,7 @@ def test_dpo_overfits_eight_pairs(overfit_run, params, mesh1):
               "grad_norm", "learning_rate", "tokens_per_second"):
     assert all(math.isfinite(m[key]) for m in history), key
   # The pipeline's iteration report reads these step metrics by the same names.
-  report = pipeline.iteration_metrics(1, [], [], [], [], None, None, history, None, {})
+  report = stages.iteration_metrics(1, [], [], [], [], None, None, history, None, {})
   assert report["dpo/tokens_per_second"] == pytest.approx(
       np.mean([m["tokens_per_second"] for m in history]))
   assert report["dpo/steps"] == 30 and "dpo/final_tokens_per_second" in report

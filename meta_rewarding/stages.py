@@ -1,0 +1,471 @@
+"""The Meta-Rewarding stages as pure functions (DESIGN.md 4.2): records in, records out.
+
+One iteration t turns model M_t into M_{t+1}; each stage is a function of the earlier stages'
+records (and, for the generation stages, of what the policy generated):
+
+  prompts      `prompt_records`: P prompts from the pool, seeded by (seed, t); `usable_prompts`
+               keeps those that fit the context
+  actor        `actor_records`: K responses per prompt, exact duplicates dropped
+  judge        `judge_items` -> `judge_prompts` -> `judge_records`: N judgments per response,
+               parsed; score = mean of the valid ones
+  actor_pairs  `actor_pairs`: length-controlled best-vs-worst per prompt (rho_t)
+  meta_judge   `meta_judge_requests` -> `meta_judge_prompts` -> `meta_judge_records`: battles between
+               the valid judgments of the highest-variance response, in both orders
+  judge_pairs  `judge_pairs`: position weights, battle matrix, Elo, chosen/rejected
+  dpo          `training_pairs`: the pairs the schedule (`scheduled_pairs`) trains on
+  evaluate     `iteration_metrics`: the 4.3 metrics
+
+Every record carries `uid`, its prompt's position in the iteration's prompts.jsonl (0..P-1), and
+`id`, the prompt's index in the pool; the stages join on `uid` (`join_key`).
+
+Nothing here does I/O or imports jax: pipeline.py (the driver) writes, chunks and resumes the
+stages' records and calls the policy; a new recipe is a new list of these functions, not a copy of
+the driver. The shared types live here too: `Generation` (one completion), the `Policy` protocol the
+driver calls, and `PipelineError`.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Any, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from meta_rewarding import prompts as prompts_lib, rewarding
+from meta_rewarding.errors import UserError
+
+STAGE_IDS = {"prompts": 0, "actor": 1, "judge": 2, "meta_judge": 3, "dpo": 4}
+TRAIN_PAIRS = ("both", "actor", "judge", "none")  # what an entry of pipeline.train_pairs may say
+
+
+class PipelineError(UserError, ValueError):
+  """A configuration or resume problem the user must fix (the message says what to change)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+  """One sampled completion, as the pipeline stores it."""
+  text: str
+  num_tokens: int
+  finish_reason: str  # "stop" | "length"
+
+
+class Policy(Protocol):
+  """What the pipeline needs from a model. `JaxPolicy` (policy.py) is the real one; tests script one.
+
+  Optional: `missing_model_files(path) -> list[str]`, what a saved model directory lacks ([] when it
+  is complete); without it a directory's presence means complete."""
+
+  def fits(self, prompt: str, max_new_tokens: int) -> bool:
+    """Whether the (chat-templated) prompt plus `max_new_tokens` fits the context."""
+
+  def generate(self, prompts: Sequence[str], *, n: int, max_new_tokens: int, seed: int,
+               share_prefix: bool, desc: str) -> list[list[Generation]]:
+    """n completions per prompt (with the config's sampling settings), in input order."""
+
+  def train_dpo(self, pairs: Sequence[Mapping[str, str]], *, checkpoint_dir: str,
+                seed: int) -> list[dict]:
+    """DPO on {prompt, chosen, rejected} pairs, reference = the current model; returns step metrics."""
+
+  def save(self, path: str) -> None:
+    """Writes the current model (atomically) so `load` can resume from it."""
+
+  def load(self, path: str) -> None:
+    """Replaces the current model by the one saved at `path`."""
+
+
+def stage_seed(seed: int, iteration: int, stage: str, chunk: int = 0) -> int:
+  """A 31-bit seed from (config seed, iteration, stage, chunk): independent streams per stage."""
+  return int(np.random.SeedSequence([seed, iteration, STAGE_IDS[stage], chunk]).generate_state(1)[0]
+             & 0x7FFFFFFF)
+
+
+def per_iteration(values, iteration: int, name: str):
+  """The entry of a per-iteration config list for 1-based `iteration` (the last one repeats)."""
+  values = list(values)
+  if not values:
+    raise PipelineError(f"config {name} is an empty list; give one value per iteration")
+  return values[min(iteration, len(values)) - 1]
+
+
+# --------------------------------------------------------------------------------------------------
+# Prompts.
+
+def sample_prompt_ids(pool_size: int, per_iteration_count: int, iteration: int, seed: int) -> list[int]:
+  """Indices into the pool for iteration t (1-based), deterministic in all four arguments.
+
+  The run draws from one stream: epoch e is a seeded permutation of the whole pool, the epochs are
+  concatenated, and iteration t takes stream positions [(t-1)·P, t·P). So no prompt repeats within a
+  run until the pool is exhausted, and every prompt is drawn once per epoch.
+
+  When an iteration straddles an epoch boundary, the pool indices it already drew from the end of
+  epoch e-1 are moved (in their permuted order) to the end of epoch e's permutation, so an iteration
+  never holds a pool index twice (the stages join on `uid`, so a repeat would not mis-join, but it
+  would spend two of the iteration's prompts on one task). Every epoch stays a full permutation,
+  iteration boundaries stay at fixed stream positions, and iterations that do not reach a boundary
+  draw what they always drew. This needs P ≤ pool size; a larger P raises PipelineError.
+  """
+  if pool_size <= 0:
+    raise PipelineError("the prompt pool is empty")
+  if per_iteration_count > pool_size:
+    raise PipelineError(
+        f"pipeline.prompts_per_iteration={per_iteration_count} is larger than the prompt pool "
+        f"({pool_size} prompts), so an iteration would draw some prompt twice; lower "
+        "pipeline.prompts_per_iteration or use a larger pool")
+  if per_iteration_count <= 0:
+    return []
+  start = (iteration - 1) * per_iteration_count
+  stop = start + per_iteration_count
+  ids = []
+  order = None
+  # Epoch e's order depends on the end of epoch e-1's (already adjusted) order, so build them in turn
+  # from epoch 0; a permutation per epoch is cheap next to generating one response per prompt.
+  for epoch in range((stop - 1) // pool_size + 1):
+    perm = np.random.default_rng([seed, epoch]).permutation(pool_size)
+    boundary = epoch * pool_size
+    straddle_start = boundary - boundary % per_iteration_count  # start of the iteration holding it
+    if epoch > 0 and straddle_start < boundary:
+      already = order[straddle_start - (epoch - 1) * pool_size:]
+      moved = np.isin(perm, already)
+      perm = np.concatenate([perm[~moved], perm[moved]])
+    order = perm
+    lo, hi = max(start - boundary, 0), min(stop - boundary, pool_size)
+    if lo < hi:
+      ids.extend(int(i) for i in order[lo:hi])
+  return ids
+
+
+def prompt_records(pool: Sequence[str], count: int, iteration: int, seed: int) -> list[dict]:
+  """Iteration `iteration`'s prompts (`sample_prompt_ids`) as records."""
+  ids = sample_prompt_ids(len(pool), count, iteration, seed)
+  # uid (the position in this list) is what the later stages join on; id is the pool index.
+  return [{"uid": k, "id": i, "prompt": pool[i]} for k, i in enumerate(ids)]
+
+
+def usable_prompts(records: Sequence[Mapping], fits: Sequence[bool], *, skip_long: bool,
+                   iteration: int) -> tuple[list[Mapping], int]:
+  """The prompt records whose `fits` entry is true, and how many were not.
+
+  A prompt that does not fit is an error unless `skip_long` (data.skip_long_prompts): the user
+  should know that part of the pool can never be used."""
+  usable = [r for r, ok in zip(records, fits) if ok]
+  skipped = len(records) - len(usable)
+  if skipped and not skip_long:
+    raise PipelineError(f"{skipped} prompts of iteration {iteration} do not fit the "
+                        "context; shorten them or set data.skip_long_prompts=True")
+  return usable, skipped
+
+
+def join_key(record: Mapping[str, Any]) -> int:
+  """The key that joins one iteration's records: `uid`, the prompt's position in prompts.jsonl.
+
+  Not `id` (the pool index): an iteration must never hold a pool index twice, but the stages must
+  not rely on it, or a repeated prompt would have its scores joined to the other copy's responses.
+  Records written before `uid` existed fall back to `id`, which is what they were joined by.
+  """
+  return record["uid"] if "uid" in record else record["id"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Actor.
+
+def dedupe_responses(generations: Sequence[Generation]) -> tuple[list[Generation], int]:
+  """Drops exact duplicate texts (keeping the first); returns (kept, number dropped)."""
+  seen, kept = set(), []
+  for g in generations:
+    if g.text not in seen:
+      seen.add(g.text)
+      kept.append(g)
+  return kept, len(generations) - len(kept)
+
+
+def actor_records(prompts: Sequence[Mapping],
+                  generations: Sequence[Sequence[Generation]]) -> list[dict]:
+  """One record per prompt: its distinct responses (`dedupe_responses`), in sampling order."""
+  out = []
+  for r, g in zip(prompts, generations):
+    kept, dropped = dedupe_responses(g)
+    responses = [dataclasses.asdict(x) for x in kept]
+    # How many of the K samples each kept text stands for: sample-level statistics (the
+    # testbed's actor accuracy) must not undercount answers the actor gives repeatedly.
+    copies = collections.Counter(x.text for x in g)
+    for record in responses:
+      record["samples"] = copies[record["text"]]
+    out.append({"uid": join_key(r), "id": r["id"], "prompt": r["prompt"],
+                "responses": responses, "duplicates_dropped": dropped})
+  return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Judge.
+
+def judge_items(actor: Sequence[Mapping]) -> list[tuple[Mapping, int]]:
+  """(actor record, response index) for every response: what the judge stage judges."""
+  return [(a, i) for a in actor for i in range(len(a["responses"]))]
+
+
+def judge_prompts(template: str, items: Sequence[tuple[Mapping, int]]) -> list[str]:
+  """The judge prompt of each (actor record, response index) item."""
+  return [prompts_lib.render_judge_prompt(template, a["prompt"], a["responses"][i]["text"])
+          for a, i in items]
+
+
+def judge_records(items: Sequence[tuple[Mapping, int]], fits: Sequence[bool],
+                  generations: Sequence[Sequence[Generation]]) -> list[dict]:
+  """One record per item: its judgments, parsed, and the response's score.
+
+  `generations` holds the judgments of the items whose `fits` entry is true, in order; an item
+  whose prompt does not fit gets no judgments and `too_long`."""
+  judged = iter(generations)
+  out = []
+  for (a, i), ok in zip(items, fits):
+    judgments = [{"text": g.text, "num_tokens": g.num_tokens, "finish_reason": g.finish_reason,
+                  "score": prompts_lib.parse_score(g.text)} for g in next(judged)] if ok else []
+    out.append({"uid": join_key(a), "id": a["id"], "response_index": i, "judgments": judgments,
+                "too_long": not ok,
+                "score": rewarding.response_score([j["score"] for j in judgments])})
+  return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Actor pairs.
+
+def response_length(record: Mapping[str, Any], unit: str) -> int:
+  if unit == "chars":
+    return len(record["text"])
+  if unit == "tokens":
+    return int(record["num_tokens"])
+  raise PipelineError(f"pipeline.length_unit={unit!r}; expected 'chars' or 'tokens'")
+
+
+def actor_pairs(actor: Sequence[Mapping], judge: Sequence[Mapping], rho: float,
+                length_unit: str) -> list[dict]:
+  """Length-controlled actor pairs (4.2 step 4), one per prompt at most (joined by `join_key`)."""
+  by_prompt: dict[int, dict[int, Mapping]] = {}
+  for j in judge:
+    by_prompt.setdefault(join_key(j), {})[j["response_index"]] = j
+  pairs = []
+  for a in actor:
+    judged = by_prompt.get(join_key(a), {})
+    responses = a["responses"]
+    scores = [judged[i]["score"] if i in judged else None for i in range(len(responses))]
+    lengths = [response_length(r, length_unit) for r in responses]
+    pair = rewarding.select_actor_pair(scores, lengths, rho)
+    if pair is None:
+      continue
+    c, r = pair
+    pairs.append({"uid": join_key(a), "id": a["id"], "kind": "actor", "prompt": a["prompt"],
+                  "chosen": responses[c]["text"], "rejected": responses[r]["text"],
+                  "chosen_index": c, "rejected_index": r, "chosen_score": scores[c],
+                  "rejected_score": scores[r], "chosen_length": lengths[c],
+                  "rejected_length": lengths[r]})
+  return pairs
+
+
+# --------------------------------------------------------------------------------------------------
+# Meta-judge.
+
+def scheduled_pairs(train_pairs: Sequence[str], iteration: int) -> str:
+  """What iteration `iteration` trains on: "both", "actor", "judge" or "none"."""
+  use = per_iteration(train_pairs, iteration, "pipeline.train_pairs")
+  if use not in TRAIN_PAIRS:
+    raise PipelineError(f"pipeline.train_pairs entry {use!r}: expected both|actor|judge|none")
+  return use
+
+
+def runs_meta_judge(meta_judge_config, use: str) -> bool:
+  """Whether the meta-judge runs: when enabled and this iteration trains on judge pairs, or when
+  meta_judge.run_when_unused asks for its metrics anyway."""
+  return bool(meta_judge_config.enabled and
+              (use in ("both", "judge") or meta_judge_config.run_when_unused))
+
+
+def meta_judge_requests(actor: Sequence[Mapping], judge: Sequence[Mapping]) -> list[dict]:
+  """Per prompt: the highest-variance response and the battles among its valid judgments."""
+  by_prompt: dict[int, list[Mapping]] = {}
+  for j in judge:
+    by_prompt.setdefault(join_key(j), []).append(j)
+  requests = []
+  for a in actor:
+    judged = sorted(by_prompt.get(join_key(a), []), key=lambda j: j["response_index"])
+    if not judged:
+      continue
+    per_response = [[x["score"] for x in j["judgments"]] for j in judged]
+    choice = rewarding.highest_variance_response(per_response)
+    if choice is None:
+      continue
+    record = judged[choice]
+    valid = [i for i, x in enumerate(record["judgments"]) if x["score"] is not None]
+    battles = rewarding.battle_orders(valid)
+    if not battles:
+      continue
+    requests.append({"uid": join_key(a), "id": a["id"], "prompt": a["prompt"],
+                     "response_index": record["response_index"],
+                     "response": a["responses"][record["response_index"]]["text"],
+                     "judgments": [x["text"] for x in record["judgments"]],
+                     "scores": [x["score"] for x in record["judgments"]],
+                     "orders": [list(b) for b in battles]})
+  return requests
+
+
+def meta_judge_prompts(template: str, requests: Sequence[Mapping]) -> list[str]:
+  """The meta-judge prompt of every battle of every request, flattened in request order."""
+  return [prompts_lib.render_meta_judge_prompt(template, r["prompt"], r["response"],
+                                               r["judgments"][a_idx], r["judgments"][b_idx])
+          for r in requests for a_idx, b_idx in r["orders"]]
+
+
+def meta_judge_records(requests: Sequence[Mapping], fits: Sequence[bool],
+                       generations: Sequence[Sequence[Generation]]) -> list[dict]:
+  """One record per request, with its battles' verdicts parsed.
+
+  `fits` has one entry per battle (as `meta_judge_prompts` flattens them); `generations` one row
+  (of one verdict) per battle that fits, in order. A battle that does not fit has no verdict and
+  `too_long`."""
+  fit_iter, verdicts = iter(fits), iter(generations)
+  out = []
+  for r in requests:
+    battles = []
+    for a_idx, b_idx in r["orders"]:
+      if not next(fit_iter):
+        battles.append({"a": a_idx, "b": b_idx, "text": None, "winner": None, "too_long": True})
+        continue
+      g = next(verdicts)[0]
+      battles.append({"a": a_idx, "b": b_idx, "text": g.text, "finish_reason": g.finish_reason,
+                      "winner": prompts_lib.parse_winner(g.text), "too_long": False})
+    out.append({"uid": join_key(r), **{k: r[k] for k in ("id", "prompt", "response_index",
+                                                         "response", "judgments", "scores")},
+                "battles": battles})
+  return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Judge pairs and training pairs.
+
+def judge_pairs(meta: Sequence[Mapping], judge_template: str, max_chosen_chars: int | None,
+                l2: float) -> tuple[list[dict], tuple[float, float], int]:
+  """Judge pairs from all meta-judge battles of the iteration (4.2 step 5).
+
+  Returns (pairs, (w1, w2), identical_dropped). A pair whose chosen and rejected judgments are the
+  same text (the judge sampled one judgment twice and the battles split them) is dropped: its DPO
+  gradient is zero, so it teaches nothing and only pulls `rewards/accuracies` down.
+  `identical_dropped` counts them; it is a function of the meta-judge records alone, so a resumed
+  run recomputes the same number.
+  """
+  all_battles = [(b["a"], b["b"], b["winner"]) for m in meta for b in m["battles"]]
+  w1, w2 = rewarding.position_weights(*rewarding.count_position_wins(all_battles))
+  pairs, identical_dropped = [], 0
+  for m in meta:
+    battles = [(b["a"], b["b"], b["winner"]) for b in m["battles"]]
+    n = len(m["judgments"])
+    elo = rewarding.elo_scores(rewarding.battle_matrix(n, battles, w1, w2), l2)
+    lengths = [len(t) for t in m["judgments"]]
+    # Only judgments that took part in battles compete for chosen / rejected.
+    players = sorted({i for a, b, _ in battles for i in (a, b)})
+    sub = rewarding.select_judge_pair([elo[i] for i in players], [lengths[i] for i in players],
+                                      max_chosen_chars)
+    if sub is None:
+      continue
+    c, r = players[sub[0]], players[sub[1]]
+    if m["judgments"][c] == m["judgments"][r]:
+      identical_dropped += 1
+      continue
+    pairs.append({"uid": join_key(m), "id": m["id"], "kind": "judge",
+                  "prompt": prompts_lib.render_judge_prompt(judge_template, m["prompt"], m["response"]),
+                  "chosen": m["judgments"][c], "rejected": m["judgments"][r],
+                  "chosen_index": c, "rejected_index": r, "elo": [float(e) for e in elo],
+                  "chosen_score": m["scores"][c], "rejected_score": m["scores"][r]})
+  return pairs, (w1, w2), identical_dropped
+
+
+def training_pairs(use: str, a_pairs: Sequence[Mapping],
+                   j_pairs: Sequence[Mapping] | None) -> list[dict]:
+  """The {prompt, chosen, rejected, kind} pairs DPO trains on, as `scheduled_pairs` says."""
+  pairs = []
+  if use in ("both", "actor"):
+    pairs += a_pairs
+  if use in ("both", "judge") and j_pairs:
+    pairs += j_pairs
+  return [{k: q[k] for k in ("prompt", "chosen", "rejected", "kind")} for q in pairs]
+
+
+# --------------------------------------------------------------------------------------------------
+# Metrics.
+
+def _mean(xs):
+  xs = [x for x in xs if x is not None]
+  return float(np.mean(xs)) if xs else None
+
+
+def iteration_metrics(iteration: int, prompts: Sequence[Mapping], actor: Sequence[Mapping],
+                      judge: Sequence[Mapping], a_pairs: Sequence[Mapping],
+                      meta: Sequence[Mapping] | None, j_pairs: Sequence[Mapping] | None,
+                      dpo_steps: Sequence[Mapping], position_w: tuple[float, float] | None,
+                      skipped: Mapping[str, int], judge_identical_dropped: int = 0) -> dict:
+  """The numbers of DESIGN.md 4.3 for one iteration, from its artifacts.
+
+  `judge_identical_dropped` is the third value `judge_pairs` returns (0 without a meta-judge).
+  """
+  responses = [r for a in actor for r in a["responses"]]
+  tokens = [r["num_tokens"] for r in responses]
+  chars = [len(r["text"]) for r in responses]
+  out: dict[str, Any] = {"iteration": iteration, "prompts": len(prompts)}
+  out.update({f"skipped/{k}": v for k, v in skipped.items()})
+  out.update({
+      "actor/responses": len(responses),
+      "actor/length_tokens_mean": _mean(tokens), "actor/length_tokens_median":
+          float(np.median(tokens)) if tokens else None,
+      "actor/length_chars_mean": _mean(chars), "actor/length_chars_median":
+          float(np.median(chars)) if chars else None,
+      "actor/duplicates_dropped": sum(a["duplicates_dropped"] for a in actor),
+      "actor/stopped_by_length_share": _mean([float(r["finish_reason"] == "length") for r in responses]),
+  })
+  stats = rewarding.judge_score_stats([x["score"] for j in judge for x in j["judgments"]])
+  out.update({
+      "judge/judgments": stats["judgments"], "judge/parse_failures": stats["parse_failures"],
+      "judge/parse_failure_rate": stats["parse_failure_rate"], "judge/score_mean": stats["mean"],
+      "judge/fractional_share": stats["fractional_share"],
+      "judge/score_histogram": {str(k): v for k, v in enumerate(stats["histogram"])},
+      "judge/scored_responses": sum(j["score"] is not None for j in judge),
+  })
+  out.update({
+      "pairs/actor": len(a_pairs),
+      "pairs/judge": len(j_pairs) if j_pairs is not None else 0,
+      "pairs/judge_identical_dropped": judge_identical_dropped,
+      "pairs/actor_score_margin_mean": _mean([p["chosen_score"] - p["rejected_score"] for p in a_pairs]),
+      "pairs/chosen_length_mean": _mean([p["chosen_length"] for p in a_pairs]),
+      "pairs/rejected_length_mean": _mean([p["rejected_length"] for p in a_pairs]),
+  })
+  if meta is not None:
+    # One pool of battles over the whole iteration: offset each prompt's judgment indices.
+    battles, scores = [], []
+    for m in meta:
+      offset = len(scores)
+      scores.extend(m["scores"])
+      battles.extend((offset + x["a"], offset + x["b"], x["winner"]) for x in m["battles"]
+                     if not x.get("too_long"))
+    mstats = rewarding.meta_judge_stats(battles, scores)
+    out.update({
+        "meta/prompts": len(meta), "meta/battles": mstats["battles"],
+        "meta/parse_failure_rate": mstats["parse_failure_rate"],
+        "meta/first_position_win_rate": mstats["first_position_win_rate"],
+        "meta/first_position_win_rate_same_score": mstats["first_position_win_rate_same_score"],
+        "meta/first_position_win_rate_diff_score": mstats["first_position_win_rate_diff_score"],
+        "meta/picks_higher_score_rate": mstats["higher_score_pick_rate"],
+        "meta/position_weight_first": position_w[0] if position_w else None,
+        "meta/position_weight_second": position_w[1] if position_w else None,
+    })
+  if dpo_steps:
+    last = dpo_steps[-1]
+    for key in ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
+                "grad_norm", "learning_rate", "tokens_per_second"):
+      values = [s[key] for s in dpo_steps if s.get(key) is not None]
+      if values:
+        out[f"dpo/{key}"] = float(np.mean(values))
+        out[f"dpo/final_{key}"] = float(last.get(key, values[-1]))
+    out["dpo/steps"] = len(dpo_steps)
+    out.update({k: v for k, v in dpo_steps[0].items() if k.startswith("data/")})
+  else:
+    out["dpo/steps"] = 0
+  return out
