@@ -9,8 +9,8 @@ records (and, for the generation stages, of what the policy generated):
   judge        `judge_items` -> `judge_prompts` -> `judge_records`: N judgments per response,
                parsed; score = mean of the valid ones
   actor_pairs  `actor_pairs`: length-controlled best-vs-worst per prompt (rho_t)
-  meta_judge   `meta_judge_requests` -> `meta_judge_prompts` -> `meta_judge_records`: battles between
-               the valid judgments of the highest-variance response, in both orders
+  meta_judge   `meta_judge_requests` -> `meta_judge_prompts` -> `meta_judge_records`: battles
+               between the valid judgments of the highest-variance response, in both orders
   judge_pairs  `judge_pairs`: position weights, battle matrix, Elo, chosen/rejected
   dpo          `training_pairs`: the pairs the schedule (`scheduled_pairs`) trains on
   evaluate     `iteration_metrics`: the 4.3 metrics
