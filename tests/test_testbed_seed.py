@@ -4,6 +4,7 @@ Pure-Python checks on the demonstration generator (deterministic, noise rates as
 a few seconds on the shipped checkpoint: it loads, is small, and its greedy judgments parse.
 """
 
+import dataclasses
 import json
 import os
 import random
@@ -219,3 +220,23 @@ def test_own_answer_judge_demos_judge_the_models_sampled_answers():
                                                    response)
     assert d.correct == oracle.judgment_agrees(task, response, prompts.parse_score(d.response))
   assert len({d.instruction for d in demos}) == -(-10 // cfg.own_judge_samples)
+
+
+def test_own_answer_judge_demos_can_draw_half_from_answers_that_are_not_right():
+  from meta_rewarding import checkpoints, sharding
+  from meta_rewarding.tokenizer import load_tokenizer
+
+  config, params = checkpoints.load_hf(SEED_DIR, dtype="float32")
+  tokenizer = load_tokenizer(SEED_DIR, chat_format=seed.CHAT_FORMAT)
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
+  cfg = dataclasses.replace(seed.own_judge_stage(seed.BuildConfig()),
+                            own_judge_not_right_share=0.5)
+  logged = []
+  demos = seed.own_answer_judge_demos(config, params, tokenizer, cfg, 12, mesh=mesh,
+                                      log=logged.append)
+  right = []
+  for d in demos:
+    response = d.prompt.split("Response: ", 1)[1].split("\n", 1)[0]
+    right.append(oracle.is_correct(task_from_instruction(d.instruction), response))
+  assert len(demos) == 12 and sum(right) == 6, right  # the seed's actor is right ~78% as sampled
+  assert "6 right and 6 not right" in logged[0]
