@@ -20,8 +20,7 @@ Llama-3-8B, hours on one GPU/TPU host per 10k pairs (set mesh.shape for your dev
 
 import ml_collections
 
-from meta_rewarding.sharding import TRAIN_RULES
-from meta_rewarding.train import default_train_config
+from meta_rewarding import defaults
 
 
 def get_config(arg=None):
@@ -51,9 +50,9 @@ def get_config(arg=None):
       split="",                    # hub datasets: the split ("" = train)
       system_prompt="",            # optional system message before each prompt
   ))
-  config.train = default_train_config()
+  config.train = defaults.train_config()
   config.mesh = ml_collections.ConfigDict(dict(
       shape=ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1)),
-      rules=TRAIN_RULES,
+      rules=defaults.TRAIN_RULES,  # logical axis -> mesh axes (the pipeline's)
   ))
   return config

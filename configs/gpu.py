@@ -41,7 +41,6 @@ metrics table; metrics.jsonl, TensorBoard events, plots and each iteration's mod
 import ml_collections
 
 from meta_rewarding import defaults
-from meta_rewarding.model import presets
 
 CHECKPOINT = "/path/to/Meta-Llama-3-8B-Instruct"
 PROMPTS = "/path/to/prompts.jsonl"
@@ -52,114 +51,16 @@ VARIANTS = ("", "model=llama3_1b", "model=llama3_3b", "model=llama3_1_8b", "mesh
             "self_rewarding", "runlocal", "runlocal,self_rewarding")
 
 
-def parse_arg(arg: str | None) -> dict:
-  """'model=llama3_1b,runlocal' -> {'model': 'llama3_1b', 'runlocal': True}."""
-  out = {}
-  for item in filter(None, (arg or "").split(",")):
-    key, sep, value = item.partition("=")
-    out[key.strip()] = value.strip() if sep else True
-  known = {"model", "mesh", "self_rewarding", "runlocal"}
-  unknown = sorted(set(out) - known)
-  if unknown:
-    raise ValueError(f"unknown gpu variant(s) {unknown}; expected some of {sorted(known)} "
-                     "(e.g. 'model=llama3_1b', 'runlocal')")
-  return out
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = parse_arg(arg)
-  c = defaults.get_base_config()
-  c.seed = 0
-
-  model = presets.canonical(a.get("model", "llama3_8b"))
-  repo = presets.HF_REPOS.get(model)
-  c.model.checkpoint = CHECKPOINT if model == "llama3_8b" else (
-      f"/path/to/{repo.split('/')[1]}" if repo else "")
-  c.model.tokenizer = ""
-  c.model.chat_format = "auto"
-  c.model.architecture = ml_collections.ConfigDict(presets.get(model))
-  c.model.dtype = "bfloat16"
-  c.model.param_dtype = "float32"
-  c.model.scan_layers = True
-  c.model.remat_policy = "dots_no_batch"
-
-  c.data.prompts = PROMPTS
-  c.data.field = "prompt"
-
-  c.train = _train_config()
-  c.mesh.shape = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 8})
-  c.mesh.distributed = False          # one host, one process for all 8 GPUs
-  c.mesh.num_devices = NUM_GPUS
-  c.mesh.device_memory_gb = GPU_MEMORY_GIB
-  if a.get("mesh") == "fsdp":
-    c.mesh.shape = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
-    c.train.batch_size = 8             # a multiple of the 8 batch shards
-    c.train.grad_accum_steps = 2
-  elif a.get("mesh") not in (None, "tensor"):
-    raise ValueError(f"mesh={a['mesh']!r}; expected fsdp or tensor")
-
-  c.sampling.batch_size = 64
-  c.sampling.prompt_buckets = (128, 256, 512, 1024, 2048, 3072)
-  c.sampling.top_k = 64
-  c.sampling.max_cache_length = 0
-  c.actor.max_new_tokens = 1024
-  c.judge.max_new_tokens = 256
-  c.meta_judge.max_new_tokens = 256
-
-  c.evaluate.oracle = ""
-
-  if a.get("self_rewarding"):
-    c.meta_judge.enabled = False      # no judge pairs: "both" trains on actor pairs only
-  if a.get("runlocal"):
-    _runlocal(c, a)
-  return c
-
-
-def _train_config() -> ml_collections.ConfigDict:
-  from meta_rewarding import train
-  t = train.default_train_config()
-  t.batch_size = 4                    # pairs per microbatch
-  t.grad_accum_steps = 4              # 16 pairs per optimizer step
-  t.num_epochs = 1
-  t.max_length = 3072
-  t.length_buckets = (512, 1024, 2048, 3072)
-  t.logps_chunk_size = 512
-  t.checkpoint_every = 50
-  return t
-
-
-def _runlocal(c: ml_collections.ConfigDict, a: dict):
-  """Tiny and local: the same structure (scan, remat, a mesh) at a size a CPU runs in a minute."""
-  if a.get("model", "tiny") != "tiny":
-    raise ValueError("runlocal uses the tiny model; drop model=")
-  c.model.checkpoint = ""
-  c.model.tokenizer = "train:512"
-  c.model.chat_format = "llama2"
-  c.model.architecture = ml_collections.ConfigDict(presets.get("tiny"))
-  c.model.dtype = "float32"
-  c.data.prompts = "testbed:2000"
-  c.mesh.shape = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
-  c.mesh.num_devices = 0
-  c.mesh.device_memory_gb = 0.0
-  c.sampling.batch_size = 8
-  c.sampling.prompt_buckets = (128, 512, 1024)  # the judge and meta-judge prompts fit
-  c.sampling.top_k = 32
-  c.actor.num_responses = 2
-  c.judge.num_judgments = 3
-  c.actor.max_new_tokens = c.judge.max_new_tokens = c.meta_judge.max_new_tokens = 8
-  c.pipeline.num_iterations = 1
-  c.pipeline.prompts_per_iteration = 4
-  c.pipeline.rho = (0.0,)
-  c.pipeline.train_pairs = ("both",)
-  c.pipeline.chunk_size = 4
-  c.train.learning_rate = 1e-4
-  c.train.warmup_steps = 1
-  c.train.batch_size = 8              # divisible by 1, 2, 4 or 8 devices
-  c.train.grad_accum_steps = 1
-  c.train.max_length = 512
-  c.train.length_buckets = (128, 256, 512)
-  c.train.logps_chunk_size = 0
-  c.evaluate.oracle = "testbed"
+  variants = defaults.parse_variants(arg, "gpu", defaults.PAPER_SCALE_VARIANTS,
+                                     "model=llama3_1b,runlocal")
+  return defaults.paper_scale_config(
+      variants, checkpoint=CHECKPOINT, checkpoint_dir="/path/to", prompts_path=PROMPTS,
+      mesh_shape={"data": 1, "fsdp": -1, "tensor": 8}, num_devices=NUM_GPUS,
+      device_memory_gb=GPU_MEMORY_GIB,
+      distributed=False,               # one host, one process for all 8 GPUs
+      remat_policy="dots_no_batch", mesh_names=("tensor", "fsdp"),
+      fsdp_batch=(8, 2))               # pure FSDP: a multiple of the 8 batch shards
 
 
 def get_hyper(h):

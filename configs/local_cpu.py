@@ -32,31 +32,31 @@ generated, i.e. on the model entering iteration t); metrics.jsonl, TensorBoard e
 plots/*.png (plots/heldout.png: M_0 ... M_T) in the workdir.
 """
 
-import os
-
 import ml_collections
 
 from meta_rewarding import defaults
 
 VARIANTS = ("", "smoke", "self_rewarding", "judge_pairs_every", "no_length_control", "bench",
             "bench,self_rewarding,no_length_control", "bench,judge_pairs_every", "seed=1")
+KNOWN = ("smoke", "self_rewarding", "judge_pairs_every", "no_length_control", "bench", "seed")
 
 
 def seed_dir() -> str:
-  import meta_rewarding.testbed
-  return os.path.join(os.path.dirname(meta_rewarding.testbed.__file__), "seed")
+  """The shipped seed model this config starts from."""
+  return defaults.testbed_settings().seed_dir
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  from meta_rewarding.testbed import seed as seed_lib, templates
+  variants = defaults.parse_variants(arg, "local_cpu", KNOWN, "bench,self_rewarding,seed=2")
+  testbed = defaults.testbed_settings()
 
   c = defaults.get_base_config()
   c.seed = 0
-  c.model.checkpoint = seed_dir()
+  c.model.checkpoint = testbed.seed_dir
   c.model.tokenizer = ""           # the checkpoint's tokenizer.model
-  c.model.chat_format = seed_lib.CHAT_FORMAT
+  c.model.chat_format = testbed.chat_format
   # Only for planning before the seed exists; the checkpoint's config.json is what runs.
-  c.model.architecture = ml_collections.ConfigDict(dict(seed_lib.ARCHITECTURE))
+  c.model.architecture = ml_collections.ConfigDict(testbed.architecture.to_dict())
   c.model.dtype = "float32"        # bf16 matmuls are slower than f32 on CPU
   c.model.param_dtype = "float32"
 
@@ -67,12 +67,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sampling.top_k = 32
 
   c.actor.num_responses = 4
-  c.actor.max_new_tokens = seed_lib.ACTOR_MAX_NEW_TOKENS
+  c.actor.max_new_tokens = testbed.actor_max_new_tokens
   c.judge.num_judgments = 4
-  c.judge.max_new_tokens = seed_lib.JUDGE_MAX_NEW_TOKENS
-  c.judge.template = templates.JUDGE_TEMPLATE
-  c.meta_judge.max_new_tokens = seed_lib.META_MAX_NEW_TOKENS
-  c.meta_judge.template = templates.META_JUDGE_TEMPLATE
+  c.judge.max_new_tokens = testbed.judge_max_new_tokens
+  c.judge.template = testbed.judge_template
+  c.meta_judge.max_new_tokens = testbed.meta_judge_max_new_tokens
+  c.meta_judge.template = testbed.meta_judge_template
   c.meta_judge.max_chosen_chars = 200
 
   c.pipeline.num_iterations = 3
@@ -81,17 +81,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.pipeline.train_pairs = ("both", "both", "actor")   # the paper's schedule, cut at 3
   c.pipeline.chunk_size = 16
 
-  c.train = _train_config()
+  _set_train_config(c.train)
   c.evaluate.oracle = "testbed"
   # 100 held-out tasks keep the default run within 5 minutes on 2 cores (200 took 5m43s);
   # bench/testbed.py evaluates on 200.
   c.evaluate.heldout_tasks = 100
 
-  for part in (arg or "").split(","):
-    part = part.strip()
-    if not part:
-      continue
-    if part == "smoke":
+  for name, value in variants.items():  # in the order given
+    if name == "smoke":
       c.pipeline.num_iterations = 1
       c.pipeline.prompts_per_iteration = 4
       c.actor.num_responses = 2
@@ -100,30 +97,27 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       c.train.batch_size = 4
       c.train.num_epochs = 1
       c.evaluate.heldout_tasks = 12
-    elif part == "self_rewarding":
+    elif name == "self_rewarding":
       c.meta_judge.enabled = False
-    elif part == "judge_pairs_every":
+    elif name == "judge_pairs_every":
       c.pipeline.train_pairs = ("both",) * len(c.pipeline.train_pairs)
-    elif part == "no_length_control":
+    elif name == "no_length_control":
       c.pipeline.rho = tuple(0.0 for _ in c.pipeline.rho)
-    elif part == "bench":
+    elif name == "bench":
       c.pipeline.num_iterations = 3
       c.pipeline.prompts_per_iteration = 32
       c.evaluate.heldout_every_iteration = False  # the bench compares M_3 with M_0
-    elif part.startswith("seed="):
-      c.seed = int(part.split("=", 1)[1])
-    else:
-      raise ValueError(f"unknown local_cpu variant {part!r}; expected smoke, self_rewarding, "
-                       "judge_pairs_every, no_length_control, bench or seed=<k> "
-                       "(comma-separated)")
+    elif name == "seed":
+      try:
+        c.seed = int(value)
+      except (TypeError, ValueError):
+        raise ValueError(f"local_cpu variant seed={value!r}: expected an integer, e.g. seed=2")
   return c
 
 
-def _train_config() -> ml_collections.ConfigDict:
+def _set_train_config(t: ml_collections.ConfigDict) -> None:
   # DPO for a 0.9M-parameter model on ~60 pairs per iteration: a much larger learning rate than
   # the 8B defaults (5e-7), a few epochs, the paper's beta.
-  from meta_rewarding import train
-  t = train.default_train_config()
   t.learning_rate = 1e-4
   t.warmup_steps = 2
   t.decay = "cosine"
@@ -135,4 +129,3 @@ def _train_config() -> ml_collections.ConfigDict:
   t.length_buckets = (48, 96, 128, 160)
   t.checkpoint_every = 1000
   t.log_every = 5
-  return t

@@ -56,7 +56,6 @@ DESIGN.md 4.3 metrics table; metrics.jsonl, TensorBoard events, plots and each i
 import ml_collections
 
 from meta_rewarding import defaults
-from meta_rewarding.model import presets
 
 # Placeholders: override on the command line (see the docstring).
 CHECKPOINT = "gs://YOUR_BUCKET/models/Meta-Llama-3-8B-Instruct"
@@ -69,118 +68,16 @@ VARIANTS = ("", "model=llama3_1b", "model=llama3_3b", "model=llama3_1_8b", "mesh
             "self_rewarding", "runlocal", "runlocal,self_rewarding")
 
 
-def parse_arg(arg: str | None) -> dict:
-  """'model=llama3_1b,runlocal' -> {'model': 'llama3_1b', 'runlocal': True}."""
-  out = {}
-  for item in filter(None, (arg or "").split(",")):
-    key, sep, value = item.partition("=")
-    out[key.strip()] = value.strip() if sep else True
-  known = {"model", "mesh", "self_rewarding", "runlocal"}
-  unknown = sorted(set(out) - known)
-  if unknown:
-    raise ValueError(f"unknown tpu_v4 variant(s) {unknown}; expected some of {sorted(known)} "
-                     "(e.g. 'model=llama3_1b,mesh=fsdp', 'runlocal')")
-  return out
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = parse_arg(arg)
-  c = defaults.get_base_config()
-  c.seed = 0
-
-  model = presets.canonical(a.get("model", "llama3_8b"))
-  c.model.checkpoint = CHECKPOINT if model == "llama3_8b" else (
-      f"gs://YOUR_BUCKET/models/{presets.HF_REPOS[model].split('/')[1]}"
-      if presets.HF_REPOS.get(model) else "")
-  c.model.tokenizer = ""              # the checkpoint's own tokenizer and chat template
-  c.model.chat_format = "auto"
-  c.model.architecture = ml_collections.ConfigDict(presets.get(model))  # for planning / random init
-  c.model.dtype = "bfloat16"
-  c.model.param_dtype = "float32"
-  c.model.scan_layers = True
-  c.model.remat_policy = "full"
-
-  c.data.prompts = PROMPTS
-  c.data.field = "prompt"
-
-  c.train = _train_config()
-  c.mesh.shape = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 8})
-  c.mesh.distributed = True           # jax.distributed.initialize: TPU hosts find each other
-  c.mesh.num_devices = NUM_CHIPS      # the device count the planner assumes by default
-  c.mesh.device_memory_gb = CHIP_MEMORY_GIB
-  if a.get("mesh") == "fsdp":
-    c.mesh.shape = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
-    c.train.batch_size = 16             # a multiple of the 16 batch shards
-    c.train.grad_accum_steps = 1
-  elif a.get("mesh") not in (None, "fsdp_tensor"):
-    raise ValueError(f"mesh={a['mesh']!r}; expected fsdp or fsdp_tensor")
-
-  # The paper's method settings (4 iterations, 5000 prompts, K=7, N=11, rho schedule, beta 0.1,
-  # temperature 0.8, top-p 0.95) are the defaults; only lengths and batching are set here.
-  c.sampling.batch_size = 64
-  c.sampling.prompt_buckets = (128, 256, 512, 1024, 2048, 3072)
-  c.sampling.top_k = 64
-  c.sampling.max_cache_length = 0
-  c.actor.max_new_tokens = 1024
-  c.judge.max_new_tokens = 256
-  c.meta_judge.max_new_tokens = 256
-
-  c.evaluate.oracle = ""
-
-  if a.get("self_rewarding"):
-    c.meta_judge.enabled = False      # no judge pairs: "both" trains on actor pairs only
-  if a.get("runlocal"):
-    _runlocal(c, a)
-  return c
-
-
-def _train_config() -> ml_collections.ConfigDict:
-  from meta_rewarding import train
-  t = train.default_train_config()
-  # learning rate, warmup, cosine decay, AdamW betas, clipping, beta=0.1: train.py's defaults.
-  t.batch_size = 4                    # pairs per microbatch (a multiple of the batch shards)
-  t.grad_accum_steps = 4              # 16 pairs per optimizer step
-  t.num_epochs = 1
-  t.max_length = 3072
-  t.length_buckets = (512, 1024, 2048, 3072)
-  t.logps_chunk_size = 512
-  t.checkpoint_every = 50
-  return t
-
-
-def _runlocal(c: ml_collections.ConfigDict, a: dict):
-  """Tiny and local: the same structure (scan, remat, a mesh) at a size a CPU runs in a minute."""
-  if a.get("model", "tiny") != "tiny":
-    raise ValueError("runlocal uses the tiny model; drop model=")
-  c.model.checkpoint = ""
-  c.model.tokenizer = "train:512"
-  c.model.chat_format = "llama2"
-  c.model.architecture = ml_collections.ConfigDict(presets.get("tiny"))
-  c.model.dtype = "float32"
-  c.data.prompts = "testbed:2000"
-  c.mesh.shape = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
-  c.mesh.distributed = False
-  c.mesh.num_devices = 0              # plan for the devices present
-  c.mesh.device_memory_gb = 0.0       # unknown on CPU: the planner reports, never refuses
-  c.sampling.batch_size = 8
-  c.sampling.prompt_buckets = (128, 512, 1024)  # the judge and meta-judge prompts fit
-  c.sampling.top_k = 32
-  c.actor.num_responses = 2
-  c.judge.num_judgments = 3
-  c.actor.max_new_tokens = c.judge.max_new_tokens = c.meta_judge.max_new_tokens = 8
-  c.pipeline.num_iterations = 1
-  c.pipeline.prompts_per_iteration = 4
-  c.pipeline.rho = (0.0,)
-  c.pipeline.train_pairs = ("both",)
-  c.pipeline.chunk_size = 4
-  c.train.learning_rate = 1e-4
-  c.train.warmup_steps = 1
-  c.train.batch_size = 8              # divisible by 1, 2, 4 or 8 devices
-  c.train.grad_accum_steps = 1
-  c.train.max_length = 512
-  c.train.length_buckets = (128, 256, 512)
-  c.train.logps_chunk_size = 0
-  c.evaluate.oracle = "testbed"
+  variants = defaults.parse_variants(arg, "tpu_v4", defaults.PAPER_SCALE_VARIANTS,
+                                     "model=llama3_1b,mesh=fsdp")
+  return defaults.paper_scale_config(
+      variants, checkpoint=CHECKPOINT, checkpoint_dir="gs://YOUR_BUCKET/models",
+      prompts_path=PROMPTS, mesh_shape={"data": 1, "fsdp": -1, "tensor": 8},
+      num_devices=NUM_CHIPS, device_memory_gb=CHIP_MEMORY_GIB,
+      distributed=True,                # jax.distributed.initialize: TPU hosts find each other
+      remat_policy="full", mesh_names=("fsdp_tensor", "fsdp"),
+      fsdp_batch=(16, 1))              # pure FSDP: a multiple of the 16 batch shards
 
 
 def get_hyper(h):

@@ -1,7 +1,7 @@
 """Checks every value of a config against its range before anything is written or loaded.
 
   check_pipeline_config(config)    # main and plan: the pipeline schema (defaults.get_base_config)
-  check_train_config(config.train) # DPO / SFT hyper-parameters (train.default_train_config)
+  check_train_config(config.train) # DPO / SFT hyper-parameters (defaults.train_config)
   check_train_dpo_config(config)   # train_dpo: mode, model, train and mesh of its own schema
 
 Each raises one `ConfigError` listing every failure, one line each, naming the key, the value and
@@ -198,7 +198,7 @@ def _check_mesh(c: _Checks):
 
 
 def _check_train(c: _Checks, kind: str = "dpo"):
-  """The keys of `train.default_train_config()` under `c.prefix` (e.g. "train.")."""
+  """The keys of `defaults.train_config()` under `c.prefix` (e.g. "train.")."""
   c.number("learning_rate", 0, None, lo_open=True)
   c.integer("warmup_steps", 0)
   c.choice("decay", train.DECAYS)
@@ -343,7 +343,7 @@ def check_pipeline_config(config) -> None:
 
 
 def check_train_config(train_config, kind: str = "dpo", prefix: str = "train.") -> None:
-  """Raises `ConfigError` listing every out-of-range value of a `train.default_train_config()`
+  """Raises `ConfigError` listing every out-of-range value of a `defaults.train_config()`
   section (`kind`: "dpo" also checks loss_type; keys are named `{prefix}{key}`)."""
   c = _Checks(train_config, prefix)
   _check_train(c, kind)

@@ -1,13 +1,98 @@
-"""The method's defaults (DESIGN.md 4.2) as one ml_collections config; config files start here.
+"""Every default of the project, as data: config files import only `ml_collections` and this module.
 
-Paper scale: 4 iterations of 5000 prompts × 7 responses × 11 judgments, temperature 0.8, top-p 0.95,
-rho schedule [0, 0.32, 0.32, 0.4], both pair types in iterations 1–2 and actor pairs only in 3–4,
-beta 0.1. Model, data, mesh and training sizes are placeholders each config file sets.
+  get_base_config()      the method's defaults (DESIGN.md 4.2) as one ml_collections config.
+                         Paper scale: 4 iterations of 5000 prompts x 7 responses x 11 judgments,
+                         temperature 0.8, top-p 0.95, rho schedule [0, 0.32, 0.32, 0.4], both pair
+                         types in iterations 1-2 and actor pairs only in 3-4, beta 0.1. Model, data,
+                         mesh and training sizes are placeholders each config file sets.
+  train_config()         the trainer's hyper-parameters (DPO and SFT), `config.train`.
+  TRAIN_RULES            the logical-axis rules (`config.mesh.rules`); decoding adds the KV cache's
+                         (`decode_rules`).
+  paper_scale_config()   what the TPU and GPU configs share (Llama-3 presets, paper settings,
+                         scan + remat, long buckets) and `apply_runlocal`, their tiny local variant.
+  testbed_settings()     the synthetic testbed's seed model, templates and generation lengths.
+  parse_variants()       the one parser of `--config=<file>:<variants>` arguments.
+
+Nothing here imports jax, flax or optax (a test checks it), so loading a config costs nothing.
 """
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
 
 import ml_collections
 
 from meta_rewarding import prompts
+
+# Logical axis -> mesh axes. Training: batch over data x fsdp, parameters sharded along embed (fsdp)
+# and heads / mlp / vocab (tensor). The model names logical axes only (model/llama.py).
+TRAIN_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("length", None),
+    ("act_embed", None),
+    ("act_q_heads", "tensor"),
+    ("act_kv_heads", "tensor"),
+    ("act_mlp", "tensor"),
+    ("act_vocab", "tensor"),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("q_heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("head_dim", None),
+    ("mlp", "tensor"),
+    ("norm", None),
+    ("layers", None),
+)
+# Decoding keeps the parameters' layout (no resharding between stages); the KV cache follows batch
+# and kv_heads like the activations do, and is never split along its length.
+CACHE_RULES = (("cache_length", None),)
+
+
+def decode_rules(rules: Iterable) -> tuple:
+  """The decode rules for parameter rules `rules`: the same, plus the KV cache's unless given."""
+  rules = tuple((str(name), _axes(axes)) for name, axes in rules)
+  named = {name for name, _ in rules}
+  return rules + tuple(rule for rule in CACHE_RULES if rule[0] not in named)
+
+
+def _axes(axes):
+  # ml_collections and JSON turn tuples into lists; flax wants tuples (or a name, or None).
+  return tuple(axes) if isinstance(axes, list) else axes
+
+
+def train_config() -> ml_collections.ConfigDict:
+  """Training hyper-parameters shared by DPO and SFT (`train.py`'s docstring says why these)."""
+  return ml_collections.ConfigDict(dict(
+      learning_rate=5e-7,
+      warmup_steps=10,            # linear warmup: step s (0-based) uses lr*(s+1)/warmup_steps
+      decay="cosine",             # cosine | linear | constant, after warmup, over the whole run
+      end_learning_rate_ratio=0.1,  # final lr = ratio * learning_rate (cosine / linear)
+      weight_decay=0.0,           # AdamW, matrices only (norm scales are never decayed)
+      adam_b1=0.9,
+      adam_b2=0.95,
+      adam_eps=1e-8,
+      max_grad_norm=1.0,          # global-norm clipping; 0 disables
+      batch_size=4,               # pairs (DPO) / sequences (SFT) per microbatch
+      grad_accum_steps=4,         # microbatches per optimizer step
+      num_epochs=1,
+      max_steps=0,                # stop after this many optimizer steps (0 = all epochs)
+      max_length=2048,            # prompt + response tokens, per response
+      # Padded lengths of packed rows (prompt + chosen + rejected) and of their response tokens;
+      # each distinct length compiles once. Longer rows use 2 * max_length (SFT: max_length).
+      length_buckets=(512, 1024, 2048, 3072),
+      truncation="skip",          # skip | truncate_response | error (see data.truncate_examples)
+      beta=0.1,
+      loss_type="sigmoid",        # sigmoid | robust | hinge | ipo
+      label_smoothing=0.0,
+      nll_scale=0.0,              # > 0 adds nll_scale * (chosen response mean token NLL)
+      checkpoint_every=100,       # optimizer steps between train-state saves
+      keep_checkpoints=3,
+      async_checkpointing=True,
+      log_every=10,
+      logps_chunk_size=0,         # > 0: response log-probs this many tokens at a time, never
+                                  # all [rows, Tr, V] float32 logits at once (128k vocabularies)
+      reference_batch_size=0,     # pairs per reference-pass batch (0 = 2 * batch_size)
+  ))
 
 
 def get_base_config() -> ml_collections.ConfigDict:
@@ -35,11 +120,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
   c.mesh.distributed = False       # jax.distributed.initialize (multi-host)
+  c.mesh.rules = TRAIN_RULES       # logical axis -> mesh axes; decoding adds the KV cache's
 
   c.sampling = ml_collections.ConfigDict()
   c.sampling.temperature = 0.8
   c.sampling.top_p = 0.95
-  c.sampling.top_k = 64            # candidates considered before nucleus filtering
+  c.sampling.top_k = 64            # candidates considered before nucleus filtering (0: off)
   c.sampling.batch_size = 16
   c.sampling.prompt_buckets = (64, 128, 256, 512, 1024, 2048)
   c.sampling.max_cache_length = 0  # 0 = largest bucket + max_new_tokens
@@ -61,6 +147,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.meta_judge.elo_l2 = 1e-3
   c.meta_judge.run_when_unused = False  # meta-judge iterations that train on actor pairs only?
 
+  c.train = train_config()
+
   c.pipeline = ml_collections.ConfigDict()
   c.pipeline.num_iterations = 4
   c.pipeline.prompts_per_iteration = 5000
@@ -74,3 +162,164 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.evaluate.heldout_tasks = 0      # testbed: evaluate M_0 ... M_T on this many held-out tasks
   c.evaluate.heldout_every_iteration = True  # False: only M_0 and the last iteration's M_T
   return c
+
+
+# ------------------------------------------------------------------------------------------------
+# Variants: `--config=configs/<file>.py:<arg>`.
+
+def parse_variants(arg: str | None, config_name: str, known: Iterable[str],
+                   example: str = "") -> dict[str, str | bool]:
+  """'model=llama3_1b,runlocal' -> {'model': 'llama3_1b', 'runlocal': True}, in the order given.
+
+  Raises ValueError naming the config file, the unknown variants and the known ones (a config's
+  `get_config` is called by ml_collections' flag parser, which reports it with the file name)."""
+  out: dict[str, str | bool] = {}
+  for item in filter(None, (part.strip() for part in (arg or "").split(","))):
+    key, sep, value = item.partition("=")
+    out[key.strip()] = value.strip() if sep else True
+  known = tuple(known)
+  unknown = [k for k in out if k not in known]
+  if unknown:
+    hint = f" (e.g. {example!r})" if example else ""
+    raise ValueError(f"unknown {config_name} variant(s) {unknown}; expected some of "
+                     f"{list(known)}{hint}")
+  return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Paper scale: what configs/tpu_v4.py and configs/gpu.py share.
+
+PAPER_SCALE_VARIANTS = ("model", "mesh", "self_rewarding", "runlocal")
+
+
+def model_preset(name: str) -> dict[str, Any]:
+  """{"name": the preset key, "architecture": its LlamaConfig fields, "hf_repo": the checkpoint it
+  describes or None} for a preset name or alias of `model/presets.py` (KeyError lists them)."""
+  from meta_rewarding.model import presets  # plain dicts; the model package loads flax lazily
+  key = presets.canonical(name)
+  return {"name": key, "architecture": presets.get(key), "hf_repo": presets.HF_REPOS.get(key)}
+
+
+def paper_scale_config(variants: Mapping[str, Any], *, checkpoint: str, checkpoint_dir: str,
+                       prompts_path: str, mesh_shape: Mapping[str, int], num_devices: int,
+                       device_memory_gb: float, distributed: bool, remat_policy: str,
+                       mesh_names: tuple[str, str], fsdp_batch: tuple[int, int]
+                       ) -> ml_collections.ConfigDict:
+  """Llama-3 (`variants["model"]`, default 8B Instruct) with the paper's method settings on a pod
+  or node: scan + remat for training, 3072-token pairs in 4 x 4 microbatches, 512-token log-prob
+  chunks, 64 decode rows, prompt buckets up to 3072.
+
+  checkpoint: the 8B checkpoint's placeholder path; other presets get `checkpoint_dir/<repo name>`.
+  mesh_names: (the default mesh's variant name, the pure-FSDP one's), e.g. ("tensor", "fsdp").
+  fsdp_batch: (pairs per microbatch, microbatches) under pure FSDP: the batch shards must divide
+  the microbatch.
+  """
+  c = get_base_config()
+  c.seed = 0
+  preset = model_preset(str(variants.get("model", "llama3_8b")))
+  repo = preset["hf_repo"]
+  c.model.checkpoint = checkpoint if preset["name"] == "llama3_8b" else (
+      f"{checkpoint_dir}/{repo.split('/')[1]}" if repo else "")
+  c.model.tokenizer = ""              # the checkpoint's own tokenizer and chat template
+  c.model.chat_format = "auto"
+  c.model.architecture = ml_collections.ConfigDict(preset["architecture"])  # planning / random init
+  c.model.dtype = "bfloat16"
+  c.model.param_dtype = "float32"
+  c.model.scan_layers = True
+  c.model.remat_policy = remat_policy
+
+  c.data.prompts = prompts_path
+  c.data.field = "prompt"
+
+  t = c.train
+  # learning rate, warmup, cosine decay, AdamW betas, clipping, beta=0.1: train_config()'s.
+  t.batch_size = 4                    # pairs per microbatch (a multiple of the batch shards)
+  t.grad_accum_steps = 4              # 16 pairs per optimizer step
+  t.num_epochs = 1
+  t.max_length = 3072
+  t.length_buckets = (512, 1024, 2048, 3072)
+  t.logps_chunk_size = 512
+  t.checkpoint_every = 50
+
+  c.mesh.shape = ml_collections.ConfigDict(dict(mesh_shape))
+  c.mesh.distributed = distributed
+  c.mesh.num_devices = num_devices    # the device count the planner assumes by default
+  c.mesh.device_memory_gb = device_memory_gb
+  mesh = variants.get("mesh")
+  if mesh == mesh_names[1]:
+    c.mesh.shape = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
+    t.batch_size, t.grad_accum_steps = fsdp_batch
+  elif mesh not in (None, mesh_names[0]):
+    raise ValueError(f"mesh={mesh!r}; expected {mesh_names[1]} or {mesh_names[0]}")
+
+  # The paper's method settings (4 iterations, 5000 prompts, K=7, N=11, rho schedule, beta 0.1,
+  # temperature 0.8, top-p 0.95) are the defaults; only lengths and batching are set here.
+  c.sampling.batch_size = 64
+  c.sampling.prompt_buckets = (128, 256, 512, 1024, 2048, 3072)
+  c.sampling.top_k = 64
+  c.sampling.max_cache_length = 0
+  c.actor.max_new_tokens = 1024
+  c.judge.max_new_tokens = 256
+  c.meta_judge.max_new_tokens = 256
+  c.evaluate.oracle = ""
+
+  if variants.get("self_rewarding"):
+    c.meta_judge.enabled = False      # no judge pairs: "both" trains on actor pairs only
+  if variants.get("runlocal"):
+    apply_runlocal(c, variants)
+  return c
+
+
+def apply_runlocal(c: ml_collections.ConfigDict, variants: Mapping[str, Any]) -> None:
+  """Tiny and local: the same structure (scan, remat, a mesh) at a size a CPU runs in a minute."""
+  if variants.get("model", "tiny") != "tiny":
+    raise ValueError("runlocal uses the tiny model; drop model=")
+  c.model.checkpoint = ""
+  c.model.tokenizer = "train:512"
+  c.model.chat_format = "llama2"
+  c.model.architecture = ml_collections.ConfigDict(model_preset("tiny")["architecture"])
+  c.model.dtype = "float32"
+  c.data.prompts = "testbed:2000"
+  c.mesh.shape = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
+  c.mesh.distributed = False
+  c.mesh.num_devices = 0              # plan for the devices present
+  c.mesh.device_memory_gb = 0.0       # unknown on CPU: the planner reports, never refuses
+  c.sampling.batch_size = 8
+  c.sampling.prompt_buckets = (128, 512, 1024)  # the judge and meta-judge prompts fit
+  c.sampling.top_k = 32
+  c.actor.num_responses = 2
+  c.judge.num_judgments = 3
+  c.actor.max_new_tokens = c.judge.max_new_tokens = c.meta_judge.max_new_tokens = 8
+  c.pipeline.num_iterations = 1
+  c.pipeline.prompts_per_iteration = 4
+  c.pipeline.rho = (0.0,)
+  c.pipeline.train_pairs = ("both",)
+  c.pipeline.chunk_size = 4
+  c.train.learning_rate = 1e-4
+  c.train.warmup_steps = 1
+  c.train.batch_size = 8              # divisible by 1, 2, 4 or 8 devices
+  c.train.grad_accum_steps = 1
+  c.train.max_length = 512
+  c.train.length_buckets = (128, 256, 512)
+  c.train.logps_chunk_size = 0
+  c.evaluate.oracle = "testbed"
+
+
+# ------------------------------------------------------------------------------------------------
+# The synthetic testbed.
+
+def testbed_settings() -> ml_collections.ConfigDict:
+  """The testbed's seed model (directory, architecture, chat format), its compact judge and
+  meta-judge templates, the generation lengths and the sampling settings it is measured at."""
+  from meta_rewarding.testbed import settings, templates  # pure Python, no model code
+  return ml_collections.ConfigDict(dict(
+      seed_dir=settings.seed_dir(),
+      architecture=dict(settings.ARCHITECTURE),
+      chat_format=settings.CHAT_FORMAT,
+      judge_template=templates.JUDGE_TEMPLATE,
+      meta_judge_template=templates.META_JUDGE_TEMPLATE,
+      actor_max_new_tokens=settings.ACTOR_MAX_NEW_TOKENS,
+      judge_max_new_tokens=settings.JUDGE_MAX_NEW_TOKENS,
+      meta_judge_max_new_tokens=settings.META_MAX_NEW_TOKENS,
+      sampling=dict(settings.PIPELINE_SAMPLING),
+  ))

@@ -733,21 +733,6 @@ class Sampler:
 # ------------------------------------------------------------------------------------------------
 # Config glue.
 
-def default_sampling_config():
-  """An `ml_collections.ConfigDict` of sampler settings for configs to embed (the paper's actor
-  settings: temperature 0.8, top-p 0.95)."""
-  import ml_collections
-  cfg = ml_collections.ConfigDict()
-  cfg.batch_size = 16
-  cfg.prompt_buckets = DEFAULT_PROMPT_BUCKETS
-  cfg.temperature = 0.8   # 0: greedy
-  cfg.top_p = 0.95
-  cfg.top_k = 0           # 0: off
-  cfg.nucleus_candidates = 64
-  cfg.max_new_tokens = 256
-  return cfg
-
-
 def strategy_from_config(cfg) -> Strategy:
   """`Greedy()` for temperature 0, else `Sampling(temperature, top_k, top_p)`."""
   get = cfg.get if hasattr(cfg, "get") else lambda k, d=None: getattr(cfg, k, d)

@@ -1,7 +1,7 @@
 """Device mesh, logical-axis rules and sharded parameter creation.
 
 The model names logical axes only ("embed", "q_heads", "batch", ...); which mesh axes they map to is
-configuration (`config.mesh.shape`, `config.mesh.train_rules`, `config.mesh.decode_rules`). The mesh
+configuration (`config.mesh.shape`, `config.mesh.rules`; decoding adds the KV cache's). The mesh
 has three axes:
   data    pure data parallelism (parameters replicated);
   fsdp    data parallelism with parameters (and optimizer state) sharded along "embed";
@@ -26,6 +26,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from meta_rewarding import defaults
 from meta_rewarding.errors import UserError
 from meta_rewarding.model import llama
 from meta_rewarding.model.config import LlamaConfig
@@ -33,27 +34,10 @@ from meta_rewarding.model.config import LlamaConfig
 MESH_AXES = ("data", "fsdp", "tensor")
 Rules = Sequence[tuple[str, Any]]
 
-# Training: batch over data×fsdp, parameters sharded along embed (fsdp) and heads/mlp/vocab (tensor).
-TRAIN_RULES: Rules = (
-    ("batch", ("data", "fsdp")),
-    ("length", None),
-    ("act_embed", None),
-    ("act_q_heads", "tensor"),
-    ("act_kv_heads", "tensor"),
-    ("act_mlp", "tensor"),
-    ("act_vocab", "tensor"),
-    ("vocab", "tensor"),
-    ("embed", "fsdp"),
-    ("q_heads", "tensor"),
-    ("kv_heads", "tensor"),
-    ("head_dim", None),
-    ("mlp", "tensor"),
-    ("norm", None),
-    ("layers", None),
-)
-# Decoding keeps the same parameter layout (no resharding between stages); the KV cache follows
-# batch and kv_heads like the activations do.
-DECODE_RULES: Rules = TRAIN_RULES + (("cache_length", None),)
+# The default rules are data in defaults.py (`config.mesh.rules`); the run, the planner and the
+# trainer read the config's (`runtime.rules`). These names stay for code that builds a mesh by hand.
+TRAIN_RULES: Rules = defaults.TRAIN_RULES
+DECODE_RULES: Rules = defaults.decode_rules(TRAIN_RULES)
 
 
 class MeshError(UserError, ValueError):

@@ -28,7 +28,7 @@ logits are computed only at response tokens.
 A non-finite loss or gradient norm stops training with `TrainingDivergedError` naming the step;
 the bad state is never saved, so the latest checkpoint is the last good one.
 
-Defaults (`default_train_config`) -- not confirmed by the Meta-Rewarding paper, chosen here:
+Defaults (`defaults.train_config`, also `default_train_config`) -- not confirmed by the Meta-Rewarding paper, chosen here:
   learning_rate 5e-7 with 10 warmup steps, cosine decay to 0.1x (a common Llama-3-8B-Instruct
   DPO setting; Self-Rewarding reports 1e-6 -> 1e-7 cosine, batch 16, beta 0.1), AdamW
   (0.9, 0.95, eps 1e-8), weight decay 0, grad-norm clip 1.0, 16 pairs per optimizer step (4
@@ -56,7 +56,7 @@ import optax
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from meta_rewarding import artifacts, data, losses, sharding
+from meta_rewarding import artifacts, data, defaults, losses, sharding
 from meta_rewarding.errors import UserError
 from meta_rewarding.model import llama
 from meta_rewarding.model.config import LlamaConfig
@@ -84,38 +84,9 @@ class TrainingDivergedError(UserError, RuntimeError):
 
 
 def default_train_config() -> ml_collections.ConfigDict:
-  """Training hyper-parameters shared by DPO and SFT (see the module doc for the defaults)."""
-  return ml_collections.ConfigDict(dict(
-      learning_rate=5e-7,
-      warmup_steps=10,            # linear warmup: step s (0-based) uses lr*(s+1)/warmup_steps
-      decay="cosine",             # cosine | linear | constant, after warmup, over the whole run
-      end_learning_rate_ratio=0.1,  # final lr = ratio * learning_rate (cosine / linear)
-      weight_decay=0.0,           # AdamW, matrices only (norm scales are never decayed)
-      adam_b1=0.9,
-      adam_b2=0.95,
-      adam_eps=1e-8,
-      max_grad_norm=1.0,          # global-norm clipping; 0 disables
-      batch_size=4,               # pairs (DPO) / sequences (SFT) per microbatch
-      grad_accum_steps=4,         # microbatches per optimizer step
-      num_epochs=1,
-      max_steps=0,                # stop after this many optimizer steps (0 = all epochs)
-      max_length=2048,            # prompt + response tokens, per response
-      # Padded lengths of packed rows (prompt + chosen + rejected) and of their response tokens;
-      # each distinct length compiles once. Longer rows use 2 * max_length (SFT: max_length).
-      length_buckets=(512, 1024, 2048, 3072),
-      truncation="skip",          # skip | truncate_response | error (see data.truncate_examples)
-      beta=0.1,
-      loss_type="sigmoid",        # sigmoid | robust | hinge | ipo
-      label_smoothing=0.0,
-      nll_scale=0.0,              # > 0 adds nll_scale * (chosen response mean token NLL)
-      checkpoint_every=100,       # optimizer steps between train-state saves
-      keep_checkpoints=3,
-      async_checkpointing=True,
-      log_every=10,
-      logps_chunk_size=0,         # > 0: response log-probs this many tokens at a time, never
-                                  # all [rows, Tr, V] float32 logits at once (128k vocabularies)
-      reference_batch_size=0,     # pairs per reference-pass batch (0 = 2 * batch_size)
-  ))
+  """Training hyper-parameters shared by DPO and SFT: `defaults.train_config()` (every default of
+  the project lives in defaults.py; the module doc says why these values)."""
+  return defaults.train_config()
 
 
 # ------------------------------------------------------------------------------------------------

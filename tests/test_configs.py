@@ -105,6 +105,43 @@ def test_config_loads_complete(path, variant):
   assert len(config.pipeline.train_pairs) >= config.pipeline.num_iterations
 
 
+def test_loading_a_config_imports_neither_flax_nor_optax():
+  # Config files are data: they import ml_collections and meta_rewarding.defaults only, so loading
+  # one (every documented variant) in a tool or a launcher costs nothing and needs no accelerator
+  # stack.
+  code = (
+      "import importlib.util, sys\n"
+      f"for path in {CONFIG_FILES!r}:\n"
+      "  spec = importlib.util.spec_from_file_location('cfg', path)\n"
+      "  module = importlib.util.module_from_spec(spec)\n"
+      "  spec.loader.exec_module(module)\n"
+      "  for variant in getattr(module, 'VARIANTS', ('',)):\n"
+      "    module.get_config(variant or None).to_json()\n"
+      "bad = sorted(m for m in ('jax', 'flax', 'optax', 'orbax', 'transformers', 'torch')\n"
+      "             if m in sys.modules)\n"
+      "assert not bad, bad\n")
+  env = dict(os.environ, PYTHONPATH=REPO)
+  r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                     text=True, timeout=120)
+  assert r.returncode == 0, r.stderr
+
+
+def test_config_files_import_only_ml_collections_and_defaults():
+  for path in CONFIG_FILES:
+    with open(path) as f:
+      imports = {line.strip() for line in f if re.match(r"^(import|from) ", line)}
+    assert imports <= {"import ml_collections", "from meta_rewarding import defaults"}, (path, imports)
+
+
+def test_variant_parser_keeps_order_and_names_the_unknown():
+  from meta_rewarding import defaults
+  assert defaults.parse_variants("bench, seed=2,smoke", "x", ("smoke", "bench", "seed")) == \
+      {"bench": True, "seed": "2", "smoke": True}
+  assert list(defaults.parse_variants("smoke,bench", "x", ("bench", "smoke"))) == ["smoke", "bench"]
+  with pytest.raises(ValueError, match=r"unknown local_cpu variant\(s\) \['typo'\]"):
+    defaults.parse_variants("bench,typo", "local_cpu", ("bench",))
+
+
 def test_unknown_variant_is_refused():
   for path in CONFIG_FILES:
     module = load_module(path)

@@ -79,6 +79,9 @@ from typing import Iterable, Sequence
 
 from meta_rewarding import prompts
 from meta_rewarding.testbed import judging, oracle, templates
+from meta_rewarding.testbed.settings import (ACTOR_MAX_NEW_TOKENS, ARCHITECTURE, CHAT_FORMAT,
+                                             JUDGE_MAX_NEW_TOKENS, META_MAX_NEW_TOKENS,
+                                             PIPELINE_SAMPLING)
 from meta_rewarding.testbed.tasks import (FAMILIES, Task, digit_sum, generate_tasks,
                                           valid_answers)
 
@@ -324,14 +327,10 @@ def demo_noise_report(demos: Sequence[Demo]) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# The model, the tokenizer and the build.
+# The model, the tokenizer and the build (ARCHITECTURE and CHAT_FORMAT: settings.py).
 
-ARCHITECTURE = dict(vocab_size=512, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
-                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                    rope_theta=10000.0, tie_word_embeddings=False)
 TOKENIZER_VOCAB = 512
 TOKENIZER_SYMBOLS = ("[INST]", "[/INST]")  # the Llama-2 chat markers, one piece each
-CHAT_FORMAT = "llama2"
 EVAL_SEED = 99991          # held-out evaluation tasks (never in the demonstrations)
 
 # Length buckets per kind (prompt + response tokens, Llama-2 chat format, this tokenizer).
@@ -582,13 +581,6 @@ def loss_summary(history: Sequence[dict], kinds=("actor", "judge", "meta"), part
 
 # ----------------------------------------------------------------------------------------------
 # Measuring a model against the oracle (the seed's figures; bench/testbed.py reuses it).
-
-ACTOR_MAX_NEW_TOKENS = 24
-# The pipeline's sampling settings (configs/local_cpu.py), used wherever the seed's figures or
-# demonstrations should see what the pipeline will see.
-PIPELINE_SAMPLING = dict(temperature=0.8, top_p=0.95, top_k=32)
-JUDGE_MAX_NEW_TOKENS = 48
-META_MAX_NEW_TOKENS = 32
 
 
 def _mean(xs) -> float | None:
