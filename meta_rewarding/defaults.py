@@ -48,16 +48,18 @@ TRAIN_RULES = (
 CACHE_RULES = (("cache_length", None),)
 
 
+def normalize_rules(rules: Iterable) -> tuple:
+  """Rules as flax wants them: a tuple of (name, mesh axis | tuple of axes | None). Config values
+  that went through JSON or the command line hold lists instead of tuples."""
+  return tuple((str(name), tuple(axes) if isinstance(axes, list) else axes)
+               for name, axes in rules)
+
+
 def decode_rules(rules: Iterable) -> tuple:
   """The decode rules for parameter rules `rules`: the same, plus the KV cache's unless given."""
-  rules = tuple((str(name), _axes(axes)) for name, axes in rules)
+  rules = normalize_rules(rules)
   named = {name for name, _ in rules}
   return rules + tuple(rule for rule in CACHE_RULES if rule[0] not in named)
-
-
-def _axes(axes):
-  # ml_collections and JSON turn tuples into lists; flax wants tuples (or a name, or None).
-  return tuple(axes) if isinstance(axes, list) else axes
 
 
 def train_config() -> ml_collections.ConfigDict:

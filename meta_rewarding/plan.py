@@ -309,26 +309,18 @@ class _Axes:
 
 def model_config_from(config):
   """The `LlamaConfig` a config describes: the checkpoint's config.json when readable here, else
-  `model.architecture` (what the planner uses before the weights are at hand)."""
-  import os
-  from meta_rewarding.model import presets
-  m = config.model
-  run_options = dict(dtype=m.dtype, param_dtype=m.param_dtype, scan_layers=m.scan_layers,
-                     remat_policy=m.remat_policy)
-  if m.checkpoint and os.path.isfile(os.path.join(m.checkpoint, "config.json")):
-    from meta_rewarding import checkpoints
-    return (checkpoints.read_hf_config(m.checkpoint, strict=bool(m.get("strict_config", False)),
-                                       **run_options), f"{m.checkpoint}/config.json")
-  arch = m.architecture.to_dict() if hasattr(m.architecture, "to_dict") else dict(m.architecture)
-  if not arch:
-    raise DoesNotFitError("cannot plan: model.checkpoint is not readable here and "
-                          "model.architecture is empty")
-  return presets.llama_config(arch, **run_options), "model.architecture"
+  `model.architecture` (what the planner uses before the weights are at hand) -- the run's own
+  factory (`runtime.model_config`) in its planning mode."""
+  from meta_rewarding import runtime
+  try:
+    return runtime.model_config(config, planning=True)
+  except runtime.RuntimeConfigError as e:
+    raise DoesNotFitError(f"cannot plan: {e}") from e
 
 
 def _train_config(config):
-  from meta_rewarding import train
-  base = train.default_train_config()
+  from meta_rewarding import defaults
+  base = defaults.train_config()
   if "train" in config:
     for k, v in config.train.items():
       if k in base:
@@ -396,17 +388,14 @@ def _kv_bytes(mc, rows_dev: int, length: int, kv_dev: int, dt: int) -> int:
 
 
 def _buckets(config, mc, max_new_tokens: int) -> tuple[tuple[int, ...], int]:
-  """(clipped prompt buckets, longest prompt accepted) as Sampler and JaxPolicy.fits compute them."""
+  """(clipped prompt buckets, longest prompt accepted): the sampler's own rule (prompt_length)."""
+  from meta_rewarding import prompt_length
   s = config.sampling
-  cache = int(s.max_cache_length) or mc.max_position_embeddings
-  room = cache - max_new_tokens
-  if room < 1:
-    raise DoesNotFitError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a "
-                          f"{cache}-token cache")
-  buckets = tuple(sorted({min(int(b), room) for b in s.prompt_buckets}))
-  limit = int(s.max_cache_length) or (max(int(b) for b in s.prompt_buckets) + max_new_tokens)
-  longest = min(buckets[-1], min(limit, mc.max_position_embeddings) - max_new_tokens)
-  return buckets, longest
+  try:
+    return prompt_length.limits(s.prompt_buckets, max_new_tokens, int(s.max_cache_length),
+                                mc.max_position_embeddings)
+  except prompt_length.PromptLengthError as e:
+    raise DoesNotFitError(str(e)) from e
 
 
 def _worst_lengths(buckets, longest: int, shared: bool, key) -> tuple[int, int]:
@@ -452,11 +441,6 @@ def _stage(name, n, max_new_tokens, shared, config, mc, mesh, rules, dt) -> Samp
                       prefill=prefill, logits=logits, row_cache=row_cache)
 
 
-def _rules(config, key: str, default):
-  rules = config.mesh.get(key) if "mesh" in config else None
-  return tuple(default if not rules else rules)
-
-
 def detected_device_memory() -> int | None:
   """What the first device reports as its allocation limit (None on CPU)."""
   try:
@@ -493,8 +477,8 @@ def plan(config, num_devices: int | None = None, *, device_memory: int | None = 
     import jax
     num_devices = jax.device_count()
   mesh = sharding.resolve_mesh_shape(dict(config.mesh.shape), int(num_devices))
-  train_rules = _rules(config, "train_rules", sharding.TRAIN_RULES)
-  decode_rules = _rules(config, "decode_rules", sharding.DECODE_RULES)
+  from meta_rewarding import runtime
+  train_rules, decode_rules = runtime.rules(config)  # exactly what the run uses
   mc, source = model_config_from(config)
   tcfg = _train_config(config)
   dt = _dtype_bytes(mc.dtype)

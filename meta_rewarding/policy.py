@@ -15,8 +15,8 @@ from typing import Mapping, Sequence
 import jax
 from absl import logging
 
-from meta_rewarding import artifacts, checkpoints, data, distributed, sampling, sharding, train
-from meta_rewarding.model import LlamaConfig, presets
+from meta_rewarding import (artifacts, checkpoints, data, distributed, runtime, sampling,
+                            sharding, train)
 from meta_rewarding.stages import Generation, PipelineError
 from meta_rewarding.tokenizer import Tokenizer, load_tokenizer, train_sentencepiece
 
@@ -72,56 +72,37 @@ def missing_model_files(path: str) -> list[str]:
   return missing + [s for s in shards if not artifacts.exists(artifacts.join(path, s))]
 
 
-def run_options(config) -> dict:
-  m = config.model
-  return dict(dtype=m.dtype, param_dtype=m.param_dtype, scan_layers=m.scan_layers,
-              remat_policy=m.remat_policy)
-
-
-def build_model_config(config, tokenizer: Tokenizer) -> LlamaConfig:
-  if config.model.checkpoint:
-    return checkpoints.read_hf_config(config.model.checkpoint,
-                                      strict=bool(config.model.get("strict_config", False)),
-                                      **run_options(config))
-  arch = config.model.architecture.to_dict()
-  if not arch.get("vocab_size"):
-    arch["vocab_size"] = tokenizer.vocab_size
-  if arch["vocab_size"] < tokenizer.vocab_size:
-    raise PipelineError(f"model.architecture.vocab_size={arch['vocab_size']} is smaller than the "
-                        f"tokenizer's {tokenizer.vocab_size}")
-  arch.setdefault("bos_token_id", tokenizer.bos_id)
-  arch.setdefault("eos_token_id", tokenizer.eos_id)
-  return presets.llama_config(arch, **run_options(config))
-
-
 class JaxPolicy:
   """The real model behind the pipeline's `Policy` protocol."""
 
-  def __init__(self, config, model_config: LlamaConfig, params, tokenizer: Tokenizer, mesh):
+  def __init__(self, config, rt: runtime.Runtime, tokenizer: Tokenizer):
     self.config = config
-    self.model_config = model_config
-    self.params = params
+    self.runtime = rt
     self.tokenizer = tokenizer
-    self.mesh = mesh
-    self.rules = sharding.DECODE_RULES
     self._sampler = None
     self._length_cache: dict[str, int] = {}
 
   @classmethod
   def from_config(cls, config, workdir: str, pool: Sequence[str]) -> "JaxPolicy":
     tokenizer = build_tokenizer(config, workdir, pool)
-    model_config = build_model_config(config, tokenizer)
-    mesh = sharding.make_mesh(dict(config.mesh.shape))
-    sharding.check_divisibility(model_config, mesh, sharding.TRAIN_RULES)
-    shardings = sharding.param_shardings(model_config, mesh, sharding.TRAIN_RULES)
-    if config.model.checkpoint:
-      _, params = checkpoints.load_hf(config.model.checkpoint, config=model_config,
-                                      shardings=shardings)
-    else:
-      logging.info("random-weight model: %s", model_config)
-      params = sharding.init_sharded_params(model_config, jax.random.key(config.seed), mesh,
-                                            sharding.TRAIN_RULES)
-    return cls(config, model_config, params, tokenizer, mesh)
+    try:
+      rt = runtime.build(config, tokenizer)
+    except runtime.RuntimeConfigError as e:
+      raise PipelineError(str(e)) from e
+    return cls(config, rt, tokenizer)
+
+  # The runtime's parts under the names the evaluation hooks and tests read.
+  model_config = property(lambda self: self.runtime.model_config)
+  mesh = property(lambda self: self.runtime.mesh)
+  rules = property(lambda self: self.runtime.decode_rules)
+
+  @property
+  def params(self):
+    return self.runtime.params
+
+  @params.setter
+  def params(self, value):
+    self.runtime.params = value
 
   # --- sampling ---------------------------------------------------------------------------------
   @property
@@ -188,7 +169,7 @@ class JaxPolicy:
       logging.warning("all %d pairs were dropped by the length policy (%s)", len(pairs), report)
       return []
     self.params, steps = train.run_dpo(self.model_config, self.params, examples, self.config.train,
-                                       mesh=self.mesh, rules=sharding.TRAIN_RULES,
+                                       mesh=self.mesh, rules=self.runtime.train_rules,
                                        checkpoint_dir=checkpoint_dir, seed=seed)
     self._sampler = None
     if steps:  # the length policy's counts travel with the step metrics into the iteration's
@@ -222,8 +203,6 @@ class JaxPolicy:
     if missing:
       raise PipelineError(f"{path}: incomplete model directory (missing {', '.join(missing)}); "
                           "delete it to have it made again, or restore it")
-    shardings = sharding.param_shardings(self.model_config, self.mesh, sharding.TRAIN_RULES)
     # keep_local_copy=False: a remote iteration model is read once; its local copy is not kept.
-    _, self.params = checkpoints.load_hf(path, config=self.model_config, shardings=shardings,
-                                         keep_local_copy=False)
+    self.params = self.runtime.load_params(path, keep_local_copy=False)
     self._sampler = None

@@ -130,7 +130,10 @@ def run():
   check_flags()
   prompts = read_prompts(FLAGS.prompts)  # before the slow model load: bad input fails fast
 
-  from meta_rewarding import checkpoints, sampling, sharding
+  import jax
+  import ml_collections
+
+  from meta_rewarding import defaults, runtime, sampling, sharding
   from meta_rewarding.tokenizer import TokenizerError, load_tokenizer
   try:
     tokenizer = load_tokenizer(FLAGS.checkpoint)
@@ -140,19 +143,25 @@ def run():
     strategy = (sampling.Greedy() if FLAGS.greedy or FLAGS.temperature == 0 else
                 sampling.Sampling(temperature=FLAGS.temperature, top_k=FLAGS.top_k,
                                   top_p=FLAGS.top_p))
-    mesh = sharding.make_mesh(parse_mesh(FLAGS.mesh)) if FLAGS.mesh else None
+    mesh_shape = parse_mesh(FLAGS.mesh) if FLAGS.mesh else {"data": 1, "fsdp": 1, "tensor": 1}
   except ValueError as e:
     raise app.UsageError(str(e))
-  shardings = None
-  if mesh is not None:
-    shardings = lambda c: sharding.param_shardings(c, mesh, sharding.DECODE_RULES)
+  # The run's factory, on a config made of the flags: no --mesh samples on the first device.
+  config = ml_collections.ConfigDict(dict(
+      seed=FLAGS.seed,
+      model=dict(checkpoint=FLAGS.checkpoint, architecture={}, dtype=FLAGS.dtype,
+                 param_dtype=FLAGS.dtype, scan_layers=False, remat_policy="none",
+                 strict_config=FLAGS.strict_config),
+      mesh=dict(shape=mesh_shape, rules=defaults.TRAIN_RULES)))
   try:
-    config, params = checkpoints.load_hf(FLAGS.checkpoint, shardings=shardings, dtype=FLAGS.dtype,
-                                         param_dtype=FLAGS.dtype, strict=FLAGS.strict_config)
-  except (checkpoints.CheckpointError, ValueError) as e:
+    rt = runtime.build(config, tokenizer, devices=None if FLAGS.mesh else jax.devices()[:1])
+  except sharding.MeshError as e:
+    raise app.UsageError(f"--mesh: {e}")
+  except ValueError as e:  # CheckpointError, an unsupported config.json, a foreign tokenizer
     raise app.UsageError(f"--checkpoint: {e}")
   try:
-    sampler = sampling.Sampler(config, params, tokenizer, mesh=mesh, batch_size=FLAGS.batch_size)
+    sampler = sampling.Sampler(rt.model_config, rt.params, tokenizer, mesh=rt.mesh,
+                               rules=rt.decode_rules, batch_size=FLAGS.batch_size)
     # --raw text is encoded here, as `tokenizer(text)` encodes it (the tokenizer's own BOS rule);
     # the sampler takes token ids as they are. Chat prompts go through the chat template there.
     inputs = ([tokenizer.encode(p) if isinstance(p, str) else p for p in prompts] if FLAGS.raw
@@ -160,20 +169,20 @@ def run():
   except ValueError as e:
     raise app.UsageError(str(e))
   chat = not FLAGS.raw
-  index = list(range(len(prompts)))
-  if FLAGS.skip_long:
-    limit = sampler.max_prompt_length(FLAGS.max_new_tokens)
-    lengths = sampler.prompt_lengths(inputs, chat=chat)
-    index = [i for i in index if 0 < lengths[i] <= limit]
-    if len(index) < len(prompts):
-      logging.warning("skipped %d of %d prompts longer than %d tokens", len(prompts) - len(index),
-                      len(prompts), limit)
   try:
-    results = sampler.generate([inputs[i] for i in index], n=FLAGS.n, strategy=strategy,
+    # Too-long prompts: an error naming them before anything is sampled, or (--skip_long) empty
+    # "too_long" rows left out of the output and counted.
+    results = sampler.generate(inputs, n=FLAGS.n, strategy=strategy,
                                max_new_tokens=FLAGS.max_new_tokens, seed=FLAGS.seed, chat=chat,
-                               share_prefix=FLAGS.share_prefix, desc="sample")
+                               share_prefix=FLAGS.share_prefix, desc="sample",
+                               too_long="report" if FLAGS.skip_long else "raise")
   except ValueError as e:
     raise app.UsageError(str(e))
+  index = [i for i, row in enumerate(results) if row[0].finish_reason != "too_long"]
+  if len(index) < len(prompts):
+    logging.warning("skipped %d of %d prompts longer than %d tokens", len(prompts) - len(index),
+                    len(prompts), sampler.max_prompt_length(FLAGS.max_new_tokens))
+  results = [results[i] for i in index]
   lines = [json.dumps({"index": i, "prompt": prompts[i], "n": j, "completion": c.text,
                        "finish_reason": c.finish_reason, "num_tokens": c.num_tokens,
                        "logprob": c.logprob}, ensure_ascii=False) + "\n"

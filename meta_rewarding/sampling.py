@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from meta_rewarding import sharding as sharding_lib
+from meta_rewarding import prompt_length, sharding as sharding_lib
 from meta_rewarding.model import llama
 from meta_rewarding.model.config import LlamaConfig
 
@@ -476,7 +476,8 @@ class Completion:
   token_ids: tuple[int, ...]
   logprob: float
   num_tokens: int
-  finish_reason: str  # "stop" | "length"
+  finish_reason: str  # "stop" | "length" | "too_long" (the prompt did not fit: nothing generated)
+  prompt_tokens: int = 0  # the prompt's length in tokens (chat template included)
 
 
 DEFAULT_STRATEGY = Sampling(temperature=0.8, top_p=0.95)
@@ -526,7 +527,8 @@ class Sampler:
     self.rules = sharding_lib.rules_from_config(rules)
     self.batch_size = int(batch_size)
     self.prompt_buckets = tuple(sorted({int(b) for b in prompt_buckets}))
-    self.max_cache_length = int(max_cache_length or model_config.max_position_embeddings)
+    self.max_cache_length = prompt_length.cache_length(max_cache_length or 0,
+                                                       model_config.max_position_embeddings)
     self.min_shared_prefix = int(min_shared_prefix)
     self._batch_multiple = 1
     if mesh is not None:
@@ -580,23 +582,13 @@ class Sampler:
     return self.tokenizer
 
   def _buckets(self, max_new_tokens: int) -> tuple[int, ...]:
-    room = self.max_cache_length - max_new_tokens
-    if room < 1:
-      raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt within "
-                       f"max_cache_length={self.max_cache_length}")
-    return tuple(sorted({min(b, room) for b in self.prompt_buckets}))
+    return prompt_length.limits(self.prompt_buckets, max_new_tokens, self.max_cache_length,
+                                self.config.max_position_embeddings)[0]
 
   def max_prompt_length(self, max_new_tokens: int = 256) -> int:
-    """The longest prompt (in tokens) that `generate` accepts with this `max_new_tokens`."""
+    """The longest prompt (in tokens) `generate` samples from with this `max_new_tokens`
+    (`prompt_length.limits`); longer ones come back as `finish_reason="too_long"`."""
     return self._buckets(max_new_tokens)[-1]
-
-  def fits(self, prompt, *, chat: bool = True, max_new_tokens: int = 256) -> bool:
-    """Whether `prompt` is short enough for `generate` (its length within the largest bucket)."""
-    ids = self.encode([prompt], chat=chat)[0]
-    return 0 < len(ids) <= self.max_prompt_length(max_new_tokens)
-
-  def prompt_lengths(self, prompts: Sequence[Any], *, chat: bool = True) -> list[int]:
-    return [len(ids) for ids in self.encode(prompts, chat=chat)]
 
   # -- planning -----------------------------------------------------------------------------------
 
@@ -606,13 +598,16 @@ class Sampler:
     return -(-max(b, count) // m) * m
 
   def _plans(self, ids: list[list[int]], n: int, buckets: tuple[int, ...],
-             share_prefix: bool) -> list[_Plan]:
+             share_prefix: bool, keep: Sequence[int] | None = None) -> list[_Plan]:
+    """Batches of the prompts `keep` (indices into `ids`; default all) and how each is laid out."""
+    keep = list(range(len(ids))) if keep is None else list(keep)
     per_batch = max(1, self.batch_size // n)
     bucket = lambda length: next(b for b in buckets if b >= length)
     plans = []
-    alone = list(range(len(ids)))
+    alone = list(keep)
     if share_prefix:
-      groups = find_shared_prefixes(ids, self.min_shared_prefix)
+      groups = [([keep[r] for r in rows], shared) for rows, shared in
+                find_shared_prefixes([ids[i] for i in keep], self.min_shared_prefix)]
       alone = [i for rows, shared in groups if not shared for i in rows]
       stream = [(i, g) for g, (rows, shared) in enumerate(groups) if shared for i in rows]
       for k in range(0, len(stream), per_batch):
@@ -644,18 +639,22 @@ class Sampler:
   def generate(self, prompts: Sequence[Any], *, n: int = 1, strategy: Strategy = DEFAULT_STRATEGY,
                max_new_tokens: int = 256, seed: int = 0, chat: bool = True,
                share_prefix: bool = False, desc: str | None = None, progress: bool = True,
-               stop_ids: Sequence[int] | None = None,
-               index_offset: int = 0) -> list[list[Completion]]:
+               stop_ids: Sequence[int] | None = None, index_offset: int = 0,
+               too_long: str = "report") -> list[list[Completion]]:
     """`n` completions for every prompt, in input order (see `encode` for what a prompt is).
 
     Deterministic for a given seed: prompt i's samples use keys derived from (seed, index_offset + i,
     sample), so a slice of a prompt list sampled with its start as offset gets the same samples.
     share_prefix=True prefills prompts' common prefixes once (same results, less prefill work).
     stop_ids default to the tokenizer's (else the model config's EOS ids).
-    Raises ValueError naming the first prompts longer than `max_prompt_length(max_new_tokens)`.
+    A prompt longer than `max_prompt_length(max_new_tokens)` (the one rule: prompt_length.py) gets
+    `n` empty completions with finish_reason "too_long" (too_long="report"; each prompt is
+    tokenized once, here), or a ValueError naming the first such prompts (too_long="raise").
     """
     if n < 1:
       raise ValueError(f"n must be >= 1, got {n}")
+    if too_long not in ("report", "raise"):
+      raise ValueError(f"too_long must be 'report' or 'raise', got {too_long!r}")
     if not prompts:
       return []
     buckets = self._buckets(max_new_tokens)
@@ -664,23 +663,28 @@ class Sampler:
     empty = [i for i, p in enumerate(ids) if not p]
     if empty:
       raise ValueError(f"prompt {empty[0]} is empty (no tokens)")
-    long = [i for i, p in enumerate(ids) if len(p) > limit]
-    if long:
+    long = [i for i, p in enumerate(ids) if not prompt_length.fits(len(p), limit)]
+    if long and too_long == "raise":
       listed = ", ".join(f"prompt {i} has {len(ids[i])} tokens" for i in long[:5])
       raise ValueError(
           f"{len(long)} prompt(s) exceed the longest prompt bucket of {limit} tokens "
           f"(prompt_buckets={self.prompt_buckets}, max_cache_length={self.max_cache_length}, "
-          f"max_new_tokens={max_new_tokens}): {listed}{' ...' if len(long) > 5 else ''}; "
-          "use Sampler.fits() / max_prompt_length() to filter them")
+          f"max_new_tokens={max_new_tokens}): {listed}{' ...' if len(long) > 5 else ''}")
     if stop_ids is None:
       stop_ids = self.tokenizer.stop_ids if self.tokenizer is not None else self.config.eos_token_ids
     pad_id = self.tokenizer.pad_id if self.tokenizer is not None else (self.config.pad_token_id or 0)
     stop_set = frozenset(int(s) for s in stop_ids)
     results: list[list[Completion] | None] = [None] * len(ids)
-    plans = self._plans(ids, n, buckets, share_prefix)
+    for i in long:
+      results[i] = [Completion(text="", token_ids=(), logprob=0.0, num_tokens=0,
+                               finish_reason="too_long", prompt_tokens=len(ids[i]))] * n
+    skipped = set(long)
+    plans = self._plans(ids, n, buckets, share_prefix,
+                        keep=[i for i in range(len(ids)) if i not in skipped])
 
     from tqdm.auto import tqdm
-    bar = tqdm(total=len(ids), desc=desc or "sampling", disable=not progress, unit="prompt")
+    bar = tqdm(total=len(ids) - len(long), desc=desc or "sampling", disable=not progress,
+               unit="prompt")
     pending = None
     try:
       for plan in plans:
@@ -690,11 +694,11 @@ class Sampler:
                            prefix_length=plan.prefix_length, num_prefixes=plan.num_prefixes)
         out = self._run(batch, strategy, max_new_tokens, n, seed, stop_ids, pad_id)
         if pending is not None:  # dispatch is async: fetch the previous batch while this one runs
-          self._collect(*pending, n, stop_set, results)
+          self._collect(*pending, n, stop_set, results, ids)
           bar.update(len(pending[0].rows))
         pending = (plan, out)
       if pending is not None:
-        self._collect(*pending, n, stop_set, results)
+        self._collect(*pending, n, stop_set, results, ids)
         bar.update(len(pending[0].rows))
     finally:
       bar.close()
@@ -712,7 +716,7 @@ class Sampler:
           batch)
       return call(placed)
 
-  def _collect(self, plan: _Plan, out: SampleOutput, n: int, stop_set, results):
+  def _collect(self, plan: _Plan, out: SampleOutput, n: int, stop_set, results, ids):
     tokens, logprobs, lengths, stopped = jax.device_get(
         (out.tokens, out.logprobs, out.lengths, out.stopped))
     for b, i in enumerate(plan.rows):
@@ -726,7 +730,8 @@ class Sampler:
         text = self.tokenizer.decode(body) if self.tokenizer is not None else ""
         completions.append(Completion(text=text, token_ids=token_ids,
                                       logprob=float(np.sum(logprobs[r, :k], dtype=np.float64)),
-                                      num_tokens=k, finish_reason="stop" if stop else "length"))
+                                      num_tokens=k, finish_reason="stop" if stop else "length",
+                                      prompt_tokens=len(ids[i])))
       results[i] = completions
 
 

@@ -82,13 +82,7 @@ def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = N
 
 def rules_from_config(rules) -> tuple[tuple[str, Any], ...]:
   """Normalises config rules (lists from ml_collections) into flax's tuple-of-pairs form."""
-  out = []
-  for rule in rules:
-    name, axes = rule
-    if isinstance(axes, list):
-      axes = tuple(axes)
-    out.append((name, axes))
-  return tuple(out)
+  return defaults.normalize_rules(rules)
 
 
 @contextlib.contextmanager

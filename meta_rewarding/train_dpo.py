@@ -69,7 +69,7 @@ def run(config, workdir: str) -> dict:
   """Trains as `config` says; returns the summary (also written to WORKDIR/summary.json)."""
   import jax
 
-  from meta_rewarding import checkpoints, data, distributed, sharding, train
+  from meta_rewarding import checkpoints, data, distributed, runtime, train
   from meta_rewarding.tokenizer import load_tokenizer
 
   mode = config.mode
@@ -107,19 +107,10 @@ def run(config, workdir: str) -> dict:
     raise data.DataError(f"{source}: no example fits max_length={cfg.max_length}")
 
   distributed.maybe_initialize_distributed(bool(config.get("distributed", False)))
-  mesh = sharding.make_mesh(dict(config.mesh.shape.items()))
-  rules = sharding.rules_from_config(config.mesh.rules)
-  model_config = checkpoints.read_hf_config(
-      config.model.checkpoint, dtype=config.model.dtype, param_dtype=config.model.param_dtype,
-      scan_layers=config.model.scan_layers, remat_policy=config.model.remat_policy,
-      strict=bool(config.model.get("strict_config", False)))
-  if tokenizer.vocab_size > model_config.vocab_size:
-    raise UsageError(f"the tokenizer at {tokenizer_path} has {tokenizer.vocab_size} tokens but the "
-                     f"model only {model_config.vocab_size}: they do not belong together")
-  sharding.check_divisibility(model_config, mesh, rules)
-  model_config, params = checkpoints.load_hf(
-      config.model.checkpoint, config=model_config,
-      shardings=lambda c: sharding.param_shardings(c, mesh, rules))
+  # The same factory as the pipeline: checkpoint config, tokenizer check, mesh, config.mesh.rules,
+  # parameters loaded straight into their shards.
+  rt = runtime.build(config, tokenizer)
+  model_config, params, mesh, rules = rt.model_config, rt.params, rt.mesh, rt.train_rules
 
   run_fn = train.run_dpo if mode == "dpo" else train.run_sft
   params, history = run_fn(model_config, params, examples, cfg, mesh=mesh, rules=rules,

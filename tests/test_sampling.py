@@ -214,11 +214,20 @@ def test_find_shared_prefixes_groups_by_the_longest_useful_prefix():
   assert sorted((len(r), s) for r, s in groups) == [(1, 0), (1, 0), (2, 11)]
 
 
-def test_prompt_length_errors_and_fits(sampler):
-  assert sampler.max_prompt_length(M) == 32 and sampler.fits(list(range(3, 35)), max_new_tokens=M)
-  assert not sampler.fits(list(range(3, 36)), max_new_tokens=M)
+def test_prompt_length_errors_and_too_long(sampler):
+  assert sampler.max_prompt_length(M) == 32
+  # A prompt over the limit comes back as n empty "too_long" completions; the others are sampled
+  # exactly as without it (its presence changes no batch or key of theirs).
+  out = sampler.generate([[5, 6], [7] * 33, list(range(3, 35))], n=2, max_new_tokens=M,
+                         progress=False, seed=4)
+  alone = sampler.generate([[5, 6], list(range(3, 35))], n=2, max_new_tokens=M, progress=False,
+                           seed=4)
+  assert [c.finish_reason for c in out[1]] == ["too_long"] * 2
+  assert out[1][0].num_tokens == 0 and out[1][0].text == "" and out[1][0].prompt_tokens == 33
+  assert [c.prompt_tokens for c in out[0] + out[2]] == [2, 2, 32, 32]
+  assert out[0] == alone[0] and [c.finish_reason for c in out[2]] != ["too_long"] * 2
   with pytest.raises(ValueError, match=r"prompt 1 has 40 tokens"):
-    sampler.generate([[5, 6], [7] * 40], max_new_tokens=M, progress=False)
+    sampler.generate([[5, 6], [7] * 40], max_new_tokens=M, progress=False, too_long="raise")
   with pytest.raises(ValueError, match="prompt 0 is empty"):
     sampler.generate([[]], max_new_tokens=M, progress=False)
   with pytest.raises(ValueError, match="outside the vocabulary"):

@@ -531,7 +531,7 @@ def train_seed(cfg: BuildConfig, model_config, params, tokenizer, *, mesh, log=p
   """One `train.run_sft` call over kind-homogeneous batches (module docstring); returns
   (params, per-step history). `own_answers`: half the judge demonstrations judge the model's own
   sampled answers (`own_answer_judge_demos`), alternating with the usual ones."""
-  from meta_rewarding import data, sharding, train
+  from meta_rewarding import data, runtime, train
   exclude = {t.instruction for t in eval_task_list(cfg.eval_tasks)}
   kinds = step_kinds(cfg)
   examples = {}
@@ -556,7 +556,8 @@ def train_seed(cfg: BuildConfig, model_config, params, tokenizer, *, mesh, log=p
   log(f"SFT: {cfg.steps} steps of {cfg.batch_size} "
       f"({', '.join(f'{k} {kinds.count(k)}' for k in KINDS)})")
   params, history = train.run_sft(model_config, params, ordered, sft_config(cfg), mesh=mesh,
-                                  rules=sharding.TRAIN_RULES, checkpoint_dir=checkpoint_dir,
+                                  rules=runtime.rules(runtime_config(cfg.seed))[0],
+                                  checkpoint_dir=checkpoint_dir,
                                   seed=cfg.seed, progress=True)
   for s, h in enumerate(history):
     h["kind"] = kinds[s]
@@ -726,11 +727,22 @@ def _sha256(path: str) -> str:
   return h.hexdigest()
 
 
+def runtime_config(seed: int):
+  """The seed's model as a run config (`runtime.build` makes it): ARCHITECTURE in float32 on every
+  local device (fsdp), the default rules."""
+  from meta_rewarding import defaults
+  c = defaults.get_base_config()
+  c.seed = seed
+  c.model.architecture = dict(ARCHITECTURE)
+  c.model.dtype = c.model.param_dtype = "float32"
+  c.mesh.shape = {"data": 1, "fsdp": -1, "tensor": 1}
+  return c
+
+
 def build(out: str, cfg: BuildConfig | None = None, *, log=print) -> dict:
   """Builds the seed into `out` (replaced atomically at the end); returns build_info."""
   import jax
-  from meta_rewarding import checkpoints, sharding
-  from meta_rewarding.model import LlamaConfig
+  from meta_rewarding import checkpoints, runtime
 
   cfg = cfg or BuildConfig()
   start = time.time()
@@ -740,16 +752,12 @@ def build(out: str, cfg: BuildConfig | None = None, *, log=print) -> dict:
   work = tempfile.mkdtemp(prefix=".seed-build-", dir=parent)
   try:
     tokenizer = build_tokenizer(work, cfg.seed)
-    if tokenizer.vocab_size > ARCHITECTURE["vocab_size"]:
-      raise RuntimeError(f"tokenizer has {tokenizer.vocab_size} pieces > vocab_size")
-    model_config = LlamaConfig(**ARCHITECTURE, bos_token_id=tokenizer.bos_id,
-                               eos_token_id=tokenizer.eos_id, dtype="float32",
-                               param_dtype="float32")
+    # The run's factory (runtime.py): the architecture with the tokenizer's ids, checked against
+    # its vocabulary, random weights from the build seed created in their shards.
+    rt = runtime.build(runtime_config(cfg.seed), tokenizer)
+    model_config, params, mesh = rt.model_config, rt.params, rt.mesh
     log(f"tokenizer: {tokenizer.vocab_size} pieces; model: {model_config.num_params():,} "
         f"parameters ({time.time() - start:.0f} s)")
-    mesh = sharding.make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
-    params = sharding.init_sharded_params(model_config, jax.random.key(cfg.seed), mesh,
-                                          sharding.TRAIN_RULES)
     params, history = train_seed(cfg, model_config, params, tokenizer, mesh=mesh, log=log,
                                  checkpoint_dir=os.path.join(work, "sft"))
     if cfg.judge_steps:

@@ -13,7 +13,7 @@ import os
 # The seed model: a 0.9M-parameter Llama (seed.py's docstring says why this size).
 ARCHITECTURE = dict(vocab_size=512, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                    rope_theta=10000.0, tie_word_embeddings=False)
+                    rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=False)
 CHAT_FORMAT = "llama2"
 
 # Generation lengths (tokens of the seed's tokenizer): an answer, a judgment (check, verdict,

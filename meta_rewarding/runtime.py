@@ -1,0 +1,139 @@
+"""One way from a config to what runs it: the model config, the mesh, the rules and the parameters.
+
+  rt = runtime.build(config, tokenizer)                    # params loaded / created in their shards
+  rt.model_config, rt.mesh, rt.train_rules, rt.decode_rules, rt.params
+  train_rules, decode_rules = runtime.rules(config)        # no devices needed (the planner)
+  model_config, source = runtime.model_config(config, planning=True)
+
+The pipeline's policy (`policy.py`), the memory planner (`plan.py`), `train_dpo`, `sample` and the
+testbed's seed builder all go through here, so the layout a run uses is the one the planner
+planned: the rules are `config.mesh.rules` (default `defaults.TRAIN_RULES`); decoding uses the same
+parameter layout plus the KV cache's rule (`defaults.decode_rules`).
+
+The config sections read: `model` (checkpoint, architecture, dtype, param_dtype, scan_layers,
+remat_policy, strict_config), `mesh` (shape, rules) and `seed` (random initialisation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from meta_rewarding import defaults
+from meta_rewarding.errors import UserError
+
+
+class RuntimeConfigError(UserError, ValueError):
+  """The config's model, tokenizer and mesh do not fit together (the message says which field)."""
+
+
+def run_options(config) -> dict:
+  """The `LlamaConfig` run fields the config sets (how to compute, not what the model is)."""
+  m = config.model
+  return dict(dtype=m.dtype, param_dtype=m.param_dtype, scan_layers=bool(m.get("scan_layers", False)),
+              remat_policy=m.get("remat_policy", "none"))
+
+
+def rules(config) -> tuple[tuple, tuple]:
+  """(train rules, decode rules) of `config`: `config.mesh.rules`, else `defaults.TRAIN_RULES`.
+
+  Pure data, no jax: the planner calls it without devices."""
+  mesh = config.get("mesh") if hasattr(config, "get") else None
+  configured = mesh.get("rules") if mesh is not None else None
+  train_rules = defaults.normalize_rules(configured or defaults.TRAIN_RULES)
+  return train_rules, defaults.decode_rules(train_rules)
+
+
+def model_config(config, tokenizer=None, *, planning: bool = False):
+  """(LlamaConfig, where it came from) for `config`.
+
+  With `model.checkpoint` set, its config.json (local or remote) is the model; `planning=True`
+  instead falls back to `model.architecture` when the checkpoint is not readable here (the
+  planner runs before the weights are at hand). Without a checkpoint, `model.architecture`, whose
+  missing vocab_size / bos / eos ids come from `tokenizer`. A tokenizer with more tokens than the
+  model's vocabulary is refused: they do not belong together."""
+  from meta_rewarding import checkpoints
+  from meta_rewarding.model import presets
+  m = config.model
+  options = run_options(config)
+  strict = bool(m.get("strict_config", False))
+  local_config = bool(m.checkpoint) and os.path.isfile(os.path.join(m.checkpoint, "config.json"))
+  if m.checkpoint and (local_config or not planning):
+    mc = checkpoints.read_hf_config(m.checkpoint, strict=strict, **options)
+    source = f"{m.checkpoint}/config.json"
+  else:
+    arch = m.architecture.to_dict() if hasattr(m.architecture, "to_dict") else dict(m.architecture)
+    if not arch and tokenizer is None:
+      raise RuntimeConfigError("model.checkpoint is not readable here and model.architecture is "
+                               "empty: set one of them")
+    if tokenizer is not None:
+      arch.setdefault("vocab_size", tokenizer.vocab_size)
+      if not arch["vocab_size"]:
+        arch["vocab_size"] = tokenizer.vocab_size
+      arch.setdefault("bos_token_id", tokenizer.bos_id)
+      arch.setdefault("eos_token_id", tokenizer.eos_id)
+    mc = presets.llama_config(arch, **options)
+    source = "model.architecture"
+  if tokenizer is not None and tokenizer.vocab_size > mc.vocab_size:
+    raise RuntimeConfigError(
+        f"the tokenizer has {tokenizer.vocab_size} tokens but the model ({source}) only "
+        f"{mc.vocab_size} (vocab_size): they do not belong together")
+  return mc, source
+
+
+def make_mesh(config, devices=None):
+  """The mesh `config.mesh.shape` asks for, over `devices` (default: every global device)."""
+  from meta_rewarding import sharding
+  return sharding.make_mesh(dict(config.mesh.shape), devices)
+
+
+@dataclasses.dataclass
+class Runtime:
+  """What runs a config: its model config, mesh, rules and (sharded) parameters."""
+  model_config: Any
+  mesh: Any
+  train_rules: tuple
+  decode_rules: tuple
+  params: Any = None
+  source: str = ""
+
+  def param_shardings(self, rules: tuple | None = None):
+    """The parameters' shardings (the train rules' layout, which decoding shares)."""
+    from meta_rewarding import sharding
+    return sharding.param_shardings(self.model_config, self.mesh, rules or self.train_rules)
+
+  def load_params(self, path: str, **load_options):
+    """The HF checkpoint at `path`, each tensor straight into its shard."""
+    from meta_rewarding import checkpoints
+    _, params = checkpoints.load_hf(path, config=self.model_config,
+                                    shardings=self.param_shardings(), **load_options)
+    return params
+
+  def init_params(self, seed: int):
+    """Random parameters created in their shards (never whole on one device)."""
+    import jax
+    from meta_rewarding import sharding
+    return sharding.init_sharded_params(self.model_config, jax.random.key(seed), self.mesh,
+                                        self.train_rules)
+
+
+def build(config, tokenizer=None, *, devices=None, params: bool = True,
+          seed: int | None = None) -> Runtime:
+  """The runtime of `config`: model config (checked against `tokenizer`), mesh over `devices`,
+  rules (checked to divide the model's dimensions), and, with `params`, the parameters: the
+  checkpoint's when `model.checkpoint` is set, else random from `seed` (default `config.seed`)."""
+  from absl import logging
+  from meta_rewarding import sharding
+  mc, source = model_config(config, tokenizer)
+  mesh = make_mesh(config, devices)
+  train_rules, decode_rules = rules(config)
+  sharding.check_divisibility(mc, mesh, train_rules)
+  rt = Runtime(mc, mesh, train_rules, decode_rules, source=source)
+  if params:
+    if config.model.checkpoint:
+      rt.params = rt.load_params(config.model.checkpoint)
+    else:
+      logging.info("random-weight model: %s", mc)
+      rt.params = rt.init_params(int(config.get("seed", 0) if seed is None else seed))
+  return rt
