@@ -183,8 +183,9 @@ def parse_variants(arg: str | None, config_name: str, known: Iterable[str],
   unknown = [k for k in out if k not in known]
   if unknown:
     hint = f" (e.g. {example!r})" if example else ""
-    raise ValueError(f"unknown {config_name} variant(s) {unknown}; expected some of "
-                     f"{list(known)}{hint}")
+    names = ", ".join(repr(k) for k in unknown)
+    raise ValueError(f"unknown {config_name} variant{'s' if len(unknown) > 1 else ''} {names}; "
+                     f"expected some of {', '.join(known)}{hint}")
   return out
 
 

@@ -138,8 +138,10 @@ def test_variant_parser_keeps_order_and_names_the_unknown():
   assert defaults.parse_variants("bench, seed=2,smoke", "x", ("smoke", "bench", "seed")) == \
       {"bench": True, "seed": "2", "smoke": True}
   assert list(defaults.parse_variants("smoke,bench", "x", ("bench", "smoke"))) == ["smoke", "bench"]
-  with pytest.raises(ValueError, match=r"unknown local_cpu variant\(s\) \['typo'\]"):
+  with pytest.raises(ValueError, match=r"unknown local_cpu variant 'typo'; expected some of bench"):
     defaults.parse_variants("bench,typo", "local_cpu", ("bench",))
+  with pytest.raises(ValueError, match=r"unknown gpu variants 'a', 'b'"):
+    defaults.parse_variants("a,b", "gpu", ("model",))
 
 
 def test_unknown_variant_is_refused():
