@@ -310,8 +310,9 @@ def _run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: S
   p = config.pipeline
   skipped = {"long_prompts": 0, "long_judge_prompts": 0, "long_meta_judge_prompts": 0}
 
-  prompt_records, usable, skipped["long_prompts"] = _prompts_stage(it, pool)
-  actor = _actor_stage(it, usable)
+  prompt_records = _prompts_stage(it, pool)
+  actor = _actor_stage(it, prompt_records)
+  skipped["long_prompts"] = len(prompt_records) - len(actor)  # the actor stage keeps those that fit
   judge = _judge_stage(it, actor)
   skipped["long_judge_prompts"] = sum(j["too_long"] for j in judge)
   rho = float(stages.per_iteration(p.rho, iteration, "pipeline.rho"))
@@ -363,35 +364,34 @@ def _finish_iteration(it: _Iteration, result: Mapping, timings: Mapping):
   distributed.sync("write:" + metrics_path)
 
 
-def _generate_where_fits(policy: Policy, prompts: Sequence[str], *, max_new_tokens: int, **kwargs
+def _generate_where_fits(policy: Policy, prompts: Sequence[str], **kwargs
                          ) -> tuple[list[bool], list[list[Generation]]]:
-  """Which prompts fit the context, and the policy's generations for those that do (in order)."""
-  fits = [policy.fits(x, max_new_tokens) for x in prompts]
-  todo = [x for x, ok in zip(prompts, fits) if ok]
-  generations = policy.generate(todo, max_new_tokens=max_new_tokens, **kwargs) if todo else []
-  return fits, generations
+  """Which prompts fit the context, and the policy's generations for those that do (in order).
+  The policy tokenizes each prompt once and reports the ones that do not fit (stages.TOO_LONG)."""
+  return stages.fitting(policy.generate(list(prompts), **kwargs) if prompts else [])
 
 
-def _prompts_stage(it: _Iteration, pool: Sequence[str]) -> tuple[list, list, int]:
-  """(the iteration's prompt records, those that fit the context, how many do not)."""
+def _prompts_stage(it: _Iteration, pool: Sequence[str]) -> list:
+  """The iteration's prompt records (prompts.jsonl)."""
   config = it.config
   it.at("prompts")
-  records = _stage(it.path("prompts.jsonl"), lambda: stages.prompt_records(
+  return _stage(it.path("prompts.jsonl"), lambda: stages.prompt_records(
       pool, config.pipeline.prompts_per_iteration, it.iteration, config.seed))
-  fits = [it.policy.fits(r["prompt"], config.actor.max_new_tokens) for r in records]
-  usable, skipped = stages.usable_prompts(records, fits, skip_long=config.data.skip_long_prompts,
-                                          iteration=it.iteration)
-  return records, usable, skipped
 
 
 def _actor_stage(it: _Iteration, prompts: Sequence[Mapping]) -> list:
+  """Actor records of the prompts that fit the context (the others are an error unless
+  data.skip_long_prompts; then they are left out, and counted by the caller)."""
   actor = it.config.actor
 
   def run_chunk(chunk, c):
-    generations = it.policy.generate(
-        [r["prompt"] for r in chunk], n=actor.num_responses, max_new_tokens=actor.max_new_tokens,
-        seed=it.seed("actor", c), share_prefix=False, desc=f"iter {it.iteration} actor [{c}]")
-    return stages.actor_records(chunk, generations)
+    fits, generations = _generate_where_fits(
+        it.policy, [r["prompt"] for r in chunk], n=actor.num_responses,
+        max_new_tokens=actor.max_new_tokens, seed=it.seed("actor", c), share_prefix=False,
+        desc=f"iter {it.iteration} actor [{c}]")
+    usable, _ = stages.usable_prompts(chunk, fits, skip_long=it.config.data.skip_long_prompts,
+                                      iteration=it.iteration)
+    return stages.actor_records(usable, generations)
   it.at("actor")
   return _chunked(it.path("actor.jsonl"), prompts, it.config.pipeline.chunk_size, run_chunk)
 

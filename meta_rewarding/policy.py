@@ -80,7 +80,6 @@ class JaxPolicy:
     self.runtime = rt
     self.tokenizer = tokenizer
     self._sampler = None
-    self._length_cache: dict[str, int] = {}
 
   @classmethod
   def from_config(cls, config, workdir: str, pool: Sequence[str]) -> "JaxPolicy":
@@ -125,19 +124,6 @@ class JaxPolicy:
           max_cache_length=s.max_cache_length or None)
     return self._sampler
 
-  def _prompt_length(self, prompt: str) -> int:
-    if prompt not in self._length_cache:
-      self._length_cache[prompt] = len(self.tokenizer.encode_chat([{"role": "user", "content": prompt}]))
-    return self._length_cache[prompt]
-
-  def fits(self, prompt: str, max_new_tokens: int) -> bool:
-    s = self.config.sampling
-    length = self._prompt_length(prompt)
-    if length > max(s.prompt_buckets):
-      return False
-    limit = s.max_cache_length or (max(s.prompt_buckets) + max_new_tokens)
-    return length + max_new_tokens <= min(limit, self.model_config.max_position_embeddings)
-
   def generate(self, prompts: Sequence[str], *, n: int, max_new_tokens: int, seed: int,
                share_prefix: bool, desc: str) -> list[list[Generation]]:
     s = self.config.sampling
@@ -149,7 +135,8 @@ class JaxPolicy:
     results = self.sampler.generate(prompts[part], n=n, strategy=strategy,
                                     max_new_tokens=max_new_tokens, seed=seed, chat=True,
                                     share_prefix=share_prefix, desc=desc,
-                                    index_offset=part.start) if part.stop > part.start else []
+                                    index_offset=part.start, too_long="report"
+                                    ) if part.stop > part.start else []
     # Strip: chat formats put whitespace around the answer (Llama-2's "[/INST] {answer} </s>"), so
     # a completion can end in a space that is template, not content. Responses and judgments are
     # pasted into the judge / meta-judge templates, where it would change the prompt's tokens.

@@ -48,7 +48,18 @@ class Generation:
   """One sampled completion, as the pipeline stores it."""
   text: str
   num_tokens: int
-  finish_reason: str  # "stop" | "length"
+  finish_reason: str  # "stop" | "length" | TOO_LONG
+
+
+# The finish reason of a prompt that does not fit the context (`prompt_length.py`): nothing was
+# generated. Policies report it; the stages drop such prompts, judge prompts and battles, counted.
+TOO_LONG = "too_long"
+
+
+def fitting(generations: Sequence[Sequence[Generation]]) -> tuple[list[bool], list]:
+  """(per prompt: whether it fit the context, the generations of the prompts that did, in order)."""
+  fits = [not (row and row[0].finish_reason == TOO_LONG) for row in generations]
+  return fits, [row for row, ok in zip(generations, fits) if ok]
 
 
 class Policy(Protocol):
@@ -57,12 +68,11 @@ class Policy(Protocol):
   Optional: `missing_model_files(path) -> list[str]`, what a saved model directory lacks ([] when it
   is complete); without it a directory's presence means complete."""
 
-  def fits(self, prompt: str, max_new_tokens: int) -> bool:
-    """Whether the (chat-templated) prompt plus `max_new_tokens` fits the context."""
-
   def generate(self, prompts: Sequence[str], *, n: int, max_new_tokens: int, seed: int,
                share_prefix: bool, desc: str) -> list[list[Generation]]:
-    """n completions per prompt (with the config's sampling settings), in input order."""
+    """n completions per prompt (with the config's sampling settings), in input order; a prompt
+    that does not fit the context with `max_new_tokens` gets generations whose finish_reason is
+    TOO_LONG (and no text)."""
 
   def train_dpo(self, pairs: Sequence[Mapping[str, str]], *, checkpoint_dir: str,
                 seed: int) -> list[dict]:
@@ -152,8 +162,10 @@ def usable_prompts(records: Sequence[Mapping], fits: Sequence[bool], *, skip_lon
   usable = [r for r, ok in zip(records, fits) if ok]
   skipped = len(records) - len(usable)
   if skipped and not skip_long:
-    raise PipelineError(f"{skipped} prompts of iteration {iteration} do not fit the "
-                        "context; shorten them or set data.skip_long_prompts=True")
+    ids = [str(r["id"]) for r, ok in zip(records, fits) if not ok]
+    raise PipelineError(f"{skipped} prompts of iteration {iteration} do not fit the context "
+                        f"(pool ids {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}); "
+                        "shorten them or set data.skip_long_prompts=True")
   return usable, skipped
 
 

@@ -76,14 +76,16 @@ def test_prefill_then_decode_equals_full_forward(scan):
   positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
   slots = jnp.arange(S)
   cache = init_cache(config, B, S)
+  # Jitted like the sampler's steps (eager `apply` retraces every layer op on every call); the
+  # cache index is a traced value, so all decode steps share one compiled program.
+  step = jax.jit(lambda cache, tokens, positions, mask, index: model.apply(
+      {"params": params}, tokens, positions, mask, cache=cache, cache_index=index))
   mask = jnp.broadcast_to(slots[None, :] <= jnp.arange(P)[:, None], (B, P, S))
-  logits, cache = model.apply({"params": params}, tokens[:, :P], positions[:, :P], mask,
-                              cache=cache, cache_index=0)
+  logits, cache = step(cache, tokens[:, :P], positions[:, :P], mask, jnp.int32(0))
   steps = [logits]
   for t in range(P, T):
     mask = jnp.broadcast_to(slots <= t, (B, 1, S))
-    logits, cache = model.apply({"params": params}, tokens[:, t:t + 1], positions[:, t:t + 1], mask,
-                                cache=cache, cache_index=t)
+    logits, cache = step(cache, tokens[:, t:t + 1], positions[:, t:t + 1], mask, jnp.int32(t))
     steps.append(logits)
   np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
   if scan:

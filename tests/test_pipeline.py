@@ -42,9 +42,6 @@ class ScriptedPolicy:
     self.judge_calls = 0
     self.fail_after_judge_calls = fail_after_judge_calls
 
-  def fits(self, prompt, max_new_tokens):
-    return True
-
   def generate(self, batch, *, n, max_new_tokens, seed, share_prefix, desc):
     out = []
     for k, text in enumerate(batch):
@@ -149,6 +146,37 @@ def test_one_iteration_hand_worked(tmp_path):
   for name in ("metrics.jsonl", "plots/pair_counts.png", "config.json"):
     assert (tmp_path / name).exists() or name == "config.json"
   assert list((tmp_path / "tensorboard").iterdir())
+
+
+class TooLongPolicy(ScriptedPolicy):
+  """Reports P2 (as the actor's prompt) and the judge prompts about "bad" as not fitting the
+  context, the way the sampler does: TOO_LONG generations with no text."""
+
+  def generate(self, batch, *, n, max_new_tokens, seed, share_prefix, desc):
+    fitting = [x for x in batch if x != "P2" and "<response>bad</response>" not in x]
+    rows = iter(super().generate(fitting, n=n, max_new_tokens=max_new_tokens, seed=seed,
+                                 share_prefix=share_prefix, desc=desc))
+    return [next(rows) if x in fitting else [Generation("", 0, stages.TOO_LONG)] * n
+            for x in batch]
+
+
+def test_prompts_that_do_not_fit_are_dropped_and_counted(tmp_path):
+  config = make_config()
+  (metrics,), _ = _run(tmp_path / "skip", config, TooLongPolicy())
+  it = tmp_path / "skip" / "iter_1"
+  actor = artifacts.read_jsonl(str(it / "actor.jsonl"))
+  assert [r["prompt"] for r in actor] == ["P1"]
+  judge = artifacts.read_jsonl(str(it / "judge.jsonl"))
+  bad = [j for j in judge if actor[0]["responses"][j["response_index"]]["text"] == "bad"]
+  assert bad and all(j["too_long"] and not j["judgments"] for j in bad)
+  assert metrics["skipped/long_prompts"] == 1
+  assert metrics["skipped/long_judge_prompts"] == len(bad)
+  # Not skipping: an error naming the prompt, before any pair is built.
+  config.data.skip_long_prompts = False
+  with pytest.raises(stages.PipelineError, match=r"1 prompts of iteration 1 do not fit the "
+                     r"context \(pool ids 1\)"):
+    _run(tmp_path / "strict", config, TooLongPolicy())
+  assert not (tmp_path / "strict" / "iter_1" / "actor_pairs.jsonl").exists()
 
 
 def test_length_control_picks_shorter_chosen(tmp_path):
