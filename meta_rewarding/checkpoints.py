@@ -426,3 +426,40 @@ def _upload(local_dir: str, path: str):
     artifacts.upload_dir(local_dir, path, last=["config.json"])
   except Exception as e:  # pylint: disable=broad-except
     raise CheckpointError(f"{path}: upload of the checkpoint failed ({type(e).__name__}: {e})") from e
+
+
+# ------------------------------------------------------------------------------------------------
+# The orbax train-state manager (train.py's periodic, keep-last-N, resumable checkpoints).
+
+class TrainStateCheckpoints:
+  """orbax CheckpointManager for the train state plus a small JSON record of the run's identity."""
+
+  def __init__(self, directory: str, keep: int, use_async: bool):
+    import orbax.checkpoint as ocp
+    self.ocp = ocp
+    self.directory = orbax_path(directory)
+    self.manager = ocp.CheckpointManager(
+        artifacts.join(self.directory, "state"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             enable_async_checkpointing=use_async))
+    self.last_saved = self.manager.latest_step()
+
+  def save(self, step: int, state, identity: dict):
+    a = self.ocp.args
+    self.manager.save(step, args=a.Composite(state=a.StandardSave(state), run=a.JsonSave(identity)))
+    self.last_saved = step
+
+  def restore(self, step: int, abstract_state) -> tuple[Any, dict]:
+    a = self.ocp.args
+    restored = self.manager.restore(step, args=a.Composite(
+        state=a.StandardRestore(abstract_state), run=a.JsonRestore()))
+    return restored["state"], restored["run"]
+
+  def close(self):
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def orbax_path(path: str) -> str:
+  """`path` as orbax wants it: absolute when local (remote paths are absolute already)."""
+  return path if artifacts.is_remote(path) else os.path.abspath(path)

@@ -1,4 +1,7 @@
-"""DPO and SFT training: train state, optimizer, jitted sharded steps, reference pass, checkpoints.
+"""DPO and SFT training loops: sharded compiled steps, the reference pass, the data order, resume.
+
+The pure step (train state, optimizer, losses, `train_step`) is `train_step.py`; the orbax
+train-state manager is `checkpoints.TrainStateCheckpoints`.
 
 Entry points (the pipeline driver and `train_dpo.py` call these):
 
@@ -42,24 +45,23 @@ import dataclasses
 import functools
 import json
 import math
-import os
 import time
 from typing import Any, Mapping, Sequence
 
-import flax
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from meta_rewarding import artifacts, data, defaults, losses, sharding
+from meta_rewarding import artifacts, checkpoints, data, defaults, losses, sharding
 from meta_rewarding.errors import UserError
-from meta_rewarding.model import llama
 from meta_rewarding.model.config import LlamaConfig
+# The pure step (train_step.py), under the names this module has always offered.
+from meta_rewarding.train_step import (ROW_KEYS, LossSpec, OptimizerSpec, Schedule,  # noqa: F401
+                                       TrainState, attention_mask, init_state, make_optimizer,
+                                       pair_logps, response_logps, train_step)
 
 DECAYS = ("cosine", "linear", "constant")
 
@@ -87,232 +89,6 @@ def default_train_config() -> ml_collections.ConfigDict:
   """Training hyper-parameters shared by DPO and SFT: `defaults.train_config()` (every default of
   the project lives in defaults.py; the module doc says why these values)."""
   return defaults.train_config()
-
-
-# ------------------------------------------------------------------------------------------------
-# State and optimizer.
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array   # int32 scalar: optimizer updates done
-  params: Any
-  opt_state: Any
-
-
-@dataclasses.dataclass(frozen=True)
-class LossSpec:
-  """The static (hashable) part of a training step."""
-  kind: str                   # "dpo" | "sft"
-  beta: float = 0.1
-  loss_type: str = "sigmoid"
-  label_smoothing: float = 0.0
-  nll_scale: float = 0.0
-  chunk_size: int = 0
-
-  @classmethod
-  def from_config(cls, cfg, kind: str) -> "LossSpec":
-    return cls(kind=kind, beta=float(cfg.beta), loss_type=str(cfg.loss_type),
-               label_smoothing=float(cfg.label_smoothing), nll_scale=float(cfg.nll_scale),
-               chunk_size=int(cfg.logps_chunk_size))
-
-
-@dataclasses.dataclass(frozen=True)
-class Schedule:
-  """Learning rate per step, computed on the host and passed to the step as a scalar (so changing
-  it never recompiles): warmup to `learning_rate` over `warmup_steps` (step s uses
-  lr·(s+1)/warmup_steps), then `decay` towards `end_learning_rate_ratio`·lr at `total_steps`."""
-  learning_rate: float
-  warmup_steps: int
-  decay: str
-  end_learning_rate_ratio: float
-  total_steps: int
-
-  @classmethod
-  def from_config(cls, cfg, total_steps: int) -> "Schedule":
-    return cls(float(cfg.learning_rate), int(cfg.warmup_steps), str(cfg.decay),
-               float(cfg.end_learning_rate_ratio), int(total_steps))
-
-  def __call__(self, step: int) -> np.float32:
-    lr, w = self.learning_rate, self.warmup_steps
-    if step < w:
-      return np.float32(lr * (step + 1) / w)
-    end = lr * self.end_learning_rate_ratio
-    frac = min(max((step - w) / max(self.total_steps - w, 1), 0.0), 1.0)
-    if self.decay == "cosine":
-      return np.float32(end + (lr - end) * 0.5 * (1.0 + math.cos(math.pi * frac)))
-    if self.decay == "linear":
-      return np.float32(lr + (end - lr) * frac)
-    return np.float32(lr)
-
-
-@dataclasses.dataclass(frozen=True)
-class OptimizerSpec:
-  """The compiled part of the optimizer (AdamW without its learning rate, and clipping)."""
-  weight_decay: float = 0.0
-  b1: float = 0.9
-  b2: float = 0.95
-  eps: float = 1e-8
-  max_grad_norm: float = 1.0
-
-  @classmethod
-  def from_config(cls, cfg) -> "OptimizerSpec":
-    return cls(float(cfg.weight_decay), float(cfg.adam_b1), float(cfg.adam_b2),
-               float(cfg.adam_eps), float(cfg.max_grad_norm))
-
-
-def _decay_mask(params):
-  return jax.tree.map(lambda p: p.ndim >= 2, params)
-
-
-def make_optimizer(spec: OptimizerSpec) -> optax.GradientTransformation:
-  """Global-norm clipping, then AdamW's direction (Adam + decoupled weight decay on matrices).
-
-  The train step multiplies the result by −learning_rate, which makes the whole exactly
-  `optax.adamw(learning_rate, ...)` after `optax.clip_by_global_norm`.
-  """
-  parts = [optax.clip_by_global_norm(spec.max_grad_norm)] if spec.max_grad_norm > 0 else []
-  parts += [optax.scale_by_adam(b1=spec.b1, b2=spec.b2, eps=spec.eps),
-            optax.add_decayed_weights(spec.weight_decay, mask=_decay_mask)]
-  return optax.chain(*parts)
-
-
-def init_state(params, optimizer: optax.GradientTransformation) -> TrainState:
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
-
-
-# ------------------------------------------------------------------------------------------------
-# Pure step functions.
-
-ROW_KEYS = ("tokens", "positions", "segment", "resp_src", "resp_tgt", "resp_seg")
-
-
-def attention_mask(segment):
-  """[M,T] segments (0 prompt, 1 chosen, 2 rejected, -1 pad) -> [M,T,T]: causal, padding
-  invisible, and a rejected token never sees the chosen response packed before it."""
-  T = segment.shape[-1]
-  causal = jnp.tril(jnp.ones((T, T), jnp.bool_))
-  q, k = segment[:, :, None], segment[:, None, :]
-  return causal[None] & (q >= 0) & (k >= 0) & ~((q == 2) & (k == 1))
-
-
-def response_logps(model_config: LlamaConfig, params, rows: Mapping[str, jax.Array], *,
-                   num_segments: int, chunk_size: int = 0):
-  """Packed rows (see `data.py`) -> [M, num_segments] float32 summed log-probs of each response.
-
-  One forward over prompt+responses, then logits only at the response tokens' source positions:
-  [M,Tr,V] (or `chunk_size` positions at a time, never all of them, when chunk_size > 0).
-  """
-  hidden, _ = llama.Llama(model_config).apply(
-      {"params": params}, rows["tokens"], rows["positions"], attention_mask(rows["segment"]),
-      return_hidden=True)                                                        # [M,T,D]
-  h = jnp.take_along_axis(hidden, rows["resp_src"][..., None], axis=1)          # [M,Tr,D]
-  h = nn.with_logical_constraint(h, ("batch", "length", "act_embed"))
-  unembed = llama.unembedding(model_config, params).astype(model_config.dtype)  # [D,V]
-  if chunk_size > 0:
-    token_lp = losses.chunked_token_logps(h, unembed, rows["resp_tgt"], chunk_size=chunk_size)
-  else:
-    logits = jnp.einsum("BTD,DV->BTV", h, unembed, preferred_element_type=jnp.float32)
-    logits = nn.with_logical_constraint(logits, ("batch", "length", "act_vocab"))
-    token_lp = losses.token_logps(logits, rows["resp_tgt"])                     # [M,Tr]
-  seg = rows["resp_seg"]
-  return jnp.stack([jnp.sum(jnp.where(seg == s, token_lp, 0.0), axis=-1)
-                    for s in range(1, num_segments + 1)], axis=-1)
-
-
-def _dpo_microbatch_loss(params, mb, total_pairs, *, model_config, spec: LossSpec):
-  """Σ_pairs weight·loss / total_pairs for one microbatch, and weighted metric sums."""
-  logps = response_logps(model_config, params, mb, num_segments=2,
-                         chunk_size=spec.chunk_size)                             # [M,2]
-  policy_chosen, policy_rejected = logps[:, 0], logps[:, 1]
-  chosen_tokens = jnp.sum(mb["resp_seg"] == 1, axis=-1).astype(jnp.float32)
-  chosen_nll = -policy_chosen / jnp.maximum(chosen_tokens, 1.0)
-
-  def one(pc, pr, rc, rr, nll):
-    return losses.dpo_loss(pc[None], pr[None], rc[None], rr[None], beta=spec.beta,
-                           loss_type=spec.loss_type, label_smoothing=spec.label_smoothing,
-                           chosen_nll=nll[None] if spec.nll_scale > 0 else None,
-                           nll_scale=spec.nll_scale)
-
-  per_loss, per_metrics = jax.vmap(one)(policy_chosen, policy_rejected, mb["ref_chosen"],
-                                        mb["ref_rejected"], chosen_nll)          # [M]
-  w = mb["weight"]
-  weighted = lambda x: jnp.sum(jnp.where(w > 0, x, 0.0) * w)
-  loss = weighted(per_loss) / total_pairs
-  sums = {k: weighted(v) for k, v in per_metrics.items()}
-  sums["logps/chosen"] = weighted(jax.lax.stop_gradient(policy_chosen))
-  sums["logps/rejected"] = weighted(jax.lax.stop_gradient(policy_rejected))
-  return loss, sums
-
-
-def _sft_microbatch_loss(params, mb, total_tokens, *, model_config, spec: LossSpec):
-  logps = response_logps(model_config, params, mb, num_segments=1,
-                         chunk_size=spec.chunk_size)[:, 0]                      # [M]
-  loss = -jnp.sum(logps) / total_tokens
-  return loss, {"nll": jax.lax.stop_gradient(-jnp.sum(logps))}
-
-
-def _metric_keys(spec: LossSpec) -> list[str]:
-  """Names of the per-microbatch metric sums (the scan carry needs them before the first step)."""
-  if spec.kind == "sft":
-    return ["nll"]
-  one = jnp.zeros((1,), jnp.float32)
-  _, metrics = jax.eval_shape(functools.partial(
-      losses.dpo_loss, beta=spec.beta, loss_type=spec.loss_type,
-      label_smoothing=spec.label_smoothing, chosen_nll=one if spec.nll_scale > 0 else None,
-      nll_scale=spec.nll_scale), one, one, one, one)
-  return sorted(metrics) + ["logps/chosen", "logps/rejected"]
-
-
-def _logical_constraint(tree, axes):
-  return jax.tree.map(lambda x, a: nn.with_logical_constraint(x, a), tree, axes,
-                      is_leaf=lambda a: isinstance(a, P))
-
-
-def train_step(state: TrainState, batch: Mapping[str, jax.Array], learning_rate: jax.Array, *,
-               model_config: LlamaConfig, spec: LossSpec, optimizer: optax.GradientTransformation
-               ) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One optimizer update from A microbatches (`batch` arrays lead with A). Pure; jit it.
-
-  `optimizer` is `make_optimizer(...)`; its update is scaled by −`learning_rate` (a scalar).
-
-  Batch (see `data.collate`): packed rows tokens/positions/segment [A,M,T], resp_src/resp_tgt/
-  resp_seg [A,M,Tr], weight [A,M], and for DPO ref_chosen/ref_rejected [A,M].
-  """
-  if spec.kind == "dpo":
-    total = jnp.maximum(jnp.sum(batch["weight"]), 1.0)
-    loss_fn = functools.partial(_dpo_microbatch_loss, model_config=model_config, spec=spec)
-  else:
-    total = jnp.maximum(jnp.sum(batch["resp_seg"] > 0).astype(jnp.float32), 1.0)
-    loss_fn = functools.partial(_sft_microbatch_loss, model_config=model_config, spec=spec)
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  param_axes = llama.param_logical_axes(model_config)
-
-  def micro(carry, mb):
-    grads, sums = carry
-    (loss, msums), g = grad_fn(state.params, mb, total)
-    grads = jax.tree.map(jnp.add, grads, _logical_constraint(g, param_axes))
-    sums = jax.tree.map(jnp.add, sums, dict(msums, loss=loss))
-    return (grads, sums), None
-
-  zeros = _logical_constraint(jax.tree.map(jnp.zeros_like, state.params), param_axes)
-  sums0 = {k: jnp.zeros((), jnp.float32) for k in _metric_keys(spec) + ["loss"]}
-  (grads, sums), _ = jax.lax.scan(micro, (zeros, sums0), batch)
-
-  grad_norm = optax.global_norm(grads)
-  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  lr = jnp.asarray(learning_rate, jnp.float32)
-  params = jax.tree.map(lambda p, u: (p - lr * u).astype(p.dtype), state.params, updates)
-  metrics = {"loss": sums.pop("loss"), "grad_norm": grad_norm, "learning_rate": lr}
-  metrics.update({k: v / total for k, v in sums.items()})
-  if spec.kind == "sft":
-    metrics["response_tokens"] = total
-  return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
-
-
-def pair_logps(params, rows, *, model_config: LlamaConfig, chunk_size: int = 0):
-  """Packed pair rows -> ([M] chosen, [M] rejected) summed response log-probs."""
-  logps = response_logps(model_config, params, rows, num_segments=2, chunk_size=chunk_size)
-  return logps[:, 0], logps[:, 1]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -467,40 +243,6 @@ def _check_config(cfg, kind: str):
     raise TrainConfigError("bad training config: " + "; ".join(problems))
 
 
-class _Checkpoints:
-  """orbax CheckpointManager for the train state plus a small JSON record of the run's identity."""
-
-  def __init__(self, directory: str, keep: int, use_async: bool):
-    import orbax.checkpoint as ocp
-    self.ocp = ocp
-    self.directory = _absolute(directory)
-    self.manager = ocp.CheckpointManager(
-        artifacts.join(self.directory, "state"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             enable_async_checkpointing=use_async))
-    self.last_saved = self.manager.latest_step()
-
-  def save(self, step: int, state: TrainState, identity: dict):
-    a = self.ocp.args
-    self.manager.save(step, args=a.Composite(state=a.StandardSave(state), run=a.JsonSave(identity)))
-    self.last_saved = step
-
-  def restore(self, step: int, abstract_state: TrainState) -> tuple[TrainState, dict]:
-    a = self.ocp.args
-    restored = self.manager.restore(step, args=a.Composite(
-        state=a.StandardRestore(abstract_state), run=a.JsonRestore()))
-    return restored["state"], restored["run"]
-
-  def close(self):
-    self.manager.wait_until_finished()
-    self.manager.close()
-
-
-def _absolute(path: str) -> str:
-  # orbax wants absolute local paths; a gs:// (or other remote) path is absolute already.
-  return path if artifacts.is_remote(path) else os.path.abspath(path)
-
-
 def _write_metrics(path: str, history: list[dict]):
   if jax.process_index() != 0:
     return
@@ -543,7 +285,7 @@ def _run(kind, model_config, params, examples, cfg, *, mesh, rules, checkpoint_d
 
   artifacts.makedirs(checkpoint_dir)
   metrics_path = artifacts.join(checkpoint_dir, "metrics.jsonl")
-  ckpt = _Checkpoints(checkpoint_dir, int(cfg.keep_checkpoints), bool(cfg.async_checkpointing))
+  ckpt = checkpoints.TrainStateCheckpoints(checkpoint_dir, int(cfg.keep_checkpoints), bool(cfg.async_checkpointing))
   try:
     with sharding.activate(mesh, rules):
       if ckpt.last_saved is not None:
@@ -578,7 +320,7 @@ def _run(kind, model_config, params, examples, cfg, *, mesh, rules, checkpoint_d
     ckpt.close()
   import orbax.checkpoint as ocp
   checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(artifacts.join(_absolute(checkpoint_dir), "params"), state.params,
+  checkpointer.save(artifacts.join(checkpoints.orbax_path(checkpoint_dir), "params"), state.params,
                     force=True)
   checkpointer.wait_until_finished()
   return state.params, history
