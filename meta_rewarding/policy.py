@@ -140,11 +140,13 @@ class JaxPolicy:
     # Strip: chat formats put whitespace around the answer (Llama-2's "[/INST] {answer} </s>"), so
     # a completion can end in a space that is template, not content. Responses and judgments are
     # pasted into the judge / meta-judge templates, where it would change the prompt's tokens.
-    rows = [[[c.text.strip(), c.num_tokens, c.finish_reason] for c in row] for row in results]
-    if jax.process_count() > 1:
-      rows = [row for rows_of_process in distributed.allgather_objects(rows)
-              for row in rows_of_process]
-    return [[Generation(*c) for c in row] for row in rows]
+    generations = [[Generation(c.text.strip(), c.num_tokens, c.finish_reason) for c in row]
+                   for row in results]
+    if jax.process_count() > 1:  # every process gets every slice (as JSON: text, tokens, reason)
+      gathered = distributed.allgather_objects(
+          [[[g.text, g.num_tokens, g.finish_reason] for g in row] for row in generations])
+      generations = [[Generation(*g) for g in row] for rows in gathered for row in rows]
+    return generations
 
   # --- training ---------------------------------------------------------------------------------
   def train_dpo(self, pairs: Sequence[Mapping[str, str]], *, checkpoint_dir: str, seed: int):

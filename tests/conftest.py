@@ -14,6 +14,18 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # TF32 (~1e-3 relative), which the parity tests (1e-4 against transformers) would read as a bug.
 # Set JAX_DEFAULT_MATMUL_PRECISION=default to see what TF32 does. (On CPU both are the same.)
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
+# Compiled programs go to an on-disk cache shared by every process of a test run (the xdist workers
+# and the CLI subprocesses the end-to-end tests start), so a program several tests build is
+# compiled once; it is kept between runs (JAX keys it by program, compile options, devices and jax
+# version, and evicts beyond the size limit). META_REWARDING_TEST_JAX_CACHE="" turns it off, e.g.
+# to time cold compiles.
+_CACHE = os.environ.get("META_REWARDING_TEST_JAX_CACHE",
+                        os.path.join(os.path.expanduser("~"), ".cache", "meta_rewarding", "jax_tests"))
+if _CACHE:
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 << 30))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -54,7 +54,10 @@ def _free_port() -> int:
 
 
 def _launch(script, workdir, num_processes, devices_per_process):
-  env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+  # No JAX_ settings of this process leak in (its 8 devices, a coordinator), but the on-disk
+  # compilation cache of the test run (conftest.py) is shared.
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith("JAX_") or "CACHE" in k}
   env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}",
              TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
   port = _free_port()
