@@ -318,6 +318,8 @@ def check_pipeline_config(config) -> None:
   c.integer("evaluate.heldout_tasks", 0)
   if c.get("evaluate.heldout_every_iteration", True) is not True:
     c.boolean("evaluate.heldout_every_iteration")
+  if c.get("evaluate.judge_protocol", "pairwise") != "pairwise":
+    c.choice("evaluate.judge_protocol", ("pairwise", "pointwise"))
 
   # Across sections.
   if (_is_int(num_judgments) and num_judgments == 1

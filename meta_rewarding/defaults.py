@@ -163,6 +163,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.evaluate.oracle = ""            # "testbed": add oracle metrics (the synthetic testbed)
   c.evaluate.heldout_tasks = 0      # testbed: evaluate M_0 ... M_T on this many held-out tasks
   c.evaluate.heldout_every_iteration = True  # False: only M_0 and the last iteration's M_T
+  # Preference pairs (RewardBench format: judge_eval.py) every model M_0 ... M_T is judged on;
+  # "" = none. judge_eval/* metrics: score, per-subset accuracy, position consistency, parse rate.
+  c.evaluate.judge_pairs = ""
+  c.evaluate.judge_protocol = "pairwise"  # pairwise (the STE prompt) | pointwise (judge.template)
   return c
 
 

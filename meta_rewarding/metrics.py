@@ -32,6 +32,9 @@ PLOTS = (
     ("oracle", "accuracy", ["heldout/actor_accuracy", "heldout/judge_balanced_accuracy",
                             "heldout/meta_accuracy", "oracle/actor_accuracy",
                             "oracle/judge_accuracy", "oracle/meta_judge_accuracy"]),
+    # judge_eval/*: M_t judging the evaluate.judge_pairs preference pairs (judge_eval.py).
+    ("judge_eval", "accuracy", ["judge_eval/score", "judge_eval/position_consistency",
+                                "judge_eval/parse_rate"]),
 )
 
 # The columns of the table printed at the end of each iteration.
@@ -44,6 +47,7 @@ TABLE_KEYS = (
     "oracle/actor_accuracy", "oracle/judge_accuracy", "oracle/meta_judge_accuracy",
     "heldout/actor_accuracy", "heldout/judge_balanced_accuracy", "heldout/judge_score_mean",
     "heldout/meta_accuracy", "heldout/meta_picks_higher_rate",
+    "judge_eval/score", "judge_eval/position_consistency",
 )
 
 

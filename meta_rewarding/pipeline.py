@@ -133,7 +133,7 @@ def _chunk_path(chunk_dir: str, start: int, end: int) -> str:
   return artifacts.join(chunk_dir, f"{start:06d}-{end:06d}.jsonl")
 
 
-def _chunked(path: str, items: Sequence, chunk_size: int,
+def run_chunked(path: str, items: Sequence, chunk_size: int,
              run_chunk: Callable[[Sequence, int], list]) -> list:
   """Runs `run_chunk(items_of_chunk, chunk_index)` for every chunk not yet on disk, then merges.
 
@@ -393,7 +393,7 @@ def _actor_stage(it: _Iteration, prompts: Sequence[Mapping]) -> list:
                                       iteration=it.iteration)
     return stages.actor_records(usable, generations)
   it.at("actor")
-  return _chunked(it.path("actor.jsonl"), prompts, it.config.pipeline.chunk_size, run_chunk)
+  return run_chunked(it.path("actor.jsonl"), prompts, it.config.pipeline.chunk_size, run_chunk)
 
 
 def _judge_stage(it: _Iteration, actor_records: Sequence[Mapping]) -> list:
@@ -408,7 +408,8 @@ def _judge_stage(it: _Iteration, actor_records: Sequence[Mapping]) -> list:
   it.at("judge")
   # Chunked over responses, in groups of chunk_size prompts' worth.
   chunk_size = it.config.pipeline.chunk_size * max(1, it.config.actor.num_responses)
-  return _chunked(it.path("judge.jsonl"), stages.judge_items(actor_records), chunk_size, run_chunk)
+  return run_chunked(it.path("judge.jsonl"), stages.judge_items(actor_records), chunk_size,
+                     run_chunk)
 
 
 def _meta_judge_stage(it: _Iteration, actor_records: Sequence[Mapping],
@@ -423,7 +424,7 @@ def _meta_judge_stage(it: _Iteration, actor_records: Sequence[Mapping],
     return stages.meta_judge_records(chunk, fits, generations)
   requests = stages.meta_judge_requests(actor_records, judge_records)
   it.at("meta_judge")
-  return _chunked(it.path("meta_judge.jsonl"), requests, it.config.pipeline.chunk_size, run_chunk)
+  return run_chunked(it.path("meta_judge.jsonl"), requests, it.config.pipeline.chunk_size, run_chunk)
 
 
 def _judge_pairs_stage(it: _Iteration, meta: Sequence[Mapping]

@@ -366,3 +366,47 @@ def parse_winner(text: str) -> str | None:
     if named is not None:
       verdict = named
   return verdict if verdict in ("A", "B") else None
+
+
+# ------------------------------------------------------------------------------------------------
+# The Self-Taught Evaluator's pairwise judge (Wang et al. 2024, arXiv 2408.02666): the MT-Bench
+# pairwise prompt without its tie option, as the STE reference implementation and RewardBench send
+# it -- a system message, then the question and the two answers. Used by `judge_eval`.
+
+PAIRWISE_SYSTEM_PROMPT = (
+    "Please act as an impartial judge and evaluate the quality of the responses provided by two AI "
+    "assistants to the user question displayed below. You should choose the assistant that follows "
+    "the user's instructions and answers the user's question better. Your evaluation should "
+    "consider factors such as the helpfulness, relevance, accuracy, depth, creativity, and level "
+    "of detail of their responses. Begin your evaluation by comparing the two responses and "
+    "provide a short explanation. Avoid any position biases and ensure that the order in which the "
+    "responses were presented does not influence your decision. Do not allow the length of the "
+    "responses to influence your evaluation. Do not favor certain names of the assistants. Be as "
+    "objective as possible. After providing your explanation, output your final verdict by "
+    "strictly following this format: \"[[A]]\" if assistant A is better, \"[[B]]\" if assistant B "
+    "is better."
+)
+
+PAIRWISE_TEMPLATE = (
+    "[User Question]\n"
+    "{input}\n"
+    "\n"
+    "[The Start of Assistant A's Answer]\n"
+    "{response_a}\n"
+    "[The End of Assistant A's Answer]\n"
+    "\n"
+    "[The Start of Assistant B's Answer]\n"
+    "{response_b}\n"
+    "[The End of Assistant B's Answer]\n"
+)
+
+
+def parse_pairwise_verdict(text: str) -> str | None:
+  """"A" or "B" from a pairwise judgment's [[A]] / [[B]] tag; None when it has both tags or
+  neither (the STE reference implementation's rule; a [[C]] tie is no verdict either)."""
+  if not isinstance(text, str):
+    raise TypeError(f"judgment must be a str, got {type(text).__name__}")
+  a, b = "[[A]]" in text, "[[B]]" in text
+  if a == b:
+    return None
+  return "A" if a else "B"

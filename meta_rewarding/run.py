@@ -56,5 +56,10 @@ def run(config, workdir: str) -> list[dict]:
           "evaluate.oracle='testbed' (the held-out tasks are testbed tasks); set it to 0")
     from meta_rewarding.testbed.evaluate import heldout_evaluator
     evaluate_model = heldout_evaluator(config)
+  if config.evaluate.get("judge_pairs"):
+    from meta_rewarding import judge_eval
+    evaluators = [e for e in (evaluate_model, judge_eval.pipeline_evaluator(config)) if e]
+    evaluate_model = lambda policy, label: {k: v for e in evaluators
+                                            for k, v in e(policy, label).items()}
   return pipeline.run(config, workdir, policy, pool, evaluate_extra=evaluate_extra,
                       evaluate_model=evaluate_model, is_main_process=main_process)

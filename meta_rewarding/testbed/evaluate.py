@@ -102,3 +102,18 @@ def oracle_metrics(records: Mapping[str, list]) -> dict:
     out["oracle/actor_pair_rejected_correct"] = sum(
         oracle.is_correct(tasks[join_key(p)], p["rejected"]) for p in pairs) / len(pairs)
   return out
+
+
+def preference_pairs(n: int, seed: int = 0) -> list[dict]:
+  """`n` RewardBench-format pairs from the oracle on held-out (`eval` split) tasks: a right answer
+  (chosen) against a plausible mistake (rejected), one subset per family, for `judge_eval` and
+  `evaluate.judge_pairs`. Deterministic in (n, seed)."""
+  import random
+  from meta_rewarding.testbed import seed as seed_lib
+  rng = random.Random(f"preference-pairs/{seed}")
+  out = []
+  for k, task in enumerate(seed_lib.eval_task_list(n)):
+    out.append({"id": f"{task.family}/{k}", "subset": task.family, "prompt": task.instruction,
+                "chosen": f"The answer is {seed_lib.right_answer(task, rng)}.",
+                "rejected": f"The answer is {seed_lib.plausible_mistake(task, rng)}."})
+  return out
