@@ -43,6 +43,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from meta_rewarding import checkpoints, sampling  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import machine  # noqa: E402
 from meta_rewarding.model import LlamaConfig, init_params  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -63,6 +65,8 @@ flags.DEFINE_integer("shared_batch", 16, "Shared-prefix section: prompts per bat
 flags.DEFINE_integer("shared_prefix_len", 448, "Shared-prefix section: tokens all prompts share.")
 flags.DEFINE_integer("shared_suffix_len", 64, "Shared-prefix section: tokens of each prompt's own.")
 flags.DEFINE_integer("shared_new_tokens", 32, "Shared-prefix section: tokens generated per prompt.")
+flags.DEFINE_bool("allow_loaded", False, "Write the results file even when the machine was "
+                  "loaded before the run (marked NOT COMPARABLE).")
 flags.DEFINE_string("output", os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                            "decode.md"), "Markdown report path ('' for none).")
 
@@ -194,6 +198,10 @@ def _cpu_name() -> str:
 
 def main(argv):
   del argv
+  state = machine.MachineState.before()  # before any work of ours: the load of other jobs
+  print(state.describe(), flush=True)
+  if FLAGS.output:
+    state.check(FLAGS.allow_loaded)  # fail before the run, not after it
   config = bench_config()
   dtype = jnp.dtype(FLAGS.dtype)
   strategy = sampling.Greedy() if FLAGS.greedy else sampling.Sampling(
@@ -240,7 +248,7 @@ def main(argv):
   if FLAGS.shared_batch:
     shared = run_shared_prefix(config, params, strategy)
     print(f"shared prefix: {shared[0]:.2f} s without, {shared[1]:.2f} s with", flush=True)
-  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+  state.finish()
 
   header = ("| batch | meta_rewarding tok/s | transformers tok/s | speed-up | ms / token step "
             "| roofline ms / step | roofline fraction (ours) | roofline fraction (transformers) "
@@ -275,8 +283,7 @@ def main(argv):
 
 `python bench/decode.py {' '.join(sys.argv[1:])}`
 
-- device: {device}; 1-minute load average at the end of the run: {load:.1f} (the machine is shared:
-  both frameworks ran under the same load, interleaved, so compare within a row)
+- device: {device}; {state.describe()} (both frameworks ran interleaved, so compare within a row)
 - versions: {versions}
 - model: Llama, {config.num_params() / 1e6:.1f}M params (vocab {config.vocab_size}, hidden {config.hidden_size}, \
 {config.num_hidden_layers} layers, {config.num_attention_heads} heads / {config.num_key_value_heads} kv heads, \

@@ -48,6 +48,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from meta_rewarding import checkpoints, sharding, train  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import machine  # noqa: E402
 from meta_rewarding.model import LlamaConfig, init_params  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -65,6 +67,8 @@ flags.DEFINE_string("dtype", "float32", "Compute and parameter dtype (both frame
 flags.DEFINE_bool("skip_trl", False, "Only measure this project's trainer.")
 flags.DEFINE_integer("repeats", 2, "Alternating rounds of all trainers; the best of each is shown.")
 flags.DEFINE_bool("trl_live_ref", False, "Also run TRL's default (live reference model).")
+flags.DEFINE_bool("allow_loaded", False, "Write the results file even when the machine was "
+                  "loaded before the run (marked NOT COMPARABLE).")
 flags.DEFINE_string("output", os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                            "dpo_step.md"), "Markdown report path ('' for none).")
 
@@ -258,6 +262,10 @@ def _word_tokenizer(vocab: int):
 
 def main(argv):
   del argv
+  state = machine.MachineState.before()  # before any work of ours: the load of other jobs
+  print(state.describe(), flush=True)
+  if FLAGS.output:
+    state.check(FLAGS.allow_loaded)  # fail before the run, not after it
   config = model_config()
   n_pairs = (FLAGS.warmup + FLAGS.steps) * FLAGS.batch_size
   pairs = make_pairs(n_pairs, FLAGS.seq_len, FLAGS.vocab_size)
@@ -284,6 +292,7 @@ def main(argv):
   finally:
     shutil.rmtree(workdir, ignore_errors=True)
 
+  state.finish()
   mean_processed = np.mean([processed_tokens(p) for p in pairs])
   mean_training = np.mean([len(p["prompt_ids"]) + len(p["chosen_ids"]) + len(p["rejected_ids"])
                            for p in pairs])
@@ -308,7 +317,7 @@ def main(argv):
            f"pairs, {FLAGS.batch_size} per step, sequences <= {FLAGS.seq_len} tokens, mean "
            f"{mean_training:.0f} training tokens per pair (prompt + chosen + rejected). "
            f"{FLAGS.warmup} warm-up steps, then {FLAGS.steps} timed; best of {FLAGS.repeats} "
-           f"round(s). torch threads: {_torch_threads()}.")
+           f"round(s). torch threads: {_torch_threads()}. {state.describe()}.")
   print(setup)
   print(table)
   if FLAGS.output:

@@ -1,0 +1,36 @@
+"""bench/machine.py: a benchmark started on a loaded machine writes no results, or marked ones."""
+
+import importlib.util
+import os
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _machine():
+  spec = importlib.util.spec_from_file_location("_bench_machine",
+                                                os.path.join(REPO, "bench", "machine.py"))
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module  # dataclasses look their module up there
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_loaded_machine_is_refused_or_marked():
+  machine = _machine()
+  quiet = machine.MachineState(cores=2, load_before=1.6, torch_threads=2)
+  quiet.check(allow_loaded=False)
+  assert "NOT COMPARABLE" not in quiet.describe() and "torch threads 2" in quiet.describe()
+  loaded = machine.MachineState(cores=2, load_before=3.4, torch_threads=2)
+  with pytest.raises(machine.LoadedMachineError, match="3.4 on 2 cores"):
+    loaded.check(allow_loaded=False)
+  loaded.check(allow_loaded=True)
+  assert "NOT COMPARABLE" in loaded.finish().describe()
+
+
+def test_torch_gets_one_thread_per_available_core():
+  machine = _machine()
+  threads = machine.pin_torch_threads()
+  assert threads is None or threads == machine.cores()
