@@ -396,17 +396,16 @@ def _define_flags():
   flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
 
-
 def main(argv):
   if len(argv) > 1:
     sys.exit(f"judge_eval: error: unexpected arguments {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
   try:
     run(Options(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(Options)}))
-  except (UserError, FileNotFoundError) as e:
+  except (UserError, app.UsageError, FileNotFoundError) as e:  # the reason, without a traceback
     sys.exit(f"judge_eval: error: {e}")
   except KeyboardInterrupt:
-    print("judge_eval: interrupted (rerun the same command to resume)", file=sys.stderr)
+    print("judge_eval: interrupted (with --output, the same command resumes)", file=sys.stderr)
     sys.exit(130)
 
 
