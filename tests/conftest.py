@@ -50,3 +50,15 @@ def hf_model(tmp_path_factory):
   checkpoints.save_hf(str(directory), config, init_params(config, jax.random.key(1)))
   build_llama3_hf(str(directory))  # save_hf replaced the directory: put the tokenizer back
   return str(directory)
+
+
+@pytest.fixture(scope="session")
+def llama3_checkpoint(tmp_path_factory):
+  """A tiny random HF Llama saved by transformers, with a Llama-3-style tokenizer beside it
+  (<|begin_of_text|> = 0, <|end_of_text|> = 1, <|eot_id|> = 4): the CLIs' test model."""
+  import tiny_tokenizers
+  from hf_models import save_hf_model
+  directory = str(tmp_path_factory.mktemp("llama3_ckpt"))
+  save_hf_model("llama3", directory, vocab_size=400, bos_token_id=0, eos_token_id=[1, 4])
+  tiny_tokenizers.build_llama3_hf(directory)
+  return directory

@@ -4,9 +4,7 @@ section weighting, bad input, resume, and the command on a tiny saved checkpoint
 import json
 
 import pytest
-import tiny_tokenizers
 
-from hf_models import save_hf_model
 from meta_rewarding import artifacts, judge_eval, prompts
 from meta_rewarding.judge_eval import (JudgeEvalError, pairwise_pair_score, pointwise_pair_score,
                                        section_scores)
@@ -129,16 +127,9 @@ def test_evaluate_in_both_orders_and_resume(tmp_path):
   assert artifacts.exists(str(tmp_path / "out" / "judgments.jsonl"))
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-  directory = str(tmp_path_factory.mktemp("judge_ckpt"))
-  save_hf_model("llama3", directory, vocab_size=400, bos_token_id=0, eos_token_id=[1, 4])
-  tiny_tokenizers.build_llama3_hf(directory)
-  return directory
-
-
 @pytest.mark.parametrize("protocol", ["pairwise", "pointwise"])
-def test_command_on_a_tiny_checkpoint(checkpoint, tmp_path, protocol, capsys):
+def test_command_on_a_tiny_checkpoint(llama3_checkpoint, tmp_path, protocol, capsys):
+  checkpoint = llama3_checkpoint
   pairs = _write(tmp_path / "pairs.jsonl", PAIRS)
   out = str(tmp_path / "out")
   options = judge_eval.Options(checkpoint=checkpoint, pairs=pairs, protocol=protocol,

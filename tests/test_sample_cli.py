@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import tiny_tokenizers
 from absl import app, flags
 
 import community_models
@@ -20,12 +19,8 @@ PROMPTS = ["What is 12 + 7?", [{"role": "system", "content": "You are a helpful 
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-  directory = str(tmp_path_factory.mktemp("ckpt"))
-  # Ids as the tokenizer's: <|begin_of_text|> = 0, <|end_of_text|> = 1, <|eot_id|> = 4.
-  save_hf_model("llama3", directory, vocab_size=400, bos_token_id=0, eos_token_id=[1, 4])
-  tiny_tokenizers.build_llama3_hf(directory)
-  return directory
+def checkpoint(llama3_checkpoint):
+  return llama3_checkpoint
 
 
 @pytest.fixture
