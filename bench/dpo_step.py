@@ -64,6 +64,10 @@ flags.DEFINE_integer("num_layers", 8, "")
 flags.DEFINE_integer("num_heads", 8, "")
 flags.DEFINE_integer("num_kv_heads", 8, "")
 flags.DEFINE_string("dtype", "float32", "Compute and parameter dtype (both frameworks).")
+flags.DEFINE_enum("shape", "actor", ["actor", "judge"],
+                  "actor: prompts and responses of similar length (3/8-1/2 of seq_len each); "
+                  "judge: the pipeline's judge pairs, long prompts (the rubric, question and "
+                  "response: 3/4-7/8 of seq_len) with short judgments (1/16-1/8).")
 flags.DEFINE_bool("skip_trl", False, "Only measure this project's trainer.")
 flags.DEFINE_integer("repeats", 2, "Alternating rounds of all trainers; the best of each is shown.")
 flags.DEFINE_bool("trl_live_ref", False, "Also run TRL's default (live reference model).")
@@ -88,12 +92,19 @@ def model_config() -> LlamaConfig:
       bos_token_id=1, eos_token_id=EOS, pad_token_id=0)
 
 
-def make_pairs(n: int, seq_len: int, vocab: int, seed: int = 0) -> list[dict]:
+def make_pairs(n: int, seq_len: int, vocab: int, seed: int = 0,
+               shape: str = "actor") -> list[dict]:
   rng = np.random.RandomState(seed)
-  # For 256: prompts 96..127, responses 80..125 + EOS: every prompt+response fits 256, and every
-  # packed prompt+chosen+rejected row falls in (256, 384], so ours compiles one program.
-  p_lo, p_hi = 3 * seq_len // 8, seq_len // 2
-  r_lo, r_hi = 5 * seq_len // 16, seq_len // 2 - 2
+  if shape == "actor":
+    # For 256: prompts 96..127, responses 80..125 + EOS: every prompt+response fits 256, and
+    # every packed prompt+chosen+rejected row falls in (256, 384], so ours compiles one program.
+    p_lo, p_hi = 3 * seq_len // 8, seq_len // 2
+    r_lo, r_hi = 5 * seq_len // 16, seq_len // 2 - 2
+  else:
+    # For 512: prompts 384..447, judgments 32..63 + EOS: prompt+response fits 512 and the packed
+    # row (<= 575) the 1.5 x seq_len bucket.
+    p_lo, p_hi = 3 * seq_len // 4, 7 * seq_len // 8
+    r_lo, r_hi = seq_len // 16, seq_len // 8 - 1
   out = []
   for _ in range(n):
     ids = lambda lo, hi: rng.randint(3, vocab, rng.randint(lo, hi)).astype(np.int32)
@@ -268,7 +279,7 @@ def main(argv):
     state.check(FLAGS.allow_loaded)  # fail before the run, not after it
   config = model_config()
   n_pairs = (FLAGS.warmup + FLAGS.steps) * FLAGS.batch_size
-  pairs = make_pairs(n_pairs, FLAGS.seq_len, FLAGS.vocab_size)
+  pairs = make_pairs(n_pairs, FLAGS.seq_len, FLAGS.vocab_size, shape=FLAGS.shape)
   peak, device = peak_flops()
   params = init_params(config, jax.random.key(0))
   workdir = tempfile.mkdtemp(prefix="dpo_bench_")
@@ -313,7 +324,8 @@ def main(argv):
   setup = (f"Device: {device}; jax {jax.__version__}. Model: Llama, vocab {config.vocab_size}, "
            f"d {config.hidden_size}, {config.num_hidden_layers} layers, {config.num_attention_heads}"
            f" heads ({config.num_key_value_heads} kv), mlp {config.intermediate_size}, "
-           f"{config.num_params() / 1e6:.1f}M parameters, {FLAGS.dtype}. Data: {n_pairs} random "
+           f"{config.num_params() / 1e6:.1f}M parameters, {FLAGS.dtype}. Data ({FLAGS.shape} "
+           f"shape): {n_pairs} random "
            f"pairs, {FLAGS.batch_size} per step, sequences <= {FLAGS.seq_len} tokens, mean "
            f"{mean_training:.0f} training tokens per pair (prompt + chosen + rejected). "
            f"{FLAGS.warmup} warm-up steps, then {FLAGS.steps} timed; best of {FLAGS.repeats} "
