@@ -198,14 +198,16 @@ def load_prompts(source, *, field: str = "prompt", split: str | None = None) -> 
   return out
 
 
-def load_pairs(source, *, split: str | None = None) -> list[dict]:
-  """Preference pairs: dicts with prompt, chosen, rejected [, ref logps], source (where)."""
+def load_pairs(source, *, split: str | None = None, keep: Sequence[str] = ()) -> list[dict]:
+  """Preference pairs: dicts with prompt, chosen, rejected [, ref logps], source (where), and the
+  fields named in `keep` where a record has them (e.g. RewardBench's id and subset)."""
   out = []
   for where, record in iter_records(source, split=split):
     pair = {"prompt": _prompt(where, record, "prompt"),
             "chosen": _text(where, record, "chosen"),
             "rejected": _text(where, record, "rejected"),
             "source": where}
+    pair.update({k: record[k] for k in keep if k in record})
     present = [k for k in REF_FIELDS if record.get(k) is not None]
     if present and len(present) != 2:
       raise DataError(f"{where}: has {present[0]!r} but not the other of {REF_FIELDS}")

@@ -89,29 +89,22 @@ def load_preference_pairs(source: str) -> list[dict]:
     name, _, split = source[3:].partition(":")
     source, split = name, (split or None)
   try:
-    records = list(data.iter_records(source, split=split))
+    loaded = data.load_pairs(source, split=split, keep=("id", "subset"))
   except data.DataError as e:
     raise JudgeEvalError(str(e)) from e
   pairs, seen = [], set()
-  for n, (where, record) in enumerate(records):
-    try:
-      pair = {"prompt": data._prompt(where, record, "prompt"),
-              "chosen": data._text(where, record, "chosen"),
-              "rejected": data._text(where, record, "rejected")}
-    except data.DataError as e:
-      raise JudgeEvalError(str(e)) from e
-    pair_id = record.get("id", n)
+  for n, pair in enumerate(loaded):
+    where = pair.pop("source")
+    pair_id = pair.setdefault("id", n)
     if not isinstance(pair_id, (str, int)) or isinstance(pair_id, bool):
       raise JudgeEvalError(f"{where}: field 'id' must be a string or an integer")
     if pair_id in seen:
       raise JudgeEvalError(f"{where}: id {pair_id!r} appears twice")
     seen.add(pair_id)
-    subset = record.get("subset", "all")
+    subset = pair.setdefault("subset", "all")
     if not isinstance(subset, str) or not subset:
       raise JudgeEvalError(f"{where}: field 'subset' must be a non-empty string")
-    pairs.append({"id": pair_id, "subset": subset, "where": where, **pair})
-  if not pairs:
-    raise JudgeEvalError(f"{source}: no pairs")
+    pairs.append({**pair, "where": where})
   return pairs
 
 
@@ -274,12 +267,19 @@ def evaluate(pairs: Sequence[Mapping], generate, *, protocol: str, num_samples: 
   return records, summary
 
 
+def judgment_texts(rows) -> list:
+  """`evaluate`'s judge output from generations (the pipeline's or the sampler's): per request
+  its texts, stripped, or a row of None when the request did not fit the context."""
+  from meta_rewarding.stages import TOO_LONG  # the sampler's finish reason too
+  return [[None] * len(row) if row[0].finish_reason == TOO_LONG else [g.text.strip() for g in row]
+          for row in rows]
+
+
 def pipeline_evaluator(config):
   """The pipeline's `evaluate_model(policy, label)` hook for `evaluate.judge_pairs`: every model
   M_0 ... M_T judges the pairs (the config's sampling settings and judge lengths; pointwise:
   `judge.num_judgments` scores per response, averaged, with `judge.template`), reported as
   judge_eval/score, judge_eval/<subset>, judge_eval/position_consistency, judge_eval/parse_rate."""
-  from meta_rewarding import stages
   pairs = load_preference_pairs(config.evaluate.judge_pairs)
   protocol = config.evaluate.get("judge_protocol", "pairwise")
   num_samples = 1 if protocol == "pairwise" else int(config.judge.num_judgments)
@@ -288,8 +288,7 @@ def pipeline_evaluator(config):
     def generate(requests, n):
       rows = policy.generate(requests, n=n, max_new_tokens=int(config.judge.max_new_tokens),
                              seed=int(config.seed), share_prefix=True, desc=f"judge_eval {label}")
-      return [[None] * n if row[0].finish_reason == stages.TOO_LONG else [g.text for g in row]
-              for row in rows]
+      return judgment_texts(rows)
     _, summary = evaluate(pairs, generate, protocol=protocol, num_samples=num_samples,
                           judge_template=config.judge.template)
     out = {"judge_eval/score": summary["score"], "judge_eval/parse_rate": summary["parse_rate"],
@@ -338,22 +337,15 @@ def run(o: Options) -> dict:
       raise JudgeEvalError(f"--judge_template={o.judge_template}: {e}") from e
   pairs = load_preference_pairs(o.pairs)  # before the slow model load: bad input fails fast
 
-  import jax
-  import ml_collections
-  from meta_rewarding import defaults, runtime, sampling
+  from meta_rewarding import runtime, sampling
   from meta_rewarding.tokenizer import load_tokenizer
   tokenizer = load_tokenizer(o.checkpoint, chat_format=o.chat_format)
-  mesh_shape = {"data": 1, "fsdp": 1, "tensor": 1}
+  mesh_shape = None  # the first device
   if o.mesh:
     from meta_rewarding.sample import parse_mesh
     mesh_shape = parse_mesh(o.mesh)
-  config = ml_collections.ConfigDict(dict(
-      seed=o.seed,
-      model=dict(checkpoint=o.checkpoint, architecture={}, dtype=o.dtype,
-                 param_dtype=o.dtype, scan_layers=False, remat_policy="none",
-                 strict_config=False),
-      mesh=dict(shape=mesh_shape, rules=defaults.TRAIN_RULES)))
-  rt = runtime.build(config, tokenizer, devices=None if o.mesh else jax.devices()[:1])
+  rt = runtime.build_for_checkpoint(o.checkpoint, tokenizer, dtype=o.dtype, mesh_shape=mesh_shape,
+                                    seed=o.seed)
   sampler = sampling.Sampler(rt.model_config, rt.params, tokenizer, mesh=rt.mesh,
                              rules=rt.decode_rules, batch_size=o.batch_size)
   strategy = (sampling.Greedy() if o.temperature == 0 else
@@ -363,8 +355,7 @@ def run(o: Options) -> dict:
     rows = sampler.generate(requests, n=n, strategy=strategy, max_new_tokens=o.max_new_tokens,
                             seed=o.seed, share_prefix=True, desc="judge_eval",
                             too_long="report")
-    return [[None] * n if row[0].finish_reason == "too_long" else [c.text.strip() for c in row]
-            for row in rows]
+    return judgment_texts(rows)
 
   records, summary = evaluate(pairs, generate, protocol=o.protocol,
                               num_samples=o.num_samples, judge_template=judge_template,

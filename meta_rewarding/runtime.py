@@ -137,3 +137,19 @@ def build(config, tokenizer=None, *, devices=None, params: bool = True,
       logging.info("random-weight model: %s", mc)
       rt.params = rt.init_params(int(config.get("seed", 0) if seed is None else seed))
   return rt
+
+
+def build_for_checkpoint(checkpoint: str, tokenizer, *, dtype: str, mesh_shape=None,
+                         strict: bool = False, seed: int = 0) -> Runtime:
+  """`build` for the command-line tools that take a checkpoint and flags, not a config file
+  (`sample`, `judge_eval`): the checkpoint in `dtype` (compute and parameters), the default rules,
+  on a mesh of `mesh_shape` over every device, or on the first device alone when it is None."""
+  import jax
+  import ml_collections
+  config = ml_collections.ConfigDict(dict(
+      seed=seed,
+      model=dict(checkpoint=checkpoint, architecture={}, dtype=dtype, param_dtype=dtype,
+                 scan_layers=False, remat_policy="none", strict_config=strict),
+      mesh=dict(shape=dict(mesh_shape or {"data": 1, "fsdp": 1, "tensor": 1}),
+                rules=defaults.TRAIN_RULES)))
+  return build(config, tokenizer, devices=None if mesh_shape else jax.devices()[:1])

@@ -130,10 +130,7 @@ def run():
   check_flags()
   prompts = read_prompts(FLAGS.prompts)  # before the slow model load: bad input fails fast
 
-  import jax
-  import ml_collections
-
-  from meta_rewarding import defaults, runtime, sampling, sharding
+  from meta_rewarding import runtime, sampling, sharding
   from meta_rewarding.tokenizer import TokenizerError, load_tokenizer
   try:
     tokenizer = load_tokenizer(FLAGS.checkpoint)
@@ -143,18 +140,14 @@ def run():
     strategy = (sampling.Greedy() if FLAGS.greedy or FLAGS.temperature == 0 else
                 sampling.Sampling(temperature=FLAGS.temperature, top_k=FLAGS.top_k,
                                   top_p=FLAGS.top_p))
-    mesh_shape = parse_mesh(FLAGS.mesh) if FLAGS.mesh else {"data": 1, "fsdp": 1, "tensor": 1}
+    mesh_shape = parse_mesh(FLAGS.mesh) if FLAGS.mesh else None
   except ValueError as e:
     raise app.UsageError(str(e))
-  # The run's factory, on a config made of the flags: no --mesh samples on the first device.
-  config = ml_collections.ConfigDict(dict(
-      seed=FLAGS.seed,
-      model=dict(checkpoint=FLAGS.checkpoint, architecture={}, dtype=FLAGS.dtype,
-                 param_dtype=FLAGS.dtype, scan_layers=False, remat_policy="none",
-                 strict_config=FLAGS.strict_config),
-      mesh=dict(shape=mesh_shape, rules=defaults.TRAIN_RULES)))
   try:
-    rt = runtime.build(config, tokenizer, devices=None if FLAGS.mesh else jax.devices()[:1])
+    # The run's factory (runtime.py); no --mesh samples on the first device.
+    rt = runtime.build_for_checkpoint(FLAGS.checkpoint, tokenizer, dtype=FLAGS.dtype,
+                                      mesh_shape=mesh_shape, strict=FLAGS.strict_config,
+                                      seed=FLAGS.seed)
   except sharding.MeshError as e:
     raise app.UsageError(f"--mesh: {e}")
   except ValueError as e:  # CheckpointError, an unsupported config.json, a foreign tokenizer

@@ -1,7 +1,6 @@
 """runtime.py: the one factory from a config to what runs it; the planner and the run follow the
 config's rules (`config.mesh.rules`), not constants of their own."""
 
-import importlib.util
 import os
 
 import jax
@@ -9,16 +8,13 @@ import ml_collections
 import pytest
 
 from meta_rewarding import defaults, plan, runtime, sharding
+from test_configs import load_module
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def local_cpu(arg=None):
-  spec = importlib.util.spec_from_file_location("_local_cpu_for_runtime",
-                                                os.path.join(REPO, "configs", "local_cpu.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return load_module(os.path.join(REPO, "configs", "local_cpu.py")).get_config(arg)
 
 
 def tiny_config(**mesh_shape):
