@@ -10,21 +10,27 @@ from meta_rewarding.testbed.tasks import FAMILIES, generate_tasks, task_from_ins
 
 PAIR = task_from_instruction("Pick two of 7, 2, 9, 4, 6 that add up to 13.")
 DIGITS = task_from_instruction("Write a number from 30 to 59 whose digits add up to 9.")
-LETTER = task_from_instruction("Write a letter from 'qbfat' that comes after 'm'.")
+LETTER = task_from_instruction("Write a letter from q, b, f, a, t that comes after m.")
 
 TRUE_CHECKS = [
-    (PAIR, "The answer is 9 and 4.", "Check: 9+4=13, target 13; 9 listed; 4 listed.", "right"),
-    (PAIR, "The answer is 7 and 2.", "Check: 7+2=9, target 13; 7 listed; 2 listed.", "wrong"),
-    (PAIR, "The answer is 5 and 8.", "Check: 5+8=13, target 13; 5 not listed; 8 not listed.",
+    (PAIR, "The answer is 9 and 4.", "Check: 9+4=13, target 13: ok; 9 in 7, 2, 9, 4, 6: ok; 4 in 7, 2, 9, 4, 6: ok.",
+     "right"),
+    (PAIR, "The answer is 7 and 2.", "Check: 7+2=9, target 13: no; 7 in 7, 2, 9, 4, 6: ok; 2 in 7, 2, 9, 4, 6: ok.",
      "wrong"),
-    (PAIR, "The answer is 6 and 7.", "Check: 6+7=13, target 13; 6 listed; 7 listed.", "right"),
-    (DIGITS, "The answer is 45.", "Check: 4+5=9, target 9; 45 in 30-59.", "right"),
-    (DIGITS, "The answer is 46.", "Check: 4+6=10, target 9; 46 in 30-59.", "wrong"),
-    (DIGITS, "The answer is 63.", "Check: 6+3=9, target 9; 63 not in 30-59.", "wrong"),
-    (LETTER, "The answer is t.", "Check: t listed; t after m.", "right"),
-    (LETTER, "The answer is b.", "Check: b listed; b before m.", "wrong"),
-    (LETTER, "The answer is z.", "Check: z not listed; z after m.", "wrong"),
-    (LETTER, "The answer is m.", "Check: m not listed; m not after m.", "wrong"),
+    (PAIR, "The answer is 5 and 8.", "Check: 5+8=13, target 13: ok; 5 in 7, 2, 9, 4, 6: no; 8 in 7, 2, 9, 4, 6: no.",
+     "wrong"),
+    (PAIR, "The answer is 6 and 7.", "Check: 6+7=13, target 13: ok; 6 in 7, 2, 9, 4, 6: ok; 7 in 7, 2, 9, 4, 6: ok.",
+     "right"),
+    (DIGITS, "The answer is 45.", "Check: 4+5=9, target 9: ok; 45>=30: ok; 45<=59: ok.",
+     "right"),
+    (DIGITS, "The answer is 46.", "Check: 4+6=10, target 9: no; 46>=30: ok; 46<=59: ok.",
+     "wrong"),
+    (DIGITS, "The answer is 63.", "Check: 6+3=9, target 9: ok; 63>=30: ok; 63<=59: no.",
+     "wrong"),
+    (LETTER, "The answer is t.", "Check: t in q, b, f, a, t: ok; t after m: ok.", "right"),
+    (LETTER, "The answer is b.", "Check: b in q, b, f, a, t: ok; b after m: no.", "wrong"),
+    (LETTER, "The answer is z.", "Check: z in q, b, f, a, t: no; z after m: ok.", "wrong"),
+    (LETTER, "The answer is m.", "Check: m in q, b, f, a, t: no; m after m: no.", "wrong"),
     (LETTER, "I do not know.", "Check: no clear answer.", "unclear"),
 ]
 
@@ -46,15 +52,18 @@ def test_slipped_checks_flip_the_verdict_with_false_clauses():
   rng = random.Random(0)
   # A right response: one clause falsified, e.g. the sum.
   texts = {judging.slipped_check(PAIR, "9 and 4", rng).text() for _ in range(40)}
-  assert texts == {"Check: 9+4=14, target 13; 9 listed; 4 listed.",
-                   "Check: 9+4=13, target 13; 9 not listed; 4 listed.",
-                   "Check: 9+4=13, target 13; 9 listed; 4 not listed."}
+  assert texts == {"Check: 9+4=14, target 13: no; 9 in 7, 2, 9, 4, 6: ok; 4 in 7, 2, 9, 4, 6: ok.",
+                   "Check: 9+4=13, target 13: ok; 9 in 7, 2, 9, 4, 6: no; 4 in 7, 2, 9, 4, 6: ok.",
+                   "Check: 9+4=13, target 13: ok; 9 in 7, 2, 9, 4, 6: ok; 4 in 7, 2, 9, 4, 6: no."}
   # A wrong response: every failing clause falsified, so that it reads as right.
   slipped = judging.slipped_check(PAIR, "5 and 8", rng)
-  assert slipped.text() == "Check: 5+8=13, target 13; 5 listed; 8 listed."
+  assert slipped.text() == "Check: 5+8=13, target 13: ok; 5 in 7, 2, 9, 4, 6: ok; 8 in 7, 2, 9, 4, 6: ok."
   assert slipped.verdict == "right" and not slipped.true
-  assert judging.slipped_check(DIGITS, "46", rng).text() == "Check: 4+6=9, target 9; 46 in 30-59."
-  assert judging.slipped_check(LETTER, "b", rng).text() == "Check: b listed; b after m."
+  assert judging.slipped_check(DIGITS, "46", rng).text() == (
+      "Check: 4+6=9, target 9: ok; 46>=30: ok; 46<=59: ok.")
+  assert judging.slipped_check(DIGITS, "63", rng).text() == (
+      "Check: 6+3=9, target 9: ok; 63>=30: ok; 63<=59: ok.")
+  assert judging.slipped_check(LETTER, "b", rng).text() == "Check: b in q, b, f, a, t: ok; b after m: ok."
   assert judging.slipped_check(LETTER, "I do not know.", rng) is None
   for task in generate_tasks(3, 90):
     for response in (f"The answer is {task.answer}.", "The answer is 1 and 1.", "The answer is 55.",
@@ -89,13 +98,24 @@ def test_miscalibrated_judgments_and_meta_assessments():
 
 def test_check_is_true_reads_only_the_check():
   assert judging.check_is_true(DIGITS, "45", "Score: 5") is None
-  assert judging.check_is_true(DIGITS, "45", "Check: 4+5=9, target 9; 45 in 30-59. So the "
-                               "response is wrong. Score: 1") is True  # check true, verdict not
-  assert judging.check_is_true(DIGITS, "45", "Check: 4+5=8, target 9; 45 in 30-59. So the "
-                               "response is wrong. Score: 1") is False
+  check = "Check: 4+5=9, target 9: ok; 45>=30: ok; 45<=59: ok."
+  assert judging.check_is_true(DIGITS, "45", check + " So the response is wrong. Score: 1") is True
+  assert judging.check_is_true(DIGITS, "45", check.replace("45<=59: ok", "45<=59: no")
+                               + " So the response is wrong. Score: 1") is False
 
 
 def test_every_family_has_checks():
   for family in FAMILIES:
     task = generate_tasks(0, 1, (family,))[0]
     assert judging.true_check(task, task.answer).verdict == "right"
+
+
+def test_the_verdict_is_right_exactly_when_no_clause_says_no():
+  for task in generate_tasks(4, 60):
+    for response in (f"The answer is {task.answer}.", "The answer is 1 and 1.", "The answer is 55.",
+                     "The answer is a."):
+      check = judging.true_check(task, response)
+      if check.clauses:
+        marks = [c.text.rsplit(": ", 1)[1] for c in check.clauses]
+        assert set(marks) <= {"ok", "no"}
+        assert (check.verdict == "right") == ("no" not in marks)

@@ -49,7 +49,7 @@ def test_compact_templates_validate_and_render():
 # Demonstrations.
 
 def test_demonstrations_are_deterministic_per_seed():
-  for kind in ("actor", "judge", "meta"):
+  for kind in seed.KINDS:
     a = seed.demonstrations(3, kind, 60)
     assert a == seed.demonstrations(3, kind, 60)
     assert a != seed.demonstrations(4, kind, 60)
@@ -61,7 +61,7 @@ def test_demonstrations_come_from_the_sft_split_and_skip_excluded_tasks():
   from meta_rewarding.testbed.tasks import split_of
   some = {d.instruction for d in seed.demonstrations(0, "actor", 300)}
   excluded = set(list(some)[:50])
-  for kind in ("actor", "judge", "meta"):
+  for kind in seed.KINDS:
     demos = seed.demonstrations(0, kind, 300, excluded)
     assert not excluded & {d.instruction for d in demos}
     assert all(split_of(d.instruction) == "sft" for d in demos)
@@ -92,11 +92,27 @@ def test_demonstration_texts_parse_to_their_labels():
   for d in seed.demonstrations(1, "actor", 200):
     task = task_from_instruction(d.prompt)
     assert oracle.is_correct(task, d.response) == d.correct
+  for d in seed.demonstrations(1, "pairwise", 200):
+    assert prompts.parse_pairwise_verdict(d.response) == d.info["winner"]
+    task = task_from_instruction(d.instruction)
+    a = d.prompt.split("Response A: ", 1)[1].split("\n", 1)[0]
+    b = d.prompt.split("Response B: ", 1)[1].split("\n", 1)[0]
+    # One right response, one wrong, and the oracle's better one is the one recorded.
+    assert oracle.is_correct(task, a) != oracle.is_correct(task, b)
+    assert d.info["better"] == ("A" if oracle.is_correct(task, a) else "B")
+  for d in seed.demonstrations(1, "worse", 200):
+    # A modified task of the same family, from the sft split too, with an answer right for it
+    # and wrong for the original: what the Self-Taught Evaluator's worse response should be.
+    from meta_rewarding.testbed.tasks import split_of
+    task = task_from_instruction(d.instruction)
+    assert seed._valid_worse_response(task, d.response)
+    assert split_of(d.info["modified"]) == "sft"
+    assert d.response.startswith(seed.MODIFIED_QUESTION + "\n" + d.info["modified"] + "\n")
 
 
 def test_noise_rates_are_as_documented():
   n = 3000
-  report = seed.demo_noise_report([d for kind in ("actor", "judge", "meta")
+  report = seed.demo_noise_report([d for kind in ("actor", "judge", "meta", "pairwise")
                                    for d in seed.demonstrations(11, kind, n)])
   # Binomial standard errors at n=3000 are <= 0.009; allow ~3.5 of them.
   assert report["actor_correct"] == pytest.approx(1 - seed.ACTOR_WRONG, abs=0.03)
@@ -111,6 +127,9 @@ def test_noise_rates_are_as_documented():
   # Judgment A, or the higher-scored judgment, is right half the time.
   assert report["meta_first_position"] == pytest.approx(0.5, abs=0.03)
   assert report["meta_picks_higher_score"] == pytest.approx(0.5, abs=0.035)
+  # Pairwise labels: right unless a slipped check turned the call, and no position bias.
+  assert report["pairwise_first_position"] == pytest.approx(0.5, abs=0.03)
+  assert 0.88 <= report["pairwise_label_correct"] <= 0.96
   judge = seed.demonstrations(11, "judge", n)
   mix = {k: sum(d.info["response_kind"] == k for d in judge) / n for k, _ in seed.RESPONSE_MIX}
   for kind, p in seed.RESPONSE_MIX:

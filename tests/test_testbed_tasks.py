@@ -15,7 +15,7 @@ from meta_rewarding.testbed.tasks import (FAMILIES, SPLITS, Task, capacity, gene
 
 PAIR = task_from_instruction("Pick two of 7, 2, 9, 4, 6 that add up to 13.")
 DIGITS = task_from_instruction("Write a number from 30 to 59 whose digits add up to 9.")
-LETTER = task_from_instruction("Write a letter from 'qbfat' that comes after 'm'.")
+LETTER = task_from_instruction("Write a letter from q, b, f, a, t that comes after m.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,9 +145,9 @@ def test_task_from_instruction_round_trip_every_family():
     "Write a number from 030 to 59 whose digits add up to 9.",   # leading zero
     "Write a number from 30 to 39 whose digits add up to 20.",   # nothing in range
     "Write a number from 59 to 30 whose digits add up to 9.",    # empty range
-    "Write a letter from 'qbfat' that comes after 'z'.",   # no letter after z
-    "Write a letter from 'qbfat' that comes after 'q'.",   # the pivot is listed
-    "Write a letter from 'QBFAT' that comes after 'm'.",
+    "Write a letter from q, b, f, a, t that comes after z.",   # no letter after z
+    "Write a letter from q, b, f, a, t that comes after q.",   # the pivot is listed
+    "Write a letter from Q, B, F, A, T that comes after m.",
     "Tell me a joke.",
     "",
 ])
@@ -271,3 +271,22 @@ def test_meta_judge_accuracy():
     assert meta_judge_accuracy(tasks_, responses, score_pairs, winners) == 0.5
     assert math.isnan(meta_judge_accuracy(tasks_[2:4], responses[2:4], score_pairs[2:4],
                                           winners[2:4]))
+
+
+def test_modified_tasks_have_an_answer_right_for_them_and_wrong_for_the_original():
+  import random
+  from meta_rewarding.testbed.tasks import modified_task
+  # Hand-worked: 7, 2, 9, 4, 6 with target 13 -> another pair sum of the list.
+  new, answer = modified_task(PAIR, random.Random(0))
+  assert new.family == "pair_sum" and new.params["numbers"] == PAIR.params["numbers"]
+  assert new.params["target"] != 13 and sum(map(int, answer.split(" and "))) == new.params["target"]
+  # q, b, f, a, t after m -> an earlier pivot with f (the only listed letter between) after it.
+  new, answer = modified_task(LETTER, random.Random(0))
+  assert answer == "f" and new.params["pivot"] < "f" and new.params["pivot"] not in "qbfat"
+  rng = random.Random(1)
+  for task in generate_tasks(2, 300):
+    new, answer = modified_task(task, rng)
+    response = f"The answer is {answer}."
+    assert new.family == task.family and new.instruction != task.instruction
+    assert task_from_instruction(new.instruction) == new
+    assert oracle.is_correct(new, response) and not oracle.is_correct(task, response)

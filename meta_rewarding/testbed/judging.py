@@ -4,14 +4,21 @@ Pure Python. The seed model is taught these formats (``seed.py``); the oracle (`
 stays the ground truth. A judgment states the facts it checked about the response, each a short
 local computation, then the verdict they imply, then the score::
 
-  pair_sum      Check: 4+9=13, target 13; 4 listed; 9 listed. So the response is right. Score: 5
-  digit_sum     Check: 4+5=9, target 9; 45 in 30-59. So the response is right. Score: 5
-  letter_after  Check: t listed; t after m. So the response is right. Score: 5
+  pair_sum      Check: 4+9=13, target 13: ok; 4 in 7, 2, 9, 4, 6: ok; 9 in 7, 2, 9, 4, 6: ok.
+                So the response is right. Score: 5
+  digit_sum     Check: 4+5=9, target 9: ok; 45>=30: ok; 45<=59: ok. So the response is right.
+                Score: 5
+  letter_after  Check: t in q, b, f, a, t: ok; t after m: ok. So the response is right. Score: 5
   no answer     Check: no clear answer. So the response is unclear. Score: 0
 
-Every clause can be verified from the judgment, the question and the response alone (is 4+9
-really 13? is 9 in the list? is 45 between 30 and 59? does t come after m?): this is what makes
-the meta-judge's job easier than the actor's, since it never has to find an answer itself.
+Every clause is one local computation written out next to its outcome (``ok`` or ``no``): a sum
+next to the target, a number next to a copy of the list it should be in, two numbers side by
+side. The verdict is "right" exactly when no clause says ``no``. Every clause can be verified
+from the judgment, the question and the response alone (is 4+9 really 13? is 9 in the list? is
+45 at most 59? does t come after m?): this is what makes the meta-judge's job easier than the
+actor's, since it never has to find an answer itself. (The first format, "4 listed; 45 in 30-59",
+left the lookup and the comparison implicit, and the seed's judge got exactly those wrong on its
+own answers: it balanced only 54% on them.)
 
 A *slip* (``slipped_check``) states one or more false clauses, chosen so that the verdict flips
 (a right response called wrong, a wrong one called right): the kind of error a meta-judge can
@@ -59,21 +66,39 @@ class Check:
     return "Check: " + "; ".join(c.text for c in self.clauses) + "."
 
 
+def _mark(passes: bool) -> str:
+  return "ok" if passes else "no"
+
+
+def _clause(fact: str, passes: bool) -> str:
+  """A clause as written: the fact checked, then its outcome for the response."""
+  return f"{fact}: {_mark(passes)}"
+
+
+def _membership(x, items) -> tuple[str, bool, str, bool]:
+  """'x in <the list, copied>: ok|no'. The list is written out again so that the lookup is over
+  the tokens just written, right next to the mark: looking it up in the question instead
+  competes with every other copy of x (in the response, in the sum clause), which is exactly
+  where the seed's judge went wrong (it wrote "6 listed" for an unlisted 6 the actor had written)."""
+  listed = x in items
+  fact = f"{x} in {', '.join(map(str, items))}"
+  return (_clause(fact, listed), listed, _clause(fact, not listed), not listed)
+
+
 def _pair_sum_clauses(task: Task, answer: str) -> list[tuple[str, bool, str, bool]]:
-  """(fact as true, passes, fact with the opposite outcome, its passes) per clause."""
+  """(clause as true, passes, the clause with the opposite outcome, its passes) per clause."""
   p = task.params
   a, b = (int(x) for x in answer.split(" and "))
   s, t = a + b, p["target"]
-  # The sum clause: "a+b=s, target t" passes iff s == t. Its false form keeps a and b and states
-  # a sum that flips the outcome (the target when s != t, one off when s == t).
+  # The sum clause: "a+b=s, target t: ok" passes iff s == t. Its false form keeps a and b and
+  # states a sum that flips the outcome (the target when s != t, one off when s == t).
   false_sum = t if s != t else s + (1 if s < 18 else -1)
-  out = [(f"{a}+{b}={s}, target {t}", s == t, f"{a}+{b}={false_sum}, target {t}", s != t)]
+  out = [(_clause(f"{a}+{b}={s}, target {t}", s == t), s == t,
+          _clause(f"{a}+{b}={false_sum}, target {t}", s != t), s != t)]
   if a == b:
-    out.append((f"{a} used twice", False, f"{a} listed once", True))
+    out.append((_clause(f"{a} used twice", False), False, _clause(f"{a} used once", True), True))
   for x in dict.fromkeys((a, b)):  # each number once, in the order given
-    listed = x in p["numbers"]
-    out.append((f"{x} {'listed' if listed else 'not listed'}", listed,
-                f"{x} {'not listed' if listed else 'listed'}", not listed))
+    out.append(_membership(x, p["numbers"]))
   return out
 
 
@@ -83,24 +108,23 @@ def _digit_sum_clauses(task: Task, answer: str) -> list[tuple[str, bool, str, bo
   digits = "+".join(answer.lstrip("+"))
   s = digit_sum(n)
   false_sum = t if s != t else s + (1 if s < 18 else -1)
-  inside = p["low"] <= n <= p["high"]
-  span = f"{p['low']}-{p['high']}"
-  return [(f"{digits}={s}, target {t}", s == t, f"{digits}={false_sum}, target {t}", s != t),
-          (f"{n} {'in' if inside else 'not in'} {span}", inside,
-           f"{n} {'not in' if inside else 'in'} {span}", not inside)]
+  # The range as two comparisons, each between two numbers written side by side.
+  above, below = n >= p["low"], n <= p["high"]
+  return [(_clause(f"{digits}={s}, target {t}", s == t), s == t,
+           _clause(f"{digits}={false_sum}, target {t}", s != t), s != t),
+          (_clause(f"{n}>={p['low']}", above), above, _clause(f"{n}>={p['low']}", not above),
+           not above),
+          (_clause(f"{n}<={p['high']}", below), below, _clause(f"{n}<={p['high']}", not below),
+           not below)]
 
 
 def _letter_after_clauses(task: Task, answer: str) -> list[tuple[str, bool, str, bool]]:
   p = task.params
   c, pivot = answer, p["pivot"]
-  listed = c in p["letters"]
-  after = c > pivot
-  # A letter equal to the pivot is neither before nor after it; written as "not after".
-  order = "after" if after else ("before" if c < pivot else "not after")
-  flipped = "before" if after else "after"
-  return [(f"{c} {'listed' if listed else 'not listed'}", listed,
-           f"{c} {'not listed' if listed else 'listed'}", not listed),
-          (f"{c} {order} {pivot}", after, f"{c} {flipped} {pivot}", not after)]
+  after = c > pivot      # a letter equal to the pivot does not come after it
+  return [_membership(c, p["letters"]),
+          (_clause(f"{c} after {pivot}", after), after, _clause(f"{c} after {pivot}", not after),
+           not after)]
 
 
 _CLAUSES = {"pair_sum": _pair_sum_clauses, "digit_sum": _digit_sum_clauses,

@@ -8,7 +8,7 @@ measured figures). The build is deterministic: demonstrations come from seeded `
 streams, the sentencepiece trainer is single-threaded without sampling, the initialisation and the
 SFT data order derive from the build seed (build_info.json records the weights' sha256).
 
-What the seed is taught (the project's own SFT, `train.run_sft`, on three kinds of demonstrations;
+What the seed is taught (the project's own SFT, `train.run_sft`, on five kinds of demonstrations;
 every prompt is one user message in the Llama-2 chat format, exactly as the pipeline sends it):
 
   actor       a testbed instruction  ->  "The answer is X."
@@ -17,19 +17,31 @@ every prompt is one user message in the Llama-2 chat format, exactly as the pipe
               a pair that misses the target or uses an unlisted number, a number out of range or
               with the wrong digit sum, a letter before the pivot or not listed).
   judge       templates.JUDGE_TEMPLATE(instruction, response)  ->
-              "Check: 4+9=13, target 13; 4 listed; 9 listed. So the response is right. Score: 5"
+              "Check: 4+9=13, target 13: ok; 4 in 7, 2, 9, 4, 6: ok; 9 in 7, 2, 9, 4, 6: ok.
+               So the response is right. Score: 5"
               (formats: judging.py). The response is right / a plausible mistake / malformed (no
               clear answer, oracle score 0) with probabilities RESPONSE_MIX. The check states, for
-              this one response, each constraint as a short local computation; the verdict
-              follows from it; the score from the verdict (right 5, wrong 1, unclear 0). With
-              probability JUDGE_SLIP the check holds false clauses that flip the verdict; with
-              probability JUDGE_MISCALIBRATED the score is on the wrong side of the pass mark.
+              this one response, each constraint as a short local computation next to its
+              outcome; the verdict follows from it; the score from the verdict (right 5, wrong 1,
+              unclear 0). With probability JUDGE_SLIP the check holds false clauses that flip the
+              verdict; with probability JUDGE_MISCALIBRATED the score is on the wrong side.
   meta-judge  templates.META_JUDGE_TEMPLATE(instruction, response, judgment A, judgment B)  ->
               "A: check false. B: check true, score fits. Winner: Judgment B"
               A and B judge one response: one sound (true check, fitting score), one unsound
               (slipped with probability META_UNSOUND_SLIP, else miscalibrated), so the oracle
               always prefers the sound one. The meta-judge re-checks each judgment's clauses; it
               never has to solve the task. W is the sound one except with probability META_FLIP.
+  pairwise    templates.PAIRWISE_TEMPLATE(instruction, response A, response B)  ->
+              "A: Check: ... So A is right. B: Check: ... So B is wrong. [[A]]"
+              the Self-Taught Evaluator's pairwise judge: a right answer against a wrong one (a
+              plausible mistake, or half the time an answer to a modified task), the right one as
+              A in half of them; each check slips with probability JUDGE_SLIP.
+  worse       templates.WORSE_RESPONSE_TEMPLATE(instruction, a right response)  ->
+              "[User Question Modified]\n<x'>\n\n[The start of Assistant's answer to the modified
+              instruction]\nThe answer is <y'>.\n[The end of ...]"
+              the Self-Taught Evaluator's worse response, in the paper's output format: a task x'
+              close to the instruction (`tasks.modified_task`: another target, an earlier pivot)
+              and an answer right for x' and wrong for the instruction.
 
 How the meta-judge demonstrations are kept free of the biases that wreck Meta-Rewarding (a
 meta-judge that prefers Judgment A, or the higher score, teaches the judge that bias): the sound
@@ -40,8 +52,8 @@ higher score, and not right in the other half, where it has the lower one; the l
 naming the higher score (both ~50%), and the tests hold them there.
 
 So the demonstrations are only mostly right (`demo_noise_report`, checked by the tests): actor
-~84% right; judge scores agree with the oracle ~89%; meta-judge labels name the oracle's better
-judgment ~94% of the time. The model's capacity (0.9M parameters, a few thousand CPU SFT steps)
+~78% right; judge scores agree with the oracle ~89%; meta-judge labels name the oracle's better
+judgment ~94% of the time; pairwise labels name the right answer ~92% of the time. The model's capacity (0.9M parameters, a few thousand CPU SFT steps)
 adds errors of its own, above all in the actor's search: the tasks are built so that checking
 one candidate (a digit sum, a list lookup, a letter comparison) is easier than finding one that
 meets every constraint at once (tasks.py).
@@ -49,8 +61,8 @@ The seed's measured figures (held-out tasks, the pipeline's sampling settings) a
 build_info.json and README.md next to the weights.
 
 Training: one `train.run_sft` call (warmup + cosine, one AdamW state) whose batches each hold one
-kind: the kinds differ a lot in length (~34 / ~102 / ~159 tokens), and mixed batches would pad every
-row to the longest. run_sft takes step s's batch from its seeded epoch permutation
+kind: the kinds differ a lot in length (median ~34 / ~119 / ~199 / ~162 / ~134 tokens for actor /
+judge / meta / pairwise / worse), and mixed batches would pad every row to the longest. run_sft takes step s's batch from its seeded epoch permutation
 (`data.epoch_order`), so `order_for_run_sft` places the examples where that permutation will pick
 them in the wanted order; `check_order` verifies it with `data.step_indices`. A first phase trains
 the actor alone (the copy-and-compare circuits all three roles need appear only after several
@@ -81,14 +93,15 @@ from meta_rewarding import prompts
 from meta_rewarding.testbed import judging, oracle, templates
 from meta_rewarding.testbed.settings import (ACTOR_MAX_NEW_TOKENS, ARCHITECTURE, CHAT_FORMAT,
                                              JUDGE_MAX_NEW_TOKENS, META_MAX_NEW_TOKENS,
-                                             PIPELINE_SAMPLING)
+                                             PAIRWISE_MAX_NEW_TOKENS, PIPELINE_SAMPLING,
+                                             WORSE_MAX_NEW_TOKENS)
 from meta_rewarding.testbed.tasks import (FAMILIES, Task, digit_sum, generate_tasks,
-                                          valid_answers)
+                                          modified_task, split_of, valid_answers)
 
 # ----------------------------------------------------------------------------------------------
 # Noise (the documented rates; tests check the generator realises them).
 
-ACTOR_WRONG = 0.15             # actor demonstrations with a plausible mistake
+ACTOR_WRONG = 0.22             # actor demonstrations with a plausible mistake
 RESPONSE_MIX = (("correct", 0.45), ("wrong", 0.40), ("malformed", 0.15))  # judged responses
 JUDGE_SLIP = 0.08              # the judge's check states false clauses that flip its verdict
 JUDGE_MISCALIBRATED = 0.04     # the judge's score is on the wrong side of the pass mark
@@ -236,16 +249,17 @@ def judge_demo_record(task: Task, rng: random.Random, response: str | None = Non
 
 
 def meta_battle(task: Task, rng: random.Random
-                ) -> tuple[str, str, judging.Judgment, judging.Judgment, str] | None:
+                ) -> tuple[str, str, judging.Judgment, judging.Judgment, str]:
   """(response, response kind, judgment A, judgment B, the oracle's better "A"|"B"): one sound
-  and one unsound judgment of one response (META_RESPONSE_MIX), in a random order. None when the
-  response offers nothing to get wrong in the drawn way (a malformed one cannot be slipped on)."""
+  and one unsound judgment of one response (META_RESPONSE_MIX), in a random order."""
   response, kind = sample_response(task, rng, META_RESPONSE_MIX)
   sound = judging.judgment(judging.true_check(task, response))
-  if rng.random() < META_UNSOUND_SLIP:
-    slipped = judging.slipped_check(task, response, rng)
-    if slipped is None:
-      return None
+  # A malformed response offers nothing to slip on: its unsound judgment is always miscalibrated.
+  # (Dropping those battles instead would leave the sound judgment the higher score in 54% of
+  # the rest: right responses 50% against wrong 40% + malformed 10% only balances if all count.)
+  slipped = judging.slipped_check(task, response, rng) if rng.random() < META_UNSOUND_SLIP \
+      else None
+  if slipped is not None:
     unsound = judging.judgment(slipped)
   else:
     unsound = judging.judgment(sound.check, miscalibrated=True, rng=rng)
@@ -257,11 +271,8 @@ def meta_battle(task: Task, rng: random.Random
   return response, kind, a, b, better
 
 
-def meta_demo_record(task: Task, rng: random.Random) -> Demo | None:
-  battle = meta_battle(task, rng)
-  if battle is None:
-    return None
-  response, kind, a, b, better = battle
+def meta_demo_record(task: Task, rng: random.Random) -> Demo:
+  response, kind, a, b, better = meta_battle(task, rng)
   worse = "B" if better == "A" else "A"
   flip = rng.random() < META_FLIP
   winner = worse if flip else better
@@ -273,12 +284,83 @@ def meta_demo_record(task: Task, rng: random.Random) -> Demo | None:
                                  "winner": winner, "winner_higher": winner == higher})
 
 
+# The Self-Taught Evaluator's two tasks (templates.PAIRWISE_TEMPLATE, WORSE_RESPONSE_TEMPLATE).
+
+MODIFIED_QUESTION = "[User Question Modified]"
+MODIFIED_ANSWER_START = "[The start of Assistant's answer to the modified instruction]"
+MODIFIED_ANSWER_END = "[The end of Assistant's answer to the modified instruction]"
+
+
+def worse_response_text(modified_instruction: str, response: str) -> str:
+  """The worse-response prompt's answer, in the paper's output format (the markers of
+  RAM's worse_response.prompt, which `prompts.parse_worse_response` reads)."""
+  return (f"{MODIFIED_QUESTION}\n{modified_instruction}\n\n{MODIFIED_ANSWER_START}\n{response}\n"
+          f"{MODIFIED_ANSWER_END}")
+
+
+def worse_demo_record(task: Task, rng: random.Random) -> Demo | None:
+  """The worse-response prompt about a right answer to `task` -> a modified task x' (tasks.
+  modified_task: close, of the same family) and a right answer to x' that is wrong for `task`.
+  Only modifications inside the `sft` split are used, so no demonstration names a pool or
+  evaluation task. None when there is none."""
+  for _ in range(8):
+    modified = modified_task(task, rng)
+    if modified is None:
+      return None
+    new, answer = modified
+    if split_of(new.instruction) == "sft":
+      break
+  else:
+    return None
+  good = f"The answer is {right_answer(task, rng)}."
+  prompt = templates.WORSE_RESPONSE_TEMPLATE.format(instruction=task.instruction, response=good)
+  worse = f"The answer is {answer}."
+  return Demo("worse", prompt, worse_response_text(new.instruction, worse), task.instruction,
+              True, {"modified": new.instruction})
+
+
+def pairwise_text(check_a: judging.Check, check_b: judging.Check, winner: str) -> str:
+  """The testbed's pairwise judgment: each response's check and verdict, then the paper's tag."""
+  return (f"A: {check_a.text()} So A is {check_a.verdict}. "
+          f"B: {check_b.text()} So B is {check_b.verdict}. [[{winner}]]")
+
+
+def pairwise_demo_record(task: Task, rng: random.Random, slip: float = JUDGE_SLIP) -> Demo:
+  """A pairwise judgment of a right answer against a wrong one (a plausible mistake, or half the
+  time an answer to a modified task, the Self-Taught Evaluator's kind of worse response), the
+  right one as Response A in half of them (drawn independently). Each check slips with
+  probability `slip` like the pointwise judge's; the verdict follows the checks (when both come
+  out the same, it is a coin flip)."""
+  good = f"The answer is {right_answer(task, rng)}."
+  modified = modified_task(task, rng) if rng.random() < 0.5 else None
+  bad = f"The answer is {modified[1] if modified else plausible_mistake(task, rng)}."
+  good_first = rng.random() < 0.5
+  a, b = (good, bad) if good_first else (bad, good)
+
+  def check(response):
+    slipped = judging.slipped_check(task, response, rng) if rng.random() < slip else None
+    return slipped or judging.true_check(task, response)
+
+  check_a, check_b = check(a), check(b)
+  if check_a.verdict == "right" and check_b.verdict != "right":
+    winner = "A"
+  elif check_b.verdict == "right" and check_a.verdict != "right":
+    winner = "B"
+  else:
+    winner = rng.choice("AB")
+  better = "A" if good_first else "B"
+  prompt = templates.PAIRWISE_TEMPLATE.format(input=task.instruction, response_a=a, response_b=b)
+  return Demo("pairwise", prompt, pairwise_text(check_a, check_b, winner), task.instruction,
+              winner == better, {"winner": winner, "better": better,
+                                 "modified": modified is not None})
+
+
 def demonstrations(seed: int, kind: str, n: int, exclude: Iterable[str] = ()) -> list[Demo]:
-  """`n` demonstrations of `kind` (actor | judge | meta), deterministic in (seed, kind, n).
+  """`n` demonstrations of `kind` (KINDS), deterministic in (seed, kind, n).
 
   Tasks come from the `sft` split (`tasks.split_of`: never the pool's or the evaluation's) over
   all families (balanced), skipping the instructions in `exclude`."""
-  stream = {"actor": 1, "judge": 2, "meta": 3}[kind]
+  stream = {"actor": 1, "judge": 2, "meta": 3, "pairwise": 4, "worse": 5}[kind]
   rng = random.Random(f"demos/{seed}/{kind}")
   exclude = set(exclude)
   # Enough unique tasks per family, interleaved so that every stretch of the list covers all
@@ -298,8 +380,12 @@ def demonstrations(seed: int, kind: str, n: int, exclude: Iterable[str] = ()) ->
       out.append(actor_demo(task, rng))
     elif kind == "judge":
       out.append(judge_demo_record(task, rng))
+    elif kind == "meta":
+      out.append(meta_demo_record(task, rng))
+    elif kind == "pairwise":
+      out.append(pairwise_demo_record(task, rng))
     else:
-      d = meta_demo_record(task, rng)
+      d = worse_demo_record(task, rng)
       if d is not None:
         out.append(d)
   return out
@@ -323,38 +409,46 @@ def demo_noise_report(demos: Sequence[Demo]) -> dict:
     out["meta_label_correct"] = sum(d.correct for d in ms) / len(ms)
     out["meta_first_position"] = sum(d.info["winner"] == "A" for d in ms) / len(ms)
     out["meta_picks_higher_score"] = sum(d.info["winner_higher"] for d in ms) / len(ms)
+  if "pairwise" in by:
+    ps = by["pairwise"]
+    out["pairwise_label_correct"] = sum(d.correct for d in ps) / len(ps)
+    out["pairwise_first_position"] = sum(d.info["winner"] == "A" for d in ps) / len(ps)
   return out
 
 
 # ----------------------------------------------------------------------------------------------
 # The model, the tokenizer and the build (ARCHITECTURE and CHAT_FORMAT: settings.py).
 
+KINDS = ("actor", "judge", "meta", "pairwise", "worse")
 TOKENIZER_VOCAB = 512
 TOKENIZER_SYMBOLS = ("[INST]", "[/INST]")  # the Llama-2 chat markers, one piece each
 EVAL_SEED = 99991          # held-out evaluation tasks (never in the demonstrations)
 
 # Length buckets per kind (prompt + response tokens, Llama-2 chat format, this tokenizer).
-_BUCKETS = {"actor": (32, 48), "judge": (96, 120), "meta": (144, 192)}
+_BUCKETS = {"actor": (32, 48), "judge": (120, 152), "meta": (208, 264), "pairwise": (176, 224),
+            "worse": (136, 160)}
 
 
 @dataclasses.dataclass
 class BuildConfig:
   """What `build` does (defaults = the shipped seed)."""
   seed: int = 0
-  steps: int = 3000                      # optimizer steps of the one run_sft call
+  steps: int = 2700                      # optimizer steps of the one run_sft call
   # (fraction of the steps, ((kind, share of the phase's steps), ...)) in order: actor
   # demonstrations alone first, so the copy-and-compare circuits every role needs form early,
   # then all three kinds interleaved.
   phases: tuple = ((0.4, (("actor", 1.0),)),
-                   (0.6, (("actor", 0.3), ("judge", 0.5), ("meta", 0.2))))
+                   (0.6, (("actor", 0.25), ("judge", 0.4), ("meta", 0.15), ("pairwise", 0.1),
+                          ("worse", 0.1))))
   batch_size: int = 32
   learning_rate: float = 1e-3            # warmup, then cosine decay to 0.1x
   warmup_steps: int = 40
   # A second run_sft call (fresh schedule and optimizer state, new demonstrations: build seed + 1)
   # weighted towards the judge: after the first call the seed acts well but its judge barely
   # compares its own answer with the response's. 0 steps: no second call.
-  judge_steps: int = 1000
-  judge_shares: tuple = (("actor", 0.2), ("judge", 0.6), ("meta", 0.2))
+  judge_steps: int = 900
+  judge_shares: tuple = (("actor", 0.15), ("judge", 0.5), ("meta", 0.15), ("pairwise", 0.1),
+                         ("worse", 0.1))
   judge_learning_rate: float = 5e-4
   judge_warmup_steps: int = 20
   # A third call, on the model's OWN answers: after the second call the seed judges the fixed
@@ -363,8 +457,9 @@ class BuildConfig:
   # how hard the task feels rather than by comparing. This call samples the model's answers to
   # training tasks (the pipeline's sampling settings) and mixes judge demonstrations of them
   # (same noise rules) half and half with the usual ones. 0 steps: no third call.
-  own_judge_steps: int = 800
-  own_judge_shares: tuple = (("actor", 0.2), ("judge", 0.6), ("meta", 0.2))
+  own_judge_steps: int = 700
+  own_judge_shares: tuple = (("actor", 0.15), ("judge", 0.5), ("meta", 0.15), ("pairwise", 0.1),
+                             ("worse", 0.1))
   own_judge_samples: int = 4             # sampled answers per training task
   # The share of the own-answer judge demonstrations about answers that are NOT right (None: as
   # sampled, ~22% for the shipped seed). Measured: 800 more steps of the third call at 0.5 on top
@@ -433,8 +528,9 @@ def own_answer_judge_demos(model_config, params, tokenizer, cfg: BuildConfig, n:
 
 def tokenizer_corpus(seed: int, n: int = 1500) -> list[str]:
   """Texts the sentencepiece model is trained on: demonstrations of every kind and the templates."""
-  texts = [templates.JUDGE_TEMPLATE, templates.META_JUDGE_TEMPLATE, " ".join(TOKENIZER_SYMBOLS)]
-  for kind in ("actor", "judge", "meta"):
+  texts = [templates.JUDGE_TEMPLATE, templates.META_JUDGE_TEMPLATE, templates.PAIRWISE_TEMPLATE,
+           templates.WORSE_RESPONSE_TEMPLATE, " ".join(TOKENIZER_SYMBOLS)]
+  for kind in KINDS:
     for d in demonstrations(seed + 1000, kind, n):
       texts += [d.prompt, d.response]
   return texts
@@ -475,7 +571,6 @@ def step_kinds(cfg: BuildConfig) -> list[str]:
   return kinds
 
 
-KINDS = ("actor", "judge", "meta")
 
 
 def order_for_run_sft(batches: Sequence[Sequence[dict]], seed: int) -> list[dict]:
@@ -564,7 +659,7 @@ def train_seed(cfg: BuildConfig, model_config, params, tokenizer, *, mesh, log=p
   return params, history
 
 
-def loss_summary(history: Sequence[dict], kinds=("actor", "judge", "meta"), parts: int = 6
+def loss_summary(history: Sequence[dict], kinds=KINDS, parts: int = 6
                  ) -> list[dict]:
   """Mean SFT loss per kind over `parts` equal stretches of the run (for build_info/README)."""
   out = []
@@ -630,6 +725,14 @@ def measure(model_config, params, tokenizer, tasks: Sequence[Task], *, samples: 
     meta_accuracy_own, meta_battles_own
                             the same accuracy on battles between the model's own two judgments
                             of a response, where the oracle prefers one (both orders)
+    pairwise_accuracy, pairwise_first_position_rate
+                            the Self-Taught Evaluator's pairwise judge (templates.PAIRWISE_TEMPLATE)
+                            on a right answer against a plausible mistake, both orders; a missing
+                            or double tag counts 0.5 (RewardBench's tie); the share of verdicts
+                            naming Response A
+    worse_valid_rate        worse responses (templates.WORSE_RESPONSE_TEMPLATE about a right
+                            answer) naming a different task of the same family and an answer that
+                            is right for it and wrong for the original
   Deterministic in `seed`.
   """
   from meta_rewarding import sampling
@@ -680,10 +783,8 @@ def measure(model_config, params, tokenizer, tasks: Sequence[Task], *, samples: 
   # model's own pairs of judgments of one response where the oracle prefers one.
   battles = []   # (task, response, text A, text B, score A, score B, oracle's better, own?)
   for t in tasks:
-    b = meta_battle(t, rng)
-    if b is not None:
-      response, _, a, bb, better = b
-      battles.append((t, response, a.text(), bb.text(), a.score, bb.score, better, False))
+    response, _, a, bb, better = meta_battle(t, rng)
+    battles.append((t, response, a.text(), bb.text(), a.score, bb.score, better, False))
   for (t, r), texts, scores in zip(own, judged, own_scores):
     if len(texts) >= 2:
       better = oracle.better_judgment(t, r, scores[0], scores[1])
@@ -708,9 +809,44 @@ def measure(model_config, params, tokenizer, tasks: Sequence[Task], *, samples: 
                                         if v is not None and w[1] is not None)
   out["meta_accuracy_own"] = _mean(v == w[0] for v, w in own_v)
   out["meta_battles_own"] = len([1 for w in truth if w[2]])
+
+  # The Self-Taught Evaluator's tasks: the pairwise judge on right-vs-wrong pairs in both orders
+  # (a verdict tied or missing counts as half, as RewardBench scores it), and worse responses:
+  # the share that name a modified task of the same family with an answer right for it and wrong
+  # for the original (what the STE loop needs from its generator).
+  pairs = []
+  for t in tasks:
+    good = f"The answer is {right_answer(t, rng)}."
+    bad = f"The answer is {plausible_mistake(t, rng)}."
+    pairs += [(templates.PAIRWISE_TEMPLATE.format(input=t.instruction, response_a=good,
+                                                  response_b=bad), "A"),
+              (templates.PAIRWISE_TEMPLATE.format(input=t.instruction, response_a=bad,
+                                                  response_b=good), "B")]
+  verdicts = [prompts.parse_pairwise_verdict(row[0].text) for row in
+              gen([x for x, _ in pairs], 1, PAIRWISE_MAX_NEW_TOKENS, seed + 4, share=True)]
+  out["pairwise_accuracy"] = _mean(1.0 if v == want else 0.5 if v is None else 0.0
+                                   for v, (_, want) in zip(verdicts, pairs))
+  out["pairwise_first_position_rate"] = _mean(v == "A" for v in verdicts if v is not None)
+  worse_prompts = [templates.WORSE_RESPONSE_TEMPLATE.format(
+      instruction=t.instruction, response=f"The answer is {right_answer(t, rng)}.") for t in tasks]
+  worse = [row[0].text for row in gen(worse_prompts, 1, WORSE_MAX_NEW_TOKENS, seed + 5)]
+  out["worse_valid_rate"] = _mean(_valid_worse_response(t, x) for t, x in zip(tasks, worse))
   out["examples"] = {"actor": own[0][1], "judge": judged[0][0],
                      "meta_prompt_count": len(meta_prompts)}
   return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
+
+
+def _valid_worse_response(task: Task, text: str) -> bool:
+  """Whether a worse-response answer names a modified task of `task`'s family (a different one)
+  and an answer that is right for it and wrong for `task`."""
+  from meta_rewarding.testbed.tasks import task_from_instruction
+  head, sep, rest = text.partition(MODIFIED_ANSWER_START)
+  if not sep or MODIFIED_QUESTION not in head:
+    return False
+  new = task_from_instruction(head.split(MODIFIED_QUESTION, 1)[1].strip())
+  answer = rest.split(MODIFIED_ANSWER_END, 1)[0].strip()
+  return (new is not None and new.family == task.family and new != task
+          and oracle.is_correct(new, answer) and not oracle.is_correct(task, answer))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -835,7 +971,8 @@ def readme(info: dict) -> str:
 A tiny Llama ({info['num_params']:,} parameters: {info['architecture']['num_hidden_layers']} layers,
 d={info['architecture']['hidden_size']}, float32) with a {info['tokenizer']['vocab_size']}-piece
 sentencepiece tokenizer (byte fallback), taught by the project's own SFT (`train.run_sft`) to act,
-judge and meta-judge on the synthetic testbed -- imperfectly, on purpose. It is the starting model
+judge and meta-judge on the synthetic testbed, and to write the Self-Taught Evaluator's pairwise
+judgments and worse responses -- imperfectly, on purpose. It is the starting model
 of `configs/local_cpu.py`. Hugging Face Llama layout: `LlamaForCausalLM.from_pretrained` loads it;
 prompts use the Llama-2 chat format (`<s>[INST] ... [/INST]`).
 
@@ -863,13 +1000,15 @@ pipeline's sampling (temperature 0.8, top-p 0.95, top-k 32), two judgments per s
 | judge parse rate (own responses) | {pct(f['judge_parse_rate'])} |
 | judge balanced accuracy (own responses; chance, always-pass and always-fail 50%) | {pct(f['judge_balanced_accuracy'])} |
 | judge accuracy vs oracle (own responses; always-pass {pct(f['actor_accuracy'])}, always-fail {pct(1 - f['actor_accuracy'])}) | {pct(f['judge_accuracy'])} |
-| judge mean score (own responses) | {f['judge_score_mean']:.2f} |
+| judge mean score (own responses) | {'-' if f['judge_score_mean'] is None else f"{f['judge_score_mean']:.2f}"} |
 | judge checks that are exactly true (own responses) | {pct(f['judge_check_true_rate'])} |
 | judge parse rate / accuracy / balanced accuracy (fixed 45/40/15 right/wrong/malformed set) | {pct(f['judge_parse_rate_fixed'])} / {pct(f['judge_accuracy_fixed'])} / {pct(f['judge_balanced_accuracy_fixed'])} |
 | meta-judge parse rate | {pct(f['meta_parse_rate'])} |
 | meta-judge accuracy (fixed battles: one sound, one unsound judgment; both orders) | {pct(f['meta_accuracy'])} |
 | meta-judge first-position rate / picks the higher score (unbiased: ~50% / ~50%) | {pct(f['meta_first_position_rate'])} / {pct(f['meta_picks_higher_rate'])} |
 | meta-judge accuracy on its own judge's battles where the oracle prefers one ({f['meta_battles_own']} battles) | {pct(f['meta_accuracy_own'])} |
+| pairwise judge accuracy (Self-Taught Evaluator prompt; right vs wrong, both orders, no verdict = 0.5) / first-position rate | {pct(f['pairwise_accuracy'])} / {pct(f['pairwise_first_position_rate'])} |
+| worse responses that name a modified task and an answer right for it, wrong for the original | {pct(f['worse_valid_rate'])} |
 
 {('Provenance of the weights in this directory: ' + info['note'] + '.') if info.get('note') else ''}
 

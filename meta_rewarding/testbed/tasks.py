@@ -15,7 +15,7 @@ the task itself. Every family has many valid answers.
                 4-5 distinct digits 1-9; the target is the sum of some pair of them.
   digit_sum     Write a number from 30 to 59 whose digits add up to 9.  -> 36 (or 45, 54)
                 a range of 10-30 two-digit numbers; the target is the digit sum of one of them.
-  letter_after  Write a letter from 'qbfat' that comes after 'm'.   -> q  (or t)
+  letter_after  Write a letter from q, b, f, a, t that comes after m.  -> q  (or t)
                 4-5 distinct letters; the pivot is not among them and 1-2 of them come after it.
 
 ``Task.answer`` is one valid answer (the reference); ``is_valid_answer(task, normalized)`` in
@@ -155,7 +155,10 @@ def _letter_after(letters: str, pivot: str) -> Task | None:
   found = valid_letters(letters, pivot)
   if not found or pivot in letters or len(set(letters)) != len(letters):
     return None
-  return Task("letter_after", f"Write a letter from '{letters}' that comes after '{pivot}'.",
+  # The letters are written apart ("q, b, f"), never as one string ('qbf'): sentencepiece merges
+  # runs of letters into pieces, and a letter inside a piece is not the token the answer and the
+  # judge's check write, so a check of "is q listed" would have to see inside pieces.
+  return Task("letter_after", f"Write a letter from {', '.join(letters)} that comes after {pivot}.",
               found[0], {"letters": letters, "pivot": pivot})
 
 
@@ -321,6 +324,47 @@ def generate_tasks(seed: int, n: int, families: Sequence[str] = FAMILIES,
 
 
 # --------------------------------------------------------------------------------------------
+# Modified tasks (the Self-Taught Evaluator's "modified instruction" on the testbed).
+
+def modified_task(task: Task, rng: random.Random) -> tuple[Task, str] | None:
+  """(x', y'): a task of the same family, close to ``task`` but not the same, and one of x''s
+  valid answers that is NOT a valid answer to ``task`` -- what the Self-Taught Evaluator's
+  worse-response prompt asks for (a good answer to a modified instruction, a worse answer to the
+  original). None when the family's change leaves no such answer.
+
+    pair_sum      another target that two listed numbers add up to
+    digit_sum     another digit sum that some number of the range has
+    letter_after  an earlier pivot (not listed), so that a listed letter between the two pivots
+                  comes after the new one but not after the old one
+  """
+  p, f = task.params, task.family
+  options: list[tuple[Task, str]] = []
+  if f == "pair_sum":
+    for t in sorted({a + b for a, b in itertools.combinations(p["numbers"], 2)} - {p["target"]}):
+      new = _pair_sum(p["numbers"], t)
+      options += [(new, f"{a} and {b}") for a, b in valid_pairs(p["numbers"], t)]
+  elif f == "digit_sum":
+    for t in sorted({digit_sum(n) for n in range(p["low"], p["high"] + 1)} - {p["target"]}):
+      new = _digit_sum(p["low"], p["high"], t)
+      options += [(new, str(n)) for n in valid_numbers(p["low"], p["high"], t)]
+  elif f == "letter_after":
+    for pivot in _LETTERS:
+      if pivot < p["pivot"] and pivot not in p["letters"]:
+        new = _letter_after(p["letters"], pivot)
+        if new is not None:
+          options += [(new, c) for c in valid_letters(p["letters"], pivot) if c < p["pivot"]]
+  else:
+    raise ValueError(f"unknown task family {f!r}")
+  if not options:
+    return None
+  # One modified task first (uniformly), then one of its answers: tasks with many answers are
+  # not favoured.
+  tasks_ = list(dict.fromkeys(t for t, _ in options))
+  new = rng.choice(tasks_)
+  return new, rng.choice([a for t, a in options if t == new])
+
+
+# --------------------------------------------------------------------------------------------
 # Parsing: instruction text -> Task.
 
 _PARSERS: list[tuple[re.Pattern, Callable[[re.Match], Task | None]]] = [
@@ -328,8 +372,8 @@ _PARSERS: list[tuple[re.Pattern, Callable[[re.Match], Task | None]]] = [
      lambda m: _pair_sum([int(x) for x in m[1].split(", ")], int(m[2]))),
     (re.compile(r"Write a number from (\d+) to (\d+) whose digits add up to (\d+)\."),
      lambda m: _digit_sum(int(m[1]), int(m[2]), int(m[3]))),
-    (re.compile(r"Write a letter from '([a-z]+)' that comes after '([a-z])'\."),
-     lambda m: _letter_after(m[1], m[2])),
+    (re.compile(r"Write a letter from ([a-z](?:, [a-z])+) that comes after ([a-z])\."),
+     lambda m: _letter_after(m[1].replace(", ", ""), m[2])),
 ]
 
 

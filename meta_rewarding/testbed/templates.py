@@ -38,3 +38,22 @@ META_JUDGE_TEMPLATE = (
 
 prompts.validate_judge_template(JUDGE_TEMPLATE)
 prompts.validate_meta_judge_template(META_JUDGE_TEMPLATE)
+
+# The Self-Taught Evaluator's two prompts, reduced the same way (``prompts.PAIRWISE_TEMPLATE`` and
+# ``prompts.WORSE_RESPONSE_TEMPLATE`` are the verbatim ones). The pairwise judge checks both
+# responses in the judge's format and ends with the verdict tag the shared parser reads
+# (``prompts.parse_pairwise_verdict``); it takes no system prompt. The worse-response prompt keeps
+# the paper's output markers, so one parser (``prompts.parse_worse_response``) reads both.
+PAIRWISE_TEMPLATE = (
+    "{input}\n"
+    "Response A: {response_a}\n"
+    "Response B: {response_b}\n"
+    "Check both responses. Which one is better? End with \"[[A]]\" or \"[[B]]\"."
+)
+
+WORSE_RESPONSE_TEMPLATE = (
+    "{instruction}\n"
+    "Response: {response}\n"
+    "Write a modified instruction, then a good answer to it that is not a good answer to the "
+    "instruction above."
+)
