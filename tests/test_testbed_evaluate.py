@@ -1,8 +1,15 @@
-"""The pipeline's oracle hook on hand-made stage records."""
+"""The pipeline's oracle hook on hand-made stage records; the preference-pair writer."""
+
+import json
+import subprocess
+import sys
 
 import pytest
 
+from meta_rewarding import judge_eval
+from meta_rewarding.testbed import evaluate, oracle
 from meta_rewarding.testbed.evaluate import oracle_metrics
+from meta_rewarding.testbed.tasks import split_of, task_from_instruction
 
 
 def test_oracle_metrics_count_samples_judgments_and_battles():
@@ -31,3 +38,22 @@ def test_oracle_metrics_count_samples_judgments_and_battles():
   for r in records["actor"][0]["responses"]:
     del r["samples"]
   assert oracle_metrics(records)["oracle/actor_accuracy"] == pytest.approx(1 / 2)
+
+
+def test_the_writer_writes_rewardbench_pairs_that_judge_eval_reads(tmp_path):
+  out = tmp_path / "pairs.jsonl"
+  run = subprocess.run([sys.executable, "-m", "meta_rewarding.testbed.evaluate",
+                        f"--pairs_out={out}", "--n=9"], capture_output=True, text=True)
+  assert run.returncode == 0, run.stderr
+  assert "wrote 9 pairs" in run.stdout and "pair_sum 3" in run.stdout
+  written = [json.loads(line) for line in out.read_text().splitlines()]
+  assert written == evaluate.preference_pairs(9)
+  for p in written:
+    task = task_from_instruction(p["prompt"])
+    assert split_of(p["prompt"]) == "eval" and p["subset"] == task.family
+    assert oracle.is_correct(task, p["chosen"]) and not oracle.is_correct(task, p["rejected"])
+  assert len(judge_eval.load_preference_pairs(str(out))) == 9
+  bad = subprocess.run([sys.executable, "-m", "meta_rewarding.testbed.evaluate",
+                        f"--pairs_out={out}", "--n=0"], capture_output=True, text=True)
+  assert bad.returncode != 0 and "--n=0" in bad.stderr + bad.stdout
+  assert "Traceback" not in bad.stderr

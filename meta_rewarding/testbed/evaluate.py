@@ -1,6 +1,6 @@
 """Oracle metrics for testbed runs: how right the actor, the judge and the meta-judge really are.
 
-Two hooks of the pipeline:
+Two hooks of the pipeline, and a writer of preference pairs:
 
 `heldout_evaluator(config)` returns the pipeline's `evaluate_model` hook: it measures the model the
 policy holds (M_0 before the first iteration, M_t after iteration t) on `evaluate.heldout_tasks`
@@ -13,6 +13,10 @@ same tasks with the same random draws, so differences between them are paired.
 artifacts (prompts are testbed instructions, so `task_from_instruction` recovers each answer) and
 returns `oracle/*` numbers next to the standard ones. Prompts that are not testbed instructions are
 counted (`oracle/unknown_prompts`) and left out.
+
+`python -m meta_rewarding.testbed.evaluate --pairs_out=pairs.jsonl [--n=200]` writes the oracle's
+RewardBench-format pairs (`preference_pairs`: per family a subset, a right answer chosen over a
+plausible mistake) for `judge_eval --pairs=pairs.jsonl` or `evaluate.judge_pairs`.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ def heldout_evaluator(config) -> Callable[[Any], dict]:
         judgments=HELDOUT_JUDGMENTS, seed=HELDOUT_SEED, mesh=policy.mesh,
         judge_template=config.judge.template, meta_template=config.meta_judge.template,
         temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, batch_size=s.batch_size,
-        progress=True, desc=f"held-out {label}")
+        progress=True, desc=f"held-out {label}", self_taught=False)
     return {f"heldout/{k}": v for k, v in figures.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)}
   return evaluate_model
@@ -117,3 +121,30 @@ def preference_pairs(n: int, seed: int = 0) -> list[dict]:
                 "chosen": f"The answer is {seed_lib.right_answer(task, rng)}.",
                 "rejected": f"The answer is {seed_lib.plausible_mistake(task, rng)}."})
   return out
+
+
+def main(argv):
+  """Writes `--n` oracle preference pairs (`preference_pairs`) as a RewardBench-format JSONL file
+  that `judge_eval --pairs=FILE` and `evaluate.judge_pairs=FILE` read."""
+  from absl import flags
+  from meta_rewarding import artifacts
+  del argv
+  f = flags.FLAGS
+  if f.n < 1:
+    raise SystemExit(f"--n={f.n}: give a count of at least 1")
+  pairs = preference_pairs(f.n, f.seed)
+  artifacts.write_jsonl(f.pairs_out, pairs)
+  subsets = {}
+  for p in pairs:
+    subsets[p["subset"]] = subsets.get(p["subset"], 0) + 1
+  print(f"wrote {len(pairs)} pairs to {f.pairs_out} "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(subsets.items()))})")
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  flags.DEFINE_string("pairs_out", None, "Where to write the pairs (JSONL, RewardBench format: "
+                      "id, subset, prompt, chosen, rejected).", required=True)
+  flags.DEFINE_integer("n", 200, "How many pairs (held-out tasks, balanced over the families).")
+  flags.DEFINE_integer("seed", 0, "Seed of the answers drawn (the tasks are the eval split's).")
+  app.run(main)

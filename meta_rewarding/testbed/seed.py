@@ -699,7 +699,7 @@ def measure(model_config, params, tokenizer, tasks: Sequence[Task], *, samples: 
             temperature: float = PIPELINE_SAMPLING["temperature"],
             top_p: float = PIPELINE_SAMPLING["top_p"], top_k: int = PIPELINE_SAMPLING["top_k"],
             batch_size: int = 32, judgments: int = 2, progress: bool = False,
-            desc: str = "measure") -> dict:
+            desc: str = "measure", self_taught: bool = True) -> dict:
   """Oracle figures of one model on held-out `tasks`, at the pipeline's sampling settings.
 
     actor_accuracy          share of `samples` sampled responses per task that are right
@@ -725,12 +725,12 @@ def measure(model_config, params, tokenizer, tasks: Sequence[Task], *, samples: 
     meta_accuracy_own, meta_battles_own
                             the same accuracy on battles between the model's own two judgments
                             of a response, where the oracle prefers one (both orders)
-    pairwise_accuracy, pairwise_first_position_rate
+    pairwise_accuracy, pairwise_first_position_rate (only with `self_taught`)
                             the Self-Taught Evaluator's pairwise judge (templates.PAIRWISE_TEMPLATE)
                             on a right answer against a plausible mistake, both orders; a missing
                             or double tag counts 0.5 (RewardBench's tie); the share of verdicts
                             naming Response A
-    worse_valid_rate        worse responses (templates.WORSE_RESPONSE_TEMPLATE about a right
+    worse_valid_rate        (only with `self_taught`) worse responses (templates.WORSE_RESPONSE_TEMPLATE about a right
                             answer) naming a different task of the same family and an answer that
                             is right for it and wrong for the original
   Deterministic in `seed`.
@@ -810,10 +810,19 @@ def measure(model_config, params, tokenizer, tasks: Sequence[Task], *, samples: 
   out["meta_accuracy_own"] = _mean(v == w[0] for v, w in own_v)
   out["meta_battles_own"] = len([1 for w in truth if w[2]])
 
-  # The Self-Taught Evaluator's tasks: the pairwise judge on right-vs-wrong pairs in both orders
-  # (a verdict tied or missing counts as half, as RewardBench scores it), and worse responses:
-  # the share that name a modified task of the same family with an answer right for it and wrong
-  # for the original (what the STE loop needs from its generator).
+  out["examples"] = {"actor": own[0][1], "judge": judged[0][0],
+                     "meta_prompt_count": len(meta_prompts)}
+  if self_taught:
+    out.update(_self_taught_figures(tasks, gen, rng, seed))
+  return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
+
+
+def _self_taught_figures(tasks: Sequence[Task], gen, rng: random.Random, seed: int) -> dict:
+  """The Self-Taught Evaluator's tasks: the pairwise judge on right-vs-wrong pairs in both orders
+  (a verdict tied or missing counts as half, as RewardBench scores it), and worse responses: the
+  share that name a modified task of the same family with an answer right for it and wrong for
+  the original (what the STE loop needs from its generator)."""
+  out = {}
   pairs = []
   for t in tasks:
     good = f"The answer is {right_answer(t, rng)}."
@@ -831,9 +840,7 @@ def measure(model_config, params, tokenizer, tasks: Sequence[Task], *, samples: 
       instruction=t.instruction, response=f"The answer is {right_answer(t, rng)}.") for t in tasks]
   worse = [row[0].text for row in gen(worse_prompts, 1, WORSE_MAX_NEW_TOKENS, seed + 5)]
   out["worse_valid_rate"] = _mean(_valid_worse_response(t, x) for t, x in zip(tasks, worse))
-  out["examples"] = {"actor": own[0][1], "judge": judged[0][0],
-                     "meta_prompt_count": len(meta_prompts)}
-  return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
+  return out
 
 
 def _valid_worse_response(task: Task, text: str) -> bool:
