@@ -1,6 +1,7 @@
 """Checks every value of a config against its range before anything is written or loaded.
 
-  check_pipeline_config(config)    # main and plan: the pipeline schema (defaults.get_base_config)
+  check_pipeline_config(config)    # main and plan: the pipeline schema (defaults.get_base_config;
+                                   # recipe='ste': also defaults.get_ste_config's ste section)
   check_train_config(config.train) # DPO / SFT hyper-parameters (defaults.train_config)
   check_train_dpo_config(config)   # train_dpo: mode, model, train and mesh of its own schema
 
@@ -28,6 +29,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 TRAIN_PAIRS = stages.TRAIN_PAIRS                   # stages.scheduled_pairs
 LENGTH_UNITS = ("chars", "tokens")                 # stages.response_length
 ORACLES = ("", "testbed")                          # run.run
+RECIPES = ("meta_rewarding", "ste")                # pipeline.recipe
 MODES = ("dpo", "sft")                             # train_dpo
 
 _MISSING = object()
@@ -263,9 +265,42 @@ def _uses_meta_judge(config_get, num_iterations, train_pairs) -> bool:
   return any(u in ("both", "judge") for u in used)
 
 
+def _check_ste(c: _Checks):
+  """The `ste` section of a `recipe = "ste"` config (defaults.ste_settings)."""
+  if c.boolean("ste.categorize") is True:
+    categories = c.get("ste.categories")
+    if categories is not _MISSING and not (
+        _is_sequence(categories) and categories
+        and all(isinstance(x, str) and x.strip() for x in categories)):
+      c.fail("ste.categories", categories, "must be a non-empty list of category names (the "
+             "categorisation prompt's), e.g. ('Knowledge and Reasoning',)")
+  for key in ("ste.category_max_new_tokens", "ste.worse_max_new_tokens", "ste.num_judgments",
+              "ste.judge_max_new_tokens"):
+    c.integer(key, 1)
+  for key, validate in (("ste.category_template", prompts.validate_category_template),
+                        ("ste.worse_response_template", prompts.validate_worse_response_template),
+                        ("ste.pairwise_template", prompts.validate_pairwise_template)):
+    template = c.get(key)
+    if template is not _MISSING:
+      try:
+        validate(template)
+      except (TypeError, ValueError) as e:
+        c.problems.append(f"{key}: {e}")
+  c.string("ste.system_prompt")
+  c.boolean("ste.balance_labels")
+  if c.get("evaluate.oracle", "") != "":
+    c.fail("evaluate.oracle", c.get("evaluate.oracle"), "must be '' with recipe='ste' (the "
+           "oracle metrics read Meta-Rewarding's stages; use evaluate.judge_pairs)")
+  if c.get("evaluate.heldout_tasks", 0) != 0:
+    c.fail("evaluate.heldout_tasks", c.get("evaluate.heldout_tasks"), "must be 0 with "
+           "recipe='ste' (use evaluate.judge_pairs, e.g. 'testbed:200')")
+
+
 def check_pipeline_config(config) -> None:
-  """Raises `ConfigError` listing every out-of-range value of a `meta_rewarding.main` config."""
+  """Raises `ConfigError` listing every out-of-range value of a `meta_rewarding.main` config
+  (with `recipe = "ste"`, also the Self-Taught Evaluator's `ste` section)."""
   c = _Checks(config)
+  recipe = c.choice("recipe", RECIPES, value=c.get("recipe", "meta_rewarding"))
   c.integer("seed", 0)
   c.boolean("allow_config_change")
   _check_model(c, random_init=True)
@@ -321,16 +356,30 @@ def check_pipeline_config(config) -> None:
   if c.get("evaluate.judge_protocol", "pairwise") != "pairwise":
     c.choice("evaluate.judge_protocol", ("pairwise", "pointwise"))
 
+  judge_pairs = c.get("evaluate.judge_pairs", "")
+  if isinstance(judge_pairs, str) and judge_pairs.startswith("testbed:"):
+    n = judge_pairs.split(":", 1)[1]
+    if recipe != "ste":
+      c.fail("evaluate.judge_pairs", judge_pairs, "'testbed:<n>' is read by recipe='ste' only; "
+             "give a file (e.g. written by testbed.evaluate.preference_pairs)")
+    elif not (n.isdigit() and int(n) >= 1):
+      c.fail("evaluate.judge_pairs", judge_pairs, "'testbed:<n>' needs a count n >= 1")
+  if recipe == "ste":
+    _check_ste(c)
+
   # Across sections.
-  if (_is_int(num_judgments) and num_judgments == 1
+  if (recipe != "ste" and _is_int(num_judgments) and num_judgments == 1
       and _uses_meta_judge(lambda k, d: c.get(k, d), num_iterations,
                            [p for p in train_pairs if p in TRAIN_PAIRS])):
     c.fail("judge.num_judgments", num_judgments,
            "must be >= 2 when the meta-judge runs (it compares two judgments of one response)")
   cache = c.get("sampling.max_cache_length", 0)
   if _is_int(cache) and cache > 0:
-    lengths = {k: c.get(k, 0) for k in ("actor.max_new_tokens", "judge.max_new_tokens",
-                                        "meta_judge.max_new_tokens")}
+    keys = ("actor.max_new_tokens", "judge.max_new_tokens", "meta_judge.max_new_tokens")
+    if recipe == "ste":
+      keys = ("actor.max_new_tokens", "ste.worse_max_new_tokens", "ste.judge_max_new_tokens") + (
+          ("ste.category_max_new_tokens",) if c.get("ste.categorize", False) is True else ())
+    lengths = {k: c.get(k, 0) for k in keys}
     key, longest = max(((k, v) for k, v in lengths.items() if _is_int(v)),
                        key=lambda kv: kv[1], default=(None, 0))
     if key is not None and cache <= longest:
@@ -339,7 +388,7 @@ def check_pipeline_config(config) -> None:
 
   sub = _Checks(c.get("train", {}), "train.")
   if c.get("train", None) is not None:
-    _check_train(sub, "dpo")
+    _check_train(sub, "sft" if recipe == "ste" else "dpo")
   c.problems.extend(sub.problems)
   c.raise_if_any()
 

@@ -10,6 +10,7 @@
                          (`decode_rules`).
   paper_scale_config()   what the TPU and GPU configs share (Llama-3 presets, paper settings,
                          scan + remat, long buckets) and `apply_runlocal`, their tiny local variant.
+  get_ste_config()       the Self-Taught Evaluator's base (`recipe = "ste"`, `ste_settings()`).
   testbed_settings()     the synthetic testbed's seed model, templates and generation lengths.
   parse_variants()       the one parser of `--config=<file>:<variants>` arguments.
 
@@ -171,6 +172,78 @@ def get_base_config() -> ml_collections.ConfigDict:
 
 
 # ------------------------------------------------------------------------------------------------
+# The Self-Taught Evaluator (Wang et al. 2024, arXiv 2408.02666): `recipe = "ste"`.
+
+def ste_settings() -> ml_collections.ConfigDict:
+  """`config.ste`: the STE loop's prompts, N and lengths (pipeline.py, ste.py).
+
+  From the paper's reference implementation (facebookresearch/RAM, self_taught_evaluator): the
+  worse-response prompt (verbatim), the pairwise judge prompt (RewardBench's / MT-Bench's, without
+  the tie option), rejection sampling that shuffles the N judgments and keeps the first matching
+  one, label balancing, and generation at temperature 0.7, top-p 0.9, max_tokens 4096 (its
+  README). Not confirmed (the paper's text was not at hand when these were set; check them before
+  a paper-scale run): N = 15 judgments per example, the categorisation prompt's exact wording
+  (prompts.CATEGORY_TEMPLATE) and which categories the paper keeps.
+  """
+  return ml_collections.ConfigDict(dict(
+      # Instruction selection: off by default. The paper categorises its WildChat instructions with
+      # the seed model and keeps the reasoning category (the category names here are
+      # prompts.CATEGORY_TEMPLATE's; matched case-insensitively).
+      categorize=False,
+      category_template=prompts.CATEGORY_TEMPLATE,
+      categories=("Knowledge and Reasoning", "Mathematical reasoning"),
+      category_max_new_tokens=128,
+      # y_l: the model's answer to a modified instruction x' (the paper's prompt, verbatim).
+      worse_response_template=prompts.WORSE_RESPONSE_TEMPLATE,
+      worse_max_new_tokens=4096,
+      # The judge: N pairwise judgments per (x, y_w, y_l), y_w at a seeded random position.
+      pairwise_template=prompts.PAIRWISE_TEMPLATE,
+      system_prompt=prompts.PAIRWISE_SYSTEM_PROMPT,  # "" = no system message
+      num_judgments=15,
+      judge_max_new_tokens=4096,
+      # Keep as many label-A as label-B examples (the reference implementation does).
+      balance_labels=True,
+  ))
+
+
+def get_ste_config() -> ml_collections.ConfigDict:
+  """The Self-Taught Evaluator's base config: `get_base_config()` with `recipe = "ste"`, the `ste`
+  section and the paper's generation settings. Sections it reads from the base: seed, model, data,
+  mesh, sampling, actor.max_new_tokens (y_w), train (the SFT), pipeline.num_iterations /
+  prompts_per_iteration / chunk_size, evaluate.judge_pairs (scored with the ste templates). The
+  Meta-Rewarding sections (judge, meta_judge, actor.num_responses, pipeline.rho / train_pairs)
+  are unused; meta_judge.enabled is False so the memory plan leaves it out."""
+  c = get_base_config()
+  c.recipe = "ste"
+  c.ste = ste_settings()
+  c.meta_judge.enabled = False
+  c.sampling.temperature = 0.7       # the reference implementation's README
+  c.sampling.top_p = 0.9
+  c.actor.max_new_tokens = 4096
+  c.pipeline.num_iterations = 5      # not confirmed here (see ste_settings)
+  c.pipeline.prompts_per_iteration = 20000  # not confirmed here: the paper's curated pool size
+  c.pipeline.rho = (0.0,)
+  c.pipeline.train_pairs = ("none",)
+  # SFT (the judge's training, from the seed every iteration): the reference implementation's
+  # sft_training.yaml (fairseq2; for its released Llama-3.1-70B judge): AdamW lr 1e-6, betas
+  # (0.9, 0.95), weight decay 0.1, 100 warmup steps, cosine to 1e-7, no gradient clipping, 4096
+  # tokens. Batch and epochs are not given there (it trains by token budget with early stopping):
+  # 16 sequences per step and 1 epoch are this project's choice.
+  t = c.train
+  t.learning_rate = 1e-6
+  t.warmup_steps = 100
+  t.decay = "cosine"
+  t.end_learning_rate_ratio = 0.1
+  t.weight_decay = 0.1
+  t.adam_b1, t.adam_b2 = 0.9, 0.95
+  t.max_grad_norm = 0.0
+  t.max_length = 4096
+  t.length_buckets = (1024, 2048, 3072, 4096)
+  t.num_epochs = 1
+  return c
+
+
+# ------------------------------------------------------------------------------------------------
 # Variants: `--config=configs/<file>.py:<arg>`.
 
 def parse_variants(arg: str | None, config_name: str, known: Iterable[str],
@@ -316,8 +389,9 @@ def apply_runlocal(c: ml_collections.ConfigDict, variants: Mapping[str, Any]) ->
 # The synthetic testbed.
 
 def testbed_settings() -> ml_collections.ConfigDict:
-  """The testbed's seed model (directory, architecture, chat format), its compact judge and
-  meta-judge templates, the generation lengths and the sampling settings it is measured at."""
+  """The testbed's seed model (directory, architecture, chat format), its compact judge,
+  meta-judge and STE templates, the generation lengths and the sampling settings it is measured
+  at."""
   from meta_rewarding.testbed import settings, templates  # pure Python, no model code
   return ml_collections.ConfigDict(dict(
       seed_dir=settings.seed_dir(),
@@ -325,8 +399,13 @@ def testbed_settings() -> ml_collections.ConfigDict:
       chat_format=settings.CHAT_FORMAT,
       judge_template=templates.JUDGE_TEMPLATE,
       meta_judge_template=templates.META_JUDGE_TEMPLATE,
+      # The Self-Taught Evaluator's compact prompts (no system prompt on the testbed).
+      pairwise_template=templates.PAIRWISE_TEMPLATE,
+      worse_response_template=templates.WORSE_RESPONSE_TEMPLATE,
       actor_max_new_tokens=settings.ACTOR_MAX_NEW_TOKENS,
       judge_max_new_tokens=settings.JUDGE_MAX_NEW_TOKENS,
       meta_judge_max_new_tokens=settings.META_MAX_NEW_TOKENS,
+      pairwise_max_new_tokens=settings.PAIRWISE_MAX_NEW_TOKENS,
+      worse_max_new_tokens=settings.WORSE_MAX_NEW_TOKENS,
       sampling=dict(settings.PIPELINE_SAMPLING),
   ))

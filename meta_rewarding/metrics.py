@@ -32,6 +32,14 @@ PLOTS = (
     ("oracle", "accuracy", ["heldout/actor_accuracy", "heldout/judge_balanced_accuracy",
                             "heldout/meta_accuracy", "oracle/actor_accuracy",
                             "oracle/judge_accuracy", "oracle/meta_judge_accuracy"]),
+    # The Self-Taught Evaluator (ste.py): what each step kept and dropped, the judge's rates on
+    # its own pairs, the SFT loss.
+    ("ste_counts", "examples", ["ste/pairs", "ste/judged", "ste/with_match", "ste/kept",
+                                "ste/worse_unparseable", "ste/dropped_no_match",
+                                "ste/dropped_balance"]),
+    ("ste_rates", "rate", ["ste/worse_parse_rate", "ste/verdict_rate", "ste/match_rate",
+                           "ste/first_position_verdict_rate", "ste/kept_label_a_share"]),
+    ("sft_loss", "loss", ["sft/loss", "sft/final_loss"]),
     # judge_eval/*: M_t judging the evaluate.judge_pairs preference pairs (judge_eval.py).
     ("judge_eval", "accuracy", ["judge_eval/score", "judge_eval/position_consistency",
                                 "judge_eval/parse_rate"]),
@@ -48,6 +56,11 @@ TABLE_KEYS = (
     "heldout/actor_accuracy", "heldout/judge_balanced_accuracy", "heldout/judge_score_mean",
     "heldout/meta_accuracy", "heldout/meta_picks_higher_rate",
     "judge_eval/score", "judge_eval/position_consistency",
+    # The Self-Taught Evaluator's.
+    "ste/category_kept", "ste/pairs", "ste/worse_unparseable", "ste/worse_parse_rate",
+    "ste/judged", "ste/verdict_rate", "ste/match_rate", "ste/first_position_verdict_rate",
+    "ste/dropped_no_match", "ste/dropped_balance", "ste/kept", "ste/kept_label_a_share",
+    "sft/steps", "sft/loss", "sft/final_loss",
 )
 
 
@@ -61,8 +74,9 @@ def write_jsonl(workdir: str, per_iteration: Sequence[Mapping[str, Any]]):
 
 
 def write_tensorboard(workdir: str, iteration_metrics: Mapping[str, Any],
-                      step_metrics: Sequence[Mapping[str, Any]] = ()):
-  """Scalars of one iteration at step=iteration, DPO step metrics under dpo_steps/ at global steps.
+                      step_metrics: Sequence[Mapping[str, Any]] = (), step_prefix: str = "dpo_steps"):
+  """Scalars of one iteration at step=iteration, training step metrics under `step_prefix`/
+  (dpo_steps/, or sft_steps/ for the Self-Taught Evaluator) at global steps.
 
   Each call writes one new event file under workdir/tensorboard. For a remote workdir the event file
   is written to a local temporary directory first and uploaded when the writer is closed (TensorBoard
@@ -70,14 +84,15 @@ def write_tensorboard(workdir: str, iteration_metrics: Mapping[str, Any],
   """
   if artifacts.is_remote(workdir):
     with tempfile.TemporaryDirectory(prefix="meta_rewarding_tb-") as local:
-      _write_tensorboard(local, iteration_metrics, step_metrics)
+      _write_tensorboard(local, iteration_metrics, step_metrics, step_prefix)
       artifacts.upload_dir(local, artifacts.join(workdir, "tensorboard"))
   else:
-    _write_tensorboard(os.path.join(workdir, "tensorboard"), iteration_metrics, step_metrics)
+    _write_tensorboard(os.path.join(workdir, "tensorboard"), iteration_metrics, step_metrics,
+                       step_prefix)
 
 
 def _write_tensorboard(logdir: str, iteration_metrics: Mapping[str, Any],
-                       step_metrics: Sequence[Mapping[str, Any]]):
+                       step_metrics: Sequence[Mapping[str, Any]], step_prefix: str = "dpo_steps"):
   from tensorboardX import SummaryWriter
   iteration = int(iteration_metrics["iteration"])
   with SummaryWriter(logdir) as writer:
@@ -92,7 +107,7 @@ def _write_tensorboard(logdir: str, iteration_metrics: Mapping[str, Any],
       step = int(record.get("global_step", record.get("step", 0)))
       for key, value in record.items():
         if key not in ("step", "global_step") and _finite(value):
-          writer.add_scalar(f"dpo_steps/{key}", value, step)
+          writer.add_scalar(f"{step_prefix}/{key}", value, step)
 
 
 def write_plots(workdir: str, per_iteration: Sequence[Mapping[str, Any]]) -> list[str]:

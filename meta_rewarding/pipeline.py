@@ -25,6 +25,9 @@ metrics, which are therefore byte-identical between a resumed run and an uninter
 starts by removing the temp files a killed run left behind (`artifacts.sweep_temp`).
 
 Self-Rewarding is the same loop with `meta_judge.enabled = False` (no meta_judge / judge_pairs).
+The Self-Taught Evaluator (`recipe = "ste"`) is another list of stages (ste.py) on the same driver:
+the same prompts stage, chunking, markers, resume, timings, held-out hooks and metrics writers;
+its files are listed at `_run_ste_iteration`.
 This module imports neither jax nor flax: the policy brings the model.
 """
 
@@ -39,7 +42,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from absl import logging
 
-from meta_rewarding import artifacts, distributed, metrics as metrics_lib, stages
+from meta_rewarding import artifacts, distributed, metrics as metrics_lib, stages, ste
 # The driver's signatures use the shared types; they stay importable from here too.
 from meta_rewarding.stages import Generation, PipelineError, Policy
 
@@ -61,8 +64,9 @@ from meta_rewarding.stages import Generation, PipelineError, Policy
 # iter_<t>/timings.json and workdir/timings.jsonl, never to metrics.json / metrics.jsonl or the stage
 # files, which are therefore byte-identical between an interrupted-and-resumed run and an
 # uninterrupted one.
-STEP_TIMING_KEYS = ("tokens_per_second",)  # in the DPO step records policy.train_dpo returns
-TIMING_KEYS = ("wall_seconds", "dpo/tokens_per_second", "dpo/final_tokens_per_second")
+STEP_TIMING_KEYS = ("tokens_per_second",)  # in the step records policy.train_dpo / train_sft return
+TIMING_KEYS = ("wall_seconds", "dpo/tokens_per_second", "dpo/final_tokens_per_second",
+               "sft/tokens_per_second", "sft/final_tokens_per_second")
 TIMINGS_FILE = "timings.jsonl"
 
 # Where the driver is (for the one-line message of an interrupted run, see `interrupted_message`).
@@ -211,17 +215,18 @@ def _write_timings(it_dir: str, timings: Mapping) -> None:
     artifacts.write_json(artifacts.join(it_dir, "timings.json"), dict(timings))
 
 
-def _split_step_timings(steps: Sequence[Mapping]) -> tuple[list[dict], dict]:
-  """DPO step records without their timing fields, and the timings of the iteration's DPO."""
+def _split_step_timings(steps: Sequence[Mapping], kind: str = "dpo") -> tuple[list[dict], dict]:
+  """Training step records without their timing fields, and the timings of the iteration's
+  training (`kind`: "dpo" or "sft", the timing keys' prefix)."""
   clean = [{k: v for k, v in s.items() if k not in STEP_TIMING_KEYS} for s in steps]
   timings: dict[str, Any] = {}
   for key in STEP_TIMING_KEYS:
     values = [s.get(key) for s in steps]
     present = [v for v in values if v is not None]
     if present:
-      timings[f"dpo/{key}"] = float(np.mean(present))
-      timings[f"dpo/final_{key}"] = float(values[-1] if values[-1] is not None else present[-1])
-      timings[f"dpo/step_{key}"] = values
+      timings[f"{kind}/{key}"] = float(np.mean(present))
+      timings[f"{kind}/final_{key}"] = float(values[-1] if values[-1] is not None else present[-1])
+      timings[f"{kind}/step_{key}"] = values
   return clean, timings
 
 
@@ -439,42 +444,185 @@ def _judge_pairs_stage(it: _Iteration, meta: Sequence[Mapping]
 
 
 def _dpo_stage(it: _Iteration, pairs: Sequence[Mapping], timings: dict) -> list:
-  """DPO on `pairs` (or the saved model of an earlier run, loaded); returns the step records.
+  """DPO on `pairs` (or the saved model of an earlier run, loaded); returns the step records."""
+  def train():
+    if not pairs:
+      logging.warning("iteration %d: no pairs to train on; the model is carried over unchanged",
+                      it.iteration)
+      return []
+    return it.policy.train_dpo(pairs, checkpoint_dir=it.path("dpo_checkpoints"),
+                               seed=it.seed("dpo"))
+  return _train_stage(it, "dpo", train, timings)
 
-  The DPO timings replace those in `timings`, and are written before the model and dpo.jsonl so
-  that a resume keeps them."""
-  it.at("dpo")
-  dpo_path, model_dir = it.path("dpo.jsonl"), it.path("model")
-  dpo_steps = _finished(dpo_path)
+
+def _train_stage(it: _Iteration, kind: str, train: Callable[[], list], timings: dict) -> list:
+  """The training stage `kind` ("dpo" | "sft"): `train()` (which leaves M_{t} in the policy and
+  returns the step records), or the saved model of an earlier run, loaded; returns the step records
+  (`<kind>.jsonl`).
+
+  The training timings replace those in `timings`, and are written before the model and the step
+  file so that a resume keeps them."""
+  it.at(kind)
+  steps_path, model_dir = it.path(f"{kind}.jsonl"), it.path("model")
+  done_steps = _finished(steps_path)
   missing = _missing_model_files(it.policy, model_dir)
-  if dpo_steps is not None and not missing:
+  if done_steps is not None and not missing:
     it.policy.load(model_dir)
-    return dpo_steps
+    return done_steps
   if missing and _exists(model_dir):
     # Never loaded: e.g. a remote save stopped before its config.json (uploaded last), or a
-    # directory damaged by hand. DPO is deterministic, so training again rebuilds it.
-    logging.warning("%s is incomplete (missing %s): iteration %d's DPO is run again", model_dir,
-                    ", ".join(missing), it.iteration)
+    # directory damaged by hand. Training is deterministic, so training again rebuilds it.
+    logging.warning("%s is incomplete (missing %s): iteration %d's %s is run again", model_dir,
+                    ", ".join(missing), it.iteration, kind.upper())
     if distributed.is_main_process():
       artifacts.rmtree(model_dir, ignore_errors=True)
     distributed.sync("remove:" + model_dir)
-  steps = []
-  if pairs:
-    steps = it.policy.train_dpo(pairs, checkpoint_dir=it.path("dpo_checkpoints"),
-                                seed=it.seed("dpo"))
-  else:
-    logging.warning("iteration %d: no pairs to train on; the model is carried over unchanged",
-                    it.iteration)
-  steps, dpo_timings = _split_step_timings(steps)
-  for key in [k for k in timings if k.startswith("dpo/")]:
+  steps, step_timings = _split_step_timings(train(), kind)
+  for key in [k for k in timings if k.startswith(f"{kind}/")]:
     del timings[key]
-  timings.update(dpo_timings)
+  timings.update(step_timings)
   _write_timings(it.dir, timings)
   it.policy.save(model_dir)
-  _write_jsonl(dpo_path, steps)
+  _write_jsonl(steps_path, steps)
   if distributed.is_main_process():
-    artifacts.rmtree(it.path("dpo_checkpoints"), ignore_errors=True)
-  return _read_back(dpo_path)
+    artifacts.rmtree(it.path(f"{kind}_checkpoints"), ignore_errors=True)
+  return _read_back(steps_path)
+
+
+# --------------------------------------------------------------------------------------------------
+# The Self-Taught Evaluator (config.recipe == "ste"): the same driver, another list of stages
+# (ste.py), with the files
+#
+#   prompts     iter_t/prompts.jsonl      worse     iter_t/worse.jsonl
+#   categorize  iter_t/categorize.jsonl   judge     iter_t/judge.jsonl
+#               (ste.categorize only)     sft_data  iter_t/sft_data.jsonl
+#   actor       iter_t/actor.jsonl        sft       iter_t/sft.jsonl, iter_t/model/
+#   evaluate    iter_t/metrics.json, metrics.jsonl
+#
+# The data of iteration t comes from M_{t-1} (the model the policy holds when the iteration
+# starts); the SFT starts from the seed model every iteration, as the paper does:
+# M_t = SFT(seed, data_t). With no SFT data, M_t is the seed itself.
+
+SEED_MODEL_DIR = "seed_model"  # the seed, saved once when model.checkpoint names no directory
+
+
+def seed_model_dir(config, workdir: str) -> str:
+  """Where the STE loop reloads the seed from before each iteration's SFT."""
+  return config.model.checkpoint or artifacts.join(workdir, SEED_MODEL_DIR)
+
+
+def _keep_seed_model(config, workdir: str, policy: Policy) -> str:
+  """The seed's directory: model.checkpoint, or (a randomly initialised seed) a copy the policy
+  saves now, while it still holds the seed, unless an earlier run saved it."""
+  path = seed_model_dir(config, workdir)
+  if not config.model.checkpoint and _missing_model_files(policy, path):
+    policy.save(path)
+  return path
+
+
+def _run_ste_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Sequence[str],
+                       evaluate_extra: Callable[[Mapping[str, list]], dict] | None = None
+                       ) -> tuple[dict, dict]:
+  """One STE iteration (see above), run or resumed; returns (metrics, timings) like
+  `_run_iteration`."""
+  start = time.time()
+  it = _Iteration(config, iteration, policy, artifacts.join(workdir, f"iter_{iteration}"))
+  artifacts.makedirs(it.dir)
+  it.at("load")
+  finished = _load_finished_iteration(it)
+  if finished is not None:
+    return finished
+  resumed = _exists(it.path("prompts.jsonl"))
+  timings = _read_timings(it.dir) if distributed.is_main_process() else {}
+  timings.pop("wall_seconds", None)
+  timings.pop("resumed", None)
+  s = config.ste
+
+  prompt_records = _prompts_stage(it, pool)
+  categories = None
+  selected = prompt_records
+  if s.categorize:
+    categories = _ste_stage(
+        it, "categorize", prompt_records,
+        lambda chunk: ste.category_prompts(s.category_template, chunk),
+        lambda chunk, fits, rows: ste.category_records(chunk, fits, rows, s.categories),
+        max_new_tokens=s.category_max_new_tokens)
+    kept = {stages.join_key(c) for c in categories if c["kept"]}
+    selected = [r for r in prompt_records if stages.join_key(r) in kept]
+
+  def actor_records(chunk, fits, rows):
+    usable, _ = stages.usable_prompts(chunk, fits, skip_long=config.data.skip_long_prompts,
+                                      iteration=iteration)
+    return ste.actor_records(usable, rows)
+  actor = _ste_stage(it, "actor", selected, lambda chunk: [r["prompt"] for r in chunk],
+                     actor_records, max_new_tokens=config.actor.max_new_tokens)
+  worse = _ste_stage(it, "worse", actor,
+                     lambda chunk: ste.worse_prompts(s.worse_response_template, chunk),
+                     ste.worse_records, max_new_tokens=s.worse_max_new_tokens)
+  requests = ste.judge_requests(ste.usable_pairs(worse), s.pairwise_template,
+                                it.seed("ste_order"))
+  judged = _ste_stage(it, "judge", requests,
+                      lambda chunk: ste.judge_messages(chunk, s.system_prompt), ste.judge_records,
+                      max_new_tokens=s.judge_max_new_tokens, n=s.num_judgments,
+                      share_prefix=bool(s.system_prompt))
+  it.at("sft_data")
+  data_seed = it.seed("ste_sft_data")
+  sft_data = _stage(it.path("sft_data.jsonl"),
+                    lambda: ste.sft_records(judged, data_seed, balance=s.balance_labels))
+  seed_dir = seed_model_dir(config, workdir)
+
+  def train():
+    it.policy.load(seed_dir)  # M_t = SFT(seed, data_t)
+    if not sft_data:
+      logging.warning(
+          "iteration %d: no STE example kept (%d pairs judged; none had a judgment matching its "
+          "label, or label balancing left none): no SFT this iteration, M_%d is the seed model",
+          iteration, sum(not r["too_long"] for r in judged), iteration)
+      return []
+    return it.policy.train_sft(sft_data, checkpoint_dir=it.path("sft_checkpoints"),
+                               seed=it.seed("ste_sft"), system_prompt=s.system_prompt)
+  sft_steps = _train_stage(it, "sft", train, timings)
+
+  it.at("evaluate")
+  result = ste.iteration_metrics(iteration, prompt_records, categories, actor, worse, judged,
+                                 sft_data, sft_steps, len(selected) - len(actor), data_seed)
+  if evaluate_extra is not None:
+    result.update(evaluate_extra({"prompts": prompt_records, "categories": categories or [],
+                                  "actor": actor, "worse": worse, "judge": judged,
+                                  "sft_data": sft_data}))
+  _pop_timings(result, timings)
+  timings["wall_seconds"] = round(time.time() - start, 2)
+  if resumed:
+    timings["resumed"] = True
+  _finish_iteration(it, result, timings)
+  return result, timings
+
+
+def _ste_stage(it: _Iteration, name: str, records: Sequence, build_prompts: Callable,
+               to_records: Callable, *, max_new_tokens: int, n: int = 1,
+               share_prefix: bool = False) -> list:
+  """An STE generation stage: `n` generations of each record's prompt (`build_prompts(chunk)`),
+  turned into records by `to_records(chunk, fits, generations)`, in chunks of
+  pipeline.chunk_size records (iter_t/<name>.jsonl)."""
+  def run_chunk(chunk, c):
+    fits, generations = _generate_where_fits(
+        it.policy, build_prompts(chunk), n=int(n), max_new_tokens=int(max_new_tokens),
+        seed=it.seed(f"ste_{name}", c), share_prefix=share_prefix,
+        desc=f"iter {it.iteration} {name} [{c}]")
+    return to_records(chunk, fits, generations)
+  it.at(name)
+  return run_chunked(it.path(f"{name}.jsonl"), records, it.config.pipeline.chunk_size, run_chunk)
+
+
+RECIPES = ("meta_rewarding", "ste")
+
+
+def recipe(config) -> str:
+  """The config's recipe: "meta_rewarding" (also Self-Rewarding) or "ste"."""
+  name = config.get("recipe", "meta_rewarding")
+  if name not in RECIPES:
+    raise PipelineError(f"recipe={name!r}; expected one of {', '.join(RECIPES)}")
+  return name
 
 
 def _evaluate_model(workdir: str, iteration: int, policy: Policy,
@@ -520,6 +668,10 @@ def run(config, workdir: str, policy: Policy, pool: Sequence[str], *,
       logging.warning("removed %d temp file(s)/dir(s) a stopped run left in %s: %s", len(removed),
                       workdir, ", ".join(removed[:5]) + (" ..." if len(removed) > 5 else ""))
   distributed.sync("sweep:" + workdir)
+  kind = "sft" if recipe(config) == "ste" else "dpo"  # the training stage and its step file
+  run_iteration_fn = _run_ste_iteration if kind == "sft" else _run_iteration
+  if kind == "sft":
+    _keep_seed_model(config, workdir, policy)  # before anything is trained: the policy holds M_0
   all_metrics, all_timings = [], []
   if evaluate_model is not None:  # before iteration 1 the policy holds M_0, also on resume
     _at(0, "heldout evaluation")
@@ -527,7 +679,7 @@ def run(config, workdir: str, policy: Policy, pool: Sequence[str], *,
     if is_main_process:
       _log_iteration(workdir, 0, all_metrics, step_metrics=())
   for iteration in range(1, config.pipeline.num_iterations + 1):
-    result, timings = _run_iteration(config, workdir, iteration, policy, pool, evaluate_extra)
+    result, timings = run_iteration_fn(config, workdir, iteration, policy, pool, evaluate_extra)
     last = iteration == config.pipeline.num_iterations
     if evaluate_model is not None and (last or config.evaluate.get("heldout_every_iteration",
                                                                    True)):
@@ -537,22 +689,24 @@ def run(config, workdir: str, policy: Policy, pool: Sequence[str], *,
     all_metrics.append(result)
     if is_main_process:
       it_dir = artifacts.join(workdir, f"iter_{iteration}")
+      step_key = f"{kind}/step_"
       all_timings.append({"iteration": iteration,
-                          **{k: v for k, v in timings.items() if not k.startswith("dpo/step_")}})
+                          **{k: v for k, v in timings.items() if not k.startswith(step_key)}})
       artifacts.write_jsonl(artifacts.join(workdir, TIMINGS_FILE), all_timings)
-      steps = artifacts.read_jsonl(artifacts.join(it_dir, "dpo.jsonl"))
-      step_timings = {k[len("dpo/step_"):]: v for k, v in timings.items()
-                      if k.startswith("dpo/step_") and isinstance(v, list) and len(v) == len(steps)}
+      steps = artifacts.read_jsonl(artifacts.join(it_dir, f"{kind}.jsonl"))
+      step_timings = {k[len(step_key):]: v for k, v in timings.items()
+                      if k.startswith(step_key) and isinstance(v, list) and len(v) == len(steps)}
       steps = [{**s, **{k: v[i] for k, v in step_timings.items() if v[i] is not None}}
                for i, s in enumerate(steps)]
       _log_iteration(workdir, iteration, all_metrics, steps,
-                     timings={k: v for k, v in timings.items() if not k.startswith("dpo/step_")})
+                     timings={k: v for k, v in timings.items() if not k.startswith(step_key)},
+                     step_prefix=f"{kind}_steps")
   _at(None, None)
   return all_metrics
 
 
 def _log_iteration(workdir: str, iteration: int, all_metrics: Sequence[dict], step_metrics,
-                   timings: Mapping[str, Any] | None = None):
+                   timings: Mapping[str, Any] | None = None, step_prefix: str = "dpo_steps"):
   """metrics.jsonl, TensorBoard (once per iteration, also across resumes), plots, the table.
 
   `timings` (not in metrics.jsonl) and the step records' timing fields go to TensorBoard only."""
@@ -560,7 +714,8 @@ def _log_iteration(workdir: str, iteration: int, all_metrics: Sequence[dict], st
   it_dir = artifacts.join(workdir, f"iter_{iteration}")
   marker = artifacts.join(it_dir, ".tensorboard_written")
   if not artifacts.exists(marker):  # a resumed run does not log an iteration twice
-    metrics_lib.write_tensorboard(workdir, {**all_metrics[-1], **(timings or {})}, step_metrics)
+    metrics_lib.write_tensorboard(workdir, {**all_metrics[-1], **(timings or {})}, step_metrics,
+                                  step_prefix=step_prefix)
     artifacts.write_text(marker, "")
   metrics_lib.write_plots(workdir, all_metrics)
   title = "the seed model M_0" if iteration == 0 else f"iteration {iteration}"

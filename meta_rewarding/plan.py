@@ -21,11 +21,13 @@ Phases (they do not overlap in time, so the peak is the largest of the three):
                          float32 ×3 (logits, softmax, top-k workspace)
                prefill = prefix cache [L,G,P1,K,H]×2 + row cache [L,B,P1+P2,K,H]×2
                          + attention scores B·N·P2·(P1+P2)·(4+4+dt) + hidden [B,P2,·]
-               per stage (actor: n=K; judge: n=N, shared prefixes; meta-judge: n=1, shared), with
+               per stage (actor: n=K; judge: n=N, shared prefixes; meta-judge: n=1, shared;
+               recipe='ste': categorize, actor and worse n=1, judge n=N, shared with a system prompt), with
                the sampler's own batching: B = ceil((batch_size // n) / m)·m prompts (m = batch
                shards of the mesh), R = B·n decode rows, prompt buckets P1 (shared prefix) and P2
                chosen as the worst case the buckets allow, S = P1 + P2 + max_new_tokens.
   reference  = params + one layer's forward working set + logits (forward only, no gradients).
+  (recipe='ste' trains by SFT: one row per sequence, r = batch_size/m, and no reference pass.)
   training   = params (the policy's) + params (the train state's own copy: run_dpo never donates
                its input) + optimizer + gradients ×2 (accumulator + microbatch gradient)
                + activations + logits.
@@ -197,9 +199,9 @@ class Plan:
               f"  {'params':44s}{g(self.params)}",
               f"  {'forward working set (estimate)':44s}{g(self.reference)}",
               f"  {'total':44s}{g(self.reference_total)}",
-              "training ({} pairs x {} microbatches, max_length {}, {} rows/device)".format(
-                  st.get("train_batch_size"), st.get("grad_accum_steps"), self.train_length,
-                  self.train_rows),
+              "training ({} {} x {} microbatches, max_length {}, {} rows/device)".format(
+                  st.get("train_batch_size"), st.get("train_unit", "pairs"),
+                  st.get("grad_accum_steps"), self.train_length, self.train_rows),
               f"  {'params (policy)':44s}{g(self.params)}",
               f"  {'params (train state copy)':44s}{g(self.train_params)}",
               f"  {'optimizer state (AdamW mu, nu)':44s}{g(self.optimizer)}",
@@ -490,13 +492,20 @@ def plan(config, num_devices: int | None = None, *, device_memory: int | None = 
 
   params, optimizer = _param_and_optimizer_bytes(mc, tcfg, mesh, train_rules)
 
-  stages = [_stage("actor", int(config.actor.num_responses), int(config.actor.max_new_tokens),
-                   False, config, mc, mesh, decode_rules, dt),
-            _stage("judge", int(config.judge.num_judgments), int(config.judge.max_new_tokens),
-                   True, config, mc, mesh, decode_rules, dt)]
-  if config.meta_judge.enabled:
-    stages.append(_stage("meta_judge", 1, int(config.meta_judge.max_new_tokens), True, config, mc,
-                         mesh, decode_rules, dt))
+  ste = config.get("recipe", "meta_rewarding") == "ste"
+  stage = lambda name, n, new, shared: _stage(name, int(n), int(new), shared, config, mc, mesh,
+                                              decode_rules, dt)
+  if ste:  # the Self-Taught Evaluator: one response, one worse response, N pairwise judgments
+    s = config.ste
+    stages = [stage("categorize", 1, s.category_max_new_tokens, False)] if s.categorize else []
+    stages += [stage("actor", 1, config.actor.max_new_tokens, False),
+               stage("worse", 1, s.worse_max_new_tokens, False),
+               stage("judge", s.num_judgments, s.judge_max_new_tokens, bool(s.system_prompt))]
+  else:
+    stages = [stage("actor", config.actor.num_responses, config.actor.max_new_tokens, False),
+              stage("judge", config.judge.num_judgments, config.judge.max_new_tokens, True)]
+    if config.meta_judge.enabled:
+      stages.append(stage("meta_judge", 1, config.meta_judge.max_new_tokens, True))
 
   # Training.
   m = _rule_size(mesh, train_rules, "batch")
@@ -504,7 +513,7 @@ def plan(config, num_devices: int | None = None, *, device_memory: int | None = 
   if batch % m:
     notes.append(f"train.batch_size={batch} is not a multiple of the {m} batch shards; "
                  "run_dpo will refuse it")
-  rows_dev = -(-2 * batch // m)
+  rows_dev = -(-(1 if ste else 2) * batch // m)  # SFT: one row per sequence; DPO: two per pair
   T = int(tcfg.max_length)
   w = _widths(mc, mesh, train_rules)
   L = mc.num_hidden_layers
@@ -520,10 +529,13 @@ def plan(config, num_devices: int | None = None, *, device_memory: int | None = 
   ref_pairs = -(-ref_pairs // m) * m
   ref_rows_dev = 2 * ref_pairs // m
   reference = ref_rows_dev * T * layer + ref_rows_dev * chunk * w["V"] * 4 * 2
+  if ste:
+    reference = 0  # SFT has no reference pass
 
   if device_memory is None:
     device_memory = device_memory_bytes(config, detect=detect_memory)
   settings = dict(sampling_batch_size=int(config.sampling.batch_size), train_batch_size=batch,
+                  train_unit="sequences (SFT)" if ste else "pairs",
                   grad_accum_steps=int(tcfg.grad_accum_steps),
                   logps_chunk_size=int(tcfg.logps_chunk_size))
   return Plan(model=_model_name(mc), num_params=mc.num_params(), num_devices=int(num_devices),

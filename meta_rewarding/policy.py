@@ -1,6 +1,6 @@
 """`JaxPolicy`: the pipeline's model — one Llama (params + tokenizer) that samples and trains.
 
-It adapts the sampler (`sampling.Sampler`) and the trainer (`train.run_dpo`) to the pipeline's
+It adapts the sampler (`sampling.Sampler`) and the trainers (`train.run_dpo`, `train.run_sft`) to the pipeline's
 `Policy` protocol, holds the parameters between stages, and saves / loads each iteration's model as
 a Hugging Face directory (safetensors + config + tokenizer), so any iteration can be served by vLLM,
 evaluated by AlpacaEval or reloaded by `transformers`.
@@ -164,6 +164,28 @@ class JaxPolicy:
     if steps:  # the length policy's counts travel with the step metrics into the iteration's
       steps[0] = {**steps[0], "data/pairs_skipped_too_long": report.skipped,
                   "data/pairs_truncated": report.truncated}
+    return steps
+
+  def train_sft(self, records: Sequence[Mapping[str, str]], *, checkpoint_dir: str, seed: int,
+                system_prompt: str = ""):
+    """SFT on {prompt, response} records (the prompt in the chat template, after `system_prompt`
+    when given), the loss on the response tokens only (`train.run_sft`)."""
+    t = self.config.train
+    examples, report = data.tokenize_sft(records, self.tokenizer, max_length=t.max_length,
+                                         truncation=t.truncation,
+                                         system_prompt=system_prompt or None)
+    logging.info("SFT data: %s", report)
+    if not examples:
+      logging.warning("all %d SFT records were dropped by the length policy (%s)", len(records),
+                      report)
+      return []
+    self.params, steps = train.run_sft(self.model_config, self.params, examples, t,
+                                       mesh=self.mesh, rules=self.runtime.train_rules,
+                                       checkpoint_dir=checkpoint_dir, seed=seed)
+    self._sampler = None
+    if steps:
+      steps[0] = {**steps[0], "data/sft_skipped_too_long": report.skipped,
+                  "data/sft_truncated": report.truncated}
     return steps
 
   # --- persistence ------------------------------------------------------------------------------

@@ -410,3 +410,183 @@ def parse_pairwise_verdict(text: str) -> str | None:
   if a == b:
     return None
   return "A" if a else "B"
+
+
+# The Self-Taught Evaluator's worse-response prompt, verbatim from the reference implementation
+# (facebookresearch/RAM, projects/self_taught_evaluator/data/prompts/worse_response.prompt), with the
+# project's placeholder names: {instruction} for the file's {input} and {response} for its
+# {generation}. Everything else, the trailing space after "AI Assistant." included, is the file's.
+WORSE_RESPONSE_TEMPLATE = (
+    "Below is a conversation between a user and an AI Assistant. \n"
+    "\n"
+    "[User Question]\n"
+    "{instruction}\n"
+    "\n"
+    "[The start of Assistant's Answer]\n"
+    "{response}\n"
+    "[The end of Assistant's Answer]\n"
+    "\n"
+    "Please first generate a modified instruction that is highly relevant but not semantically "
+    "identical to the instruction above from the user. Then write a high-quality answer which is "
+    "a good response to the modified instruction but not a good response to the original user "
+    "question. IMPORTANT: Please strictly follow the following format:\n"
+    "[User Question Modified]\n"
+    "<provide a modified instruction here>\n"
+    "\n"
+    "[The start of Assistant's answer to the modified instruction]\n"
+    "<provide a high-quality response to the modified instruction>\n"
+    "[The end of Assistant's answer to the modified instruction]\n"
+)
+
+# The instruction-categorisation prompt of the STE paper's instruction selection (Wang et al. 2024,
+# section 3.1 and appendix), as recalled when this was written: the paper's text was not at hand to
+# check it word for word, so treat it as a close reconstruction, not a verbatim copy. It asks for
+# `Category: <name>`, which `parse_category` reads; the pipeline keeps the instructions whose
+# category is in `ste.categories`.
+CATEGORY_TEMPLATE = (
+    "I have an instruction below that I'd like you to perform three steps of analysis about the "
+    "instruction:\n"
+    "\n"
+    "<instruction>{instruction}</instruction>\n"
+    "\n"
+    "Firstly, categorize the instruction above into one of the following categories:\n"
+    "\n"
+    "Coding\n"
+    "Mathematical reasoning\n"
+    "Asking for Advice\n"
+    "Brainstorming\n"
+    "Classification\n"
+    "Closed Question Answering\n"
+    "Creative Writing\n"
+    "Extraction\n"
+    "Inhabiting a Character/Persona\n"
+    "Open Question Answering\n"
+    "Rewriting\n"
+    "Summarization\n"
+    "Knowledge and Reasoning\n"
+    "Humanity, History or Social Studies\n"
+    "Other\n"
+    "\n"
+    "Secondly, score the instruction in terms of complexity: how complex you think it is to answer "
+    "from 1-10 (where 10 is a complex question whereby first reasoning or breaking down the "
+    "question into multiple subquestions for example might help improve the answer).\n"
+    "\n"
+    "Thirdly, indicate how long you think the response to the instruction should be, either (a) 1 "
+    "sentence, (b) 1-3 sentences, (c) 1 paragraph, (d) 2 paragraphs, or (e) 3 paragraphs or "
+    "more.\n"
+    "\n"
+    "Provide your final response in the following format:\n"
+    "Category: <one of the categories above>\n"
+    "Complexity: <score out of 10>\n"
+    "Length: <length category>. Do not provide the actual response."
+)
+
+_PAIRWISE_SLOTS = ("{input}", "{response_a}", "{response_b}")
+_PAIRWISE_RE = re.compile("|".join(re.escape(s) for s in _PAIRWISE_SLOTS))
+_INSTRUCTION_RESPONSE_SLOTS = ("{instruction}", "{response}")
+_INSTRUCTION_RESPONSE_RE = re.compile("|".join(re.escape(s) for s in _INSTRUCTION_RESPONSE_SLOTS))
+_INSTRUCTION_RE = re.compile(re.escape("{instruction}"))
+
+
+def _check_slots(template, slots, kind):
+  if not isinstance(template, str):
+    raise TypeError(f"{kind} template must be a str, got {type(template).__name__}")
+  for slot in slots:
+    if slot not in template:
+      raise ValueError(f"{kind} template has no {slot} placeholder")
+
+
+def validate_pairwise_template(template: str) -> None:
+  """Raises ValueError naming the first missing placeholder ({input}, {response_a}, {response_b})."""
+  _check_slots(template, _PAIRWISE_SLOTS, "pairwise judge")
+
+
+def validate_worse_response_template(template: str) -> None:
+  """Raises ValueError naming the first missing placeholder ({instruction}, {response})."""
+  _check_slots(template, _INSTRUCTION_RESPONSE_SLOTS, "worse-response")
+
+
+def validate_category_template(template: str) -> None:
+  """Raises ValueError unless the template has an {instruction} placeholder."""
+  _check_slots(template, ("{instruction}",), "categorisation")
+
+
+def render_pairwise_prompt(template: str, instruction: str, response_a: str,
+                           response_b: str) -> str:
+  """The pairwise judge prompt (assistant A's answer first). One pass, like the other renderers:
+  braces in the user's text stay as they are (`str.format` would choke on them)."""
+  validate_pairwise_template(template)
+  values = {"{input}": instruction, "{response_a}": response_a, "{response_b}": response_b}
+  for name, value in values.items():
+    _check_text(name.strip("{}"), value)
+  return _PAIRWISE_RE.sub(lambda m: values[m.group(0)], template)
+
+
+def render_worse_response_prompt(template: str, instruction: str, response: str) -> str:
+  """The prompt asking for a modified instruction and a good answer to it (`WORSE_RESPONSE_TEMPLATE`)."""
+  validate_worse_response_template(template)
+  _check_text("instruction", instruction)
+  _check_text("response", response)
+  values = {"{instruction}": instruction, "{response}": response}
+  return _INSTRUCTION_RESPONSE_RE.sub(lambda m: values[m.group(0)], template)
+
+
+def render_category_prompt(template: str, instruction: str) -> str:
+  """The instruction-categorisation prompt (`CATEGORY_TEMPLATE`)."""
+  validate_category_template(template)
+  _check_text("instruction", instruction)
+  return _INSTRUCTION_RE.sub(lambda m: instruction, template)
+
+
+# The worse-response prompt's output markers (matched case-insensitively, with any run of spaces).
+_MODIFIED_MARK = re.compile(r"\[\s*User\s+Question\s+Modified\s*\]", re.IGNORECASE)
+_ANSWER_START = re.compile(
+    r"\[\s*The\s+start\s+of\s+Assistant'?s\s+answer\s+to\s+the\s+modified\s+instruction\s*\]",
+    re.IGNORECASE)
+_ANSWER_END = re.compile(
+    r"\[\s*The\s+end\s+of\s+Assistant'?s\s+answer\s+to\s+the\s+modified\s+instruction\s*\]",
+    re.IGNORECASE)
+
+
+def parse_worse_response(text: str, *, require_end: bool = False) -> tuple[str, str] | None:
+  """(modified instruction, its answer) from a reply to the worse-response prompt, else None.
+
+  The modified instruction is the text between the first "[User Question Modified]" and the first
+  "[The start of Assistant's answer to the modified instruction]" after it; the answer runs from
+  there to the first "[The end of Assistant's answer to the modified instruction]". The end marker
+  may be missing (a generation that stopped at EOS right after the answer is complete); with
+  `require_end` (the caller's choice for a generation cut by the length limit, whose answer may be
+  cut mid-sentence) its absence is a failure. Both parts must be non-empty after stripping.
+  Markers are matched case-insensitively with any spacing; anything before the first marker
+  (a preamble) is ignored.
+  """
+  if not isinstance(text, str):
+    raise TypeError(f"worse-response reply must be a str, got {type(text).__name__}")
+  modified = _MODIFIED_MARK.search(text)
+  if modified is None:
+    return None
+  start = _ANSWER_START.search(text, modified.end())
+  if start is None:
+    return None
+  end = _ANSWER_END.search(text, start.end())
+  if end is None and require_end:
+    return None
+  instruction = text[modified.end():start.start()].strip()
+  answer = text[start.end():end.start() if end else len(text)].strip()
+  if not instruction or not answer:
+    return None
+  return instruction, answer
+
+
+_CATEGORY_LINE = re.compile(r"^[ \t*_#>-]*category[ \t*_]*[:：][ \t*_]*(?P<name>[^\n]*?)[ \t*_.]*$",
+                            re.IGNORECASE | re.MULTILINE)
+
+
+def parse_category(text: str) -> str | None:
+  """The category named by the last `Category: <name>` line of a categorisation reply (markdown
+  bold and a trailing full stop tolerated, `<...>` brackets removed), else None."""
+  if not isinstance(text, str):
+    raise TypeError(f"categorisation reply must be a str, got {type(text).__name__}")
+  names = [m.group("name").strip().strip("<>").strip() for m in _CATEGORY_LINE.finditer(text)]
+  names = [n for n in names if n]
+  return names[-1] if names else None

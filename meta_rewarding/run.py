@@ -1,4 +1,5 @@
-"""Wires a config into the pipeline: prompts, policy, oracle, multi-host set-up."""
+"""Wires a config into the pipeline: prompts, policy, oracle, multi-host set-up; `recipe = "ste"`
+runs the Self-Taught Evaluator's stages on the same driver."""
 
 from __future__ import annotations
 
@@ -42,6 +43,10 @@ def run(config, workdir: str) -> list[dict]:
   logging.info("prompt pool: %d prompts from %s", len(pool), config.data.prompts)
   from meta_rewarding.policy import JaxPolicy
   policy = JaxPolicy.from_config(config, workdir, pool)
+  if pipeline.recipe(config) == "ste":
+    return pipeline.run(config, workdir, policy, pool,
+                        evaluate_model=ste_judge_evaluator(config) if config.evaluate.judge_pairs
+                        else None, is_main_process=main_process)
   evaluate_extra = None
   if config.evaluate.oracle == "testbed":
     from meta_rewarding.testbed.evaluate import oracle_metrics
@@ -63,3 +68,44 @@ def run(config, workdir: str) -> list[dict]:
                                             for k, v in e(policy, label).items()}
   return pipeline.run(config, workdir, policy, pool, evaluate_extra=evaluate_extra,
                       evaluate_model=evaluate_model, is_main_process=main_process)
+
+
+def load_judge_pairs(source: str) -> list[dict]:
+  """Preference pairs for `evaluate.judge_pairs`: "testbed:<n>" is n of the testbed's held-out
+  oracle pairs (`testbed.evaluate.preference_pairs`: a right answer against a plausible mistake,
+  one subset per family); anything else is a judge_eval SOURCE (JSONL / parquet / hf:<name>)."""
+  if source.startswith("testbed:"):
+    n = source.split(":", 1)[1]
+    if not (n.isdigit() and int(n) >= 1):
+      raise PipelineError(f"evaluate.judge_pairs={source!r}: 'testbed:<n>' needs a count n >= 1")
+    from meta_rewarding.testbed.evaluate import preference_pairs
+    return preference_pairs(int(n))
+  from meta_rewarding import judge_eval
+  return judge_eval.load_preference_pairs(source)
+
+
+def ste_judge_evaluator(config):
+  """The `evaluate_model` hook of an STE run: every model M_0 ... M_T judges the
+  `evaluate.judge_pairs` pairs in both orders with the prompt it is trained on (ste.pairwise_template
+  and ste.system_prompt), one judgment per order at the config's sampling settings; reported as
+  judge_eval/score, judge_eval/<subset>, judge_eval/position_consistency, judge_eval/parse_rate,
+  the names of the Meta-Rewarding pipeline's hook (`judge_eval.pipeline_evaluator`)."""
+  from meta_rewarding import judge_eval
+  pairs = load_judge_pairs(config.evaluate.judge_pairs)
+  s = config.ste
+
+  def evaluate_model(policy, label: str) -> dict:
+    def generate(requests, n):
+      rows = policy.generate(requests, n=n, max_new_tokens=int(s.judge_max_new_tokens),
+                             seed=int(config.seed), share_prefix=True, desc=f"judge_eval {label}")
+      return judge_eval.judgment_texts(rows)
+    _, summary = judge_eval.evaluate(pairs, generate, protocol="pairwise", num_samples=1,
+                                     pairwise_template=s.pairwise_template,
+                                     system_prompt=s.system_prompt)
+    out = {"judge_eval/score": summary["score"], "judge_eval/parse_rate": summary["parse_rate"],
+           "judge_eval/requests_too_long": summary["requests_too_long"],
+           "judge_eval/position_consistency": summary.get("position_consistency")}
+    out.update({f"judge_eval/{name}": value
+                for name, value in {**summary["subsets"], **summary["sections"]}.items()})
+    return out
+  return evaluate_model

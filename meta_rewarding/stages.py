@@ -35,7 +35,10 @@ import numpy as np
 from meta_rewarding import prompts as prompts_lib, rewarding
 from meta_rewarding.errors import UserError
 
-STAGE_IDS = {"prompts": 0, "actor": 1, "judge": 2, "meta_judge": 3, "dpo": 4}
+STAGE_IDS = {"prompts": 0, "actor": 1, "judge": 2, "meta_judge": 3, "dpo": 4,
+             # The Self-Taught Evaluator's stages (ste.py).
+             "ste_categorize": 5, "ste_actor": 6, "ste_worse": 7, "ste_order": 8, "ste_judge": 9,
+             "ste_sft_data": 10, "ste_sft": 11}
 TRAIN_PAIRS = ("both", "actor", "judge", "none")  # what an entry of pipeline.train_pairs may say
 
 
@@ -77,6 +80,11 @@ class Policy(Protocol):
   def train_dpo(self, pairs: Sequence[Mapping[str, str]], *, checkpoint_dir: str,
                 seed: int) -> list[dict]:
     """DPO on {prompt, chosen, rejected} pairs, reference = the current model; returns step metrics."""
+
+  def train_sft(self, records: Sequence[Mapping[str, str]], *, checkpoint_dir: str, seed: int,
+                system_prompt: str = "") -> list[dict]:
+    """SFT on {prompt, response} records, the loss on the response tokens only (the Self-Taught
+    Evaluator's judge training; only `recipe = "ste"` calls it); returns step metrics."""
 
   def save(self, path: str) -> None:
     """Writes the current model (atomically) so `load` can resume from it."""

@@ -101,6 +101,11 @@ def test_config_loads_complete(path, variant):
   n = int(config.mesh.get("num_devices") or 1)  # no count named: a laptop's one CPU device
   mesh = sharding.resolve_mesh_shape(dict(config.mesh.shape), n)
   assert config.train.batch_size % (mesh["data"] * mesh["fsdp"]) == 0, "batch not divisible"
+  if config.get("recipe", "meta_rewarding") == "ste":  # the Self-Taught Evaluator's schema
+    from meta_rewarding import config_check
+    _assert_has_schema(config, defaults.get_ste_config())
+    config_check.check_pipeline_config(config)
+    return
   assert len(config.pipeline.rho) >= config.pipeline.num_iterations
   assert len(config.pipeline.train_pairs) >= config.pipeline.num_iterations
 

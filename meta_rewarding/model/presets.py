@@ -32,6 +32,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         num_attention_heads=32, num_key_value_heads=8, head_dim=128, rms_norm_eps=1e-5,
         rope_theta=500000.0, rope_scaling=None, max_position_embeddings=8192,
         tie_word_embeddings=False, bos_token_id=128000, eos_token_id=128009),
+    # meta-llama/Meta-Llama-3-70B-Instruct: the Self-Taught Evaluator paper's seed model.
+    "llama3_70b": dict(
+        vocab_size=_LLAMA3_VOCAB, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
+        num_attention_heads=64, num_key_value_heads=8, head_dim=128, rms_norm_eps=1e-5,
+        rope_theta=500000.0, rope_scaling=None, max_position_embeddings=8192,
+        tie_word_embeddings=False, bos_token_id=128000, eos_token_id=128009),
     # meta-llama/Llama-3.1-8B-Instruct.
     "llama3_1_8b": dict(
         vocab_size=_LLAMA3_VOCAB, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
@@ -59,11 +65,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 # Short names accepted by the config files' `model=` argument.
-ALIASES = {"llama3_1b": "llama3_2_1b", "llama3_3b": "llama3_2_3b", "llama3_8b_instruct": "llama3_8b",
+ALIASES = {"llama3_70b_instruct": "llama3_70b", "llama3_1b": "llama3_2_1b", "llama3_3b": "llama3_2_3b", "llama3_8b_instruct": "llama3_8b",
            "llama3.2-1b": "llama3_2_1b", "llama3.2-3b": "llama3_2_3b", "llama3.1-8b": "llama3_1_8b"}
 
 # The Hugging Face repository each preset describes (for documentation and download hints).
 HF_REPOS = {"llama3_8b": "meta-llama/Meta-Llama-3-8B-Instruct",
+            "llama3_70b": "meta-llama/Meta-Llama-3-70B-Instruct",
             "llama3_1_8b": "meta-llama/Llama-3.1-8B-Instruct",
             "llama3_2_3b": "meta-llama/Llama-3.2-3B-Instruct",
             "llama3_2_1b": "meta-llama/Llama-3.2-1B-Instruct",
