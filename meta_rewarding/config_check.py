@@ -252,6 +252,8 @@ def _check_sampling(c: _Checks):
   c.integer("sampling.max_cache_length", 0, " (0 = the largest bucket + max_new_tokens)")
   if c.get("sampling.nucleus_candidates", None) is not None:
     c.integer("sampling.nucleus_candidates", 0)
+  c.choice("sampling.batching", ("continuous", "static"))  # sampling.BATCHING
+  c.integer("sampling.decode_block", 1)
 
 
 def _uses_meta_judge(config_get, num_iterations, train_pairs) -> bool:

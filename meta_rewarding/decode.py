@@ -120,28 +120,29 @@ def _step_uniforms(keys: Array, steps: int) -> Array:
       jnp.arange(steps, dtype=jnp.int32)))(keys)
 
 
-def _select(strategy, logits: Array, uniforms: Array | None, step: Array):
-  """(token [R], model log-prob [R]) for logits [R,V]; uniforms [R,M] from `_step_uniforms`."""
+def _select(strategy, logits: Array, uniforms: Array | None, count: Array):
+  """(token [R], model log-prob [R]) for logits [R,V], this step's uniforms [R] (None: greedy) and
+  each row's count [R] of tokens generated before this one (for strategies with `needs_count`)."""
   logits = logits.astype(jnp.float32)
-  if strategy.needs_rng:
-    u = jax.lax.dynamic_index_in_dim(uniforms, step, axis=1, keepdims=False)
-    tokens = strategy.sample(logits, 1.0 - u)  # (0, 1]: never a zero-probability token
+  u = 1.0 - uniforms if strategy.needs_rng else None  # (0, 1]: never a zero-probability token
+  if getattr(strategy, "needs_count", False):
+    tokens = strategy.sample(logits, u, count)
   else:
-    tokens = strategy.sample(logits, None)
+    tokens = strategy.sample(logits, u)
   lse = jax.nn.logsumexp(logits, axis=-1)
   picked = jnp.take_along_axis(logits, tokens[:, None], axis=1)[:, 0]
   return tokens, picked - lse
 
 
-@functools.partial(jax.jit, static_argnames=("config", "strategy", "max_new_tokens", "num_samples"))
-def _generate(config: LlamaConfig, params, batch: PromptBatch, seed: Array, stop_ids: Array,
-              pad_id: Array, *, strategy, max_new_tokens: int, num_samples: int) -> SampleOutput:
-  TRACE_COUNTS["generate"] += 1
+def _prefill(config: LlamaConfig, params, batch: PromptBatch):
+  """Prefills a `PromptBatch` at its B prompts (shared prefixes once per group, at G).
+
+  Returns (logits [B,V] f32 of each prompt's last token, its cache of W = P1 + P2 slots laid out as
+  in the module docstring, visible [B,W] bool: the slots each prompt attends to, next_position [B]:
+  the position of the first generated token)."""
   model = llama.Llama(config)
   B, P2 = batch.tokens.shape
   G, P1 = batch.prefix_tokens.shape
-  M, n = max_new_tokens, num_samples
-  R = B * n
 
   # 1. Shared prefixes: prefilled once per group, at batch G, then gathered onto their rows.
   if P1:
@@ -170,11 +171,30 @@ def _generate(config: LlamaConfig, params, batch: PromptBatch, seed: Array, stop
                               cache_index=P1, return_hidden=True)
   logits = jnp.einsum("BD,DV->BV", hidden[:, -1], llama.unembedding(config, params).astype(
       hidden.dtype), preferred_element_type=jnp.float32)
+  visible = mask[:, -1, :]  # the last query sees exactly the prompt's own slots
+  return logits, cache, visible, plen + batch.lengths
+
+
+@functools.partial(jax.jit, static_argnames=("config", "strategy", "max_new_tokens", "num_samples"))
+def _generate(config: LlamaConfig, params, batch: PromptBatch, seed: Array, stop_ids: Array,
+              pad_id: Array, *, strategy, max_new_tokens: int, num_samples: int) -> SampleOutput:
+  TRACE_COUNTS["generate"] += 1
+  model = llama.Llama(config)
+  B, P2 = batch.tokens.shape
+  G, P1 = batch.prefix_tokens.shape
+  M, n = max_new_tokens, num_samples
+  R = B * n
+
+  logits, cache, visible, next_position = _prefill(config, params, batch)
+  plen = next_position - batch.lengths
+  prefix_start = P1 - plen
+  start = P1 + P2 - batch.lengths
 
   # 3. n samples per prompt share that prefill: repeat rows on device, then room for M tokens.
   rep = lambda x: jnp.repeat(x, n, axis=0)
   logits, prefix_start, start, active = map(rep, (logits, prefix_start, start, batch.active))
-  next_position = rep(plen + batch.lengths)
+  next_position = rep(next_position)
+  del visible  # the static layout's intervals (`_mask`) say the same
   # Cache leaves: batch axis -4, slot axis -2 (llama.init_cache).
   cache = jax.tree.map(lambda x: jnp.concatenate(
       [jnp.repeat(x, n, axis=-4), jnp.zeros(x.shape[:-4] + (R,) + x.shape[-3:-2] + (M,)
@@ -185,7 +205,9 @@ def _generate(config: LlamaConfig, params, batch: PromptBatch, seed: Array, stop
   S = P1 + P2 + M
 
   def record(state: DecodeState, logits: Array) -> DecodeState:
-    token, logprob = _select(strategy, logits, uniforms, state.step)
+    u = None if uniforms is None else jax.lax.dynamic_index_in_dim(uniforms, state.step, axis=1,
+                                                                    keepdims=False)
+    token, logprob = _select(strategy, logits, u, jnp.full((R,), state.step))
     live = ~state.done
     token = jnp.where(live, token, pad_id)
     logprob = jnp.where(live, logprob, 0.0)
@@ -232,11 +254,159 @@ def generate_tokens(config: LlamaConfig, params, batch: PromptBatch, *, strategy
   """
   if max_new_tokens < 1:
     raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-  stops = np.asarray(sorted(set(int(s) for s in stop_ids)) or [-1], np.int32)
-  stops = np.pad(stops, (0, -len(stops) % 4), constant_values=-1)  # fewer distinct shapes
-  return _generate(config, params, batch, jnp.asarray(seed, jnp.uint32), jnp.asarray(stops),
+  return _generate(config, params, batch, jnp.asarray(seed, jnp.uint32),
+                   jnp.asarray(stop_array(stop_ids)),
                    jnp.asarray(pad_id, jnp.int32), strategy=strategy,
                    max_new_tokens=int(max_new_tokens), num_samples=int(num_samples))
+
+
+# ------------------------------------------------------------------------------------------------
+# Continuous batching: a fixed set of R decode rows ("slots") that prompts enter and leave.
+#
+# The static loop above decodes a batch until its longest row ends. Here decoding runs in blocks of
+# steps (`decode_block`); between blocks the host hands the rows that finished to waiting prompts,
+# which `refill` prefills (with `_prefill`: shared prefixes and n samples per prefill as above) and
+# inserts into those rows. The model's cache takes one scalar write index, and rows that entered at
+# different times are at different steps, so the cache is a ring of S slots: decode step t writes
+# every row's new key at slot t % S, and a prompt inserted before step t0 has its W prefilled slots
+# placed at [t0 - W, t0) mod S. Attention does not care where a key sits (its position is in its
+# rotary embedding), only whether it is visible, so each row carries its own visible [R,S] mask.
+# S >= W + M keeps a row's window from wrapping onto itself.
+
+@struct.dataclass
+class SlotState:
+  """The decode rows between blocks.
+
+  clock: decode steps run so far (scalar); the next step writes at slot clock % S.
+  cache: the ring, [R,K,S,H] per layer. visible [R,S] bool: the slots each row attends to.
+  position [R]: position of the row's last token (the one the next step feeds).
+  count [R]: tokens generated; tokens / logprobs [R,M] as in `SampleOutput`.
+  done [R] bool: finished (or never filled); the host collects and refills these rows.
+  stopped [R] bool: ended by a stop id. uniforms [R,M]: the row's draws (`_step_uniforms`).
+  """
+  clock: Array
+  cache: llama.KVCache
+  visible: Array
+  position: Array
+  count: Array
+  done: Array
+  stopped: Array
+  tokens: Array
+  logprobs: Array
+  uniforms: Array
+
+
+@functools.partial(jax.jit, static_argnames=("config", "rows", "ring", "max_new_tokens"))
+def init_slots(config: LlamaConfig, pad_id: Array, *, rows: int, ring: int,
+               max_new_tokens: int) -> SlotState:
+  """R = `rows` empty (done) decode rows over a ring of `ring` cache slots."""
+  R, S, M = rows, ring, max_new_tokens
+  return SlotState(
+      clock=jnp.zeros((), jnp.int32), cache=_constrain_cache(config, llama.init_cache(config, R, S)),
+      visible=jnp.zeros((R, S), jnp.bool_), position=jnp.zeros((R,), jnp.int32),
+      count=jnp.zeros((R,), jnp.int32), done=jnp.ones((R,), jnp.bool_),
+      stopped=jnp.zeros((R,), jnp.bool_), tokens=jnp.full((R, M), pad_id, jnp.int32),
+      logprobs=jnp.zeros((R, M), jnp.float32), uniforms=jnp.zeros((R, M), jnp.float32))
+
+
+@functools.partial(jax.jit, static_argnames=("config", "strategy"), donate_argnames=("state",))
+def refill(config: LlamaConfig, params, state: SlotState, batch: PromptBatch, source: Array,
+           sample: Array, seed: Array, stop_ids: Array, pad_id: Array, *, strategy) -> SlotState:
+  """Prefills `batch` and inserts it into the rows with source[r] >= 0.
+
+  Row r becomes sample `sample[r]` of the batch's prompt `source[r]`: its cache window, visibility
+  and position come from that prompt's prefill, its first token is drawn from the prefill's logits
+  with the row's own key (seed, prompt id, sample), exactly as the static loop draws it. Rows with
+  source[r] < 0 are left as they are. One prefill serves all the samples of a prompt.
+  """
+  TRACE_COUNTS["refill"] += 1
+  R, S = state.visible.shape
+  M = state.tokens.shape[1]
+  logits, cache, visible, next_position = _prefill(config, params, batch)
+  W = visible.shape[1]
+  take = source >= 0
+  src = jnp.maximum(source, 0)
+
+  # Ring slot s holds block slot (s - (clock - W)) mod S, when that is < W.
+  offset = jnp.mod(jnp.arange(S, dtype=jnp.int32) - (state.clock - W), S)
+  in_block = offset < W
+  offset = jnp.minimum(offset, W - 1)
+
+  def place(old, new):  # cache leaves: batch axis -4, slot axis -2 (llama.init_cache)
+    new = jnp.take(jnp.take(new, src, axis=-4), offset, axis=-2).astype(old.dtype)
+    keep_new = take[:, None, None, None] & in_block[None, None, :, None]
+    return jnp.where(keep_new, new, old)
+
+  cache = _constrain_cache(config, jax.tree.map(place, state.cache, cache))
+  row_visible = jnp.take(visible[src], offset, axis=1) & in_block[None, :]
+
+  if strategy.needs_rng:
+    keys = jax.vmap(lambda p, j: jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), p), j))(
+        batch.prompt_ids[src], sample)
+    uniforms = jnp.where(take[:, None], _step_uniforms(keys, M), state.uniforms)
+  else:
+    uniforms = state.uniforms
+  token, logprob = _select(strategy, logits[src], uniforms[:, 0] if strategy.needs_rng else None,
+                           jnp.zeros((R,), jnp.int32))
+  first = jnp.arange(M, dtype=jnp.int32)[None, :] == 0
+  hit_stop = jnp.isin(token, stop_ids)
+  pick = lambda new, old: jnp.where(take.reshape((R,) + (1,) * (old.ndim - 1)), new, old)
+  return state.replace(
+      cache=cache,
+      visible=pick(row_visible, state.visible),
+      position=pick(next_position[src], state.position),
+      count=pick(jnp.ones((R,), jnp.int32), state.count),
+      done=pick(hit_stop | (M <= 1), state.done),
+      stopped=pick(hit_stop, state.stopped),
+      tokens=pick(jnp.where(first, token[:, None], pad_id), state.tokens),
+      logprobs=pick(jnp.where(first, logprob[:, None], 0.0), state.logprobs),
+      uniforms=uniforms)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "strategy", "num_steps"),
+                   donate_argnames=("state",))
+def decode_block(config: LlamaConfig, params, state: SlotState, stop_ids: Array, pad_id: Array,
+                 refill_at: Array, *, strategy, num_steps: int) -> SlotState:
+  """Up to `num_steps` decode steps of every row; ends early when every row is done, or once at
+  least `refill_at` rows are done (the host has prompts waiting for them)."""
+  TRACE_COUNTS["decode_block"] += 1
+  model = llama.Llama(config)
+  R, S = state.visible.shape
+  M = state.tokens.shape[1]
+  steps = jnp.arange(M, dtype=jnp.int32)[None, :]
+  end = state.clock + num_steps
+
+  def cond(state: SlotState):
+    return ((state.clock < end) & ~jnp.all(state.done) &
+            (jnp.sum(state.done, dtype=jnp.int32) < refill_at))
+
+  def body(state: SlotState):
+    slot = jnp.mod(state.clock, S)
+    live = ~state.done
+    visible = state.visible.at[:, slot].set(live)  # the key this step writes is the row's own
+    last = jnp.maximum(state.count - 1, 0)[:, None]
+    token = jnp.take_along_axis(state.tokens, last, axis=1)                          # [R,1]
+    logits, cache = model.apply({"params": params}, token, state.position[:, None],
+                                visible[:, None, :], cache=state.cache, cache_index=slot)
+    u = jnp.take_along_axis(state.uniforms, jnp.minimum(state.count, M - 1)[:, None], axis=1)[:, 0]
+    new, logprob = _select(strategy, logits[:, 0], u if strategy.needs_rng else None, state.count)
+    hit_stop = live & jnp.isin(new, stop_ids)
+    here = live[:, None] & (steps == state.count[:, None])
+    count = state.count + live
+    return state.replace(
+        clock=state.clock + 1, cache=_constrain_cache(config, cache), visible=visible,
+        position=state.position + live, count=count,
+        done=state.done | hit_stop | (count >= M), stopped=state.stopped | hit_stop,
+        tokens=jnp.where(here, new[:, None], state.tokens),
+        logprobs=jnp.where(here, logprob[:, None], state.logprobs))
+
+  return jax.lax.while_loop(cond, body, state)
+
+
+def stop_array(stop_ids: Sequence[int]) -> np.ndarray:
+  """Stop ids as a padded int32 array (-1 fills; a multiple of 4 long: fewer distinct shapes)."""
+  stops = np.asarray(sorted(set(int(s) for s in stop_ids)) or [-1], np.int32)
+  return np.pad(stops, (0, -len(stops) % 4), constant_values=-1)
 
 
 def make_batch(prompts: Sequence[Sequence[int]], *, length: int, batch: int | None = None,

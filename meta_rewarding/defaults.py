@@ -132,6 +132,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.sampling.batch_size = 16
   c.sampling.prompt_buckets = (64, 128, 256, 512, 1024, 2048)
   c.sampling.max_cache_length = 0  # 0 = largest bucket + max_new_tokens
+  c.sampling.batching = "continuous"  # finished rows refilled between blocks; "static": per batch
+  c.sampling.decode_block = 32     # continuous: the most decode steps between two refills
 
   c.actor = ml_collections.ConfigDict()
   c.actor.num_responses = 7        # K

@@ -121,7 +121,8 @@ class JaxPolicy:
       self._sampler = sampling.Sampler(
           self.model_config, params, self.tokenizer, mesh=mesh, rules=self.rules,
           batch_size=s.batch_size, prompt_buckets=tuple(s.prompt_buckets),
-          max_cache_length=s.max_cache_length or None)
+          max_cache_length=s.max_cache_length or None,
+          batching=s.get("batching", "continuous"), decode_block=s.get("decode_block", 32))
     return self._sampler
 
   def generate(self, prompts: Sequence[str], *, n: int, max_new_tokens: int, seed: int,

@@ -3,7 +3,11 @@
 `Sampler` tokenizes with the chat template, sorts by length, packs prompts into prompt-length and
 batch buckets (a run compiles a handful of programs), detects shared prefixes (prefilled once),
 reports prompts that do not fit (`prompt_length.py`) as finish_reason "too_long", runs the jitted
-decode loop (`decode.py`) with a strategy (`strategies.py`), and shows tqdm progress.
+decode (`decode.py`) with a strategy (`strategies.py`), and shows tqdm progress. By default the
+batching is continuous: a fixed set of decode rows runs in blocks of steps, and between blocks the
+rows that finished take the next prompts (`Sampler(batching="static")`: batch after batch, each
+until its longest row ends; the same completions either way, `Sampler.last_stats` says how full
+the rows were).
 
   sampler = Sampler(model_config, params, tokenizer, mesh=mesh, rules=decode_rules)
   rows = sampler.generate(prompts, n=4, strategy=Sampling(temperature=0.8, top_p=0.95),
@@ -18,8 +22,9 @@ not. The strategies and the decode loop's names are re-exported here.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
-import functools
 import math
 from typing import Any, Mapping, Sequence
 
@@ -28,13 +33,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from meta_rewarding import prompt_length, sharding as sharding_lib
+from meta_rewarding import decode
 from meta_rewarding.decode import (TRACE_COUNTS, DecodeState, PromptBatch, SampleOutput,  # noqa: F401
-                                   generate_tokens, make_batch)
+                                   SlotState, generate_tokens, make_batch)
 from meta_rewarding.model.config import LlamaConfig
 from meta_rewarding.strategies import (Greedy, Sampling, Strategy, _argmax,  # noqa: F401
                                        _inverse_cdf, top_k)
 
 DEFAULT_PROMPT_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048)
+BATCHING = ("continuous", "static")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -93,6 +100,27 @@ class Completion:
   prompt_tokens: int = 0  # the prompt's length in tokens (chat template included)
 
 
+@dataclasses.dataclass
+class SamplerStats:
+  """How full the decode rows were during one `generate` call.
+
+  slot_steps: the sum over decode steps of the rows each step ran (static: batch rows x steps of
+  each batch; continuous: slots x steps). kept_tokens: the tokens those steps produced that the
+  completions keep: every completion's tokens but its first, which the prefill's logits give.
+  """
+  batching: str
+  slots: int = 0          # decode rows (static: of the largest batch)
+  decode_steps: int = 0
+  slot_steps: int = 0
+  kept_tokens: int = 0
+  prefills: int = 0       # prefill calls (static: one per batch)
+
+  @property
+  def utilisation(self) -> float:
+    """kept tokens / (slots x decode steps); 1.0 when no decode step ran (nothing was wasted)."""
+    return self.kept_tokens / self.slot_steps if self.slot_steps else 1.0
+
+
 DEFAULT_STRATEGY = Sampling(temperature=0.8, top_p=0.95)
 
 
@@ -124,12 +152,23 @@ class Sampler:
       position; default `model_config.max_position_embeddings`. Buckets are clipped to
       max_cache_length - max_new_tokens.
     min_shared_prefix: with share_prefix, the shortest common prefix worth sharing.
+    batching: "continuous" (default): decode rows that finish are refilled with waiting prompts
+      between blocks of at most `decode_block` steps, so long generations do not hold short ones'
+      rows idle; "static": each batch decodes until its longest row ends. Both give the same
+      completions (keys and buckets do not depend on it); `last_stats` says how full the rows were.
+    decode_block: with continuous batching, the most decode steps between two refills (a block
+      also ends as soon as enough rows are free for the prompts waiting).
   """
 
   def __init__(self, model_config: LlamaConfig, params, tokenizer=None, *, mesh=None,
                rules=sharding_lib.DECODE_RULES, batch_size: int = 16,
                prompt_buckets: Sequence[int] = DEFAULT_PROMPT_BUCKETS,
-               max_cache_length: int | None = None, min_shared_prefix: int = 16):
+               max_cache_length: int | None = None, min_shared_prefix: int = 16,
+               batching: str = "continuous", decode_block: int = 32):
+    if batching not in BATCHING:
+      raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
+    if decode_block < 1:
+      raise ValueError(f"decode_block must be >= 1, got {decode_block}")
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not prompt_buckets or min(prompt_buckets) < 1:
@@ -143,6 +182,9 @@ class Sampler:
     self.max_cache_length = prompt_length.cache_length(max_cache_length or 0,
                                                        model_config.max_position_embeddings)
     self.min_shared_prefix = int(min_shared_prefix)
+    self.batching = batching
+    self.decode_block = int(decode_block)
+    self.last_stats: SamplerStats | None = None  # of the latest `generate` call
     self._batch_multiple = 1
     if mesh is not None:
       params = sharding_lib.shard_params(
@@ -298,54 +340,166 @@ class Sampler:
     from tqdm.auto import tqdm
     bar = tqdm(total=len(ids) - len(long), desc=desc or "sampling", disable=not progress,
                unit="prompt")
-    pending = None
+    run = dict(n=n, strategy=strategy, max_new_tokens=max_new_tokens, seed=seed, stop_ids=stop_ids,
+               pad_id=pad_id, index_offset=index_offset, stop_set=stop_set, results=results,
+               ids=ids, bar=bar)
     try:
-      for plan in plans:
-        batch = make_batch(plan.own, length=plan.length, batch=plan.batch,
-                           prompt_ids=[index_offset + i for i in plan.rows],
-                           pad_id=pad_id, prefixes=plan.prefixes, group=plan.group,
-                           prefix_length=plan.prefix_length, num_prefixes=plan.num_prefixes)
-        out = self._run(batch, strategy, max_new_tokens, n, seed, stop_ids, pad_id)
-        if pending is not None:  # dispatch is async: fetch the previous batch while this one runs
-          self._collect(*pending, n, stop_set, results, ids)
-          bar.update(len(pending[0].rows))
-        pending = (plan, out)
-      if pending is not None:
-        self._collect(*pending, n, stop_set, results, ids)
-        bar.update(len(pending[0].rows))
+      with (sharding_lib.activate(self.mesh, self.rules) if self.mesh is not None
+            else contextlib.nullcontext()):
+        if self.batching == "static":
+          self.last_stats = self._static(plans, **run)
+        else:
+          self.last_stats = self._continuous(plans, **run)
     finally:
       bar.close()
     return results  # type: ignore[return-value]
 
-  def _run(self, batch, strategy, max_new_tokens, n, seed, stop_ids, pad_id) -> SampleOutput:
-    call = functools.partial(generate_tokens, self.config, self.params, strategy=strategy,
-                             max_new_tokens=max_new_tokens, num_samples=n, seed=seed,
-                             stop_ids=stop_ids, pad_id=pad_id)
+  def _place(self, tree):
+    """Host arrays onto the device(s): rows over the mesh's batch axes."""
     if self.mesh is None:
-      return call(jax.tree.map(jnp.asarray, batch))
-    with sharding_lib.activate(self.mesh, self.rules):
-      placed = jax.tree.map(
-          lambda x: jax.device_put(x, sharding_lib.batch_sharding(self.mesh, self.rules, x.ndim)),
-          batch)
-      return call(placed)
+      return jax.tree.map(jnp.asarray, tree)
+    return jax.tree.map(
+        lambda x: jax.device_put(x, sharding_lib.batch_sharding(self.mesh, self.rules, x.ndim)),
+        tree)
 
-  def _collect(self, plan: _Plan, out: SampleOutput, n: int, stop_set, results, ids):
-    tokens, logprobs, lengths, stopped = jax.device_get(
-        (out.tokens, out.logprobs, out.lengths, out.stopped))
-    for b, i in enumerate(plan.rows):
-      completions = []
-      for j in range(n):
-        r = b * n + j
-        k = int(lengths[r])
-        token_ids = tuple(int(t) for t in tokens[r, :k])
-        stop = bool(stopped[r])
-        body = token_ids[:-1] if stop and token_ids and token_ids[-1] in stop_set else token_ids
-        text = self.tokenizer.decode(body) if self.tokenizer is not None else ""
-        completions.append(Completion(text=text, token_ids=token_ids,
-                                      logprob=float(np.sum(logprobs[r, :k], dtype=np.float64)),
-                                      num_tokens=k, finish_reason="stop" if stop else "length",
-                                      prompt_tokens=len(ids[i])))
-      results[i] = completions
+  def _static(self, plans: list[_Plan], *, n, strategy, max_new_tokens, seed, stop_ids, pad_id,
+              index_offset, stop_set, results, ids, bar) -> SamplerStats:
+    """Batch after batch, each decoded until its longest row ends."""
+    stats = SamplerStats("static")
+    pending = None
+
+    def collect(plan: _Plan, out: SampleOutput):
+      tokens, logprobs, lengths, stopped = jax.device_get(
+          (out.tokens, out.logprobs, out.lengths, out.stopped))
+      for b, i in enumerate(plan.rows):
+        results[i] = [self._completion(tokens[b * n + j], logprobs[b * n + j],
+                                       int(lengths[b * n + j]), bool(stopped[b * n + j]),
+                                       stop_set, len(ids[i])) for j in range(n)]
+      rows = plan.batch * n
+      steps = max(int(lengths.max()) - 1, 0)  # the first token comes from the prefill's logits
+      stats.slots = max(stats.slots, rows)
+      stats.decode_steps += steps
+      stats.slot_steps += rows * steps
+      stats.kept_tokens += int(np.maximum(lengths - 1, 0).sum())
+      stats.prefills += 1
+      bar.update(len(plan.rows))
+
+    for plan in plans:
+      batch = make_batch(plan.own, length=plan.length, batch=plan.batch,
+                         prompt_ids=[index_offset + i for i in plan.rows],
+                         pad_id=pad_id, prefixes=plan.prefixes, group=plan.group,
+                         prefix_length=plan.prefix_length, num_prefixes=plan.num_prefixes)
+      out = generate_tokens(self.config, self.params, self._place(batch), strategy=strategy,
+                            max_new_tokens=max_new_tokens, num_samples=n, seed=seed,
+                            stop_ids=stop_ids, pad_id=pad_id)
+      if pending is not None:  # dispatch is async: fetch the previous batch while this one runs
+        collect(*pending)
+      pending = (plan, out)
+    if pending is not None:
+      collect(*pending)
+    return stats
+
+  def _continuous(self, plans: list[_Plan], *, n, strategy, max_new_tokens, seed, stop_ids,
+                  pad_id, index_offset, stop_set, results, ids, bar) -> SamplerStats:
+    """A fixed set of decode rows, refilled with waiting prompts between blocks (decode.py).
+
+    Prompts enter in the static plans' order (by length; shared-prefix groups together), each with
+    all n samples at once (one prefill). The first fill uses the static batch's bucket; later ones
+    prefill `refill_prompts` prompts at a time (padded), so a call compiles at most two prefill
+    shapes per length bucket, and the decode block one program for the call's ring.
+    """
+    stats = SamplerStats("continuous")
+    M = max_new_tokens
+    # (prompt index, own tokens, shared prefix) in the plans' order.
+    queue = collections.deque(
+        (i, plan.own[b], plan.prefixes[plan.group[b]] if plan.prefix_length else [])
+        for plan in plans for b, i in enumerate(plan.rows))
+    if not queue:
+      return stats
+    per_batch = max(1, self.batch_size // n)
+    slot_prompts = self._round_batch(min(len(queue), per_batch), per_batch)
+    # Refill as soon as 1/16 of the rows are free: a freed row idles ~half that long (a few % of
+    # the rows), while blocks stay long enough on a wide batch that host round trips are rare.
+    refill_prompts = self._round_batch(max(1, slot_prompts // 16), slot_prompts)
+    R = slot_prompts * n
+    # The widest prefill block any chunk can have, plus room for every generated token.
+    ring = max(p.prefix_length for p in plans) + max(p.length for p in plans) + M
+    bucket = lambda length: next(b for b in self._buckets(M) if b >= length)
+    seed_, stops, pad = (jnp.asarray(seed, jnp.uint32), jnp.asarray(decode.stop_array(stop_ids)),
+                         jnp.asarray(pad_id, jnp.int32))
+    state = decode.init_slots(self.config, pad, rows=R, ring=ring, max_new_tokens=M)
+    stats.slots = R
+    owner: list[tuple[int, int] | None] = [None] * R   # (prompt index, sample) per row
+    free = list(range(R))
+    samples: dict[int, list] = {}
+    first_fill = True
+    clock = 0  # decode steps run (state.clock), known here without a sync
+
+    while queue or any(o is not None for o in owner):
+      while queue and len(free) >= n:
+        cap = slot_prompts if first_fill else refill_prompts
+        chunk = [queue.popleft() for _ in range(min(len(queue), len(free) // n, cap))]
+        prefixes: list[list[int]] = []
+        group = []
+        for _, _, prefix in chunk:
+          if prefix not in prefixes:
+            prefixes.append(prefix)
+          group.append(prefixes.index(prefix))
+        shared = max(map(len, prefixes))
+        size = self._round_batch(len(chunk), per_batch) if first_fill else refill_prompts
+        batch = make_batch(
+            [own for _, own, _ in chunk], length=bucket(max(len(own) for _, own, _ in chunk)),
+            batch=size, prompt_ids=[index_offset + i for i, _, _ in chunk], pad_id=pad_id,
+            prefixes=prefixes if shared else [], group=group if shared else None,
+            prefix_length=bucket(shared) if shared else 0,
+            num_prefixes=self._round_batch(len(prefixes), size) if shared else self._batch_multiple)
+        source = np.full((R,), -1, np.int32)
+        sample = np.zeros((R,), np.int32)
+        for c, (i, _, _) in enumerate(chunk):
+          for j in range(n):
+            r = free.pop(0)
+            source[r], sample[r], owner[r] = c, j, (i, j)
+        state = decode.refill(self.config, self.params, state, self._place(batch),
+                              self._place(source), self._place(sample), seed_, stops, pad,
+                              strategy=strategy)
+        stats.prefills += 1
+      first_fill = False
+      waiting = min(len(queue), refill_prompts) * n
+      # The block ends once enough rows are free for the next prompts (never, with none waiting).
+      state = decode.decode_block(self.config, self.params, state, stops, pad,
+                                  jnp.asarray(waiting if waiting else R + 1, jnp.int32),
+                                  strategy=strategy, num_steps=self.decode_block)
+      done, count, stopped, now = jax.device_get((state.done, state.count, state.stopped,
+                                                  state.clock))
+      steps, clock = int(now) - clock, int(now)
+      stats.decode_steps += steps
+      stats.slot_steps += R * steps
+      finished = [r for r in range(R) if owner[r] is not None and done[r]]
+      if finished:
+        tokens, logprobs = jax.device_get((state.tokens, state.logprobs))
+      for r in finished:
+        i, j = owner[r]
+        k = int(count[r])
+        stats.kept_tokens += max(k - 1, 0)
+        samples.setdefault(i, [None] * n)[j] = self._completion(
+            tokens[r], logprobs[r], k, bool(stopped[r]), stop_set, len(ids[i]))
+        owner[r] = None
+        free.append(r)
+        if all(c is not None for c in samples[i]):
+          results[i] = samples.pop(i)
+          bar.update(1)
+      free.sort()
+    return stats
+
+  def _completion(self, tokens: np.ndarray, logprobs: np.ndarray, k: int, stop: bool, stop_set,
+                  prompt_tokens: int) -> Completion:
+    """One row's `Completion` from its first k tokens (a stop token included in the ids)."""
+    token_ids = tuple(int(t) for t in tokens[:k])
+    body = token_ids[:-1] if stop and token_ids and token_ids[-1] in stop_set else token_ids
+    text = self.tokenizer.decode(body) if self.tokenizer is not None else ""
+    return Completion(text=text, token_ids=token_ids,
+                      logprob=float(np.sum(logprobs[:k], dtype=np.float64)), num_tokens=k,
+                      finish_reason="stop" if stop else "length", prompt_tokens=prompt_tokens)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -11,6 +11,9 @@ Axis letters as in `model/llama.py` and `decode.py`: R decode rows, V vocab, C c
     O(rows x vocab) as Gumbel-max or `jax.random.categorical` do. The uniforms come from threefry
     keys derived per row from (seed, prompt index, sample index) and folded with the step
     (`decode.py`): results do not depend on which other prompts share the batch.
+  * A strategy that sets `needs_count = True` is called as `sample(logits, uniforms, count)`, with
+    count [R] the tokens each row has generated before this one, the same under static and
+    continuous batching (`bench/decode.py`'s forced-length workload ends rows at drawn lengths so).
 """
 
 from __future__ import annotations

@@ -81,6 +81,8 @@ PIPELINE_CASES = [
     ("sampling.prompt_buckets", (), "sampling.prompt_buckets=()", "non-empty"),
     ("sampling.max_cache_length", -1, "sampling.max_cache_length=-1", ">= 0"),
     ("sampling.max_cache_length", 20, "sampling.max_cache_length=20", "longest generation"),
+    ("sampling.batching", "dynamic", "sampling.batching='dynamic'", "continuous|static"),
+    ("sampling.decode_block", 0, "sampling.decode_block=0", ">= 1"),
     ("sampling.temperature", float("nan"), "sampling.temperature=nan", ">= 0"),
     # Stages.
     ("actor.max_new_tokens", 0, "actor.max_new_tokens=0", ">= 1"),
