@@ -22,6 +22,10 @@ round of each is reported.
   precompute is timed separately too).
 * TRL default (`--trl_live_ref`): a reference forward in every step, as `DPOTrainer` runs unless
   told otherwise.
+TRL's fastest settings: the precomputed-reference row is the fastest configuration trl 1.16.0
+offers. Its `padding_free=True` only warns and falls back to standard padding ("temporarily
+unavailable" since its DPO refactor; it needed FlashAttention anyway), and its `DPOConfig` has no
+option that keeps logits only at the completion tokens, so neither can be switched on here.
 TRL runs with `gradient_checkpointing=False` and `bf16` off (its defaults assume a GPU), PyTorch
 eager, dynamic padding to the longest sequence of the batch.
 
