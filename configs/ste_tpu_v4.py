@@ -40,14 +40,18 @@ The paper's settings, and which this config could not confirm (defaults.ste_sett
     match) with A/B label balancing, sampling at temperature 0.7 / top-p 0.9, and the SFT
     optimiser (AdamW lr 1e-6, betas 0.9 / 0.95, weight decay 0.1, 100 warmup steps, cosine to
     1e-7, no clipping, 4096-token sequences);
-  * not confirmed here: N = 15 judgments per example, 5 iterations, 20000 instructions per
-    iteration, the categorisation prompt's exact wording and which categories are kept, the SFT
-    batch (16 sequences x 1 microbatch) and epochs (1);
+  * confirmed by the maintainers (RAM issues #21, #22): SFT from the seed every iteration; about
+    20000 instructions (those categorised "reasoning");
+  * not confirmed here: N = 15 judgments per example, 5 iterations, the categorisation prompt's
+    exact wording (so the category names to keep), the SFT batch (16 sequences x 1 microbatch)
+    and epochs (1);
   * generation lengths: the reference implementation allows 4096 new tokens per generation;
     Llama-3's 8192-token context must hold the judge's prompt (two responses) and its judgment,
     so responses, worse responses and judgments get 2048 each and prompt buckets go to 6144.
-  * Differs from the paper: each iteration draws new instructions and regenerates (y_w, y_l) with
-    the current model; the paper builds the pairs once with the seed and re-judges them.
+  * Differs from the paper: each iteration draws its instructions from the pool's stream and
+    regenerates (y_w, y_l) with the current model, where (as we read the paper) the pairs are
+    built once and re-judged each iteration; its first iteration's judgments came from Mixtral 8x22B-Instruct, here from
+    the seed.
 
 Expected run time: not measured (no v4-256 was available); decoding dominates: per iteration
 20000 x (1 response + 1 worse response + 15 judgments) generations of up to 2048 tokens.

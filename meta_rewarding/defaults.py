@@ -183,14 +183,18 @@ def ste_settings() -> ml_collections.ConfigDict:
   worse-response prompt (verbatim), the pairwise judge prompt (RewardBench's / MT-Bench's, without
   the tie option), rejection sampling that shuffles the N judgments and keeps the first matching
   one, label balancing, and generation at temperature 0.7, top-p 0.9, max_tokens 4096 (its
-  README). Not confirmed (the paper's text was not at hand when these were set; check them before
-  a paper-scale run): N = 15 judgments per example, the categorisation prompt's exact wording
-  (prompts.CATEGORY_TEMPLATE) and which categories the paper keeps.
+  README). From the maintainers' answers (RAM issues #21, #22): SFT starts from the seed every
+  iteration; the paper kept the "over 20,000" WildChat instructions its categoriser called
+  "reasoning". Not confirmed (the paper's text was not at hand when these were set; check them
+  before a paper-scale run): N = 15 judgments per example, 5 iterations, the categorisation
+  prompt's exact wording (prompts.CATEGORY_TEMPLATE) and so the names `ste.categories` must match.
+  Differs from the paper: its first iteration's judgments came from Mixtral 8x22B-Instruct (RAM
+  issue #21), here from the seed itself.
   """
   return ml_collections.ConfigDict(dict(
-      # Instruction selection: off by default. The paper categorises its WildChat instructions with
-      # the seed model and keeps the reasoning category (the category names here are
-      # prompts.CATEGORY_TEMPLATE's; matched case-insensitively).
+      # Instruction selection: off by default. The paper categorises its WildChat instructions
+      # and keeps those in the "reasoning" category; the names here are the reasoning ones of
+      # prompts.CATEGORY_TEMPLATE, matched case-insensitively.
       categorize=False,
       category_template=prompts.CATEGORY_TEMPLATE,
       categories=("Knowledge and Reasoning", "Mathematical reasoning"),
@@ -223,7 +227,7 @@ def get_ste_config() -> ml_collections.ConfigDict:
   c.sampling.top_p = 0.9
   c.actor.max_new_tokens = 4096
   c.pipeline.num_iterations = 5      # not confirmed here (see ste_settings)
-  c.pipeline.prompts_per_iteration = 20000  # not confirmed here: the paper's curated pool size
+  c.pipeline.prompts_per_iteration = 20000  # the paper's "over 20,000" selected instructions
   c.pipeline.rho = (0.0,)
   c.pipeline.train_pairs = ("none",)
   # SFT (the judge's training, from the seed every iteration): the reference implementation's
