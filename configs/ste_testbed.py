@@ -11,7 +11,10 @@ judgment naming y_w is kept per example (rejection sampling), labels A / B balan
 trained by SFT on the kept (judge prompt, judgment) pairs, loss on the judgment only, which gives
 M_t. Before the first iteration and after each, the model judges 200 held-out oracle pairs
 (`testbed:200`: `testbed.evaluate.preference_pairs`, a right answer against a plausible mistake, per
-family) in both orders: judge_eval/score.
+family) in both orders: judge_eval/score. The testbed's oracle also says how often each iteration's
+synthetic labels are true (oracle/ste_label_right: y_w right and y_l wrong for x) and how often the
+judge's verdicts, and the kept ones, name the right answer (oracle/ste_judgment_right,
+oracle/ste_kept_right).
 
 The compact templates (meta_rewarding/testbed/templates.py: PAIRWISE_TEMPLATE, no system prompt,
 and WORSE_RESPONSE_TEMPLATE) keep the paper's verdict tags and output markers, so the same parsers
@@ -95,7 +98,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.checkpoint_every = 1000
   t.log_every = 5
 
-  c.evaluate.oracle = ""
+  c.evaluate.oracle = "testbed"     # oracle/ste_*: how often the synthetic labels are right
   c.evaluate.heldout_tasks = 0
   c.evaluate.judge_pairs = "testbed:200"
 

@@ -290,9 +290,6 @@ def _check_ste(c: _Checks):
         c.problems.append(f"{key}: {e}")
   c.string("ste.system_prompt")
   c.boolean("ste.balance_labels")
-  if c.get("evaluate.oracle", "") != "":
-    c.fail("evaluate.oracle", c.get("evaluate.oracle"), "must be '' with recipe='ste' (the "
-           "oracle metrics read Meta-Rewarding's stages; use evaluate.judge_pairs)")
   if c.get("evaluate.heldout_tasks", 0) != 0:
     c.fail("evaluate.heldout_tasks", c.get("evaluate.heldout_tasks"), "must be 0 with "
            "recipe='ste' (use evaluate.judge_pairs, e.g. 'testbed:200')")

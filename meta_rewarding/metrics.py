@@ -40,6 +40,9 @@ PLOTS = (
     ("ste_rates", "rate", ["ste/worse_parse_rate", "ste/verdict_rate", "ste/match_rate",
                            "ste/first_position_verdict_rate", "ste/kept_label_a_share"]),
     ("sft_loss", "loss", ["sft/loss", "sft/final_loss"]),
+    ("ste_oracle", "share", ["oracle/ste_label_right", "oracle/ste_judgment_right",
+                             "oracle/ste_kept_right", "oracle/ste_chosen_correct",
+                             "oracle/ste_rejected_correct"]),
     # judge_eval/*: M_t judging the evaluate.judge_pairs preference pairs (judge_eval.py).
     ("judge_eval", "accuracy", ["judge_eval/score", "judge_eval/position_consistency",
                                 "judge_eval/parse_rate"]),
@@ -60,7 +63,8 @@ TABLE_KEYS = (
     "ste/category_kept", "ste/pairs", "ste/worse_unparseable", "ste/worse_parse_rate",
     "ste/judged", "ste/verdict_rate", "ste/match_rate", "ste/first_position_verdict_rate",
     "ste/dropped_no_match", "ste/dropped_balance", "ste/kept", "ste/kept_label_a_share",
-    "sft/steps", "sft/loss", "sft/final_loss",
+    "sft/steps", "sft/loss", "sft/final_loss", "oracle/ste_label_right",
+    "oracle/ste_judgment_right", "oracle/ste_kept_right",
 )
 
 

@@ -44,9 +44,12 @@ def run(config, workdir: str) -> list[dict]:
   from meta_rewarding.policy import JaxPolicy
   policy = JaxPolicy.from_config(config, workdir, pool)
   if pipeline.recipe(config) == "ste":
-    return pipeline.run(config, workdir, policy, pool,
-                        evaluate_model=ste_judge_evaluator(config) if config.evaluate.judge_pairs
-                        else None, is_main_process=main_process)
+    from meta_rewarding import ste
+    return pipeline.run(
+        config, workdir, policy, pool,
+        evaluate_extra=ste.testbed_oracle_metrics if config.evaluate.oracle == "testbed" else None,
+        evaluate_model=ste_judge_evaluator(config) if config.evaluate.judge_pairs else None,
+        is_main_process=main_process)
   evaluate_extra = None
   if config.evaluate.oracle == "testbed":
     from meta_rewarding.testbed.evaluate import oracle_metrics

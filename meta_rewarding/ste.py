@@ -288,3 +288,54 @@ def iteration_metrics(iteration: int, prompt_records: Sequence[Mapping],
     out.update({k: v for k, v in sft_steps[0].items() if k.startswith("data/")})
   out["sft/steps"] = len(sft_steps)
   return out
+
+
+def testbed_oracle_metrics(records: Mapping[str, list]) -> dict:
+  """The pipeline's `evaluate_extra` hook for STE runs on the synthetic testbed: how often the
+  synthetic label is really right, by the testbed's oracle (`evaluate.oracle = "testbed"`).
+
+  oracle/ste_chosen_correct     share of the pairs whose y_w answers x correctly
+  oracle/ste_rejected_correct   share whose y_l (the answer to x') happens to answer x correctly
+  oracle/ste_label_right        share where y_w is right and y_l wrong: the label is true
+  oracle/ste_judgment_right     of the judgments with a verdict, on pairs the oracle orders (one
+                                right, one wrong), the share naming the right one
+  oracle/ste_kept_right         the same for the kept (SFT) judgments
+  Instructions that are not testbed tasks are counted (oracle/unknown_prompts) and left out.
+  """
+  from meta_rewarding.testbed import oracle
+  from meta_rewarding.testbed.tasks import task_from_instruction
+  tasks, unknown = {}, 0
+  for w in records["worse"]:
+    task = task_from_instruction(w["prompt"])
+    if task is None:
+      unknown += 1
+    else:
+      tasks[join_key(w)] = task
+  right = {}  # uid -> (y_w right, y_l right)
+  for w in usable_pairs(records["worse"]):
+    if join_key(w) in tasks:
+      task = tasks[join_key(w)]
+      right[join_key(w)] = (oracle.is_correct(task, w["chosen"]),
+                            oracle.is_correct(task, w["rejected"]))
+
+  def better(r):  # the position of the oracle-right response, None when the oracle ties them
+    chosen_ok, rejected_ok = right.get(join_key(r), (False, False))
+    if chosen_ok == rejected_ok:
+      return None
+    other = "B" if r["chosen_position"] == "A" else "A"
+    return r["chosen_position"] if chosen_ok else other
+
+  judged = {join_key(r): r for r in records["judge"]}
+  verdicts = [(j["verdict"], better(r)) for r in records["judge"] for j in r["judgments"]
+              if j["verdict"] is not None and better(r) is not None]
+  kept = [(e["label"], better(judged[join_key(e)])) for e in records["sft_data"]
+          if better(judged[join_key(e)]) is not None]
+  values = list(right.values())
+  return {
+      "oracle/unknown_prompts": unknown,
+      "oracle/ste_chosen_correct": _rate(sum(c for c, _ in values), len(values)),
+      "oracle/ste_rejected_correct": _rate(sum(r for _, r in values), len(values)),
+      "oracle/ste_label_right": _rate(sum(c and not r for c, r in values), len(values)),
+      "oracle/ste_judgment_right": _rate(sum(v == b for v, b in verdicts), len(verdicts)),
+      "oracle/ste_kept_right": _rate(sum(v == b for v, b in kept), len(kept)),
+  }

@@ -388,6 +388,29 @@ def test_ste_config_values_are_checked():
     assert key in problems, problems
 
 
+def test_testbed_oracle_says_how_often_labels_and_verdicts_are_right():
+  from meta_rewarding.testbed.tasks import generate_tasks, reference_response
+  t0, t1, t2 = generate_tasks(0, 3, split="pool")
+  wrong = "The answer is zzz."
+
+  def pair(uid, task, chosen, rejected, status="ok"):
+    return {"uid": uid, "id": uid, "prompt": task.instruction, "chosen": chosen,
+            "rejected": rejected, "status": status}
+  worse = [pair(0, t0, reference_response(t0), wrong),             # label true
+           pair(1, t1, wrong, reference_response(t1)),             # label false
+           pair(2, t2, reference_response(t2), reference_response(t2), "identical"),
+           pair(3, t0, "x", "y", "unparseable") | {"prompt": "not a testbed task"}]
+  judge = [_judged(0, "A", ["A", "B", None]), _judged(1, "B", ["B", "A"])]
+  sft_data = [{"uid": 0, "label": "A"}, {"uid": 1, "label": "B"}]
+  m = ste.testbed_oracle_metrics({"worse": worse, "judge": judge, "sft_data": sft_data})
+  assert m["oracle/unknown_prompts"] == 1
+  assert m["oracle/ste_chosen_correct"] == 0.5 and m["oracle/ste_rejected_correct"] == 0.5
+  assert m["oracle/ste_label_right"] == 0.5
+  # Pair 0: the right answer is at A; pair 1 (y_w at B is wrong): the right answer is at A.
+  assert m["oracle/ste_judgment_right"] == pytest.approx(2 / 4)  # A, B | B, A
+  assert m["oracle/ste_kept_right"] == 0.5
+
+
 # ---------------------------------------------------------------------------------------------
 # The real model: SFT data's token split, and the loop on the shipped seed.
 
@@ -452,3 +475,4 @@ def test_smoke_run_of_the_ste_testbed_config(tmp_path):
                "sft.jsonl", "metrics.json", "model/config.json", "model/model.safetensors"):
     assert (it / name).exists(), name
   assert "ste/kept" in out.stdout and "judge_eval/score" in out.stdout
+  assert "oracle/ste_label_right" in m and m["oracle/unknown_prompts"] == 0
