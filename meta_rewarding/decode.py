@@ -13,8 +13,10 @@ row's computation is the same as if its whole prompt had been prefilled alone. E
 new key at the same slot each step (the model's cache takes one scalar `cache_index`), which is why
 prompts are left-padded.
 
-Entry points: `generate_tokens` (the jitted core: `PromptBatch` in, `SampleOutput` out) and
-`make_batch` (left-padded prompts and shared prefixes into a `PromptBatch`). The strategy that picks
+Entry points: `generate_tokens` (the jitted core of static batching: `PromptBatch` in,
+`SampleOutput` out), `init_slots` / `refill` / `decode_block` (continuous batching: a fixed set of
+decode rows that prompts enter between blocks of steps; see that section) and `make_batch`
+(left-padded prompts and shared prefixes into a `PromptBatch`). The strategy that picks
 each token is `strategies.py`'s; the host side (tokenization, buckets, batching, too-long prompts,
 `Completion`s) is `sampling.Sampler`. Per-row keys come from (seed, prompt index, sample index),
 folded with the step, so a prompt's samples do not depend on the batch it lands in.
@@ -309,58 +311,54 @@ def init_slots(config: LlamaConfig, pad_id: Array, *, rows: int, ring: int,
       logprobs=jnp.zeros((R, M), jnp.float32), uniforms=jnp.zeros((R, M), jnp.float32))
 
 
-@functools.partial(jax.jit, static_argnames=("config", "strategy"), donate_argnames=("state",))
-def refill(config: LlamaConfig, params, state: SlotState, batch: PromptBatch, source: Array,
-           sample: Array, seed: Array, stop_ids: Array, pad_id: Array, *, strategy) -> SlotState:
-  """Prefills `batch` and inserts it into the rows with source[r] >= 0.
+@functools.partial(jax.jit, static_argnames=("config", "strategy", "num_samples"),
+                   donate_argnames=("state",))
+def refill(config: LlamaConfig, params, state: SlotState, batch: PromptBatch, rows: Array,
+           seed: Array, stop_ids: Array, pad_id: Array, *, strategy, num_samples: int) -> SlotState:
+  """Prefills `batch` (B prompts) and inserts sample j of prompt b into row rows[b·n + j].
 
-  Row r becomes sample `sample[r]` of the batch's prompt `source[r]`: its cache window, visibility
-  and position come from that prompt's prefill, its first token is drawn from the prefill's logits
-  with the row's own key (seed, prompt id, sample), exactly as the static loop draws it. Rows with
-  source[r] < 0 are left as they are. One prefill serves all the samples of a prompt.
+  rows [B·n]: a decode row, or R (any index >= R) for nothing (a bucket-filling prompt). A row's
+  cache window, visibility and position come from its prompt's prefill; its first token is drawn
+  from the prefill's logits with its own key (seed, prompt id, sample), exactly as the static loop
+  draws it. One prefill serves all the samples of a prompt; other rows are left as they are.
   """
   TRACE_COUNTS["refill"] += 1
   R, S = state.visible.shape
-  M = state.tokens.shape[1]
+  M, n = state.tokens.shape[1], num_samples
   logits, cache, visible, next_position = _prefill(config, params, batch)
   W = visible.shape[1]
-  take = source >= 0
-  src = jnp.maximum(source, 0)
+  rep = lambda x: jnp.repeat(x, n, axis=0)
 
-  # Ring slot s holds block slot (s - (clock - W)) mod S, when that is < W.
+  # Ring slot s holds block slot (s - (clock - W)) mod S, when that is < W (the other slots of the
+  # row keep what they held: `visible` hides them).
   offset = jnp.mod(jnp.arange(S, dtype=jnp.int32) - (state.clock - W), S)
   in_block = offset < W
   offset = jnp.minimum(offset, W - 1)
 
-  def place(old, new):  # cache leaves: batch axis -4, slot axis -2 (llama.init_cache)
-    new = jnp.take(jnp.take(new, src, axis=-4), offset, axis=-2).astype(old.dtype)
-    keep_new = take[:, None, None, None] & in_block[None, None, :, None]
-    return jnp.where(keep_new, new, old)
+  def insert(old, new):  # scatters whole rows; out-of-range rows are dropped
+    index = (slice(None),) * (old.ndim - 4) + (rows,)  # cache leaves: batch axis -4, slots -2
+    new = jnp.take(jnp.repeat(new, n, axis=-4), offset, axis=-2)
+    return old.at[index].set(new.astype(old.dtype), mode="drop")
 
-  cache = _constrain_cache(config, jax.tree.map(place, state.cache, cache))
-  row_visible = jnp.take(visible[src], offset, axis=1) & in_block[None, :]
+  cache = _constrain_cache(config, jax.tree.map(insert, state.cache, cache))
+  put = lambda old, new: old.at[rows].set(new, mode="drop")
 
-  if strategy.needs_rng:
-    keys = jax.vmap(lambda p, j: jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), p), j))(
-        batch.prompt_ids[src], sample)
-    uniforms = jnp.where(take[:, None], _step_uniforms(keys, M), state.uniforms)
-  else:
-    uniforms = state.uniforms
-  token, logprob = _select(strategy, logits[src], uniforms[:, 0] if strategy.needs_rng else None,
-                           jnp.zeros((R,), jnp.int32))
+  uniforms = _step_uniforms(_row_keys(seed, batch.prompt_ids, n), M) if strategy.needs_rng \
+      else None
+  token, logprob = _select(strategy, rep(logits), None if uniforms is None else uniforms[:, 0],
+                           jnp.zeros((len(rows),), jnp.int32))
   first = jnp.arange(M, dtype=jnp.int32)[None, :] == 0
   hit_stop = jnp.isin(token, stop_ids)
-  pick = lambda new, old: jnp.where(take.reshape((R,) + (1,) * (old.ndim - 1)), new, old)
   return state.replace(
       cache=cache,
-      visible=pick(row_visible, state.visible),
-      position=pick(next_position[src], state.position),
-      count=pick(jnp.ones((R,), jnp.int32), state.count),
-      done=pick(hit_stop | (M <= 1), state.done),
-      stopped=pick(hit_stop, state.stopped),
-      tokens=pick(jnp.where(first, token[:, None], pad_id), state.tokens),
-      logprobs=pick(jnp.where(first, logprob[:, None], 0.0), state.logprobs),
-      uniforms=uniforms)
+      visible=put(state.visible, jnp.take(rep(visible), offset, axis=1) & in_block[None, :]),
+      position=put(state.position, rep(next_position)),
+      count=put(state.count, jnp.ones_like(rows)),
+      done=put(state.done, hit_stop | (M <= 1)),
+      stopped=put(state.stopped, hit_stop),
+      tokens=put(state.tokens, jnp.where(first, token[:, None], pad_id)),
+      logprobs=put(state.logprobs, jnp.where(first, logprob[:, None], 0.0)),
+      uniforms=state.uniforms if uniforms is None else put(state.uniforms, uniforms))
 
 
 @functools.partial(jax.jit, static_argnames=("config", "strategy", "num_steps"),

@@ -453,15 +453,14 @@ class Sampler:
             prefixes=prefixes if shared else [], group=group if shared else None,
             prefix_length=bucket(shared) if shared else 0,
             num_prefixes=self._round_batch(len(prefixes), size) if shared else self._batch_multiple)
-        source = np.full((R,), -1, np.int32)
-        sample = np.zeros((R,), np.int32)
+        rows = np.full((size * n,), R, np.int32)  # R: a bucket-filling prompt, inserted nowhere
         for c, (i, _, _) in enumerate(chunk):
           for j in range(n):
-            r = free.pop(0)
-            source[r], sample[r], owner[r] = c, j, (i, j)
+            rows[c * n + j] = free.pop(0)
+            owner[rows[c * n + j]] = (i, j)
         state = decode.refill(self.config, self.params, state, self._place(batch),
-                              self._place(source), self._place(sample), seed_, stops, pad,
-                              strategy=strategy)
+                              self._place(rows), seed_, stops, pad, strategy=strategy,
+                              num_samples=n)
         stats.prefills += 1
       first_fill = False
       waiting = min(len(queue), refill_prompts) * n
@@ -469,15 +468,13 @@ class Sampler:
       state = decode.decode_block(self.config, self.params, state, stops, pad,
                                   jnp.asarray(waiting if waiting else R + 1, jnp.int32),
                                   strategy=strategy, num_steps=self.decode_block)
-      done, count, stopped, now = jax.device_get((state.done, state.count, state.stopped,
-                                                  state.clock))
+      # One transfer per block (the rows' tokens are small next to a block's work).
+      done, count, stopped, now, tokens, logprobs = jax.device_get(
+          (state.done, state.count, state.stopped, state.clock, state.tokens, state.logprobs))
       steps, clock = int(now) - clock, int(now)
       stats.decode_steps += steps
       stats.slot_steps += R * steps
-      finished = [r for r in range(R) if owner[r] is not None and done[r]]
-      if finished:
-        tokens, logprobs = jax.device_get((state.tokens, state.logprobs))
-      for r in finished:
+      for r in [r for r in range(R) if owner[r] is not None and done[r]]:
         i, j = owner[r]
         k = int(count[r])
         stats.kept_tokens += max(k - 1, 0)
