@@ -415,18 +415,26 @@ def test_testbed_oracle_says_how_often_labels_and_verdicts_are_right():
 # The real model: SFT data's token split, and the loop on the shipped seed.
 
 def test_sft_loss_is_on_the_judgment_tokens_only(tmp_path, monkeypatch):
-  """JaxPolicy.train_sft puts the judge prompt (after the system prompt, in the chat template) in
-  the prompt tokens and exactly the judgment (+ end of turn) in the response tokens, the only ones
-  `train.run_sft`'s loss counts."""
+  """The loop with the real model (the shipped seed) for loading, SFT and saving, and the scripted
+  stand-in for generation (the seed was not taught the STE formats): the SFT data reaches
+  `train.run_sft` with the judge prompt (after the system prompt, in the chat template) as prompt
+  tokens and exactly the kept judgment as response tokens, the only ones its loss counts."""
   from meta_rewarding import run, train
-  from meta_rewarding.policy import JaxPolicy
+  from meta_rewarding.policy import JaxPolicy, missing_model_files
   sys.path.insert(0, os.path.join(REPO, "tests"))
   from test_configs import load_module
   config = load_module(os.path.join(REPO, "configs", "ste_testbed.py")).get_config("smoke")
+  config.seed = 5
+  config.pipeline.prompts_per_iteration = 6
+  config.ste.pairwise_template = prompts.PAIRWISE_TEMPLATE      # what the stand-in reads
+  config.ste.worse_response_template = prompts.WORSE_RESPONSE_TEMPLATE
   config.ste.system_prompt = "Judge well."
+  config.ste.num_judgments = 4
+  config.evaluate.oracle = ""
   config.train.max_steps = 1
-  config.train.batch_size = 8
   policy = JaxPolicy.from_config(config, str(tmp_path), run.load_pool(config))
+  scripted = ScriptedSTEPolicy()
+  policy.generate = scripted.generate
   seen = []
   real = train.run_sft
 
@@ -434,16 +442,17 @@ def test_sft_loss_is_on_the_judgment_tokens_only(tmp_path, monkeypatch):
     seen.extend(examples)
     return real(model_config, params, examples, cfg, **kwargs)
   monkeypatch.setattr(train, "run_sft", capture)
-  records = [{"prompt": "Q? Response A: 1 Response B: 2", "response": "A is right. [[A]]"},
-             {"prompt": "Q2? Response A: x Response B: y", "response": "B is right. [[B]]"}]
-  steps = policy.train_sft(records, checkpoint_dir=str(tmp_path / "ckpt"), seed=0,
-                           system_prompt=config.ste.system_prompt)
-  assert len(steps) == 1 and np.isfinite(steps[0]["loss"])
+  (metrics,) = pipeline.run(config, str(tmp_path), policy, POOL)
+  data = artifacts.read_jsonl(str(tmp_path / "iter_1" / "sft_data.jsonl"))
+  assert data and len(seen) == len(data) == metrics["ste/kept"]
+  assert metrics["sft/steps"] == 1 and np.isfinite(metrics["sft/loss"])
+  assert missing_model_files(str(tmp_path / "iter_1" / "model")) == []
   tok = policy.tokenizer
-  for ex, record in zip(seen, records):
+  for ex, record in zip(seen, data):
     assert tok.decode(list(ex["response_ids"])).strip() == record["response"]
     prompt_text = tok.decode(list(ex["prompt_ids"]))
-    assert record["prompt"] in prompt_text and "Judge well." in prompt_text
+    assert "Judge well." in prompt_text
+    assert prompt_text.index("Judge well.") < prompt_text.index("[User Question]")
     assert record["response"] not in prompt_text
 
 
