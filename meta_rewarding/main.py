@@ -1,8 +1,10 @@
-"""Runs Meta-Rewarding (or Self-Rewarding) iterations.
+"""Runs Meta-Rewarding (or Self-Rewarding) iterations, or the Self-Taught Evaluator's (a config
+with `recipe = "ste"`, e.g. configs/ste_testbed.py).
 
   python -m meta_rewarding.main --config=configs/local_cpu.py --workdir=/tmp/mr
   python -m meta_rewarding.main --config=configs/local_cpu.py:smoke --workdir=/tmp/mr \
       --config.pipeline.num_iterations=1
+  python -m meta_rewarding.main --config=configs/ste_testbed.py --workdir=/tmp/ste
 
 Rerunning the same command resumes at the first unfinished stage.
 
