@@ -574,10 +574,14 @@ def _run_ste_iteration(config, workdir: str, iteration: int, policy: Policy, poo
   def train():
     it.policy.load(seed_dir)  # M_t = SFT(seed, data_t)
     if not sft_data:
+      statuses = [w["status"] for w in worse]
       logging.warning(
-          "iteration %d: no STE example kept (%d pairs judged; none had a judgment matching its "
-          "label, or label balancing left none): no SFT this iteration, M_%d is the seed model",
-          iteration, sum(not r["too_long"] for r in judged), iteration)
+          "iteration %d: no STE example kept: %d responses, %d worse responses unparseable, %d "
+          "pairs judged, %d with a judgment naming y_w (label balancing keeps min(#A, #B) of "
+          "each); no SFT this iteration, M_%d is the seed model", iteration, len(actor),
+          statuses.count("unparseable"), sum(not r["too_long"] for r in judged),
+          sum(ste.rejection_sample(r, data_seed) is not None for r in judged if not r["too_long"]),
+          iteration)
       return []
     return it.policy.train_sft(sft_data, checkpoint_dir=it.path("sft_checkpoints"),
                                seed=it.seed("ste_sft"), system_prompt=s.system_prompt)
