@@ -485,3 +485,19 @@ def test_smoke_run_of_the_ste_testbed_config(tmp_path):
     assert (it / name).exists(), name
   assert "ste/kept" in out.stdout and "judge_eval/score" in out.stdout
   assert "oracle/ste_label_right" in m and m["oracle/unknown_prompts"] == 0
+
+
+def test_bench_report_pairs_each_model_with_the_seed():
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("bench_ste", os.path.join(REPO, "bench", "ste.py"))
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  runs = {s: {0: {"iteration": 0, "judge_eval/score": 0.50 + d},
+              1: {"iteration": 1, "judge_eval/score": 0.60 + d, "ste/kept": 10 + s,
+                  "oracle/ste_label_right": 0.9}}
+          for s, d in enumerate((0.0, 0.02, -0.01))}
+  text, results = bench.build_report(runs, 1, ["    python bench/ste.py"])
+  assert results["paired"]["M_1"]["mean"] == pytest.approx(0.10)
+  assert results["paired"]["M_1"]["verdict"] == "M_1 > M_0"
+  assert "STE raises the judge's pairwise accuracy above the seed's; +10.0 points" in text
+  assert "| M_0 (seed) | 50.3 ± " in text and "| kept for SFT (`ste/kept`) | 11.0 ± " in text
