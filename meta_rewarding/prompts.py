@@ -8,6 +8,10 @@ named placeholders. Templates are config values, so every render function takes 
 
   judge template       ``{instruction}`` (or ``{prompt}``) and ``{response}``
   meta-judge template  the same, plus ``{judgment_a}`` and ``{judgment_b}``
+  Self-Taught Evaluator (at the end of this module): the pairwise judge ``{input}``,
+  ``{response_a}``, ``{response_b}``; the worse-response prompt ``{instruction}``, ``{response}``
+  (parsed by ``parse_worse_response``); the categorisation prompt ``{instruction}``
+  (``parse_category``)
 
 (``{prompt}``, ``{judgment a}`` and ``{judgment b}`` -- the paper's own spellings -- are accepted
 as aliases, so a template copied from the Meta-Rewarding paper works as is.)
