@@ -1,6 +1,8 @@
 """Decode throughput: the jitted sampler vs `transformers` generate, side by side, plus the roofline.
 
-  python bench/decode.py                          # ~50M Llama, vocab 32000, batch 1 and 16 (2-core CPU: ~10 min)
+  python bench/decode.py                          # ~50M Llama, vocab 32000, batch 1 and 16, then the
+                                                  # length-skewed workload (2-core CPU: ~10 + ~20 min)
+  python bench/decode.py --batch_sizes= --shared_batch=0   # only the length-skewed workload
   python bench/decode.py --batch_sizes=1,64 --vocab_size=128256 --hidden_size=2048 --num_layers=16
       --intermediate_size=8192 --num_heads=32 --num_kv_heads=8 --dtype=bfloat16
                                                   # a Llama-3.2-1B-shaped config on a GPU (transformers
@@ -20,18 +22,33 @@ bandwidth) -- reading every weight once per step. Both rates are measured here (
 kernels). roofline fraction = roofline time / measured time. KV-cache and activation traffic are not
 counted, so the fraction is an upper bound's complement: 100% is unreachable.
 
+Length-skewed workload (--skewed_prompts; 0 skips it): the case continuous batching is for.
+Each row's target length L is drawn from a lognormal clipped to [16, --skewed_max_new_tokens]
+(L = clip(round(X), 16, M), ln X ~ Normal(ln --skewed_median, --skewed_sigma^2)), and the row is
+forced to emit the stop id (EOS) as its L-th token and nothing else before. Ours forces it with a
+bench-only strategy (`ForcedLength`): at each step it stops with the distribution's hazard
+P(L = l | L >= l), drawn from the row's own uniform, so the lengths are those of the distribution
+and the same under static and continuous batching; transformers gets the same per-row lengths
+through a LogitsProcessor and runs plain `generate` over batches of --skewed_slots rows (its own
+batching). Reported: useful tokens/s (tokens of the completions, stop included, / wall time) of
+the static sampler, the continuous one and transformers, and each sampler's slot utilisation
+(`Sampler.last_stats`: kept tokens / (decode rows x decode steps)).
+
 Prints one table and writes bench/results/decode.md.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 import os
 import platform
 import subprocess
 import sys
 import tempfile
 import time
+from typing import Any, Sequence
 
 from absl import app, flags
 
@@ -65,6 +82,15 @@ flags.DEFINE_integer("shared_batch", 16, "Shared-prefix section: prompts per bat
 flags.DEFINE_integer("shared_prefix_len", 448, "Shared-prefix section: tokens all prompts share.")
 flags.DEFINE_integer("shared_suffix_len", 64, "Shared-prefix section: tokens of each prompt's own.")
 flags.DEFINE_integer("shared_new_tokens", 32, "Shared-prefix section: tokens generated per prompt.")
+flags.DEFINE_integer("skewed_prompts", 256, "Length-skewed section: prompts (0: skip it).")
+flags.DEFINE_integer("skewed_slots", 16, "Length-skewed section: decode rows (both samplers' "
+                     "batch_size; transformers' batch).")
+flags.DEFINE_integer("skewed_max_new_tokens", 128, "Length-skewed section: M, the longest row.")
+flags.DEFINE_float("skewed_median", 32.0, "Length-skewed section: the lognormal's median.")
+flags.DEFINE_float("skewed_sigma", 0.8, "Length-skewed section: the lognormal's sigma.")
+flags.DEFINE_integer("skewed_repeats", 2, "Length-skewed section: timed runs (the best is reported).")
+flags.DEFINE_integer("skewed_decode_block", 32, "Length-skewed section: the continuous sampler's "
+                     "most decode steps between refills.")
 flags.DEFINE_bool("allow_loaded", False, "Write the results file even when the machine was "
                   "loaded before the run (marked NOT COMPARABLE).")
 flags.DEFINE_string("output", os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
@@ -129,7 +155,8 @@ def bench_config() -> LlamaConfig:
   return LlamaConfig(vocab_size=FLAGS.vocab_size, hidden_size=FLAGS.hidden_size,
                      intermediate_size=FLAGS.intermediate_size, num_hidden_layers=FLAGS.num_layers,
                      num_attention_heads=FLAGS.num_heads, num_key_value_heads=FLAGS.num_kv_heads,
-                     max_position_embeddings=max(2048, FLAGS.prompt_len + FLAGS.new_tokens),
+                     max_position_embeddings=max(2048, FLAGS.prompt_len + FLAGS.new_tokens,
+                                                 FLAGS.prompt_len + FLAGS.skewed_max_new_tokens),
                      rope_theta=500000.0, dtype=FLAGS.dtype, param_dtype=FLAGS.dtype,
                      bos_token_id=1, eos_token_id=2, pad_token_id=0)
 
@@ -187,6 +214,134 @@ def run_shared_prefix(config, params, strategy) -> tuple[float, float]:
   return plain, shared
 
 
+# ------------------------------------------------------------------------------------------------
+# The length-skewed workload.
+
+MIN_SKEWED_LENGTH = 16
+
+
+def skewed_length_pmf(max_new_tokens: int, median: float, sigma: float) -> list[float]:
+  """P(L = l) for l = 1..M: L = clip(round(X), 16, M), ln X ~ Normal(ln median, sigma^2)."""
+  cdf = lambda x: 0.5 * (1 + math.erf((math.log(x) - math.log(median)) / (sigma * math.sqrt(2))))
+  lo, M = MIN_SKEWED_LENGTH, max_new_tokens
+  pmf = [0.0] * (M + 1)
+  for l in range(lo, M + 1):
+    upper = 1.0 if l == M else cdf(l + 0.5)
+    lower = 0.0 if l == lo else cdf(l - 0.5)
+    pmf[l] = upper - lower
+  return pmf[1:]
+
+
+def hazard(pmf: Sequence[float]) -> tuple[float, ...]:
+  """h[c] = P(L = c + 1 | L >= c + 1): the chance that the row's (c+1)-th token is its last."""
+  out, left = [], 1.0
+  for p in pmf:
+    out.append(min(p / left, 1.0) if left > 1e-12 else 1.0)
+    left -= p
+  out[-1] = 1.0
+  return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class ForcedLength:
+  """Bench-only strategy: ends each row with `stop_id` at a length drawn with `hazard`, and
+  otherwise samples with `base` (never the stop id).
+
+  The stop decision uses the row's uniform u in (0, 1] for this step: stop iff u <= h[count]; when
+  not stopping, (u - h) / (1 - h) is again uniform in (0, 1] and drives `base`. The uniforms come
+  from (seed, prompt, sample, step) keys, so the lengths do not depend on the batching."""
+  base: Any
+  stop_id: int
+  hazard: tuple[float, ...]
+  needs_rng = True
+  needs_count = True
+
+  def sample(self, logits, uniforms, count):
+    h = jnp.asarray(self.hazard, jnp.float32)[jnp.minimum(count, len(self.hazard) - 1)]
+    stop = uniforms <= h
+    rest = jnp.where(stop, 1.0, (uniforms - h) / jnp.maximum(1.0 - h, 1e-6))
+    ids = jax.lax.broadcasted_iota(jnp.int32, logits.shape, 1)
+    logits = jnp.where(ids == self.stop_id, -jnp.inf, logits)
+    token = self.base.sample(logits, rest if self.base.needs_rng else None)
+    return jnp.where(stop, self.stop_id, token)
+
+
+def transformers_skewed_call(model_dir: str, prompts: np.ndarray, lengths: np.ndarray,
+                             stop_id: int, slots: int):
+  """transformers generate over batches of `slots` rows, row r forced to end with stop_id as its
+  lengths[r]-th token (a LogitsProcessor); returns the call (it checks the lengths)."""
+  import torch
+  import transformers
+  dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[FLAGS.dtype]
+  device = torch_device()
+  model = transformers.LlamaForCausalLM.from_pretrained(model_dir, dtype=dtype).eval().to(device)
+  kwargs = dict(do_sample=False) if FLAGS.greedy else dict(
+      do_sample=True, temperature=TEMPERATURE, top_k=TOP_K, top_p=TOP_P)
+  prompt_len = prompts.shape[1]
+
+  class ForceLengths(transformers.LogitsProcessor):
+    def __init__(self, targets):
+      self.targets = torch.as_tensor(targets, device=device)
+
+    def __call__(self, input_ids, scores):
+      step = input_ids.shape[1] - prompt_len  # tokens generated before this one
+      end = self.targets - 1 == step
+      scores[:, stop_id] = -float("inf")
+      scores[end] = -float("inf")
+      scores[end, stop_id] = 0.0
+      return scores
+
+  chunks = [(torch.as_tensor(prompts[k:k + slots], dtype=torch.long, device=device),
+             lengths[k:k + slots]) for k in range(0, len(prompts), slots)]
+
+  def call():
+    for ids, targets in chunks:
+      with torch.inference_mode():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids),
+                             max_new_tokens=int(targets.max()), use_cache=True, pad_token_id=0,
+                             eos_token_id=stop_id,
+                             logits_processor=transformers.LogitsProcessorList(
+                                 [ForceLengths(targets)]), **kwargs)
+      if device == "cuda":
+        torch.cuda.synchronize()
+      new = out[:, prompt_len:].cpu().numpy()
+      got = [int(np.flatnonzero(row == stop_id)[0]) + 1 for row in new]
+      assert got == list(targets), (got, list(targets))
+  return call
+
+
+def run_skewed(config, params, strategy, model_dir: str | None) -> dict:
+  """The length-skewed workload: static vs continuous (vs transformers). Returns the figures."""
+  M = FLAGS.skewed_max_new_tokens
+  stop_id = config.eos_token_id
+  pmf = skewed_length_pmf(M, FLAGS.skewed_median, FLAGS.skewed_sigma)
+  forced = ForcedLength(base=strategy, stop_id=stop_id, hazard=hazard(pmf))
+  prompts = np.random.default_rng(1).integers(3, config.vocab_size,
+                                              (FLAGS.skewed_prompts, FLAGS.prompt_len))
+  prompt_lists = [list(map(int, p)) for p in prompts]
+  samplers = {b: sampling.Sampler(config, params, None, batch_size=FLAGS.skewed_slots,
+                                  prompt_buckets=(FLAGS.prompt_len,), batching=b,
+                                  decode_block=FLAGS.skewed_decode_block)
+              for b in ("static", "continuous")}
+  runs = {b: functools.partial(s.generate, prompt_lists, strategy=forced, max_new_tokens=M,
+                               stop_ids=(stop_id,), seed=0, progress=False)
+          for b, s in samplers.items()}
+  outputs = {b: run() for b, run in runs.items()}  # compiles; the same rows either way
+  tokens = {b: [c.token_ids for cs in out for c in cs] for b, out in outputs.items()}
+  assert tokens["static"] == tokens["continuous"], "static and continuous batching differ"
+  lengths = np.array([len(t) for t in tokens["static"]])
+  assert all(t[-1] == stop_id for t in tokens["static"]), "a row did not end with the stop id"
+  useful = int(lengths.sum())
+  stats = {b: samplers[b].last_stats for b in runs}
+  calls = [runs["static"], runs["continuous"]]
+  if model_dir:
+    calls.append(transformers_skewed_call(model_dir, prompts, lengths, stop_id, FLAGS.skewed_slots))
+    calls[-1]()  # first-call set-up
+  times = _best_interleaved(calls, FLAGS.skewed_repeats) + [float("nan")]
+  return dict(lengths=lengths, useful=useful, stats=stats, static=times[0], continuous=times[1],
+              transformers=times[2])
+
+
 def _cpu_name() -> str:
   try:
     out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
@@ -194,6 +349,32 @@ def _cpu_name() -> str:
     return f"{name}, {os.cpu_count()} cores"
   except Exception:
     return platform.processor() or "unknown CPU"
+
+
+def skewed_table(r: dict) -> str:
+  lengths, useful = r["lengths"], r["useful"]
+  q = np.percentile(lengths, [50, 90, 99])
+  head = (
+      f"Length-skewed workload, through `Sampler.generate`: {FLAGS.skewed_prompts} prompts of "
+      f"{FLAGS.prompt_len} tokens, {FLAGS.skewed_slots} decode rows; target lengths "
+      f"clip(round(X), {MIN_SKEWED_LENGTH}, {FLAGS.skewed_max_new_tokens}) with ln X ~ "
+      f"Normal(ln {FLAGS.skewed_median:g}, {FLAGS.skewed_sigma:g}^2), each row forced to end with "
+      f"the stop id there: mean {lengths.mean():.1f}, median {q[0]:.0f}, p90 {q[1]:.0f}, "
+      f"p99 {q[2]:.0f}, max {lengths.max()} tokens; {useful} useful tokens (the completions', "
+      f"stop included). Continuous: refills between blocks of at most "
+      f"{FLAGS.skewed_decode_block} decode steps. transformers: `generate` over batches of "
+      f"{FLAGS.skewed_slots} rows (static), the same lengths forced by a LogitsProcessor.\n\n")
+  lines = ["| sampler | useful tok/s | seconds | slot utilisation | decode steps | vs static |",
+           "|---|---|---|---|---|---|"]
+  for name in ("static", "continuous"):
+    st = r["stats"][name]
+    lines.append(f"| meta_rewarding, {name} | {useful / r[name]:.1f} | {r[name]:.2f} | "
+                 f"{100 * st.utilisation:.1f}% | {st.decode_steps} | "
+                 f"{r['static'] / r[name]:.2f}x |")
+  if not math.isnan(r["transformers"]):
+    lines.append(f"| transformers generate | {useful / r['transformers']:.1f} | "
+                 f"{r['transformers']:.2f} | - | - | {r['static'] / r['transformers']:.2f}x |")
+  return head + "\n".join(lines)
 
 
 def main(argv):
@@ -244,6 +425,13 @@ def main(argv):
     print(f"batch {b}: ours {generated / ours:.1f} tok/s, transformers {generated / theirs:.1f} "
           f"tok/s", flush=True)
 
+  skewed = None
+  if FLAGS.skewed_prompts:
+    skewed = run_skewed(config, params, strategy, model_dir)
+    print(f"length-skewed: {skewed['useful']} useful tokens; static {skewed['static']:.2f} s, "
+          f"continuous {skewed['continuous']:.2f} s, transformers {skewed['transformers']:.2f} s",
+          flush=True)
+
   shared = None
   if FLAGS.shared_batch:
     shared = run_shared_prefix(config, params, strategy)
@@ -259,7 +447,7 @@ def main(argv):
                  f"{r['ms_step']:.2f} | {r['roofline_ms']:.2f} | {100 * r['roofline']:.0f}% | "
                  f"{100 * r['hf_roofline']:.0f}% | {r['weight_rate'] / 1e9:.1f} GB/s = "
                  f"{100 * r['weight_rate'] / bandwidth:.0f}% |")
-  table = "\n".join(lines)
+  table = "\n".join(lines) if rows else "(no --batch_sizes: the fixed-length section was skipped)"
   if shared:
     table += (
         "\n\nShared-prefix prefill (the judge / meta-judge case), through `Sampler.generate`: "
@@ -267,6 +455,8 @@ def main(argv):
         f"{FLAGS.shared_suffix_len} own tokens each, {FLAGS.shared_new_tokens} new tokens, one batch.\n\n"
         "| share_prefix=False | share_prefix=True | speed-up |\n|---|---|---|\n"
         f"| {shared[0]:.2f} s | {shared[1]:.2f} s | {shared[0] / shared[1]:.2f}x |")
+  if skewed:
+    table += "\n\n" + skewed_table(skewed)
   print(table)
   if FLAGS.output:
     versions = f"jax {jax.__version__}"

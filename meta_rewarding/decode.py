@@ -304,7 +304,8 @@ def init_slots(config: LlamaConfig, pad_id: Array, *, rows: int, ring: int,
   """R = `rows` empty (done) decode rows over a ring of `ring` cache slots."""
   R, S, M = rows, ring, max_new_tokens
   return SlotState(
-      clock=jnp.zeros((), jnp.int32), cache=_constrain_cache(config, llama.init_cache(config, R, S)),
+      clock=jnp.zeros((), jnp.int32),
+      cache=_constrain_cache(config, llama.init_cache(config, R, S)),
       visible=jnp.zeros((R, S), jnp.bool_), position=jnp.zeros((R,), jnp.int32),
       count=jnp.zeros((R,), jnp.int32), done=jnp.ones((R,), jnp.bool_),
       stopped=jnp.zeros((R,), jnp.bool_), tokens=jnp.full((R, M), pad_id, jnp.int32),

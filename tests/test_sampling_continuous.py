@@ -28,12 +28,13 @@ def _prompts(lengths, vocab=300, seed=0):
 def _sampler(model, batching, **kw):
   config, params = model
   kw.setdefault("batch_size", 4)
-  return Sampler(config, params, None, prompt_buckets=BUCKETS, batching=batching, min_shared_prefix=8,
-                 **kw)
+  return Sampler(config, params, None, prompt_buckets=BUCKETS, batching=batching,
+                 min_shared_prefix=8, **kw)
 
 
 def _flat(results):
-  return [(c.token_ids, c.finish_reason, c.num_tokens, c.prompt_tokens) for cs in results for c in cs]
+  return [(c.token_ids, c.finish_reason, c.num_tokens, c.prompt_tokens)
+          for cs in results for c in cs]
 
 
 def _logprobs(results):
@@ -95,7 +96,7 @@ def test_keys_do_not_depend_on_slots_or_offset(model):
 
 
 def test_sharded_equals_unsharded(model):
-  """On a mesh (rows over data x fsdp, so 4-row refills): the same completions as unsharded static."""
+  """On a mesh (rows over data x fsdp: 4-row refills): the completions of unsharded static."""
   config, params = model
   reference = _sampler(model, "static").generate(PROMPTS, n=2, strategy=STRATEGY,
                                                  max_new_tokens=M, seed=3, progress=False)
