@@ -94,3 +94,17 @@ def test_policy_trains_on_pairs_and_round_trips_through_hf(tmp_path):
   # The trained policy samples through the sampler.
   out = fresh.generate(pool[:2], n=2, max_new_tokens=4, seed=1, share_prefix=False, desc="t")
   assert len(out) == 2 and all(len(row) == 2 for row in out)
+
+
+def test_artifacts_do_not_depend_on_the_batching(tmp_path):
+  """config.sampling.batching: continuous (the default) and static write the same stage files."""
+  files = {}
+  for batching in ("continuous", "static"):
+    config = tiny_config(num_iterations=1)
+    config.sampling.batching = batching
+    run.run(config, str(tmp_path / batching))
+    d = tmp_path / batching / "iter_1"
+    files[batching] = {name: artifacts.read_jsonl(str(d / f"{name}.jsonl"))
+                       for name in ("prompts", "actor", "judge", "actor_pairs")}
+  assert files["continuous"] == files["static"]
+  assert files["static"]["actor"] and files["static"]["judge"]
