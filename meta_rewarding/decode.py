@@ -364,13 +364,13 @@ def refill(config: LlamaConfig, params, state: SlotState, batch: PromptBatch, ro
 
 @functools.partial(jax.jit, static_argnames=("config", "strategy", "num_steps"),
                    donate_argnames=("state",))
-def decode_block(config: LlamaConfig, params, state: SlotState, stop_ids: Array, pad_id: Array,
-                 refill_at: Array, *, strategy, num_steps: int) -> SlotState:
+def decode_block(config: LlamaConfig, params, state: SlotState, stop_ids: Array, refill_at: Array,
+                 *, strategy, num_steps: int) -> SlotState:
   """Up to `num_steps` decode steps of every row; ends early when every row is done, or once at
   least `refill_at` rows are done (the host has prompts waiting for them)."""
   TRACE_COUNTS["decode_block"] += 1
   model = llama.Llama(config)
-  R, S = state.visible.shape
+  S = state.visible.shape[1]
   M = state.tokens.shape[1]
   steps = jnp.arange(M, dtype=jnp.int32)[None, :]
   end = state.clock + num_steps

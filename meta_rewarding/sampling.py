@@ -465,7 +465,7 @@ class Sampler:
       first_fill = False
       waiting = min(len(queue), refill_prompts) * n
       # The block ends once enough rows are free for the next prompts (never, with none waiting).
-      state = decode.decode_block(self.config, self.params, state, stops, pad,
+      state = decode.decode_block(self.config, self.params, state, stops,
                                   jnp.asarray(waiting if waiting else R + 1, jnp.int32),
                                   strategy=strategy, num_steps=self.decode_block)
       # One transfer per block (the rows' tokens are small next to a block's work).
