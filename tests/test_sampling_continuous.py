@@ -121,6 +121,16 @@ def test_no_recompilation_within_a_bucket(model):
   assert dict(sampling.TRACE_COUNTS) == before
 
 
+@pytest.mark.parametrize("max_new_tokens,n,batch_size", [(1, 2, 4), (5, 6, 4)],
+                         ids=["one-token", "more-samples-than-rows"])
+def test_edge_shapes_equal_static(model, max_new_tokens, n, batch_size):
+  run = lambda batching: _sampler(model, batching, batch_size=batch_size).generate(
+      PROMPTS[:5], n=n, strategy=STRATEGY, max_new_tokens=max_new_tokens, seed=2, progress=False)
+  static, continuous = run("static"), run("continuous")
+  assert _flat(continuous) == _flat(static)
+  assert all(c.num_tokens <= max_new_tokens for cs in continuous for c in cs)
+
+
 def test_bad_switches():
   config = tiny_config()
   with pytest.raises(ValueError, match="batching must be one of"):
