@@ -406,7 +406,11 @@ class Sampler:
     Prompts enter in the static plans' order (by length; shared-prefix groups together), each with
     all n samples at once (one prefill). The first fill uses the static batch's bucket; later ones
     prefill `refill_prompts` prompts at a time (padded), so a call compiles at most two prefill
-    shapes per length bucket, and the decode block one program for the call's ring.
+    shapes per length bucket, and the decode block one program for the call's ring. The ring is
+    as wide as the call's longest bucket (+ max_new_tokens) for every row, where static batches of
+    short prompts attend over their own bucket only: on calls that mix far-apart buckets, each step
+    reads more cache than static batching would (the refills usually win that back). When no
+    prompt waits, the last rows drain at the full row count (the tail of a call).
     """
     stats = SamplerStats("continuous")
     M = max_new_tokens
