@@ -266,14 +266,16 @@ def generate_tokens(config: LlamaConfig, params, batch: PromptBatch, *, strategy
 # Continuous batching: a fixed set of R decode rows ("slots") that prompts enter and leave.
 #
 # The static loop above decodes a batch until its longest row ends. Here decoding runs in blocks of
-# steps (`decode_block`); between blocks the host hands the rows that finished to waiting prompts,
-# which `refill` prefills (with `_prefill`: shared prefixes and n samples per prefill as above) and
-# inserts into those rows. The model's cache takes one scalar write index, and rows that entered at
-# different times are at different steps, so the cache is a ring of S slots: decode step t writes
-# every row's new key at slot t % S, and a prompt inserted before step t0 has its W prefilled slots
-# placed at [t0 - W, t0) mod S. Attention does not care where a key sits (its position is in its
-# rotary embedding), only whether it is visible, so each row carries its own visible [R,S] mask.
-# S >= W + M keeps a row's window from wrapping onto itself.
+# steps (`decode_block`); between blocks the host hands the rows that finished to waiting samples:
+# `prefill` computes their prompts' caches (`_prefill`: shared prefixes as above, once per prompt)
+# and `insert` puts samples of prefilled prompts into free rows, as many as rows are free (a
+# prompt's n samples may enter over several blocks, all from its one prefill). The model's cache
+# takes one scalar write index, and rows that entered at different times are at different steps,
+# so the cache is a ring of S slots: decode step t writes every row's new key at slot t % S, and a
+# row inserted before step t0 has its W prefilled slots placed at [t0 - W, t0) mod S. Attention
+# does not care where a key sits (its position is in its rotary embedding), only whether it is
+# visible, so each row carries its own visible [R,S] mask. S >= W + M keeps a row's window from
+# wrapping onto itself.
 
 @struct.dataclass
 class SlotState:
@@ -312,23 +314,42 @@ def init_slots(config: LlamaConfig, pad_id: Array, *, rows: int, ring: int,
       logprobs=jnp.zeros((R, M), jnp.float32), uniforms=jnp.zeros((R, M), jnp.float32))
 
 
-@functools.partial(jax.jit, static_argnames=("config", "strategy", "num_samples"),
-                   donate_argnames=("state",))
-def refill(config: LlamaConfig, params, state: SlotState, batch: PromptBatch, rows: Array,
-           seed: Array, stop_ids: Array, pad_id: Array, *, strategy, num_samples: int) -> SlotState:
-  """Prefills `batch` (B prompts) and inserts sample j of prompt b into row rows[b·n + j].
+@struct.dataclass
+class Prefilled:
+  """B prefilled prompts waiting to enter decode rows (`prefill`, then `insert` once or more).
 
-  rows [B·n]: a decode row, or R (any index >= R) for nothing (a bucket-filling prompt). A row's
-  cache window, visibility and position come from its prompt's prefill; its first token is drawn
-  from the prefill's logits with its own key (seed, prompt id, sample), exactly as the static loop
-  draws it. One prefill serves all the samples of a prompt; other rows are left as they are.
-  """
-  TRACE_COUNTS["refill"] += 1
-  R, S = state.visible.shape
-  M, n = state.tokens.shape[1], num_samples
+  logits [B,V] of each prompt's last token; cache: its W = P1 + P2 slots per layer ([B,K,W,H]);
+  visible [B,W]; next_position [B]; prompt_ids [B] (the keys derive from them)."""
+  logits: Array
+  cache: llama.KVCache
+  visible: Array
+  next_position: Array
+  prompt_ids: Array
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def prefill(config: LlamaConfig, params, batch: PromptBatch) -> Prefilled:
+  """Prefills a `PromptBatch` (shared prefixes once per group, as the static loop does)."""
+  TRACE_COUNTS["prefill"] += 1
   logits, cache, visible, next_position = _prefill(config, params, batch)
-  W = visible.shape[1]
-  rep = lambda x: jnp.repeat(x, n, axis=0)
+  return Prefilled(logits=logits, cache=cache, visible=visible, next_position=next_position,
+                   prompt_ids=batch.prompt_ids)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "strategy"), donate_argnames=("state",))
+def insert(config: LlamaConfig, state: SlotState, prefilled: Prefilled, rows: Array, source: Array,
+           sample: Array, seed: Array, stop_ids: Array, pad_id: Array, *, strategy) -> SlotState:
+  """Row rows[k] becomes sample sample[k] of the prefilled prompt source[k] (rows[k] >= R: none).
+
+  The row's cache window, visibility and position come from that prompt's prefill; its first token
+  is drawn from the prefill's logits with the row's own key (seed, prompt id, sample), exactly as
+  the static loop draws it. One prefill can serve a prompt's samples over several calls, as rows
+  free up; the other rows are left as they are.
+  """
+  TRACE_COUNTS["insert"] += 1
+  R, S = state.visible.shape
+  M = state.tokens.shape[1]
+  W = prefilled.visible.shape[1]
 
   # Ring slot s holds block slot (s - (clock - W)) mod S, when that is < W (the other slots of the
   # row keep what they held: `visible` hides them).
@@ -336,24 +357,29 @@ def refill(config: LlamaConfig, params, state: SlotState, batch: PromptBatch, ro
   in_block = offset < W
   offset = jnp.minimum(offset, W - 1)
 
-  def insert(old, new):  # scatters whole rows; out-of-range rows are dropped
+  def put_cache(old, new):  # scatters whole rows; out-of-range rows are dropped
     index = (slice(None),) * (old.ndim - 4) + (rows,)  # cache leaves: batch axis -4, slots -2
-    new = jnp.take(jnp.repeat(new, n, axis=-4), offset, axis=-2)
+    new = jnp.take(jnp.take(new, source, axis=-4), offset, axis=-2)
     return old.at[index].set(new.astype(old.dtype), mode="drop")
 
-  cache = _constrain_cache(config, jax.tree.map(insert, state.cache, cache))
+  cache = _constrain_cache(config, jax.tree.map(put_cache, state.cache, prefilled.cache))
   put = lambda old, new: old.at[rows].set(new, mode="drop")
 
-  uniforms = _step_uniforms(_row_keys(seed, batch.prompt_ids, n), M) if strategy.needs_rng \
-      else None
-  token, logprob = _select(strategy, rep(logits), None if uniforms is None else uniforms[:, 0],
-                           jnp.zeros((len(rows),), jnp.int32))
+  uniforms = None
+  if strategy.needs_rng:  # the keys of `_row_keys`: (seed, prompt id, sample)
+    base = jax.random.key(seed)
+    keys = jax.vmap(lambda p, j: jax.random.fold_in(jax.random.fold_in(base, p), j))(
+        prefilled.prompt_ids[source], sample)
+    uniforms = _step_uniforms(keys, M)
+  token, logprob = _select(strategy, prefilled.logits[source],
+                           None if uniforms is None else uniforms[:, 0], jnp.zeros_like(rows))
   first = jnp.arange(M, dtype=jnp.int32)[None, :] == 0
   hit_stop = jnp.isin(token, stop_ids)
   return state.replace(
       cache=cache,
-      visible=put(state.visible, jnp.take(rep(visible), offset, axis=1) & in_block[None, :]),
-      position=put(state.position, rep(next_position)),
+      visible=put(state.visible, jnp.take(prefilled.visible[source], offset, axis=1)
+                  & in_block[None, :]),
+      position=put(state.position, prefilled.next_position[source]),
       count=put(state.count, jnp.ones_like(rows)),
       done=put(state.done, hit_stop | (M <= 1)),
       stopped=put(state.stopped, hit_stop),
@@ -367,7 +393,7 @@ def refill(config: LlamaConfig, params, state: SlotState, batch: PromptBatch, ro
 def decode_block(config: LlamaConfig, params, state: SlotState, stop_ids: Array, refill_at: Array,
                  *, strategy, num_steps: int) -> SlotState:
   """Up to `num_steps` decode steps of every row; ends early when every row is done, or once at
-  least `refill_at` rows are done (the host has prompts waiting for them)."""
+  least `refill_at` rows are done (the host has samples waiting for them)."""
   TRACE_COUNTS["decode_block"] += 1
   model = llama.Llama(config)
   S = state.visible.shape[1]

@@ -401,16 +401,19 @@ class Sampler:
 
   def _continuous(self, plans: list[_Plan], *, n, strategy, max_new_tokens, seed, stop_ids,
                   pad_id, index_offset, stop_set, results, ids, bar) -> SamplerStats:
-    """A fixed set of decode rows, refilled with waiting prompts between blocks (decode.py).
+    """A fixed set of decode rows, refilled with waiting samples between blocks (decode.py).
 
-    Prompts enter in the static plans' order (by length; shared-prefix groups together), each with
-    all n samples at once (one prefill). The first fill uses the static batch's bucket; later ones
-    prefill `refill_prompts` prompts at a time (padded), so a call compiles at most two prefill
-    shapes per length bucket, and the decode block one program for the call's ring. The ring is
-    as wide as the call's longest bucket (+ max_new_tokens) for every row, where static batches of
-    short prompts attend over their own bucket only: on calls that mix far-apart buckets, each step
-    reads more cache than static batching would (the refills usually win that back). When no
-    prompt waits, the last rows drain at the full row count (the tail of a call).
+    Prompts are prefilled in the static plans' order (by length; shared-prefix groups together):
+    the first fill at the static batch's bucket, later ones `refill_prompts` at a time (padded),
+    each only when no prefilled sample is left waiting. Samples enter rows as rows free up, so a
+    prompt's n samples may enter over several blocks, all from its one prefill (with n close to
+    the row count, waiting for n free rows would leave most rows idle). Inserts take all rows at
+    the first fill, `refill_rows` at a time later: per length bucket a call compiles two prefill
+    and two insert shapes, and one decode block for the call's ring. The ring is as wide as the
+    call's longest bucket (+ max_new_tokens) for every row, where static batches of short prompts
+    attend over their own bucket only: on calls that mix far-apart buckets, each step reads more
+    cache than static batching would (the refills usually win that back). When nothing waits, the
+    last rows drain at the full row count (the tail of a call).
     """
     stats = SamplerStats("continuous")
     M = max_new_tokens
@@ -422,10 +425,11 @@ class Sampler:
       return stats
     per_batch = max(1, self.batch_size // n)
     slot_prompts = self._round_batch(min(len(queue), per_batch), per_batch)
-    # Refill as soon as 1/16 of the rows are free: a freed row idles ~half that long (a few % of
-    # the rows), while blocks stay long enough on a wide batch that host round trips are rare.
     refill_prompts = self._round_batch(max(1, slot_prompts // 16), slot_prompts)
     R = slot_prompts * n
+    # Refill as soon as 1/16 of the rows are free: a freed row idles ~half that long (a few % of
+    # the rows), while blocks stay long enough on a wide batch that host round trips are rare.
+    refill_rows = max(1, R // 16)
     # The widest prefill block any chunk can have, plus room for every generated token.
     ring = max(p.prefix_length for p in plans) + max(p.length for p in plans) + M
     bucket = lambda length: next(b for b in self._buckets(M) if b >= length)
@@ -435,40 +439,55 @@ class Sampler:
     stats.slots = R
     owner: list[tuple[int, int] | None] = [None] * R   # (prompt index, sample) per row
     free = list(range(R))
+    ready: collections.deque = collections.deque()  # (Prefilled, its row, prompt index, sample)
     samples: dict[int, list] = {}
-    first_fill = True
     clock = 0  # decode steps run (state.clock), known here without a sync
 
-    while queue or any(o is not None for o in owner):
-      while queue and len(free) >= n:
-        cap = slot_prompts if first_fill else refill_prompts
-        chunk = [queue.popleft() for _ in range(min(len(queue), len(free) // n, cap))]
-        prefixes: list[list[int]] = []
-        group = []
-        for _, _, prefix in chunk:
-          if prefix not in prefixes:
-            prefixes.append(prefix)
-          group.append(prefixes.index(prefix))
-        shared = max(map(len, prefixes))
-        size = self._round_batch(len(chunk), per_batch) if first_fill else refill_prompts
-        batch = make_batch(
-            [own for _, own, _ in chunk], length=bucket(max(len(own) for _, own, _ in chunk)),
-            batch=size, prompt_ids=[index_offset + i for i, _, _ in chunk], pad_id=pad_id,
-            prefixes=prefixes if shared else [], group=group if shared else None,
-            prefix_length=bucket(shared) if shared else 0,
-            num_prefixes=self._round_batch(len(prefixes), size) if shared else self._batch_multiple)
-        rows = np.full((size * n,), R, np.int32)  # R: a bucket-filling prompt, inserted nowhere
-        for c, (i, _, _) in enumerate(chunk):
-          for j in range(n):
-            rows[c * n + j] = free.pop(0)
-            owner[rows[c * n + j]] = (i, j)
-        state = decode.refill(self.config, self.params, state, self._place(batch),
-                              self._place(rows), seed_, stops, pad, strategy=strategy,
-                              num_samples=n)
-        stats.prefills += 1
-      first_fill = False
-      waiting = min(len(queue), refill_prompts) * n
-      # The block ends once enough rows are free for the next prompts (never, with none waiting).
+    def prefill(size: int):
+      chunk = [queue.popleft() for _ in range(min(len(queue), size))]
+      prefixes: list[list[int]] = []
+      group = []
+      for _, _, prefix in chunk:
+        if prefix not in prefixes:
+          prefixes.append(prefix)
+        group.append(prefixes.index(prefix))
+      shared = max(map(len, prefixes))
+      size = self._round_batch(len(chunk), size)
+      batch = make_batch(
+          [own for _, own, _ in chunk], length=bucket(max(len(own) for _, own, _ in chunk)),
+          batch=size, prompt_ids=[index_offset + i for i, _, _ in chunk], pad_id=pad_id,
+          prefixes=prefixes if shared else [], group=group if shared else None,
+          prefix_length=bucket(shared) if shared else 0,
+          num_prefixes=self._round_batch(len(prefixes), size) if shared else self._batch_multiple)
+      done = decode.prefill(self.config, self.params, self._place(batch))
+      ready.extend((done, c, i, j) for c, (i, _, _) in enumerate(chunk) for j in range(n))
+      stats.prefills += 1
+
+    def insert(width: int):
+      """Up to `width` waiting samples of the oldest prefill into free rows (one call)."""
+      nonlocal state
+      head = ready[0][0]
+      rows = np.full((width,), R, np.int32)  # R: no row (dropped)
+      source, sample = np.zeros((width,), np.int32), np.zeros((width,), np.int32)
+      k = 0
+      while ready and ready[0][0] is head and k < min(width, len(free)):
+        _, source[k], i, sample[k] = ready.popleft()
+        rows[k] = free.pop(0)
+        owner[rows[k]] = (i, int(sample[k]))
+        k += 1
+      # Index arrays stay unsharded: any row may take any prefilled prompt.
+      state = decode.insert(self.config, state, head, rows, source, sample, seed_, stops, pad,
+                            strategy=strategy)
+
+    prefill(slot_prompts)
+    insert(R)
+    while ready or queue or any(o is not None for o in owner):
+      while (ready or queue) and free:
+        if not ready:
+          prefill(refill_prompts)
+        insert(refill_rows)
+      waiting = min(len(ready) + n * len(queue), refill_rows)
+      # The block ends once enough rows are free for the waiting samples (never, with none).
       state = decode.decode_block(self.config, self.params, state, stops,
                                   jnp.asarray(waiting if waiting else R + 1, jnp.int32),
                                   strategy=strategy, num_steps=self.decode_block)

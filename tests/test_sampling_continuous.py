@@ -1,5 +1,6 @@
-"""Continuous batching (decode.refill / decode.decode_block through Sampler): the same completions
-as static batching, one program per bucket, and fuller decode rows on a length-skewed workload."""
+"""Continuous batching (decode.prefill / insert / decode_block through Sampler): the same
+completions as static batching, one program per bucket, and fuller decode rows on a length-skewed
+workload."""
 
 import jax
 import numpy as np
@@ -96,7 +97,7 @@ def test_keys_do_not_depend_on_slots_or_offset(model):
 
 
 def test_sharded_equals_unsharded(model):
-  """On a mesh (rows over data x fsdp: 4-row refills): the completions of unsharded static."""
+  """On a mesh (rows over data x fsdp: 4-prompt prefills): the completions of unsharded static."""
   config, params = model
   reference = _sampler(model, "static").generate(PROMPTS, n=2, strategy=STRATEGY,
                                                  max_new_tokens=M, seed=3, progress=False)
@@ -159,3 +160,21 @@ def test_slot_utilisation_is_higher_for_continuous_on_a_skewed_workload(model):
   assert stats["continuous"].slots == stats["static"].slots == 4
   assert stats["continuous"].utilisation > stats["static"].utilisation
   assert stats["continuous"].slot_steps < stats["static"].slot_steps
+
+
+def test_samples_enter_as_rows_free_up_all_from_one_prefill(model):
+  # n = the row count (one prompt per static batch): had a prompt waited for n free rows, this
+  # would be static batching again. Sample 0 of every prompt stops after 2 tokens.
+  prompts = PROMPTS[:6]
+  free = _sampler(model, "static").generate(prompts, n=4, strategy=STRATEGY, max_new_tokens=M,
+                                            seed=1, stop_ids=(), progress=False)
+  stops = sorted({cs[0].token_ids[1] for cs in free})
+  stats, results = {}, {}
+  for batching in ("static", "continuous"):
+    sampler = _sampler(model, batching, decode_block=4)
+    results[batching] = sampler.generate(prompts, n=4, strategy=STRATEGY, max_new_tokens=M,
+                                         seed=1, stop_ids=stops, progress=False)
+    stats[batching] = sampler.last_stats
+  assert _flat(results["continuous"]) == _flat(results["static"])
+  assert stats["continuous"].slots == 4 and stats["continuous"].prefills == len(prompts)
+  assert stats["continuous"].utilisation > stats["static"].utilisation
