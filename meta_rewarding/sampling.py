@@ -491,6 +491,8 @@ class Sampler:
       state = decode.decode_block(self.config, self.params, state, stops,
                                   jnp.asarray(waiting if waiting else R + 1, jnp.int32),
                                   strategy=strategy, num_steps=self.decode_block)
+      if queue and not ready:  # dispatched now, it runs while the host waits for the block
+        prefill(refill_prompts)
       # One transfer per block (the rows' tokens are small next to a block's work).
       done, count, stopped, now, tokens, logprobs = jax.device_get(
           (state.done, state.count, state.stopped, state.clock, state.tokens, state.logprobs))
