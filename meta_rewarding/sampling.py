@@ -443,7 +443,7 @@ class Sampler:
     samples: dict[int, list] = {}
     clock = 0  # decode steps run (state.clock), known here without a sync
 
-    def prefill(size: int):
+    def prefill(size: int):  # `size` prompts, the last chunk padded: one shape per bucket
       chunk = [queue.popleft() for _ in range(min(len(queue), size))]
       prefixes: list[list[int]] = []
       group = []
@@ -452,7 +452,6 @@ class Sampler:
           prefixes.append(prefix)
         group.append(prefixes.index(prefix))
       shared = max(map(len, prefixes))
-      size = self._round_batch(len(chunk), size)
       batch = make_batch(
           [own for _, own, _ in chunk], length=bucket(max(len(own) for _, own, _ in chunk)),
           batch=size, prompt_ids=[index_offset + i for i, _, _ in chunk], pad_id=pad_id,
