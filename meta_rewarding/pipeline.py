@@ -292,6 +292,21 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
   return _run_iteration(config, workdir, iteration, policy, pool, evaluate_extra)[0]
 
 
+def _begin_iteration(config, workdir: str, iteration: int, policy: Policy):
+  """(the iteration, its (metrics, timings) if it is finished else None, whether an earlier
+  process started it, the timings it recorded so far) -- what both recipes' iterations start
+  with. `resumed`: its wall_seconds then covers only the part this process ran, and says so."""
+  it = _Iteration(config, iteration, policy, artifacts.join(workdir, f"iter_{iteration}"))
+  artifacts.makedirs(it.dir)
+  it.at("load")
+  finished = _load_finished_iteration(it)
+  resumed = _exists(it.path("prompts.jsonl"))
+  timings = _read_timings(it.dir) if distributed.is_main_process() and finished is None else {}
+  timings.pop("wall_seconds", None)
+  timings.pop("resumed", None)
+  return it, finished, resumed, timings
+
+
 def _run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Sequence[str],
                    evaluate_extra: Callable[[Mapping[str, list]], dict] | None = None
                    ) -> tuple[dict, dict]:
@@ -300,18 +315,9 @@ def _run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: S
   An iteration is finished when metrics.json (written last) is there and its model directory is
   complete; a finished iteration is loaded with the timings it was run with."""
   start = time.time()
-  it = _Iteration(config, iteration, policy, artifacts.join(workdir, f"iter_{iteration}"))
-  artifacts.makedirs(it.dir)
-  it.at("load")
-  finished = _load_finished_iteration(it)
+  it, finished, resumed, timings = _begin_iteration(config, workdir, iteration, policy)
   if finished is not None:
     return finished
-  # Whether an earlier process started this iteration: its wall_seconds then covers only the part
-  # this process ran, and says so ("resumed": true).
-  resumed = _exists(it.path("prompts.jsonl"))
-  timings = _read_timings(it.dir) if distributed.is_main_process() else {}
-  timings.pop("wall_seconds", None)
-  timings.pop("resumed", None)
   p = config.pipeline
   skipped = {"long_prompts": 0, "long_judge_prompts": 0, "long_meta_judge_prompts": 0}
 
@@ -526,16 +532,9 @@ def _run_ste_iteration(config, workdir: str, iteration: int, policy: Policy, poo
   """One STE iteration (see above), run or resumed; returns (metrics, timings) like
   `_run_iteration`."""
   start = time.time()
-  it = _Iteration(config, iteration, policy, artifacts.join(workdir, f"iter_{iteration}"))
-  artifacts.makedirs(it.dir)
-  it.at("load")
-  finished = _load_finished_iteration(it)
+  it, finished, resumed, timings = _begin_iteration(config, workdir, iteration, policy)
   if finished is not None:
     return finished
-  resumed = _exists(it.path("prompts.jsonl"))
-  timings = _read_timings(it.dir) if distributed.is_main_process() else {}
-  timings.pop("wall_seconds", None)
-  timings.pop("resumed", None)
   s = config.ste
 
   prompt_records = _prompts_stage(it, pool)
