@@ -65,36 +65,40 @@ import machine  # noqa: E402
 from meta_rewarding.model import LlamaConfig, init_params  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("batch_sizes", ["1", "16"], "Batch sizes to measure.")
-flags.DEFINE_integer("prompt_len", 64, "Prompt tokens per row.")
-flags.DEFINE_integer("new_tokens", 128, "Generated tokens per row.")
-flags.DEFINE_integer("vocab_size", 32000, "")
-flags.DEFINE_integer("hidden_size", 512, "")
-flags.DEFINE_integer("intermediate_size", 1536, "")
-flags.DEFINE_integer("num_layers", 6, "")
-flags.DEFINE_integer("num_heads", 8, "")
-flags.DEFINE_integer("num_kv_heads", 4, "")
-flags.DEFINE_string("dtype", "float32", "Compute and parameter dtype (both frameworks).")
-flags.DEFINE_bool("greedy", False, "Argmax instead of sampling.")
-flags.DEFINE_integer("repeats", 3, "Timed runs per setting (the best is reported).")
-flags.DEFINE_bool("skip_transformers", False, "Only measure this project's sampler.")
-flags.DEFINE_integer("shared_batch", 16, "Shared-prefix section: prompts per batch (0: skip it).")
-flags.DEFINE_integer("shared_prefix_len", 448, "Shared-prefix section: tokens all prompts share.")
-flags.DEFINE_integer("shared_suffix_len", 64, "Shared-prefix section: tokens of each prompt's own.")
-flags.DEFINE_integer("shared_new_tokens", 32, "Shared-prefix section: tokens generated per prompt.")
-flags.DEFINE_integer("skewed_prompts", 256, "Length-skewed section: prompts (0: skip it).")
-flags.DEFINE_integer("skewed_slots", 16, "Length-skewed section: decode rows (both samplers' "
-                     "batch_size; transformers' batch).")
-flags.DEFINE_integer("skewed_max_new_tokens", 128, "Length-skewed section: M, the longest row.")
-flags.DEFINE_float("skewed_median", 32.0, "Length-skewed section: the lognormal's median.")
-flags.DEFINE_float("skewed_sigma", 0.8, "Length-skewed section: the lognormal's sigma.")
-flags.DEFINE_integer("skewed_repeats", 2, "Length-skewed section: timed runs (the best is reported).")
-flags.DEFINE_integer("skewed_decode_block", 32, "Length-skewed section: the continuous sampler's "
-                     "most decode steps between refills.")
-flags.DEFINE_bool("allow_loaded", False, "Write the results file even when the machine was "
-                  "loaded before the run (marked NOT COMPARABLE).")
-flags.DEFINE_string("output", os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                           "decode.md"), "Markdown report path ('' for none).")
+def _define_flags():
+  """The command line's flags, defined only when this file runs as a script: the tests load it
+  as a module next to others (meta_rewarding.sample) that define flags of the same names."""
+  flags.DEFINE_list("batch_sizes", ["1", "16"], "Batch sizes to measure.")
+  flags.DEFINE_integer("prompt_len", 64, "Prompt tokens per row.")
+  flags.DEFINE_integer("new_tokens", 128, "Generated tokens per row.")
+  flags.DEFINE_integer("vocab_size", 32000, "")
+  flags.DEFINE_integer("hidden_size", 512, "")
+  flags.DEFINE_integer("intermediate_size", 1536, "")
+  flags.DEFINE_integer("num_layers", 6, "")
+  flags.DEFINE_integer("num_heads", 8, "")
+  flags.DEFINE_integer("num_kv_heads", 4, "")
+  flags.DEFINE_string("dtype", "float32", "Compute and parameter dtype (both frameworks).")
+  flags.DEFINE_bool("greedy", False, "Argmax instead of sampling.")
+  flags.DEFINE_integer("repeats", 3, "Timed runs per setting (the best is reported).")
+  flags.DEFINE_bool("skip_transformers", False, "Only measure this project's sampler.")
+  flags.DEFINE_integer("shared_batch", 16, "Shared-prefix section: prompts per batch (0: skip it).")
+  flags.DEFINE_integer("shared_prefix_len", 448, "Shared-prefix section: tokens all prompts share.")
+  flags.DEFINE_integer("shared_suffix_len", 64, "Shared-prefix section: tokens of each prompt's own.")
+  flags.DEFINE_integer("shared_new_tokens", 32, "Shared-prefix section: tokens generated per prompt.")
+  flags.DEFINE_integer("skewed_prompts", 256, "Length-skewed section: prompts (0: skip it).")
+  flags.DEFINE_integer("skewed_slots", 16, "Length-skewed section: decode rows (both samplers' "
+                       "batch_size; transformers' batch).")
+  flags.DEFINE_integer("skewed_max_new_tokens", 128, "Length-skewed section: M, the longest row.")
+  flags.DEFINE_float("skewed_median", 32.0, "Length-skewed section: the lognormal's median.")
+  flags.DEFINE_float("skewed_sigma", 0.8, "Length-skewed section: the lognormal's sigma.")
+  flags.DEFINE_integer("skewed_repeats", 2, "Length-skewed section: timed runs (the best is reported).")
+  flags.DEFINE_integer("skewed_decode_block", 32, "Length-skewed section: the continuous sampler's "
+                       "most decode steps between refills.")
+  flags.DEFINE_bool("allow_loaded", False, "Write the results file even when the machine was "
+                    "loaded before the run (marked NOT COMPARABLE).")
+  flags.DEFINE_string("output", os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                             "decode.md"), "Markdown report path ('' for none).")
+
 
 TEMPERATURE, TOP_K, TOP_P = 0.8, 64, 0.95
 
@@ -496,4 +500,5 @@ is a lower bound)
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -63,7 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.prompts = "testbed:2000"
 
   c.sampling.batch_size = 32
-  c.sampling.prompt_buckets = (48, 96, 128, 192)
+  c.sampling.prompt_buckets = (48, 96, 128, 192, 256)  # meta-judge prompts: up to ~230 tokens
   c.sampling.top_k = 32
 
   c.actor.num_responses = 4
