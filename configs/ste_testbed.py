@@ -49,12 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c = defaults.get_ste_config()
   c.seed = 0
-  c.model.checkpoint = testbed.seed_dir
-  c.model.tokenizer = ""           # the checkpoint's tokenizer.model
-  c.model.chat_format = testbed.chat_format
-  c.model.architecture = ml_collections.ConfigDict(testbed.architecture.to_dict())
-  c.model.dtype = "float32"        # bf16 matmuls are slower than f32 on CPU
-  c.model.param_dtype = "float32"
+  defaults.use_testbed_seed(c)
 
   c.data.prompts = "testbed:2000"  # the pool split, as configs/local_cpu.py
 

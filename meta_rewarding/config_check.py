@@ -131,6 +131,16 @@ class _Checks:
       self.fail(key, v, "must be True or False")
     return v
 
+  def template(self, key: str, validate) -> Any:
+    """A prompt template, checked by its `prompts.validate_*` function."""
+    v = self.get(key)
+    if v is not _MISSING:
+      try:
+        validate(v)
+      except (TypeError, ValueError) as e:
+        self.problems.append(f"{key}: {e}")
+    return v
+
   def string(self, key: str, *, nonempty: bool = False, why: str = "") -> Any:
     v = self.get(key)
     if v is not _MISSING and not (isinstance(v, str) and (v or not nonempty)):
@@ -282,12 +292,7 @@ def _check_ste(c: _Checks):
   for key, validate in (("ste.category_template", prompts.validate_category_template),
                         ("ste.worse_response_template", prompts.validate_worse_response_template),
                         ("ste.pairwise_template", prompts.validate_pairwise_template)):
-    template = c.get(key)
-    if template is not _MISSING:
-      try:
-        validate(template)
-      except (TypeError, ValueError) as e:
-        c.problems.append(f"{key}: {e}")
+    c.template(key, validate)
   c.string("ste.system_prompt")
   c.boolean("ste.balance_labels")
   if c.get("evaluate.heldout_tasks", 0) != 0:
@@ -332,12 +337,7 @@ def check_pipeline_config(config) -> None:
   c.boolean("meta_judge.run_when_unused")
   for key, validate in (("judge.template", prompts.validate_judge_template),
                         ("meta_judge.template", prompts.validate_meta_judge_template)):
-    template = c.get(key)
-    if template is not _MISSING:
-      try:
-        validate(template)
-      except (TypeError, ValueError) as e:
-        c.problems.append(f"{key}: {e}")
+    c.template(key, validate)
 
   num_iterations = c.integer("pipeline.num_iterations", 1)
   c.integer("pipeline.prompts_per_iteration", 1)

@@ -394,6 +394,19 @@ def apply_runlocal(c: ml_collections.ConfigDict, variants: Mapping[str, Any]) ->
 # ------------------------------------------------------------------------------------------------
 # The synthetic testbed.
 
+def use_testbed_seed(c: ml_collections.ConfigDict) -> None:
+  """Points `c.model` at the shipped testbed seed (its tokenizer and chat format; the
+  architecture only for planning before the seed exists: its config.json is what runs), in
+  float32 (bf16 matmuls are slower than f32 on CPU)."""
+  testbed = testbed_settings()
+  c.model.checkpoint = testbed.seed_dir
+  c.model.tokenizer = ""           # the checkpoint's tokenizer.model
+  c.model.chat_format = testbed.chat_format
+  c.model.architecture = ml_collections.ConfigDict(testbed.architecture.to_dict())
+  c.model.dtype = "float32"
+  c.model.param_dtype = "float32"
+
+
 def testbed_settings() -> ml_collections.ConfigDict:
   """The testbed's seed model (directory, architecture, chat format), its compact judge,
   meta-judge and STE templates, the generation lengths and the sampling settings it is measured
