@@ -33,6 +33,7 @@ import os
 import re
 import signal
 import sys
+import threading
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -219,14 +220,33 @@ def _on_signal(signum, frame):  # pylint: disable=unused-argument
 _on_signal.raised = False
 
 
+def _redeliver_swallowed_interrupt(unraisable):
+  """`sys.unraisablehook`. The handler's exception can land where Python cannot propagate it (a
+  garbage-collector callback such as jax's `_xla_gc_callback`, a `__del__`): Python prints it and
+  drops it, and the run would go on as if Ctrl-C was never pressed (seen in CI). Such a signal is
+  sent again a moment later, from a thread, so that it is raised once the main thread has left
+  the callback (sent from here, it would be raised inside this hook and dropped again); any
+  other unraisable exception goes to Python's own hook."""
+  exc = unraisable.exc_value
+  if isinstance(exc, KeyboardInterrupt) and _on_signal.raised:
+    _on_signal.raised = False
+    signum = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
+    resend = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+    resend.daemon = True
+    resend.start()
+    return
+  sys.__unraisablehook__(unraisable)
+
+
 def install_signal_handlers():
-  """SIGTERM raises `Terminated` and SIGINT KeyboardInterrupt (both once, see `_on_signal`). A
-  signal the process inherited as ignored (nohup, a background job of a non-interactive shell)
-  stays ignored."""
+  """SIGTERM raises `Terminated` and SIGINT KeyboardInterrupt (both once, see `_on_signal`; one
+  that Python drops is raised again, see `_redeliver_swallowed_interrupt`). A signal the process
+  inherited as ignored (nohup, a background job of a non-interactive shell) stays ignored."""
   for signum, default in ((signal.SIGINT, signal.default_int_handler),
                           (signal.SIGTERM, signal.SIG_DFL)):
     if signal.getsignal(signum) in (default, signal.SIG_DFL):
       signal.signal(signum, _on_signal)
+  sys.unraisablehook = _redeliver_swallowed_interrupt
 
 
 def run_interruptible(fn):

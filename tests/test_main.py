@@ -161,3 +161,37 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
   leftovers = [os.path.join(d, n) for d, _, names in os.walk(tmp_path) for n in names
                if n.endswith(".tmp")]
   assert not leftovers
+
+
+_SWALLOWED_INTERRUPT = """
+import gc, os, signal, sys, time
+from meta_rewarding import main
+
+def work():
+  def press_ctrl_c_inside(phase, info):  # Python prints and drops what a gc callback raises
+    if phase == "start":
+      gc.callbacks.remove(press_ctrl_c_inside)
+      os.kill(os.getpid(), signal.SIGINT)
+      for _ in range(1000):  # bytecode to run the handler on, still inside the callback
+        pass
+  gc.callbacks.append(press_ctrl_c_inside)
+  gc.collect()
+  deadline = time.time() + 30
+  while time.time() < deadline:
+    sum(range(1000))
+  print("finished as if never interrupted")
+
+main.run_interruptible(work)
+"""
+
+
+def test_ctrl_c_raised_inside_a_gc_callback_still_stops_the_run():
+  # CI once saw Ctrl-C's KeyboardInterrupt raised inside jax's gc callback, dropped by Python,
+  # and the run finish with exit 0.
+  out = subprocess.run([sys.executable, "-c", _SWALLOWED_INTERRUPT], cwd=REPO, env=_env(),
+                       capture_output=True, text=True, timeout=120,
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  assert out.returncode == 130, out.stdout + out.stderr
+  assert "finished" not in out.stdout
+  assert "Traceback" not in out.stderr, out.stderr
+  assert out.stderr.splitlines() == ["interrupted; rerun the same command to resume"], out.stderr
