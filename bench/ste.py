@@ -3,6 +3,8 @@
   python bench/ste.py                         # 5 seeds x configs/ste_testbed.py (3 iterations)
   python bench/ste.py --seeds=0,1 --pairs=40  # quicker
   python bench/ste.py --report_only           # rebuild the report from the runs on disk
+  python bench/ste.py --variant=large --workdir=/tmp/ste_large --output=bench/results/ste_large.md
+                                              # 256 instructions per iteration (~4x the SFT data)
 
 Every run is configs/ste_testbed.py with `seed=<k>` and `evaluate.judge_pairs=testbed:<pairs>`:
 the shipped seed M_0 and each iteration's model M_t judge the same held-out oracle pairs (a right
@@ -53,12 +55,12 @@ DATA_KEYS = (("ste/pairs", "pairs built", "n"), ("ste/match_rate", "judgments na
              ("sft/final_loss", "final SFT loss", "x"))
 
 
-def load_config(seed: int, pairs: int):
+def load_config(seed: int, pairs: int, variant: str = ""):
   spec = importlib.util.spec_from_file_location("ste_testbed_config",
                                                 os.path.join(REPO, "configs", "ste_testbed.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  config = module.get_config(f"seed={seed}")
+  config = module.get_config(",".join(filter(None, (variant, f"seed={seed}"))))
   config.evaluate.judge_pairs = f"testbed:{pairs}"
   return config
 
@@ -142,6 +144,8 @@ def _define_flags():
   flags.DEFINE_string("output", os.path.join(REPO, "bench", "results", "ste.md"),
                       "Where the markdown report goes.")
   flags.DEFINE_bool("report_only", False, "Rebuild the report from the runs on disk.")
+  flags.DEFINE_string("variant", "", "configs/ste_testbed.py variant(s) besides seed=<k>, e.g. "
+                      "'large'.")
 
 
 def main(argv):
@@ -155,7 +159,7 @@ def main(argv):
     raise app.UsageError("--seeds is empty")
   command = "python bench/ste.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
   load_start, start = os.getloadavg(), time.time()
-  config = load_config(seeds[0], FLAGS.pairs)
+  config = load_config(seeds[0], FLAGS.pairs, FLAGS.variant)
   n_iter = int(config.pipeline.num_iterations)
 
   def write(runs, final):
@@ -163,7 +167,8 @@ def main(argv):
               f"- Machine: {os.cpu_count()} CPU cores; load average (1/5/15 min) "
               f"{tb._loadavg(load_start)} at start, {tb._loadavg(os.getloadavg())} now.",
               f"- Seed model M_0: sha256 {tb._seed_sha(None)}.",
-              f"- Per run (configs/ste_testbed.py, `seed=<k>`): {n_iter} iterations of "
+              f"- Per run (configs/ste_testbed.py, "
+              f"`{','.join(filter(None, (FLAGS.variant, 'seed=<k>')))}`): {n_iter} iterations of "
               f"{config.pipeline.prompts_per_iteration} instructions, N="
               f"{config.ste.num_judgments} judgments, SFT from the seed at lr "
               f"{config.train.learning_rate} for {config.train.num_epochs} epochs; "
@@ -184,7 +189,7 @@ def main(argv):
     workdir = run_dir(FLAGS.workdir, seed)
     if not FLAGS.report_only:
       from meta_rewarding import run as run_lib
-      run_lib.run(load_config(seed, FLAGS.pairs), workdir)
+      run_lib.run(load_config(seed, FLAGS.pairs, FLAGS.variant), workdir)
     records = read_records(workdir)
     if records:
       runs[seed] = records

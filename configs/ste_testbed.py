@@ -26,6 +26,8 @@ Variants (`--config=configs/ste_testbed.py:<arg>`, comma-separated):
   (none)     3 iterations x 64 instructions, N = 4 judgments, 200 held-out pairs.
   smoke      1 iteration x 8 instructions, N = 2, 16 held-out pairs: the whole loop in under a
              minute.
+  large      3 iterations x 256 instructions: about 4x the kept judgments per SFT
+             (bench/ste.py --variant=large).
   seed=1     another run seed.
 
 What it prints: a progress bar per stage and, after each iteration, a table of the ste/* counts
@@ -39,8 +41,8 @@ import ml_collections
 
 from meta_rewarding import defaults
 
-VARIANTS = ("", "smoke", "seed=1")
-KNOWN = ("smoke", "seed")
+VARIANTS = ("", "smoke", "large", "seed=1", "large,seed=1")
+KNOWN = ("smoke", "large", "seed")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -105,6 +107,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       s.num_judgments = 2
       c.sampling.batch_size = 16
       c.evaluate.judge_pairs = "testbed:16"
+    elif name == "large":  # 4x the instructions: ~4x the kept judgments SFT sees per iteration
+      c.pipeline.prompts_per_iteration = 256
     elif name == "seed":
       try:
         c.seed = int(value)
