@@ -12,11 +12,9 @@ import os
 import tempfile
 from typing import Mapping, Sequence
 
-import jax
 from absl import logging
 
-from meta_rewarding import (artifacts, checkpoints, data, distributed, runtime, sampling,
-                            sharding, train)
+from meta_rewarding import artifacts, checkpoints, data, distributed, runtime, sampling, train
 from meta_rewarding.stages import Generation, PipelineError
 from meta_rewarding.tokenizer import Tokenizer, load_tokenizer, train_sentencepiece
 
@@ -106,20 +104,15 @@ class JaxPolicy:
   # --- sampling ---------------------------------------------------------------------------------
   @property
   def sampler(self) -> "sampling.Sampler":
-    """Samples on this process's devices. With several processes each one decodes its own slice of
-    the prompts on a mesh of its local devices, with a full copy of the params there."""
+    """Samples on the runtime's mesh, with the params in their shardings and the decode rules.
+
+    With several processes that mesh is the global one: every process runs the same decode
+    programs over all devices, each holding only its shards of the params (sampling.py's
+    "Multi-process decoding")."""
     if self._sampler is None:
       s = self.config.sampling
-      params, mesh = self.params, self.mesh
-      if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-        params = multihost_utils.process_allgather(self.params, tiled=True)
-        try:
-          mesh = sharding.make_mesh(dict(self.config.mesh.shape), devices=jax.local_devices())
-        except sharding.MeshError:  # a fixed global shape: fill fsdp with the local devices
-          mesh = sharding.make_mesh({"data": 1, "fsdp": -1, "tensor": 1}, devices=jax.local_devices())
       self._sampler = sampling.Sampler(
-          self.model_config, params, self.tokenizer, mesh=mesh, rules=self.rules,
+          self.model_config, self.params, self.tokenizer, mesh=self.mesh, rules=self.rules,
           batch_size=s.batch_size, prompt_buckets=tuple(s.prompt_buckets),
           max_cache_length=s.max_cache_length or None,
           batching=s.get("batching", "continuous"), decode_block=s.get("decode_block", 32))
@@ -129,25 +122,16 @@ class JaxPolicy:
                share_prefix: bool, desc: str) -> list[list[Generation]]:
     s = self.config.sampling
     strategy = sampling.strategy_from_config(s)
-    prompts = list(prompts)
-    # Each process samples its contiguous slice; prompt i's keys derive from (seed, i) whichever
-    # process samples it, so the gathered result does not depend on the process count.
-    part = distributed.process_slice(len(prompts))
-    results = self.sampler.generate(prompts[part], n=n, strategy=strategy,
+    # Every process passes the whole list (they hold the same records): on a multi-process mesh
+    # each one feeds its devices' rows of every batch and gets every prompt's completions back.
+    results = self.sampler.generate(list(prompts), n=n, strategy=strategy,
                                     max_new_tokens=max_new_tokens, seed=seed, chat=True,
-                                    share_prefix=share_prefix, desc=desc,
-                                    index_offset=part.start, too_long="report"
-                                    ) if part.stop > part.start else []
+                                    share_prefix=share_prefix, desc=desc, too_long="report")
     # Strip: chat formats put whitespace around the answer (Llama-2's "[/INST] {answer} </s>"), so
     # a completion can end in a space that is template, not content. Responses and judgments are
     # pasted into the judge / meta-judge templates, where it would change the prompt's tokens.
-    generations = [[Generation(c.text.strip(), c.num_tokens, c.finish_reason) for c in row]
-                   for row in results]
-    if jax.process_count() > 1:  # every process gets every slice (as JSON: text, tokens, reason)
-      gathered = distributed.allgather_objects(
-          [[[g.text, g.num_tokens, g.finish_reason] for g in row] for row in generations])
-      generations = [[Generation(*g) for g in row] for rows in gathered for row in rows]
-    return generations
+    return [[Generation(c.text.strip(), c.num_tokens, c.finish_reason) for c in row]
+            for row in results]
 
   # --- training ---------------------------------------------------------------------------------
   def train_dpo(self, pairs: Sequence[Mapping[str, str]], *, checkpoint_dir: str, seed: int):

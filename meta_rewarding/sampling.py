@@ -18,6 +18,21 @@ at the chosen token: what length normalisation and reference scoring want, whate
 A completion stopped by a stop token includes that token in `token_ids`, `num_tokens` and
 `logprob` (the probability of ending there is part of the sequence's probability); its `text` does
 not. The strategies and the decode loop's names are re-exported here.
+
+Multi-process decoding. On a mesh whose devices span several processes (multi-host), the sampler
+decodes on that global mesh: the parameters stay in their shardings (no process ever holds a whole
+weight matrix the mesh shards) and every jitted program runs over all devices, batch rows over the
+rules' "batch" axes, heads / mlp / vocab / embed as the rules say. All processes must run the same
+sequence of programs with the same shapes, and continuous batching decides on the host, between
+blocks, which rows finished and which prompts enter. The sampler makes those decisions identical by
+construction rather than by negotiation: every process calls `generate` with the same prompts (the
+pipeline's processes hold the same records; `generate` checks it), so each one computes the same
+plans, buckets and queue, and after each block every process reads the same per-row results (done
+flags, counts, tokens: an on-device all-gather of [R] and [R,M] arrays, small next to a block's
+work). Each process transfers only the rows of a batch its own devices hold
+(`jax.make_array_from_callback`), and every process returns every prompt's completions, so nothing
+is gathered afterwards. The global program is the one a single process with the same devices runs,
+and keys derive from (seed, prompt index, sample), so results do not depend on the process count.
 """
 
 from __future__ import annotations
@@ -25,6 +40,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import hashlib
+import json
 import math
 from typing import Any, Mapping, Sequence
 
@@ -32,7 +49,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from meta_rewarding import prompt_length, sharding as sharding_lib
+from jax.sharding import NamedSharding, PartitionSpec
+
+from meta_rewarding import distributed, prompt_length, sharding as sharding_lib
 from meta_rewarding import decode
 from meta_rewarding.decode import (TRACE_COUNTS, DecodeState, PromptBatch, SampleOutput,  # noqa: F401
                                    SlotState, generate_tokens, make_batch)
@@ -144,7 +163,9 @@ class Sampler:
       they are moved there).
     tokenizer: a `meta_rewarding.tokenizer.Tokenizer` (None: prompts must be token ids and texts
       come back empty).
-    mesh, rules: optional device mesh and logical rules (`sharding.DECODE_RULES`).
+    mesh, rules: optional device mesh and logical rules (`sharding.DECODE_RULES`). The mesh may
+      span several processes: then every process calls `generate` with the same arguments
+      (module docstring, "Multi-process decoding").
     batch_size: decode rows per batch: prompts per batch = max(1, batch_size // n).
     prompt_buckets: prompt lengths are padded up to one of these (with a shared prefix, both the
       prefix and the rest are); batches of fewer prompts are padded to a power of two.
@@ -192,6 +213,12 @@ class Sampler:
       axes = dict(self.rules).get("batch")
       axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
       self._batch_multiple = math.prod(mesh.shape[a] for a in axes)
+    # A mesh over several processes' devices (module docstring, "Multi-process decoding"): inputs
+    # are built from each process's own rows and outputs read through one replicating program.
+    self.spans_processes = mesh is not None and len(
+        {d.process_index for d in mesh.devices.flat}) > 1
+    self._replicate = (jax.jit(_identity, out_shardings=NamedSharding(mesh, PartitionSpec()))
+                       if self.spans_processes else None)
     self.params = params
 
   # -- lengths ------------------------------------------------------------------------------------
@@ -333,6 +360,9 @@ class Sampler:
     for i in long:
       results[i] = [Completion(text="", token_ids=(), logprob=0.0, num_tokens=0,
                                finish_reason="too_long", prompt_tokens=len(ids[i]))] * n
+    if self.spans_processes:
+      self._check_same_call(ids, n=n, strategy=strategy, max_new_tokens=max_new_tokens, seed=seed,
+                            share_prefix=share_prefix, stop_ids=stop_ids, index_offset=index_offset)
     skipped = set(long)
     plans = self._plans(ids, n, buckets, share_prefix,
                         keep=[i for i in range(len(ids)) if i not in skipped])
@@ -355,12 +385,39 @@ class Sampler:
     return results  # type: ignore[return-value]
 
   def _place(self, tree):
-    """Host arrays onto the device(s): rows over the mesh's batch axes."""
+    """Host arrays onto the device(s): rows over the mesh's batch axes.
+
+    Across processes each one transfers only the rows its devices hold (every process built the
+    same host batch); `jax.device_put` would first check, with a collective, that they agree."""
     if self.mesh is None:
       return jax.tree.map(jnp.asarray, tree)
-    return jax.tree.map(
-        lambda x: jax.device_put(x, sharding_lib.batch_sharding(self.mesh, self.rules, x.ndim)),
-        tree)
+    sharding_of = lambda x: sharding_lib.batch_sharding(self.mesh, self.rules, x.ndim)
+    if self.spans_processes:
+      return jax.tree.map(lambda x: jax.make_array_from_callback(
+          x.shape, sharding_of(x), lambda index: x[index]), tree)
+    return jax.tree.map(lambda x: jax.device_put(x, sharding_of(x)), tree)
+
+  def _fetch(self, tree):
+    """Device results to host numpy, whole on every process.
+
+    Across processes no process can read the rows other processes' devices hold, so one program
+    all-gathers them first (the per-row outputs only: tokens, log-probs, flags; never params)."""
+    if not self.spans_processes:
+      return jax.device_get(tree)
+    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), self._replicate(tree))
+
+  def _check_same_call(self, ids, **args):
+    """Across processes, every process must sample the same prompts with the same arguments: each
+    makes the host-side decisions (plans, refills) on its own, and they must agree. A mismatch
+    would hang in a collective or mix results; this fails at once instead (one small all-gather)."""
+    payload = json.dumps([ids, {k: repr(v) for k, v in sorted(args.items())}])
+    digest = hashlib.sha256(payload.encode()).hexdigest()
+    digests = distributed.allgather_objects(digest)
+    if len(set(digests)) > 1:
+      raise ValueError(
+          "Sampler.generate on a mesh spanning several processes needs the same prompts and "
+          "arguments on every process; they differ (per-process digests: "
+          f"{[d[:12] for d in digests]})")
 
   def _static(self, plans: list[_Plan], *, n, strategy, max_new_tokens, seed, stop_ids, pad_id,
               index_offset, stop_set, results, ids, bar) -> SamplerStats:
@@ -369,7 +426,7 @@ class Sampler:
     pending = None
 
     def collect(plan: _Plan, out: SampleOutput):
-      tokens, logprobs, lengths, stopped = jax.device_get(
+      tokens, logprobs, lengths, stopped = self._fetch(
           (out.tokens, out.logprobs, out.lengths, out.stopped))
       for b, i in enumerate(plan.rows):
         results[i] = [self._completion(tokens[b * n + j], logprobs[b * n + j],
@@ -493,7 +550,8 @@ class Sampler:
       if queue and not ready:  # dispatched now, it runs while the host waits for the block
         prefill(refill_prompts)
       # One transfer per block (the rows' tokens are small next to a block's work).
-      done, count, stopped, now, tokens, logprobs = jax.device_get(
+      # Across processes every process reads every row: each makes the same refill decisions.
+      done, count, stopped, now, tokens, logprobs = self._fetch(
           (state.done, state.count, state.stopped, state.clock, state.tokens, state.logprobs))
       steps, clock = int(now) - clock, int(now)
       stats.decode_steps += steps
@@ -521,6 +579,10 @@ class Sampler:
     return Completion(text=text, token_ids=token_ids,
                       logprob=float(np.sum(logprobs[:k], dtype=np.float64)), num_tokens=k,
                       finish_reason="stop" if stop else "length", prompt_tokens=prompt_tokens)
+
+
+def _identity(tree):
+  return tree
 
 
 # ------------------------------------------------------------------------------------------------
