@@ -461,16 +461,17 @@ class Sampler:
     """A fixed set of decode rows, refilled with waiting samples between blocks (decode.py).
 
     Prompts are prefilled in the static plans' order (by length; shared-prefix groups together):
-    the first fill at the static batch's bucket, later ones `refill_prompts` at a time (padded),
-    each only when no prefilled sample is left waiting. Samples enter rows as rows free up, so a
-    prompt's n samples may enter over several blocks, all from its one prefill (with n close to
-    the row count, waiting for n free rows would leave most rows idle). Inserts take all rows at
-    the first fill, `refill_rows` at a time later: per length bucket a call compiles two prefill
-    and two insert shapes, and one decode block for the call's ring. The ring is as wide as the
-    call's longest bucket (+ max_new_tokens) for every row, where static batches of short prompts
-    attend over their own bucket only: on calls that mix far-apart buckets, each step reads more
-    cache than static batching would (the refills usually win that back). When nothing waits, the
-    last rows drain at the full row count (the tail of a call).
+    the first fill at the static batch's bucket, later ones `refill_prompts` at a time, padded to
+    the call's widest buckets, each only when no prefilled sample is left waiting. Samples enter
+    rows as rows free up, so a prompt's n samples may enter over several blocks, all from its one
+    prefill (with n close to the row count, waiting for n free rows would leave most rows idle).
+    Inserts take `refill_rows` rows at a time. A call compiles at most three prefill shapes (the
+    first fill; refills with and without shared prefixes), as many insert shapes, and one decode
+    block for the call's ring. The ring is as wide as the call's longest bucket (+
+    max_new_tokens) for every row, where static batches of short prompts attend over their own
+    bucket only: on calls that mix far-apart buckets, each step reads more cache than static
+    batching would (the refills usually win that back). When nothing waits, the last rows drain
+    at the full row count (the tail of a call).
     """
     stats = SamplerStats("continuous")
     M = max_new_tokens
@@ -500,7 +501,16 @@ class Sampler:
     samples: dict[int, list] = {}
     clock = 0  # decode steps run (state.clock), known here without a sync
 
-    def prefill(size: int):  # `size` prompts, the last chunk padded: one shape per bucket
+    # Refills (a few prompts each) are padded to the call's widest buckets and to one prefix row
+    # per prompt, so that every refill of a call has one of two shapes (with or without shared
+    # prefixes): fitted to each chunk, a call with many (own, prefix) bucket pairs compiled a
+    # prefill and an insert for every pair it met (~100 small programs, 3 minutes of a 7-minute
+    # testbed run on 2 cores). The padding costs little: a refill is a small share of the
+    # prefill work, and decoding dominates.
+    widest_own = max(p.length for p in plans)
+    widest_prefix = max(p.prefix_length for p in plans)
+
+    def prefill(size: int, *, refill: bool):  # `size` prompts, the last chunk padded
       chunk = [queue.popleft() for _ in range(min(len(queue), size))]
       prefixes: list[list[int]] = []
       group = []
@@ -509,12 +519,15 @@ class Sampler:
           prefixes.append(prefix)
         group.append(prefixes.index(prefix))
       shared = max(map(len, prefixes))
+      length = widest_own if refill else bucket(max(len(own) for _, own, _ in chunk))
       batch = make_batch(
-          [own for _, own, _ in chunk], length=bucket(max(len(own) for _, own, _ in chunk)),
+          [own for _, own, _ in chunk], length=length,
           batch=size, prompt_ids=[index_offset + i for i, _, _ in chunk], pad_id=pad_id,
           prefixes=prefixes if shared else [], group=group if shared else None,
-          prefix_length=bucket(shared) if shared else 0,
-          num_prefixes=self._round_batch(len(prefixes), size) if shared else self._batch_multiple)
+          prefix_length=(widest_prefix if refill else bucket(shared)) if shared else 0,
+          num_prefixes=((self._round_batch(size, size) if refill else
+                         self._round_batch(len(prefixes), size)) if shared
+                        else self._batch_multiple))
       done = decode.prefill(self.config, self.params, self._place(batch))
       ready.extend((done, c, i, j) for c, (i, _, _) in enumerate(chunk) for j in range(n))
       stats.prefills += 1
@@ -535,12 +548,13 @@ class Sampler:
       state = decode.insert(self.config, state, head, rows, source, sample, seed_, stops, pad,
                             strategy=strategy)
 
-    prefill(slot_prompts)
-    insert(R)
+    # The first fill enters `refill_rows` at a time too (R / refill_rows small calls): one insert
+    # width per call instead of two, so one compiled insert fewer per call shape.
+    prefill(slot_prompts, refill=False)
     while ready or queue or any(o is not None for o in owner):
       while (ready or queue) and free:
         if not ready:
-          prefill(refill_prompts)
+          prefill(refill_prompts, refill=True)
         insert(refill_rows)
       waiting = min(len(ready) + n * len(queue), refill_rows)
       # The block ends once enough rows are free for the waiting samples (never, with none).
@@ -548,7 +562,7 @@ class Sampler:
                                   jnp.asarray(waiting if waiting else R + 1, jnp.int32),
                                   strategy=strategy, num_steps=self.decode_block)
       if queue and not ready:  # dispatched now, it runs while the host waits for the block
-        prefill(refill_prompts)
+        prefill(refill_prompts, refill=True)
       # One transfer per block (the rows' tokens are small next to a block's work).
       # Across processes every process reads every row: each makes the same refill decisions.
       done, count, stopped, now, tokens, logprobs = self._fetch(
