@@ -25,7 +25,8 @@ Sections:
   step    A whole greedy decode step (embed, L layers with the KV cache [B, K, S, H] written at one
           slot, LM head, argmax), 32 steps in a `fori_loop`: the real model (`Llama.apply`, as the
           decode loop calls it) and this file's copy of its decode path with the projections
-          separate and fused. The copy, unfused, is checked against the real model (same logits),
+          separate, fused, and with the dense weights stored [out, in] (all but o: the `gemm` lead). The
+          copy, unfused, is checked against the real model (same logits),
           and its time against the real model's: the fused figure is only meaningful if they match.
   block   `Sampler.generate` of B prompts of --prompt_len tokens, exactly --new_tokens each
           (no stop ids), static and continuous at each --blocks decode block; and the
@@ -170,8 +171,13 @@ def copy_step(c: LlamaConfig, params, fused_w, cache, token, position, visible, 
     p = params[f"layers_{i}"]
     a, m = p["attn"], p["mlp"]
     h = rms(x, p["attn_norm"]["scale"], c.rms_norm_eps)
-    if fused:
-      qkv = jnp.einsum("BTD,DKEH->BTKEH", h, fused_w[i]["qkv"])
+    if fused == "transposed":  # weights stored [out, in]
+      t = fused_w["t"][i]
+      q = jnp.einsum("BTD,NHD->BTNH", h, t["q"])
+      k = jnp.einsum("BTD,KHD->BTKH", h, t["k"])
+      v = jnp.einsum("BTD,KHD->BTKH", h, t["v"])
+    elif fused:
+      qkv = jnp.einsum("BTD,DKEH->BTKEH", h, fused_w["fused"][i]["qkv"])
       q = qkv[:, :, :, :G].reshape(B, 1, K * G, H)
       k, v = qkv[:, :, :, G], qkv[:, :, :, G + 1]
     else:
@@ -192,15 +198,23 @@ def copy_step(c: LlamaConfig, params, fused_w, cache, token, position, visible, 
     out = jnp.einsum("BKGTS,BKSH->BKGTH", probs, cv)
     x = x + llama.output_projection(out, a["o"], per_kv_head=True)
     h = rms(x, p["mlp_norm"]["scale"], c.rms_norm_eps)
+    if fused == "transposed":
+      gate = jnp.einsum("BTD,FD->BTF", h, t["gate"])
+      up = jnp.einsum("BTD,FD->BTF", h, t["up"])
+      x = x + jnp.einsum("BTF,DF->BTD", jax.nn.silu(gate) * up, t["down"])
+      continue
     if fused:
-      gu = jnp.einsum("BTD,DEF->BTEF", h, fused_w[i]["gate_up"])
+      gu = jnp.einsum("BTD,DEF->BTEF", h, fused_w["fused"][i]["gate_up"])
       gate, up = gu[:, :, 0], gu[:, :, 1]
     else:
       gate = jnp.einsum("BTD,DF->BTF", h, m["gate"])
       up = jnp.einsum("BTD,DF->BTF", h, m["up"])
     x = x + jnp.einsum("BTF,FD->BTD", jax.nn.silu(gate) * up, m["down"])
   x = rms(x, params["final_norm"]["scale"], c.rms_norm_eps)
-  logits = jnp.einsum("BTD,DV->BTV", x, params["lm_head"])
+  if fused == "transposed":
+    logits = jnp.einsum("BTD,VD->BTV", x, fused_w["lm_head_t"])
+  else:
+    logits = jnp.einsum("BTD,DV->BTV", x, params["lm_head"])
   return logits[:, 0], tuple(new_cache)
 
 
@@ -238,7 +252,15 @@ def count_dots(fn, *args) -> str:
 def run_step(c: LlamaConfig, params):
   B, S = FLAGS.batch, FLAGS.cache
   rng = np.random.default_rng(0)
-  fused_w = [fuse_layer(params[f"layers_{i}"], c) for i in range(c.num_hidden_layers)]
+  layers = [params[f"layers_{i}"] for i in range(c.num_hidden_layers)]
+  # The fused layout; and every dense weight but o stored [out, in] (a copy, not a view).
+  tr = lambda w, axes: jnp.asarray(np.ascontiguousarray(np.transpose(np.asarray(w), axes)))
+  fused_w = {"fused": [fuse_layer(l, c) for l in layers],
+             "t": [dict(q=tr(l["attn"]["q"], (1, 2, 0)), k=tr(l["attn"]["k"], (1, 2, 0)),
+                        v=tr(l["attn"]["v"], (1, 2, 0)), gate=tr(l["mlp"]["gate"], (1, 0)),
+                        up=tr(l["mlp"]["up"], (1, 0)), down=tr(l["mlp"]["down"], (1, 0)))
+                   for l in layers],
+             "lm_head_t": tr(params["lm_head"], (1, 0))}
   # A filled cache (random keys / values), as after a prefill.
   cache = tuple({n: jnp.asarray(rng.standard_normal((B, c.num_key_value_heads, S, c.head_dim)),
                                 jnp.float32) for n in ("k", "v")} for _ in range(c.num_hidden_layers))
@@ -249,7 +271,7 @@ def run_step(c: LlamaConfig, params):
   position = jnp.full((B,), S - 1, jnp.int32)
   ref = jax.jit(functools.partial(real_step, c, fused=False))(params, None, cache, token, position,
                                                                 visible, S - 1)[0]
-  for fused in (False, True):
+  for fused in (False, True, "transposed"):
     got = jax.jit(functools.partial(copy_step, c, fused=fused))(params, fused_w, cache, token,
                                                                   position, visible, S - 1)[0]
     err = float(jnp.max(jnp.abs(got - ref)))
@@ -258,7 +280,8 @@ def run_step(c: LlamaConfig, params):
 
   variants = {"model (Llama.apply)": decode_loop(real_step, c, False),
               "copy, separate": decode_loop(copy_step, c, False),
-              "copy, fused": decode_loop(copy_step, c, True)}
+              "copy, fused": decode_loop(copy_step, c, True),
+              "copy, [out, in] weights": decode_loop(copy_step, c, "transposed")}
   if FLAGS.hlo:
     for name, f in variants.items():
       print(f"[step] {name}: {count_dots(f, params, fused_w, cache, token)} in the loop program")
