@@ -350,8 +350,9 @@ def check_pipeline_config(config) -> None:
 
   c.choice("evaluate.oracle", ORACLES)
   c.integer("evaluate.heldout_tasks", 0)
-  if c.get("evaluate.heldout_every_iteration", True) is not True:
-    c.boolean("evaluate.heldout_every_iteration")
+  for key in ("evaluate.heldout_every_iteration", "evaluate.heldout_diagnostics"):
+    if c.get(key, True) is not True:
+      c.boolean(key)
   if c.get("evaluate.judge_protocol", "pairwise") != "pairwise":
     c.choice("evaluate.judge_protocol", ("pairwise", "pointwise"))
 

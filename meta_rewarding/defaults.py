@@ -166,6 +166,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.evaluate.oracle = ""            # "testbed": add oracle metrics (the synthetic testbed)
   c.evaluate.heldout_tasks = 0      # testbed: evaluate M_0 ... M_T on this many held-out tasks
   c.evaluate.heldout_every_iteration = True  # False: only M_0 and the last iteration's M_T
+  # The held-out extras: greedy actor accuracy and the judge on a fixed response set (comparable
+  # across models). False skips their two sampling passes.
+  c.evaluate.heldout_diagnostics = True
   # Preference pairs (RewardBench format: judge_eval.py) every model M_0 ... M_T is judged on;
   # "" = none. judge_eval/* metrics: score, per-subset accuracy, position consistency, parse rate.
   c.evaluate.judge_pairs = ""

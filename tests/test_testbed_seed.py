@@ -259,3 +259,19 @@ def test_own_answer_judge_demos_can_draw_half_from_answers_that_are_not_right():
     right.append(oracle.is_correct(task_from_instruction(d.instruction), response))
   assert len(demos) == 12 and sum(right) == 6, right  # the seed's actor is right ~78% as sampled
   assert "6 right and 6 not right" in logged[0]
+
+
+def test_measure_without_diagnostics_gives_the_same_figures_minus_two_passes():
+  # The default testbed run skips the greedy and fixed-response passes for time; the figures it
+  # does report (the battles included, which share the fixed set's random stream) must not change.
+  from meta_rewarding import checkpoints
+  from meta_rewarding.tokenizer import load_tokenizer
+  config, params = checkpoints.load_hf(SEED_DIR, dtype="float32")
+  tokenizer = load_tokenizer(SEED_DIR, chat_format=seed.CHAT_FORMAT)
+  tasks = seed.eval_task_list(4)
+  full, lean = (seed.measure(config, params, tokenizer, tasks, samples=2, batch_size=8,
+                             self_taught=False, diagnostics=d) for d in (True, False))
+  extras = {"actor_accuracy_greedy", "judge_parse_rate_fixed", "judge_accuracy_fixed",
+            "judge_balanced_accuracy_fixed"}
+  assert extras <= set(full) and not extras & set(lean)
+  assert {k: v for k, v in full.items() if k not in extras} == lean

@@ -45,7 +45,8 @@ def heldout_evaluator(config) -> Callable[[Any], dict]:
         judgments=HELDOUT_JUDGMENTS, seed=HELDOUT_SEED, mesh=policy.mesh,
         judge_template=config.judge.template, meta_template=config.meta_judge.template,
         temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, batch_size=s.batch_size,
-        progress=True, desc=f"held-out {label}", self_taught=False)
+        progress=True, desc=f"held-out {label}", self_taught=False,
+        diagnostics=bool(config.evaluate.get("heldout_diagnostics", True)))
     return {f"heldout/{k}": v for k, v in figures.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)}
   return evaluate_model

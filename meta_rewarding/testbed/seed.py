@@ -699,7 +699,7 @@ def measure(model_config, params, tokenizer, tasks: Sequence[Task], *, samples: 
             temperature: float = PIPELINE_SAMPLING["temperature"],
             top_p: float = PIPELINE_SAMPLING["top_p"], top_k: int = PIPELINE_SAMPLING["top_k"],
             batch_size: int = 32, judgments: int = 2, progress: bool = False,
-            desc: str = "measure", self_taught: bool = True) -> dict:
+            desc: str = "measure", self_taught: bool = True, diagnostics: bool = True) -> dict:
   """Oracle figures of one model on held-out `tasks`, at the pipeline's sampling settings.
 
     actor_accuracy          share of `samples` sampled responses per task that are right
@@ -733,7 +733,8 @@ def measure(model_config, params, tokenizer, tasks: Sequence[Task], *, samples: 
     worse_valid_rate        (only with `self_taught`) worse responses (templates.WORSE_RESPONSE_TEMPLATE about a right
                             answer) naming a different task of the same family and an answer that
                             is right for it and wrong for the original
-  Deterministic in `seed`.
+  `diagnostics=False` skips actor_accuracy_greedy and the *_fixed figures (two sampling passes;
+  the others are unchanged, the battles included). Deterministic in `seed`.
   """
   from meta_rewarding import sampling
   sampler = sampling.Sampler(model_config, params, tokenizer, mesh=mesh, batch_size=batch_size,
@@ -748,9 +749,10 @@ def measure(model_config, params, tokenizer, tasks: Sequence[Task], *, samples: 
   actor = gen([t.instruction for t in tasks], samples, ACTOR_MAX_NEW_TOKENS, seed)
   own = [(t, c.text.strip()) for t, row in zip(tasks, actor) for c in row]  # as policy.generate
   out["actor_accuracy"] = _mean(oracle.is_correct(t, r) for t, r in own)
-  greedy = gen([t.instruction for t in tasks], 1, ACTOR_MAX_NEW_TOKENS, seed, sampling.Greedy())
-  out["actor_accuracy_greedy"] = _mean(oracle.is_correct(t, row[0].text)
-                                       for t, row in zip(tasks, greedy))
+  if diagnostics:
+    greedy = gen([t.instruction for t in tasks], 1, ACTOR_MAX_NEW_TOKENS, seed, sampling.Greedy())
+    out["actor_accuracy_greedy"] = _mean(oracle.is_correct(t, row[0].text)
+                                         for t, row in zip(tasks, greedy))
   for family in FAMILIES:
     hits = [oracle.is_correct(t, r) for t, r in own if t.family == family]
     if hits:
@@ -774,10 +776,11 @@ def measure(model_config, params, tokenizer, tasks: Sequence[Task], *, samples: 
   truths = [judging.check_is_true(t, r, x) for (t, r), row in zip(own, judged) for x in row]
   out["judge_check_true_rate"] = _mean(x for x in truths if x is not None)
   rng = random.Random(f"measure/{seed}")
-  fixed = [(t, sample_response(t, rng)[0]) for t in tasks]
-  fixed_figures, _, _ = judge(fixed, 1, seed + 2)
-  out.update({f"judge_{k}_fixed": v for k, v in fixed_figures.items()
-              if k in ("parse_rate", "accuracy", "balanced_accuracy")})
+  fixed = [(t, sample_response(t, rng)[0]) for t in tasks]  # drawn either way: rng feeds the battles
+  if diagnostics:
+    fixed_figures, _, _ = judge(fixed, 1, seed + 2)
+    out.update({f"judge_{k}_fixed": v for k, v in fixed_figures.items()
+                if k in ("parse_rate", "accuracy", "balanced_accuracy")})
 
   # Battles: fixed ones (comparable across models, balanced in position and in score), then the
   # model's own pairs of judgments of one response where the oracle prefers one.
