@@ -80,10 +80,3 @@ def allgather_objects(obj) -> list:
   gathered = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(lengths), -1)
   return [json.loads(bytes(row[:n]).decode()) for row, n in zip(gathered, lengths)]
 
-
-def process_slice(num_items: int) -> slice:
-  """The contiguous slice of `num_items` that this process handles."""
-  import jax
-  per = -(-num_items // jax.process_count())
-  start = min(jax.process_index() * per, num_items)
-  return slice(start, min(start + per, num_items))
