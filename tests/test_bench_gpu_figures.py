@@ -150,10 +150,13 @@ def test_stage_seconds_from_the_stage_files(tmp_path):
            "metrics.json": t0 + 21, "timings.json": t0 + 21}
   for name, t in times.items():
     (it / name).write_text("")
-    marker = it / (name + ".done.json") if name.endswith(".jsonl") else it / name
-    marker.write_text("{}")
+    if name.endswith(".jsonl"):  # the data a moment before its completion marker
+      os.utime(it / name, (t - 0.1, t - 0.1))
+      marker = it / (name + ".done.json")
+      marker.write_text("{}")
+    else:
+      marker = it / name
     os.utime(marker, (t, t))
-    os.utime(it / name, (t - 0.1, t - 0.1))
   got = gf.stage_seconds(str(it), wall_seconds=21.0)
   assert got["prompts"] == 0 and got["actor"] == 0
   assert got["judge"] == pytest.approx(3.0) and got["actor_pairs"] == pytest.approx(0.5)
