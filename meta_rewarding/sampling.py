@@ -525,8 +525,7 @@ class Sampler:
           batch=size, prompt_ids=[index_offset + i for i, _, _ in chunk], pad_id=pad_id,
           prefixes=prefixes if shared else [], group=group if shared else None,
           prefix_length=(widest_prefix if refill else bucket(shared)) if shared else 0,
-          num_prefixes=((self._round_batch(size, size) if refill else
-                         self._round_batch(len(prefixes), size)) if shared
+          num_prefixes=(self._round_batch(size if refill else len(prefixes), size) if shared
                         else self._batch_multiple))
       done = decode.prefill(self.config, self.params, self._place(batch))
       ready.extend((done, c, i, j) for c, (i, _, _) in enumerate(chunk) for j in range(n))
