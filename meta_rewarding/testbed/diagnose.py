@@ -1,0 +1,249 @@
+"""Where a testbed judge goes wrong, clause by clause: the fact it writes, or the ok/no mark.
+
+  python -m meta_rewarding.testbed.diagnose --model=DIR [--tasks=300] [--output=FILE.md]
+
+A testbed judgment (`judging.py`) is a list of clauses, each a fact next to its mark ("4+9=13,
+target 13: ok", "9 in 7, 2, 9, 4, 6: ok", "45>=30: ok", "t after m: ok"), then the verdict the
+marks imply. A judge whose balanced accuracy is near chance can fail in two different ways, and
+each calls for a different fix: it writes the fact wrong (a wrong sum, a list copied wrong), or it
+writes the fact right and the mark wrong (it does not compare). This module separates them, per
+kind of clause, on three kinds of responses to held-out tasks: right answers, plausible mistakes
+(`seed.plausible_mistake`) and random well-formed answers (`random_answer`: each constraint fails
+about as often as it holds, whatever the answer looks like).
+
+Two measurements per clause:
+  forced   the true judgment is fed to the model (teacher forcing, one forward per judgment); at
+           each mark, does the model put more probability on the true mark than on the other?
+           This is the mark given a correctly written fact, free of the model's own earlier errors.
+  greedy   the model writes its own judgment (greedy); for each clause of the true check: is the
+           fact written exactly, and, where it is, is the mark the true one?
+
+Used for issue 13's seed: its judge writes the sums right but never writes "no" where a number
+is missing from a list or out of a range (`bench/results/seed_diagnosis.md`).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import random
+import re
+from typing import Sequence
+
+from meta_rewarding import prompts
+from meta_rewarding.testbed import judging, oracle, templates
+from meta_rewarding.testbed.settings import JUDGE_MAX_NEW_TOKENS
+from meta_rewarding.testbed.tasks import Task
+
+RESPONSE_KINDS = ("right", "plausible", "random")
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+_MARK = {True: "ok", False: "no"}
+
+
+def clause_kind(fact: str) -> str:
+  """The kind of one clause's fact, from its text (family-agnostic)."""
+  if re.fullmatch(r"[\d+]+=\d+, target \d+", fact):
+    return "sum vs target"
+  if re.fullmatch(r"\S+ in .+", fact):
+    return "membership"
+  if ">=" in fact:
+    return "at least low"
+  if "<=" in fact:
+    return "at most high"
+  if " after " in fact:
+    return "letter order"
+  if fact.endswith(("used twice", "used once")):
+    return "distinct"
+  raise ValueError(f"not a testbed clause: {fact!r}")
+
+
+def split_clause(text: str) -> tuple[str, str | None]:
+  """'fact: mark' -> (fact, mark); a clause with no ': ok|no' ending -> (text, None)."""
+  fact, sep, mark = text.rpartition(": ")
+  if not sep or mark not in ("ok", "no"):
+    return text, None
+  return fact, mark
+
+
+def written_clauses(judgment_text: str) -> list[str] | None:
+  """The clauses of a judgment as written ('Check: a; b; c. So the response is ...'), or None
+  when the text has no such check."""
+  start = judgment_text.find("Check: ")
+  end = judgment_text.find(". So the response is", start)
+  if start < 0 or end < 0:
+    return None
+  return judgment_text[start + len("Check: "):end].split("; ")
+
+
+def random_answer(task: Task, rng: random.Random) -> str:
+  """A well-formed answer drawn without regard to the constraints: numbers mostly from the list,
+  a number from around the range, a letter mostly from the list."""
+  p = task.params
+  if task.family == "pair_sum":
+    pick = lambda: rng.choice(p["numbers"]) if rng.random() < 0.8 else rng.randint(1, 9)
+    return f"{pick()} and {pick()}"
+  if task.family == "digit_sum":
+    return str(rng.randint(max(10, p["low"] - 15), min(99, p["high"] + 15)))
+  if task.family == "letter_after":
+    return rng.choice(p["letters"]) if rng.random() < 0.7 else rng.choice(_LETTERS)
+  raise ValueError(f"unknown family {task.family!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  task: Task
+  kind: str           # RESPONSE_KINDS
+  response: str
+  check: judging.Check
+
+
+def cases(tasks: Sequence[Task], seed: int = 0) -> list[Case]:
+  """One right, one plausible-mistake and one random response per task (those with a clause to
+  check), deterministic in (tasks, seed)."""
+  from meta_rewarding.testbed import seed as seed_lib
+  rng = random.Random(f"diagnose/{seed}")
+  out = []
+  for t in tasks:
+    for kind in RESPONSE_KINDS:
+      answer = {"right": seed_lib.right_answer, "plausible": seed_lib.plausible_mistake,
+                "random": random_answer}[kind](t, rng)
+      response = f"The answer is {answer}."
+      check = judging.true_check(t, response)
+      if check.clauses:
+        out.append(Case(t, kind, response, check))
+  return out
+
+
+def compare_written(case: Case, written: str) -> list[dict]:
+  """Per clause of the true check: its kind, true mark, whether the written judgment has the
+  same fact at that place, and (where it has) whether its mark is the true one."""
+  got = written_clauses(written) or []
+  rows = []
+  for i, clause in enumerate(case.check.clauses):
+    fact, mark = split_clause(clause.text)
+    got_fact, got_mark = split_clause(got[i]) if i < len(got) else (None, None)
+    rows.append({"clause": clause_kind(fact), "true_mark": mark, "response": case.kind,
+                 "fact_right": got_fact == fact,
+                 "mark_right": (got_mark == mark) if got_fact == fact else None})
+  return rows
+
+
+def forced_marks(model_config, params, tokenizer, all_cases: Sequence[Case], *,
+                 batch_size: int = 32) -> list[list[bool]]:
+  """Per case, per clause: does the model, fed the true judgment, prefer the true mark?"""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from meta_rewarding.data import prompt_messages
+  from meta_rewarding.model import llama
+
+  ok_id, no_id = (tokenizer.encode_content(f" {m}")[-1] for m in ("ok", "no"))
+  model = llama.Llama(model_config)
+
+  @jax.jit
+  def logits_of(tokens, valid):
+    positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+    return model.apply({"params": params}, tokens, positions, llama.causal_mask(valid))[0]
+
+  rows, marks = [], []
+  for c in all_cases:
+    text = judging.judgment(c.check).text()
+    p_ids, r_ids = tokenizer.encode_prompt_response(prompt_messages(
+        prompts.render_judge_prompt(templates.JUDGE_TEMPLATE, c.task.instruction, c.response),
+        None), text)
+    ids = list(p_ids) + list(r_ids)
+    at = [len(p_ids) + i for i, x in enumerate(r_ids) if x in (ok_id, no_id)]
+    if len(at) < len(c.check.clauses):
+      raise ValueError(f"the tokenizer does not keep ' ok' / ' no' as one piece in {text!r}")
+    rows.append(ids)
+    marks.append(at[:len(c.check.clauses)])
+  out = []
+  width = -(-max(map(len, rows)) // 16) * 16     # one compiled shape per 16 tokens of length
+  for start in range(0, len(rows), batch_size):
+    chunk = rows[start:start + batch_size]
+    tokens = np.zeros((batch_size, width), np.int32)
+    valid = np.zeros((batch_size, width), bool)
+    for r, ids in enumerate(chunk):
+      tokens[r, :len(ids)] = ids
+      valid[r, :len(ids)] = True                  # right padding: causal attention never sees it
+    logits = np.asarray(logits_of(tokens, valid))
+    for r in range(len(chunk)):
+      c = all_cases[start + r]
+      out.append([bool((logits[r, q - 1, ok_id] > logits[r, q - 1, no_id]) == clause.passes)
+                  for q, clause in zip(marks[start + r], c.check.clauses)])
+  return out
+
+
+def diagnose(model_config, params, tokenizer, tasks: Sequence[Task], *, seed: int = 0,
+             batch_size: int = 32, mesh=None) -> list[dict]:
+  """The table: one row per (clause kind, true mark, response kind) with n, forced mark accuracy,
+  greedy fact accuracy and greedy mark accuracy where the fact is right."""
+  from meta_rewarding import sampling
+  all_cases = cases(tasks, seed)
+  forced = forced_marks(model_config, params, tokenizer, all_cases, batch_size=batch_size)
+  sampler = sampling.Sampler(model_config, params, tokenizer, mesh=mesh, batch_size=batch_size,
+                             prompt_buckets=(128, 192))
+  greedy = sampler.generate(
+      [prompts.render_judge_prompt(templates.JUDGE_TEMPLATE, c.task.instruction, c.response)
+       for c in all_cases], n=1, strategy=sampling.Greedy(),
+      max_new_tokens=JUDGE_MAX_NEW_TOKENS, share_prefix=True, progress=False)
+  groups = collections.defaultdict(lambda: collections.Counter())
+  for c, marks, row in zip(all_cases, forced, greedy):
+    for clause_row, mark in zip(compare_written(c, row[0].text), marks):
+      g = groups[(clause_row["clause"], clause_row["true_mark"], clause_row["response"])]
+      g["n"] += 1
+      g["forced_right"] += mark
+      g["fact_right"] += clause_row["fact_right"]
+      g["mark_right"] += bool(clause_row["mark_right"])
+  table = []
+  for (clause, mark, kind), g in sorted(groups.items()):
+    table.append({"clause": clause, "true_mark": mark, "response": kind, "n": g["n"],
+                  "forced_mark_accuracy": g["forced_right"] / g["n"],
+                  "greedy_fact_accuracy": g["fact_right"] / g["n"],
+                  "greedy_mark_accuracy_given_fact": (g["mark_right"] / g["fact_right"]
+                                                      if g["fact_right"] else None)})
+  return table
+
+
+def markdown(table: Sequence[dict]) -> str:
+  pct = lambda x: "-" if x is None else f"{100 * x:.0f}%"
+  lines = ["| clause | true mark | response | n | forced: true mark preferred | greedy: fact "
+           "written right | greedy: mark right, given the fact |", "|---|---|---|---|---|---|---|"]
+  for r in table:
+    lines.append(f"| {r['clause']} | {r['true_mark']} | {r['response']} | {r['n']} | "
+                 f"{pct(r['forced_mark_accuracy'])} | {pct(r['greedy_fact_accuracy'])} | "
+                 f"{pct(r['greedy_mark_accuracy_given_fact'])} |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv):
+  del argv
+  from absl import flags
+  from meta_rewarding import checkpoints, errors
+  from meta_rewarding.testbed import seed as seed_lib
+  from meta_rewarding.tokenizer import load_tokenizer
+  f = flags.FLAGS
+  if f.tasks < 1:
+    raise SystemExit(f"--tasks={f.tasks}: give at least 1")
+  try:
+    config, params = checkpoints.load_hf(f.model, dtype="float32")
+    tokenizer = load_tokenizer(f.model, chat_format=seed_lib.CHAT_FORMAT)
+  except (OSError, ValueError, errors.UserError) as e:
+    raise SystemExit(f"--model={f.model}: cannot load a testbed model: {e}") from None
+  table = diagnose(config, params, tokenizer, seed_lib.eval_task_list(f.tasks), seed=f.seed)
+  text = markdown(table)
+  print(text, end="")
+  if f.output:
+    from meta_rewarding import artifacts
+    artifacts.write_text(f.output, text)
+    print(f"wrote {f.output}")
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  flags.DEFINE_string("model", None, "A testbed model directory (HF Llama + tokenizer.model).",
+                      required=True)
+  flags.DEFINE_integer("tasks", 300, "Held-out (eval split) tasks; three responses each.")
+  flags.DEFINE_integer("seed", 0, "Seed of the responses drawn.")
+  flags.DEFINE_string("output", None, "Also write the markdown table here.")
+  app.run(main)
