@@ -26,18 +26,24 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import random
 import re
+import string
 from typing import Sequence
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
 from meta_rewarding import prompts
+from meta_rewarding.data import prompt_messages
+from meta_rewarding.model import llama
 from meta_rewarding.testbed import judging, oracle, templates
 from meta_rewarding.testbed.settings import JUDGE_MAX_NEW_TOKENS
 from meta_rewarding.testbed.tasks import Task
 
 RESPONSE_KINDS = ("right", "plausible", "random")
-_LETTERS = "abcdefghijklmnopqrstuvwxyz"
-_MARK = {True: "ok", False: "no"}
 
 
 def clause_kind(fact: str) -> str:
@@ -67,12 +73,11 @@ def split_clause(text: str) -> tuple[str, str | None]:
 
 def written_clauses(judgment_text: str) -> list[str] | None:
   """The clauses of a judgment as written ('Check: a; b; c. So the response is ...'), or None
-  when the text has no such check."""
-  start = judgment_text.find("Check: ")
-  end = judgment_text.find(". So the response is", start)
-  if start < 0 or end < 0:
+  when the text has no such check (`judging.written_check`)."""
+  written = judging.written_check(judgment_text)
+  if written is None:
     return None
-  return judgment_text[start + len("Check: "):end].split("; ")
+  return written.removeprefix("Check:").strip().removesuffix(".").split("; ")
 
 
 def random_answer(task: Task, rng: random.Random) -> str:
@@ -85,7 +90,7 @@ def random_answer(task: Task, rng: random.Random) -> str:
   if task.family == "digit_sum":
     return str(rng.randint(max(10, p["low"] - 15), min(99, p["high"] + 15)))
   if task.family == "letter_after":
-    return rng.choice(p["letters"]) if rng.random() < 0.7 else rng.choice(_LETTERS)
+    return rng.choice(p["letters"]) if rng.random() < 0.7 else rng.choice(string.ascii_lowercase)
   raise ValueError(f"unknown family {task.family!r}")
 
 
@@ -128,23 +133,20 @@ def compare_written(case: Case, written: str) -> list[dict]:
   return rows
 
 
+@functools.partial(jax.jit, static_argnums=(0, 4, 5))
+def _mark_logits(model_config, params, tokens, valid, ok_id: int, no_id: int):
+  """[B,T] right-padded rows -> [B,T,2] logits of (ok, no) at every position (one full forward;
+  only the two columns leave the device)."""
+  positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+  logits, _ = llama.Llama(model_config).apply({"params": params}, tokens, positions,
+                                              llama.causal_mask(valid))
+  return logits[..., jnp.array([ok_id, no_id])]
+
+
 def forced_marks(model_config, params, tokenizer, all_cases: Sequence[Case], *,
                  batch_size: int = 32) -> list[list[bool]]:
   """Per case, per clause: does the model, fed the true judgment, prefer the true mark?"""
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-  from meta_rewarding.data import prompt_messages
-  from meta_rewarding.model import llama
-
   ok_id, no_id = (tokenizer.encode_content(f" {m}")[-1] for m in ("ok", "no"))
-  model = llama.Llama(model_config)
-
-  @jax.jit
-  def logits_of(tokens, valid):
-    positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-    return model.apply({"params": params}, tokens, positions, llama.causal_mask(valid))[0]
-
   rows, marks = [], []
   for c in all_cases:
     text = judging.judgment(c.check).text()
@@ -166,10 +168,10 @@ def forced_marks(model_config, params, tokenizer, all_cases: Sequence[Case], *,
     for r, ids in enumerate(chunk):
       tokens[r, :len(ids)] = ids
       valid[r, :len(ids)] = True                  # right padding: causal attention never sees it
-    logits = np.asarray(logits_of(tokens, valid))
+    logits = np.asarray(_mark_logits(model_config, params, tokens, valid, ok_id, no_id))
     for r in range(len(chunk)):
       c = all_cases[start + r]
-      out.append([bool((logits[r, q - 1, ok_id] > logits[r, q - 1, no_id]) == clause.passes)
+      out.append([bool((logits[r, q - 1, 0] > logits[r, q - 1, 1]) == clause.passes)
                   for q, clause in zip(marks[start + r], c.check.clauses)])
   return out
 

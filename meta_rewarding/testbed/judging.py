@@ -203,11 +203,18 @@ def meta_text(a: Judgment, b: Judgment, winner: str) -> str:
   return f"{assessment('A', a)}. {assessment('B', b)}. Winner: Judgment {winner}"
 
 
-def check_is_true(task: Task, response: str | None, text: str) -> bool | None:
-  """Whether a judgment's written check is exactly the true check of the response (None: the
-  text has no ``Check: ... So`` part to read)."""
+def written_check(text: str) -> str | None:
+  """The ``Check: ...`` part of a judgment as written, up to its verdict sentence (None: the
+  text has no ``Check: ... So the response is`` part to read)."""
   start = text.find("Check:")
   end = text.find(" So the response is", start)
   if start < 0 or end < 0:
     return None
-  return text[start:end] == true_check(task, response).text()
+  return text[start:end]
+
+
+def check_is_true(task: Task, response: str | None, text: str) -> bool | None:
+  """Whether a judgment's written check is exactly the true check of the response (None: the
+  text has no ``Check: ... So`` part to read)."""
+  written = written_check(text)
+  return None if written is None else written == true_check(task, response).text()
