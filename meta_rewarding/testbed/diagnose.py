@@ -39,7 +39,7 @@ import numpy as np
 from meta_rewarding import prompts
 from meta_rewarding.data import prompt_messages
 from meta_rewarding.model import llama
-from meta_rewarding.testbed import judging, oracle, templates
+from meta_rewarding.testbed import judging, templates
 from meta_rewarding.testbed.settings import JUDGE_MAX_NEW_TOKENS
 from meta_rewarding.testbed.tasks import Task
 
