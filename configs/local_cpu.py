@@ -77,9 +77,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   _set_train_config(c.train)
   c.evaluate.oracle = "testbed"
-  # 100 held-out tasks, without the greedy and fixed-response passes, keep the default run within
-  # 5 minutes on 2 cores (with them: 5m39s); bench/testbed.py evaluates on 200, with them.
+  # 100 held-out tasks, 2 answers each, without the greedy and fixed-response passes, keep the
+  # default run within 5 minutes on 2 cores (with 4 answers each: 6m12s, the meta-judge writing its
+  # own check); bench/testbed.py evaluates on 200 tasks, 4 answers each, with them.
   c.evaluate.heldout_tasks = 100
+  c.evaluate.heldout_samples = 2
   c.evaluate.heldout_diagnostics = False
 
   for name, value in variants.items():  # in the order given
@@ -103,6 +105,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       c.pipeline.prompts_per_iteration = 32
       c.evaluate.heldout_every_iteration = False  # the bench compares M_3 with M_0
       c.evaluate.heldout_diagnostics = True       # it reports greedy actor accuracy too
+      c.evaluate.heldout_samples = 4
     elif name == "seed":
       try:
         c.seed = int(value)

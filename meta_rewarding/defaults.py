@@ -166,6 +166,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.evaluate.oracle = ""            # "testbed": add oracle metrics (the synthetic testbed)
   c.evaluate.heldout_tasks = 0      # testbed: evaluate M_0 ... M_T on this many held-out tasks
   c.evaluate.heldout_every_iteration = True  # False: only M_0 and the last iteration's M_T
+  c.evaluate.heldout_samples = 4    # testbed: actor samples per held-out task
   # The held-out extras: greedy actor accuracy and the judge on a fixed response set (comparable
   # across models). False skips their two sampling passes.
   c.evaluate.heldout_diagnostics = True

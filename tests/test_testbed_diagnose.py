@@ -7,6 +7,7 @@ import random
 import pytest
 
 from meta_rewarding.testbed import diagnose, judging, oracle
+from meta_rewarding.testbed import seed as seed_lib
 from meta_rewarding.testbed.settings import seed_dir
 from meta_rewarding.testbed.tasks import generate_tasks, task_from_instruction
 
@@ -14,9 +15,11 @@ PAIR = task_from_instruction("Pick two of 7, 2, 9, 4, 6 that add up to 13.")
 
 
 @pytest.mark.parametrize("fact, kind", [
-    ("9+4=13, target 13", "sum vs target"), ("4+5=9, target 9", "sum vs target"),
+    ("13-9=4, 4-4=0", "sum vs target"), ("9-4=5, 6-5=1", "sum vs target"),
+    ("3-9=-6, 2--6=8", "sum vs target"), ("1+0+0=1, target 9", "sum vs target"),
     ("9 in 7, 2, 9, 4, 6", "membership"), ("t in q, b, f, a, t", "membership"),
-    ("45>=30", "at least low"), ("45<=59", "at most high"), ("t after m", "letter order"),
+    ("45>=30: 4-3=1", "at least low"), ("35<=32: 3-3=0, 2-5=-3", "at most high"), ("9>=30", "at least low"),
+    ("t after m", "letter order"),
     ("3 used twice", "distinct"), ("3 used once", "distinct")])
 def test_clause_kind_hand_worked(fact, kind):
   assert diagnose.clause_kind(fact) == kind
@@ -25,7 +28,7 @@ def test_clause_kind_hand_worked(fact, kind):
 def test_clause_kind_of_every_true_clause_and_junk_raises():
   rng = random.Random(0)
   for task in generate_tasks(1, 60):
-    answer = diagnose.random_answer(task, rng)
+    answer = seed_lib.random_answer(task, rng)
     for clause in judging.true_check(task, f"The answer is {answer}.").clauses:
       diagnose.clause_kind(diagnose.split_clause(clause.text)[0])   # never raises
   with pytest.raises(ValueError):
@@ -33,12 +36,12 @@ def test_clause_kind_of_every_true_clause_and_junk_raises():
 
 
 def test_split_and_written_clauses():
-  assert diagnose.split_clause("9+4=13, target 13: ok") == ("9+4=13, target 13", "ok")
+  assert diagnose.split_clause("45>=30: 4-3=1: ok") == ("45>=30: 4-3=1", "ok")
   assert diagnose.split_clause("9 in 7, 2: no") == ("9 in 7, 2", "no")
   assert diagnose.split_clause("9 in 7, 2") == ("9 in 7, 2", None)
   assert diagnose.written_clauses(
-      "Check: 4+5=9, target 9: ok; 45>=30: ok. So the response is right. Score: 5") == [
-          "4+5=9, target 9: ok", "45>=30: ok"]
+      "Check: 9-4=5, 5-5=0: ok; 45>=30: 4-3=1: ok. So the response is right. Score: 5") == [
+          "9-4=5, 5-5=0: ok", "45>=30: 4-3=1: ok"]
   assert diagnose.written_clauses("Score: 5") is None
 
 
@@ -46,7 +49,7 @@ def test_random_answers_are_well_formed_and_fail_clauses_often():
   rng = random.Random(1)
   marks = collections.Counter()
   for task in generate_tasks(2, 300):
-    answer = diagnose.random_answer(task, rng)
+    answer = seed_lib.random_answer(task, rng)
     assert oracle.normalize_answer(task, answer) is not None, (task, answer)
     for clause in judging.true_check(task, f"The answer is {answer}.").clauses:
       fact, mark = diagnose.split_clause(clause.text)
@@ -69,9 +72,9 @@ def test_cases_cover_the_three_response_kinds_with_the_oracle_s_verdicts():
 
 
 def test_compare_written_separates_a_wrong_fact_from_a_wrong_mark():
-  response = "The answer is 7 and 2."   # true: 7+2=9, target 13: no; 7 in ...: ok; 2 in ...: ok
+  response = "The answer is 7 and 2."   # true: 13-7=6, 2-6=-4: no; 7 in ...: ok; 2 in ...: ok
   case = diagnose.Case(PAIR, "plausible", response, judging.true_check(PAIR, response))
-  written = ("Check: 7+2=9, target 13: ok; 7 in 7, 2, 9, 4, 6: ok; 2 in 7, 9, 4, 6: ok. "
+  written = ("Check: 13-7=6, 2-6=-4: ok; 7 in 7: ok; 2 in 7, 9, 4, 6: ok. "
              "So the response is right. Score: 5")
   rows = diagnose.compare_written(case, written)
   assert [r["clause"] for r in rows] == ["sum vs target", "membership", "membership"]

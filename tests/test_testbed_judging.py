@@ -13,22 +13,30 @@ DIGITS = task_from_instruction("Write a number from 30 to 59 whose digits add up
 LETTER = task_from_instruction("Write a letter from q, b, f, a, t that comes after m.")
 
 TRUE_CHECKS = [
-    (PAIR, "The answer is 9 and 4.", "Check: 9+4=13, target 13: ok; 9 in 7, 2, 9, 4, 6: ok; 4 in 7, 2, 9, 4, 6: ok.",
+    (PAIR, "The answer is 9 and 4.", "Check: 13-9=4, 4-4=0: ok; 9 in 7, 2, 9: ok; 4 in 7, 2, 9, 4: ok.",
      "right"),
-    (PAIR, "The answer is 7 and 2.", "Check: 7+2=9, target 13: no; 7 in 7, 2, 9, 4, 6: ok; 2 in 7, 2, 9, 4, 6: ok.",
+    (PAIR, "The answer is 7 and 2.", "Check: 13-7=6, 2-6=-4: no; 7 in 7: ok; 2 in 7, 2: ok.",
      "wrong"),
-    (PAIR, "The answer is 5 and 8.", "Check: 5+8=13, target 13: ok; 5 in 7, 2, 9, 4, 6: no; 8 in 7, 2, 9, 4, 6: no.",
+    (PAIR, "The answer is 5 and 8.", "Check: 13-5=8, 8-8=0: ok; 5 in 7, 2, 9, 4, 6: no; 8 in 7, 2, 9, 4, 6: no.",
      "wrong"),
-    (PAIR, "The answer is 6 and 7.", "Check: 6+7=13, target 13: ok; 6 in 7, 2, 9, 4, 6: ok; 7 in 7, 2, 9, 4, 6: ok.",
+    (PAIR, "The answer is 6 and 7.", "Check: 13-6=7, 7-7=0: ok; 6 in 7, 2, 9, 4, 6: ok; 7 in 7: ok.",
      "right"),
-    (DIGITS, "The answer is 45.", "Check: 4+5=9, target 9: ok; 45>=30: ok; 45<=59: ok.",
+    (DIGITS, "The answer is 45.", "Check: 9-4=5, 5-5=0: ok; 45>=30: 4-3=1: ok; 45<=59: 5-4=1: ok.",
      "right"),
-    (DIGITS, "The answer is 46.", "Check: 4+6=10, target 9: no; 46>=30: ok; 46<=59: ok.",
+    (DIGITS, "The answer is 46.", "Check: 9-4=5, 6-5=1: no; 46>=30: 4-3=1: ok; 46<=59: 5-4=1: ok.",
      "wrong"),
-    (DIGITS, "The answer is 63.", "Check: 6+3=9, target 9: ok; 63>=30: ok; 63<=59: no.",
+    (DIGITS, "The answer is 63.", "Check: 9-6=3, 3-3=0: ok; 63>=30: 6-3=3: ok; 63<=59: 5-6=-1: no.",
      "wrong"),
+    (DIGITS, "The answer is 36.", "Check: 9-3=6, 6-6=0: ok; 36>=30: 3-3=0, 6-0=6: ok; 36<=59: 5-3=2: ok.",
+     "right"),
+    (task_from_instruction("Write a number from 32 to 57 whose digits add up to 12."),
+     "The answer is 30.", "Check: 12-3=9, 0-9=-9: no; 30>=32: 3-3=0, 0-2=-2: no; 30<=57: 5-3=2: ok.",
+     "wrong"),
+    (DIGITS, "The answer is 9.", "Check: 9=9, target 9: ok; 9>=30: no; 9<=59: ok.", "wrong"),
+    (PAIR, "The answer is 2 and 2.",
+     "Check: 13-2=11, 2-11=-9: no; 2 used twice: no; 2 in 7, 2: ok.", "wrong"),
     (LETTER, "The answer is t.", "Check: t in q, b, f, a, t: ok; t after m: ok.", "right"),
-    (LETTER, "The answer is b.", "Check: b in q, b, f, a, t: ok; b after m: no.", "wrong"),
+    (LETTER, "The answer is b.", "Check: b in q, b: ok; b after m: no.", "wrong"),
     (LETTER, "The answer is z.", "Check: z in q, b, f, a, t: no; z after m: ok.", "wrong"),
     (LETTER, "The answer is m.", "Check: m in q, b, f, a, t: no; m after m: no.", "wrong"),
     (LETTER, "I do not know.", "Check: no clear answer.", "unclear"),
@@ -52,18 +60,24 @@ def test_slipped_checks_flip_the_verdict_with_false_clauses():
   rng = random.Random(0)
   # A right response: one clause falsified, e.g. the sum.
   texts = {judging.slipped_check(PAIR, "9 and 4", rng).text() for _ in range(40)}
-  assert texts == {"Check: 9+4=14, target 13: no; 9 in 7, 2, 9, 4, 6: ok; 4 in 7, 2, 9, 4, 6: ok.",
-                   "Check: 9+4=13, target 13: ok; 9 in 7, 2, 9, 4, 6: no; 4 in 7, 2, 9, 4, 6: ok.",
-                   "Check: 9+4=13, target 13: ok; 9 in 7, 2, 9, 4, 6: ok; 4 in 7, 2, 9, 4, 6: no."}
+  assert texts == {"Check: 13-9=4, 4-4=1: no; 9 in 7, 2, 9: ok; 4 in 7, 2, 9, 4: ok.",
+                   "Check: 13-9=4, 4-4=0: ok; 9 in 7, 2, 9: no; 4 in 7, 2, 9, 4: ok.",
+                   "Check: 13-9=4, 4-4=0: ok; 9 in 7, 2, 9: ok; 4 in 7, 2, 9, 4: no."}
   # A wrong response: every failing clause falsified, so that it reads as right.
   slipped = judging.slipped_check(PAIR, "5 and 8", rng)
-  assert slipped.text() == "Check: 5+8=13, target 13: ok; 5 in 7, 2, 9, 4, 6: ok; 8 in 7, 2, 9, 4, 6: ok."
+  assert slipped.text() == "Check: 13-5=8, 8-8=0: ok; 5 in 7, 2, 9, 4, 6: ok; 8 in 7, 2, 9, 4, 6: ok."
   assert slipped.verdict == "right" and not slipped.true
   assert judging.slipped_check(DIGITS, "46", rng).text() == (
-      "Check: 4+6=9, target 9: ok; 46>=30: ok; 46<=59: ok.")
+      "Check: 9-4=5, 6-5=0: ok; 46>=30: 4-3=1: ok; 46<=59: 5-4=1: ok.")
   assert judging.slipped_check(DIGITS, "63", rng).text() == (
-      "Check: 6+3=9, target 9: ok; 63>=30: ok; 63<=59: ok.")
-  assert judging.slipped_check(LETTER, "b", rng).text() == "Check: b in q, b, f, a, t: ok; b after m: ok."
+      "Check: 9-6=3, 3-3=0: ok; 63>=30: 6-3=3: ok; 63<=59: 5-6=1: ok.")
+  # A range decided by the units digits slips there (the last difference with the other sign).
+  near = task_from_instruction("Write a number from 39 to 57 whose digits add up to 12.")
+  texts = {judging.slipped_check(near, "39", rng).text() for _ in range(40)}
+  assert texts == {"Check: 12-3=9, 9-9=-1: no; 39>=39: 3-3=0, 9-9=0: ok; 39<=57: 5-3=2: ok.",
+                   "Check: 12-3=9, 9-9=0: ok; 39>=39: 3-3=0, 9-9=-1: no; 39<=57: 5-3=2: ok.",
+                   "Check: 12-3=9, 9-9=0: ok; 39>=39: 3-3=0, 9-9=0: ok; 39<=57: 5-3=-1: no."}
+  assert judging.slipped_check(LETTER, "b", rng).text() == "Check: b in q, b: ok; b after m: ok."
   assert judging.slipped_check(LETTER, "I do not know.", rng) is None
   for task in generate_tasks(3, 90):
     for response in (f"The answer is {task.answer}.", "The answer is 1 and 1.", "The answer is 55.",
@@ -85,22 +99,30 @@ def test_miscalibrated_judgments_and_meta_assessments():
   assert not oracle.judgment_agrees(DIGITS, "45", low.score)
   sound = judging.judgment(check)
   slipped = judging.judgment(judging.slipped_check(DIGITS, "45", rng))
-  assert judging.meta_text(sound, slipped, "A") == (
-      "A: check true, score fits. B: check false. Winner: Judgment A")
-  assert judging.meta_text(low, sound, "B") == (
-      f"A: check true, score {low.score} does not fit. B: check true, score fits. "
-      "Winner: Judgment B")
-  # A deliberately wrong call keeps the text consistent with the winner it names.
-  wrong_call = judging.meta_text(sound, slipped, "B")
-  assert wrong_call.endswith("Winner: Judgment B") and wrong_call.startswith("A: check false")
+  own = "Check: 9-4=5, 5-5=0: ok; 45>=30: 4-3=1: ok; 45<=59: 5-4=1: ok. So the response is right."
+  assert judging.meta_text(check, sound, slipped) == (
+      f"{own} A: score 5, fits. B: score 1, no fit. Winner: Judgment A")
+  assert judging.meta_text(check, low, sound) == (
+      f"{own} A: score {low.score}, no fit. B: score 5, fits. Winner: Judgment B")
+  # A deliberately wrong call is written from a false own check, so its text names the unsound
+  # judgment consistently.
+  false_own = judging.slipped_check(DIGITS, "45", rng)
+  wrong_call = judging.meta_text(false_own, sound, slipped)
+  assert "So the response is wrong. A: score 5, no fit. B: score 1, fits." in wrong_call
   assert prompts.parse_winner(wrong_call) == "B"
+  # Neither fits: the closer score wins, then A.
+  unclear = judging.true_check(DIGITS, "I do not know.")
+  assert judging.meta_winner(unclear.verdict, judging.Judgment(unclear, 3),
+                             judging.Judgment(unclear, 4)) == "A"
+  assert judging.meta_winner("right", judging.Judgment(check, 1),
+                             judging.Judgment(check, 2)) == "B"
 
 
 def test_check_is_true_reads_only_the_check():
   assert judging.check_is_true(DIGITS, "45", "Score: 5") is None
-  check = "Check: 4+5=9, target 9: ok; 45>=30: ok; 45<=59: ok."
+  check = "Check: 9-4=5, 5-5=0: ok; 45>=30: 4-3=1: ok; 45<=59: 5-4=1: ok."
   assert judging.check_is_true(DIGITS, "45", check + " So the response is wrong. Score: 1") is True
-  assert judging.check_is_true(DIGITS, "45", check.replace("45<=59: ok", "45<=59: no")
+  assert judging.check_is_true(DIGITS, "45", check.replace("5-4=1: ok", "5-4=1: no")
                                + " So the response is wrong. Score: 1") is False
 
 

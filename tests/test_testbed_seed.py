@@ -74,9 +74,13 @@ def test_mistakes_and_malformed_responses_are_what_they_claim():
     assert oracle.oracle_score(task, f"The answer is {mistake}.") == oracle.SCORE_WRONG, task
     assert oracle.oracle_score(task, seed.malformed_response(task, rng)) == oracle.SCORE_INVALID
     response, kind = seed.sample_response(task, rng)
-    expected = {"correct": oracle.SCORE_CORRECT, "wrong": oracle.SCORE_WRONG,
-                "malformed": oracle.SCORE_INVALID}[kind]
-    assert oracle.oracle_score(task, response) == expected
+    expected = {"correct": (oracle.SCORE_CORRECT,), "wrong": (oracle.SCORE_WRONG,),
+                "random": (oracle.SCORE_CORRECT, oracle.SCORE_WRONG),
+                "malformed": (oracle.SCORE_INVALID,)}[kind]
+    assert oracle.oracle_score(task, response) in expected
+    # A random answer is well-formed whatever the constraints say.
+    random_response = f"The answer is {seed.random_answer(task, rng)}."
+    assert oracle.oracle_score(task, random_response) != oracle.SCORE_INVALID
 
 
 def test_demonstration_texts_parse_to_their_labels():
@@ -174,17 +178,18 @@ def test_shipped_seed_files_and_figures():
   assert total <= 16 * 2**20
   with open(os.path.join(SEED_DIR, "build_info.json")) as f:
     info = json.load(f)
-  assert info["command"] == seed.COMMAND
+  assert info["command"].startswith(seed.COMMAND)
   fig = info["figures"]
   # What the shipped seed reaches (build_info.json). Issue 13 asks more of it -- actor 35-75%,
-  # judge balanced accuracy on its own answers >= 80%, meta-judge >= 70% -- and this build does
-  # not get there (actor 67.5%, judge 57.6% balanced, meta 54.3%: see the issue's progress note);
-  # these bounds hold what it is: parseable, an actor with room to improve, a judge and a
-  # meta-judge no worse than chance that favour neither Judgment A nor the higher score by much.
+  # judge balanced accuracy on its own answers >= 80%, meta-judge >= 70% -- and this build gets
+  # only part of the way (actor 65.0%, judge 77.6% balanced, meta-judge 52.1%: see the issue's
+  # progress note); these bounds hold what it is: parseable, an actor with room to improve, a
+  # judge well above chance, a meta-judge no worse than chance that favours neither Judgment A
+  # nor the higher score by much.
   assert fig["judge_parse_rate"] >= 0.9 and fig["meta_parse_rate"] >= 0.9
   assert fig["tasks"] >= 200
   assert 0.35 <= fig["actor_accuracy"] <= 0.75
-  assert 0.5 <= fig["judge_balanced_accuracy"] < 1.0
+  assert 0.7 <= fig["judge_balanced_accuracy"] < 1.0
   assert 0.5 <= fig["meta_accuracy"] < 1.0
   assert 0.35 <= fig["meta_first_position_rate"] <= 0.65
   assert 0.35 <= fig["meta_picks_higher_rate"] <= 0.65
@@ -275,3 +280,11 @@ def test_measure_without_diagnostics_gives_the_same_figures_minus_two_passes():
             "judge_balanced_accuracy_fixed"}
   assert extras <= set(full) and not extras & set(lean)
   assert {k: v for k, v in full.items() if k not in extras} == lean
+
+
+def test_build_command_names_every_flag_that_differs_from_the_default():
+  assert seed.command(seed.BuildConfig()) == seed.COMMAND
+  cfg = seed.BuildConfig(init="/models/v1", steps=0, judge_steps=600, judge_learning_rate=1e-3,
+                         own_judge_not_right_share=0.5)
+  assert seed.command(cfg) == (seed.COMMAND + " --init=/models/v1 --steps=0 --judge_steps=600 "
+                               "--judge_learning_rate=0.001 --own_judge_not_right_share=0.5")

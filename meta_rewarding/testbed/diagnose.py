@@ -2,14 +2,14 @@
 
   python -m meta_rewarding.testbed.diagnose --model=DIR [--tasks=300] [--output=FILE.md]
 
-A testbed judgment (`judging.py`) is a list of clauses, each a fact next to its mark ("4+9=13,
-target 13: ok", "9 in 7, 2, 9, 4, 6: ok", "45>=30: ok", "t after m: ok"), then the verdict the
+A testbed judgment (`judging.py`) is a list of clauses, each a fact next to its mark ("13-4=9,
+9-9=0: ok", "9 in 7, 2, 9: ok", "45>=30: 4-3=1: ok", "t after m: ok"), then the verdict the
 marks imply. A judge whose balanced accuracy is near chance can fail in two different ways, and
 each calls for a different fix: it writes the fact wrong (a wrong sum, a list copied wrong), or it
 writes the fact right and the mark wrong (it does not compare). This module separates them, per
 kind of clause, on three kinds of responses to held-out tasks: right answers, plausible mistakes
-(`seed.plausible_mistake`) and random well-formed answers (`random_answer`: each constraint fails
-about as often as it holds, whatever the answer looks like).
+(`seed.plausible_mistake`) and random well-formed answers (`seed.random_answer`: each constraint
+fails about as often as it holds, whatever the answer looks like).
 
 Two measurements per clause:
   forced   the true judgment is fed to the model (teacher forcing, one forward per judgment); at
@@ -29,7 +29,6 @@ import dataclasses
 import functools
 import random
 import re
-import string
 from typing import Sequence
 
 import jax
@@ -48,7 +47,8 @@ RESPONSE_KINDS = ("right", "plausible", "random")
 
 def clause_kind(fact: str) -> str:
   """The kind of one clause's fact, from its text (family-agnostic)."""
-  if re.fullmatch(r"[\d+]+=\d+, target \d+", fact):
+  if re.fullmatch(r"\d+-\d+=-?\d+, \d+--?\d+=-?\d+", fact) or re.fullmatch(r"[\d+]+=\d+, target \d+",
+                                                                   fact):
     return "sum vs target"
   if re.fullmatch(r"\S+ in .+", fact):
     return "membership"
@@ -80,20 +80,6 @@ def written_clauses(judgment_text: str) -> list[str] | None:
   return written.removeprefix("Check:").strip().removesuffix(".").split("; ")
 
 
-def random_answer(task: Task, rng: random.Random) -> str:
-  """A well-formed answer drawn without regard to the constraints: numbers mostly from the list,
-  a number from around the range, a letter mostly from the list."""
-  p = task.params
-  if task.family == "pair_sum":
-    pick = lambda: rng.choice(p["numbers"]) if rng.random() < 0.8 else rng.randint(1, 9)
-    return f"{pick()} and {pick()}"
-  if task.family == "digit_sum":
-    return str(rng.randint(max(10, p["low"] - 15), min(99, p["high"] + 15)))
-  if task.family == "letter_after":
-    return rng.choice(p["letters"]) if rng.random() < 0.7 else rng.choice(string.ascii_lowercase)
-  raise ValueError(f"unknown family {task.family!r}")
-
-
 @dataclasses.dataclass(frozen=True)
 class Case:
   task: Task
@@ -111,7 +97,7 @@ def cases(tasks: Sequence[Task], seed: int = 0) -> list[Case]:
   for t in tasks:
     for kind in RESPONSE_KINDS:
       answer = {"right": seed_lib.right_answer, "plausible": seed_lib.plausible_mistake,
-                "random": random_answer}[kind](t, rng)
+                "random": seed_lib.random_answer}[kind](t, rng)
       response = f"The answer is {answer}."
       check = judging.true_check(t, response)
       if check.clauses:
@@ -220,7 +206,8 @@ def markdown(table: Sequence[dict]) -> str:
 
 def main(argv):
   del argv
-  from absl import flags
+  from absl import flags, logging
+  logging.set_verbosity(logging.WARNING)   # orbax / jax INFO lines are not the tool's output
   from meta_rewarding import checkpoints, errors
   from meta_rewarding.testbed import seed as seed_lib
   from meta_rewarding.tokenizer import load_tokenizer

@@ -4,21 +4,33 @@ Pure Python. The seed model is taught these formats (``seed.py``); the oracle (`
 stays the ground truth. A judgment states the facts it checked about the response, each a short
 local computation, then the verdict they imply, then the score::
 
-  pair_sum      Check: 4+9=13, target 13: ok; 4 in 7, 2, 9, 4, 6: ok; 9 in 7, 2, 9, 4, 6: ok.
+  pair_sum      Check: 13-4=9, 9-9=0: ok; 4 in 7, 2, 9, 4: ok; 9 in 7, 2, 9: ok.
                 So the response is right. Score: 5
-  digit_sum     Check: 4+5=9, target 9: ok; 45>=30: ok; 45<=59: ok. So the response is right.
-                Score: 5
+  digit_sum     Check: 9-4=5, 5-5=0: ok; 45>=30: 4-3=1: ok; 45<=59: 5-4=1: ok. So the
+                response is right. Score: 5
   letter_after  Check: t in q, b, f, a, t: ok; t after m: ok. So the response is right. Score: 5
   no answer     Check: no clear answer. So the response is unclear. Score: 0
 
-Every clause is one local computation written out next to its outcome (``ok`` or ``no``): a sum
-next to the target, a number next to a copy of the list it should be in, two numbers side by
-side. The verdict is "right" exactly when no clause says ``no``. Every clause can be verified
-from the judgment, the question and the response alone (is 4+9 really 13? is 9 in the list? is
-45 at most 59? does t come after m?): this is what makes the meta-judge's job easier than the
-actor's, since it never has to find an answer itself. (The first format, "4 listed; 45 in 30-59",
-left the lookup and the comparison implicit, and the seed's judge got exactly those wrong on its
-own answers: it balanced only 54% on them.)
+Every clause is a short local computation written out next to its outcome (``ok`` or ``no``).
+Where the constraint is a comparison of numbers, the computation is a chain of one-digit
+subtractions and the outcome follows from the last number written alone: the complement the
+target needs, then the answer's other number or digit minus it, ok exactly when that is 0
+("13-4=9, 9-9=0"); a range bound compared digit by digit as differences, ok exactly when the last
+one is not negative ("45>=30: 4-3=1"). A list lookup copies the list item by item up to the
+item equal to the answer ("9 in 7, 2, 9"). The verdict is "right" exactly when no clause says
+``no``. Every clause can be verified from the judgment, the question and the response alone (is
+13-4 really 9? is 9 the last item copied?), so the meta-judge re-checks one candidate and never
+has to find an answer itself.
+
+Why subtractions: a 1M-parameter judge learns many-valued lookups (it writes sums and
+differences right 90-100% of the time) but not a yes/no comparison spread over several tokens.
+The previous formats wrote the sum next to the target ("4+9=13, target 13"), the whole list before
+the mark ("9 in 7, 2, 9, 4, 6") and whole two-digit comparisons ("45>=30"); the seed taught them
+wrote every fact right and marked ok 80-100% of the failing facts it was fed (teacher forcing),
+so it balanced only 57.6% on its own answers (``python -m meta_rewarding.testbed.diagnose``,
+bench/results/seed_diagnosis.md). Written as "13-4=9 vs 6" and "45>=30, 4>3", 300 judge-only SFT
+steps from that seed got 27-43% and 0% of the failing marks right; as the subtractions here
+(with twice the share of random answers among the judged responses), 100% and 100%.
 
 A *slip* (``slipped_check``) states one or more false clauses, chosen so that the verdict flips
 (a right response called wrong, a wrong one called right): the kind of error a meta-judge can
@@ -76,25 +88,58 @@ def _clause(fact: str, passes: bool) -> str:
 
 
 def _membership(x, items) -> tuple[str, bool, str, bool]:
-  """'x in <the list, copied>: ok|no'. The list is written out again so that the lookup is over
-  the tokens just written, right next to the mark: looking it up in the question instead
-  competes with every other copy of x (in the response, in the sum clause), which is exactly
-  where the seed's judge went wrong (it wrote "6 listed" for an unlisted 6 the actor had written)."""
+  """'x in <the list, copied up to x>: ok|no'. The list is copied item by item and the copy
+  stops at the first item equal to x ("9 in 7, 2, 9: ok"); when none is, the whole list is
+  copied and the mark is no ("5 in 7, 2, 9, 4, 6: no"). So each step is one same-token test
+  (is the item just written x?) and the mark is that test on the last item written. The first
+  format copied the whole list before the mark, which then had to look for x among every item,
+  and the seed's judge never marked a missing item no (bench/results/seed_diagnosis.md). The
+  false form keeps the copy and flips the mark."""
   listed = x in items
-  fact = f"{x} in {', '.join(map(str, items))}"
+  copied = list(items[:list(items).index(x) + 1]) if listed else list(items)
+  fact = f"{x} in {', '.join(map(str, copied))}"
   return (_clause(fact, listed), listed, _clause(fact, not listed), not listed)
+
+
+def _complement_clause(target: int, x: int, y: int) -> tuple[str, bool, str, bool]:
+  """'t-x=c, y-c=d: ok|no': do x and y add up to t? Two subtractions: the complement c that x
+  needs, then y minus it; the mark is ok exactly when d is 0. Every step is arithmetic the judge
+  writes out (a many-valued lookup, which a tiny model learns), and the mark follows from the
+  last number alone. The false form keeps t, x and y and states a wrong last difference that
+  flips the outcome."""
+  c = target - x
+  d = y - c
+  passes = d == 0
+  false_d = 0 if not passes else (1 if y < 9 else -1)
+  return (_clause(f"{target}-{x}={c}, {y}-{c}={d}", passes), passes,
+          _clause(f"{target}-{x}={c}, {y}-{c}={false_d}", not passes), not passes)
+
+
+def _order_clause(n: int, bound: int, op: str) -> tuple[str, bool, str, bool]:
+  """'n>=bound' or 'n<=bound' by subtraction, digit by digit: the tens digits' difference (the
+  side that should be larger first), then, only where it is 0, the units' ("45>=30: 4-3=1: ok";
+  "35>=32: 3-3=0, 5-2=3: ok"; "25>=30: 2-3=-1: no"). The mark is ok exactly when the last
+  difference is not negative. Numbers not of two digits (a malformed answer) are compared whole.
+  The false form states the last difference with the other sign."""
+  holds = n >= bound if op == ">=" else n <= bound
+  head = f"{n}{op}{bound}"
+  if not (10 <= n <= 99 and 10 <= bound <= 99):
+    return (_clause(head, holds), holds, _clause(head, not holds), not holds)
+  big, small = (n, bound) if op == ">=" else (bound, n)
+  steps = [(big // 10, small // 10)]
+  if big // 10 == small // 10:
+    steps.append((big % 10, small % 10))
+  diffs = [a - b for a, b in steps]
+  false = diffs[:-1] + [-1 if diffs[-1] >= 0 else 1]
+  text = lambda ds: head + ": " + ", ".join(f"{a}-{b}={d}" for (a, b), d in zip(steps, ds))
+  return (_clause(text(diffs), holds), holds, _clause(text(false), not holds), not holds)
 
 
 def _pair_sum_clauses(task: Task, answer: str) -> list[tuple[str, bool, str, bool]]:
   """(clause as true, passes, the clause with the opposite outcome, its passes) per clause."""
   p = task.params
   a, b = (int(x) for x in answer.split(" and "))
-  s, t = a + b, p["target"]
-  # The sum clause: "a+b=s, target t: ok" passes iff s == t. Its false form keeps a and b and
-  # states a sum that flips the outcome (the target when s != t, one off when s == t).
-  false_sum = t if s != t else s + (1 if s < 18 else -1)
-  out = [(_clause(f"{a}+{b}={s}, target {t}", s == t), s == t,
-          _clause(f"{a}+{b}={false_sum}, target {t}", s != t), s != t)]
+  out = [_complement_clause(p["target"], a, b)]
   if a == b:
     out.append((_clause(f"{a} used twice", False), False, _clause(f"{a} used once", True), True))
   for x in dict.fromkeys((a, b)):  # each number once, in the order given
@@ -105,17 +150,15 @@ def _pair_sum_clauses(task: Task, answer: str) -> list[tuple[str, bool, str, boo
 def _digit_sum_clauses(task: Task, answer: str) -> list[tuple[str, bool, str, bool]]:
   p = task.params
   n, t = int(answer), p["target"]
-  digits = "+".join(answer.lstrip("+"))
-  s = digit_sum(n)
-  false_sum = t if s != t else s + (1 if s < 18 else -1)
-  # The range as two comparisons, each between two numbers written side by side.
-  above, below = n >= p["low"], n <= p["high"]
-  return [(_clause(f"{digits}={s}, target {t}", s == t), s == t,
-           _clause(f"{digits}={false_sum}, target {t}", s != t), s != t),
-          (_clause(f"{n}>={p['low']}", above), above, _clause(f"{n}>={p['low']}", not above),
-           not above),
-          (_clause(f"{n}<={p['high']}", below), below, _clause(f"{n}<={p['high']}", not below),
-           not below)]
+  if 10 <= n <= 99:
+    total = _complement_clause(t, n // 10, n % 10)   # "9-4=5, 5-5=0": the units digit t needs
+  else:                                              # not two digits: the digit sum in full
+    digits = "+".join(str(n))
+    s = digit_sum(n)
+    false_sum = t if s != t else s + (1 if s < 18 else -1)
+    total = (_clause(f"{digits}={s}, target {t}", s == t), s == t,
+             _clause(f"{digits}={false_sum}, target {t}", s != t), s != t)
+  return [total, _order_clause(n, p["low"], ">="), _order_clause(n, p["high"], "<=")]
 
 
 def _letter_after_clauses(task: Task, answer: str) -> list[tuple[str, bool, str, bool]]:
@@ -185,22 +228,38 @@ def judgment(check: Check, miscalibrated: bool = False, rng: random.Random | Non
   return Judgment(check, VERDICT_SCORE[check.verdict])
 
 
-def assessment(name: str, j: Judgment) -> str:
-  """What the meta-judge writes about one judgment (``name`` is A or B)."""
-  if not j.check.true:
-    return f"{name}: check false"
-  if j.miscalibrated:
-    return f"{name}: check true, score {j.score} does not fit"
-  return f"{name}: check true, score fits"
+def fits(verdict: str, score: int) -> bool:
+  """Whether a judgment's score is the one ``verdict`` implies (VERDICT_SCORE)."""
+  return score == VERDICT_SCORE[verdict]
 
 
-def meta_text(a: Judgment, b: Judgment, winner: str) -> str:
-  """The meta-judge's output: both assessments, then the verdict. When ``winner`` names the
-  unsound judgment (label noise), the assessments are swapped so the text stays consistent."""
-  sound_a, sound_b = a.sound, b.sound
-  if (winner == "A") != sound_a and sound_a != sound_b:  # a deliberate wrong call: say it wrongly
-    a, b = b, a
-  return f"{assessment('A', a)}. {assessment('B', b)}. Winner: Judgment {winner}"
+def meta_winner(verdict: str, a: Judgment, b: Judgment) -> str:
+  """The judgment whose score fits ``verdict`` (the meta-judge's own); when both or neither do,
+  the one whose score is closer to it, then A."""
+  fit_a, fit_b = fits(verdict, a.score), fits(verdict, b.score)
+  if fit_a != fit_b:
+    return "A" if fit_a else "B"
+  want = VERDICT_SCORE[verdict]
+  return "B" if abs(b.score - want) < abs(a.score - want) else "A"
+
+
+def meta_text(own: Check, a: Judgment, b: Judgment) -> str:
+  """The meta-judge's output: its own check of the response and the verdict it implies, then
+  whether each judgment's score fits that verdict, then the winner (``meta_winner``)::
+
+    Check: 13-4=9, 9-9=0: ok; 4 in 7, 2, 9, 4: ok; 9 in 7, 2, 9: ok. So the response is
+    right. A: score 1, no fit. B: score 5, fits. Winner: Judgment B
+
+  The meta-judge re-checks the response (one candidate, the same local computations as the
+  judge's); it never solves the task. Each judgment is then judged by one lookup: its score
+  against the verdict just written. (The first format asked for "A: check false" directly: an
+  OR over every clause of a judgment read from the prompt, and the seed's meta-judge stayed at
+  chance, 54%.) A wrong call is written with a false own check (``slipped_check``), so the
+  text stays consistent with its winner."""
+  verdict = own.verdict
+  fit = lambda j: "fits" if fits(verdict, j.score) else "no fit"
+  return (f"{own.text()} So the response is {verdict}. A: score {a.score}, {fit(a)}. "
+          f"B: score {b.score}, {fit(b)}. Winner: Judgment {meta_winner(verdict, a, b)}")
 
 
 def written_check(text: str) -> str | None:

@@ -17,20 +17,24 @@ every prompt is one user message in the Llama-2 chat format, exactly as the pipe
               a pair that misses the target or uses an unlisted number, a number out of range or
               with the wrong digit sum, a letter before the pivot or not listed).
   judge       templates.JUDGE_TEMPLATE(instruction, response)  ->
-              "Check: 4+9=13, target 13: ok; 4 in 7, 2, 9, 4, 6: ok; 9 in 7, 2, 9, 4, 6: ok.
+              "Check: 13-4=9, 9-9=0: ok; 4 in 7, 2, 9, 4: ok; 9 in 7, 2, 9: ok.
                So the response is right. Score: 5"
-              (formats: judging.py). The response is right / a plausible mistake / malformed (no
-              clear answer, oracle score 0) with probabilities RESPONSE_MIX. The check states, for
-              this one response, each constraint as a short local computation next to its
-              outcome; the verdict follows from it; the score from the verdict (right 5, wrong 1,
-              unclear 0). With probability JUDGE_SLIP the check holds false clauses that flip the
-              verdict; with probability JUDGE_MISCALIBRATED the score is on the wrong side.
+              (formats: judging.py). The response is right / a plausible mistake / a random
+              well-formed answer / malformed (no clear answer, oracle score 0) with
+              probabilities RESPONSE_MIX. The check states, for this one response, each
+              constraint as a short local computation next to its outcome; the verdict follows
+              from it; the score from the verdict (right 5, wrong 1, unclear 0). With
+              probability JUDGE_SLIP the check holds false clauses that flip the verdict; with
+              probability JUDGE_MISCALIBRATED the score is on the wrong side.
   meta-judge  templates.META_JUDGE_TEMPLATE(instruction, response, judgment A, judgment B)  ->
-              "A: check false. B: check true, score fits. Winner: Judgment B"
+              "Check: ... So the response is right. A: score 1, no fit. B: score 5, fits.
+               Winner: Judgment B"
               A and B judge one response: one sound (true check, fitting score), one unsound
               (slipped with probability META_UNSOUND_SLIP, else miscalibrated), so the oracle
-              always prefers the sound one. The meta-judge re-checks each judgment's clauses; it
-              never has to solve the task. W is the sound one except with probability META_FLIP.
+              always prefers the sound one. The meta-judge checks the response itself (the
+              judge's local computations on one candidate; it never has to solve the task), then
+              names the judgment whose score fits its verdict (judging.meta_text). With
+              probability META_FLIP its own check is a slipped one, and it names the unsound one.
   pairwise    templates.PAIRWISE_TEMPLATE(instruction, response A, response B)  ->
               "A: Check: ... So A is right. B: Check: ... So B is wrong. [[A]]"
               the Self-Taught Evaluator's pairwise judge: a right answer against a wrong one (a
@@ -102,7 +106,10 @@ from meta_rewarding.testbed.tasks import (FAMILIES, Task, digit_sum, generate_ta
 # Noise (the documented rates; tests check the generator realises them).
 
 ACTOR_WRONG = 0.22             # actor demonstrations with a plausible mistake
-RESPONSE_MIX = (("correct", 0.45), ("wrong", 0.40), ("malformed", 0.15))  # judged responses
+# Judged responses: right, a plausible mistake, a random well-formed answer (each constraint fails
+# about as often as it holds, so a mark cannot be guessed from how plausible the answer looks:
+# bench/results/seed_diagnosis.md), no clear answer.
+RESPONSE_MIX = (("correct", 0.35), ("wrong", 0.25), ("random", 0.30), ("malformed", 0.10))
 JUDGE_SLIP = 0.08              # the judge's check states false clauses that flip its verdict
 JUDGE_MISCALIBRATED = 0.04     # the judge's score is on the wrong side of the pass mark
 # Meta-judge battles: one sound and one unsound judgment of a response (slipped with this
@@ -174,8 +181,23 @@ def malformed_response(task: Task, rng: random.Random) -> str:
   return text
 
 
+def random_answer(task: Task, rng: random.Random) -> str:
+  """A well-formed answer drawn without regard to the constraints: numbers mostly from the list,
+  a number from around the range, a letter mostly from the list."""
+  p = task.params
+  if task.family == "pair_sum":
+    pick = lambda: rng.choice(p["numbers"]) if rng.random() < 0.8 else rng.randint(1, 9)
+    return f"{pick()} and {pick()}"
+  if task.family == "digit_sum":
+    return str(rng.randint(max(10, p["low"] - 15), min(99, p["high"] + 15)))
+  if task.family == "letter_after":
+    return rng.choice(p["letters"]) if rng.random() < 0.7 else rng.choice(_LETTERS)
+  raise ValueError(f"unknown family {task.family!r}")
+
+
 def sample_response(task: Task, rng: random.Random, mix=RESPONSE_MIX) -> tuple[str, str]:
-  """(response text, kind) with kind drawn from `mix`: correct | wrong | malformed."""
+  """(response text, kind) with kind drawn from `mix`: correct | wrong | random | malformed (a
+  random answer may happen to be right)."""
   u, acc = rng.random(), 0.0
   kind = mix[-1][0]
   for name, p in mix:
@@ -187,6 +209,8 @@ def sample_response(task: Task, rng: random.Random, mix=RESPONSE_MIX) -> tuple[s
     return f"The answer is {right_answer(task, rng)}.", kind
   if kind == "wrong":
     return f"The answer is {plausible_mistake(task, rng)}.", kind
+  if kind == "random":
+    return f"The answer is {random_answer(task, rng)}.", kind
   return malformed_response(task, rng), kind
 
 
@@ -272,14 +296,20 @@ def meta_battle(task: Task, rng: random.Random
 
 
 def meta_demo_record(task: Task, rng: random.Random) -> Demo:
+  """A meta-judgment of a `meta_battle`: the meta-judge's own check of the response, then the
+  judgment whose score fits its verdict (`judging.meta_text`). With probability META_FLIP the
+  own check is a slipped one (its verdict flipped), so the winner is the unsound judgment and the
+  text stays consistent; a malformed response has nothing to slip on and is never flipped."""
   response, kind, a, b, better = meta_battle(task, rng)
-  worse = "B" if better == "A" else "A"
-  flip = rng.random() < META_FLIP
-  winner = worse if flip else better
+  own = judging.true_check(task, response)
+  slipped = judging.slipped_check(task, response, rng) if rng.random() < META_FLIP else None
+  flip = slipped is not None
+  text = judging.meta_text(slipped if flip else own, a, b)
+  winner = prompts.parse_winner(text)
   prompt = prompts.render_meta_judge_prompt(templates.META_JUDGE_TEMPLATE, task.instruction,
                                             response, a.text(), b.text())
   higher = "A" if a.score > b.score else "B"
-  return Demo("meta", prompt, judging.meta_text(a, b, winner), task.instruction,
+  return Demo("meta", prompt, text, task.instruction,
               winner == better, {"response_kind": kind, "flip": flip, "better": better,
                                  "winner": winner, "winner_higher": winner == higher})
 
@@ -425,7 +455,7 @@ TOKENIZER_SYMBOLS = ("[INST]", "[/INST]")  # the Llama-2 chat markers, one piece
 EVAL_SEED = 99991          # held-out evaluation tasks (never in the demonstrations)
 
 # Length buckets per kind (prompt + response tokens, Llama-2 chat format, this tokenizer).
-_BUCKETS = {"actor": (32, 48), "judge": (120, 152), "meta": (208, 264), "pairwise": (176, 224),
+_BUCKETS = {"actor": (32, 48), "judge": (120, 152), "meta": (272, 320), "pairwise": (176, 224),
             "worse": (136, 160)}
 
 
@@ -433,6 +463,9 @@ _BUCKETS = {"actor": (32, 48), "judge": (120, 152), "meta": (208, 264), "pairwis
 class BuildConfig:
   """What `build` does (defaults = the shipped seed)."""
   seed: int = 0
+  # A testbed model directory to start from (its weights and tokenizer) instead of random weights
+  # and a new tokenizer; "" = from scratch.
+  init: str = ""
   steps: int = 2700                      # optimizer steps of the one run_sft call
   # (fraction of the steps, ((kind, share of the phase's steps), ...)) in order: actor
   # demonstrations alone first, so the copy-and-compare circuits every role needs form early,
@@ -447,8 +480,8 @@ class BuildConfig:
   # weighted towards the judge: after the first call the seed acts well but its judge barely
   # compares its own answer with the response's. 0 steps: no second call.
   judge_steps: int = 900
-  judge_shares: tuple = (("actor", 0.15), ("judge", 0.5), ("meta", 0.15), ("pairwise", 0.1),
-                         ("worse", 0.1))
+  judge_shares: tuple = (("actor", 0.15), ("judge", 0.45), ("meta", 0.3), ("pairwise", 0.05),
+                         ("worse", 0.05))
   judge_learning_rate: float = 5e-4
   judge_warmup_steps: int = 20
   # A third call, on the model's OWN answers: after the second call the seed judges the fixed
@@ -458,8 +491,8 @@ class BuildConfig:
   # training tasks (the pipeline's sampling settings) and mixes judge demonstrations of them
   # (same noise rules) half and half with the usual ones. 0 steps: no third call.
   own_judge_steps: int = 700
-  own_judge_shares: tuple = (("actor", 0.15), ("judge", 0.5), ("meta", 0.15), ("pairwise", 0.1),
-                             ("worse", 0.1))
+  own_judge_shares: tuple = (("actor", 0.15), ("judge", 0.45), ("meta", 0.3), ("pairwise", 0.05),
+                             ("worse", 0.05))
   own_judge_samples: int = 4             # sampled answers per training task
   # The share of the own-answer judge demonstrations about answers that are NOT right (None: as
   # sampled, ~22% for the shipped seed). Measured: 800 more steps of the third call at 0.5 on top
@@ -863,6 +896,21 @@ def _valid_worse_response(task: Task, text: str) -> bool:
 # The build.
 
 COMMAND = "python -m meta_rewarding.testbed.seed --out=meta_rewarding/testbed/seed"
+# The command-line flags of `main` and the BuildConfig fields they set.
+_FLAG_FIELDS = ("seed", "init", "steps", "judge_steps", "judge_learning_rate", "own_judge_steps",
+                "own_judge_not_right_share", "eval_tasks")
+
+
+def command(cfg: BuildConfig) -> str:
+  """The command line that builds `cfg`: COMMAND plus a flag for every field that differs from
+  the default (`init` as given)."""
+  default = BuildConfig()
+  flags = []
+  for name in _FLAG_FIELDS:
+    value = getattr(cfg, name)
+    if value != getattr(default, name):
+      flags.append(f"--{name}={-1.0 if value is None else value}")
+  return " ".join([COMMAND] + flags)
 
 
 def _sha256(path: str) -> str:
@@ -897,15 +945,24 @@ def build(out: str, cfg: BuildConfig | None = None, *, log=print) -> dict:
   os.makedirs(parent, exist_ok=True)
   work = tempfile.mkdtemp(prefix=".seed-build-", dir=parent)
   try:
-    tokenizer = build_tokenizer(work, cfg.seed)
+    if cfg.init:
+      from meta_rewarding.tokenizer import load_tokenizer
+      shutil.copy(os.path.join(cfg.init, "tokenizer.model"), os.path.join(work, "tokenizer.model"))
+      tokenizer = load_tokenizer(os.path.join(work, "tokenizer.model"), chat_format=CHAT_FORMAT)
+    else:
+      tokenizer = build_tokenizer(work, cfg.seed)
     # The run's factory (runtime.py): the architecture with the tokenizer's ids, checked against
-    # its vocabulary, random weights from the build seed created in their shards.
-    rt = runtime.build(runtime_config(cfg.seed), tokenizer)
+    # its vocabulary, random weights from the build seed created in their shards (or `init`'s).
+    rt_config = runtime_config(cfg.seed)
+    rt_config.model.checkpoint = os.path.abspath(cfg.init) if cfg.init else ""
+    rt = runtime.build(rt_config, tokenizer)
     model_config, params, mesh = rt.model_config, rt.params, rt.mesh
     log(f"tokenizer: {tokenizer.vocab_size} pieces; model: {model_config.num_params():,} "
         f"parameters ({time.time() - start:.0f} s)")
-    params, history = train_seed(cfg, model_config, params, tokenizer, mesh=mesh, log=log,
-                                 checkpoint_dir=os.path.join(work, "sft"))
+    history = []
+    if cfg.steps:
+      params, history = train_seed(cfg, model_config, params, tokenizer, mesh=mesh, log=log,
+                                   checkpoint_dir=os.path.join(work, "sft"))
     if cfg.judge_steps:
       second = judge_stage(cfg)
       params, more = train_seed(second, model_config, params, tokenizer, mesh=mesh, log=log,
@@ -933,7 +990,9 @@ def build(out: str, cfg: BuildConfig | None = None, *, log=print) -> dict:
                                      for d in demonstrations(cfg.seed + 2000, k, 2000)])
     files = {name: os.path.getsize(os.path.join(staged, name)) for name in sorted(os.listdir(staged))}
     info = {
-        "command": COMMAND,
+        "command": command(cfg),
+        "init_model_sha256": (_sha256(os.path.join(cfg.init, "model.safetensors"))
+                              if cfg.init else None),
         "build_seconds": round(total_seconds, 1),
         "train_seconds": round(train_seconds, 1),
         "machine": f"{os.cpu_count()} CPU cores, jax {jax.__version__} ({jax.default_backend()})",
@@ -969,6 +1028,16 @@ def build(out: str, cfg: BuildConfig | None = None, *, log=print) -> dict:
   return info
 
 
+def _rebuild_text(info: dict) -> str:
+  if not info.get("init_model_sha256"):
+    return (f"Rebuild from scratch (deterministic; {info['build_seconds'] / 60:.1f} min on "
+            f"{info['machine']}):\n\n    {info['command']}\n")
+  return (f"Rebuild (deterministic given the starting model; {info['build_seconds'] / 60:.1f} min "
+          f"on {info['machine']}):\n\n    {info['command']}\n\nThe starting model (`--init`) has "
+          f"model.safetensors sha256 {info['init_model_sha256']}"
+          + (f": {info['init_note']}" if info.get("init_note") else "") + ".\n")
+
+
 def readme(info: dict) -> str:
   f = info["figures"]
   pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"
@@ -986,9 +1055,7 @@ judgments and worse responses -- imperfectly, on purpose. It is the starting mod
 of `configs/local_cpu.py`. Hugging Face Llama layout: `LlamaForCausalLM.from_pretrained` loads it;
 prompts use the Llama-2 chat format (`<s>[INST] ... [/INST]`).
 
-Rebuild from scratch (deterministic; {info['build_seconds'] / 60:.1f} min on {info['machine']}):
-
-    {info['command']}
+{_rebuild_text(info)}
 
 How it is made: `meta_rewarding/testbed/seed.py` (module docstring). Demonstrations, with their
 noise as measured: actor answers right {pct(d.get('actor_correct'))}; judge scores agreeing with
@@ -1030,10 +1097,14 @@ the SFT loss per kind over the run, the figures and the model's sha256.
 
 def main(argv):
   del argv
-  from absl import flags
+  from absl import flags, logging
+  logging.set_verbosity(logging.WARNING)   # orbax / jax INFO lines are not the tool's output
   f = flags.FLAGS
-  cfg = BuildConfig(seed=f.seed, steps=f.steps, judge_steps=f.judge_steps,
-                    own_judge_steps=f.own_judge_steps, eval_tasks=f.eval_tasks)
+  cfg = BuildConfig(seed=f.seed, init=f.init, steps=f.steps, judge_steps=f.judge_steps,
+                    own_judge_steps=f.own_judge_steps, eval_tasks=f.eval_tasks,
+                    judge_learning_rate=f.judge_learning_rate,
+                    own_judge_not_right_share=(None if f.own_judge_not_right_share < 0
+                                               else f.own_judge_not_right_share))
   info = build(f.out, cfg)
   print(json.dumps(info["figures"], indent=2))
 
@@ -1042,11 +1113,18 @@ if __name__ == "__main__":
   from absl import app, flags
   flags.DEFINE_string("out", None, "Output directory (replaced).", required=True)
   flags.DEFINE_integer("seed", BuildConfig.seed, "Build seed (demonstrations, init, data order).")
+  flags.DEFINE_string("init", BuildConfig.init, "Start from this testbed model directory (weights "
+                      "and tokenizer) instead of from scratch.")
+  flags.DEFINE_float("judge_learning_rate", BuildConfig.judge_learning_rate,
+                     "Peak learning rate of the second and third calls.")
   flags.DEFINE_integer("steps", BuildConfig.steps, "SFT optimizer steps (first call).")
   flags.DEFINE_integer("judge_steps", BuildConfig.judge_steps,
                        "SFT optimizer steps of the judge-weighted second call (0: none).")
   flags.DEFINE_integer("own_judge_steps", BuildConfig.own_judge_steps,
                        "SFT optimizer steps of the third call, judging the model's own answers "
                        "(0: none).")
+  flags.DEFINE_float("own_judge_not_right_share", -1.0,
+                     "Share of the third call's own-answer judge demonstrations about answers that "
+                     "are not right (negative: as sampled).")
   flags.DEFINE_integer("eval_tasks", BuildConfig.eval_tasks, "Held-out tasks for the figures.")
   app.run(main)

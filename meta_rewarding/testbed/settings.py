@@ -17,12 +17,13 @@ ARCHITECTURE = dict(vocab_size=512, hidden_size=128, intermediate_size=384, num_
 CHAT_FORMAT = "llama2"
 
 # Generation lengths (tokens of the seed's tokenizer): an answer, a judgment (check, verdict,
-# score), a meta-judgment (two assessments and the winner), and the Self-Taught Evaluator's
-# pairwise judgment (two checks and the tag) and worse response (a modified task and an answer to
-# it), each with room to spare over the longest demonstration (11, 69, 32, 134, 82 tokens).
+# score), a meta-judgment (its own check and verdict, both scores against it, the winner), and the
+# Self-Taught Evaluator's pairwise judgment (two checks and the tag) and worse response (a
+# modified task and an answer to it), each with room to spare over the longest demonstration
+# (11, 69, 89, 133, 82 tokens).
 ACTOR_MAX_NEW_TOKENS = 24
 JUDGE_MAX_NEW_TOKENS = 80
-META_MAX_NEW_TOKENS = 40
+META_MAX_NEW_TOKENS = 104
 PAIRWISE_MAX_NEW_TOKENS = 144
 WORSE_MAX_NEW_TOKENS = 96
 
