@@ -87,6 +87,11 @@ def _clause(fact: str, passes: bool) -> str:
   return f"{fact}: {_mark(passes)}"
 
 
+def _either_mark(fact: str, passes: bool) -> tuple[str, bool, str, bool]:
+  """A clause whose false form keeps the fact and flips the mark."""
+  return (_clause(fact, passes), passes, _clause(fact, not passes), not passes)
+
+
 def _membership(x, items) -> tuple[str, bool, str, bool]:
   """'x in <the list, copied up to x>: ok|no'. The list is copied item by item and the copy
   stops at the first item equal to x ("9 in 7, 2, 9: ok"); when none is, the whole list is
@@ -95,10 +100,9 @@ def _membership(x, items) -> tuple[str, bool, str, bool]:
   format copied the whole list before the mark, which then had to look for x among every item,
   and the seed's judge never marked a missing item no (bench/results/seed_diagnosis.md). The
   false form keeps the copy and flips the mark."""
-  listed = x in items
-  copied = list(items[:list(items).index(x) + 1]) if listed else list(items)
-  fact = f"{x} in {', '.join(map(str, copied))}"
-  return (_clause(fact, listed), listed, _clause(fact, not listed), not listed)
+  items = list(items)
+  copied = items[:items.index(x) + 1] if x in items else items
+  return _either_mark(f"{x} in {', '.join(map(str, copied))}", x in items)
 
 
 def _complement_clause(target: int, x: int, y: int) -> tuple[str, bool, str, bool]:
@@ -124,7 +128,7 @@ def _order_clause(n: int, bound: int, op: str) -> tuple[str, bool, str, bool]:
   holds = n >= bound if op == ">=" else n <= bound
   head = f"{n}{op}{bound}"
   if not (10 <= n <= 99 and 10 <= bound <= 99):
-    return (_clause(head, holds), holds, _clause(head, not holds), not holds)
+    return _either_mark(head, holds)
   big, small = (n, bound) if op == ">=" else (bound, n)
   steps = [(big // 10, small // 10)]
   if big // 10 == small // 10:
@@ -164,10 +168,8 @@ def _digit_sum_clauses(task: Task, answer: str) -> list[tuple[str, bool, str, bo
 def _letter_after_clauses(task: Task, answer: str) -> list[tuple[str, bool, str, bool]]:
   p = task.params
   c, pivot = answer, p["pivot"]
-  after = c > pivot      # a letter equal to the pivot does not come after it
-  return [_membership(c, p["letters"]),
-          (_clause(f"{c} after {pivot}", after), after, _clause(f"{c} after {pivot}", not after),
-           not after)]
+  # A letter equal to the pivot does not come after it.
+  return [_membership(c, p["letters"]), _either_mark(f"{c} after {pivot}", c > pivot)]
 
 
 _CLAUSES = {"pair_sum": _pair_sum_clauses, "digit_sum": _digit_sum_clauses,
