@@ -57,7 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.prompts = "testbed:2000"
 
   c.sampling.batch_size = 32
-  c.sampling.prompt_buckets = (48, 96, 128, 192, 256)  # meta-judge prompts: up to ~230 tokens
+  c.sampling.prompt_buckets = (48, 96, 128, 192, 256, 288)  # meta-judge prompts: up to ~265 tokens
   c.sampling.top_k = 32
 
   c.actor.num_responses = 4
@@ -126,7 +126,7 @@ def _set_train_config(t: ml_collections.ConfigDict) -> None:
   t.grad_accum_steps = 1
   t.num_epochs = 3
   t.beta = 0.1
-  t.max_length = 160
-  t.length_buckets = (48, 96, 128, 160)
+  t.max_length = 192      # a judge pair's prompt and judgment: up to ~175 tokens
+  t.length_buckets = (48, 96, 128, 192)
   t.checkpoint_every = 1000
   t.log_every = 5

@@ -17,9 +17,10 @@ PAIR = task_from_instruction("Pick two of 7, 2, 9, 4, 6 that add up to 13.")
 @pytest.mark.parametrize("fact, kind", [
     ("13-9=4, 4-4=0", "sum vs target"), ("9-4=5, 6-5=1", "sum vs target"),
     ("3-9=-6, 2--6=8", "sum vs target"), ("1+0+0=1, target 9", "sum vs target"),
-    ("9 in 7, 2, 9, 4, 6", "membership"), ("t in q, b, f, a, t", "membership"),
+    ("9 in 7, 2, 9: 9-9=0", "membership"), ("t in q, b, f, a, t: 20-20=0", "membership"),
+    ("5 in 7, 2, 9, 4, 6: 5-6=-1", "membership"),
     ("45>=30: 4-3=1", "at least low"), ("35<=32: 3-3=0, 2-5=-3", "at most high"), ("9>=30", "at least low"),
-    ("t after m", "letter order"),
+    ("t after m: 20>=14: 2-1=1", "letter order"), ("n after m: 14>=14: 1-1=0, 4-4=0", "letter order"),
     ("3 used twice", "distinct"), ("3 used once", "distinct")])
 def test_clause_kind_hand_worked(fact, kind):
   assert diagnose.clause_kind(fact) == kind
@@ -72,9 +73,9 @@ def test_cases_cover_the_three_response_kinds_with_the_oracle_s_verdicts():
 
 
 def test_compare_written_separates_a_wrong_fact_from_a_wrong_mark():
-  response = "The answer is 7 and 2."   # true: 13-7=6, 2-6=-4: no; 7 in ...: ok; 2 in ...: ok
+  response = "The answer is 7 and 2."   # true: 13-7=6, 2-6=-4: no; 7 in 7: ...: ok; 2 in 7, 2: ...: ok
   case = diagnose.Case(PAIR, "plausible", response, judging.true_check(PAIR, response))
-  written = ("Check: 13-7=6, 2-6=-4: ok; 7 in 7: ok; 2 in 7, 9, 4, 6: ok. "
+  written = ("Check: 13-7=6, 2-6=-4: ok; 7 in 7: 7-7=0: ok; 2 in 7, 9, 4, 6: 2-6=-4: no. "
              "So the response is right. Score: 5")
   rows = diagnose.compare_written(case, written)
   assert [r["clause"] for r in rows] == ["sum vs target", "membership", "membership"]

@@ -13,13 +13,13 @@ DIGITS = task_from_instruction("Write a number from 30 to 59 whose digits add up
 LETTER = task_from_instruction("Write a letter from q, b, f, a, t that comes after m.")
 
 TRUE_CHECKS = [
-    (PAIR, "The answer is 9 and 4.", "Check: 13-9=4, 4-4=0: ok; 9 in 7, 2, 9: ok; 4 in 7, 2, 9, 4: ok.",
+    (PAIR, "The answer is 9 and 4.", "Check: 13-9=4, 4-4=0: ok; 9 in 7, 2, 9: 9-9=0: ok; 4 in 7, 2, 9, 4: 4-4=0: ok.",
      "right"),
-    (PAIR, "The answer is 7 and 2.", "Check: 13-7=6, 2-6=-4: no; 7 in 7: ok; 2 in 7, 2: ok.",
+    (PAIR, "The answer is 7 and 2.", "Check: 13-7=6, 2-6=-4: no; 7 in 7: 7-7=0: ok; 2 in 7, 2: 2-2=0: ok.",
      "wrong"),
-    (PAIR, "The answer is 5 and 8.", "Check: 13-5=8, 8-8=0: ok; 5 in 7, 2, 9, 4, 6: no; 8 in 7, 2, 9, 4, 6: no.",
+    (PAIR, "The answer is 5 and 8.", "Check: 13-5=8, 8-8=0: ok; 5 in 7, 2, 9, 4, 6: 5-6=-1: no; 8 in 7, 2, 9, 4, 6: 8-6=2: no.",
      "wrong"),
-    (PAIR, "The answer is 6 and 7.", "Check: 13-6=7, 7-7=0: ok; 6 in 7, 2, 9, 4, 6: ok; 7 in 7: ok.",
+    (PAIR, "The answer is 6 and 7.", "Check: 13-6=7, 7-7=0: ok; 6 in 7, 2, 9, 4, 6: 6-6=0: ok; 7 in 7: 7-7=0: ok.",
      "right"),
     (DIGITS, "The answer is 45.", "Check: 9-4=5, 5-5=0: ok; 45>=30: 4-3=1: ok; 45<=59: 5-4=1: ok.",
      "right"),
@@ -34,11 +34,20 @@ TRUE_CHECKS = [
      "wrong"),
     (DIGITS, "The answer is 9.", "Check: 9=9, target 9: ok; 9>=30: no; 9<=59: ok.", "wrong"),
     (PAIR, "The answer is 2 and 2.",
-     "Check: 13-2=11, 2-11=-9: no; 2 used twice: no; 2 in 7, 2: ok.", "wrong"),
-    (LETTER, "The answer is t.", "Check: t in q, b, f, a, t: ok; t after m: ok.", "right"),
-    (LETTER, "The answer is b.", "Check: b in q, b: ok; b after m: no.", "wrong"),
-    (LETTER, "The answer is z.", "Check: z in q, b, f, a, t: no; z after m: ok.", "wrong"),
-    (LETTER, "The answer is m.", "Check: m in q, b, f, a, t: no; m after m: no.", "wrong"),
+     "Check: 13-2=11, 2-11=-9: no; 2 used twice: no; 2 in 7, 2: 2-2=0: ok.", "wrong"),
+    # Letters by their places in the alphabet (a=1 ... z=26); "after m" is at least 14.
+    (LETTER, "The answer is t.",
+     "Check: t in q, b, f, a, t: 20-20=0: ok; t after m: 20>=14: 2-1=1: ok.", "right"),
+    (LETTER, "The answer is q.",
+     "Check: q in q: 17-17=0: ok; q after m: 17>=14: 1-1=0, 7-4=3: ok.", "right"),
+    (LETTER, "The answer is b.", "Check: b in q, b: 2-2=0: ok; b after m: 02>=14: 0-1=-1: no.",
+     "wrong"),
+    (LETTER, "The answer is z.",
+     "Check: z in q, b, f, a, t: 26-20=6: no; z after m: 26>=14: 2-1=1: ok.", "wrong"),
+    (LETTER, "The answer is m.",
+     "Check: m in q, b, f, a, t: 13-20=-7: no; m after m: 13>=14: 1-1=0, 3-4=-1: no.", "wrong"),
+    (task_from_instruction("Write a letter from n, c, x, e that comes after m."), "The answer is n.",
+     "Check: n in n: 14-14=0: ok; n after m: 14>=14: 1-1=0, 4-4=0: ok.", "right"),
     (LETTER, "I do not know.", "Check: no clear answer.", "unclear"),
 ]
 
@@ -60,12 +69,14 @@ def test_slipped_checks_flip_the_verdict_with_false_clauses():
   rng = random.Random(0)
   # A right response: one clause falsified, e.g. the sum.
   texts = {judging.slipped_check(PAIR, "9 and 4", rng).text() for _ in range(40)}
-  assert texts == {"Check: 13-9=4, 4-4=1: no; 9 in 7, 2, 9: ok; 4 in 7, 2, 9, 4: ok.",
-                   "Check: 13-9=4, 4-4=0: ok; 9 in 7, 2, 9: no; 4 in 7, 2, 9, 4: ok.",
-                   "Check: 13-9=4, 4-4=0: ok; 9 in 7, 2, 9: ok; 4 in 7, 2, 9, 4: no."}
+  assert texts == {
+      "Check: 13-9=4, 4-4=1: no; 9 in 7, 2, 9: 9-9=0: ok; 4 in 7, 2, 9, 4: 4-4=0: ok.",
+      "Check: 13-9=4, 4-4=0: ok; 9 in 7, 2, 9: 9-9=1: no; 4 in 7, 2, 9, 4: 4-4=0: ok.",
+      "Check: 13-9=4, 4-4=0: ok; 9 in 7, 2, 9: 9-9=0: ok; 4 in 7, 2, 9, 4: 4-4=1: no."}
   # A wrong response: every failing clause falsified, so that it reads as right.
   slipped = judging.slipped_check(PAIR, "5 and 8", rng)
-  assert slipped.text() == "Check: 13-5=8, 8-8=0: ok; 5 in 7, 2, 9, 4, 6: ok; 8 in 7, 2, 9, 4, 6: ok."
+  assert slipped.text() == ("Check: 13-5=8, 8-8=0: ok; 5 in 7, 2, 9, 4, 6: 5-6=0: ok; "
+                            "8 in 7, 2, 9, 4, 6: 8-6=0: ok.")
   assert slipped.verdict == "right" and not slipped.true
   assert judging.slipped_check(DIGITS, "46", rng).text() == (
       "Check: 9-4=5, 6-5=0: ok; 46>=30: 4-3=1: ok; 46<=59: 5-4=1: ok.")
@@ -77,7 +88,8 @@ def test_slipped_checks_flip_the_verdict_with_false_clauses():
   assert texts == {"Check: 12-3=9, 9-9=-1: no; 39>=39: 3-3=0, 9-9=0: ok; 39<=57: 5-3=2: ok.",
                    "Check: 12-3=9, 9-9=0: ok; 39>=39: 3-3=0, 9-9=-1: no; 39<=57: 5-3=2: ok.",
                    "Check: 12-3=9, 9-9=0: ok; 39>=39: 3-3=0, 9-9=0: ok; 39<=57: 5-3=-1: no."}
-  assert judging.slipped_check(LETTER, "b", rng).text() == "Check: b in q, b: ok; b after m: ok."
+  assert judging.slipped_check(LETTER, "b", rng).text() == (
+      "Check: b in q, b: 2-2=0: ok; b after m: 02>=14: 0-1=1: ok.")
   assert judging.slipped_check(LETTER, "I do not know.", rng) is None
   for task in generate_tasks(3, 90):
     for response in (f"The answer is {task.answer}.", "The answer is 1 and 1.", "The answer is 55.",
@@ -99,16 +111,19 @@ def test_miscalibrated_judgments_and_meta_assessments():
   assert not oracle.judgment_agrees(DIGITS, "45", low.score)
   sound = judging.judgment(check)
   slipped = judging.judgment(judging.slipped_check(DIGITS, "45", rng))
-  own = "Check: 9-4=5, 5-5=0: ok; 45>=30: 4-3=1: ok; 45<=59: 5-4=1: ok. So the response is right."
+  own = "Check: 9-4=5, 5-5=0: ok; 45>=30: 4-3=1: ok; 45<=59: 5-4=1: ok. So the response is right"
   assert judging.meta_text(check, sound, slipped) == (
-      f"{own} A: score 5, fits. B: score 1, no fit. Winner: Judgment A")
+      f"A: score 5. B: score 1. {own}, want 5. A: 5-5=0. B: 5-1=4. Winner: Judgment A")
   assert judging.meta_text(check, low, sound) == (
-      f"{own} A: score {low.score}, no fit. B: score 5, fits. Winner: Judgment B")
+      f"A: score {low.score}. B: score 5. {own}, want 5. A: 5-{low.score}={5 - low.score}. "
+      f"B: 5-5=0. Winner: Judgment B")
   # A deliberately wrong call is written from a false own check, so its text names the unsound
   # judgment consistently.
   false_own = judging.slipped_check(DIGITS, "45", rng)
   wrong_call = judging.meta_text(false_own, sound, slipped)
-  assert "So the response is wrong. A: score 5, no fit. B: score 1, fits." in wrong_call
+  assert wrong_call.startswith("A: score 5. B: score 1. Check: ")
+  assert wrong_call.endswith("So the response is wrong, want 1. A: 1-5=-4. B: 1-1=0. "
+                             "Winner: Judgment B")
   assert prompts.parse_winner(wrong_call) == "B"
   # Neither fits: the closer score wins, then A.
   unclear = judging.true_check(DIGITS, "I do not know.")

@@ -93,6 +93,16 @@ def test_demonstration_texts_parse_to_their_labels():
     assert judging.check_is_true(task, response, d.response) == (not d.info["slipped"])
   for d in seed.demonstrations(1, "meta", 200):
     assert prompts.parse_winner(d.response) == d.info["winner"]
+    # The scores copied first are the judgments' own, and each subtraction is right and works
+    # on them (judging.meta_text).
+    a = d.prompt.split("Judgment A: ", 1)[1].split("\nJudgment B: ", 1)[0]
+    b = d.prompt.split("Judgment B: ", 1)[1].split("\n", 1)[0]
+    score_a, score_b = int(prompts.parse_score(a)), int(prompts.parse_score(b))
+    assert d.response.startswith(f"A: score {score_a}. B: score {score_b}. Check: ")
+    want = int(d.response.split(", want ", 1)[1].split(".", 1)[0])
+    assert want in judging.VERDICT_SCORE.values()
+    assert f"A: {want}-{score_a}={want - score_a}. B: {want}-{score_b}={want - score_b}." in (
+        d.response)
   for d in seed.demonstrations(1, "actor", 200):
     task = task_from_instruction(d.prompt)
     assert oracle.is_correct(task, d.response) == d.correct
@@ -180,17 +190,16 @@ def test_shipped_seed_files_and_figures():
     info = json.load(f)
   assert info["command"].startswith(seed.COMMAND)
   fig = info["figures"]
-  # What the shipped seed reaches (build_info.json). Issue 13 asks more of it -- actor 35-75%,
-  # judge balanced accuracy on its own answers >= 80%, meta-judge >= 70% -- and this build gets
-  # only part of the way (actor 65.0%, judge 77.6% balanced, meta-judge 52.1%: see the issue's
-  # progress note); these bounds hold what it is: parseable, an actor with room to improve, a
-  # judge well above chance, a meta-judge no worse than chance that favours neither Judgment A
-  # nor the higher score by much.
+  # What issue 13 asks of the seed, on held-out tasks: actor 35-75%, judge balanced accuracy on
+  # its own answers >= 80%, meta-judge >= 70% on battles where the oracle prefers one judgment
+  # (this build: 62.5%, 83.7%, 95.0%; build_info.json). On battles between its own judgments the
+  # meta-judge is weaker (56.8%), held here only to be no worse than chance.
   assert fig["judge_parse_rate"] >= 0.9 and fig["meta_parse_rate"] >= 0.9
   assert fig["tasks"] >= 200
   assert 0.35 <= fig["actor_accuracy"] <= 0.75
-  assert 0.7 <= fig["judge_balanced_accuracy"] < 1.0
-  assert 0.5 <= fig["meta_accuracy"] < 1.0
+  assert 0.8 <= fig["judge_balanced_accuracy"] < 1.0
+  assert 0.7 <= fig["meta_accuracy"] < 1.0
+  assert fig["meta_accuracy_own"] >= 0.5
   assert 0.35 <= fig["meta_first_position_rate"] <= 0.65
   assert 0.35 <= fig["meta_picks_higher_rate"] <= 0.65
 

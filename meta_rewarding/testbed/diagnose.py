@@ -3,8 +3,8 @@
   python -m meta_rewarding.testbed.diagnose --model=DIR [--tasks=300] [--output=FILE.md]
 
 A testbed judgment (`judging.py`) is a list of clauses, each a fact next to its mark ("13-4=9,
-9-9=0: ok", "9 in 7, 2, 9: ok", "45>=30: 4-3=1: ok", "t after m: ok"), then the verdict the
-marks imply. A judge whose balanced accuracy is near chance can fail in two different ways, and
+9-9=0: ok", "9 in 7, 2, 9: 9-9=0: ok", "45>=30: 4-3=1: ok", "t after m: 20>=14: 2-1=1: ok"),
+then the verdict the marks imply. A judge whose balanced accuracy is near chance can fail in two different ways, and
 each calls for a different fix: it writes the fact wrong (a wrong sum, a list copied wrong), or it
 writes the fact right and the mark wrong (it does not compare). This module separates them, per
 kind of clause, on three kinds of responses to held-out tasks: right answers, plausible mistakes
@@ -52,12 +52,12 @@ def clause_kind(fact: str) -> str:
     return "sum vs target"
   if re.fullmatch(r"\S+ in .+", fact):
     return "membership"
+  if " after " in fact:   # before the range bounds: "t after m: 20>=14: 2-1=1" has a ">=" too
+    return "letter order"
   if ">=" in fact:
     return "at least low"
   if "<=" in fact:
     return "at most high"
-  if " after " in fact:
-    return "letter order"
   if fact.endswith(("used twice", "used once")):
     return "distinct"
   raise ValueError(f"not a testbed clause: {fact!r}")

@@ -4,11 +4,12 @@ Pure Python. The seed model is taught these formats (``seed.py``); the oracle (`
 stays the ground truth. A judgment states the facts it checked about the response, each a short
 local computation, then the verdict they imply, then the score::
 
-  pair_sum      Check: 13-4=9, 9-9=0: ok; 4 in 7, 2, 9, 4: ok; 9 in 7, 2, 9: ok.
-                So the response is right. Score: 5
+  pair_sum      Check: 13-4=9, 9-9=0: ok; 4 in 7, 2, 9, 4: 4-4=0: ok; 9 in 7, 2, 9: 9-9=0:
+                ok. So the response is right. Score: 5
   digit_sum     Check: 9-4=5, 5-5=0: ok; 45>=30: 4-3=1: ok; 45<=59: 5-4=1: ok. So the
                 response is right. Score: 5
-  letter_after  Check: t in q, b, f, a, t: ok; t after m: ok. So the response is right. Score: 5
+  letter_after  Check: t in q, b, f, a, t: 20-20=0: ok; t after m: 20>=14: 2-1=1: ok. So the
+                response is right. Score: 5
   no answer     Check: no clear answer. So the response is unclear. Score: 0
 
 Every clause is a short local computation written out next to its outcome (``ok`` or ``no``).
@@ -17,10 +18,12 @@ subtractions and the outcome follows from the last number written alone: the com
 target needs, then the answer's other number or digit minus it, ok exactly when that is 0
 ("13-4=9, 9-9=0"); a range bound compared digit by digit as differences, ok exactly when the last
 one is not negative ("45>=30: 4-3=1"). A list lookup copies the list item by item up to the
-item equal to the answer ("9 in 7, 2, 9"). The verdict is "right" exactly when no clause says
-``no``. Every clause can be verified from the judgment, the question and the response alone (is
-13-4 really 9? is 9 the last item copied?), so the meta-judge re-checks one candidate and never
-has to find an answer itself.
+item equal to the answer, then subtracts the last item copied from the answer, ok exactly when
+that is 0 ("9 in 7, 2, 9: 9-9=0"). Letters are compared as their places in the alphabet (a=1 ...
+z=26: "t after m: 20>=14: 2-1=1", after m meaning at least 14). The verdict is "right" exactly
+when no clause says ``no``. Every clause can be verified from the judgment, the question and the
+response alone (is 13-4 really 9? is 9 the last item copied?), so the meta-judge re-checks one
+candidate and never has to find an answer itself.
 
 Why subtractions: a 1M-parameter judge learns many-valued lookups (it writes sums and
 differences right 90-100% of the time) but not a yes/no comparison spread over several tokens.
@@ -92,17 +95,34 @@ def _either_mark(fact: str, passes: bool) -> tuple[str, bool, str, bool]:
   return (_clause(fact, passes), passes, _clause(fact, not passes), not passes)
 
 
+def _position(letter: str) -> int:
+  """A letter's place in the alphabet (a=1 ... z=26): letters are compared as these numbers."""
+  return ord(letter) - ord("a") + 1
+
+
+def _difference_clause(head: str, x: int, y: int) -> tuple[str, bool, str, bool]:
+  """'<head>: x-y=d: ok|no', ok exactly when d is 0 (x equals y). The false form keeps x and y and
+  states a last difference that flips the outcome."""
+  d = x - y
+  passes = d == 0
+  false_d = 0 if not passes else (1 if y > 0 else -1)
+  return (_clause(f"{head}: {x}-{y}={d}", passes), passes,
+          _clause(f"{head}: {x}-{y}={false_d}", not passes), not passes)
+
+
 def _membership(x, items) -> tuple[str, bool, str, bool]:
-  """'x in <the list, copied up to x>: ok|no'. The list is copied item by item and the copy
-  stops at the first item equal to x ("9 in 7, 2, 9: ok"); when none is, the whole list is
-  copied and the mark is no ("5 in 7, 2, 9, 4, 6: no"). So each step is one same-token test
-  (is the item just written x?) and the mark is that test on the last item written. The first
-  format copied the whole list before the mark, which then had to look for x among every item,
-  and the seed's judge never marked a missing item no (bench/results/seed_diagnosis.md). The
-  false form keeps the copy and flips the mark."""
+  """'x in <the list, copied up to x>: x-last=d: ok|no'. The list is copied item by item and the
+  copy stops at the first item equal to x; when none is, the whole list is copied. Then x minus
+  the last item copied, ok exactly when that is 0 ("9 in 7, 2, 9: 9-9=0: ok"; "5 in 7, 2, 9, 4,
+  6: 5-6=-1: no"). Letters are subtracted as their places in the alphabet ("t in q, b, t:
+  20-20=0: ok"). Without the subtraction the mark was a yes/no test of the last item against x,
+  ten-odd tokens back, and the v2 seed's judge, fed a true copy of a list without x, marked it ok
+  72-85% of the time (bench/results/seed_diagnosis.md); a mark that follows from the last number
+  alone is the kind it learned (100% on sums)."""
   items = list(items)
   copied = items[:items.index(x) + 1] if x in items else items
-  return _either_mark(f"{x} in {', '.join(map(str, copied))}", x in items)
+  value = _position if isinstance(x, str) else int
+  return _difference_clause(f"{x} in {', '.join(map(str, copied))}", value(x), value(copied[-1]))
 
 
 def _complement_clause(target: int, x: int, y: int) -> tuple[str, bool, str, bool]:
@@ -119,15 +139,18 @@ def _complement_clause(target: int, x: int, y: int) -> tuple[str, bool, str, boo
           _clause(f"{target}-{x}={c}, {y}-{c}={false_d}", not passes), not passes)
 
 
-def _order_clause(n: int, bound: int, op: str) -> tuple[str, bool, str, bool]:
+def _order_clause(n: int, bound: int, op: str, head: str | None = None
+                  ) -> tuple[str, bool, str, bool]:
   """'n>=bound' or 'n<=bound' by subtraction, digit by digit: the tens digits' difference (the
   side that should be larger first), then, only where it is 0, the units' ("45>=30: 4-3=1: ok";
   "35>=32: 3-3=0, 5-2=3: ok"; "25>=30: 2-3=-1: no"). The mark is ok exactly when the last
-  difference is not negative. Numbers not of two digits (a malformed answer) are compared whole.
-  The false form states the last difference with the other sign."""
+  difference is not negative. Numbers not of two digits (a malformed answer) are compared whole,
+  unless `head` writes them as two digits (letter order: "03>=14"), which it also replaces. The
+  false form states the last difference with the other sign."""
   holds = n >= bound if op == ">=" else n <= bound
-  head = f"{n}{op}{bound}"
-  if not (10 <= n <= 99 and 10 <= bound <= 99):
+  two_digits = head is not None or (10 <= n <= 99 and 10 <= bound <= 99)
+  head = head or f"{n}{op}{bound}"
+  if not two_digits:
     return _either_mark(head, holds)
   big, small = (n, bound) if op == ">=" else (bound, n)
   steps = [(big // 10, small // 10)]
@@ -137,6 +160,17 @@ def _order_clause(n: int, bound: int, op: str) -> tuple[str, bool, str, bool]:
   false = diffs[:-1] + [-1 if diffs[-1] >= 0 else 1]
   text = lambda ds: head + ": " + ", ".join(f"{a}-{b}={d}" for (a, b), d in zip(steps, ds))
   return (_clause(text(diffs), holds), holds, _clause(text(false), not holds), not holds)
+
+
+def _letter_order(c: str, pivot: str) -> tuple[str, bool, str, bool]:
+  """'c after pivot: pc>=pp: <digit differences>': c comes after the pivot exactly when its place
+  in the alphabet is at least the pivot's plus one; both are written as two digits and compared
+  as a range bound is ("t after m: 20>=14: 2-1=1: ok"; "c after m: 03>=14: 0-1=-1: no"). So a
+  letter equal to the pivot does not come after it. Written as a bare "t after m: ok", the mark
+  was a yes/no comparison of two letters, and the v2 seed's judge got 29-43% of the failing ones
+  right (forced); digit differences are the steps it learned for range bounds (100%)."""
+  pc, pp = _position(c), _position(pivot) + 1
+  return _order_clause(pc, pp, ">=", head=f"{c} after {pivot}: {pc:02d}>={pp:02d}")
 
 
 def _pair_sum_clauses(task: Task, answer: str) -> list[tuple[str, bool, str, bool]]:
@@ -168,8 +202,7 @@ def _digit_sum_clauses(task: Task, answer: str) -> list[tuple[str, bool, str, bo
 def _letter_after_clauses(task: Task, answer: str) -> list[tuple[str, bool, str, bool]]:
   p = task.params
   c, pivot = answer, p["pivot"]
-  # A letter equal to the pivot does not come after it.
-  return [_membership(c, p["letters"]), _either_mark(f"{c} after {pivot}", c > pivot)]
+  return [_membership(c, p["letters"]), _letter_order(c, pivot)]
 
 
 _CLAUSES = {"pair_sum": _pair_sum_clauses, "digit_sum": _digit_sum_clauses,
@@ -246,22 +279,29 @@ def meta_winner(verdict: str, a: Judgment, b: Judgment) -> str:
 
 
 def meta_text(own: Check, a: Judgment, b: Judgment) -> str:
-  """The meta-judge's output: its own check of the response and the verdict it implies, then
-  whether each judgment's score fits that verdict, then the winner (``meta_winner``)::
+  """The meta-judge's output: the two judgments' scores, copied first; its own check of the
+  response and the score its verdict implies; each copied score subtracted from that one; the
+  winner (``meta_winner``: the difference that is 0, else the smaller one)::
 
-    Check: 13-4=9, 9-9=0: ok; 4 in 7, 2, 9, 4: ok; 9 in 7, 2, 9: ok. So the response is
-    right. A: score 1, no fit. B: score 5, fits. Winner: Judgment B
+    A: score 1. B: score 5. Check: 13-4=9, 9-9=0: ok; 4 in 7, 2, 9, 4: 4-4=0: ok; 9 in 7, 2,
+    9: 9-9=0: ok. So the response is right, want 5. A: 5-1=4. B: 5-5=0. Winner: Judgment B
 
   The meta-judge re-checks the response (one candidate, the same local computations as the
-  judge's); it never solves the task. Each judgment is then judged by one lookup: its score
-  against the verdict just written. (The first format asked for "A: check false" directly: an
-  OR over every clause of a judgment read from the prompt, and the seed's meta-judge stayed at
-  chance, 54%.) A wrong call is written with a false own check (``slipped_check``), so the
-  text stays consistent with its winner."""
+  judge's); it never solves the task. Each judgment is then judged by a subtraction, a
+  many-valued step of the kind the judge's clauses use, rather than a yes/no "fits".
+
+  Why the scores come first: copied at the start of the output, Judgment B's score sits a fixed
+  number of tokens back (the template's last line), and Judgment A's is the other "Score:" of the
+  prompt; the subtractions then find each score in the output's own "A: score", "B: score" (a
+  copy of a recent, uniquely labelled token). The previous format copied them after its check,
+  from 100+ tokens back, and the seed's meta-judge copied the wrong judgment's score about half
+  the time and stayed at chance (bench/results/seed_diagnosis.md, "v2"). A wrong call is written
+  with a false own check (``slipped_check``), so the text stays consistent with its winner."""
   verdict = own.verdict
-  fit = lambda j: "fits" if fits(verdict, j.score) else "no fit"
-  return (f"{own.text()} So the response is {verdict}. A: score {a.score}, {fit(a)}. "
-          f"B: score {b.score}, {fit(b)}. Winner: Judgment {meta_winner(verdict, a, b)}")
+  want = VERDICT_SCORE[verdict]
+  return (f"A: score {a.score}. B: score {b.score}. {own.text()} So the response is {verdict}, "
+          f"want {want}. A: {want}-{a.score}={want - a.score}. "
+          f"B: {want}-{b.score}={want - b.score}. Winner: Judgment {meta_winner(verdict, a, b)}")
 
 
 def written_check(text: str) -> str | None:

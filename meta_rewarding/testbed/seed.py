@@ -17,8 +17,8 @@ every prompt is one user message in the Llama-2 chat format, exactly as the pipe
               a pair that misses the target or uses an unlisted number, a number out of range or
               with the wrong digit sum, a letter before the pivot or not listed).
   judge       templates.JUDGE_TEMPLATE(instruction, response)  ->
-              "Check: 13-4=9, 9-9=0: ok; 4 in 7, 2, 9, 4: ok; 9 in 7, 2, 9: ok.
-               So the response is right. Score: 5"
+              "Check: 13-4=9, 9-9=0: ok; 4 in 7, 2, 9, 4: 4-4=0: ok; 9 in 7, 2, 9: 9-9=0:
+               ok. So the response is right. Score: 5"
               (formats: judging.py). The response is right / a plausible mistake / a random
               well-formed answer / malformed (no clear answer, oracle score 0) with
               probabilities RESPONSE_MIX. The check states, for this one response, each
@@ -27,13 +27,14 @@ every prompt is one user message in the Llama-2 chat format, exactly as the pipe
               probability JUDGE_SLIP the check holds false clauses that flip the verdict; with
               probability JUDGE_MISCALIBRATED the score is on the wrong side.
   meta-judge  templates.META_JUDGE_TEMPLATE(instruction, response, judgment A, judgment B)  ->
-              "Check: ... So the response is right. A: score 1, no fit. B: score 5, fits.
-               Winner: Judgment B"
+              "A: score 1. B: score 5. Check: ... So the response is right, want 5.
+               A: 5-1=4. B: 5-5=0. Winner: Judgment B"
               A and B judge one response: one sound (true check, fitting score), one unsound
               (slipped with probability META_UNSOUND_SLIP, else miscalibrated), so the oracle
               always prefers the sound one. The meta-judge checks the response itself (the
               judge's local computations on one candidate; it never has to solve the task), then
-              names the judgment whose score fits its verdict (judging.meta_text). With
+              subtracts each judgment's score (copied first) from the score its verdict implies
+              and names the one at 0 (judging.meta_text). With
               probability META_FLIP its own check is a slipped one, and it names the unsound one.
   pairwise    templates.PAIRWISE_TEMPLATE(instruction, response A, response B)  ->
               "A: Check: ... So A is right. B: Check: ... So B is wrong. [[A]]"
@@ -455,7 +456,7 @@ TOKENIZER_SYMBOLS = ("[INST]", "[/INST]")  # the Llama-2 chat markers, one piece
 EVAL_SEED = 99991          # held-out evaluation tasks (never in the demonstrations)
 
 # Length buckets per kind (prompt + response tokens, Llama-2 chat format, this tokenizer).
-_BUCKETS = {"actor": (32, 48), "judge": (120, 152), "meta": (272, 320), "pairwise": (176, 224),
+_BUCKETS = {"actor": (32, 48), "judge": (144, 176), "meta": (336, 384), "pairwise": (208, 256),
             "worse": (136, 160)}
 
 
@@ -498,7 +499,8 @@ class BuildConfig:
   # sampled, ~22% for the shipped seed). Measured: 800 more steps of the third call at 0.5 on top
   # of the shipped seed moved the judge's balanced accuracy on its own answers only from 54.2% to
   # 56.8% (it lowered the pass rate on right answers as much as it raised the fail rate on wrong
-  # ones), so the shipped seed keeps None.
+  # ones) with the first judgment formats. With the subtraction formats (judging.py) the v2 and
+  # v3 builds pass 0.5 (`--own_judge_not_right_share`, build_info.json's command).
   own_judge_not_right_share: float | None = None
   eval_tasks: int = 200                  # held-out tasks for the seed's figures
   eval_samples: int = 4                  # actor samples per task

@@ -20,11 +20,11 @@ CHAT_FORMAT = "llama2"
 # score), a meta-judgment (its own check and verdict, both scores against it, the winner), and the
 # Self-Taught Evaluator's pairwise judgment (two checks and the tag) and worse response (a
 # modified task and an answer to it), each with room to spare over the longest demonstration
-# (11, 69, 89, 133, 82 tokens).
+# (10, 85, 122, 161, 81 tokens).
 ACTOR_MAX_NEW_TOKENS = 24
-JUDGE_MAX_NEW_TOKENS = 80
-META_MAX_NEW_TOKENS = 104
-PAIRWISE_MAX_NEW_TOKENS = 144
+JUDGE_MAX_NEW_TOKENS = 96
+META_MAX_NEW_TOKENS = 136
+PAIRWISE_MAX_NEW_TOKENS = 176
 WORSE_MAX_NEW_TOKENS = 96
 
 # The pipeline's sampling settings, used wherever the seed's figures or demonstrations should see

@@ -7,7 +7,7 @@ Why these families (DESIGN.md section 6, "a generation-verification gap"): a jud
 better than the actor when checking a given answer is easier than producing one. In each family
 below the actor must pick, from several candidates, one that meets every constraint at once (an
 implicit search it has to do in one shot), while the judge checks ONE candidate with a short,
-local computation it writes out ("13-4=9, 9-9=0: ok; 9 in 7, 2, 9: ok"; formats: judging.py). A
+local computation it writes out ("13-4=9, 9-9=0: ok; 9 in 7, 2, 9: 9-9=0: ok"; judging.py). A
 meta-judge can then verify a judgment's written check (is 13-4 really 9? is 9 really in the
 list?) without solving the task itself. Every family has many valid answers.
 
