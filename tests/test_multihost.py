@@ -17,7 +17,9 @@ import pytest
 from meta_rewarding import artifacts
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
-TIMEOUT = 240  # seconds per run: a hang fails the test instead of blocking CI
+# Seconds per run: a hang fails the test instead of blocking CI. A 2-core machine also running a
+# bench took over 240 s.
+TIMEOUT = 480
 
 WORKER = r'''
 import gc, json, os, sys
