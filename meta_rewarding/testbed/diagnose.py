@@ -47,8 +47,9 @@ RESPONSE_KINDS = ("right", "plausible", "random")
 
 def clause_kind(fact: str) -> str:
   """The kind of one clause's fact, from its text (family-agnostic)."""
-  if re.fullmatch(r"\d+-\d+=-?\d+, \d+--?\d+=-?\d+", fact) or re.fullmatch(r"[\d+]+=\d+, target \d+",
-                                                                   fact):
+  complement = r"\d+-\d+=-?\d+, \d+--?\d+=-?\d+"     # "13-4=9, 9-9=0"
+  whole_sum = r"[\d+]+=\d+, target \d+"                # "1+0+0=1, target 9"
+  if re.fullmatch(complement, fact) or re.fullmatch(whole_sum, fact):
     return "sum vs target"
   if re.fullmatch(r"\S+ in .+", fact):
     return "membership"

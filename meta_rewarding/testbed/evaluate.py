@@ -29,7 +29,6 @@ from meta_rewarding.testbed import oracle
 from meta_rewarding.testbed.tasks import task_from_instruction
 
 HELDOUT_SEED = 0
-HELDOUT_SAMPLES = 4     # actor samples per held-out task (default of evaluate.heldout_samples)
 HELDOUT_JUDGMENTS = 2   # judgments per sampled answer (two, so the meta-judge has own battles)
 
 
@@ -42,7 +41,7 @@ def heldout_evaluator(config) -> Callable[[Any], dict]:
   def evaluate_model(policy, label: str) -> dict:
     figures = seed_lib.measure(
         policy.model_config, policy.params, policy.tokenizer, tasks,
-        samples=int(config.evaluate.get("heldout_samples", HELDOUT_SAMPLES)),
+        samples=int(config.evaluate.heldout_samples),
         judgments=HELDOUT_JUDGMENTS, seed=HELDOUT_SEED, mesh=policy.mesh,
         judge_template=config.judge.template, meta_template=config.meta_judge.template,
         temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, batch_size=s.batch_size,
