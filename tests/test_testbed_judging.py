@@ -112,25 +112,29 @@ def test_miscalibrated_judgments_and_meta_assessments():
   sound = judging.judgment(check)
   slipped = judging.judgment(judging.slipped_check(DIGITS, "45", rng))
   own = "Check: 9-4=5, 5-5=0: ok; 45>=30: 4-3=1: ok; 45<=59: 5-4=1: ok. So the response is right"
-  assert judging.meta_text(check, sound, slipped) == (
+  assert judging.meta_text(check, sound.score, slipped.score) == (
       f"A: score 5. B: score 1. {own}, want 5. A: 5-5=0. B: 5-1=4. Winner: Judgment A")
-  assert judging.meta_text(check, low, sound) == (
+  assert judging.meta_text(check, low.score, sound.score) == (
       f"A: score {low.score}. B: score 5. {own}, want 5. A: 5-{low.score}={5 - low.score}. "
       f"B: 5-5=0. Winner: Judgment B")
   # A deliberately wrong call is written from a false own check, so its text names the unsound
   # judgment consistently.
   false_own = judging.slipped_check(DIGITS, "45", rng)
-  wrong_call = judging.meta_text(false_own, sound, slipped)
+  wrong_call = judging.meta_text(false_own, sound.score, slipped.score)
   assert wrong_call.startswith("A: score 5. B: score 1. Check: ")
   assert wrong_call.endswith("So the response is wrong, want 1. A: 1-5=-4. B: 1-1=0. "
                              "Winner: Judgment B")
   assert prompts.parse_winner(wrong_call) == "B"
   # Neither fits: the closer score wins, then A.
   unclear = judging.true_check(DIGITS, "I do not know.")
-  assert judging.meta_winner(unclear.verdict, judging.Judgment(unclear, 3),
-                             judging.Judgment(unclear, 4)) == "A"
-  assert judging.meta_winner("right", judging.Judgment(check, 1),
-                             judging.Judgment(check, 2)) == "B"
+  assert judging.meta_winner(unclear.verdict, 3, 4) == "A"
+  assert judging.meta_winner("right", 1, 2) == "B"
+  # Equal scores (both fit, or both miss by as much): the winner is the one given as the tie's.
+  assert judging.meta_winner("right", 5, 5) == "A"
+  assert judging.meta_winner("right", 5, 5, tie="B") == "B"
+  assert judging.meta_winner("wrong", 0, 2, tie="B") == "B"
+  assert judging.meta_text(check, 5, 5, tie="B") == (
+      f"A: score 5. B: score 5. {own}, want 5. A: 5-5=0. B: 5-5=0. Winner: Judgment B")
 
 
 def test_check_is_true_reads_only_the_check():

@@ -268,20 +268,25 @@ def fits(verdict: str, score: int) -> bool:
   return score == VERDICT_SCORE[verdict]
 
 
-def meta_winner(verdict: str, a: Judgment, b: Judgment) -> str:
+def meta_winner(verdict: str, score_a: int, score_b: int, tie: str = "A") -> str:
   """The judgment whose score fits ``verdict`` (the meta-judge's own); when both or neither do,
-  the one whose score is closer to it, then A."""
-  fit_a, fit_b = fits(verdict, a.score), fits(verdict, b.score)
+  the one whose score is closer to it; equal scores: ``tie`` (the demonstrations draw it at
+  random, so that neither position is taught to win a battle the scores cannot decide)."""
+  fit_a, fit_b = fits(verdict, score_a), fits(verdict, score_b)
   if fit_a != fit_b:
     return "A" if fit_a else "B"
   want = VERDICT_SCORE[verdict]
-  return "B" if abs(b.score - want) < abs(a.score - want) else "A"
+  distance_a, distance_b = abs(score_a - want), abs(score_b - want)
+  if distance_a == distance_b:
+    return tie
+  return "B" if distance_b < distance_a else "A"
 
 
-def meta_text(own: Check, a: Judgment, b: Judgment) -> str:
-  """The meta-judge's output: the two judgments' scores, copied first; its own check of the
-  response and the score its verdict implies; each copied score subtracted from that one; the
-  winner (``meta_winner``: the difference that is 0, else the smaller one)::
+def meta_text(own: Check, score_a: int, score_b: int, tie: str = "A") -> str:
+  """The meta-judge's output about Judgments A and B (their scores ``score_a``, ``score_b``):
+  the two scores, copied first; its own check of the response and the score its verdict
+  implies; each copied score subtracted from that one; the winner (``meta_winner``: the
+  difference that is 0, else the smaller one, and ``tie`` when the two are equal)::
 
     A: score 1. B: score 5. Check: 13-4=9, 9-9=0: ok; 4 in 7, 2, 9, 4: 4-4=0: ok; 9 in 7, 2,
     9: 9-9=0: ok. So the response is right, want 5. A: 5-1=4. B: 5-5=0. Winner: Judgment B
@@ -299,9 +304,10 @@ def meta_text(own: Check, a: Judgment, b: Judgment) -> str:
   with a false own check (``slipped_check``), so the text stays consistent with its winner."""
   verdict = own.verdict
   want = VERDICT_SCORE[verdict]
-  return (f"A: score {a.score}. B: score {b.score}. {own.text()} So the response is {verdict}, "
-          f"want {want}. A: {want}-{a.score}={want - a.score}. "
-          f"B: {want}-{b.score}={want - b.score}. Winner: Judgment {meta_winner(verdict, a, b)}")
+  return (f"A: score {score_a}. B: score {score_b}. {own.text()} So the response is {verdict}, "
+          f"want {want}. A: {want}-{score_a}={want - score_a}. "
+          f"B: {want}-{score_b}={want - score_b}. "
+          f"Winner: Judgment {meta_winner(verdict, score_a, score_b, tie)}")
 
 
 def written_check(text: str) -> str | None:

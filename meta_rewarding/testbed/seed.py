@@ -119,6 +119,12 @@ JUDGE_MISCALIBRATED = 0.04     # the judge's score is on the wrong side of the p
 META_RESPONSE_MIX = (("correct", 0.5), ("wrong", 0.4), ("malformed", 0.1))
 META_UNSOUND_SLIP = 0.75
 META_FLIP = 0.06               # meta-judge label names the unsound judgment (either position)
+# The third call's battles between the model's own judgments (`own_battle_meta_demos`): answers
+# sampled and answers judged per demonstration wanted (most answers' two judgments agree and make
+# no decisive battle: 131 of 512 answers of the v3 seed did), and the share of same-score battles.
+OWN_BATTLE_ANSWERS = 6
+OWN_BATTLE_JUDGED = 4
+OWN_BATTLE_SAME_SCORE = 0.3
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
@@ -305,7 +311,7 @@ def meta_demo_record(task: Task, rng: random.Random) -> Demo:
   own = judging.true_check(task, response)
   slipped = judging.slipped_check(task, response, rng) if rng.random() < META_FLIP else None
   flip = slipped is not None
-  text = judging.meta_text(slipped if flip else own, a, b)
+  text = judging.meta_text(slipped if flip else own, a.score, b.score)
   winner = prompts.parse_winner(text)
   prompt = prompts.render_meta_judge_prompt(templates.META_JUDGE_TEMPLATE, task.instruction,
                                             response, a.text(), b.text())
@@ -439,7 +445,9 @@ def demo_noise_report(demos: Sequence[Demo]) -> dict:
     ms = by["meta"]
     out["meta_label_correct"] = sum(d.correct for d in ms) / len(ms)
     out["meta_first_position"] = sum(d.info["winner"] == "A" for d in ms) / len(ms)
-    out["meta_picks_higher_score"] = sum(d.info["winner_higher"] for d in ms) / len(ms)
+    # Over battles whose scores differ (own-battle demonstrations also hold same-score ones).
+    differ = [d for d in ms if not d.info.get("same_score")]
+    out["meta_picks_higher_score"] = sum(d.info["winner_higher"] for d in differ) / len(differ)
   if "pairwise" in by:
     ps = by["pairwise"]
     out["pairwise_label_correct"] = sum(d.correct for d in ps) / len(ps)
@@ -502,6 +510,9 @@ class BuildConfig:
   # ones) with the first judgment formats. With the subtraction formats (judging.py) the v2 and
   # v3 builds pass 0.5 (`--own_judge_not_right_share`, build_info.json's command).
   own_judge_not_right_share: float | None = None
+  # The share of the third call's meta-judge demonstrations about battles between the model's
+  # own judgments (`own_battle_meta_demos`); 0: none (the v1-v3 builds).
+  own_battle_share: float = 0.5
   eval_tasks: int = 200                  # held-out tasks for the seed's figures
   eval_samples: int = 4                  # actor samples per task
 
@@ -523,6 +534,25 @@ def own_judge_stage(cfg: BuildConfig) -> BuildConfig:
                              own_judge_steps=0)
 
 
+def _sample_own_answers(model_config, params, tokenizer, cfg: BuildConfig, n_tasks: int, stream: int,
+                        *, mesh, exclude: Iterable[str] = ()) -> tuple[object, list[tuple]]:
+  """(the sampler, [(task, answer)]): `own_judge_samples` answers, at the pipeline's sampling
+  settings, to each of `n_tasks` training tasks (`generate_tasks` over all families from stream
+  `stream`, skipping `exclude`)."""
+  from meta_rewarding import sampling
+  exclude = set(exclude)
+  tasks = [t for t in generate_tasks(cfg.seed * 10 + stream, n_tasks + n_tasks // 10 + 50,
+                                     split="sft")
+           if t.instruction not in exclude][:n_tasks]
+  sampler = sampling.Sampler(model_config, params, tokenizer, mesh=mesh, batch_size=64,
+                             prompt_buckets=(48, 96, 128, 192, 256))
+  rows = sampler.generate([t.instruction for t in tasks], n=cfg.own_judge_samples,
+                          strategy=sampling.Sampling(**PIPELINE_SAMPLING),
+                          max_new_tokens=ACTOR_MAX_NEW_TOKENS, seed=cfg.seed + stream,
+                          progress=True)
+  return sampler, [(t, c.text.strip()) for t, row in zip(tasks, rows) for c in row]
+
+
 def own_answer_judge_demos(model_config, params, tokenizer, cfg: BuildConfig, n: int, *, mesh,
                            exclude: Iterable[str] = (), log=print) -> list[Demo]:
   """`n` judge demonstrations of the model's own sampled answers to training tasks.
@@ -533,19 +563,10 @@ def own_answer_judge_demos(model_config, params, tokenizer, cfg: BuildConfig, n:
   times as many answers are sampled and that share of the demonstrations is drawn from the ones
   that are not right (fewer when too few were sampled; the log says how many).
   Deterministic in (cfg.seed, n) and the weights."""
-  from meta_rewarding import sampling
-  exclude = set(exclude)
-  per_task = cfg.own_judge_samples
   share = cfg.own_judge_not_right_share
-  want = -(-n * (1 if share is None else 3) // per_task)
-  tasks = [t for t in generate_tasks(cfg.seed * 10 + 5, want + want // 10 + 50, split="sft")
-           if t.instruction not in exclude][:want]
-  sampler = sampling.Sampler(model_config, params, tokenizer, mesh=mesh, batch_size=64,
-                             prompt_buckets=(48,))
-  rows = sampler.generate([t.instruction for t in tasks], n=per_task,
-                          strategy=sampling.Sampling(**PIPELINE_SAMPLING),
-                          max_new_tokens=ACTOR_MAX_NEW_TOKENS, seed=cfg.seed, progress=True)
-  answers = [(t, c.text.strip()) for t, row in zip(tasks, rows) for c in row]
+  want = -(-n * (1 if share is None else 3) // cfg.own_judge_samples)
+  _, answers = _sample_own_answers(model_config, params, tokenizer, cfg, want, 5, mesh=mesh,
+                                   exclude=exclude)
   if share is not None:
     right = [a for a in answers if oracle.is_correct(*a)]
     other = [a for a in answers if not oracle.is_correct(*a)]
@@ -559,6 +580,110 @@ def own_answer_judge_demos(model_config, params, tokenizer, cfg: BuildConfig, n:
   rng = random.Random(f"own-judge/{cfg.seed}")
   demos = [judge_demo_record(t, rng, r) for t, r in answers]
   return demos[:n]
+
+
+def own_battles(task: Task, response: str, judgments: Sequence[str]
+                ) -> tuple[tuple | None, tuple | None]:
+  """(a decisive battle, a same-score battle) among the model's own `judgments` of `response`,
+  each (text A, score A, text B, score B, the oracle's better "A"|"B"|None) or None.
+
+  Decisive: the first pair of its own judgments the oracle tells apart; failing that, one of its
+  own judgments the oracle rejects against the true judgment (`judging.true_check` with the
+  score it implies: the text a perfect judge of this format writes, so it reads like the model's
+  own right judgments). Same-score: its first two judgments when their scores are equal.
+  Judgments without a whole-number score take no part (the pipeline battles only valid ones)."""
+  own = []
+  for text in judgments:
+    score = prompts.parse_score(text)
+    if score is not None and float(score).is_integer():
+      own.append((text, int(score)))
+  truth = judging.judgment(judging.true_check(task, response))
+  candidates = list(itertools.combinations(own, 2)) + [(x, (truth.text(), truth.score))
+                                                        for x in own]
+  decisive = None
+  for (text_a, score_a), (text_b, score_b) in candidates:
+    better = oracle.better_judgment(task, response, score_a, score_b)
+    if better is not None:
+      decisive = (text_a, score_a, text_b, score_b, better)
+      break
+  same = None
+  if len(own) >= 2 and own[0][1] == own[1][1]:
+    same = (own[0][0], own[0][1], own[1][0], own[1][1], None)
+  return decisive, same
+
+
+def own_battle_meta_demo(task: Task, response: str, battle: tuple, rng: random.Random) -> Demo:
+  """A meta-judge demonstration of one `own_battles` battle, in an order drawn at random: the
+  true own check (a slipped one with probability META_FLIP, as in `meta_demo_record`), and for
+  equal scores a winner drawn at random (`judging.meta_winner`'s `tie`)."""
+  text_a, score_a, text_b, score_b, better = battle
+  if rng.random() < 0.5:
+    text_a, score_a, text_b, score_b = text_b, score_b, text_a, score_a
+    better = {"A": "B", "B": "A", None: None}[better]
+  own = judging.true_check(task, response)
+  slipped = judging.slipped_check(task, response, rng) if rng.random() < META_FLIP else None
+  tie = rng.choice("AB")
+  text = judging.meta_text(slipped or own, score_a, score_b, tie=tie)
+  winner = prompts.parse_winner(text)
+  prompt = prompts.render_meta_judge_prompt(templates.META_JUDGE_TEMPLATE, task.instruction,
+                                            response, text_a, text_b)
+  higher = None if score_a == score_b else ("A" if score_a > score_b else "B")
+  return Demo("meta", prompt, text, task.instruction, better is None or winner == better,
+              {"response_kind": "own", "flip": slipped is not None, "better": better,
+               "winner": winner, "winner_higher": winner == higher, "same_score": higher is None})
+
+
+def own_battle_meta_demos(model_config, params, tokenizer, cfg: BuildConfig, n: int, *, mesh,
+                          exclude: Iterable[str] = (), log=print) -> list[Demo]:
+  """Up to `n` meta-judge demonstrations of battles between the model's OWN judgments.
+
+  The pipeline's meta-judge compares two of the model's judgments, which rarely look like the
+  planted unsound judgments of `meta_battle`; taught only on those, the v3 seed was right on 95%
+  of fixed battles but 57% of its own, and where the scores differed it named Judgment B 78% of
+  the time: its own check copied Judgment B's (bench/results/seed_diagnosis.md). Here training
+  tasks get `own_judge_samples` sampled answers each (OWN_BATTLE_ANSWERS per demonstration
+  wanted); OWN_BATTLE_JUDGED per demonstration are judged, the ones that are not right first up
+  to half of them (its lenient mistakes, where the better judgment has the lower score, happen
+  only on those), each twice at the pipeline's settings; `own_battles` picks the battles. The
+  demonstrations hold:
+    - decisive battles, half where the oracle's better judgment has the higher score and half
+      where it has the lower (so the labels do not favour the higher score), in a random order
+      (so they do not favour a position), labelled by the true own check;
+    - OWN_BATTLE_SAME_SCORE of `n` battles between two judgments with the same score (75% of
+      the pipeline's battles, never in `meta_battle`), the winner drawn at random.
+  Fewer when too few battles of a kind were sampled (the log says how many).
+  Deterministic in (cfg.seed, n) and the weights."""
+  from meta_rewarding import sampling
+  want = -(-n * OWN_BATTLE_ANSWERS // cfg.own_judge_samples)
+  sampler, sampled = _sample_own_answers(model_config, params, tokenizer, cfg, want, 6,
+                                         mesh=mesh, exclude=exclude)
+  judged = n * OWN_BATTLE_JUDGED
+  other = [a for a in sampled if not oracle.is_correct(*a)][:judged // 2]
+  answers = other + [a for a in sampled if oracle.is_correct(*a)][:judged - len(other)]
+  rows = sampler.generate([prompts.render_judge_prompt(templates.JUDGE_TEMPLATE, t.instruction, r)
+                           for t, r in answers], n=2,
+                          strategy=sampling.Sampling(**PIPELINE_SAMPLING),
+                          max_new_tokens=JUDGE_MAX_NEW_TOKENS, seed=cfg.seed + 7,
+                          share_prefix=True, progress=True)
+  higher, lower, same = [], [], []
+  for (task, response), row in zip(answers, rows):
+    decisive, tie = own_battles(task, response, [c.text for c in row])
+    if decisive is not None:
+      _, score_a, _, score_b, better = decisive
+      better_is_higher = (score_a > score_b) == (better == "A")
+      (higher if better_is_higher else lower).append((task, response, decisive))
+    if tie is not None:
+      same.append((task, response, tie))
+  k_same = min(len(same), round(n * OWN_BATTLE_SAME_SCORE))
+  k_each = min(len(higher), len(lower), (n - k_same) // 2)
+  log(f"own battles: {len(sampled)} answers sampled, {len(answers)} judged twice "
+      f"({len(other)} not right); decisive {len(higher)} where the better "
+      f"judgment has the higher score, {len(lower)} the lower, {len(same)} same-score; "
+      f"demonstrations from {k_each} + {k_each} decisive and {k_same} same-score")
+  picked = higher[:k_each] + lower[:k_each] + same[:k_same]
+  random.Random(f"own-battle-order/{cfg.seed}").shuffle(picked)
+  rng = random.Random(f"own-battle/{cfg.seed}")
+  return [own_battle_meta_demo(t, r, b, rng) for t, r, b in picked]
 
 
 def tokenizer_corpus(seed: int, n: int = 1500) -> list[str]:
@@ -656,6 +781,21 @@ def sft_config(cfg: BuildConfig):
   return t
 
 
+def interleave(own: Sequence[Demo], usual: Sequence[Demo]) -> list[Demo]:
+  """`own` spread evenly through `usual` (every stretch of the result holds both in the overall
+  proportion), each list's order kept."""
+  total = len(own) + len(usual)
+  out, i = [], 0
+  for j in range(total):
+    # own[i] goes at the position where its share of the prefix first reaches i + 1.
+    if i < len(own) and (i + 1) * total <= (j + 1) * len(own):
+      out.append(own[i])
+      i += 1
+    else:
+      out.append(usual[j - i])
+  return out
+
+
 def train_seed(cfg: BuildConfig, model_config, params, tokenizer, *, mesh, log=print,
                checkpoint_dir: str, own_answers: bool = False):
   """One `train.run_sft` call over kind-homogeneous batches (module docstring); returns
@@ -673,8 +813,13 @@ def train_seed(cfg: BuildConfig, model_config, params, tokenizer, *, mesh, log=p
       log(f"sampling the model's own answers for {len(demos) // 2} judge demonstrations ...")
       own = own_answer_judge_demos(model_config, params, tokenizer, cfg, len(demos) // 2,
                                    mesh=mesh, exclude=exclude, log=log)
-      usual = demos[:len(demos) - len(own)]
-      demos = [d for i in range(len(usual)) for d in (own[i:i + 1] + usual[i:i + 1])]
+      demos = interleave(own, demos[:len(demos) - len(own)])
+    if k == "meta" and own_answers and cfg.own_battle_share:
+      wanted = round(len(demos) * cfg.own_battle_share)
+      log(f"sampling the model's own judgments for {wanted} meta-judge demonstrations ...")
+      own = own_battle_meta_demos(model_config, params, tokenizer, cfg, wanted, mesh=mesh,
+                                  exclude=exclude, log=log)
+      demos = interleave(own, demos[:len(demos) - len(own)])
     tokenized, report = data.tokenize_sft([d.record() for d in demos], tokenizer,
                                           max_length=_BUCKETS[k][-1], truncation="skip")
     if len(tokenized) < need:
@@ -900,7 +1045,7 @@ def _valid_worse_response(task: Task, text: str) -> bool:
 COMMAND = "python -m meta_rewarding.testbed.seed --out=meta_rewarding/testbed/seed"
 # The command-line flags of `main` and the BuildConfig fields they set.
 _FLAG_FIELDS = ("seed", "init", "steps", "judge_steps", "judge_learning_rate", "own_judge_steps",
-                "own_judge_not_right_share", "eval_tasks")
+                "own_judge_not_right_share", "own_battle_share", "eval_tasks")
 
 
 def command(cfg: BuildConfig) -> str:
@@ -1105,6 +1250,7 @@ def main(argv):
   cfg = BuildConfig(seed=f.seed, init=f.init, steps=f.steps, judge_steps=f.judge_steps,
                     own_judge_steps=f.own_judge_steps, eval_tasks=f.eval_tasks,
                     judge_learning_rate=f.judge_learning_rate,
+                    own_battle_share=f.own_battle_share,
                     own_judge_not_right_share=(None if f.own_judge_not_right_share < 0
                                                else f.own_judge_not_right_share))
   info = build(f.out, cfg)
@@ -1128,5 +1274,8 @@ if __name__ == "__main__":
   flags.DEFINE_float("own_judge_not_right_share", -1.0,
                      "Share of the third call's own-answer judge demonstrations about answers that "
                      "are not right (negative: as sampled).")
+  flags.DEFINE_float("own_battle_share", BuildConfig.own_battle_share,
+                     "Share of the third call's meta-judge demonstrations about battles between "
+                     "the model's own judgments (0: none).")
   flags.DEFINE_integer("eval_tasks", BuildConfig.eval_tasks, "Held-out tasks for the figures.")
   app.run(main)
