@@ -192,14 +192,14 @@ def test_shipped_seed_files_and_figures():
   fig = info["figures"]
   # What issue 13 asks of the seed, on held-out tasks: actor 35-75%, judge balanced accuracy on
   # its own answers >= 80%, meta-judge >= 70% on battles where the oracle prefers one judgment
-  # (this build: 62.5%, 83.7%, 95.0%; build_info.json). On battles between its own judgments the
-  # meta-judge is weaker (56.8%), held here only to be no worse than chance.
+  # (this build: 63.9%, 93.0%, 94.8%; build_info.json). On battles between its own judgments the
+  # meta-judge is weaker (74.3%; v3, before the own-battle demonstrations: 56.8%).
   assert fig["judge_parse_rate"] >= 0.9 and fig["meta_parse_rate"] >= 0.9
   assert fig["tasks"] >= 200
   assert 0.35 <= fig["actor_accuracy"] <= 0.75
   assert 0.8 <= fig["judge_balanced_accuracy"] < 1.0
   assert 0.7 <= fig["meta_accuracy"] < 1.0
-  assert fig["meta_accuracy_own"] >= 0.5
+  assert fig["meta_accuracy_own"] >= 0.7
   assert 0.35 <= fig["meta_first_position_rate"] <= 0.65
   assert 0.35 <= fig["meta_picks_higher_rate"] <= 0.65
 
@@ -294,6 +294,107 @@ def test_measure_without_diagnostics_gives_the_same_figures_minus_two_passes():
 def test_build_command_names_every_flag_that_differs_from_the_default():
   assert seed.command(seed.BuildConfig()) == seed.COMMAND
   cfg = seed.BuildConfig(init="/models/v1", steps=0, judge_steps=600, judge_learning_rate=1e-3,
-                         own_judge_not_right_share=0.5)
+                         own_judge_not_right_share=0.5, own_battle_share=0.0)
   assert seed.command(cfg) == (seed.COMMAND + " --init=/models/v1 --steps=0 --judge_steps=600 "
-                               "--judge_learning_rate=0.001 --own_judge_not_right_share=0.5")
+                               "--judge_learning_rate=0.001 --own_judge_not_right_share=0.5 "
+                               "--own_battle_share=0.0")
+
+
+# --------------------------------------------------------------------------------------------
+# Meta-judge demonstrations of battles between the model's own judgments.
+
+LETTER = task_from_instruction("Write a letter from q, b, f, a, t that comes after m.")
+RIGHT = "Check: t in q, b, f, a, t: 20-20=0: ok; t after m: 20>=14: 2-1=1: ok. So the response " \
+        "is right. Score: 5"
+# A judgment of the kind the model writes when it slips: a list copied short, a wrong subtraction.
+STRICT = "Check: t in q, b, f: 20-6=14: no; t after m: 20>=14: 2-1=1: ok. So the response is " \
+         "wrong. Score: 1"
+
+
+def test_own_battles_take_a_pair_the_oracle_tells_apart_else_the_true_judgment():
+  # Two own judgments the oracle tells apart: that pair, in the order given.
+  decisive, same = seed.own_battles(LETTER, "The answer is t.", [STRICT, RIGHT])
+  assert decisive == (STRICT, 1, RIGHT, 5, "B") and same is None
+  # Both wrong the same way: the first against the true judgment (its text is RIGHT exactly),
+  # and the two make a same-score battle.
+  decisive, same = seed.own_battles(LETTER, "The answer is t.", [STRICT, STRICT + " "])
+  assert decisive == (STRICT, 1, RIGHT, 5, "B")
+  assert same == (STRICT, 1, STRICT + " ", 1, None)
+  # Both right: no decisive battle; an unparsable or fractional score takes no part.
+  decisive, same = seed.own_battles(LETTER, "The answer is t.", [RIGHT, RIGHT])
+  assert decisive is None and same == (RIGHT, 5, RIGHT, 5, None)
+  assert seed.own_battles(LETTER, "The answer is t.", [RIGHT, "Check: t. Score: 4.5"]) == (
+      None, None)
+  assert seed.own_battles(LETTER, "The answer is t.", ["no score", STRICT])[1] is None
+
+
+def test_own_battle_meta_demos_are_balanced_in_position_and_right_by_the_true_check():
+  rng = random.Random(0)
+  response = "The answer is t."
+  decisive = [seed.own_battle_meta_demo(LETTER, response, (STRICT, 1, RIGHT, 5, "B"), rng)
+              for _ in range(600)]
+  for d in decisive:
+    a = d.prompt.split("Judgment A: ", 1)[1].split("\nJudgment B: ", 1)[0]
+    assert d.response.startswith(f"A: score {prompts.parse_score(a):.0f}. B: score ")
+    assert d.info["better"] == ("A" if a == RIGHT else "B")
+    assert d.correct == (not d.info["flip"]) == (d.info["winner"] == d.info["better"])
+    if not d.info["flip"]:
+      assert f"{RIGHT.split('. Score:')[0]}, want 5." in d.response
+  assert 0.44 < sum(d.info["better"] == "A" for d in decisive) / 600 < 0.56
+  assert 0.02 < sum(d.info["flip"] for d in decisive) / 600 < 0.11   # META_FLIP
+  # Same score: the subtractions cannot decide, and the winner is drawn at random.
+  same = [seed.own_battle_meta_demo(LETTER, response, (RIGHT, 5, RIGHT, 5, None), rng)
+          for _ in range(600)]
+  assert all(d.info["same_score"] and d.correct for d in same)
+  assert all("A: 5-5=0. B: 5-5=0. Winner: Judgment " in d.response for d in same
+             if not d.info["flip"])
+  assert 0.44 < sum(d.info["winner"] == "A" for d in same) / 600 < 0.56
+  # The noise report counts the higher-score rate over battles whose scores differ only.
+  report = seed.demo_noise_report(decisive + same)
+  assert 0.9 < report["meta_picks_higher_score"] < 0.98
+  assert 0.44 < report["meta_first_position"] < 0.56
+
+
+def test_interleave_spreads_one_list_through_the_other_in_order():
+  # Each own demonstration goes where its share of the prefix first reaches its count: 3 in 10
+  # at positions 4, 7, 10.
+  assert "".join(seed.interleave(list("abc"), list("1234567"))) == "123a45b67c"
+  assert "".join(seed.interleave(list("ab"), list("12"))) == "1a2b"
+  assert seed.interleave([], list("12")) == list("12") and seed.interleave(list("a"), []) == ["a"]
+
+
+def test_own_battle_meta_demos_from_the_shipped_seed():
+  from meta_rewarding import checkpoints, sharding
+  from meta_rewarding.tokenizer import load_tokenizer
+
+  config, params = checkpoints.load_hf(SEED_DIR, dtype="float32")
+  tokenizer = load_tokenizer(SEED_DIR, chat_format=seed.CHAT_FORMAT)
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
+  cfg = seed.own_judge_stage(seed.BuildConfig())
+  exclude = {t.instruction for t in seed.eval_task_list(200)}
+  logged = []
+  demos = seed.own_battle_meta_demos(config, params, tokenizer, cfg, 20, mesh=mesh,
+                                     exclude=exclude, log=logged.append)
+  again = seed.own_battle_meta_demos(config, params, tokenizer, cfg, 20, mesh=mesh,
+                                     exclude=exclude, log=lambda _: None)
+  assert [d.record() for d in demos] == [d.record() for d in again]  # deterministic
+  assert 0 < len(demos) <= 20 and not exclude & {d.instruction for d in demos}
+  same = [d for d in demos if d.info["same_score"]]
+  decisive = [d for d in demos if not d.info["same_score"]]
+  assert len(same) <= round(20 * seed.OWN_BATTLE_SAME_SCORE)
+  # As many decisive battles where the better judgment has the higher score as the lower.
+  higher = sum((d.info["winner"] == d.info["better"]) == d.info["winner_higher"] for d in decisive)
+  assert 2 * higher == len(decisive), logged
+  assert f"demonstrations from {len(decisive) // 2} + {len(decisive) // 2} decisive and " \
+         f"{len(same)} same-score" in logged[0]
+  for d in demos:
+    task = task_from_instruction(d.instruction)
+    response = d.prompt.split("Response: ", 1)[1].split("\n", 1)[0]
+    a = d.prompt.split("Judgment A: ", 1)[1].split("\nJudgment B: ", 1)[0]
+    b = d.prompt.split("Judgment B: ", 1)[1].split("\nVerify", 1)[0]
+    assert d.prompt == prompts.render_meta_judge_prompt(templates.META_JUDGE_TEMPLATE,
+                                                        d.instruction, response, a, b)
+    score_a, score_b = prompts.parse_score(a), prompts.parse_score(b)
+    assert d.response.startswith(f"A: score {score_a:.0f}. B: score {score_b:.0f}. Check: ")
+    assert d.info["better"] == oracle.better_judgment(task, response, score_a, score_b)
+    assert prompts.parse_winner(d.response) == d.info["winner"]

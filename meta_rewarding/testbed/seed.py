@@ -36,6 +36,8 @@ every prompt is one user message in the Llama-2 chat format, exactly as the pipe
               subtracts each judgment's score (copied first) from the score its verdict implies
               and names the one at 0 (judging.meta_text). With
               probability META_FLIP its own check is a slipped one, and it names the unsound one.
+              The third call adds battles between the model's OWN sampled judgments
+              (`own_battle_meta_demos`), same-score ones included, labelled the same way.
   pairwise    templates.PAIRWISE_TEMPLATE(instruction, response A, response B)  ->
               "A: Check: ... So A is right. B: Check: ... So B is wrong. [[A]]"
               the Self-Taught Evaluator's pairwise judge: a right answer against a wrong one (a
@@ -54,7 +56,11 @@ judgment is Judgment A in half the battles (drawn independently of everything el
 responses judged are right in half of them (META_RESPONSE_MIX), where the sound judgment has the
 higher score, and not right in the other half, where it has the lower one; the label noise
 (META_FLIP) is independent of both. `demo_noise_report` measures the share of labels naming A and
-naming the higher score (both ~50%), and the tests hold them there.
+naming the higher score (both ~50%), and the tests hold them there. The own-battle
+demonstrations of the third call keep the same balance by construction: each battle's order is
+drawn at random, the decisive battles are taken half where the better judgment has the higher
+score and half where it has the lower, and in a battle of two equal scores (which the
+subtractions cannot decide) the winner is drawn at random.
 
 So the demonstrations are only mostly right (`demo_noise_report`, checked by the tests): actor
 ~78% right; judge scores agree with the oracle ~89%; meta-judge labels name the oracle's better
@@ -77,7 +83,8 @@ the budget); then the kinds are interleaved evenly (`step_kinds`,
 weighted towards the judge (`judge_stage`), then one whose judge demonstrations are half about the
 model's own sampled answers (`own_judge_stage`, `own_answer_judge_demos`): a judge taught only on
 RESPONSE_MIX judged a fixed mix well but its own answers much worse (its own mistakes are not
-the plausible mistakes of the mix). Tasks: the `sft` split only (tasks.split_of), so no
+the plausible mistakes of the mix); likewise half its meta-judge demonstrations are battles
+between the model's own judgments (`own_battle_meta_demos`). Tasks: the `sft` split only (tasks.split_of), so no
 demonstration is about a pool or evaluation task.
 """
 
