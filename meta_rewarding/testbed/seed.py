@@ -84,8 +84,8 @@ weighted towards the judge (`judge_stage`), then one whose judge demonstrations 
 model's own sampled answers (`own_judge_stage`, `own_answer_judge_demos`): a judge taught only on
 RESPONSE_MIX judged a fixed mix well but its own answers much worse (its own mistakes are not
 the plausible mistakes of the mix); likewise half its meta-judge demonstrations are battles
-between the model's own judgments (`own_battle_meta_demos`). Tasks: the `sft` split only (tasks.split_of), so no
-demonstration is about a pool or evaluation task.
+between the model's own judgments (`own_battle_meta_demos`). Tasks: the `sft` split only
+(tasks.split_of), so no demonstration is about a pool or evaluation task.
 """
 
 from __future__ import annotations
@@ -541,8 +541,9 @@ def own_judge_stage(cfg: BuildConfig) -> BuildConfig:
                              own_judge_steps=0)
 
 
-def _sample_own_answers(model_config, params, tokenizer, cfg: BuildConfig, n_tasks: int, stream: int,
-                        *, mesh, exclude: Iterable[str] = ()) -> tuple[object, list[tuple]]:
+def _sample_own_answers(model_config, params, tokenizer, cfg: BuildConfig, n_tasks: int,
+                        stream: int, *, mesh, exclude: Iterable[str] = ()
+                        ) -> tuple[object, list[tuple]]:
   """(the sampler, [(task, answer)]): `own_judge_samples` answers, at the pipeline's sampling
   settings, to each of `n_tasks` training tasks (`generate_tasks` over all families from stream
   `stream`, skipping `exclude`)."""
