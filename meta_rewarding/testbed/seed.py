@@ -561,6 +561,14 @@ def _sample_own_answers(model_config, params, tokenizer, cfg: BuildConfig, n_tas
   return sampler, [(t, c.text.strip()) for t, row in zip(tasks, rows) for c in row]
 
 
+def _split_by_correctness(answers: Sequence[tuple]) -> tuple[list[tuple], list[tuple]]:
+  """([(task, answer)] that are right, the ones that are not), each in the order given."""
+  right, other = [], []
+  for task, answer in answers:
+    (right if oracle.is_correct(task, answer) else other).append((task, answer))
+  return right, other
+
+
 def own_answer_judge_demos(model_config, params, tokenizer, cfg: BuildConfig, n: int, *, mesh,
                            exclude: Iterable[str] = (), log=print) -> list[Demo]:
   """`n` judge demonstrations of the model's own sampled answers to training tasks.
@@ -576,8 +584,7 @@ def own_answer_judge_demos(model_config, params, tokenizer, cfg: BuildConfig, n:
   _, answers = _sample_own_answers(model_config, params, tokenizer, cfg, want, 5, mesh=mesh,
                                    exclude=exclude)
   if share is not None:
-    right = [a for a in answers if oracle.is_correct(*a)]
-    other = [a for a in answers if not oracle.is_correct(*a)]
+    right, other = _split_by_correctness(answers)
     k_other = min(len(other), round(n * share))
     k_right = min(len(right), n - k_other)
     log(f"own answers: {len(answers)} sampled, {len(right)} right; demonstrations from "
@@ -666,8 +673,9 @@ def own_battle_meta_demos(model_config, params, tokenizer, cfg: BuildConfig, n: 
   sampler, sampled = _sample_own_answers(model_config, params, tokenizer, cfg, want, 6,
                                          mesh=mesh, exclude=exclude)
   judged = n * OWN_BATTLE_JUDGED
-  other = [a for a in sampled if not oracle.is_correct(*a)][:judged // 2]
-  answers = other + [a for a in sampled if oracle.is_correct(*a)][:judged - len(other)]
+  right, other = _split_by_correctness(sampled)
+  other = other[:judged // 2]
+  answers = other + right[:judged - len(other)]
   rows = sampler.generate([prompts.render_judge_prompt(templates.JUDGE_TEMPLATE, t.instruction, r)
                            for t, r in answers], n=2,
                           strategy=sampling.Sampling(**PIPELINE_SAMPLING),
