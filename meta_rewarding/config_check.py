@@ -335,6 +335,7 @@ def check_pipeline_config(config) -> None:
     c.integer("meta_judge.max_chosen_chars", 1, " (or None for no limit)", value=max_chosen)
   c.number("meta_judge.elo_l2", 0, None, lo_open=True)
   c.boolean("meta_judge.run_when_unused")
+  c.boolean("meta_judge.skip_same_score")
   for key, validate in (("judge.template", prompts.validate_judge_template),
                         ("meta_judge.template", prompts.validate_meta_judge_template)):
     c.template(key, validate)

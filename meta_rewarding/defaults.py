@@ -151,6 +151,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.meta_judge.max_chosen_chars = 1200  # judge pairs whose chosen judgment is longer are dropped
   c.meta_judge.elo_l2 = 1e-3
   c.meta_judge.run_when_unused = False  # meta-judge iterations that train on actor pairs only?
+  # Battles only between judgments with different scores? False = every pair (the paper). For a
+  # meta-judge that cannot prefer one of two same-score judgments (the testbed's: configs/local_cpu.py).
+  c.meta_judge.skip_same_score = False
 
   c.train = train_config()
 

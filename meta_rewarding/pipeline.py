@@ -433,7 +433,7 @@ def _meta_judge_stage(it: _Iteration, actor_records: Sequence[Mapping],
         max_new_tokens=meta_judge.max_new_tokens, seed=it.seed("meta_judge", c),
         share_prefix=True, desc=f"iter {it.iteration} meta-judge [{c}]")
     return stages.meta_judge_records(chunk, fits, generations)
-  requests = stages.meta_judge_requests(actor_records, judge_records)
+  requests = stages.meta_judge_requests(actor_records, judge_records, meta_judge.skip_same_score)
   it.at("meta_judge")
   return run_chunked(it.path("meta_judge.jsonl"), requests, it.config.pipeline.chunk_size, run_chunk)
 

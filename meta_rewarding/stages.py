@@ -301,8 +301,17 @@ def runs_meta_judge(meta_judge_config, use: str) -> bool:
               (use in ("both", "judge") or meta_judge_config.run_when_unused))
 
 
-def meta_judge_requests(actor: Sequence[Mapping], judge: Sequence[Mapping]) -> list[dict]:
-  """Per prompt: the highest-variance response and the battles among its valid judgments."""
+def meta_judge_requests(actor: Sequence[Mapping], judge: Sequence[Mapping],
+                        skip_same_score: bool = False) -> list[dict]:
+  """Per prompt: the highest-variance response and the battles among its valid judgments.
+
+  `skip_same_score` (``meta_judge.skip_same_score``) leaves out the battles between two judgments
+  with the same score, for a meta-judge that cannot tell such judgments apart (the testbed's,
+  which re-checks the response and compares the scores): its verdicts there are coin flips, and
+  the Elo then turns them into judge pairs whose chosen judgment is no better than the rejected
+  one. Without those battles, judgments with one score stay level with each other, so the chosen
+  and the rejected judgment of a pair always differ in score. A request with no battle left is
+  dropped."""
   by_prompt: dict[int, list[Mapping]] = {}
   for j in judge:
     by_prompt.setdefault(join_key(j), []).append(j)
@@ -316,15 +325,18 @@ def meta_judge_requests(actor: Sequence[Mapping], judge: Sequence[Mapping]) -> l
     if choice is None:
       continue
     record = judged[choice]
-    valid = [i for i, x in enumerate(record["judgments"]) if x["score"] is not None]
+    scores = [x["score"] for x in record["judgments"]]
+    valid = [i for i, score in enumerate(scores) if score is not None]
     battles = rewarding.battle_orders(valid)
+    if skip_same_score:
+      battles = [(m, n) for m, n in battles if scores[m] != scores[n]]
     if not battles:
       continue
     requests.append({"uid": join_key(a), "id": a["id"], "prompt": a["prompt"],
                      "response_index": record["response_index"],
                      "response": a["responses"][record["response_index"]]["text"],
                      "judgments": [x["text"] for x in record["judgments"]],
-                     "scores": [x["score"] for x in record["judgments"]],
+                     "scores": scores,
                      "orders": [list(b) for b in battles]})
   return requests
 

@@ -278,6 +278,33 @@ def test_records_are_joined_by_uid_not_pool_id():
       for u, low in ((0, 4), (1, 3))]
 
 
+def test_skip_same_score_battles_leaves_judgments_with_one_score_level():
+  actor, judge = _twin_records()
+  # uid 0's "good" has scores (5, 5, 4): of its 3 pairs of judgments only {0, 2} and {1, 2} differ.
+  every = stages.meta_judge_requests(actor, judge)
+  skipped = stages.meta_judge_requests(actor, judge, skip_same_score=True)
+  assert every[0]["orders"] == [[0, 1], [1, 0], [0, 2], [2, 0], [1, 2], [2, 1]]
+  assert skipped[0]["orders"] == [[0, 2], [2, 0], [1, 2], [2, 1]]
+  assert skipped[1]["orders"] == every[1]["orders"]     # (5, 4, 3): every pair differs
+  # A coin-flip meta-judge on the same-score battle (judgment 1 beats 0 in both orders) decides
+  # the chosen judgment when those battles are run; without them 0 and 1 stay level and the
+  # chosen one is the first of them.
+  def judged(requests):
+    winner = lambda r, a, b: ("B" if (a, b) == (0, 1) else "A") if r["scores"][a] == r["scores"][b] \
+        else ("A" if r["scores"][a] > r["scores"][b] else "B")
+    return [{**r, "battles": [{"a": a, "b": b, "winner": winner(r, a, b), "text": "",
+                               "too_long": False} for a, b in r["orders"]]} for r in requests]
+  chosen = lambda requests: [p["chosen_index"] for p in stages.judge_pairs(
+      judged(requests), prompts.JUDGE_TEMPLATE, None, 1e-3)[0]]
+  assert chosen(every)[0] == 1 and chosen(skipped)[0] == 0
+  # All scores equal: no battle is left, and the request is dropped.
+  for j in judge:
+    for x in j["judgments"]:
+      x["score"] = 3.0
+  assert stages.meta_judge_requests(actor, judge, skip_same_score=True) == []
+  assert len(stages.meta_judge_requests(actor, judge)) == 2
+
+
 def test_oracle_metrics_join_by_uid(monkeypatch):
   from meta_rewarding.testbed import evaluate
   actor, judge = _twin_records()
