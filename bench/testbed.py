@@ -11,6 +11,11 @@ Every run is configs/local_cpu.py with one arm's variant plus `seed=<k>`:
   self_rewarding        `bench,self_rewarding`     no meta-judge: actor pairs only
   meta_rewarding_every  `bench,judge_pairs_every`  actor + judge pairs in every iteration
 
+Two diagnostic arms run only when named in --arms (`--arms=oracle_meta_verdict,oracle_meta_check`):
+Meta-Rewarding with the testbed's oracle answering the meta-judge prompts (by the scores, or by
+the scores and then the checks: meta_rewarding/testbed/oracle_meta_judge.py). They bound what
+judge pairs can do for this model's judge; they are not the method.
+
 Seed k gives every arm the same prompts and the same starting model, so arms are compared by PAIRED
 differences over seeds (arm X minus arm Y on the same seed), which removes the seed-to-seed spread
 that an unpaired comparison has to beat.
@@ -54,7 +59,12 @@ ARMS = {
     "meta_rewarding": "bench",
     "self_rewarding": "bench,self_rewarding",
     "meta_rewarding_every": "bench,judge_pairs_every",
+    # Diagnostics, not the method (run only when named in --arms): the oracle in the meta-judge's
+    # seat, so judge pairs are as good as the rule allows (meta_rewarding/testbed/oracle_meta_judge.py).
+    "oracle_meta_verdict": "bench,oracle_meta=verdict",
+    "oracle_meta_check": "bench,oracle_meta=check",
 }
+METHOD_ARMS = ("meta_rewarding", "self_rewarding", "meta_rewarding_every")
 DEFAULT_SEEDS = tuple(range(10))
 
 # Held-out metrics of M_t (metrics.jsonl key "heldout/<key>"). Kind: "pct" = a rate shown in %,
@@ -95,6 +105,10 @@ COMPARISONS = (
     ("", "judge_balanced_accuracy", "meta_rewarding", "meta_rewarding_every"),
     ("", "actor_accuracy", "meta_rewarding", "self_rewarding"),
     ("", "actor_accuracy", "meta_rewarding_every", "self_rewarding"),
+    # Upper bounds (the oracle as meta-judge): what judge pairs could do for this judge.
+    ("", "judge_balanced_accuracy", "oracle_meta_verdict", "self_rewarding"),
+    ("", "judge_balanced_accuracy", "oracle_meta_check", "self_rewarding"),
+    ("", "judge_balanced_accuracy", "meta_rewarding", "oracle_meta_verdict"),
 ) + tuple(("", metric, arm, None) for arm in ARMS
           for metric in ("actor_accuracy", "judge_balanced_accuracy")
           if (metric, arm) != ("actor_accuracy", "self_rewarding"))  # that one is (a)
@@ -657,7 +671,8 @@ def _define_flags():
   # Defined only when run as a script: tests import this module next to others that define
   # --workdir, and absl refuses a flag defined twice.
   from absl import flags
-  flags.DEFINE_list("arms", list(ARMS), f"Arms to run, from {list(ARMS)}.")
+  flags.DEFINE_list("arms", list(METHOD_ARMS), f"Arms to run (and report), from {list(ARMS)}; "
+                    "the default is the method's three, without the oracle diagnostics.")
   flags.DEFINE_list("seeds", [str(s) for s in DEFAULT_SEEDS],
                     "Paired run seeds (config seed=<k>): the same seed gives every arm the same "
                     "prompts and starting model.")

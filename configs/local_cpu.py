@@ -22,6 +22,10 @@ Variants (`--config=configs/local_cpu.py:<arg>`; several may be joined with comm
   no_length_control  rho = 0 in every iteration (plain best-vs-worst actor pairs).
   bench              the per-run size of bench/testbed.py (3 iterations, 32 prompts; held-out
                      evaluation of M_0 and M_3 only).
+  oracle_meta=verdict|check
+                     a diagnostic, not the method: the testbed's oracle answers the meta-judge
+                     prompts (meta_rewarding/testbed/oracle_meta_judge.py); "check" also reads
+                     the judgments' checks, so it decides same-score battles too (and sends them).
   seed=1             another run seed (prompt sampling, generation, DPO data order).
 
 What it prints: a progress bar per stage and, after each iteration, a table of the DESIGN.md 4.3
@@ -37,8 +41,10 @@ import ml_collections
 from meta_rewarding import defaults
 
 VARIANTS = ("", "smoke", "self_rewarding", "judge_pairs_every", "no_length_control", "bench",
-            "bench,self_rewarding,no_length_control", "bench,judge_pairs_every", "seed=1")
-KNOWN = ("smoke", "self_rewarding", "judge_pairs_every", "no_length_control", "bench", "seed")
+            "bench,self_rewarding,no_length_control", "bench,judge_pairs_every", "seed=1",
+            "bench,oracle_meta=verdict", "bench,oracle_meta=check")
+KNOWN = ("smoke", "self_rewarding", "judge_pairs_every", "no_length_control", "bench", "seed",
+         "oracle_meta")
 
 
 def seed_dir() -> str:
@@ -113,6 +119,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       c.evaluate.heldout_every_iteration = False  # the bench compares M_3 with M_0
       c.evaluate.heldout_diagnostics = True       # it reports greedy actor accuracy too
       c.evaluate.heldout_samples = 4
+    elif name == "oracle_meta":
+      if value not in ("verdict", "check"):
+        raise ValueError(f"local_cpu variant oracle_meta={value!r}: expected verdict or check")
+      c.meta_judge.testbed_oracle = value
+      # The "check" oracle reads the checks, so it can decide same-score battles: send them.
+      c.meta_judge.skip_same_score = value == "verdict"
     elif name == "seed":
       try:
         c.seed = int(value)

@@ -29,6 +29,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 TRAIN_PAIRS = stages.TRAIN_PAIRS                   # stages.scheduled_pairs
 LENGTH_UNITS = ("chars", "tokens")                 # stages.response_length
 ORACLES = ("", "testbed")                          # run.run
+META_JUDGE_ORACLES = ("", "verdict", "check")      # testbed/oracle_meta_judge.RULES, or off
 RECIPES = ("meta_rewarding", "ste")                # pipeline.recipe
 MODES = ("dpo", "sft")                             # train_dpo
 
@@ -336,6 +337,11 @@ def check_pipeline_config(config) -> None:
   c.number("meta_judge.elo_l2", 0, None, lo_open=True)
   c.boolean("meta_judge.run_when_unused")
   c.boolean("meta_judge.skip_same_score")
+  c.choice("meta_judge.testbed_oracle", META_JUDGE_ORACLES)
+  testbed_oracle = c.get("meta_judge.testbed_oracle", "")
+  if testbed_oracle in META_JUDGE_ORACLES[1:] and c.get("evaluate.oracle", "") != "testbed":
+    c.fail("meta_judge.testbed_oracle", testbed_oracle,
+           "needs evaluate.oracle='testbed' (the oracle knows the testbed's tasks only)")
   for key, validate in (("judge.template", prompts.validate_judge_template),
                         ("meta_judge.template", prompts.validate_meta_judge_template)):
     c.template(key, validate)

@@ -154,6 +154,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Battles only between judgments with different scores? False = every pair (the paper). For a
   # meta-judge that cannot prefer one of two same-score judgments (the testbed's: configs/local_cpu.py).
   c.meta_judge.skip_same_score = False
+  # A diagnostic for the testbed only: the oracle answers the meta-judge prompts, by rule
+  # "verdict" or "check" (meta_rewarding/testbed/oracle_meta_judge.py); "" = the model (the method).
+  c.meta_judge.testbed_oracle = ""
 
   c.train = train_config()
 

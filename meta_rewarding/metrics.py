@@ -53,7 +53,7 @@ TABLE_KEYS = (
     "prompts", "skipped/long_prompts", "skipped/long_judge_prompts", "skipped/long_meta_judge_prompts",
     "actor/length_tokens_mean", "actor/stopped_by_length_share", "judge/parse_failure_rate",
     "judge/score_mean", "pairs/actor", "pairs/judge", "pairs/judge_identical_dropped",
-    "meta/parse_failure_rate",
+    "meta/parse_failure_rate", "meta/same_score_battles_skipped",
     "meta/first_position_win_rate", "dpo/loss", "dpo/rewards/accuracies", "dpo/rewards/margins",
     "oracle/actor_accuracy", "oracle/judge_accuracy", "oracle/meta_judge_accuracy",
     "heldout/actor_accuracy", "heldout/judge_balanced_accuracy", "heldout/judge_score_mean",

@@ -43,6 +43,10 @@ def run(config, workdir: str) -> list[dict]:
   logging.info("prompt pool: %d prompts from %s", len(pool), config.data.prompts)
   from meta_rewarding.policy import JaxPolicy
   policy = JaxPolicy.from_config(config, workdir, pool)
+  if config.meta_judge.get("testbed_oracle"):  # a diagnostic upper bound, not the method
+    from meta_rewarding.testbed.oracle_meta_judge import OracleMetaJudgePolicy
+    policy = OracleMetaJudgePolicy(policy, config.meta_judge.template,
+                                   config.meta_judge.testbed_oracle)
   if pipeline.recipe(config) == "ste":
     from meta_rewarding import ste
     return pipeline.run(

@@ -478,8 +478,12 @@ def iteration_metrics(iteration: int, prompts: Sequence[Mapping], actor: Sequenc
       battles.extend((offset + x["a"], offset + x["b"], x["winner"]) for x in m["battles"]
                      if not x.get("too_long"))
     mstats = rewarding.meta_judge_stats(battles, scores)
+    # meta_judge.skip_same_score's count: the battles the paper's rule (every pair) would send,
+    # less those sent. Recomputed from the actor and judge records, so a resumed run reports it too.
+    every_pair = sum(len(r["orders"]) for r in meta_judge_requests(actor, judge))
     out.update({
         "meta/prompts": len(meta), "meta/battles": mstats["battles"],
+        "meta/same_score_battles_skipped": every_pair - sum(len(m["battles"]) for m in meta),
         "meta/parse_failure_rate": mstats["parse_failure_rate"],
         "meta/first_position_win_rate": mstats["first_position_win_rate"],
         "meta/first_position_win_rate_same_score": mstats["first_position_win_rate_same_score"],

@@ -90,6 +90,8 @@ PIPELINE_CASES = [
     ("meta_judge.max_new_tokens", 0, "meta_judge.max_new_tokens=0", ">= 1"),
     ("meta_judge.max_chosen_chars", 0, "meta_judge.max_chosen_chars=0", ">= 1"),
     ("meta_judge.elo_l2", 0.0, "meta_judge.elo_l2=0.0", "> 0"),
+    ("meta_judge.testbed_oracle", "perfect", "meta_judge.testbed_oracle='perfect'",
+     "''|verdict|check"),
     ("judge.template", "Rate {response}.", "judge.template", "{instruction}"),
     ("meta_judge.template", "{prompt} {response} {judgment_a}", "meta_judge.template",
      "{judgment_b}"),
@@ -190,6 +192,17 @@ def test_meta_judge_needs_two_judgments_only_when_it_runs():
   config_check.check_pipeline_config(config)
   config.meta_judge.run_when_unused = True
   with pytest.raises(ConfigError, match="judge.num_judgments=1"):
+    config_check.check_pipeline_config(config)
+
+
+def test_the_oracle_meta_judge_needs_the_testbed_oracle():
+  config = smoke()
+  config.meta_judge.testbed_oracle = "check"
+  config_check.check_pipeline_config(config)      # local_cpu: evaluate.oracle = "testbed"
+  config.evaluate.oracle = ""
+  config.evaluate.heldout_tasks = 0
+  with pytest.raises(ConfigError, match=r"meta_judge.testbed_oracle='check': needs "
+                                        r"evaluate.oracle='testbed'"):
     config_check.check_pipeline_config(config)
 
 

@@ -143,6 +143,7 @@ def test_one_iteration_hand_worked(tmp_path):
   assert metrics["meta/battles"] == 6 and metrics["meta/first_position_win_rate"] == 0.5
   assert metrics["meta/position_weight_first"] == 0.5
   assert metrics["meta/picks_higher_score_rate"] == pytest.approx(2 / 6)
+  assert metrics["meta/same_score_battles_skipped"] == 0    # the paper's rule: every pair
   for name in ("metrics.jsonl", "plots/pair_counts.png", "config.json"):
     assert (tmp_path / name).exists() or name == "config.json"
   assert list((tmp_path / "tensorboard").iterdir())
@@ -303,6 +304,21 @@ def test_skip_same_score_battles_leaves_judgments_with_one_score_level():
       x["score"] = 3.0
   assert stages.meta_judge_requests(actor, judge, skip_same_score=True) == []
   assert len(stages.meta_judge_requests(actor, judge)) == 2
+
+
+def test_skip_same_score_in_a_run_counts_the_battles_it_left_out(tmp_path, monkeypatch):
+  # "short good" judged (5, 5, 3): the highest variance; its two 5s do not battle each other.
+  monkeypatch.setitem(JUDGMENTS, "short good", ["Fine. Score: 5", "Again. Score: 5", "Meh. Score: 3"])
+  config = make_config()
+  config.meta_judge.skip_same_score = True
+  (metrics,), _ = _run(tmp_path, config)
+  (meta,) = artifacts.read_jsonl(str(tmp_path / "iter_1" / "meta_judge.jsonl"))
+  assert meta["scores"] == [5.0, 5.0, 3.0]
+  assert [(b["a"], b["b"]) for b in meta["battles"]] == [(0, 2), (2, 0), (1, 2), (2, 1)]
+  assert metrics["meta/battles"] == 4 and metrics["meta/same_score_battles_skipped"] == 2
+  # The scripted meta-judge prefers a 3 to a 5; the two 5s stay level, so the first is rejected.
+  (jpair,) = artifacts.read_jsonl(str(tmp_path / "iter_1" / "judge_pairs.jsonl"))
+  assert (jpair["chosen_index"], jpair["rejected_index"]) == (2, 0)
 
 
 def test_oracle_metrics_join_by_uid(monkeypatch):
