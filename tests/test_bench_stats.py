@@ -92,7 +92,7 @@ def _heldout(actor, judge_bal):
 
 
 def _write_synthetic_runs(root):
-  """2 seeds x 3 arms x M_0..M_3, written as the pipeline does (iteration 0 only in the file).
+  """2 seeds x every arm x M_0..M_3, written as the pipeline does (iteration 0 only in the file).
 
   By construction: self_rewarding's actor gain over M_0 is +10 / +20 points (n=2: the t interval
   spans 0); meta_rewarding's balanced judge accuracy is self_rewarding's + 5 points on both seeds
@@ -139,9 +139,10 @@ def test_report_on_synthetic_runs(tmp_path):
   _write_synthetic_runs(tmp_path)
   arms = list(bench.ARMS)
   runs = bench.collect_runs(str(tmp_path), arms, [0, 1])
-  assert [(r["arm"], r["seed"]) for r in runs][:4] == [
-      ("meta_rewarding", 0), ("self_rewarding", 0), ("meta_rewarding_every", 0),
-      ("meta_rewarding", 1)]  # seeds outermost
+  assert [(r["arm"], r["seed"]) for r in runs][:len(arms) + 1] == [
+      (arm, 0) for arm in arms] + [("meta_rewarding", 1)]  # seeds outermost
+  assert arms[:3] == list(bench.METHOD_ARMS) == [
+      "meta_rewarding", "self_rewarding", "meta_rewarding_every"]
   text, results = bench.build_report(runs, arms, n_iter=3, header_lines=["    python x"])
   by_key = {(c["metric"], c["x"], c["y"]): c for c in results}
 
@@ -157,6 +158,9 @@ def test_report_on_synthetic_runs(tmp_path):
   every = by_key[("judge_balanced_accuracy", "meta_rewarding_every", "self_rewarding")]
   assert every["verdict"] == "meta_rewarding_every < self_rewarding"
   assert ("actor_accuracy", "meta_rewarding", "self_rewarding") in by_key
+  for oracle_arm in ("oracle_meta_verdict", "oracle_meta_check"):   # the diagnostic upper bounds
+    assert by_key[("judge_balanced_accuracy", oracle_arm, "self_rewarding")]["mean"] == \
+        pytest.approx(0.0)
   for arm in arms:  # every arm against the seed model, on both headline metrics
     assert ("actor_accuracy", arm, None) in by_key
     assert ("judge_balanced_accuracy", arm, None) in by_key
