@@ -73,6 +73,10 @@ HELDOUT = (
     ("actor_accuracy", "actor acc", "pct"),
     ("actor_accuracy_greedy", "actor acc (greedy)", "pct"),
     ("judge_balanced_accuracy", "judge balanced acc", "pct"),
+    # On a fixed 45/40/15 right/wrong/malformed response mix: the same responses for every model,
+    # so a change in the actor's answers (which the headline judges) does not move it.
+    ("judge_balanced_accuracy_fixed", "judge balanced acc (fixed mix)", "pct"),
+    ("judge_check_true_rate", "judge checks true", "pct"),
     ("judge_accuracy", "judge acc", "pct"),
     ("judge_score_mean", "judge score mean", "score"),
     ("judge_parse_rate", "judge parse rate", "pct"),
@@ -105,10 +109,15 @@ COMPARISONS = (
     ("", "judge_balanced_accuracy", "meta_rewarding", "meta_rewarding_every"),
     ("", "actor_accuracy", "meta_rewarding", "self_rewarding"),
     ("", "actor_accuracy", "meta_rewarding_every", "self_rewarding"),
+    ("", "judge_balanced_accuracy_fixed", "meta_rewarding", "self_rewarding"),
+    ("", "judge_check_true_rate", "meta_rewarding", "self_rewarding"),
+    ("", "judge_balanced_accuracy_fixed", "self_rewarding", None),
     # Upper bounds (the oracle as meta-judge): what judge pairs could do for this judge.
     ("", "judge_balanced_accuracy", "oracle_meta_verdict", "self_rewarding"),
     ("", "judge_balanced_accuracy", "oracle_meta_check", "self_rewarding"),
     ("", "judge_balanced_accuracy", "meta_rewarding", "oracle_meta_verdict"),
+    ("", "judge_balanced_accuracy_fixed", "oracle_meta_verdict", "self_rewarding"),
+    ("", "judge_balanced_accuracy_fixed", "oracle_meta_check", "self_rewarding"),
 ) + tuple(("", metric, arm, None) for arm in ARMS
           for metric in ("actor_accuracy", "judge_balanced_accuracy")
           if (metric, arm) != ("actor_accuracy", "self_rewarding"))  # that one is (a)
