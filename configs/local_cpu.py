@@ -8,8 +8,8 @@ SFT to act, judge and meta-judge on the testbed, imperfectly; rebuild it with
 of 24 testbed prompts x 4 responses x 4 judgments with the compact testbed templates
 (meta_rewarding/testbed/templates.py) on the paper's pair schedule: actor and judge pairs in
 iterations 1-2, actor pairs only in iteration 3 (Meta-Rewarding trains iterations 1-2 on both
-and 3-4 on actor pairs; with 3 iterations the third is the first actor-only one). One departure
-from the paper: the meta-judge gets only battles between judgments with different scores
+and 3-4 on actor pairs; with 3 iterations the third is the first actor-only one). It departs
+once from the paper: the meta-judge gets only battles between judgments with different scores
 (`meta_judge.skip_same_score`; the paper sends every pair), because the testbed's meta-judge
 cannot order two judgments with one score (the comment at the setting says more). Before the first
 iteration and after each one the model is evaluated on 100 held-out testbed tasks (the `eval`
