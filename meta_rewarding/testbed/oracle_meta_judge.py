@@ -90,5 +90,7 @@ class OracleMetaJudgePolicy:
     out = []
     for f in fields:
       text = oracle_meta_text(self.rule, oracle_winner(self.rule, *(f.group(k) for k in _FIELDS)))
+      # No tokenizer here: the word count stands in for num_tokens, which meta-judge records
+      # do not keep (stages.meta_judge_records stores text, finish_reason and the winner).
       out.append([Generation(text, len(text.split()), "stop")] * n)
     return out
