@@ -271,13 +271,15 @@ def actor_demo(task: Task, rng: random.Random, wrong: float = ACTOR_WRONG) -> De
               not mistake)
 
 
-def judge_demo_record(task: Task, rng: random.Random, response: str | None = None) -> Demo:
-  """A judge demonstration of `response` (None: one drawn from RESPONSE_MIX)."""
+def judge_demo_record(task: Task, rng: random.Random, response: str | None = None,
+                      miscalibrated: float = JUDGE_MISCALIBRATED) -> Demo:
+  """A judge demonstration of `response` (None: one drawn from RESPONSE_MIX), miscalibrated with
+  probability `miscalibrated`."""
   if response is None:
     response, kind = sample_response(task, rng)
   else:
     kind = "own"
-  j = judge_demo(task, response, rng)
+  j = judge_demo(task, response, rng, miscalibrated=miscalibrated)
   agrees = oracle.judgment_agrees(task, response, j.score)
   return Demo("judge", prompts.render_judge_prompt(templates.JUDGE_TEMPLATE, task.instruction,
                                                    response),
@@ -399,7 +401,8 @@ def pairwise_demo_record(task: Task, rng: random.Random, slip: float = JUDGE_SLI
                                  "modified": modified is not None})
 
 
-def demonstrations(seed: int, kind: str, n: int, exclude: Iterable[str] = ()) -> list[Demo]:
+def demonstrations(seed: int, kind: str, n: int, exclude: Iterable[str] = (),
+                   judge_miscalibrated: float = JUDGE_MISCALIBRATED) -> list[Demo]:
   """`n` demonstrations of `kind` (KINDS), deterministic in (seed, kind, n).
 
   Tasks come from the `sft` split (`tasks.split_of`: never the pool's or the evaluation's) over
@@ -423,7 +426,7 @@ def demonstrations(seed: int, kind: str, n: int, exclude: Iterable[str] = ()) ->
     if kind == "actor":
       out.append(actor_demo(task, rng))
     elif kind == "judge":
-      out.append(judge_demo_record(task, rng))
+      out.append(judge_demo_record(task, rng, miscalibrated=judge_miscalibrated))
     elif kind == "meta":
       out.append(meta_demo_record(task, rng))
     elif kind == "pairwise":
@@ -520,6 +523,11 @@ class BuildConfig:
   # The share of the third call's meta-judge demonstrations about battles between the model's
   # own judgments (`own_battle_meta_demos`); 0: none (the v1-v3 builds).
   own_battle_share: float = 0.5
+  # The share of judge demonstrations whose score is on the wrong side of the pass mark for the
+  # verdict their own check reaches (`judging.MISCALIBRATED_SCORES`). The v6 build's third call
+  # raises it from JUDGE_MISCALIBRATED so that the seed's judge has a fault of judging, not of
+  # acting, that only judge pairs can correct (bench/results/seed_diagnosis.md, "v6").
+  judge_miscalibrated: float = JUDGE_MISCALIBRATED
   eval_tasks: int = 200                  # held-out tasks for the seed's figures
   eval_samples: int = 4                  # actor samples per task
 
@@ -593,7 +601,7 @@ def own_answer_judge_demos(model_config, params, tokenizer, cfg: BuildConfig, n:
     random.Random(f"own-judge-order/{cfg.seed}").shuffle(picked)
     answers = picked
   rng = random.Random(f"own-judge/{cfg.seed}")
-  demos = [judge_demo_record(t, rng, r) for t, r in answers]
+  demos = [judge_demo_record(t, rng, r, cfg.judge_miscalibrated) for t, r in answers]
   return demos[:n]
 
 
@@ -824,7 +832,7 @@ def train_seed(cfg: BuildConfig, model_config, params, tokenizer, *, mesh, log=p
   for k in KINDS:
     need = kinds.count(k) * cfg.batch_size
     # A few spare demonstrations replace the rare ones longer than the kind's largest bucket.
-    demos = demonstrations(cfg.seed, k, need + need // 20 + 8, exclude)
+    demos = demonstrations(cfg.seed, k, need + need // 20 + 8, exclude, cfg.judge_miscalibrated)
     if k == "judge" and own_answers:
       log(f"sampling the model's own answers for {len(demos) // 2} judge demonstrations ...")
       own = own_answer_judge_demos(model_config, params, tokenizer, cfg, len(demos) // 2,
@@ -1061,7 +1069,8 @@ def _valid_worse_response(task: Task, text: str) -> bool:
 COMMAND = "python -m meta_rewarding.testbed.seed --out=meta_rewarding/testbed/seed"
 # The command-line flags of `main` and the BuildConfig fields they set.
 _FLAG_FIELDS = ("seed", "init", "steps", "judge_steps", "judge_learning_rate", "own_judge_steps",
-                "own_judge_not_right_share", "own_battle_share", "eval_tasks")
+                "own_judge_not_right_share", "own_battle_share", "judge_miscalibrated",
+                "eval_tasks")
 
 
 def command(cfg: BuildConfig) -> str:
@@ -1150,7 +1159,8 @@ def build(out: str, cfg: BuildConfig | None = None, *, log=print) -> dict:
                         extra_files={"tokenizer.model": tokenizer_bytes})
     total_seconds = time.time() - start
     demos_noise = demo_noise_report([d for k in ("actor", "judge", "meta")
-                                     for d in demonstrations(cfg.seed + 2000, k, 2000)])
+                                     for d in demonstrations(cfg.seed + 2000, k, 2000,
+                                                             judge_miscalibrated=cfg.judge_miscalibrated)])
     files = {name: os.path.getsize(os.path.join(staged, name)) for name in sorted(os.listdir(staged))}
     info = {
         "command": command(cfg),
@@ -1166,7 +1176,7 @@ def build(out: str, cfg: BuildConfig | None = None, *, log=print) -> dict:
                       list(TOKENIZER_SYMBOLS), "chat_format": CHAT_FORMAT},
         "noise": {"actor_wrong": ACTOR_WRONG, "response_mix": dict(RESPONSE_MIX),
                   "judge_slip": JUDGE_SLIP,
-                  "judge_miscalibrated": JUDGE_MISCALIBRATED,
+                  "judge_miscalibrated": cfg.judge_miscalibrated,
                   "meta_response_mix": dict(META_RESPONSE_MIX),
                   "meta_unsound_slip": META_UNSOUND_SLIP, "meta_flip": META_FLIP},
         "demonstrations_measured": {k: round(v, 4) for k, v in demos_noise.items()},
@@ -1267,6 +1277,7 @@ def main(argv):
                     own_judge_steps=f.own_judge_steps, eval_tasks=f.eval_tasks,
                     judge_learning_rate=f.judge_learning_rate,
                     own_battle_share=f.own_battle_share,
+                    judge_miscalibrated=f.judge_miscalibrated,
                     own_judge_not_right_share=(None if f.own_judge_not_right_share < 0
                                                else f.own_judge_not_right_share))
   info = build(f.out, cfg)
@@ -1293,5 +1304,7 @@ if __name__ == "__main__":
   flags.DEFINE_float("own_battle_share", BuildConfig.own_battle_share,
                      "Share of the third call's meta-judge demonstrations about battles between "
                      "the model's own judgments (0: none).")
+  flags.DEFINE_float("judge_miscalibrated", BuildConfig.judge_miscalibrated,
+                     "Share of judge demonstrations whose score does not fit their own verdict.")
   flags.DEFINE_integer("eval_tasks", BuildConfig.eval_tasks, "Held-out tasks for the figures.")
   app.run(main)
