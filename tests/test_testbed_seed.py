@@ -13,7 +13,7 @@ import jax
 import pytest
 
 from meta_rewarding import prompts
-from meta_rewarding.testbed import oracle, seed, templates
+from meta_rewarding.testbed import judging, oracle, seed, templates
 from meta_rewarding.testbed.tasks import FAMILIES, generate_tasks, task_from_instruction
 
 SEED_DIR = os.path.join(os.path.dirname(seed.__file__), "seed")
@@ -179,6 +179,24 @@ def test_training_schedule_interleaves_kinds_and_run_sft_sees_them_in_order():
 
 # --------------------------------------------------------------------------------------------
 # The shipped seed.
+
+def test_judge_miscalibrated_sets_the_rate_and_the_build_command():
+  # The v6 build's third call raises the share of judgments whose score does not fit their own
+  # verdict (BuildConfig.judge_miscalibrated); the demonstrations realise it, the other noise
+  # stays, and the recorded command carries the flag that rebuilds it.
+  demos = seed.demonstrations(11, "judge", 3000, judge_miscalibrated=0.2)
+  report = seed.demo_noise_report(demos)
+  assert report["judge_miscalibrated"] == pytest.approx(0.2, abs=0.025)
+  slip = seed.JUDGE_SLIP * (1 - dict(seed.RESPONSE_MIX)["malformed"])
+  assert report["judge_slipped"] == pytest.approx(slip, abs=0.02)
+  for d in demos[:300]:
+    if d.info["miscalibrated"]:   # a true check, then a score on the other side of the pass mark
+      verdict = d.response.split("So the response is ", 1)[1].split(".", 1)[0]
+      assert d.info["score"] in judging.MISCALIBRATED_SCORES[verdict]
+  assert seed.command(seed.BuildConfig()) == seed.COMMAND
+  assert seed.command(seed.BuildConfig(judge_miscalibrated=0.2)) == (
+      seed.COMMAND + " --judge_miscalibrated=0.2")
+
 
 def test_shipped_seed_files_and_figures():
   names = set(os.listdir(SEED_DIR))
