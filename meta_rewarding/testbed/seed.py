@@ -25,7 +25,10 @@ every prompt is one user message in the Llama-2 chat format, exactly as the pipe
               constraint as a short local computation next to its outcome; the verdict follows
               from it; the score from the verdict (right 5, wrong 1, unclear 0). With
               probability JUDGE_SLIP the check holds false clauses that flip the verdict; with
-              probability JUDGE_MISCALIBRATED the score is on the wrong side.
+              probability JUDGE_MISCALIBRATED (`--judge_miscalibrated`; the shipped v6 seed's
+              last call: 0.2) the score is on the wrong side ("So the response is right.
+              Score: 2"). That last fault is one of judging, not of acting: actor pairs cannot
+              correct it, and a meta-judge that checks the response sees it.
   meta-judge  templates.META_JUDGE_TEMPLATE(instruction, response, judgment A, judgment B)  ->
               "A: score 1. B: score 5. Check: ... So the response is right, want 5.
                A: 5-1=4. B: 5-5=0. Winner: Judgment B"
