@@ -145,6 +145,28 @@ def test_check_is_true_reads_only_the_check():
                                + " So the response is wrong. Score: 1") is False
 
 
+def test_score_fits_written_verdict():
+  check = "Check: 9-4=5, 5-5=0: ok; 45>=30: 4-3=1: ok; 45<=59: 5-4=1: ok."
+  fit = lambda text: judging.score_fits_written_verdict(text, prompts.parse_score(text))
+  assert fit(check + " So the response is right. Score: 5") is True
+  assert fit(check + " So the response is right. Score: 2") is False   # miscalibrated
+  assert fit(check + " So the response is wrong. Score: 1") is True    # the check is not read
+  assert fit(check + " So the response is wrong. Score: 4") is False
+  assert fit("Check: no clear answer. So the response is unclear. Score: 0") is True
+  assert fit("Check: no clear answer. So the response is unclear. Score: 3") is False
+  # Nothing to compare: no valid score, no verdict sentence, or a verdict of no known kind.
+  assert fit(check + " So the response is right.") is None
+  assert fit(check + " Score: 5") is None
+  assert fit(check + " So the response is fine. Score: 5") is None
+  # Every demonstration judgment: fits exactly when it is not miscalibrated.
+  rng = random.Random(3)
+  for _ in range(200):
+    task = generate_tasks(rng.randrange(10**6), 1)[0]
+    j = judging.judgment(judging.true_check(task, "The answer is 45."),
+                         miscalibrated=rng.random() < 0.5, rng=rng)
+    assert fit(j.text()) is (not j.miscalibrated)
+
+
 def test_every_family_has_checks():
   for family in FAMILIES:
     task = generate_tasks(0, 1, (family,))[0]

@@ -325,3 +325,20 @@ def check_is_true(task: Task, response: str | None, text: str) -> bool | None:
   text has no ``Check: ... So`` part to read)."""
   written = written_check(text)
   return None if written is None else written == true_check(task, response).text()
+
+
+def score_fits_written_verdict(text: str, score: float | None) -> bool | None:
+  """Whether a judgment's parsed ``score`` is the one its own written verdict implies
+  (VERDICT_SCORE: "So the response is right. Score: 5" fits, "... right. Score: 2" does not).
+  None: no valid score, or no ``So the response is <verdict>.`` to read. A judge that does not
+  follow its own analysis has a fault of judging that actor pairs never train."""
+  if score is None:
+    return None
+  head = " So the response is "
+  at = text.rfind(head)
+  if at < 0:
+    return None
+  verdict = text[at + len(head):].split(".", 1)[0]
+  if verdict not in VERDICT_SCORE:
+    return None
+  return score == VERDICT_SCORE[verdict]

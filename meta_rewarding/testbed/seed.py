@@ -920,6 +920,9 @@ def measure(model_config, params, tokenizer, tasks: Sequence[Task], *, samples: 
     judge_score_mean        mean valid score (drift: a lenient judge's rises)
     judge_check_true_rate   judgments whose written check (judging.py) is all true, where the
                             response has a well-formed answer and the check can be read
+    judge_score_fits_verdict_rate
+                            valid judgments whose score is the one their own written verdict
+                            implies (`judging.score_fits_written_verdict`; the v6 seed: ~90%)
     judge_balanced_accuracy_fixed, judge_accuracy_fixed
                             the same on a fixed response set (RESPONSE_MIX: 45% right, 40%
                             plausible mistakes, 15% malformed) -- comparable across models
@@ -982,6 +985,9 @@ def measure(model_config, params, tokenizer, tasks: Sequence[Task], *, samples: 
   out.update({f"judge_{k}": v for k, v in own_figures.items()})
   truths = [judging.check_is_true(t, r, x) for (t, r), row in zip(own, judged) for x in row]
   out["judge_check_true_rate"] = _mean(x for x in truths if x is not None)
+  fits = [judging.score_fits_written_verdict(x, score)
+          for row, scores in zip(judged, own_scores) for x, score in zip(row, scores)]
+  out["judge_score_fits_verdict_rate"] = _mean(x for x in fits if x is not None)
   rng = random.Random(f"measure/{seed}")
   fixed = [(t, sample_response(t, rng)[0]) for t in tasks]  # drawn either way: rng feeds the battles
   if diagnostics:
@@ -1235,7 +1241,9 @@ prompts use the Llama-2 chat format (`<s>[INST] ... [/INST]`).
 
 How it is made: `meta_rewarding/testbed/seed.py` (module docstring). Demonstrations, with their
 noise as measured: actor answers right {pct(d.get('actor_correct'))}; judge scores agreeing with
-the oracle {pct(d.get('judge_agrees'))}; meta-judge labels naming the oracle's better judgment
+the oracle {pct(d.get('judge_agrees'))}, on the wrong side of the pass mark for the judgment's own
+verdict {pct(d.get('judge_miscalibrated'))} (the last build call's rate, set on purpose: a fault of
+judging that only judge pairs correct); meta-judge labels naming the oracle's better judgment
 {pct(d.get('meta_label_correct'))}, naming Judgment A {pct(d.get('meta_first_position'))}, naming
 the higher-scored judgment {pct(d.get('meta_picks_higher_score'))}.
 Templates: `meta_rewarding/testbed/templates.py`.
