@@ -3,8 +3,9 @@
   python -m meta_rewarding.main --config=configs/local_cpu.py --workdir=/tmp/mr_local
 
 Starts from the shipped seed model (meta_rewarding/testbed/seed/: a 0.9M-parameter Llama taught by
-SFT to act, judge and meta-judge on the testbed, imperfectly; rebuild it with
-`python -m meta_rewarding.testbed.seed --out=meta_rewarding/testbed/seed`) and runs 3 iterations
+SFT to act, judge and meta-judge on the testbed, imperfectly, its judge's score on purpose at odds
+with its own verdict in about 10% of judgments, a fault only judge pairs correct; rebuild it with
+the command in meta_rewarding/testbed/seed/README.md) and runs 3 iterations
 of 24 testbed prompts x 4 responses x 4 judgments with the compact testbed templates
 (meta_rewarding/testbed/templates.py) on the paper's pair schedule: actor and judge pairs in
 iterations 1-2, actor pairs only in iteration 3 (Meta-Rewarding trains iterations 1-2 on both
