@@ -1168,8 +1168,8 @@ def build(out: str, cfg: BuildConfig | None = None, *, log=print) -> dict:
                         extra_files={"tokenizer.model": tokenizer_bytes})
     total_seconds = time.time() - start
     demos_noise = demo_noise_report([d for k in ("actor", "judge", "meta")
-                                     for d in demonstrations(cfg.seed + 2000, k, 2000,
-                                                             judge_miscalibrated=cfg.judge_miscalibrated)])
+                                     for d in demonstrations(cfg.seed + 2000, k, 2000, (),
+                                                             cfg.judge_miscalibrated)])
     files = {name: os.path.getsize(os.path.join(staged, name)) for name in sorted(os.listdir(staged))}
     info = {
         "command": command(cfg),
@@ -1315,7 +1315,9 @@ if __name__ == "__main__":
   flags.DEFINE_float("own_battle_share", BuildConfig.own_battle_share,
                      "Share of the third call's meta-judge demonstrations about battles between "
                      "the model's own judgments (0: none).")
+  # A demonstration is slipped, miscalibrated or sound, so the two shares add up to at most 1.
   flags.DEFINE_float("judge_miscalibrated", BuildConfig.judge_miscalibrated,
-                     "Share of judge demonstrations whose score does not fit their own verdict.")
+                     "Share of judge demonstrations whose score does not fit their own verdict.",
+                     lower_bound=0.0, upper_bound=1.0 - JUDGE_SLIP)
   flags.DEFINE_integer("eval_tasks", BuildConfig.eval_tasks, "Held-out tasks for the figures.")
   app.run(main)
