@@ -20,7 +20,7 @@ Measured on a 2-core CPU: see README.md for the time (at most 5 minutes).
 Variants (`--config=configs/local_cpu.py:<arg>`; several may be joined with commas, e.g.
 `:bench,self_rewarding,seed=2`):
   (none)             3 iterations, judge pairs in 1-2 (the paper's schedule), rho 0 / 0.32 / 0.32.
-  smoke              1 iteration, 4 prompts, K=2, N=2: the whole loop in about a minute.
+  smoke              1 iteration, 4 prompts, K=4, N=2: the whole loop in about a minute.
   self_rewarding     the Self-Rewarding baseline (no meta-judge, actor pairs only).
   judge_pairs_every  judge pairs in every iteration (not the paper's schedule).
   no_length_control  rho = 0 in every iteration (plain best-vs-worst actor pairs).
@@ -105,7 +105,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if name == "smoke":
       c.pipeline.num_iterations = 1
       c.pipeline.prompts_per_iteration = 4
-      c.actor.num_responses = 2
+      # K=4: with the v6 seed, 4 prompts x 2 answers often leave no pair (duplicates, equal
+      # scores), and the smoke run should train.
+      c.actor.num_responses = 4
       c.judge.num_judgments = 2
       c.sampling.batch_size = 8
       c.train.batch_size = 4
