@@ -30,6 +30,7 @@ PLOTS = (
     # heldout/*: the model M_t at x = t (M_0 = the seed at x = 0); oracle/*: what iteration t
     # generated, i.e. M_{t-1} on the pool's prompts.
     ("oracle", "accuracy", ["heldout/actor_accuracy", "heldout/judge_balanced_accuracy",
+                            "heldout/judge_score_fits_verdict_rate",
                             "heldout/meta_accuracy", "oracle/actor_accuracy",
                             "oracle/judge_accuracy", "oracle/meta_judge_accuracy"]),
     # The Self-Taught Evaluator (ste.py): what each step kept and dropped, the judge's rates on
@@ -56,7 +57,8 @@ TABLE_KEYS = (
     "meta/parse_failure_rate", "meta/same_score_battles_skipped",
     "meta/first_position_win_rate", "dpo/loss", "dpo/rewards/accuracies", "dpo/rewards/margins",
     "oracle/actor_accuracy", "oracle/judge_accuracy", "oracle/meta_judge_accuracy",
-    "heldout/actor_accuracy", "heldout/judge_balanced_accuracy", "heldout/judge_score_mean",
+    "heldout/actor_accuracy", "heldout/judge_balanced_accuracy",
+    "heldout/judge_score_fits_verdict_rate", "heldout/judge_score_mean",
     "heldout/meta_accuracy", "heldout/meta_picks_higher_rate",
     "judge_eval/score", "judge_eval/position_consistency",
     # The Self-Taught Evaluator's.
