@@ -4,7 +4,7 @@
 
 Starts from the shipped seed model (meta_rewarding/testbed/seed/: a 0.9M-parameter Llama taught by
 SFT to act, judge and meta-judge on the testbed, imperfectly, its judge's score on purpose at odds
-with its own verdict in about 10% of judgments, a fault only judge pairs correct; rebuild it with
+with its own verdict in about 10% of judgments, a fault actor pairs do not train; rebuild it with
 the command in meta_rewarding/testbed/seed/README.md) and runs 3 iterations
 of 24 testbed prompts x 4 responses x 4 judgments with the compact testbed templates
 (meta_rewarding/testbed/templates.py) on the paper's pair schedule: actor and judge pairs in

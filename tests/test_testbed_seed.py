@@ -189,13 +189,23 @@ def test_judge_miscalibrated_sets_the_rate_and_the_build_command():
   assert report["judge_miscalibrated"] == pytest.approx(0.2, abs=0.025)
   slip = seed.JUDGE_SLIP * (1 - dict(seed.RESPONSE_MIX)["malformed"])
   assert report["judge_slipped"] == pytest.approx(slip, abs=0.02)
-  for d in demos[:300]:
-    if d.info["miscalibrated"]:   # a true check, then a score on the other side of the pass mark
-      verdict = d.response.split("So the response is ", 1)[1].split(".", 1)[0]
-      assert d.info["score"] in judging.MISCALIBRATED_SCORES[verdict]
+  # As written: a miscalibrated demonstration's score does not fit its own written verdict (what
+  # the held-out judge_score_fits_verdict_rate reads), every other one's does.
+  for d in demos[:600]:
+    fits = judging.score_fits_written_verdict(d.response, prompts.parse_score(d.response))
+    assert fits is (not d.info["miscalibrated"]), d.response
   assert seed.command(seed.BuildConfig()) == seed.COMMAND
   assert seed.command(seed.BuildConfig(judge_miscalibrated=0.2)) == (
       seed.COMMAND + " --judge_miscalibrated=0.2")
+  # The build's README says so only when the rate was raised.
+  assert "on purpose" not in seed._miscalibration_note({"build_config": {
+      "judge_miscalibrated": seed.JUDGE_MISCALIBRATED}})
+  assert "set 0.2 on purpose" in seed._miscalibration_note({"build_config": {
+      "judge_miscalibrated": 0.2}})
+  # A share that leaves no room for the slipped demonstrations is refused.
+  for bad in (-0.1, 1.0 - seed.JUDGE_SLIP + 0.01):
+    with pytest.raises(ValueError, match="judge_miscalibrated"):
+      seed.BuildConfig(judge_miscalibrated=bad)
 
 
 def test_shipped_seed_files_and_figures():
@@ -207,6 +217,10 @@ def test_shipped_seed_files_and_figures():
   with open(os.path.join(SEED_DIR, "build_info.json")) as f:
     info = json.load(f)
   assert info["command"].startswith(seed.COMMAND)
+  # v6's fault of judging, on purpose (bench/results/seed_diagnosis.md, "v6"): the last build call
+  # taught a score that does not fit the judgment's own verdict in 20% of judge demonstrations.
+  assert info["build_config"]["judge_miscalibrated"] == 0.2
+  assert "--judge_miscalibrated=0.2" in info["command"]
   fig = info["figures"]
   # What issue 13 asks of the seed, on held-out tasks: actor 35-75%, judge balanced accuracy on
   # its own answers >= 80%, meta-judge >= 70% on battles where the oracle prefers one judgment
@@ -273,6 +287,23 @@ def test_own_answer_judge_demos_judge_the_models_sampled_answers():
   assert len({d.instruction for d in demos}) == -(-10 // cfg.own_judge_samples)
 
 
+def test_own_answer_judge_demos_follow_the_builds_miscalibration_rate():
+  from meta_rewarding import checkpoints, sharding
+  from meta_rewarding.tokenizer import load_tokenizer
+
+  config, params = checkpoints.load_hf(SEED_DIR, dtype="float32")
+  tokenizer = load_tokenizer(SEED_DIR, chat_format=seed.CHAT_FORMAT)
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
+  rates = {}
+  for rate in (0.0, 1.0 - seed.JUDGE_SLIP):
+    cfg = seed.own_judge_stage(seed.BuildConfig(judge_miscalibrated=rate))
+    assert cfg.judge_miscalibrated == rate              # the stage keeps the build's rate
+    demos = seed.own_answer_judge_demos(config, params, tokenizer, cfg, 12, mesh=mesh)
+    rates[rate] = sum(d.info["miscalibrated"] for d in demos) / len(demos)
+  # Every own-answer demonstration that is not slipped is miscalibrated at the top rate, none at 0.
+  assert rates[0.0] == 0.0 and rates[1.0 - seed.JUDGE_SLIP] >= 0.75, rates
+
+
 def test_own_answer_judge_demos_can_draw_half_from_answers_that_are_not_right():
   from meta_rewarding import checkpoints, sharding
   from meta_rewarding.tokenizer import load_tokenizer
@@ -307,6 +338,7 @@ def test_measure_without_diagnostics_gives_the_same_figures_minus_two_passes():
             "judge_balanced_accuracy_fixed"}
   assert extras <= set(full) and not extras & set(lean)
   assert {k: v for k, v in full.items() if k not in extras} == lean
+  assert 0.0 <= lean["judge_score_fits_verdict_rate"] <= 1.0
 
 
 def test_build_command_names_every_flag_that_differs_from_the_default():

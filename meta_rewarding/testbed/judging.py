@@ -334,7 +334,7 @@ def score_fits_written_verdict(text: str, score: float | None) -> bool | None:
   follow its own analysis has a fault of judging that actor pairs never train."""
   if score is None:
     return None
-  head = " So the response is "
+  head = "So the response is "
   at = text.rfind(head)
   if at < 0:
     return None

@@ -27,8 +27,8 @@ every prompt is one user message in the Llama-2 chat format, exactly as the pipe
               probability JUDGE_SLIP the check holds false clauses that flip the verdict; with
               probability JUDGE_MISCALIBRATED (`--judge_miscalibrated`; the shipped v6 seed's
               last call: 0.2) the score is on the wrong side ("So the response is right.
-              Score: 2"). That last fault is one of judging, not of acting: actor pairs cannot
-              correct it, and a meta-judge that checks the response sees it.
+              Score: 2"). That last fault is one of judging, not of acting: actor pairs do not
+              train it, and a meta-judge that checks the response sees it.
   meta-judge  templates.META_JUDGE_TEMPLATE(instruction, response, judgment A, judgment B)  ->
               "A: score 1. B: score 5. Check: ... So the response is right, want 5.
                A: 5-1=4. B: 5-5=0. Winner: Judgment B"
@@ -529,10 +529,16 @@ class BuildConfig:
   # The share of judge demonstrations whose score is on the wrong side of the pass mark for the
   # verdict their own check reaches (`judging.MISCALIBRATED_SCORES`). The v6 build's third call
   # raises it from JUDGE_MISCALIBRATED so that the seed's judge has a fault of judging, not of
-  # acting, that only judge pairs can correct (bench/results/seed_diagnosis.md, "v6").
+  # acting, that actor pairs do not train (bench/results/seed_diagnosis.md, "v6").
   judge_miscalibrated: float = JUDGE_MISCALIBRATED
   eval_tasks: int = 200                  # held-out tasks for the seed's figures
   eval_samples: int = 4                  # actor samples per task
+
+  def __post_init__(self):
+    # A judge demonstration is slipped, miscalibrated or sound: the two shares add up to at most 1.
+    if not 0.0 <= self.judge_miscalibrated <= 1.0 - JUDGE_SLIP:
+      raise ValueError(f"BuildConfig.judge_miscalibrated={self.judge_miscalibrated}: expected a "
+                       f"share in [0, {1.0 - JUDGE_SLIP:g}] (1 - JUDGE_SLIP)")
 
 
 def judge_stage(cfg: BuildConfig) -> BuildConfig:
@@ -922,7 +928,8 @@ def measure(model_config, params, tokenizer, tasks: Sequence[Task], *, samples: 
                             response has a well-formed answer and the check can be read
     judge_score_fits_verdict_rate
                             valid judgments whose score is the one their own written verdict
-                            implies (`judging.score_fits_written_verdict`; the v6 seed: ~90%)
+                            implies (`judging.score_fits_written_verdict`; the v6 seed on the
+                            default run's 100 held-out tasks: 90.5%)
     judge_balanced_accuracy_fixed, judge_accuracy_fixed
                             the same on a fixed response set (RESPONSE_MIX: 45% right, 40%
                             plausible mistakes, 15% malformed) -- comparable across models
@@ -1220,6 +1227,15 @@ def _rebuild_text(info: dict) -> str:
           + (f": {info['init_note']}" if info.get("init_note") else "") + ".\n")
 
 
+def _miscalibration_note(info: dict) -> str:
+  """Says so when the build raised the judge's miscalibration on purpose (`--judge_miscalibrated`)."""
+  rate = info.get("build_config", {}).get("judge_miscalibrated", JUDGE_MISCALIBRATED)
+  if rate == JUDGE_MISCALIBRATED:
+    return ""
+  return (f" (this build's last call set {rate:g} on purpose: a fault of judging, which actor "
+          f"pairs do not train and a meta-judge that checks the response can see)")
+
+
 def readme(info: dict) -> str:
   f = info["figures"]
   pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"
@@ -1242,8 +1258,7 @@ prompts use the Llama-2 chat format (`<s>[INST] ... [/INST]`).
 How it is made: `meta_rewarding/testbed/seed.py` (module docstring). Demonstrations, with their
 noise as measured: actor answers right {pct(d.get('actor_correct'))}; judge scores agreeing with
 the oracle {pct(d.get('judge_agrees'))}, on the wrong side of the pass mark for the judgment's own
-verdict {pct(d.get('judge_miscalibrated'))} (the last build call's rate, set on purpose: a fault of
-judging that only judge pairs correct); meta-judge labels naming the oracle's better judgment
+verdict {pct(d.get('judge_miscalibrated'))}{_miscalibration_note(info)}; meta-judge labels naming the oracle's better judgment
 {pct(d.get('meta_label_correct'))}, naming Judgment A {pct(d.get('meta_first_position'))}, naming
 the higher-scored judgment {pct(d.get('meta_picks_higher_score'))}.
 Templates: `meta_rewarding/testbed/templates.py`.
