@@ -339,6 +339,4 @@ def score_fits_written_verdict(text: str, score: float | None) -> bool | None:
   if at < 0:
     return None
   verdict = text[at + len(head):].split(".", 1)[0]
-  if verdict not in VERDICT_SCORE:
-    return None
-  return score == VERDICT_SCORE[verdict]
+  return fits(verdict, score) if verdict in VERDICT_SCORE else None

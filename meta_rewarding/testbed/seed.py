@@ -1232,7 +1232,7 @@ def _miscalibration_note(info: dict) -> str:
   rate = info.get("build_config", {}).get("judge_miscalibrated", JUDGE_MISCALIBRATED)
   if rate == JUDGE_MISCALIBRATED:
     return ""
-  return (f" (this build's last call set {rate:g} on purpose: a fault of judging, which actor "
+  return (f" (this build's last call set {rate:g} on purpose: a fault of judging, which actor\n"
           f"pairs do not train and a meta-judge that checks the response can see)")
 
 
@@ -1258,7 +1258,8 @@ prompts use the Llama-2 chat format (`<s>[INST] ... [/INST]`).
 How it is made: `meta_rewarding/testbed/seed.py` (module docstring). Demonstrations, with their
 noise as measured: actor answers right {pct(d.get('actor_correct'))}; judge scores agreeing with
 the oracle {pct(d.get('judge_agrees'))}, on the wrong side of the pass mark for the judgment's own
-verdict {pct(d.get('judge_miscalibrated'))}{_miscalibration_note(info)}; meta-judge labels naming the oracle's better judgment
+verdict {pct(d.get('judge_miscalibrated'))}{_miscalibration_note(info)}; meta-judge labels naming the
+oracle's better judgment
 {pct(d.get('meta_label_correct'))}, naming Judgment A {pct(d.get('meta_first_position'))}, naming
 the higher-scored judgment {pct(d.get('meta_picks_higher_score'))}.
 Templates: `meta_rewarding/testbed/templates.py`.
