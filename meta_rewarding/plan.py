@@ -87,6 +87,10 @@ class SamplerStage:
   prefill: int         # prefill working set (its caches, attention scores, hidden states)
   logits: int          # decode logits and sampling workspace
   row_cache: int = 0   # the prefilled rows' cache, alive while it is repeated into the KV cache
+  shared: bool = False          # shared-prefix prefill
+  batch_multiple: int = 1       # m: the batch shards the prompt count is rounded to
+  scores_prefix_length: int = 0  # (P1, P2) of the largest prefill working set
+  scores_prompt_length: int = 0
 
   @property
   def cache_length(self) -> int:
@@ -419,28 +423,44 @@ def _worst_lengths(buckets, longest: int, shared: bool, key) -> tuple[int, int]:
   return best
 
 
+def kv_bytes(mc, mesh, rules, prompts: int, length: int) -> int:
+  """Per-device bytes of the KV cache of `prompts` rows of `length` slots (rows over the batch
+  shards, kv heads over theirs), in the compute dtype."""
+  w = _widths(mc, mesh, rules)
+  rows_dev = -(-prompts // _rule_size(mesh, rules, "batch"))
+  return _kv_bytes(mc, rows_dev, length, w["K"], _dtype_bytes(mc.dtype))
+
+
+def prefill_bytes(mc, mesh, rules, prompts: int, p1: int, p2: int) -> int:
+  """Per-device working set of prefilling `prompts` prompts of P2 own tokens after P1-token shared
+  prefixes (one prefix row per prompt at worst): the prefix and row caches, the largest attention
+  scores (f32 logits, masked logits, dt probabilities) and one layer's hidden states."""
+  w = _widths(mc, mesh, rules)
+  dt = _dtype_bytes(mc.dtype)
+  prompts_dev = -(-prompts // _rule_size(mesh, rules, "batch"))
+  scores = prompts_dev * w["N"] * p2 * (p1 + p2) * (4 + 4 + dt)
+  prefix_scores = prompts_dev * w["N"] * p1 * p1 * (4 + 4 + dt)
+  hidden = prompts_dev * p2 * dt * (2 * w["D"] + 2 * w["F"] + (w["N"] + 2 * w["K"]) * w["H"])
+  return (_kv_bytes(mc, prompts_dev, p1, w["K"], dt) + _kv_bytes(mc, prompts_dev, p1 + p2, w["K"], dt)
+          + max(scores, prefix_scores) + hidden)
+
+
 def _stage(name, n, max_new_tokens, shared, config, mc, mesh, rules, dt) -> SamplerStage:
   mult = _rule_size(mesh, rules, "batch")
   per_batch = max(1, int(config.sampling.batch_size) // n)
   prompts = -(-per_batch // mult) * mult
   rows = prompts * n
-  w = _widths(mc, mesh, rules)
   buckets, longest = _buckets(config, mc, max_new_tokens)
   p1k, p2k = _worst_lengths(buckets, longest, shared, key=lambda p: (sum(p), p[1]))
   p1s, p2s = _worst_lengths(buckets, longest, shared, key=lambda p: (p[1] * sum(p), p[0]))
-  rows_dev, prompts_dev = rows // mult, prompts // mult
-  kv = _kv_bytes(mc, rows_dev, p1k + p2k + max_new_tokens, w["K"], dt)
-  row_cache = _kv_bytes(mc, prompts_dev, p1k + p2k, w["K"], dt)
-  scores = prompts_dev * w["N"] * p2s * (p1s + p2s) * (4 + 4 + dt)
-  prefix_scores = prompts_dev * w["N"] * p1s * p1s * (4 + 4 + dt)
-  hidden = prompts_dev * p2s * dt * (2 * w["D"] + 2 * w["F"] + (w["N"] + 2 * w["K"]) * w["H"])
-  prefill = (_kv_bytes(mc, prompts_dev, p1s, w["K"], dt) + _kv_bytes(mc, prompts_dev, p1s + p2s,
-                                                                      w["K"], dt)
-             + max(scores, prefix_scores) + hidden)
-  logits = rows_dev * mc.vocab_size * 4 * 3
+  kv = kv_bytes(mc, mesh, rules, rows, p1k + p2k + max_new_tokens)
+  row_cache = kv_bytes(mc, mesh, rules, prompts, p1k + p2k)
+  prefill = prefill_bytes(mc, mesh, rules, prompts, p1s, p2s)
+  logits = (rows // mult) * mc.vocab_size * 4 * 3
   return SamplerStage(name=name, n=n, prompts=prompts, rows=rows, prefix_length=p1k,
                       prompt_length=p2k, max_new_tokens=max_new_tokens, kv_cache=kv,
-                      prefill=prefill, logits=logits, row_cache=row_cache)
+                      prefill=prefill, logits=logits, row_cache=row_cache, shared=shared,
+                      batch_multiple=mult, scores_prefix_length=p1s, scores_prompt_length=p2s)
 
 
 def detected_device_memory() -> int | None:
@@ -594,6 +614,8 @@ def main(argv):
     for line in e.problems:
       print(f"error: {line}", file=sys.stderr)
     sys.exit(2)
+  if FLAGS.compile_for:
+    sys.exit(_compile_for(config, FLAGS.compile_for, FLAGS.output))
   # Planning for the devices present (no count given anywhere): also ask them for their memory.
   here = FLAGS.num_devices is None and not config.mesh.get("num_devices")
   p = plan(config, FLAGS.num_devices,
@@ -605,6 +627,30 @@ def main(argv):
     sys.exit(1)
 
 
+def _compile_for(config, target: str, output: str | None) -> int:
+  """`--compile_for`: compile every program of an iteration for `target` (compile_check.py),
+  print the table, write `output`; 1 when a program does not fit, 2 when the check cannot run."""
+  from meta_rewarding import compile_check, targets
+  if target != "cpu":
+    try:
+      targets.parse(target)
+    except targets.UnknownTargetError as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
+  progress = lambda line: print(line, file=sys.stderr, flush=True)
+  try:
+    report = compile_check.run(config, target, log=progress)
+  except (compile_check.CompileCheckError, UserError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(report.table())
+  if output:
+    import json
+    from meta_rewarding import artifacts
+    artifacts.write_text(output, json.dumps(report.to_json(), indent=1, sort_keys=True) + "\n")
+  return 0 if report.all_fit else 1
+
+
 def _define_flags():
   from absl import flags
   from ml_collections import config_flags
@@ -612,11 +658,19 @@ def _define_flags():
                                   lock_config=True)
   flags.DEFINE_integer("num_devices", None, "Devices to plan for (default: mesh.num_devices of the "
                        "config, else the devices present).")
+  flags.DEFINE_string("compile_for", None, "Compile every program of one iteration for this "
+                      "slice (v4-8 ... v4-1024, v5e-1 ... v5e-256, v5p-..., v6e-...; needs the "
+                      "[tpu] extra) or 'cpu' (the devices here), and print XLA's memory and cost "
+                      "next to the plan.")
+  flags.DEFINE_string("output", None, "With --compile_for: write the figures as JSON here.")
   flags.DEFINE_float("device_memory_gb", None, "Memory per device in GiB (default: "
                      "mesh.device_memory_gb, else what the device reports).")
 
 
 if __name__ == "__main__":
+  if any(a.startswith("--compile_for") and not a.endswith("=cpu") for a in sys.argv):
+    from meta_rewarding import compile_check  # before jax starts a backend
+    compile_check.quiet_libtpu_environment()
   from absl import app
   _define_flags()
   app.run(main)

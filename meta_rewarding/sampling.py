@@ -275,9 +275,7 @@ class Sampler:
   # -- planning -----------------------------------------------------------------------------------
 
   def _round_batch(self, count: int, cap: int) -> int:
-    b = min(1 << max(count - 1, 0).bit_length(), cap)
-    m = self._batch_multiple
-    return -(-max(b, count) // m) * m
+    return round_batch(count, cap, self._batch_multiple)
 
   def _plans(self, ids: list[list[int]], n: int, buckets: tuple[int, ...],
              share_prefix: bool, keep: Sequence[int] | None = None) -> list[_Plan]:
@@ -592,6 +590,14 @@ class Sampler:
     return Completion(text=text, token_ids=token_ids,
                       logprob=float(np.sum(logprobs[:k], dtype=np.float64)), num_tokens=k,
                       finish_reason="stop" if stop else "length", prompt_tokens=prompt_tokens)
+
+
+def round_batch(count: int, cap: int, multiple: int) -> int:
+  """The batch a group of `count` prompts is padded to: the next power of two, at most `cap`,
+  then up to a multiple of the batch shards (and never below `count`). Fewer distinct shapes,
+  fewer compiled programs; the compile check (`compile_check.py`) plans with the same rule."""
+  b = min(1 << max(count - 1, 0).bit_length(), cap)
+  return -(-max(b, count) // multiple) * multiple
 
 
 def _identity(tree):

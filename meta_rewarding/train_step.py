@@ -243,15 +243,25 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], learning_rate:
   sums0 = {k: jnp.zeros((), jnp.float32) for k in _metric_keys(spec) + ["loss"]}
   (grads, sums), _ = jax.lax.scan(micro, (zeros, sums0), batch)
 
+  state, grad_norm = apply_gradients(state, grads, learning_rate, optimizer=optimizer)
+  metrics = {"loss": sums.pop("loss"), "grad_norm": grad_norm,
+             "learning_rate": jnp.asarray(learning_rate, jnp.float32)}
+  metrics.update({k: v / total for k, v in sums.items()})
+  if spec.kind == "sft":
+    metrics["response_tokens"] = total
+  return state, metrics
+
+
+def apply_gradients(state: TrainState, grads, learning_rate: jax.Array, *,
+                    optimizer: optax.GradientTransformation) -> tuple[TrainState, jax.Array]:
+  """One optimizer update from summed gradients: (the next state, the gradient's global norm).
+  The update part of `train_step` (the compile check also compiles it alone, to count it once
+  per step where the microbatch scan runs A times)."""
   grad_norm = optax.global_norm(grads)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   lr = jnp.asarray(learning_rate, jnp.float32)
   params = jax.tree.map(lambda p, u: (p - lr * u).astype(p.dtype), state.params, updates)
-  metrics = {"loss": sums.pop("loss"), "grad_norm": grad_norm, "learning_rate": lr}
-  metrics.update({k: v / total for k, v in sums.items()})
-  if spec.kind == "sft":
-    metrics["response_tokens"] = total
-  return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+  return TrainState(step=state.step + 1, params=params, opt_state=opt_state), grad_norm
 
 
 def pair_logps(params, rows, *, model_config: LlamaConfig, chunk_size: int = 0):

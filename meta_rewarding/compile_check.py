@@ -1,0 +1,720 @@
+"""Compile every program of one iteration for a TPU slice, on any machine, and read XLA's figures.
+
+  python -m meta_rewarding.plan --config=configs/tpu_v4.py --compile_for=v4-32 --output=F.json
+
+JAX compiles for a TPU topology without the TPU when libtpu is installed (`pip install -e
+".[tpu]"`): `jax.experimental.topologies` gives the slice's devices, a mesh over them and abstract
+inputs (`jax.ShapeDtypeStruct` with the run's `NamedSharding`s) lower the project's own jitted
+functions, and the compiled executable reports XLA's per-chip memory (`memory_analysis`) and cost
+(`cost_analysis`). `--compile_for=cpu` compiles the same programs for the devices present (the
+test suite's path: no libtpu needed).
+
+The programs (`programs`) are the ones one iteration of the config runs, built by the modules that
+run them, at the config's worst-case shapes (`plan.plan`'s stage shapes):
+  <stage>/prefill, <stage>/refill   `decode.prefill`: the first fill of the decode rows at the
+                                    worst bucket pair, and a refill at the call's widest buckets
+  <stage>/init, <stage>/insert, <stage>/decode_block   continuous batching (`decode.init_slots`,
+                                    `decode.insert`, `decode.decode_block`); `sampling.batching =
+                                    "static"` compiles `<stage>/generate` (`decode._generate`)
+  reference                         `train._compiled_logps` at the reference batch, longest row
+  train                             `train.make_train_step`'s step (DPO; SFT for recipe "ste")
+for the stages actor, judge, meta_judge (Meta-Rewarding) or categorize, actor, worse, judge (STE).
+
+Memory: XLA's bytes per chip = arguments + outputs - aliased (donated) + temporaries, next to the
+planner's estimate of what that program holds (`plan.Plan.program_bytes`). A program fits when its
+bytes plus what the run keeps alive outside it (the policy's parameters during training; a waiting
+prefill during a decode block) fit the chip's usable HBM (`plan.USABLE_FRACTION`).
+
+Cost: XLA's cost analysis counts the body of a while loop or scan once. The figures here count each
+loop as often as it runs:
+  * layers: the program is compiled again, unscanned, with 1 and 2 layers (same shapes, shardings
+    and rules), and the per-layer cost (2 layers - 1 layer) is counted L times;
+  * decode steps: a decode block's loop body is one step, so its figures are per decode step;
+  * microbatches: the train step's scan runs `grad_accum_steps` times; the optimizer update
+    (compiled alone, `train_step.apply_gradients`) runs once: step = update + A x microbatch.
+The roofline time is max(FLOPs / peak, bytes accessed / HBM bandwidth) per chip (`targets.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import time
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from meta_rewarding import plan as plan_lib
+from meta_rewarding import targets as targets_lib
+from meta_rewarding.errors import UserError
+
+GiB = 1 << 30
+
+
+class CompileCheckError(UserError, RuntimeError):
+  """The compile check cannot run here (no libtpu, a backend already started, ...)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Devices.
+
+def topology_devices(target: targets_lib.Target):
+  """The devices of `target`'s slice, from libtpu's topology description (no TPU needed)."""
+  import jax
+  try:
+    from jax.experimental import topologies
+  except ImportError as e:  # pragma: no cover - every supported jax has it
+    raise CompileCheckError(f"this jax ({jax.__version__}) has no jax.experimental.topologies") from e
+  g = target.generation
+  kwargs = {"chip_config_name": g.chip_config_name} if g.chip_config_name else {}
+  try:
+    desc = topologies.get_topology_desc(topology_name=target.topology, platform="tpu", **kwargs)
+  except Exception as e:  # libtpu missing, or a jax / libtpu pair that does not know the name
+    raise CompileCheckError(
+        f"--compile_for={target.name}: cannot describe the TPU topology {target.topology} "
+        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). The TPU compiler comes "
+        "with libtpu: pip install -e \".[tpu]\" (the libtpu version jax[tpu] pins for this jax)") from e
+  devices = list(desc.devices)
+  if len(devices) != target.chips:
+    raise CompileCheckError(f"{target.topology} gave {len(devices)} devices, expected "
+                            f"{target.chips} chips")
+  return devices
+
+
+def quiet_libtpu_environment() -> None:
+  """Compiling for a topology needs no TPU: keep JAX on the CPU and libtpu from probing for a TPU
+  VM's metadata (each probe prints a warning and waits). Set before jax is imported; values the
+  user set win."""
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+  os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v4-8")
+  os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+  os.environ.setdefault("TPU_WORKER_ID", "0")
+
+
+# ------------------------------------------------------------------------------------------------
+# Abstract inputs: shapes and the run's shardings, nothing allocated.
+
+def _sds(shape, dtype, sharding):
+  import jax
+  return jax.ShapeDtypeStruct(tuple(shape), dtype, sharding=sharding)
+
+
+def abstract_params(mc, mesh, rules):
+  """The parameters as the run places them: `sharding.param_shardings` under `rules`."""
+  import jax
+  from meta_rewarding import sharding
+  shardings = sharding.param_shardings(mc, mesh, rules)
+  return jax.tree.map(lambda s, sh: _sds(s.shape, s.dtype, sh), sharding.abstract_params(mc),
+                      shardings)
+
+
+def _replicated(mesh):
+  from jax.sharding import NamedSharding, PartitionSpec
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def abstract_prompt_batch(mesh, rules, *, prompts: int, length: int, prefixes: int,
+                          prefix_length: int):
+  """A `decode.PromptBatch` as `sampling.Sampler._place` places it: rows over the batch axes."""
+  import jax.numpy as jnp
+  from meta_rewarding import decode, sharding
+  rows = lambda shape, dtype=jnp.int32: _sds(shape, dtype,
+                                             sharding.batch_sharding(mesh, rules, len(shape)))
+  return decode.PromptBatch(
+      tokens=rows((prompts, length)), lengths=rows((prompts,)), prompt_ids=rows((prompts,)),
+      active=rows((prompts,), jnp.bool_), prefix_tokens=rows((prefixes, prefix_length)),
+      prefix_lengths=rows((prefixes,)), group=rows((prompts,)))
+
+
+def _with_shardings(abstract, shardings):
+  import jax
+  return jax.tree.map(lambda a, s: _sds(a.shape, a.dtype, s), abstract, shardings)
+
+
+# ------------------------------------------------------------------------------------------------
+# The programs of one iteration.
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """One program of the iteration and how to lower it.
+
+  compile(model_config) -> the compiled executable at the program's shapes, for that model config
+  (the check compiles analysis copies with fewer, unscanned layers through the same function).
+  planned: the planner's bytes for what the program holds; resident: what the run keeps alive
+  outside it meanwhile. loops: "" (none but the layers), "steps" (a decode loop: figures per
+  step), "microbatches" (the train step's scan). calls: how often one iteration runs it (per
+  step for "steps"), for the time estimate."""
+  name: str
+  phase: str
+  planned: int
+  resident: int
+  compile: Callable[[Any], Any]
+  loops: str = ""
+  microbatches: int = 1
+  optimizer_compile: Callable[[Any], Any] | None = None
+  calls: float = 0.0
+  info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Measured:
+  """XLA's figures for one program (bytes per chip; FLOPs and bytes accessed per chip, per call
+  or per decode step, loops counted as they run)."""
+  name: str
+  phase: str
+  planned: int
+  resident: int
+  argument: int
+  output: int
+  alias: int
+  temp: int
+  host: int
+  flops: float
+  bytes_accessed: float
+  loops: str
+  calls: float
+  compile_seconds: float
+  info: Mapping[str, Any]
+  scanned_bytes_accessed: float | None = None   # the as-compiled (scanned) program, per call/step
+
+  @property
+  def compiled(self) -> int:
+    return self.argument + self.output - self.alias + self.temp
+
+  @property
+  def ratio(self) -> float:
+    return self.compiled / self.planned if self.planned else float("nan")
+
+
+def _stage_programs(config, mc, mesh, rules, stage: plan_lib.SamplerStage, p, batching: str,
+                    strategy, block: int, calls: Mapping[str, float]) -> list[Program]:
+  import jax
+  import jax.numpy as jnp
+  from meta_rewarding import decode, sampling, sharding
+  P1s, P2s = stage.scores_prefix_length, stage.scores_prompt_length
+  P1, P2 = stage.prefix_length, stage.prompt_length
+  shared = stage.shared
+  m = stage.batch_multiple
+  prompts, R, M = stage.prompts, stage.rows, stage.max_new_tokens
+  rep = _replicated(mesh)
+  scalar = lambda dtype: _sds((), dtype, rep)
+  stops = _sds(decode.stop_array([0]).shape, jnp.int32, rep)
+  params_dev = p.params
+
+  def batch(count, length, plen):
+    return abstract_prompt_batch(mesh, rules, prompts=count, length=length,
+                                 prefixes=count if (shared and plen) else m,
+                                 prefix_length=plen if shared else 0)
+
+  def activate():
+    return sharding.activate(mesh, rules)
+
+  name = stage.name
+  steps = calls.get(name, {})
+  if batching == "static":
+    def compile_generate(c):
+      params = abstract_params(c, mesh, rules)
+      with activate():
+        return decode._generate.lower(
+            c, params, batch(prompts, P2s, P1s), scalar(jnp.uint32), stops, scalar(jnp.int32),
+            strategy=strategy, max_new_tokens=M, num_samples=stage.n).compile()
+    return [Program(f"{name}/generate", "sampling", params_dev + stage.peak, 0, compile_generate,
+                    calls=steps.get("prefills", 0.0),
+                    info=dict(prompts=prompts, rows=R, prefix=P1s, own=P2s, new_tokens=M,
+                              note="cost: prefill + one decode step (the loop body once)"))]
+
+  refill_prompts = sampling.round_batch(max(1, prompts // 16), prompts, m)
+  width = max(1, R // 16)
+  ring = P1 + P2 + M
+
+  cache: dict = {}
+
+  def once(key, build):
+    """Compiles each (program, model config) once: the insert and the decode block take the
+    output shardings of the programs that feed them, which are programs of their own too."""
+    if key not in cache:
+      cache[key] = build()
+    return cache[key]
+
+  def compile_prefill(count, length, plen):
+    def compile_(c):
+      def build():
+        params = abstract_params(c, mesh, rules)
+        with activate():
+          return decode.prefill.lower(c, params, batch(count, length, plen)).compile()
+      return once(("prefill", c, count, length, plen), build)
+    return compile_
+
+  def compile_init(rows):
+    def compile_(c):
+      def build():
+        with activate():
+          return decode.init_slots.lower(c, scalar(jnp.int32), rows=rows, ring=ring,
+                                         max_new_tokens=M).compile()
+      return once(("init", c, rows), build)
+    return compile_
+
+  def state_of(c, rows):
+    abstract = jax.eval_shape(functools.partial(decode.init_slots, c, rows=rows, ring=ring,
+                                                max_new_tokens=M), scalar(jnp.int32))
+    return _with_shardings(abstract, compile_init(rows)(c).output_shardings)
+
+  def prefilled_of(c):
+    params = abstract_params(c, mesh, rules)
+    b = batch(refill_prompts, P2, P1)
+    with activate():
+      abstract = jax.eval_shape(functools.partial(decode.prefill, c), params, b)
+    compiled = compile_prefill(refill_prompts, P2, P1)(c)
+    return _with_shardings(abstract, compiled.output_shardings)
+
+  idx = lambda: _sds((width,), jnp.int32, rep)
+
+  def compile_insert(c):
+    state, prefilled = state_of(c, R), prefilled_of(c)
+    with activate():
+      return decode.insert.lower(c, state, prefilled, idx(), idx(), idx(), scalar(jnp.uint32),
+                                 stops, scalar(jnp.int32), strategy=strategy).compile()
+
+  def compile_block(rows):
+    def compile_(c):
+      state = state_of(c, rows)
+      params = abstract_params(c, mesh, rules)
+      with activate():
+        return decode.decode_block.lower(c, params, state, stops, scalar(jnp.int32),
+                                         strategy=strategy, num_steps=block).compile()
+    return compile_
+
+  refill_bytes = plan_lib.prefill_bytes(mc, p.mesh, rules, refill_prompts, P1, P2)
+  row_cache = plan_lib.kv_bytes(mc, p.mesh, rules, refill_prompts, P1 + P2)
+  common = dict(stage=name, n=stage.n, prompts=prompts, rows=R, ring=ring, new_tokens=M)
+  out = [
+      Program(f"{name}/prefill", "sampling", params_dev + stage.prefill, 0,
+              compile_prefill(prompts, P2s, P1s), calls=steps.get("first_fills", 0.0),
+              info=dict(common, prefill_prompts=prompts, prefix=P1s, own=P2s)),
+      Program(f"{name}/refill", "sampling", params_dev + refill_bytes, stage.kv_cache,
+              compile_prefill(refill_prompts, P2, P1), calls=steps.get("refills", 0.0),
+              info=dict(common, prefill_prompts=refill_prompts, prefix=P1, own=P2)),
+      Program(f"{name}/init", "sampling", stage.kv_cache, params_dev, compile_init(R),
+              info=dict(common)),
+      Program(f"{name}/insert", "sampling", stage.kv_cache + row_cache, params_dev, compile_insert,
+              calls=steps.get("inserts", 0.0), info=dict(common, insert_rows=width)),
+      Program(f"{name}/decode_block", "sampling", params_dev + stage.kv_cache + stage.logits,
+              stage.row_cache, compile_block(R), loops="steps", calls=steps.get("decode_steps", 0.0),
+              info=dict(common, rows_per_batch_shard=R // m)),
+  ]
+  if name in ("actor", "judge") and R // m > 1:
+    # The decode floor check at one row per batch shard ("batch 1"): weights dominate.
+    out.append(Program(f"{name}/decode_block_batch1", "sampling",
+                       params_dev + stage.kv_cache * m // R + stage.logits * m // R, 0,
+                       compile_block(m), loops="steps",
+                       info=dict(common, rows=m, rows_per_batch_shard=1, check_only=True)))
+  return out
+
+
+def programs(config, mesh, *, plan=None) -> list[Program]:
+  """Every program one iteration of `config` runs, lowered on `mesh` (see the module doc)."""
+  import jax
+  import jax.numpy as jnp
+  from meta_rewarding import runtime, sampling, train, train_step
+  p = plan or plan_lib.plan(config, mesh.size)
+  train_rules, decode_rules = runtime.rules(config)
+  mc, _ = plan_lib.model_config_from(config)
+  strategy = sampling.strategy_from_config(config.sampling)
+  batching = config.sampling.get("batching", "continuous")
+  block = int(config.sampling.get("decode_block", 32))
+  calls = iteration_calls(config, p)
+  out = []
+  for stage in p.stages:
+    out += _stage_programs(config, mc, mesh, decode_rules, stage, p, batching, strategy, block,
+                           calls)
+
+  tcfg = plan_lib._train_config(config)
+  ste = config.get("recipe", "meta_rewarding") == "ste"
+  kind = "sft" if ste else "dpo"
+  T = (1 if ste else 2) * int(tcfg.max_length)   # the longest packed row (data.collate's limit)
+  shards = plan_lib._rule_size(p.mesh, train_rules, "batch")
+  rep = _replicated(mesh)
+
+  def rows_batch(count, micro: int | None, with_ref: bool):
+    from meta_rewarding import sharding
+    lead = () if micro is None else (micro,)
+    sh = lambda nd: sharding.logical_sharding(
+        mesh, train_rules, jax.sharding.PartitionSpec(*((None,) * len(lead)), "batch",
+                                                      *([None] * nd)))
+    b = {k: _sds(lead + (count, T), jnp.int32, sh(1)) for k in train_step.ROW_KEYS}
+    if micro is not None:
+      b["weight"] = _sds(lead + (count,), jnp.float32, sh(0))
+      if with_ref:
+        b["ref_chosen"] = _sds(lead + (count,), jnp.float32, sh(0))
+        b["ref_rejected"] = _sds(lead + (count,), jnp.float32, sh(0))
+    return b
+
+  if not ste:
+    ref_pairs = int(tcfg.reference_batch_size or 2 * tcfg.batch_size)
+    ref_pairs = -(-ref_pairs // shards) * shards
+
+    def compile_reference(c):
+      from meta_rewarding import sharding
+      fn, _ = train._compiled_logps(c, int(tcfg.logps_chunk_size), mesh, train_rules)
+      params = abstract_params(c, mesh, train_rules)
+      with sharding.activate(mesh, train_rules):
+        return fn.lower(params, rows_batch(ref_pairs, None, False)).compile()
+    out.append(Program("reference", "reference", p.reference_total, 0, compile_reference,
+                       calls=calls.get("reference", 0.0),
+                       info=dict(pairs=ref_pairs, row_length=T)))
+
+  opt_spec = train.OptimizerSpec.from_config(tcfg)
+  spec = train.LossSpec.from_config(tcfg, kind)
+  A, batch = int(tcfg.grad_accum_steps), int(tcfg.batch_size)
+
+  def state_abstract(c):
+    optimizer = train.make_optimizer(opt_spec)
+    from meta_rewarding import sharding
+    abstract = jax.eval_shape(functools.partial(train.init_state, optimizer=optimizer),
+                              sharding.abstract_params(c))
+    return _with_shardings(abstract, train.state_shardings(c, optimizer, mesh, train_rules))
+
+  def compile_train(c):
+    from meta_rewarding import sharding
+    # Built outside `activate`: with topology devices a mesh in scope makes the state's eager
+    # set-up try to run on them.
+    step, _, _, _ = train.make_train_step(c, spec, opt_spec, mesh, train_rules)
+    state = state_abstract(c)
+    with sharding.activate(mesh, train_rules):
+      return step.lower(state, rows_batch(batch, A, kind == "dpo"),
+                        _sds((), jnp.float32, rep)).compile()
+
+  def compile_update(c):
+    from meta_rewarding import sharding
+    optimizer = train.make_optimizer(opt_spec)
+    state = state_abstract(c)
+    grads = state.params
+    fn = jax.jit(functools.partial(train_step.apply_gradients, optimizer=optimizer),
+                 in_shardings=(train.state_shardings(c, optimizer, mesh, train_rules),
+                               train.state_shardings(c, optimizer, mesh, train_rules).params, rep),
+                 donate_argnums=(0,))
+    with sharding.activate(mesh, train_rules):
+      return fn.lower(state, grads, _sds((), jnp.float32, rep)).compile()
+
+  out.append(Program("train", "training", p.training_total - p.params, p.params, compile_train,
+                     loops="microbatches", microbatches=A, optimizer_compile=compile_update,
+                     calls=calls.get("train_steps", 0.0),
+                     info=dict(kind=kind, rows_per_microbatch=batch, microbatches=A,
+                               row_length=T, remat=mc.remat_policy)))
+  return out
+
+
+# ------------------------------------------------------------------------------------------------
+# How often one iteration runs each program (for the time estimate).
+
+def iteration_calls(config, p) -> dict:
+  """Calls of each program in one iteration at the config's stage sizes, every generation taken
+  to its max_new_tokens (an upper figure: real generations stop earlier)."""
+  out: dict = {}
+  prompts = int(config.pipeline.prompts_per_iteration)
+  if config.get("recipe", "meta_rewarding") == "ste":
+    s = config.ste
+    counts = {"categorize": prompts, "actor": prompts, "worse": prompts,
+              "judge": prompts}
+  else:
+    K, N = int(config.actor.num_responses), int(config.judge.num_judgments)
+    # Meta-judge battles: both orders of every pair of the highest-variance response's N
+    # judgments (stages.meta_judge_requests), at most N(N-1) per prompt.
+    counts = {"actor": prompts, "judge": prompts * K, "meta_judge": prompts * N * (N - 1)}
+  for stage in p.stages:
+    items = counts.get(stage.name, 0)
+    samples = items * stage.n
+    rounds = samples / max(stage.rows, 1)                    # row generations, R at a time
+    first = math.ceil(items / max(stage.prompts, 1)) if items else 0
+    out[stage.name] = {
+        "items": items, "samples": samples,
+        "decode_steps": rounds * stage.max_new_tokens,
+        "first_fills": 1.0 if items else 0.0,
+        "refills": max(first - 1, 0) * 16.0,   # the rest enter 1/16 of the slot prompts at a time
+        "inserts": samples / max(1, stage.rows // 16),
+    }
+  tcfg = plan_lib._train_config(config)
+  ste = config.get("recipe", "meta_rewarding") == "ste"
+  if ste:
+    examples = prompts                                      # at most one SFT example per prompt
+  else:
+    kinds = set(str(x) for x in config.pipeline.train_pairs)
+    per_prompt = 2 if "both" in kinds else 1                # an actor pair and a judge pair
+    examples = prompts * per_prompt
+  step = int(tcfg.batch_size) * int(tcfg.grad_accum_steps)
+  out["train_steps"] = math.ceil(examples * int(tcfg.num_epochs) / step)
+  if not ste:
+    ref = int(tcfg.reference_batch_size or 2 * tcfg.batch_size)
+    out["reference"] = math.ceil(examples / ref)
+  return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Measuring.
+
+def _cost(compiled) -> tuple[float, float]:
+  ca = compiled.cost_analysis()
+  if isinstance(ca, (list, tuple)):
+    ca = ca[0] if ca else {}
+  ca = ca or {}
+  return float(ca.get("flops", 0.0)), float(ca.get("bytes accessed", 0.0))
+
+
+def _memory(compiled) -> dict:
+  m = compiled.memory_analysis()
+  get = lambda k: int(getattr(m, k, 0) or 0) if m is not None else 0
+  return dict(argument=get("argument_size_in_bytes"), output=get("output_size_in_bytes"),
+              alias=get("alias_size_in_bytes"), temp=get("temp_size_in_bytes"),
+              host=get("host_argument_size_in_bytes") + get("host_output_size_in_bytes")
+              + get("host_temp_size_in_bytes"))
+
+
+def _analysis_copy(mc, layers: int):
+  return mc.replace(num_hidden_layers=layers, scan_layers=False)
+
+
+def measure(program: Program, mc, *, log: Callable[[str], None] = lambda s: None) -> Measured:
+  """Compiles `program` as the run does (memory) and its analysis copies (cost; module doc)."""
+  start = time.perf_counter()
+  compiled = program.compile(mc)
+  seconds = time.perf_counter() - start
+  memory = _memory(compiled)
+  real_flops, real_bytes = _cost(compiled)
+  L = mc.num_hidden_layers
+  scanned_bytes = None
+  if L > 1 and (mc.scan_layers or program.loops):
+    one = _cost(program.compile(_analysis_copy(mc, 1)))
+    two = _cost(program.compile(_analysis_copy(mc, 2)))
+    if program.optimizer_compile is not None:
+      u1 = _cost(program.optimizer_compile(_analysis_copy(mc, 1)))
+      u2 = _cost(program.optimizer_compile(_analysis_copy(mc, 2)))
+      per = lambda i: (two[i] - u2[i]) - (one[i] - u1[i])       # one layer's microbatch work
+      micro = lambda i: (one[i] - u1[i]) + (L - 1) * per(i)
+      update = lambda i: u1[i] + (L - 1) * (u2[i] - u1[i])
+      flops, bytes_ = (update(i) + program.microbatches * micro(i) for i in (0, 1))
+    else:
+      flops, bytes_ = (one[i] + (L - 1) * (two[i] - one[i]) for i in (0, 1))
+    if mc.scan_layers and program.optimizer_compile is None:
+      outside = 2 * one[1] - two[1]          # what no layer does (embedding, logits, sampling)
+      scanned_bytes = outside + L * (real_bytes - outside)
+  else:
+    flops, bytes_ = real_flops, real_bytes
+  seconds = time.perf_counter() - start
+  log(f"compiled {program.name} in {seconds:.0f} s")
+  return Measured(name=program.name, phase=program.phase, planned=int(program.planned),
+                  resident=int(program.resident), flops=flops, bytes_accessed=bytes_,
+                  loops=program.loops, calls=program.calls, compile_seconds=seconds,
+                  info=dict(program.info), scanned_bytes_accessed=scanned_bytes, **memory)
+
+
+# ------------------------------------------------------------------------------------------------
+# The report.
+
+@dataclasses.dataclass
+class Report:
+  target: str
+  chips: int
+  hbm_bytes: int | None
+  usable_bytes: int | None
+  measured: list[Measured]
+  plan: Any
+  model_config: Any
+  peak_flops: float | None = None
+  bandwidth: float | None = None
+  compile_seconds: float = 0.0
+  decode_rules: tuple = ()
+
+  # -- per program ---------------------------------------------------------------------------
+  def fits(self, m: Measured) -> bool:
+    return self.usable_bytes is None or m.compiled + m.resident <= self.usable_bytes
+
+  def roofline(self, flops: float, bytes_accessed: float) -> float | None:
+    if not self.peak_flops or not self.bandwidth:
+      return None
+    return max(flops / self.peak_flops, bytes_accessed / self.bandwidth)
+
+  @property
+  def all_fit(self) -> bool:
+    return all(self.fits(m) for m in self.measured)
+
+  # -- per phase -----------------------------------------------------------------------------
+  def phase_peaks(self) -> dict[str, dict]:
+    """Per planner phase: XLA's peak (program + what stays alive outside it) and the planner's."""
+    out = {}
+    planned = self.plan.phases
+    for m in self.measured:
+      total = m.compiled + m.resident
+      row = out.setdefault(m.phase, {"compiled_bytes": 0, "program": "",
+                                     "planned_bytes": int(planned.get(m.phase, 0))})
+      if total > row["compiled_bytes"]:
+        row.update(compiled_bytes=total, program=m.name)
+    for row in out.values():
+      row["ratio"] = row["planned_bytes"] / row["compiled_bytes"] if row["compiled_bytes"] else None
+    return out
+
+  # -- static performance checks ---------------------------------------------------------------
+  def decode_checks(self) -> list[dict]:
+    """Bytes a decode step reads per chip against its floor: the chip's share of the weights in
+    the compute dtype plus the KV cache rows it attends over."""
+    mc, p = self.model_config, self.plan
+    dt = plan_lib._dtype_bytes(mc.dtype)
+    weights = p.params * dt // plan_lib._dtype_bytes(mc.param_dtype)
+    out = []
+    for m in self.measured:
+      if m.loops != "steps":
+        continue
+      info = m.info
+      cache = plan_lib.kv_bytes(mc, p.mesh, self.decode_rules, info["rows"], info["ring"])
+      floor = weights + cache
+      out.append(dict(program=m.name, rows=info["rows"], bytes_per_step=m.bytes_accessed,
+                      scanned_bytes_per_step=m.scanned_bytes_accessed, weights=weights,
+                      kv_cache=cache, floor=floor, ratio=m.bytes_accessed / floor,
+                      finding=m.bytes_accessed > 1.3 * floor))
+    return out
+
+  def train_checks(self) -> list[dict]:
+    """XLA's training FLOPs per chip against the model FLOPs of its rows for its remat policy."""
+    mc = self.model_config
+    out = []
+    for m in self.measured:
+      if m.phase != "training":
+        continue
+      info = m.info
+      rows = info["rows_per_microbatch"] * info["microbatches"]
+      flops = model_flops(mc, rows=rows, length=info["row_length"],
+                          response_length=info["row_length"], backward=True,
+                          remat=info["remat"]) / self.chips
+      out.append(dict(program=m.name, xla_flops=m.flops, model_flops=flops,
+                      ratio=m.flops / flops, finding=m.flops > 1.15 * flops))
+    return out
+
+  def iteration_estimate(self) -> list[tuple[str, float]] | None:
+    """(part, roofline seconds) of one iteration, from the calls each program makes."""
+    if self.roofline(1.0, 1.0) is None:
+      return None
+    parts: dict[str, float] = {}
+    for m in self.measured:
+      if not m.calls or m.info.get("check_only"):
+        continue
+      key = m.info.get("stage", m.name)
+      parts[key] = parts.get(key, 0.0) + m.calls * self.roofline(m.flops, m.bytes_accessed)
+    return list(parts.items())
+
+  # -- presentation ----------------------------------------------------------------------------
+  def table(self) -> str:
+    g = lambda b: f"{b / GiB:7.2f}"
+    mc = self.model_config
+    mesh = " ".join(f"{k}={v}" for k, v in self.plan.mesh.items())
+    hbm = ("HBM unknown" if self.hbm_bytes is None else
+           f"{self.hbm_bytes / GiB:.0f} GiB HBM per chip, {self.usable_bytes / GiB:.1f} usable")
+    lines = [f"compile check: {self.plan.model} ({self.plan.num_params / 1e9:.2f}B params) for "
+             f"{self.target}: {self.chips} chips, mesh {mesh}, {hbm}",
+             f"  params {mc.param_dtype}, compute {mc.dtype}, remat {mc.remat_policy}, "
+             f"scan_layers {mc.scan_layers}; compiled in {self.compile_seconds:.0f} s",
+             "  per chip; XLA = arguments + outputs - donated + temporaries; +live = arrays the run "
+             "keeps outside the program; FLOPs / bytes per call (decode blocks: per step)",
+             f"{'program':26s}{'XLA GiB':>8s}{'+live':>8s}{'plan GiB':>9s}{'plan/XLA':>9s}"
+             f"{'fits':>6s}{'TFLOP':>9s}{'GB read':>9s}{'roofline':>11s}"]
+    for m in self.measured:
+      r = self.roofline(m.flops, m.bytes_accessed)
+      rt = "-" if r is None else (f"{r * 1e3:8.2f} ms" if r < 10 else f"{r:8.1f} s ")
+      ratio = m.planned / m.compiled if m.compiled else float("nan")
+      lines.append(f"{m.name:26s}{g(m.compiled)} {g(m.resident)}{g(m.planned)}  {ratio:7.2f}"
+                   f"{'yes' if self.fits(m) else 'NO':>6s}{m.flops / 1e12:9.3f}"
+                   f"{m.bytes_accessed / 1e9:9.2f}{rt:>11s}")
+    lines.append("phases (the planner's peak against XLA's):")
+    for name, row in self.phase_peaks().items():
+      lines.append(f"  {name:10s} XLA {row['compiled_bytes'] / GiB:6.2f} GiB ({row['program']}), "
+                   f"planner {row['planned_bytes'] / GiB:6.2f} GiB: {row['ratio']:.2f}x")
+    lines.append("decode steps: bytes read per chip per step against the floor (weights in "
+                 f"{mc.dtype} + the KV cache read):")
+    for c in self.decode_checks():
+      scanned = ("" if c["scanned_bytes_per_step"] is None else
+                 f"; as compiled (scanned) {c['scanned_bytes_per_step'] / 1e9:.2f} GB")
+      lines.append(f"  {c['program']:28s} {c['rows']:4d} rows: {c['bytes_per_step'] / 1e9:6.2f} GB "
+                   f"vs floor {c['floor'] / 1e9:6.2f} GB ({c['weights'] / 1e9:.2f} weights + "
+                   f"{c['kv_cache'] / 1e9:.2f} cache) = {c['ratio']:.2f}x"
+                   f"{'  FINDING (> 1.3x)' if c['finding'] else ''}{scanned}")
+    for c in self.train_checks():
+      lines.append(f"training FLOPs per chip: XLA {c['xla_flops'] / 1e12:.1f} T vs model "
+                   f"{c['model_flops'] / 1e12:.1f} T = {c['ratio']:.2f}x"
+                   f"{'  FINDING (> 1.15x)' if c['finding'] else ''}")
+    estimate = self.iteration_estimate()
+    if estimate:
+      total = sum(s for _, s in estimate)
+      lines.append("one iteration, roofline bound (every generation at max_new_tokens; not a "
+                   "measurement): " + ", ".join(f"{k} {s / 3600:.2f} h" for k, s in estimate)
+                   + f"; total {total / 3600:.2f} h")
+    bad = [m.name for m in self.measured if not self.fits(m)]
+    lines.append("verdict: " + ("every program fits" if not bad else
+                                "DOES NOT FIT: " + ", ".join(bad)))
+    return "\n".join(lines)
+
+  def to_json(self) -> dict:
+    programs = {}
+    for m in self.measured:
+      programs[m.name] = dict(
+          phase=m.phase, planned_bytes=m.planned, compiled_bytes=m.compiled,
+          resident_bytes=m.resident, argument_bytes=m.argument, output_bytes=m.output,
+          alias_bytes=m.alias, temp_bytes=m.temp, host_bytes=m.host, fits=self.fits(m),
+          flops=m.flops, bytes_accessed=m.bytes_accessed,
+          roofline_seconds=self.roofline(m.flops, m.bytes_accessed),
+          per=("decode step" if m.loops == "steps" else "call"), calls_per_iteration=m.calls,
+          compile_seconds=m.compile_seconds, shapes=dict(m.info))
+    estimate = self.iteration_estimate()
+    return {"target": self.target, "chips": self.chips, "hbm_bytes": self.hbm_bytes,
+            "usable_bytes": self.usable_bytes, "model": self.plan.model,
+            "mesh": dict(self.plan.mesh), "phases": programs,
+            "phase_peaks": self.phase_peaks(), "decode_checks": self.decode_checks(),
+            "train_checks": self.train_checks(),
+            "iteration_roofline_seconds": None if estimate is None else dict(estimate),
+            "fits": self.all_fit}
+
+
+def model_flops(mc, *, rows: int, length: int, response_length: int, backward: bool,
+                remat: str) -> float:
+  """Matmul FLOPs of `rows` packed rows of `length` tokens through the model: the layers' weights
+  (2 per weight per token), attention scores and values over the full [T, T] the model computes
+  (masked, not skipped), and the output projection at `response_length` tokens. With `backward`:
+  x3 (backward = 2 forwards), plus one forward of the layers again under remat "full"."""
+  D, F, L, H = mc.hidden_size, mc.intermediate_size, mc.num_hidden_layers, mc.head_dim
+  N, K, V = mc.num_attention_heads, mc.num_key_value_heads, mc.vocab_size
+  layer_weights = D * (N + 2 * K) * H + N * H * D + 3 * D * F
+  per_row_layers = L * (2 * layer_weights * length + 4 * N * H * length * length)
+  head = 2 * D * V * response_length
+  if not backward:
+    return rows * (per_row_layers + head)
+  recompute = {"full": 1.0, "none": 0.0}.get(remat, 0.5)
+  return rows * (per_row_layers * (3 + recompute) + head * 3)
+
+
+def run(config, target_name: str, *, log: Callable[[str], None] = print) -> Report:
+  """Compiles every program of `config`'s iteration for `target_name` ("v4-32", ..., or "cpu")
+  and returns the report (the caller prints it and exits 1 when something does not fit)."""
+  import jax
+  from meta_rewarding import runtime, sharding
+  start = time.perf_counter()
+  if target_name == "cpu":
+    devices = jax.devices()
+    target, hbm = None, None
+  else:
+    target = targets_lib.parse(target_name)
+    devices = topology_devices(target)
+    hbm = target.hbm_bytes
+  mesh = sharding.make_mesh(dict(config.mesh.shape), devices)
+  p = plan_lib.plan(config, len(devices), device_memory=hbm)
+  mc, _ = plan_lib.model_config_from(config)
+  measured = []
+  for program in programs(config, mesh, plan=p):
+    measured.append(measure(program, mc, log=log))
+  g = target.generation if target else None
+  return Report(target=target.name if target else "cpu", chips=len(devices), hbm_bytes=hbm,
+                usable_bytes=None if hbm is None else int(hbm * p.usable_fraction),
+                measured=measured, plan=p, model_config=mc,
+                peak_flops=g.peak_bf16_flops if g else None,
+                bandwidth=g.hbm_bandwidth if g else None,
+                compile_seconds=time.perf_counter() - start,
+                decode_rules=runtime.rules(config)[1])
