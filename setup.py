@@ -32,6 +32,10 @@ setuptools.setup(
         # against; an unpinned torch would pull a multi-GB CUDA build.
         "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0"],
         "bench": ["torch==2.13.0", "trl"],
+        # The TPU compiler, for `python -m meta_rewarding.plan --compile_for=v4-32` on any machine
+        # (and for running on a TPU VM): jax[tpu] pins the libtpu built for its jax, so this pin
+        # moves with the jax the project is tested with. Never in "test": CI needs no libtpu.
+        "tpu": ["jax[tpu]==0.10.2"],
         # Resolving unpinned xmanager backtracks for a long time; these pins resolve in about a minute.
         "launch": ["xmanager==0.8.5.post1", "protobuf>=6.33,<7", "google-api-core>=2.44",
                    "google-cloud-aiplatform>=2.7"],

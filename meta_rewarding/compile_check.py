@@ -103,7 +103,8 @@ def _sds(shape, dtype, sharding):
 
 
 def abstract_params(mc, mesh, rules):
-  """The parameters as the run places them: `sharding.param_shardings` under `rules`."""
+  """The parameters of `mc` as the run places them: `sharding.param_shardings` under `rules`
+  (for the sampler's weights pass `sampling.decoding_config(mc)` and the decode rules)."""
   import jax
   from meta_rewarding import sharding
   shardings = sharding.param_shardings(mc, mesh, rules)
@@ -155,6 +156,7 @@ class Program:
   loops: str = ""
   microbatches: int = 1
   optimizer_compile: Callable[[Any], Any] | None = None
+  needs_analysis: bool = False   # XLA's cost counts a loop of it once: compile analysis copies
   calls: float = 0.0
   info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -178,7 +180,6 @@ class Measured:
   calls: float
   compile_seconds: float
   info: Mapping[str, Any]
-  scanned_bytes_accessed: float | None = None   # the as-compiled (scanned) program, per call/step
 
   @property
   def compiled(self) -> int:
@@ -190,10 +191,13 @@ class Measured:
 
 
 def _stage_programs(config, mc, mesh, rules, stage: plan_lib.SamplerStage, p, batching: str,
-                    strategy, block: int, calls: Mapping[str, float]) -> list[Program]:
+                    strategy, block: int, calls: Mapping[str, float], cache: dict) -> list[Program]:
   import jax
   import jax.numpy as jnp
   from meta_rewarding import decode, sampling, sharding
+  # The sampler runs `sampling.decoding_config` of the model (unscanned, compute-dtype weights):
+  # every compile below takes the model config the check passes and converts it the same way.
+  as_decoded = sampling.decoding_config
   P1s, P2s = stage.scores_prefix_length, stage.scores_prompt_length
   P1, P2 = stage.prefix_length, stage.prompt_length
   shared = stage.shared
@@ -202,7 +206,8 @@ def _stage_programs(config, mc, mesh, rules, stage: plan_lib.SamplerStage, p, ba
   rep = _replicated(mesh)
   scalar = lambda dtype: _sds((), dtype, rep)
   stops = _sds(decode.stop_array([0]).shape, jnp.int32, rep)
-  params_dev = p.params
+  weights = p.decode_params or p.params   # what the sampler reads (sampling.decoding_params)
+  live = p.params if p.decode_params else 0  # the policy's own (float32) params meanwhile
 
   def batch(count, length, plen):
     return abstract_prompt_batch(mesh, rules, prompts=count, length=length,
@@ -221,7 +226,8 @@ def _stage_programs(config, mc, mesh, rules, stage: plan_lib.SamplerStage, p, ba
         return decode._generate.lower(
             c, params, batch(prompts, P2s, P1s), scalar(jnp.uint32), stops, scalar(jnp.int32),
             strategy=strategy, max_new_tokens=M, num_samples=stage.n).compile()
-    return [Program(f"{name}/generate", "sampling", params_dev + stage.peak, 0, compile_generate,
+    return [Program(f"{name}/generate", "sampling", weights + stage.peak, live,
+                    decoded(compile_generate),
                     calls=steps.get("prefills", 0.0),
                     info=dict(prompts=prompts, rows=R, prefix=P1s, own=P2s, new_tokens=M,
                               note="cost: prefill + one decode step (the loop body once)"))]
@@ -230,11 +236,13 @@ def _stage_programs(config, mc, mesh, rules, stage: plan_lib.SamplerStage, p, ba
   width = max(1, R // 16)
   ring = P1 + P2 + M
 
-  cache: dict = {}
+  def decoded(compile_):
+    return lambda c: compile_(as_decoded(c))
 
   def once(key, build):
-    """Compiles each (program, model config) once: the insert and the decode block take the
-    output shardings of the programs that feed them, which are programs of their own too."""
+    """Compiles each (program, shapes, model config) once per check: the insert and the decode
+    block take the output shardings of the programs that feed them (programs of their own too),
+    and stages with the same shapes share them."""
     if key not in cache:
       cache[key] = build()
     return cache[key]
@@ -245,7 +253,7 @@ def _stage_programs(config, mc, mesh, rules, stage: plan_lib.SamplerStage, p, ba
         params = abstract_params(c, mesh, rules)
         with activate():
           return decode.prefill.lower(c, params, batch(count, length, plen)).compile()
-      return once(("prefill", c, count, length, plen), build)
+      return once(("prefill", c, count, length, plen, shared), build)
     return compile_
 
   def compile_init(rows):
@@ -254,7 +262,7 @@ def _stage_programs(config, mc, mesh, rules, stage: plan_lib.SamplerStage, p, ba
         with activate():
           return decode.init_slots.lower(c, scalar(jnp.int32), rows=rows, ring=ring,
                                          max_new_tokens=M).compile()
-      return once(("init", c, rows), build)
+      return once(("init", c, rows, ring, M), build)
     return compile_
 
   def state_of(c, rows):
@@ -291,25 +299,26 @@ def _stage_programs(config, mc, mesh, rules, stage: plan_lib.SamplerStage, p, ba
   row_cache = plan_lib.kv_bytes(mc, p.mesh, rules, refill_prompts, P1 + P2)
   common = dict(stage=name, n=stage.n, prompts=prompts, rows=R, ring=ring, new_tokens=M)
   out = [
-      Program(f"{name}/prefill", "sampling", params_dev + stage.prefill, 0,
-              compile_prefill(prompts, P2s, P1s), calls=steps.get("first_fills", 0.0),
+      Program(f"{name}/prefill", "sampling", weights + stage.prefill, live,
+              decoded(compile_prefill(prompts, P2s, P1s)), calls=steps.get("first_fills", 0.0),
               info=dict(common, prefill_prompts=prompts, prefix=P1s, own=P2s)),
-      Program(f"{name}/refill", "sampling", params_dev + refill_bytes, stage.kv_cache,
-              compile_prefill(refill_prompts, P2, P1), calls=steps.get("refills", 0.0),
+      Program(f"{name}/refill", "sampling", weights + refill_bytes, live + stage.kv_cache,
+              decoded(compile_prefill(refill_prompts, P2, P1)), calls=steps.get("refills", 0.0),
               info=dict(common, prefill_prompts=refill_prompts, prefix=P1, own=P2)),
-      Program(f"{name}/init", "sampling", stage.kv_cache, params_dev, compile_init(R),
+      Program(f"{name}/init", "sampling", stage.kv_cache, live + weights, decoded(compile_init(R)),
               info=dict(common)),
-      Program(f"{name}/insert", "sampling", stage.kv_cache + row_cache, params_dev, compile_insert,
+      Program(f"{name}/insert", "sampling", stage.kv_cache + row_cache, live + weights,
+              decoded(compile_insert),
               calls=steps.get("inserts", 0.0), info=dict(common, insert_rows=width)),
-      Program(f"{name}/decode_block", "sampling", params_dev + stage.kv_cache + stage.logits,
-              stage.row_cache, compile_block(R), loops="steps", calls=steps.get("decode_steps", 0.0),
+      Program(f"{name}/decode_block", "sampling", weights + stage.kv_cache + stage.logits,
+              live + stage.row_cache, decoded(compile_block(R)), loops="steps", calls=steps.get("decode_steps", 0.0),
               info=dict(common, rows_per_batch_shard=R // m)),
   ]
-  if name in ("actor", "judge") and R // m > 1:
+  if name == "actor" and R // m > 1:
     # The decode floor check at one row per batch shard ("batch 1"): weights dominate.
     out.append(Program(f"{name}/decode_block_batch1", "sampling",
-                       params_dev + stage.kv_cache * m // R + stage.logits * m // R, 0,
-                       compile_block(m), loops="steps",
+                       weights + stage.kv_cache * m // R + stage.logits * m // R, live,
+                       decoded(compile_block(m)), loops="steps",
                        info=dict(common, rows=m, rows_per_batch_shard=1, check_only=True)))
   return out
 
@@ -326,10 +335,11 @@ def programs(config, mesh, *, plan=None) -> list[Program]:
   batching = config.sampling.get("batching", "continuous")
   block = int(config.sampling.get("decode_block", 32))
   calls = iteration_calls(config, p)
+  cache: dict = {}
   out = []
   for stage in p.stages:
     out += _stage_programs(config, mc, mesh, decode_rules, stage, p, batching, strategy, block,
-                           calls)
+                           calls, cache)
 
   tcfg = plan_lib._train_config(config)
   ste = config.get("recipe", "meta_rewarding") == "ste"
@@ -363,6 +373,7 @@ def programs(config, mesh, *, plan=None) -> list[Program]:
       with sharding.activate(mesh, train_rules):
         return fn.lower(params, rows_batch(ref_pairs, None, False)).compile()
     out.append(Program("reference", "reference", p.reference_total, 0, compile_reference,
+                       needs_analysis=mc.scan_layers,
                        calls=calls.get("reference", 0.0),
                        info=dict(pairs=ref_pairs, row_length=T)))
 
@@ -401,6 +412,7 @@ def programs(config, mesh, *, plan=None) -> list[Program]:
 
   out.append(Program("train", "training", p.training_total - p.params, p.params, compile_train,
                      loops="microbatches", microbatches=A, optimizer_compile=compile_update,
+                     needs_analysis=mc.scan_layers or A > 1,
                      calls=calls.get("train_steps", 0.0),
                      info=dict(kind=kind, rows_per_microbatch=batch, microbatches=A,
                                row_length=T, remat=mc.remat_policy)))
@@ -477,37 +489,31 @@ def _analysis_copy(mc, layers: int):
 
 
 def measure(program: Program, mc, *, log: Callable[[str], None] = lambda s: None) -> Measured:
-  """Compiles `program` as the run does (memory) and its analysis copies (cost; module doc)."""
+  """Compiles `program` as the run does (memory), and its analysis copies where XLA's cost
+  would count a loop once (module doc)."""
   start = time.perf_counter()
   compiled = program.compile(mc)
-  seconds = time.perf_counter() - start
   memory = _memory(compiled)
-  real_flops, real_bytes = _cost(compiled)
+  flops, bytes_ = _cost(compiled)   # decode blocks: the loop body once = one decode step
   L = mc.num_hidden_layers
-  scanned_bytes = None
-  if L > 1 and (mc.scan_layers or program.loops):
+  if program.needs_analysis:
     one = _cost(program.compile(_analysis_copy(mc, 1)))
-    two = _cost(program.compile(_analysis_copy(mc, 2)))
+    two = _cost(program.compile(_analysis_copy(mc, 2))) if L > 1 else one
     if program.optimizer_compile is not None:
       u1 = _cost(program.optimizer_compile(_analysis_copy(mc, 1)))
-      u2 = _cost(program.optimizer_compile(_analysis_copy(mc, 2)))
+      u2 = _cost(program.optimizer_compile(_analysis_copy(mc, 2))) if L > 1 else u1
       per = lambda i: (two[i] - u2[i]) - (one[i] - u1[i])       # one layer's microbatch work
       micro = lambda i: (one[i] - u1[i]) + (L - 1) * per(i)
       update = lambda i: u1[i] + (L - 1) * (u2[i] - u1[i])
       flops, bytes_ = (update(i) + program.microbatches * micro(i) for i in (0, 1))
     else:
       flops, bytes_ = (one[i] + (L - 1) * (two[i] - one[i]) for i in (0, 1))
-    if mc.scan_layers and program.optimizer_compile is None:
-      outside = 2 * one[1] - two[1]          # what no layer does (embedding, logits, sampling)
-      scanned_bytes = outside + L * (real_bytes - outside)
-  else:
-    flops, bytes_ = real_flops, real_bytes
   seconds = time.perf_counter() - start
   log(f"compiled {program.name} in {seconds:.0f} s")
   return Measured(name=program.name, phase=program.phase, planned=int(program.planned),
                   resident=int(program.resident), flops=flops, bytes_accessed=bytes_,
                   loops=program.loops, calls=program.calls, compile_seconds=seconds,
-                  info=dict(program.info), scanned_bytes_accessed=scanned_bytes, **memory)
+                  info=dict(program.info), **memory)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -557,11 +563,13 @@ class Report:
 
   # -- static performance checks ---------------------------------------------------------------
   def decode_checks(self) -> list[dict]:
-    """Bytes a decode step reads per chip against its floor: the chip's share of the weights in
-    the compute dtype plus the KV cache rows it attends over."""
+    """Bytes a decode step reads per chip against its floor: the chip's share of the weights the
+    sampler reads (compute dtype, decode layout) plus the KV cache rows it attends over.
+    `fully_sharded_weights`: that share were the weights sharded over every chip (fsdp too)."""
     mc, p = self.model_config, self.plan
     dt = plan_lib._dtype_bytes(mc.dtype)
-    weights = p.params * dt // plan_lib._dtype_bytes(mc.param_dtype)
+    fully_sharded = p.params * dt // plan_lib._dtype_bytes(mc.param_dtype)
+    weights = p.decode_params or fully_sharded
     out = []
     for m in self.measured:
       if m.loops != "steps":
@@ -570,8 +578,7 @@ class Report:
       cache = plan_lib.kv_bytes(mc, p.mesh, self.decode_rules, info["rows"], info["ring"])
       floor = weights + cache
       out.append(dict(program=m.name, rows=info["rows"], bytes_per_step=m.bytes_accessed,
-                      scanned_bytes_per_step=m.scanned_bytes_accessed, weights=weights,
-                      kv_cache=cache, floor=floor, ratio=m.bytes_accessed / floor,
+                      weights=weights, fully_sharded_weights=fully_sharded, kv_cache=cache, floor=floor, ratio=m.bytes_accessed / floor,
                       finding=m.bytes_accessed > 1.3 * floor))
     return out
 
@@ -632,12 +639,10 @@ class Report:
     lines.append("decode steps: bytes read per chip per step against the floor (weights in "
                  f"{mc.dtype} + the KV cache read):")
     for c in self.decode_checks():
-      scanned = ("" if c["scanned_bytes_per_step"] is None else
-                 f"; as compiled (scanned) {c['scanned_bytes_per_step'] / 1e9:.2f} GB")
       lines.append(f"  {c['program']:28s} {c['rows']:4d} rows: {c['bytes_per_step'] / 1e9:6.2f} GB "
                    f"vs floor {c['floor'] / 1e9:6.2f} GB ({c['weights'] / 1e9:.2f} weights + "
                    f"{c['kv_cache'] / 1e9:.2f} cache) = {c['ratio']:.2f}x"
-                   f"{'  FINDING (> 1.3x)' if c['finding'] else ''}{scanned}")
+                   f"{'  FINDING (> 1.3x)' if c['finding'] else ''}")
     for c in self.train_checks():
       lines.append(f"training FLOPs per chip: XLA {c['xla_flops'] / 1e12:.1f} T vs model "
                    f"{c['model_flops'] / 1e12:.1f} T = {c['ratio']:.2f}x"

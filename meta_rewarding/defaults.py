@@ -56,9 +56,21 @@ def normalize_rules(rules: Iterable) -> tuple:
                for name, axes in rules)
 
 
-def decode_rules(rules: Iterable) -> tuple:
-  """The decode rules for parameter rules `rules`: the same, plus the KV cache's unless given."""
+# What paper-scale configs with tensor parallelism set as `mesh.decode_rules`: the sampler's
+# (compute-dtype) copy of the weights is not sharded over fsdp, so a decode step reads each chip's
+# weights where they lie instead of all-gathering every weight over fsdp in every step (the compile
+# check found the gathers: bench/results/tpu_compile.md). The copy then takes 1/tensor of the
+# weights per chip (2 GiB of Llama-3-8B's bf16 weights at tensor=8).
+DECODE_WEIGHTS_NOT_OVER_FSDP = (("embed", None),)
+
+
+def decode_rules(rules: Iterable, overrides: Iterable = ()) -> tuple:
+  """The decode rules for parameter rules `rules`: the same with `overrides` (`mesh.decode_rules`)
+  in place of the rules they name, plus the KV cache's unless given."""
   rules = normalize_rules(rules)
+  overrides = dict(normalize_rules(overrides))
+  rules = tuple((name, overrides.pop(name)) if name in overrides else (name, axes)
+                for name, axes in rules) + tuple(overrides.items())
   named = {name for name, _ in rules}
   return rules + tuple(rule for rule in CACHE_RULES if rule[0] not in named)
 
@@ -124,6 +136,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.mesh.shape = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
   c.mesh.distributed = False       # jax.distributed.initialize (multi-host)
   c.mesh.rules = TRAIN_RULES       # logical axis -> mesh axes; decoding adds the KV cache's
+  c.mesh.decode_rules = ()         # rules that replace mesh.rules' while sampling (the sampler's
+                                   # weight copy and KV cache), e.g. DECODE_WEIGHTS_NOT_OVER_FSDP
 
   c.sampling = ml_collections.ConfigDict()
   c.sampling.temperature = 0.8
@@ -359,6 +373,8 @@ def paper_scale_config(variants: Mapping[str, Any], *, checkpoint: str, checkpoi
   c.meta_judge.max_new_tokens = 256
   c.evaluate.oracle = ""
 
+  if c.mesh.shape.get("tensor", 1) != 1:
+    c.mesh.decode_rules = DECODE_WEIGHTS_NOT_OVER_FSDP
   if variants.get("self_rewarding"):
     c.meta_judge.enabled = False      # no judge pairs: "both" trains on actor pairs only
   if variants.get("runlocal"):

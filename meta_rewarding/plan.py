@@ -16,7 +16,9 @@ What is exact and what is estimated:
     peak; the formulas below count the large tensors that must be alive at once.
 
 Phases (they do not overlap in time, so the peak is the largest of the three):
-  sampling   = params + max(prefill, decode)
+  sampling   = params + decode params + max(prefill, decode)
+               decode params: the sampler's copy of the weights in the compute dtype when
+               param_dtype differs (`sampling.decoding_params`: decode steps read half the bytes)
                decode  = KV cache [L,R,K,S,H]×2(k,v) + the prefilled rows' cache + logits [R,V]
                          float32 ×3 (logits, softmax, top-k workspace)
                prefill = prefix cache [L,G,P1,K,H]×2 + row cache [L,B,P1+P2,K,H]×2
@@ -128,6 +130,7 @@ class Plan:
   # capacity (None = unknown)
   device_memory: int | None = None
   usable_fraction: float = USABLE_FRACTION
+  decode_params: int = 0   # the sampler's copy in the compute dtype (0: it is `params` itself)
   notes: tuple[str, ...] = ()
   settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -144,7 +147,7 @@ class Plan:
   @property
   def sampling_total(self) -> int:
     s = self.worst_stage
-    return self.params + (s.peak if s else 0)
+    return self.params + self.decode_params + (s.peak if s else 0)
 
   @property
   def reference_total(self) -> int:
@@ -192,13 +195,16 @@ class Plan:
                    f"+ {s.max_new_tokens}): peak{g(s.peak)}")
     w = self.worst_stage
     lines += [f"  {'params':44s}{g(self.params)}"]
+    if self.decode_params:
+      lines += [f"  {'params in ' + self.dtype + ' (the sampler reads these)':44s}"
+                f"{g(self.decode_params)}"]
     if w:
       lines += [f"  worst stage {w.name}: prefill, then decode",
                 f"  {'  prefill: caches + attention scores (est.)':44s}{g(w.prefill)}",
                 f"  {'  decode: kv cache':44s}{g(w.kv_cache)}",
                 f"  {'  decode: prefilled rows cache':44s}{g(w.row_cache)}",
                 f"  {'  decode: logits':44s}{g(w.logits)}"]
-    lines += [f"  {'total = params + max(prefill, decode)':44s}{g(self.sampling_total)}",
+    lines += [f"  {'total = params (+ copy) + max(prefill, decode)':44s}{g(self.sampling_total)}",
               "reference log-probs (forward only)",
               f"  {'params':44s}{g(self.params)}",
               f"  {'forward working set (estimate)':44s}{g(self.reference)}",
@@ -361,6 +367,25 @@ def _param_and_optimizer_bytes(mc, tcfg, mesh, rules) -> tuple[int, int]:
   return params, int(sum(jax.tree.leaves(opt_bytes)))
 
 
+_PARAM_AXES = ("vocab", "embed", "q_heads", "kv_heads", "head_dim", "mlp", "norm", "layers")
+
+
+def _decode_param_bytes(mc, mesh, train_rules, decode_rules) -> int:
+  """Per-device bytes of the sampler's weight copy (`sampling.decoding_params`): the compute
+  dtype, unstacked, in the decode rules' layout; 0 when that is the params themselves."""
+  import jax
+  from meta_rewarding import sampling, sharding
+  from meta_rewarding.model import llama
+  same_layout = all(dict(train_rules).get(a) == dict(decode_rules).get(a) for a in _PARAM_AXES)
+  if not mc.scan_layers and mc.dtype == mc.param_dtype and same_layout:
+    return 0
+  dc = sampling.decoding_config(mc)
+  axes = jax.tree.leaves(llama.param_logical_axes(dc),
+                         is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+  return sum(shard_bytes(a.shape, dc.dtype, spec, mesh, decode_rules)
+             for a, spec in zip(jax.tree.leaves(sharding.abstract_params(dc)), axes))
+
+
 def _widths(mc, mesh, rules) -> dict[str, int]:
   """Per-device activation widths under `rules`."""
   c = lambda n, name: -(-n // _rule_size(mesh, rules, name))
@@ -511,6 +536,7 @@ def plan(config, num_devices: int | None = None, *, device_memory: int | None = 
   sharding.check_divisibility(mc, types.SimpleNamespace(shape=mesh), train_rules)
 
   params, optimizer = _param_and_optimizer_bytes(mc, tcfg, mesh, train_rules)
+  decode_params = _decode_param_bytes(mc, mesh, train_rules, decode_rules)
 
   ste = config.get("recipe", "meta_rewarding") == "ste"
   stage = lambda name, n, new, shared: _stage(name, int(n), int(new), shared, config, mc, mesh,
@@ -562,6 +588,7 @@ def plan(config, num_devices: int | None = None, *, device_memory: int | None = 
               mesh=mesh, param_dtype=mc.param_dtype, dtype=mc.dtype,
               remat_policy=mc.remat_policy, scan_layers=mc.scan_layers, params=params,
               stages=tuple(stages), reference=reference, train_params=params,
+              decode_params=decode_params,
               optimizer=optimizer, gradients=gradients, activations=activations,
               train_logits=train_logits, train_rows=rows_dev, train_length=T,
               device_memory=device_memory, usable_fraction=usable_fraction, notes=tuple(notes),

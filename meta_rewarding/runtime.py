@@ -36,13 +36,15 @@ def run_options(config) -> dict:
 
 
 def rules(config) -> tuple[tuple, tuple]:
-  """(train rules, decode rules) of `config`: `config.mesh.rules`, else `defaults.TRAIN_RULES`.
+  """(train rules, decode rules) of `config`: `config.mesh.rules`, else `defaults.TRAIN_RULES`;
+  decoding replaces the rules `config.mesh.decode_rules` names and adds the KV cache's.
 
   Pure data, no jax: the planner calls it without devices."""
   mesh = config.get("mesh") if hasattr(config, "get") else None
   configured = mesh.get("rules") if mesh is not None else None
   train_rules = defaults.normalize_rules(configured or defaults.TRAIN_RULES)
-  return train_rules, defaults.decode_rules(train_rules)
+  overrides = (mesh.get("decode_rules") if mesh is not None else None) or ()
+  return train_rules, defaults.decode_rules(train_rules, overrides)
 
 
 def model_config(config, tokenizer=None, *, planning: bool = False):

@@ -55,6 +55,7 @@ from meta_rewarding import distributed, prompt_length, sharding as sharding_lib
 from meta_rewarding import decode
 from meta_rewarding.decode import (TRACE_COUNTS, DecodeState, PromptBatch, SampleOutput,  # noqa: F401
                                    SlotState, generate_tokens, make_batch)
+from meta_rewarding.model import llama
 from meta_rewarding.model.config import LlamaConfig
 from meta_rewarding.strategies import (Greedy, Sampling, Strategy, _argmax,  # noqa: F401
                                        _inverse_cdf, top_k)
@@ -194,7 +195,6 @@ class Sampler:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not prompt_buckets or min(prompt_buckets) < 1:
       raise ValueError(f"prompt_buckets must be positive lengths, got {prompt_buckets}")
-    self.config = model_config
     self.tokenizer = tokenizer
     self.mesh = mesh
     self.rules = sharding_lib.rules_from_config(rules)
@@ -207,9 +207,9 @@ class Sampler:
     self.decode_block = int(decode_block)
     self.last_stats: SamplerStats | None = None  # of the latest `generate` call
     self._batch_multiple = 1
+    params = decoding_params(model_config, params, mesh, self.rules)
+    self.config = model_config = decoding_config(model_config)
     if mesh is not None:
-      params = sharding_lib.shard_params(
-          params, sharding_lib.param_shardings(model_config, mesh, self.rules))
       axes = dict(self.rules).get("batch")
       axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
       self._batch_multiple = math.prod(mesh.shape[a] for a in axes)
@@ -590,6 +590,46 @@ class Sampler:
     return Completion(text=text, token_ids=token_ids,
                       logprob=float(np.sum(logprobs[:k], dtype=np.float64)), num_tokens=k,
                       finish_reason="stop" if stop else "length", prompt_tokens=prompt_tokens)
+
+
+def decoding_config(model_config: LlamaConfig) -> LlamaConfig:
+  """The model config the sampler runs: unscanned, no remat, weights in the compute dtype.
+
+  Scanned layers help compile-time and training memory, but a scanned decode step slices every
+  layer's weights and KV cache out of [L, ...] stacks, and XLA copies the stacked cache in every
+  step (the compile check: bench/results/tpu_compile.md); remat has nothing to do without a
+  backward pass."""
+  return model_config.replace(scan_layers=False, remat_policy="none",
+                              param_dtype=model_config.dtype)
+
+
+def decoding_params(model_config: LlamaConfig, params, mesh=None, rules=None):
+  """The weights the sampler reads, for `decoding_config(model_config)`: floating parameters in
+  the compute dtype, per layer (unstacked), in the decode rules' shardings on `mesh`.
+
+  The model casts every weight to the compute dtype before its matmul, so the samples are the same
+  bit for bit; but a decode step is bound by the bytes it reads, and float32 master weights
+  (`model.param_dtype`, kept for training) read twice the bytes of bfloat16 ones in every step.
+  The copy lives as long as the sampler (until the next training stage); when nothing changes
+  (an unscanned model, param_dtype == dtype, the same layout) it is the params themselves.
+  Planned by `plan.py` as "params in <dtype> (the sampler reads these)"."""
+  dtype = jnp.dtype(model_config.dtype)
+  cast = lambda x: x.astype(dtype) if (jnp.issubdtype(x.dtype, jnp.floating)
+                                        and x.dtype != dtype) else x
+  convert = lambda p: jax.tree.map(cast, llama.unstacked_params(model_config, p))
+  if mesh is None:
+    return convert(params)
+  target = sharding_lib.param_shardings(decoding_config(model_config), mesh, rules)
+  unchanged = (not model_config.scan_layers
+               and all(x.dtype == dtype for x in jax.tree.leaves(params)))
+  if unchanged:
+    return sharding_lib.shard_params(params, target)
+  if not all(isinstance(x, jax.Array) for x in jax.tree.leaves(params)):  # host arrays
+    params = sharding_lib.shard_params(params, sharding_lib.param_shardings(
+        model_config, mesh, sharding_lib.TRAIN_RULES))
+  # One jitted conversion into the decode shardings: no weight is whole on a device it does not
+  # belong to, nor on the host.
+  return jax.jit(convert, out_shardings=target)(params)
 
 
 def round_batch(count: int, cap: int, multiple: int) -> int:

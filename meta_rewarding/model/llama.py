@@ -300,6 +300,19 @@ def _boxed_init(config: LlamaConfig, rng: Array):
   return Llama(config).init(rng, tokens, tokens, jnp.ones((1, 1, 1), jnp.bool_))["params"]
 
 
+def unstacked_params(config: LlamaConfig, params) -> dict[str, Any]:
+  """A scanned model's params ({"layers": {"layer": [L, ...] leaves}}) as the unscanned model's
+  ({"layers_0": ..., "layers_{L-1}": ...}); other params as they are. Under jit, no copy beyond
+  the slices."""
+  if not config.scan_layers:
+    return params
+  out = {k: v for k, v in params.items() if k != "layers"}
+  stacked = params["layers"]["layer"]
+  for i in range(config.num_hidden_layers):
+    out[f"layers_{i}"] = jax.tree.map(lambda x, i=i: x[i], stacked)
+  return out
+
+
 def param_logical_axes(config: LlamaConfig):
   """Pytree (same structure as params) of logical axis-name tuples, computed abstractly."""
   boxed = jax.eval_shape(functools.partial(_boxed_init, config), jax.random.key(0))

@@ -1,0 +1,159 @@
+"""The compile check (`plan --compile_for`), on the CPU backend: the same programs the TPU path
+compiles, with a tiny config. The TPU path itself needs libtpu (the [tpu] extra, never the test
+extra); its output is in bench/results/tpu_compile.md.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from meta_rewarding import compile_check, targets
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny_config(**changes):
+  sys.path.insert(0, REPO)
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("tpu_v4_cfg", os.path.join(REPO, "configs",
+                                                                            "tpu_v4.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config("runlocal")
+  c.mesh.shape = {"data": 1, "fsdp": 1, "tensor": 1}
+  for key, value in changes.items():
+    section, name = key.split(".")
+    c[section][name] = value
+  return c
+
+
+# ------------------------------------------------------------------------------------------------
+# Targets.
+
+def test_target_names_map_to_topologies():
+  v4 = targets.parse("v4-32")
+  assert (v4.chips, v4.topology, v4.hbm_bytes) == (16, "v4:2x2x4", 32 << 30)
+  v5e = targets.parse("v5e-16")
+  assert (v5e.chips, v5e.topology) == (16, "v5e:4x4")
+  assert targets.parse("V5LITEPOD-32").chips == 32
+  assert targets.parse("v5p-8").chips == 4 and targets.parse("v6e-256").topology == "v6e:16x16"
+  for name in targets.names():
+    assert targets.parse(name).name == name
+
+
+@pytest.mark.parametrize("name", ["v4-31", "v5e-3", "tpu", "v7-8", ""])
+def test_unknown_targets_are_refused_with_the_list(name):
+  with pytest.raises(targets.UnknownTargetError, match="v4-32"):
+    targets.parse(name)
+
+
+def test_gpu_targets_say_why_not():
+  with pytest.raises(targets.UnknownTargetError, match="CUDA"):
+    targets.parse("h100x8")
+
+
+def test_roofline_is_the_slower_of_compute_and_memory():
+  t = targets.parse("v5e-4")
+  g = t.generation
+  assert t.roofline_seconds(g.peak_bf16_flops, 0) == pytest.approx(1.0)
+  assert t.roofline_seconds(0, 2 * g.hbm_bandwidth) == pytest.approx(2.0)
+  assert t.bound(g.peak_bf16_flops, g.hbm_bandwidth * 2) == "memory"
+
+
+# ------------------------------------------------------------------------------------------------
+# One iteration's programs, compiled for the CPU.
+
+@pytest.fixture(scope="module")
+def report():
+  return compile_check.run(_tiny_config(), "cpu", log=lambda line: None)
+
+
+def test_every_program_of_the_iteration_is_compiled(report):
+  names = [m.name for m in report.measured]
+  for stage in ("actor", "judge", "meta_judge"):
+    for program in ("prefill", "refill", "init", "insert", "decode_block"):
+      assert f"{stage}/{program}" in names
+  assert "reference" in names and "train" in names
+  for m in report.measured:
+    assert m.compiled > 0 and m.argument > 0, m.name
+    assert m.flops >= 0 and m.bytes_accessed > 0, m.name
+
+
+def test_planner_agrees_with_xla_per_phase(report):
+  for phase, row in report.phase_peaks().items():
+    assert 0.5 <= row["ratio"] <= 2.0, (phase, row)
+
+
+def test_loop_accounting_matches_a_full_unscanned_compile():
+  """The per-layer extrapolation (1 and 2 unscanned layers) equals compiling all L unscanned."""
+  config = _tiny_config()
+  mesh = jax.sharding.Mesh(jax.devices()[:1], ("data",))
+  from meta_rewarding import plan as plan_lib, sharding
+  mc, _ = plan_lib.model_config_from(config)
+  mesh = sharding.make_mesh(dict(config.mesh.shape), jax.devices()[:1])
+  programs = {p.name: p for p in compile_check.programs(config, mesh)}
+  prefill = programs["actor/prefill"]
+  measured = compile_check.measure(prefill, mc)
+  flops, _ = compile_check._cost(prefill.compile(mc.replace(scan_layers=False)))
+  assert measured.flops == pytest.approx(flops, rel=0.02)
+  # A scanned compile counts the layers' body once: the accounting is needed.
+  scanned, _ = compile_check._cost(prefill.compile(mc))
+  assert scanned < 0.75 * flops
+
+
+def test_train_step_counts_microbatches_and_one_update(report):
+  train = next(m for m in report.measured if m.name == "train")
+  check = report.train_checks()[0]
+  # Model FLOPs (forward, backward, the full-remat forward) explain XLA's within 15%.
+  assert 0.85 <= check["ratio"] <= 1.15, check
+
+
+def test_json_has_the_documented_keys(report):
+  out = report.to_json()
+  assert {"target", "chips", "hbm_bytes", "phases"} <= set(out)
+  for name, row in out["phases"].items():
+    assert {"planned_bytes", "compiled_bytes", "flops", "bytes_accessed",
+            "roofline_seconds"} <= set(row), name
+  json.dumps(out)
+  table = report.table()
+  assert "decode steps" in table and "verdict: every program fits" in table
+
+
+def test_a_program_that_does_not_fit_is_named(report):
+  small = compile_check.Report(**{**report.__dict__, "hbm_bytes": 1 << 20,
+                                  "usable_bytes": 1 << 20})
+  assert not small.all_fit
+  assert "DOES NOT FIT" in small.table()
+
+
+# ------------------------------------------------------------------------------------------------
+# The command.
+
+def _plan(*args, env=None):
+  return subprocess.run([sys.executable, "-m", "meta_rewarding.plan", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=600,
+                        env=dict(os.environ, **(env or {})))
+
+
+def test_command_writes_json_for_static_batching(tmp_path):
+  out = tmp_path / "check.json"
+  r = _plan("--config=configs/tpu_v4.py:runlocal,self_rewarding", "--compile_for=cpu",
+            "--config.sampling.batching=static", "--config.mesh.shape.fsdp=1",
+            f"--output={out}")
+  assert r.returncode == 0, r.stderr[-2000:]
+  data = json.loads(out.read_text())
+  assert set(data["phases"]) == {"actor/generate", "judge/generate", "reference", "train"}
+  assert "verdict: every program fits" in r.stdout
+
+
+@pytest.mark.parametrize("target,message", [("v4-33", "v4-32"), ("h100x8", "CUDA")])
+def test_command_refuses_a_bad_target_in_one_line(target, message):
+  r = _plan("--config=configs/tpu_v4.py:runlocal", f"--compile_for={target}")
+  assert r.returncode == 2
+  errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and message in errors[0], r.stderr[-2000:]
+  assert "Traceback" not in r.stderr
