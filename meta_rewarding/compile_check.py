@@ -11,8 +11,9 @@ test suite's path: no libtpu needed).
 
 The programs (`programs`) are the ones one iteration of the config runs, built by the modules that
 run them, at the config's worst-case shapes (`plan.plan`'s stage shapes):
-  <stage>/prefill, <stage>/refill   `decode.prefill`: the first fill of the decode rows at the
-                                    worst bucket pair, and a refill at the call's widest buckets
+  <stage>/prefill                   `decode.prefill`: the first fill of the decode rows at the
+                                    worst bucket pair (a refill is the same program at 1/16 of
+                                    the prompts; the insert takes a refill's shapes)
   <stage>/init, <stage>/insert, <stage>/decode_block   continuous batching (`decode.init_slots`,
                                     `decode.insert`, `decode.decode_block`); `sampling.batching =
                                     "static"` compiles `<stage>/generate` (`decode._generate`)
@@ -29,9 +30,11 @@ Cost: XLA's cost analysis counts the body of a while loop or scan once. The figu
 loop as often as it runs:
   * layers: the program is compiled again, unscanned, with 1 and 2 layers (same shapes, shardings
     and rules), and the per-layer cost (2 layers - 1 layer) is counted L times;
-  * decode steps: a decode block's loop body is one step, so its figures are per decode step;
+  * decode steps: a decode block's figures are those of one step compiled alone
+    (`decode.decode_step`, the block's loop body), so they are per decode step;
   * microbatches: the train step's scan runs `grad_accum_steps` times; the optimizer update
-    (compiled alone, `train_step.apply_gradients`) runs once: step = update + A x microbatch.
+    (`train_step.apply_gradients`, compiled alone for the real model: no loop) runs once:
+    step = update + A x microbatch, the copies' update taken in proportion to their parameters.
 The roofline time is max(FLOPs / peak, bytes accessed / HBM bandwidth) per chip (`targets.py`).
 """
 
@@ -157,6 +160,7 @@ class Program:
   microbatches: int = 1
   optimizer_compile: Callable[[Any], Any] | None = None
   needs_analysis: bool = False   # XLA's cost counts a loop of it once: compile analysis copies
+  cost_compile: Callable[[Any], Any] | None = None  # the program whose cost stands for it
   calls: float = 0.0
   info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -271,11 +275,14 @@ def _stage_programs(config, mc, mesh, rules, stage: plan_lib.SamplerStage, p, ba
     return _with_shardings(abstract, compile_init(rows)(c).output_shardings)
 
   def prefilled_of(c):
+    """A refill's `decode.Prefilled` (refill_prompts at the widest buckets) with the shardings of
+    the first fill's compiled outputs: the same tree and specs at other shapes, so the refill
+    prefill itself need not be compiled (it is the first fill's program at fewer prompts)."""
     params = abstract_params(c, mesh, rules)
     b = batch(refill_prompts, P2, P1)
     with activate():
       abstract = jax.eval_shape(functools.partial(decode.prefill, c), params, b)
-    compiled = compile_prefill(refill_prompts, P2, P1)(c)
+    compiled = compile_prefill(prompts, P2s, P1s)(c)
     return _with_shardings(abstract, compiled.output_shardings)
 
   idx = lambda: _sds((width,), jnp.int32, rep)
@@ -286,6 +293,16 @@ def _stage_programs(config, mc, mesh, rules, stage: plan_lib.SamplerStage, p, ba
       return decode.insert.lower(c, state, prefilled, idx(), idx(), idx(), scalar(jnp.uint32),
                                  stops, scalar(jnp.int32), strategy=strategy).compile()
 
+  def compile_step(rows):
+    """One decode step (`decode.decode_step`, the block's loop body) at the block's shapes: what
+    the cost figures per step come from."""
+    def compile_(c):
+      state = state_of(c, rows)
+      params = abstract_params(c, mesh, rules)
+      with activate():
+        return decode.decode_step.lower(c, params, state, stops, strategy=strategy).compile()
+    return compile_
+
   def compile_block(rows):
     def compile_(c):
       state = state_of(c, rows)
@@ -295,23 +312,20 @@ def _stage_programs(config, mc, mesh, rules, stage: plan_lib.SamplerStage, p, ba
                                          strategy=strategy, num_steps=block).compile()
     return compile_
 
-  refill_bytes = plan_lib.prefill_bytes(mc, p.mesh, rules, refill_prompts, P1, P2)
   row_cache = plan_lib.kv_bytes(mc, p.mesh, rules, refill_prompts, P1 + P2)
   common = dict(stage=name, n=stage.n, prompts=prompts, rows=R, ring=ring, new_tokens=M)
   out = [
       Program(f"{name}/prefill", "sampling", weights + stage.prefill, live,
-              decoded(compile_prefill(prompts, P2s, P1s)), calls=steps.get("first_fills", 0.0),
+              decoded(compile_prefill(prompts, P2s, P1s)), calls=steps.get("prefills", 0.0),
               info=dict(common, prefill_prompts=prompts, prefix=P1s, own=P2s)),
-      Program(f"{name}/refill", "sampling", weights + refill_bytes, live + stage.kv_cache,
-              decoded(compile_prefill(refill_prompts, P2, P1)), calls=steps.get("refills", 0.0),
-              info=dict(common, prefill_prompts=refill_prompts, prefix=P1, own=P2)),
       Program(f"{name}/init", "sampling", stage.kv_cache, live + weights, decoded(compile_init(R)),
               info=dict(common)),
       Program(f"{name}/insert", "sampling", stage.kv_cache + row_cache, live + weights,
               decoded(compile_insert),
               calls=steps.get("inserts", 0.0), info=dict(common, insert_rows=width)),
       Program(f"{name}/decode_block", "sampling", weights + stage.kv_cache + stage.logits,
-              live + stage.row_cache, decoded(compile_block(R)), loops="steps", calls=steps.get("decode_steps", 0.0),
+              live + stage.row_cache, decoded(compile_block(R)), loops="steps",
+              cost_compile=decoded(compile_step(R)), calls=steps.get("decode_steps", 0.0),
               info=dict(common, rows_per_batch_shard=R // m)),
   ]
   if name == "actor" and R // m > 1:
@@ -319,6 +333,7 @@ def _stage_programs(config, mc, mesh, rules, stage: plan_lib.SamplerStage, p, ba
     out.append(Program(f"{name}/decode_block_batch1", "sampling",
                        weights + stage.kv_cache * m // R + stage.logits * m // R, live,
                        decoded(compile_block(m)), loops="steps",
+                       cost_compile=decoded(compile_step(m)),
                        info=dict(common, rows=m, rows_per_batch_shard=1, check_only=True)))
   return out
 
@@ -440,12 +455,12 @@ def iteration_calls(config, p) -> dict:
     items = counts.get(stage.name, 0)
     samples = items * stage.n
     rounds = samples / max(stage.rows, 1)                    # row generations, R at a time
-    first = math.ceil(items / max(stage.prompts, 1)) if items else 0
     out[stage.name] = {
         "items": items, "samples": samples,
         "decode_steps": rounds * stage.max_new_tokens,
-        "first_fills": 1.0 if items else 0.0,
-        "refills": max(first - 1, 0) * 16.0,   # the rest enter 1/16 of the slot prompts at a time
+        # Every prompt is prefilled once: counted at the first fill's cost per prompt (refills
+        # prefill 1/16 of the prompts at a time, at the same widest buckets or narrower).
+        "prefills": items / max(stage.prompts, 1),
         "inserts": samples / max(1, stage.rows // 16),
     }
   tcfg = plan_lib._train_config(config)
@@ -494,18 +509,21 @@ def measure(program: Program, mc, *, log: Callable[[str], None] = lambda s: None
   start = time.perf_counter()
   compiled = program.compile(mc)
   memory = _memory(compiled)
-  flops, bytes_ = _cost(compiled)   # decode blocks: the loop body once = one decode step
+  # Decode blocks: one decode step alone (`decode.decode_step`, the loop's body).
+  flops, bytes_ = _cost(program.cost_compile(mc) if program.cost_compile else compiled)
   L = mc.num_hidden_layers
   if program.needs_analysis:
     one = _cost(program.compile(_analysis_copy(mc, 1)))
     two = _cost(program.compile(_analysis_copy(mc, 2))) if L > 1 else one
     if program.optimizer_compile is not None:
-      u1 = _cost(program.optimizer_compile(_analysis_copy(mc, 1)))
-      u2 = _cost(program.optimizer_compile(_analysis_copy(mc, 2))) if L > 1 else u1
+      # The update has no loop: compiled once for the real model, it is exact. Its copies' share
+      # is in proportion to their parameters (elementwise work over every parameter).
+      update = _cost(program.optimizer_compile(mc))
+      share = lambda k: _analysis_copy(mc, k).num_params() / mc.num_params()
+      u1, u2 = ([x * share(k) for x in update] for k in (1, 2))
       per = lambda i: (two[i] - u2[i]) - (one[i] - u1[i])       # one layer's microbatch work
       micro = lambda i: (one[i] - u1[i]) + (L - 1) * per(i)
-      update = lambda i: u1[i] + (L - 1) * (u2[i] - u1[i])
-      flops, bytes_ = (update(i) + program.microbatches * micro(i) for i in (0, 1))
+      flops, bytes_ = (update[i] + program.microbatches * micro(i) for i in (0, 1))
     else:
       flops, bytes_ = (one[i] + (L - 1) * (two[i] - one[i]) for i in (0, 1))
   seconds = time.perf_counter() - start

@@ -388,6 +388,41 @@ def insert(config: LlamaConfig, state: SlotState, prefilled: Prefilled, rows: Ar
       uniforms=state.uniforms if uniforms is None else put(state.uniforms, uniforms))
 
 
+def _decode_step(config: LlamaConfig, params, state: SlotState, stop_ids: Array, *,
+                 strategy) -> SlotState:
+  """One decode step of every row: feed each live row's last token, write its key at the ring's
+  next slot, pick the next token (the body of `decode_block`'s loop)."""
+  model = llama.Llama(config)
+  S = state.visible.shape[1]
+  M = state.tokens.shape[1]
+  steps = jnp.arange(M, dtype=jnp.int32)[None, :]
+  slot = jnp.mod(state.clock, S)
+  live = ~state.done
+  visible = state.visible.at[:, slot].set(live)  # the key this step writes is the row's own
+  last = jnp.maximum(state.count - 1, 0)[:, None]
+  token = jnp.take_along_axis(state.tokens, last, axis=1)                            # [R,1]
+  logits, cache = model.apply({"params": params}, token, state.position[:, None],
+                              visible[:, None, :], cache=state.cache, cache_index=slot)
+  u = jnp.take_along_axis(state.uniforms, jnp.minimum(state.count, M - 1)[:, None], axis=1)[:, 0]
+  new, logprob = _select(strategy, logits[:, 0], u if strategy.needs_rng else None, state.count)
+  hit_stop = live & jnp.isin(new, stop_ids)
+  here = live[:, None] & (steps == state.count[:, None])
+  count = state.count + live
+  return state.replace(
+      clock=state.clock + 1, cache=_constrain_cache(config, cache), visible=visible,
+      position=state.position + live, count=count,
+      done=state.done | hit_stop | (count >= M), stopped=state.stopped | hit_stop,
+      tokens=jnp.where(here, new[:, None], state.tokens),
+      logprobs=jnp.where(here, logprob[:, None], state.logprobs))
+
+
+# One step alone, compiled by the compile check (`compile_check.py`) for its cost: XLA's cost
+# analysis of `decode_block` counts its loop's carried state (every weight and cache buffer) as
+# read and written by the loop itself, on top of the step's own traffic.
+decode_step = jax.jit(_decode_step, static_argnames=("config", "strategy"),
+                      donate_argnames=("state",))
+
+
 @functools.partial(jax.jit, static_argnames=("config", "strategy", "num_steps"),
                    donate_argnames=("state",))
 def decode_block(config: LlamaConfig, params, state: SlotState, stop_ids: Array, refill_at: Array,
@@ -395,10 +430,6 @@ def decode_block(config: LlamaConfig, params, state: SlotState, stop_ids: Array,
   """Up to `num_steps` decode steps of every row; ends early when every row is done, or once at
   least `refill_at` rows are done (the host has samples waiting for them)."""
   TRACE_COUNTS["decode_block"] += 1
-  model = llama.Llama(config)
-  S = state.visible.shape[1]
-  M = state.tokens.shape[1]
-  steps = jnp.arange(M, dtype=jnp.int32)[None, :]
   end = state.clock + num_steps
 
   def cond(state: SlotState):
@@ -406,24 +437,7 @@ def decode_block(config: LlamaConfig, params, state: SlotState, stop_ids: Array,
             (jnp.sum(state.done, dtype=jnp.int32) < refill_at))
 
   def body(state: SlotState):
-    slot = jnp.mod(state.clock, S)
-    live = ~state.done
-    visible = state.visible.at[:, slot].set(live)  # the key this step writes is the row's own
-    last = jnp.maximum(state.count - 1, 0)[:, None]
-    token = jnp.take_along_axis(state.tokens, last, axis=1)                          # [R,1]
-    logits, cache = model.apply({"params": params}, token, state.position[:, None],
-                                visible[:, None, :], cache=state.cache, cache_index=slot)
-    u = jnp.take_along_axis(state.uniforms, jnp.minimum(state.count, M - 1)[:, None], axis=1)[:, 0]
-    new, logprob = _select(strategy, logits[:, 0], u if strategy.needs_rng else None, state.count)
-    hit_stop = live & jnp.isin(new, stop_ids)
-    here = live[:, None] & (steps == state.count[:, None])
-    count = state.count + live
-    return state.replace(
-        clock=state.clock + 1, cache=_constrain_cache(config, cache), visible=visible,
-        position=state.position + live, count=count,
-        done=state.done | hit_stop | (count >= M), stopped=state.stopped | hit_stop,
-        tokens=jnp.where(here, new[:, None], state.tokens),
-        logprobs=jnp.where(here, logprob[:, None], state.logprobs))
+    return _decode_step(config, params, state, stop_ids, strategy=strategy)
 
   return jax.lax.while_loop(cond, body, state)
 

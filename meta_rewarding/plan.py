@@ -22,7 +22,7 @@ Phases (they do not overlap in time, so the peak is the largest of the three):
                decode  = KV cache [L,R,K,S,H]×2(k,v) + the prefilled rows' cache + logits [R,V]
                          float32 ×3 (logits, softmax, top-k workspace)
                prefill = prefix cache [L,G,P1,K,H]×2 + row cache [L,B,P1+P2,K,H]×2
-                         + attention scores B·N·P2·(P1+P2)·(4+4+dt) + hidden [B,P2,·]
+                         + attention scores B·N·P2·(P1+P2)·(4+dt) + hidden [B,P2,·]
                per stage (actor: n=K; judge: n=N, shared prefixes; meta-judge: n=1, shared;
                recipe='ste': categorize, actor and worse n=1, judge n=N, shared with a system prompt), with
                the sampler's own batching: B = ceil((batch_size // n) / m)·m prompts (m = batch
@@ -33,22 +33,25 @@ Phases (they do not overlap in time, so the peak is the largest of the three):
   training   = params (the policy's) + params (the train state's own copy: run_dpo never donates
                its input) + optimizer + gradients ×2 (accumulator + microbatch gradient)
                + activations + logits.
-  Training activations per device, for r = 2·batch_size/m rows of T = max_length tokens, with
+  Training activations per device, for r = batch_size/m packed rows (data.collate: a pair's prompt
+  once, then both responses) of T = 2·max_length tokens (SFT: one sequence, T = max_length), with
   per-device widths D, N, K, F (heads / mlp divided by the tensor axis) and dt the compute dtype's
   bytes:
-     layer  = dt·(4D + 2NH + 2KH + 3F) + 8D + N·T·(12 + dt)
+     layer  = dt·(4D + 2NH + 2KH + 3F) + 8D + N·T·(4 + dt)
               one layer's forward, nothing recomputed: the residual stream and norm outputs, q/k/v
               and the attention output, gate/up/product; float32 copies of the two norm inputs;
-              per attention score float32 logits, masked logits and softmax plus the dt probs
+              per attention score the float32 logits and the dt probabilities (XLA fuses the mask
+              and the softmax's steps into them)
      saved  = none: layer
               dots: dt·(2D + 2NH + 2KH + 2F) + 4·N·T       (every matmul output, scores in f32)
               dots_no_batch: dt·(2D + NH + 2KH + 2F)       (the projections only)
               full: dt·D                                   (the layer input only)
      activations = r·T·(L·saved + layer·(1 if remat_policy == "none" else 2))
      logits      = r·C·V·4·3 with C = logps_chunk_size (or T when 0), V divided by the tensor axis.
-  Checked against XLA's compiled temporary memory of a small model's gradient on CPU
-  (tests/test_plan.py): the estimate is within 0.5-2.5x for every remat policy (on CPU it is mostly
-  above; XLA's CPU backend computes bfloat16 elementwise ops in float32, TPUs do not).
+  Checked against XLA's own compiled memory: on the TPU (`--compile_for`, every program of an
+  iteration of the shipped TPU configs: bench/results/tpu_compile.md) and on the CPU for a small
+  model's gradient under every remat policy (tests/test_plan.py, within 0.5-2.5x; XLA's CPU
+  backend computes bfloat16 elementwise ops in float32, TPUs do not).
 Usable memory = device memory × `usable_fraction` (default 0.9: XLA workspace, fragmentation).
 """
 
@@ -209,7 +212,7 @@ class Plan:
               f"  {'params':44s}{g(self.params)}",
               f"  {'forward working set (estimate)':44s}{g(self.reference)}",
               f"  {'total':44s}{g(self.reference_total)}",
-              "training ({} {} x {} microbatches, max_length {}, {} rows/device)".format(
+              "training ({} {} x {} microbatches, packed rows of {} tokens, {} rows/device)".format(
                   st.get("train_batch_size"), st.get("train_unit", "pairs"),
                   st.get("grad_accum_steps"), self.train_length, self.train_rows),
               f"  {'params (policy)':44s}{g(self.params)}",
@@ -397,7 +400,7 @@ def _widths(mc, mesh, rules) -> dict[str, int]:
 def layer_bytes_per_token(w: Mapping[str, int], length: int, dt: int) -> int:
   """One decoder layer's forward activations per token (nothing recomputed)."""
   D, N, K, F, H = w["D"], w["N"], w["K"], w["F"], w["H"]
-  return dt * (4 * D + 2 * N * H + 2 * K * H + 3 * F) + 8 * D + N * length * (12 + dt)
+  return dt * (4 * D + 2 * N * H + 2 * K * H + 3 * F) + 8 * D + N * length * (4 + dt)
 
 
 def saved_bytes_per_token(w: Mapping[str, int], length: int, dt: int, policy: str) -> int:
@@ -459,12 +462,12 @@ def kv_bytes(mc, mesh, rules, prompts: int, length: int) -> int:
 def prefill_bytes(mc, mesh, rules, prompts: int, p1: int, p2: int) -> int:
   """Per-device working set of prefilling `prompts` prompts of P2 own tokens after P1-token shared
   prefixes (one prefix row per prompt at worst): the prefix and row caches, the largest attention
-  scores (f32 logits, masked logits, dt probabilities) and one layer's hidden states."""
+  scores (f32 logits and dt probabilities) and one layer's hidden states."""
   w = _widths(mc, mesh, rules)
   dt = _dtype_bytes(mc.dtype)
   prompts_dev = -(-prompts // _rule_size(mesh, rules, "batch"))
-  scores = prompts_dev * w["N"] * p2 * (p1 + p2) * (4 + 4 + dt)
-  prefix_scores = prompts_dev * w["N"] * p1 * p1 * (4 + 4 + dt)
+  scores = prompts_dev * w["N"] * p2 * (p1 + p2) * (4 + dt)
+  prefix_scores = prompts_dev * w["N"] * p1 * p1 * (4 + dt)
   hidden = prompts_dev * p2 * dt * (2 * w["D"] + 2 * w["F"] + (w["N"] + 2 * w["K"]) * w["H"])
   return (_kv_bytes(mc, prompts_dev, p1, w["K"], dt) + _kv_bytes(mc, prompts_dev, p1 + p2, w["K"], dt)
           + max(scores, prefix_scores) + hidden)
@@ -559,8 +562,10 @@ def plan(config, num_devices: int | None = None, *, device_memory: int | None = 
   if batch % m:
     notes.append(f"train.batch_size={batch} is not a multiple of the {m} batch shards; "
                  "run_dpo will refuse it")
-  rows_dev = -(-(1 if ste else 2) * batch // m)  # SFT: one row per sequence; DPO: two per pair
-  T = int(tcfg.max_length)
+  # Packed rows (data.collate): a DPO pair is one row (its prompt once, then both responses) of up
+  # to 2 x max_length tokens; an SFT sequence is one row of up to max_length.
+  rows_dev = -(-batch // m)
+  T = (1 if ste else 2) * int(tcfg.max_length)
   w = _widths(mc, mesh, train_rules)
   L = mc.num_hidden_layers
   layer = layer_bytes_per_token(w, T, dt)
@@ -573,7 +578,7 @@ def plan(config, num_devices: int | None = None, *, device_memory: int | None = 
 
   ref_pairs = int(tcfg.reference_batch_size or 2 * batch)
   ref_pairs = -(-ref_pairs // m) * m
-  ref_rows_dev = 2 * ref_pairs // m
+  ref_rows_dev = ref_pairs // m
   reference = ref_rows_dev * T * layer + ref_rows_dev * chunk * w["V"] * 4 * 2
   if ste:
     reference = 0  # SFT has no reference pass
