@@ -11,11 +11,14 @@ Run the same command on every host of the slice (`xm_launch/launch.py` does that
   PROMPTS  your prompt file: JSONL (or parquet) with one {"prompt": ...} per line. The paper drew
            its prompts from Open Assistant-derived instructions (Self-Rewarding's augmented
            prompt set); any pool of >= 20k instructions works (4 iterations x 5000, no repeats).
-           docs/scale.md shows how to make one from `OpenAssistant/oasst1`.
+           The README ("Running on a TPU pod") shows how to make one from `OpenAssistant/oasst1`.
 
-Plan its memory first (prints the table, exits 1 with what to change when it cannot fit):
+Plan its memory first (prints the table, exits 1 with what to change when it cannot fit), and
+before renting the slice compile every program of an iteration for it, on any machine with the
+[tpu] extra (XLA's own per-chip memory and cost; about 15-20 minutes on 2 CPU cores):
 
   python -m meta_rewarding.plan --config=configs/tpu_v4.py
+  pip install -e ".[tpu]" && python -m meta_rewarding.plan --config=configs/tpu_v4.py --compile_for=v4-32
 
 Variants (`--config=configs/tpu_v4.py:<arg>`, comma-separated, e.g. `:model=llama3_1b,mesh=fsdp`):
   (none)            Llama-3-8B-Instruct, the paper's method defaults, mesh fsdp x tensor=8.
@@ -35,9 +38,11 @@ Why these choices (the target is v4-32 = 16 chips x 32 GiB HBM, 4 hosts of 4 chi
     ~35k actor samples, ~385k judgments, ~550k meta-judgments). Under pure FSDP every decode step
     all-gathers the whole model onto every chip (~30 GB of f32 weights per chip per token step);
     with tensor=8 (the largest width that divides Llama-3's 8 kv heads) each chip keeps 1/8 of
-    every layer and the per-step gather is over fsdp=2 only. The KV cache is sharded over kv
-    heads too. Training shards the AdamW state 16 ways either way. `-1` takes the rest, so the
-    same config runs on v4-64 (fsdp=4) and larger slices.
+    every layer. The sampler reads its own bfloat16 copy of the weights, unscanned and not
+    sharded over fsdp (`mesh.decode_rules`, `sampling.decoding_params`: 2 GiB per chip), so a
+    decode step gathers no weight; the KV cache is sharded over kv heads, its rows over fsdp.
+    Training shards the AdamW state 16 ways either way. `-1` takes the rest, so the same config
+    runs on v4-64 (fsdp=4) and larger slices.
   * scan_layers + remat "full" for training (each layer keeps only its input and recomputes its
     forward in the backward pass: ~1/3 more training FLOPs, but training is a small share of an
     iteration and "dots_no_batch" would leave under 2 GiB of headroom per chip), 4 pairs x 4
@@ -46,11 +51,12 @@ Why these choices (the target is v4-32 = 16 chips x 32 GiB HBM, 4 hosts of 4 chi
   * Sampling: 64 decode rows per batch; the meta-judge stage (n=1, shared prefixes) prefills 64
     prompts at once and bounds it: its full attention scores grow with prompts x length^2.
 
-Expected run time: about 5 hours per iteration on a v4-32, about a day for the 4 iterations (an
-estimate from a memory-bandwidth roofline, not a measurement: docs/scale.md); `runlocal`: about a
-minute on a CPU. What it prints: the memory plan (`plan.check_fits`), a progress bar per stage and, after each iteration, the
-DESIGN.md 4.3 metrics table; metrics.jsonl, TensorBoard events, plots and each iteration's model
-(HF safetensors) in the workdir.
+Expected run time: the roofline bound per iteration that `--compile_for=v4-32` prints from the
+compiled programs (README, "Expected time per iteration"; bench/results/tpu_compile.md); a bound,
+not a measurement. `runlocal`: about a minute on a CPU. What it prints: the memory plan
+(`plan.check_fits`), a progress bar per stage and, after each iteration, the metrics table;
+metrics.jsonl, TensorBoard events, plots and each iteration's model (HF safetensors) in the
+workdir.
 """
 
 import ml_collections

@@ -221,6 +221,9 @@ def _stage_programs(config, mc, mesh, rules, stage: plan_lib.SamplerStage, p, ba
   def activate():
     return sharding.activate(mesh, rules)
 
+  def decoded(compile_):
+    return lambda c: compile_(as_decoded(c))
+
   name = stage.name
   steps = calls.get(name, {})
   if batching == "static":
@@ -239,9 +242,6 @@ def _stage_programs(config, mc, mesh, rules, stage: plan_lib.SamplerStage, p, ba
   refill_prompts = sampling.round_batch(max(1, prompts // 16), prompts, m)
   width = max(1, R // 16)
   ring = P1 + P2 + M
-
-  def decoded(compile_):
-    return lambda c: compile_(as_decoded(c))
 
   def once(key, build):
     """Compiles each (program, shapes, model config) once per check: the insert and the decode
@@ -685,7 +685,8 @@ class Report:
           alias_bytes=m.alias, temp_bytes=m.temp, host_bytes=m.host, fits=self.fits(m),
           flops=m.flops, bytes_accessed=m.bytes_accessed,
           roofline_seconds=self.roofline(m.flops, m.bytes_accessed),
-          per=("decode step" if m.loops == "steps" else "call"), calls_per_iteration=m.calls,
+          per=("decode step" if m.loops == "steps" else "call"), loops=m.loops,
+          calls_per_iteration=m.calls,
           compile_seconds=m.compile_seconds, shapes=dict(m.info))
     estimate = self.iteration_estimate()
     return {"target": self.target, "chips": self.chips, "hbm_bytes": self.hbm_bytes,
@@ -721,7 +722,9 @@ def run(config, target_name: str, *, log: Callable[[str], None] = print) -> Repo
   from meta_rewarding import runtime, sharding
   start = time.perf_counter()
   if target_name == "cpu":
-    devices = jax.devices()
+    shape = dict(config.mesh.shape)
+    fixed = -1 not in shape.values()
+    devices = jax.devices()[:math.prod(shape.values())] if fixed else jax.devices()
     target, hbm = None, None
   else:
     target = targets_lib.parse(target_name)
@@ -740,4 +743,31 @@ def run(config, target_name: str, *, log: Callable[[str], None] = print) -> Repo
                 peak_flops=g.peak_bf16_flops if g else None,
                 bandwidth=g.hbm_bandwidth if g else None,
                 compile_seconds=time.perf_counter() - start,
+                decode_rules=runtime.rules(config)[1])
+
+
+def report_from_json(config, data: Mapping[str, Any]) -> Report:
+  """The `Report` a saved `--output` file holds, for `config` (the plan is recomputed from it):
+  print a check again without compiling."""
+  p = plan_lib.plan(config, int(data["chips"]), device_memory=data.get("hbm_bytes"))
+  mc, _ = plan_lib.model_config_from(config)
+  from meta_rewarding import runtime
+  measured = []
+  for name, row in data["phases"].items():
+    measured.append(Measured(
+        name=name, phase=row["phase"], planned=int(row["planned_bytes"]),
+        resident=int(row["resident_bytes"]), argument=int(row["argument_bytes"]),
+        output=int(row["output_bytes"]), alias=int(row["alias_bytes"]), temp=int(row["temp_bytes"]),
+        host=int(row["host_bytes"]), flops=float(row["flops"]),
+        bytes_accessed=float(row["bytes_accessed"]),
+        loops=row.get("loops", "steps" if row.get("per") == "decode step" else ""),
+        calls=row["calls_per_iteration"],
+        compile_seconds=row["compile_seconds"], info=dict(row["shapes"])))
+  target = None if data["target"] == "cpu" else targets_lib.parse(data["target"])
+  g = target.generation if target else None
+  return Report(target=data["target"], chips=int(data["chips"]), hbm_bytes=data.get("hbm_bytes"),
+                usable_bytes=data.get("usable_bytes"), measured=measured, plan=p, model_config=mc,
+                peak_flops=g.peak_bf16_flops if g else None,
+                bandwidth=g.hbm_bandwidth if g else None,
+                compile_seconds=sum(m.compile_seconds for m in measured),
                 decode_rules=runtime.rules(config)[1])

@@ -613,6 +613,8 @@ def decoding_params(model_config: LlamaConfig, params, mesh=None, rules=None):
   The copy lives as long as the sampler (until the next training stage); when nothing changes
   (an unscanned model, param_dtype == dtype, the same layout) it is the params themselves.
   Planned by `plan.py` as "params in <dtype> (the sampler reads these)"."""
+  if params is None:  # a sampler built for its planning helpers only
+    return None
   dtype = jnp.dtype(model_config.dtype)
   cast = lambda x: x.astype(dtype) if (jnp.issubdtype(x.dtype, jnp.floating)
                                         and x.dtype != dtype) else x

@@ -45,9 +45,10 @@ def test_target_names_map_to_topologies():
     assert targets.parse(name).name == name
 
 
-@pytest.mark.parametrize("name", ["v4-31", "v5e-3", "tpu", "v7-8", ""])
-def test_unknown_targets_are_refused_with_the_list(name):
-  with pytest.raises(targets.UnknownTargetError, match="v4-32"):
+@pytest.mark.parametrize("name,listed", [("v4-31", "v4-32"), ("v5e-3", "v5e-4"),
+                                         ("tpu", "v4-32"), ("v7-8", "v6e-16"), ("", "v5e-16")])
+def test_unknown_targets_are_refused_with_the_list(name, listed):
+  with pytest.raises(targets.UnknownTargetError, match=listed):
     targets.parse(name)
 
 
@@ -90,19 +91,23 @@ def test_planner_agrees_with_xla_per_phase(report):
 
 def test_loop_accounting_matches_a_full_unscanned_compile():
   """The per-layer extrapolation (1 and 2 unscanned layers) equals compiling all L unscanned."""
-  config = _tiny_config()
-  mesh = jax.sharding.Mesh(jax.devices()[:1], ("data",))
   from meta_rewarding import plan as plan_lib, sharding
+  config = _tiny_config()
+  config.model.architecture.num_hidden_layers = 4
   mc, _ = plan_lib.model_config_from(config)
+  assert mc.scan_layers and mc.num_hidden_layers > 2
   mesh = sharding.make_mesh(dict(config.mesh.shape), jax.devices()[:1])
   programs = {p.name: p for p in compile_check.programs(config, mesh)}
-  prefill = programs["actor/prefill"]
-  measured = compile_check.measure(prefill, mc)
-  flops, _ = compile_check._cost(prefill.compile(mc.replace(scan_layers=False)))
+  reference = programs["reference"]
+  assert reference.needs_analysis
+  measured = compile_check.measure(reference, mc)
+  flops, _ = compile_check._cost(reference.compile(mc.replace(scan_layers=False)))
   assert measured.flops == pytest.approx(flops, rel=0.02)
   # A scanned compile counts the layers' body once: the accounting is needed.
-  scanned, _ = compile_check._cost(prefill.compile(mc))
+  scanned, _ = compile_check._cost(reference.compile(mc))
   assert scanned < 0.75 * flops
+  # The sampler's programs run the unscanned decoding config: their figures need no copies.
+  assert not programs["actor/prefill"].needs_analysis
 
 
 def test_train_step_counts_microbatches_and_one_update(report):

@@ -337,3 +337,30 @@ def test_strategy_config_round_trip():
   assert sampling.strategy_from_config(cfg) == Greedy()
   with pytest.raises(ValueError, match="top_p"):
     Sampling(top_p=0.0)
+
+
+def test_decoding_weights_are_compute_dtype_unstacked_and_sample_the_same(model):
+  """The sampler reads `decoding_params`: a scanned float32 model's weights unstacked (and cast
+  to the compute dtype); its samples equal the scanned model's own."""
+  config, params, _ = model
+  scanned = config.replace(scan_layers=True)
+  from meta_rewarding.model import llama
+  stacked = jax.jit(lambda p: llama.init_params(scanned, jax.random.key(1)))(None)
+  batch = sampling.make_batch(RAGGED, length=16)
+  direct = sampling.generate_tokens(scanned, stacked, batch, strategy=Greedy(), max_new_tokens=M)
+  decoded = sampling.decoding_params(scanned, stacked)
+  dc = sampling.decoding_config(scanned)
+  assert not dc.scan_layers and dc.remat_policy == "none"
+  assert set(decoded) >= {f"layers_{i}" for i in range(config.num_hidden_layers)}
+  via_copy = sampling.generate_tokens(dc, decoded, batch, strategy=Greedy(), max_new_tokens=M)
+  np.testing.assert_array_equal(np.asarray(direct.tokens), np.asarray(via_copy.tokens))
+  np.testing.assert_allclose(np.asarray(direct.logprobs), np.asarray(via_copy.logprobs), atol=1e-5)
+  # bfloat16 compute: the copy is bfloat16, the master weights stay float32.
+  bf16 = scanned.replace(dtype="bfloat16")
+  leaves = jax.tree.leaves(sampling.decoding_params(bf16, stacked))
+  assert {x.dtype for x in leaves} == {jnp.dtype(jnp.bfloat16)}
+  assert {x.dtype for x in jax.tree.leaves(stacked)} == {jnp.dtype(jnp.float32)}
+  # Nothing to change: the params themselves, no copy.
+  assert sampling.decoding_params(config, params) is not None
+  same = sampling.decoding_params(config, params)
+  assert all(a is b for a, b in zip(jax.tree.leaves(same), jax.tree.leaves(params)))
