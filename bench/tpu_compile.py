@@ -63,8 +63,8 @@ def main():
               f"`{result['command']}`: exit {result['returncode']}, {result['seconds'] / 60:.1f} "
               f"min wall on {os.cpu_count()} cores, 1-minute load {result['load_at_start']:.2f} "
               "at the start.", "", "```", result["table"] or result["stderr_tail"], "```", ""]
-  with open(args.out, "w") as f:
-    f.write("\n".join(lines))
+    with open(args.out, "w") as f:  # after every case: a long case stopped keeps the others
+      f.write("\n".join(lines))
   print(json.dumps({"wrote": args.out}))
 
 
