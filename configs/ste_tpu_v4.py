@@ -22,9 +22,11 @@ What slice it needs (the planner, `meta_rewarding.plan`): training dominates. Pa
 of the 70.55B parameters is 263 GiB, and training holds five (the policy, the train state's copy,
 AdamW's two moments, the gradient accumulator and the microbatch gradient): about 1.3 TiB plus
 activations. With 32 GiB of HBM per v4 chip (90% usable: 28.8 GiB) the planner's peaks for this
-config are: 128 chips (v4-256, mesh fsdp=16 x tensor=8) 22.1 GiB per chip, fits; 64 chips (v4-128)
-44.3 GiB (training; sampling alone 30.8 GiB), does not fit; 32 chips (v4-64) 88.5 GiB. So: a
-v4-256 (128 chips, 32 hosts); larger slices run the same config with a smaller share per chip.
+config are: 128 chips (v4-256, mesh fsdp=16 x tensor=8) 20.1 GiB per chip (training), fits; 64
+chips (v4-128) 40.3 GiB (training; sampling alone 23.8 GiB), does not fit. So: a v4-256 (128
+chips, 32 hosts); larger slices run the same config with a smaller share per chip. (Planner
+figures; XLA's own for this config were not compiled yet: `python -m meta_rewarding.plan
+--config=configs/ste_tpu_v4.py --compile_for=v4-256` with the [tpu] extra.)
 
 Variants (`--config=configs/ste_tpu_v4.py:<arg>`):
   (none)      Llama-3-70B-Instruct on a v4-256, the paper's STE settings (see below).

@@ -1,7 +1,8 @@
 r"""Meta-Rewarding at paper scale on Cloud TPU v5e: Llama-3-8B-Instruct on a v5e-32 slice (32 chips,
 8 hosts of 4 chips, 16 GiB HBM per chip).
 
-Run the same command on every host of the slice:
+Run the same command on every host of the slice (`gcloud compute tpus tpu-vm ssh <name>
+--worker=all --command="..."`; `xm_launch/launch.py` knows v4 slices only so far):
 
   python -m meta_rewarding.main --config=configs/tpu_v5e.py --workdir=$WORKDIR \
       --config.model.checkpoint=$CKPT --config.data.prompts=$PROMPTS

@@ -47,7 +47,6 @@ import os
 import time
 from typing import Any, Callable, Mapping
 
-import numpy as np
 
 from meta_rewarding import plan as plan_lib
 from meta_rewarding import targets as targets_lib
@@ -188,10 +187,6 @@ class Measured:
   @property
   def compiled(self) -> int:
     return self.argument + self.output - self.alias + self.temp
-
-  @property
-  def ratio(self) -> float:
-    return self.compiled / self.planned if self.planned else float("nan")
 
 
 def _stage_programs(config, mc, mesh, rules, stage: plan_lib.SamplerStage, p, batching: str,
