@@ -24,13 +24,14 @@ Variants (`--config=configs/tpu_v5e.py:<arg>`, comma-separated):
   self_rewarding    the Self-Rewarding baseline (no meta-judge, actor pairs only).
   runlocal          a tiny random model on the synthetic testbed, on whatever devices are present.
 
-Why a v5e-32 and not a v5e-16 (what `--compile_for` reports; bench/results/tpu_compile.md):
+Why a v5e-32 and not a v5e-16 (bench/results/tpu_compile.md):
   * The full fine-tune holds six float32 copies of the 8.03B parameters at once: the policy, the
     train state's params, AdamW's two moments, the gradient accumulator and a microbatch's
     gradient (about 180 GiB), plus activations. On 16 chips that is 11.2 GiB of state per chip
-    before one activation; with the DPO step's activations XLA needs more than a v5e chip's
-    14.4 usable GiB. On 32 chips the state is 5.6 GiB per chip and every program fits (the
-    largest, the train step, is in the table the command prints).
+    before one activation; the planner puts the DPO step at 19.6 GiB per chip there, of 14.4
+    usable (`python -m meta_rewarding.plan --config=configs/tpu_v5e.py --num_devices=16`; the
+    v5e-16 was not compiled). On 32 chips every program compiles and fits (`--compile_for=v5e-32`):
+    the largest, the DPO step, is 10.6 GiB per chip beside 0.9 GiB of the policy's params.
   * float32 parameters for the same reason as on v4 (DPO's 5e-7 learning rate is below bfloat16's
     resolution); sampling reads a bfloat16 copy (`sampling.Sampler`), so decoding moves half the
     weight bytes.
