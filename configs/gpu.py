@@ -66,7 +66,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 def get_hyper(h):
   """The sweep `xm_launch/launch.py --sweep` runs: Meta-Rewarding against its Self-Rewarding
   baseline, one node each. `h` is `xm_launch.hyper`."""
-  return h.product([
-      h.sweep("config.seed", [0]),
-      h.sweep("config.meta_judge.enabled", [True, False]),
-  ])
+  return defaults.method_sweep(h)

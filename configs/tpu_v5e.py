@@ -74,7 +74,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def get_hyper(h):
   """The sweep `xm_launch/launch.py --sweep` runs: Meta-Rewarding against Self-Rewarding."""
-  return h.product([
-      h.sweep("config.seed", [0]),
-      h.sweep("config.meta_judge.enabled", [True, False]),
-  ])
+  return defaults.method_sweep(h)

@@ -553,7 +553,7 @@ class Report:
   def roofline(self, flops: float, bytes_accessed: float) -> float | None:
     if not self.peak_flops or not self.bandwidth:
       return None
-    return max(flops / self.peak_flops, bytes_accessed / self.bandwidth)
+    return targets_lib.roofline_seconds(flops, bytes_accessed, self.peak_flops, self.bandwidth)
 
   @property
   def all_fit(self) -> bool:

@@ -382,6 +382,15 @@ def paper_scale_config(variants: Mapping[str, Any], *, checkpoint: str, checkpoi
   return c
 
 
+def method_sweep(h):
+  """The sweep the paper-scale configs' `get_hyper` returns: Meta-Rewarding against its
+  Self-Rewarding baseline (meta-judge on / off), one work unit each. `h` is `xm_launch.hyper`."""
+  return h.product([
+      h.sweep("config.seed", [0]),
+      h.sweep("config.meta_judge.enabled", [True, False]),
+  ])
+
+
 def apply_runlocal(c: ml_collections.ConfigDict, variants: Mapping[str, Any]) -> None:
   """Tiny and local: the same structure (scan, remat, a mesh) at a size a CPU runs in a minute."""
   if variants.get("model", "tiny") != "tiny":

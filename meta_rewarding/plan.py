@@ -349,18 +349,31 @@ def make_optimizer(tcfg):
   return train.make_optimizer(train.OptimizerSpec.from_config(tcfg))
 
 
+def _wrapped_axes(mc):
+  """`llama.param_logical_axes(mc)` with each axes tuple as a pytree leaf."""
+  import jax
+  from meta_rewarding.model import llama
+  return jax.tree.map(lambda spec: _Axes(spec), llama.param_logical_axes(mc),
+                      is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+
+
+def _param_bytes(mc, mesh, rules, dtype=None) -> int:
+  """Per-device bytes of `mc`'s parameters laid out by `rules` (in `dtype`, default their own)."""
+  import jax
+  from meta_rewarding import sharding
+  per_param = jax.tree.map(
+      lambda a, w: shard_bytes(a.shape, dtype or a.dtype, w.axes, mesh, rules),
+      sharding.abstract_params(mc), _wrapped_axes(mc))
+  return int(sum(jax.tree.leaves(per_param)))
+
+
 def _param_and_optimizer_bytes(mc, tcfg, mesh, rules) -> tuple[int, int]:
   import jax
   from meta_rewarding import sharding
-  from meta_rewarding.model import llama
   import optax
   abstract = sharding.abstract_params(mc)
-  axes = llama.param_logical_axes(mc)
-  wrapped = jax.tree.map(lambda spec: _Axes(spec), axes,
-                         is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
-  per_param = jax.tree.map(lambda a, w: shard_bytes(a.shape, a.dtype, w.axes, mesh, rules),
-                           abstract, wrapped)
-  params = sum(jax.tree.leaves(per_param))
+  wrapped = _wrapped_axes(mc)
+  params = _param_bytes(mc, mesh, rules)
   optimizer = make_optimizer(tcfg)
   opt_shapes = jax.eval_shape(optimizer.init, abstract)
   opt_bytes = optax.tree_map_params(
@@ -376,17 +389,12 @@ _PARAM_AXES = ("vocab", "embed", "q_heads", "kv_heads", "head_dim", "mlp", "norm
 def _decode_param_bytes(mc, mesh, train_rules, decode_rules) -> int:
   """Per-device bytes of the sampler's weight copy (`sampling.decoding_params`): the compute
   dtype, unstacked, in the decode rules' layout; 0 when that is the params themselves."""
-  import jax
-  from meta_rewarding import sampling, sharding
-  from meta_rewarding.model import llama
+  from meta_rewarding import sampling
   same_layout = all(dict(train_rules).get(a) == dict(decode_rules).get(a) for a in _PARAM_AXES)
   if not mc.scan_layers and mc.dtype == mc.param_dtype and same_layout:
     return 0
   dc = sampling.decoding_config(mc)
-  axes = jax.tree.leaves(llama.param_logical_axes(dc),
-                         is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
-  return sum(shard_bytes(a.shape, dc.dtype, spec, mesh, decode_rules)
-             for a, spec in zip(jax.tree.leaves(sharding.abstract_params(dc)), axes))
+  return _param_bytes(dc, mesh, decode_rules, dc.dtype)
 
 
 def _widths(mc, mesh, rules) -> dict[str, int]:

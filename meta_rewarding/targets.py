@@ -76,11 +76,17 @@ class Target:
   def roofline_seconds(self, flops: float, bytes_accessed: float) -> float:
     """max(compute time at peak, memory time at full bandwidth) on one chip."""
     g = self.generation
-    return max(flops / g.peak_bf16_flops, bytes_accessed / g.hbm_bandwidth)
+    return roofline_seconds(flops, bytes_accessed, g.peak_bf16_flops, g.hbm_bandwidth)
 
   def bound(self, flops: float, bytes_accessed: float) -> str:
     g = self.generation
     return "compute" if flops / g.peak_bf16_flops >= bytes_accessed / g.hbm_bandwidth else "memory"
+
+
+def roofline_seconds(flops: float, bytes_accessed: float, peak_flops: float,
+                     bandwidth: float) -> float:
+  """max(FLOPs / peak FLOP/s, bytes / bandwidth): the time neither compute nor memory beats."""
+  return max(flops / peak_flops, bytes_accessed / bandwidth)
 
 
 def names() -> list[str]:
@@ -110,17 +116,3 @@ def parse(name: str) -> Target:
     raise UnknownTargetError(f"--compile_for={name}: {g.name} slices are "
                              + ", ".join(f"{g.name}-{c * g.cores_per_chip}" for c in sorted(g.shapes)))
   return Target(name=text, generation=g, chips=chips)
-
-
-def describe(target: Target) -> str:
-  g = target.generation
-  return (f"{target.name}: {target.chips} chips ({target.topology}), {g.hbm_gib:g} GiB HBM, "
-          f"{g.peak_bf16_flops / 1e12:g} TFLOP/s bf16, {g.hbm_bandwidth / 1e9:g} GB/s per chip")
-
-
-def chips_for(generation: str, chips: int) -> str:
-  """The slice name of `chips` chips of `generation` ("v4", 16 -> "v4-32")."""
-  g = GENERATIONS[generation]
-  if chips not in g.shapes:
-    raise UnknownTargetError(f"no {generation} slice has {chips} chips")
-  return f"{g.name}-{chips * g.cores_per_chip}"
