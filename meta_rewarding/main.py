@@ -10,9 +10,17 @@ Rerunning the same command resumes at the first unfinished stage.
 
 Before anything is written or loaded, every config value is checked against its range
 (`config_check`); each failure is one `error:` line naming the key and the allowed values (exit 2).
-So are a misspelt flag or config key and a config file that fails to load. Bad input found later
-(data, checkpoint, workdir files) is one `error:` line too (exit 1). `--verbosity=1` adds the
-traceback of an error.
+So are a misspelt flag or config key, a config file that fails to load, a stray positional
+argument ("unexpected argument(s): ...") and a config this machine cannot run (e.g. a mesh larger
+than its device count). The memory plan, the input files and the prompt pool are checked before
+the first write too (`run.preflight`; the log file is opened after them), so a run refused by them
+leaves no workdir behind, and the corrected rerun is not refused as "a different config". Bad input
+found then or later (data, checkpoint, workdir files) is one `error:` line (exit 1), and so is
+the environment failing a read or write (any OSError: a
+read-only or uncreatable workdir, a full disk, a directory where a stage file belongs, a file or a
+symbolic link where a model directory belongs): "PATH: REASON", e.g. "W/config.json: No space left
+on device; free some space, then rerun the same command to resume". Any other exception is a bug
+and keeps its traceback. `--verbosity=1` adds the traceback of an error.
 
 Preemption: SIGINT (Ctrl-C) and SIGTERM (how a Cloud TPU VM is told it is being preempted) abandon
 the current chunk: the exception unwinds through the atomic writers, which remove their temp files,
@@ -20,17 +28,24 @@ and the run prints one line, "interrupted at iteration t, stage s; rerun the sam
 resume", and exits 130 (SIGINT) or 143 (SIGTERM). A second signal while that happens exits at once;
 whatever temp files that leaves are removed when the run is started again.
 
-Console: progress bars, the memory plan and metrics tables, the project's one-line messages,
-warnings and errors. Every log record also goes to the log file WORKDIR/logs/main.INFO (--log_dir
-elsewhere; the system temp dir for a remote workdir), and libraries' INFO records (e.g. orbax's
-dozens of lines per checkpoint save) only there. `--verbosity=0` (1 adds DEBUG) puts every record
-back on the console in absl's format, as `--logtostderr` and `--alsologtostderr` do.
+Console: progress bars, the memory plan and metrics tables, the project's one-line messages, its
+warnings as "warning: ..." lines, other libraries' warnings and errors (in absl's format), and the
+errors. Every log record also goes to the log file WORKDIR/logs/main.INFO in absl's format
+(--log_dir elsewhere; the system temp dir for a remote workdir), and libraries' INFO records (e.g.
+orbax's dozens of lines per checkpoint save) only there. A log file that cannot be written (a full
+disk) is one warning; of the records after it, only the console's share is shown anywhere.
+`--verbosity=0` (1 adds DEBUG) puts every record back on the console in absl's format, as
+`--logtostderr` and `--alsologtostderr` do; `--stderrthreshold` has absl's handler print the records
+at or above it, in absl's format.
 """
 
+import copy
 import functools
+import io
 import logging as pylogging
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -121,12 +136,37 @@ def _load_config():
           EXIT_USAGE)
 
 
-class _ProjectInfo(pylogging.Filter):
-  """Below-WARNING records logged by this package's own modules (its one-line messages and the
-  memory plan's table); warnings reach the console through absl's handler already."""
+class _Console(pylogging.StreamHandler):
+  """Shows on stderr the project's own records without absl's prefix (its one-line messages and
+  the memory plan's table bare, its warnings as "warning: ..."), and other libraries' warnings and
+  errors in absl's format, without their tracebacks; the log file has every record, in absl's
+  format, tracebacks included. `ours_only`: only the
+  project's records below WARNING, where --stderrthreshold chose absl's handler to print the
+  rest."""
+
+  def __init__(self, ours_only: bool):
+    super().__init__(sys.stderr)
+    self._ours_only = ours_only
+    self._absl_format = logging.PythonFormatter()
 
   def filter(self, record):
-    return record.levelno < pylogging.WARNING and _in_package(record.pathname)
+    ours = _in_package(record.pathname)
+    if self._ours_only:
+      return ours and record.levelno < pylogging.WARNING
+    # FATAL records are absl's to print: its threshold is FATAL (see `route_logs`).
+    return record.levelno < pylogging.FATAL and (ours or record.levelno >= pylogging.WARNING)
+
+  def format(self, record):
+    if not _in_package(record.pathname):
+      # Without the traceback a library attached (the log file has it): on a full disk, orbax's
+      # threads each log one, dozens of lines apiece.
+      record = copy.copy(record)
+      record.exc_info = record.exc_text = record.stack_info = None
+      return self._absl_format.format(record)
+    message = record.getMessage()
+    if record.levelno >= pylogging.ERROR:
+      return f"error: {message}"
+    return f"warning: {message}" if record.levelno >= pylogging.WARNING else message
 
 
 @functools.lru_cache(maxsize=None)
@@ -137,34 +177,106 @@ def _in_package(path: str) -> bool:
 _PACKAGE_DIR = os.path.dirname(os.path.realpath(__file__)) + os.sep
 
 
-def route_logs(workdir: str) -> str | None:
-  """Sends log records to a file instead of the console, except warnings and errors (on both) and
-  the project's own messages (printed bare on the console, without absl's prefix).
+class _LogFile:
+  """The log file as absl's handler's stream, opened by `open` once the run's checks have passed:
+  until then it holds the records in memory (a refused run leaves no workdir or log behind), and
+  `open` writes them first.
 
-  Returns the log file, or None when the user asked for every record on the console
-  (--verbosity, --logtostderr, --alsologtostderr).
+  Logging reports a record it failed to write with a 20-line "--- Logging error ---" block on
+  stderr, and on a full disk every later record fails too (thousands of lines). Here the first
+  failed write or flush prints one warning and closes the file; the records after it are dropped,
+  and the run goes on (its own writes fail with one `error:` line if the disk is the workdir's)."""
+
+  def __init__(self):
+    self.name = None
+    self._held = io.StringIO()
+    self._stream = None
+
+  def open(self, workdir: str) -> str:
+    """Opens WORKDIR/logs/main.INFO (--log_dir elsewhere, the system temp dir for a remote
+    workdir), writes the held records to it; returns its path."""
+    f = flags.FLAGS
+    from meta_rewarding import artifacts
+    log_dir = f.log_dir or (None if artifacts.is_remote(workdir) else os.path.join(workdir, "logs"))
+    if log_dir:
+      os.makedirs(log_dir, exist_ok=True)
+    handler = logging.get_absl_handler().python_handler
+    handler.acquire()  # no record between the file's opening and the held ones reaching it
+    try:
+      handler.use_absl_log_file("main", log_dir)  # absl's file name, symlink and format
+      self._stream, handler.stream = handler.stream, self
+      self.name = self._stream.name
+      held, self._held = self._held.getvalue(), None
+      self.write(held)
+      self.flush()
+    finally:
+      handler.release()
+    return self.name
+
+  def write(self, text):
+    if self._held is not None:
+      self._held.write(text)
+    elif self._stream is not None:
+      try:
+        self._stream.write(text)
+      except OSError as e:
+        self._stop(e)
+
+  def flush(self):
+    if self._stream is not None:
+      try:
+        self._stream.flush()
+      except OSError as e:
+        self._stop(e)
+
+  def isatty(self):
+    return False
+
+  def close(self):
+    stream, self._stream = self._stream, None
+    if stream is not None:
+      try:
+        stream.close()
+      except OSError:  # flushing the rest failed: the first failure was reported already
+        pass
+
+  def _stop(self, e: OSError):
+    self.close()  # closes the descriptor even where flushing what is buffered fails
+    print(f"warning: cannot write the log file {self.name}: {e.strerror or e}; no more log records "
+          "are written to it", file=sys.stderr, flush=True)
+
+
+def route_logs() -> _LogFile | None:
+  """Sends log records to a log file instead of the console, except what `_Console` shows: the
+  project's own messages (bare) and warnings ("warning: ..."), other libraries' warnings and
+  errors (absl's format). The file is opened by the returned `_LogFile`'s `open(workdir)`; until
+  then the records are held in memory. A log file that cannot be written is one warning.
+
+  Returns None when the user asked for every record on the console (--verbosity, --logtostderr,
+  --alsologtostderr).
   """
   f = flags.FLAGS
   if f["verbosity"].present or f["logtostderr"].value or f["alsologtostderr"].value:
     return None
-  from meta_rewarding import artifacts
-  log_dir = f.log_dir or (None if artifacts.is_remote(workdir) else os.path.join(workdir, "logs"))
-  if log_dir:
-    os.makedirs(log_dir, exist_ok=True)
-  if not f["stderrthreshold"].present:
-    f.stderrthreshold = "warning"
-  handler = logging.get_absl_handler()
-  handler.use_absl_log_file("main", log_dir)
-  console = pylogging.StreamHandler(sys.stderr)
-  console.setFormatter(pylogging.Formatter("%(message)s"))
-  console.addFilter(_ProjectInfo())
-  pylogging.getLogger().addHandler(console)
-  return getattr(handler.python_handler.stream, "name", None)
+  ours_only = f["stderrthreshold"].present
+  if not ours_only:
+    # absl's handler then prints only FATAL records to stderr; `_Console` prints the rest.
+    f.stderrthreshold = "fatal"
+  log_file = _LogFile()
+  handler = logging.get_absl_handler().python_handler
+  handler.acquire()
+  try:
+    handler.stream = log_file
+  finally:
+    handler.release()
+  pylogging.getLogger().addHandler(_Console(ours_only))
+  return log_file
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    # absl would print the whole module doc and exit 1; flags are written --name=value.
+    _fail([f"unexpected argument(s): {shlex.join(argv[1:])} (see --help)"], EXIT_USAGE)
   config = _load_config()
   workdir = _WORKDIR.value
   from meta_rewarding import config_check
@@ -172,16 +284,31 @@ def main(argv):
     config_check.check_pipeline_config(config)  # before the workdir is created or read
   except config_check.ConfigError as e:
     _fail(e.problems, EXIT_USAGE)
-  log_file = route_logs(workdir)
-  if log_file:
-    print(f"log: {log_file}", flush=True)
   from meta_rewarding import run  # after flag parsing: keeps --help fast
-  from meta_rewarding.errors import UserError
+  from meta_rewarding.errors import UserError, as_os_error, os_error_line
   try:
-    run.run(config, workdir)
-  except UserError as e:  # bad input or a diverged run; anything else is a bug: traceback
+    log_file = route_logs()
+    # Every check that needs no write (the config against this machine, the memory plan, the
+    # input files, the prompt pool) before the first write: a refused run leaves no workdir, so
+    # the corrected rerun is not refused as "a different config".
+    pool = run.preflight(config)
+    if log_file is not None:
+      print(f"log: {log_file.open(workdir)}", flush=True)
+    run.run(config, workdir, pool=pool)
+  except config_check.ConfigError as e:  # the config against this machine (e.g. the mesh)
+    logging.debug("stopped by %s", type(e).__name__, exc_info=True)
+    _fail(e.problems, EXIT_USAGE)
+  # Bad input, a diverged run, or the environment (a full disk, a read-only or misplaced path);
+  # anything else is a bug: traceback.
+  except UserError as e:
     logging.debug("stopped by %s", type(e).__name__, exc_info=True)  # --verbosity=1 shows it
     _fail([e], EXIT_INPUT)  # the message names the file, line, field or step
+  except (OSError, ValueError) as e:  # ValueError: tensorstore's report of an OSError
+    os_error = as_os_error(e)
+    if os_error is None:
+      raise
+    logging.debug("stopped by %s", type(e).__name__, exc_info=True)
+    _fail([os_error_line(os_error)], EXIT_INPUT)
 
 
 class Terminated(KeyboardInterrupt):
