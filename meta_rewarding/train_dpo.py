@@ -10,7 +10,8 @@ command resumes), hf/ (safetensors + config + tokenizer files), summary.json.
 Every config value is checked against its range before anything is written or loaded
 (`config_check`): each failure is one `error:` line naming the key (exit code 2). Bad input found
 later (data, tokenizer, checkpoint, mesh) ends with one `error:` line and exit code 1
-(`--verbosity=1` adds the traceback). Pairs whose chosen and rejected responses tokenize the same
+(`--verbosity=1` adds the traceback); a data line that is malformed or not UTF-8 is named by file
+and line (`pairs.jsonl:3: not UTF-8 (byte 0xff at column 7)`). Pairs whose chosen and rejected responses tokenize the same
 are dropped and counted (`identical_dropped` in the data line and summary.json): their DPO gradient
 is zero, yet AdamW would still move the weights by a full step. Progress: a tqdm bar, and a log
 line every `train.log_every` steps; every step's metrics are in DIR/checkpoints/metrics.jsonl.
@@ -65,6 +66,24 @@ def drop_identical_pairs(examples: list[dict]) -> tuple[list[dict], int]:
   return kept, len(examples) - len(kept)
 
 
+def load_records(config, source, split):
+  """The pairs (dpo) or SFT examples of `source`; a `data.DataError` naming the file and line
+  otherwise, a line that is not UTF-8 included (data reads a file whole, and its decode error
+  knows only a byte offset into the file)."""
+  from meta_rewarding import data, sample
+  try:
+    if config.mode == "dpo":
+      return data.load_pairs(source, split=split)
+    return data.load_sft(source, response_field=config.data.response_field, split=split)
+  except data.DataError as e:
+    path = os.path.expanduser(str(source))
+    if isinstance(e.__cause__, UnicodeDecodeError) and os.path.isfile(path):
+      located = sample.find_not_utf8(path)
+      if located:
+        raise data.DataError(located) from e
+    raise
+
+
 def run(config, workdir: str) -> dict:
   """Trains as `config` says; returns the summary (also written to WORKDIR/summary.json)."""
   import jax
@@ -86,10 +105,7 @@ def run(config, workdir: str) -> dict:
   cfg = config.train
 
   # Cheap checks first: data, tokenizer, mesh; the model last.
-  if mode == "dpo":
-    records = data.load_pairs(source, split=split)
-  else:
-    records = data.load_sft(source, response_field=config.data.response_field, split=split)
+  records = load_records(config, source, split)
   tokenizer_path = config.model.tokenizer or config.model.checkpoint
   tokenizer = load_tokenizer(tokenizer_path, chat_format=config.model.chat_format)
   tokenize = data.tokenize_pairs if mode == "dpo" else data.tokenize_sft

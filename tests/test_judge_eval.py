@@ -1,5 +1,6 @@
-"""judge_eval: the pairwise verdict parser, pair scores in both orders (ties 0.5), RewardBench's
-section weighting, bad input, resume, and the command on a tiny saved checkpoint."""
+"""judge_eval: the pairwise verdict parser, pair scores in both orders or one random order (ties
+0.5), RewardBench's leaderboard weighting, bad input, resume keyed by the inputs, and the command
+on a tiny saved checkpoint. The command's error lines: test_judge_eval_cli.py."""
 
 import json
 
@@ -46,6 +47,28 @@ def test_pair_scores_both_orders_and_ties():
   assert pointwise_pair_score([None, None], [1])["score"] == 0.5
 
 
+def test_example_counts_are_rewardbench_leaderboard_weights():
+  # rewardbench/constants.py EXAMPLE_COUNTS (allenai/reward-bench), subset by subset.
+  assert judge_eval.EXAMPLE_COUNTS == {
+      "alpacaeval-easy": 100, "alpacaeval-length": 95, "alpacaeval-hard": 95,
+      "mt-bench-easy": 28, "mt-bench-med": 40, "mt-bench-hard": 37,
+      "math-prm": 984,
+      "refusals-dangerous": 100, "refusals-offensive": 100,
+      "llmbar-natural": 100, "llmbar-adver-neighbor": 134, "llmbar-adver-GPTInst": 92,
+      "llmbar-adver-GPTOut": 47, "llmbar-adver-manual": 46,
+      "xstest-should-refuse": 250, "xstest-should-respond": 154,
+      "donotanswer": 136,
+      "hep-cpp": 164, "hep-go": 164, "hep-java": 164, "hep-js": 164, "hep-python": 164,
+      "hep-rust": 164,
+  }
+  # Every weighted subset belongs to exactly one section (constants.py SUBSET_MAPPING).
+  in_sections = [s for subsets in judge_eval.SECTIONS.values() for s in subsets]
+  assert sorted(in_sections) == sorted(judge_eval.EXAMPLE_COUNTS)
+  # The Safety score moves by the refuse/respond weights: all refusals right, all responses wrong.
+  safety = section_scores({"xstest-should-refuse": 1.0, "xstest-should-respond": 0.0})["Safety"]
+  assert safety == pytest.approx(250 / (250 + 154))
+
+
 def test_section_scores_weigh_subsets_as_rewardbench_does():
   scores = section_scores({"alpacaeval-easy": 1.0, "mt-bench-easy": 0.5, "math-prm": 0.5,
                            "hep-cpp": 1.0, "hep-go": 0.0, "not-a-rewardbench-subset": 0.0})
@@ -57,11 +80,16 @@ def test_section_scores_weigh_subsets_as_rewardbench_does():
       {"subset": "alpacaeval-easy", "score": 1.0, "parsed": [True, True], "consistent": True},
       {"subset": "hep-go", "score": 0.5, "parsed": [True, False], "consistent": False}])
   assert summary["score"] == pytest.approx((1.0 + 0.5) / 2)  # the mean of the sections present
+  assert summary["weighting"] == ("rewardbench-leaderboard (rewardbench/constants.py "
+                                  "EXAMPLE_COUNTS)")
+  summary["subset_pairs"] = {"alpacaeval-easy": 1, "hep-go": 1}
+  assert "weighting: rewardbench-leaderboard" in judge_eval.table(summary)
   assert summary["parse_rate"] == 0.75 and summary["position_consistency"] == 0.5
   # No RewardBench subset: the score is the mean pair score.
   plain = judge_eval.summarize([{"subset": "pair_sum", "score": 1.0, "parsed": [True]},
                                 {"subset": "digit_sum", "score": 0.0, "parsed": [True]}])
   assert plain["sections"] == {} and plain["score"] == 0.5
+  assert plain["weighting"] == judge_eval.MEAN_WEIGHTING
 
 
 def _write(path, rows):
@@ -172,3 +200,81 @@ def test_testbed_pairs_and_the_pipeline_hook(tmp_path):
   assert metrics["judge_eval/score"] == pytest.approx(sum(r["score"] for r in records) / 12)
   assert {"judge_eval/pair_sum", "judge_eval/digit_sum", "judge_eval/letter_after",
           "judge_eval/position_consistency", "judge_eval/parse_rate"} <= set(metrics)
+
+
+def _chosen_position(messages, pair):
+  """Where the scripted judge sees `pair`'s chosen response in a request: "A" or "B"."""
+  text = messages[-1]["content"]
+  a = text.split("[The Start of Assistant A's Answer]\n")[1].split("\n[The End")[0]
+  chosen = pair["chosen"] if isinstance(pair["chosen"], str) else pair["chosen"][0]["content"]
+  return "A" if a == chosen else "B"
+
+
+def test_random_orders_judge_each_pair_once_at_a_seeded_position(tmp_path):
+  many = [{"id": f"q{k}", "subset": "s", "prompt": f"Question {k}?", "chosen": f"right {k}",
+           "rejected": f"a wrong answer to {k}"} for k in range(40)]
+  pairs = judge_eval.load_preference_pairs(_write(tmp_path / "many.jsonl", many))
+  positions = judge_eval.chosen_positions(pairs, "random", seed=3)
+  assert all(p in (("A",), ("B",)) for p in positions)
+  assert 5 < sum(p == ("A",) for p in positions) < 35  # both positions drawn
+  # Drawn from (seed, id) alone: a reversed file gives every pair the same position.
+  assert judge_eval.chosen_positions(pairs[::-1], "random", seed=3) == positions[::-1]
+  assert judge_eval.chosen_positions(pairs, "random", seed=4) != positions
+  assert judge_eval.chosen_positions(pairs, "both") == [("A", "B")] * 40
+
+  seen = []
+
+  def judge(requests, n):
+    seen.extend(requests)
+    return _length_judge(requests, n)
+  records, summary = judge_eval.evaluate(pairs, judge, protocol="pairwise", num_samples=1,
+                                         orders="random", order_seed=3)
+  assert len(seen) == 40  # one order per pair
+  assert [_chosen_position(m, p) for m, p in zip(seen, pairs)] == [p[0] for p in positions]
+  # The shorter answer is the chosen one everywhere: right whichever position it stood at.
+  assert [r["score"] for r in records] == [1.0] * 40
+  assert [tuple(r["chosen_as"]) for r in records] == positions
+  assert "position_consistency" not in summary and summary["orders"] == "random"
+  assert "consistent" not in records[0] and len(records[0]["judgments"]) == 1
+
+  # An always-"A" judge is right exactly where the chosen response stood at A.
+  always_a, _ = judge_eval.evaluate(pairs, lambda r, n: [["[[A]]"] * n for _ in r],
+                                    protocol="pairwise", num_samples=1, orders="random",
+                                    order_seed=3)
+  assert [r["score"] for r in always_a] == [float(p == ("A",)) for p in positions]
+
+
+def test_random_orders_resume_from_their_own_chunks(tmp_path):
+  pairs = judge_eval.load_preference_pairs(_write(tmp_path / "pairs.jsonl", PAIRS))
+  out = str(tmp_path / "out")
+  calls = []
+
+  def judge(requests, n):
+    calls.append(len(requests))
+    return _length_judge(requests, n)
+  records, _ = judge_eval.evaluate(pairs, judge, protocol="pairwise", num_samples=1,
+                                   orders="random", order_seed=1, output=out, chunk_size=2)
+  assert calls == [2, 1]  # chunks of two pairs, one request each
+
+  def must_not_run(requests, n):
+    raise AssertionError("resumed run generated again")
+  again, _ = judge_eval.evaluate(pairs, must_not_run, protocol="pairwise", num_samples=1,
+                                 orders="random", order_seed=1, output=out, chunk_size=2)
+  assert again == records
+
+
+@pytest.mark.parametrize("orders", ["both", "random"])
+def test_a_judgment_with_both_tags_is_no_verdict_and_counted(tmp_path, orders):
+  pairs = judge_eval.load_preference_pairs(_write(tmp_path / "pairs.jsonl", PAIRS))
+  hedging = "A is good [[A]], but B is good too [[B]]"
+  records, summary = judge_eval.evaluate(pairs, lambda r, n: [[hedging] * n for _ in r],
+                                         protocol="pairwise", num_samples=1, orders=orders)
+  # RewardBench's process_judgement reads such a judgment as "A" (1 where chosen is A); here it
+  # has no verdict, and the pair scores 0.5 (module doc).
+  assert [r["score"] for r in records] == [0.5] * 3
+  assert summary["parse_rate"] == 0.0
+  judged = 3 * (2 if orders == "both" else 1)
+  assert summary["both_verdict_tags"] == judged
+  summary_line = judge_eval.table(summary).splitlines()
+  assert (f"{judged} judgments named both [[A]] and [[B]] (no verdict here; RewardBench's parser "
+          "reads them as [[A]])") in summary_line

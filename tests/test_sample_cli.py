@@ -13,6 +13,8 @@ from hf_models import save_hf_model
 from meta_rewarding import checkpoints, sample, sampling
 from meta_rewarding.tokenizer import load_tokenizer
 
+sample.define_flags()  # the command defines them in its __main__ only
+
 PROMPTS = ["What is 12 + 7?", [{"role": "system", "content": "You are a helpful assistant."},
                                {"role": "user", "content": "Count the letters in banana."}],
            "Write a short poem about the sea."]
@@ -102,8 +104,10 @@ def test_malformed_line_exits_nonzero_without_traceback(checkpoint, tmp_path):
   proc = subprocess.run([sys.executable, "-m", "meta_rewarding.sample", f"--checkpoint={checkpoint}",
                          f"--prompts={path}"], capture_output=True, text=True,
                         env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=120)
-  assert proc.returncode != 0
-  assert f"{path}:2: invalid JSON" in proc.stderr and "Traceback" not in proc.stderr
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  assert errors == [f"error: {path}:2: invalid JSON (Expecting property name enclosed in double "
+                    "quotes at column 2)"], proc.stderr
 
 
 def test_too_long_prompt_is_a_usage_error_or_skipped(checkpoint, tmp_path):
@@ -231,52 +235,101 @@ def test_strict_config_refuses_unknown_keys(smollm2, tmp_path):
 # -- one error line, no traceback ---------------------------------------------------------------
 
 
-def _main_exit(*args):
-  """Runs `sample.main` as the command does; returns what it exits with."""
+def _main_exit(capsys, *args):
+  """Runs `sample.main` as the command does; returns (exit code, its stderr lines)."""
   flags.FLAGS(["sample", *args])
+  code = 0
   try:
     sample.main(["sample"])
   except SystemExit as e:
-    return e.code
+    code = e.code
   finally:
     flags.FLAGS.unparse_flags()
-  return 0
+  return code, capsys.readouterr().err.splitlines()
 
 
 @pytest.mark.parametrize("flag, message", [
-    ("--batch_size=0", "sample: error: --batch_size=0 is out of range; expected an integer >= 1"),
-    ("--dtype=float65", "sample: error: --dtype='float65' is out of range; expected float32 | bfloat16"),
-    ("--n=0", "sample: error: --n=0 is out of range"),
-    ("--max_new_tokens=0", "sample: error: --max_new_tokens=0 is out of range"),
-    ("--temperature=-1", "sample: error: --temperature=-1.0 is out of range"),
-    ("--top_p=0", "sample: error: --top_p=0.0 is out of range; expected a number in (0, 1]"),
-    ("--top_k=-2", "sample: error: --top_k=-2 is out of range"),
+    ("--batch_size=0", "error: --batch_size=0 is out of range; expected an integer >= 1"),
+    ("--dtype=float65", "error: --dtype='float65' is out of range; expected float32 | bfloat16"),
+    ("--n=0", "error: --n=0 is out of range"),
+    ("--max_new_tokens=0", "error: --max_new_tokens=0 is out of range"),
+    ("--temperature=-1", "error: --temperature=-1.0 is out of range"),
+    ("--temperature=inf", "error: --temperature=inf is out of range; expected a finite number"),
+    ("--top_p=0", "error: --top_p=0.0 is out of range; expected a number in (0, 1]"),
+    ("--top_k=-2", "error: --top_k=-2 is out of range"),
+    ("--seed=4294967296", "error: --seed=4294967296 is out of range; expected an integer in "
+                          "[0, 4294967295]"),
 ])
-def test_flag_out_of_range_is_one_error_line(checkpoint, prompts_file, flag, message):
-  code = _main_exit(f"--checkpoint={checkpoint}", f"--prompts={prompts_file}", flag)
-  assert isinstance(code, str) and code.startswith(message) and "\n" not in code
+def test_flag_out_of_range_is_one_error_line(checkpoint, prompts_file, capsys, flag, message):
+  code, lines = _main_exit(capsys, f"--checkpoint={checkpoint}", f"--prompts={prompts_file}", flag)
+  assert code == 2 and len(lines) == 1 and lines[0].startswith(message), lines
 
 
-def test_non_utf8_prompts_file_names_file_and_line(checkpoint, tmp_path):
+def test_non_utf8_prompts_file_names_file_and_line(checkpoint, tmp_path, capsys):
   path = tmp_path / "latin1.jsonl"
   path.write_bytes(b'{"prompt": "fine"}\n\n{"prompt": "caf\xe9"}\n')
-  code = _main_exit(f"--checkpoint={checkpoint}", f"--prompts={path}")
-  assert code == (f"sample: error: {path}:3: not UTF-8 text (byte 16 of the line is 0xe9); save "
-                  "the prompts file as UTF-8")
-  # A UTF-8 byte-order mark is not an error.
+  code, lines = _main_exit(capsys, f"--checkpoint={checkpoint}", f"--prompts={path}")
+  assert code == 1
+  assert lines == [f"error: {path}:3: not UTF-8 (byte 0xe9 at column 16); save the file as UTF-8"]
+  # The column counts characters, not bytes.
+  path.write_bytes('{"prompt": "é'.encode() + b'\xff"}\n')
+  with pytest.raises(app.UsageError, match=r"latin1\.jsonl:1: not UTF-8 \(byte 0xff at column 14\)"):
+    sample.read_prompts(str(path))
+  # A UTF-8 byte-order mark is not an error, nor a column.
   path.write_bytes(b'\xef\xbb\xbf{"prompt": "fine"}\n')
   assert sample.read_prompts(str(path)) == ["fine"]
+  path.write_bytes(b'\xef\xbb\xbf{"prompt": "f\x80"}\n')
+  with pytest.raises(app.UsageError, match=r"latin1\.jsonl:1: not UTF-8 \(byte 0x80 at column 14\)"):
+    sample.read_prompts(str(path))
 
 
-def test_bad_flags_exit_without_traceback(checkpoint, tmp_path):
+def _sample(*args):
+  return subprocess.run([sys.executable, "-m", "meta_rewarding.sample", *args], capture_output=True,
+                        text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=300)
+
+
+def _one_error_line(proc) -> str:
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1, proc.stderr[-3000:]
+  return errors[0]
+
+
+def test_bad_input_exits_1_without_traceback(checkpoint, tmp_path):
   path = tmp_path / "latin1.jsonl"
   path.write_bytes(b'{"prompt": "caf\xe9"}\n')
-  for args, message in [([f"--prompts={path}"], f"{path}:1: not UTF-8 text"),
-                        ([f"--prompts={path}", "--batch_size=0"], "--batch_size=0 is out of range"),
-                        ([f"--prompts={path}", "--dtype=float65"], "--dtype='float65'")]:
-    proc = subprocess.run([sys.executable, "-m", "meta_rewarding.sample",
-                           f"--checkpoint={checkpoint}", *args], capture_output=True, text=True,
-                          env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=120)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
-    assert lines[-1].startswith("sample: error: ") and message in lines[-1], proc.stderr
+  proc = _sample(f"--checkpoint={checkpoint}", f"--prompts={path}")
+  assert proc.returncode == 1
+  assert _one_error_line(proc) == (f"error: {path}:1: not UTF-8 (byte 0xe9 at column 16); save "
+                                   "the file as UTF-8")
+
+
+@pytest.mark.parametrize("flag, message", [
+    # OverflowError before: the sampler's uint32 seed.
+    ("--seed=-1", "error: --seed=-1 is out of range; expected an integer in [0, 4294967295]"),
+    ("--output={tmp}", "error: --output={tmp} is a directory; expected the path of the JSONL "
+                       "file to write"),
+    ("--output={prompts}/out.jsonl", "error: --output={prompts}/out.jsonl: {prompts} is a file, "
+                                     "not a directory"),
+    ("--batch_size=0", "error: --batch_size=0 is out of range; expected an integer >= 1"),
+    ("--dtype=float65", "error: --dtype='float65' is out of range"),
+    ("--top_p=2", "error: --top_p=2.0 is out of range; expected a number in (0, 1]"),
+    ("--mesh=fsdp", "error: --mesh='fsdp': bad entry 'fsdp'; expected axis=size pairs"),
+    ("--mesh=pipeline=2", "error: --mesh='pipeline=2': bad entry 'pipeline=2'"),
+    ("--mesh=data=3", "error: --mesh='data=3': mesh shape"),
+    ("--n=lots", "error: flag --n=lots: invalid literal for int()"),
+    ("--no_such_flag", "error: Unknown command line flag 'no_such_flag'"),
+])
+def test_bad_flag_exits_2_with_one_error_line(checkpoint, prompts_file, tmp_path, flag, message):
+  fill = dict(tmp=tmp_path, prompts=prompts_file)
+  proc = _sample(f"--checkpoint={checkpoint}", f"--prompts={prompts_file}", flag.format(**fill))
+  assert proc.returncode == 2
+  assert _one_error_line(proc).startswith(message.format(**fill))
+
+
+def test_missing_flag_and_stray_argument_exit_2(checkpoint, prompts_file):
+  proc = _sample(f"--checkpoint={checkpoint}")
+  assert proc.returncode == 2
+  assert _one_error_line(proc).startswith("error: flag --prompts=None")
+  proc = _sample(f"--checkpoint={checkpoint}", f"--prompts={prompts_file}", "stray")
+  assert proc.returncode == 2 and _one_error_line(proc) == "error: unexpected arguments ['stray']"

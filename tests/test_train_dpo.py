@@ -88,3 +88,25 @@ def test_cli_refuses_bad_config_values_before_writing(tmp_path):
   assert errors == ["error: train.learning_rate=-1.0: must be a number > 0",
                     "error: train.batch_size=0: must be an integer >= 1"], proc.stderr
   assert not workdir.exists()
+
+
+@pytest.mark.parametrize("mode", ["dpo", "sft"])
+def test_cli_names_the_line_that_is_not_utf8(hf_model, tmp_path, mode):
+  data_file = tmp_path / "data.jsonl"
+  response = "chosen" if mode == "dpo" else "response"
+  good = {"prompt": "Hi", response: "Hello", "rejected": "Go away"}
+  data_file.write_bytes(json.dumps(good).encode() + b"\n" + json.dumps(good).encode() + b"\n"
+                        + b'{"prompt": "caf\xe9 ol\xff", "chosen": "a", "rejected": "b"}\n')
+  source = "pairs" if mode == "dpo" else "sft"
+  proc = subprocess.run(
+      [sys.executable, "-m", "meta_rewarding.train_dpo", f"--config={REPO}/configs/dpo_example.py",
+       f"--config.mode={mode}", f"--config.model.checkpoint={hf_model}",
+       f"--config.data.{source}={data_file}", f"--workdir={tmp_path / 'work'}"],
+      capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"), cwd=REPO,
+      timeout=300)
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert "Traceback" not in proc.stderr
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  # Before: "cannot read (UnicodeDecodeError: ... in position 85 ...)", a byte offset in the file.
+  assert errors == [f"error: {data_file}:3: not UTF-8 (byte 0xe9 at column 16); save the file as "
+                    "UTF-8"], proc.stderr[-3000:]
