@@ -4,10 +4,13 @@
                                    # recipe='ste': also defaults.get_ste_config's ste section)
   check_train_config(config.train) # DPO / SFT hyper-parameters (defaults.train_config)
   check_train_dpo_config(config)   # train_dpo: mode, model, train and mesh of its own schema
+  check_run_environment(config, n) # run.preflight: what n devices and the model's shape rule out
 
 Each raises one `ConfigError` listing every failure, one line each, naming the key, the value and
 what is allowed (`pipeline.rho[0]=2.0: must be a number in [0, 0.5)`); `ConfigError.problems`
-holds the lines. Why up front: a bad value otherwise surfaces only where it is first used, which
+holds the lines. Besides the ranges the code accepts, a few keys have an upper bound (a `Limit`,
+declared below with its reason) past which a value is surely a mistake: `train.learning_rate=1e30`
+trains to |w| = 5e29, `train.num_epochs=1e9` never ends. Why up front: a bad value otherwise surfaces only where it is first used, which
 for `pipeline.rho` is after the actor and judge stages (hours at paper scale), and a failed start
 has already recorded `workdir/config.json`, so the corrected rerun is refused as "a different
 config". The ranges are those the code downstream accepts; where a module names its choices
@@ -16,10 +19,11 @@ config". The ranges are those the code downstream accepts; where a module names 
 
 from __future__ import annotations
 
+import ast
 import math
 import numbers
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from meta_rewarding import data, losses, prompts, sharding, stages, tokenizer, train
 from meta_rewarding.errors import UserError
@@ -34,6 +38,41 @@ RECIPES = ("meta_rewarding", "ste")                # pipeline.recipe
 MODES = ("dpo", "sft")                             # train_dpo
 
 _MISSING = object()
+
+
+class Limit(NamedTuple):
+  """An upper bound past which a value is surely a mistake (a typo, a unit slip, a lost comma),
+  and why: the error prints both, so the user sees what the bound protects."""
+  most: float
+  reason: str
+
+
+# Upper bounds. Each is far above every setting in use (the shipped configs, the papers), so it
+# refuses only values no run can mean, before hours of work go into them.
+LEARNING_RATE = Limit(1e-2, "Adam moves every weight by about the learning rate per step; above "
+                      "1e-2 that overwrites a pretrained model (the configs use 5e-7 to 1e-4)")
+NUM_EPOCHS = Limit(100, "DPO and SFT make 1-3 passes over their data; more than 100 only "
+                   "memorises it, and a typo like 1e9 never ends")
+NUM_RESPONSES = Limit(256, "the paper samples K=7 per prompt, and each response is judged N "
+                      "times: 256 is already 256 x N generations per prompt")
+NUM_JUDGMENTS = Limit(64, "the papers use N=11 (Meta-Rewarding) and 15 (STE); the meta-judge "
+                      "battles every ordered pair of a response's judgments, 4032 at N=64")
+HELDOUT_SAMPLES = Limit(256, "answers per held-out task, like actor.num_responses (the configs "
+                        "use 2-4)")
+NUM_ITERATIONS = Limit(100, "the papers run 4 (Meta-Rewarding) and 5 (STE) iterations, each "
+                       "training a new model")
+PROMPTS_PER_ITERATION = Limit(1_000_000, "the papers use 5,000 (Meta-Rewarding) and 20,000 "
+                              "(STE); a million prompts is ~10^8 judgments at K=7, N=11")
+TOKENS = Limit(131_072, "longer than the 128k-token context of every Llama 3 model")
+SAMPLING_BATCH = Limit(65_536, "decode rows per batch: 128 per chip on the largest slice the "
+                       "project targets (512 chips); the planner refuses smaller ones that do "
+                       "not fit")
+TRAIN_BATCH = Limit(4096, "pairs (SFT: sequences) per microbatch; DPO and SFT steps use 16-512 "
+                    "in all")
+REFERENCE_BATCH = Limit(8192, "pairs per reference batch: twice the largest train.batch_size "
+                        "(its default)")
+GRAD_ACCUM_STEPS = Limit(1024, "microbatches per step; 1024 makes a step of at least 1024 "
+                         "pairs, above any DPO or SFT batch in use (16-512)")
 
 
 class ConfigError(UserError, ValueError):
@@ -61,6 +100,45 @@ def _is_sequence(v) -> bool:
 def _show(v) -> str:
   text = repr(v)
   return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _literal(node: ast.AST, text: str):
+  """The value of one entry of a list written on the command line: a Python literal, nan / inf
+  and float('nan') as floats, a nested list as a tuple, anything else as its own text."""
+  try:
+    return ast.literal_eval(node)
+  except (ValueError, TypeError, SyntaxError):
+    pass
+  if isinstance(node, ast.Name) and node.id.lower() in ("nan", "inf", "infinity"):
+    return float(node.id)
+  if (isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub)
+      and isinstance(_literal(node.operand, text), float)):
+    return -_literal(node.operand, text)
+  if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "float"
+      and len(node.args) == 1 and not node.keywords):
+    try:
+      return float(ast.literal_eval(node.args[0]))
+    except (ValueError, TypeError, SyntaxError):
+      pass
+  if isinstance(node, (ast.Tuple, ast.List)):
+    return tuple(_literal(e, text) for e in node.elts)
+  return ast.get_source_segment(text, node)
+
+
+def _unparsed_list(v) -> list | None:
+  """The entries of a one-string list whose string is a list's text (what ml_collections keeps
+  when a command-line tuple holds something ast.literal_eval cannot read); None otherwise."""
+  if len(v) != 1 or not isinstance(v[0], str):
+    return None
+  text = v[0].strip()
+  try:
+    node = ast.parse(text, mode="eval").body
+  except SyntaxError:
+    return None
+  if isinstance(node, (ast.Tuple, ast.List)):
+    return [_literal(e, text) for e in node.elts]
+  value = _literal(node, text)
+  return [value] if isinstance(value, float) else None  # "nan" alone: one number
 
 
 def _options(choices) -> str:
@@ -94,14 +172,23 @@ class _Checks:
   def fail(self, key: str, value, allowed: str):
     self.problems.append(f"{self.key(key)}={_show(value)}: {allowed}")
 
-  def integer(self, key: str, lo: int, why: str = "", *, value=_MISSING) -> Any:
+  def integer(self, key: str, lo: int, why: str = "", *, limit: Limit | None = None,
+              value=_MISSING) -> Any:
     v = self.get(key) if value is _MISSING else value
     if v is not _MISSING and not (_is_int(v) and v >= lo):
       self.fail(key, v, f"must be an integer >= {lo}{why}")
+    elif v is not _MISSING:
+      self.within(key, v, limit)
     return v
 
+  def within(self, key: str, v, limit: Limit | None) -> None:
+    """Refuses an in-range value above `limit` (one line: key, value, bound and reason)."""
+    if limit is not None and v > limit.most:
+      self.fail(key, v, f"must be <= {limit.most:g}: {limit.reason}")
+
   def number(self, key: str, lo: float | None = None, hi: float | None = None, *,
-             lo_open: bool = False, hi_open: bool = False, value=_MISSING) -> Any:
+             lo_open: bool = False, hi_open: bool = False, limit: Limit | None = None,
+             value=_MISSING) -> Any:
     v = self.get(key) if value is _MISSING else value
     if v is _MISSING:
       return v
@@ -118,6 +205,8 @@ class _Checks:
       else:
         allowed = f"{'<' if hi_open else '<='} {hi:g}"
       self.fail(key, v, f"must be a number {allowed}")
+    else:
+      self.within(key, v, limit)
     return v
 
   def choice(self, key: str, choices, *, value=_MISSING) -> Any:
@@ -156,6 +245,19 @@ class _Checks:
       return []
     if not _is_sequence(v) or not v:
       self.fail(key, v, "must be a non-empty list, one value per iteration (the last repeats)")
+      return []
+    unparsed = _unparsed_list(v)
+    if unparsed is not None:
+      # `--config.pipeline.rho="(0.1, nan)"`: nan is no Python literal, so ml_collections kept the
+      # text as the tuple's one string. Naming that string as entry [0] points at the wrong
+      # element; the entries the text holds are checked instead, and the text is refused whole
+      # when they all pass (the pipeline would still read one string).
+      before = len(self.problems)
+      for i, entry in enumerate(unparsed):
+        check_entry(f"{key}[{i}]", entry)
+      if len(self.problems) == before:
+        self.fail(key, v[0], "was read as one string, not a list (an entry is not a Python "
+                  "literal); write literals, e.g. (0.0, 0.3) or ('both', 'actor')")
       return []
     for i, entry in enumerate(v):
       check_entry(f"{key}[{i}]", entry)
@@ -212,7 +314,7 @@ def _check_mesh(c: _Checks):
 
 def _check_train(c: _Checks, kind: str = "dpo"):
   """The keys of `defaults.train_config()` under `c.prefix` (e.g. "train.")."""
-  c.number("learning_rate", 0, None, lo_open=True)
+  c.number("learning_rate", 0, None, lo_open=True, limit=LEARNING_RATE)
   c.integer("warmup_steps", 0)
   c.choice("decay", train.DECAYS)
   c.number("end_learning_rate_ratio", 0, 1)
@@ -221,18 +323,18 @@ def _check_train(c: _Checks, kind: str = "dpo"):
   c.number("adam_b2", 0, 1, hi_open=True)
   c.number("adam_eps", 0, None, lo_open=True)
   c.number("max_grad_norm", 0, None)  # 0 disables clipping
-  c.integer("batch_size", 1)
-  c.integer("grad_accum_steps", 1)
-  c.integer("num_epochs", 1)
+  c.integer("batch_size", 1, limit=TRAIN_BATCH)
+  c.integer("grad_accum_steps", 1, limit=GRAD_ACCUM_STEPS)
+  c.integer("num_epochs", 1, limit=NUM_EPOCHS)
   c.integer("max_steps", 0, " (0 = all epochs)")
-  c.integer("max_length", 1)
+  c.integer("max_length", 1, limit=TOKENS)
   buckets = c.get("length_buckets")
   if buckets is not _MISSING:
     if not _is_sequence(buckets):
       c.fail("length_buckets", buckets, "must be a list of positive lengths")
     else:
       for i, b in enumerate(buckets):
-        c.integer(f"length_buckets[{i}]", 1, value=b)
+        c.integer(f"length_buckets[{i}]", 1, limit=TOKENS, value=b)
   c.choice("truncation", data.TRUNCATION_POLICIES)
   c.number("beta", 0, None, lo_open=True)
   if kind == "dpo":
@@ -245,21 +347,21 @@ def _check_train(c: _Checks, kind: str = "dpo"):
   c.boolean("async_checkpointing")
   c.integer("log_every", 1)
   c.integer("logps_chunk_size", 0, " (0 = no chunking)")
-  c.integer("reference_batch_size", 0, " (0 = 2 * batch_size)")
+  c.integer("reference_batch_size", 0, " (0 = 2 * batch_size)", limit=REFERENCE_BATCH)
 
 
 def _check_sampling(c: _Checks):
   c.number("sampling.temperature", 0, None)  # 0 = greedy
   c.number("sampling.top_p", 0, 1, lo_open=True)
   c.integer("sampling.top_k", 0, " (0 = no top-k)")
-  c.integer("sampling.batch_size", 1)
+  c.integer("sampling.batch_size", 1, limit=SAMPLING_BATCH)
   buckets = c.get("sampling.prompt_buckets")
   if buckets is not _MISSING:
     if not _is_sequence(buckets) or not buckets:
       c.fail("sampling.prompt_buckets", buckets, "must be a non-empty list of positive lengths")
     else:
       for i, b in enumerate(buckets):
-        c.integer(f"sampling.prompt_buckets[{i}]", 1, value=b)
+        c.integer(f"sampling.prompt_buckets[{i}]", 1, limit=TOKENS, value=b)
   c.integer("sampling.max_cache_length", 0, " (0 = the largest bucket + max_new_tokens)")
   if c.get("sampling.nucleus_candidates", None) is not None:
     c.integer("sampling.nucleus_candidates", 0)
@@ -274,8 +376,9 @@ def _uses_meta_judge(config_get, num_iterations, train_pairs) -> bool:
     return True
   if not _is_int(num_iterations) or not train_pairs:
     return False
-  used = [train_pairs[min(t, len(train_pairs)) - 1] for t in range(1, num_iterations + 1)]
-  return any(u in ("both", "judge") for u in used)
+  # Iteration t uses entry min(t, len) - 1: the first num_iterations entries, not one per iteration
+  # (pipeline.num_iterations=1e9 is refused by its bound, and must not take a billion steps here).
+  return any(u in ("both", "judge") for u in train_pairs[:num_iterations])
 
 
 def _check_ste(c: _Checks):
@@ -287,9 +390,10 @@ def _check_ste(c: _Checks):
         and all(isinstance(x, str) and x.strip() for x in categories)):
       c.fail("ste.categories", categories, "must be a non-empty list of category names (the "
              "categorisation prompt's), e.g. ('Knowledge and Reasoning',)")
-  for key in ("ste.category_max_new_tokens", "ste.worse_max_new_tokens", "ste.num_judgments",
+  for key in ("ste.category_max_new_tokens", "ste.worse_max_new_tokens",
               "ste.judge_max_new_tokens"):
-    c.integer(key, 1)
+    c.integer(key, 1, limit=TOKENS)
+  c.integer("ste.num_judgments", 1, limit=NUM_JUDGMENTS)
   for key, validate in (("ste.category_template", prompts.validate_category_template),
                         ("ste.worse_response_template", prompts.validate_worse_response_template),
                         ("ste.pairwise_template", prompts.validate_pairwise_template)):
@@ -299,6 +403,17 @@ def _check_ste(c: _Checks):
   if c.get("evaluate.heldout_tasks", 0) != 0:
     c.fail("evaluate.heldout_tasks", c.get("evaluate.heldout_tasks"), "must be 0 with "
            "recipe='ste' (use evaluate.judge_pairs, e.g. 'testbed:200')")
+
+
+def _generation_keys(c: _Checks, recipe, *, every: bool = False) -> tuple[str, ...]:
+  """The `max_new_tokens` keys of the stages a run samples (`every`: the meta-judge's too when it
+  is off, as the static cache check has always counted it)."""
+  if recipe == "ste":
+    return ("actor.max_new_tokens", "ste.worse_max_new_tokens", "ste.judge_max_new_tokens") + (
+        ("ste.category_max_new_tokens",) if c.get("ste.categorize", False) is True else ())
+  meta_judge = every or c.get("meta_judge.enabled", True) is True
+  return ("actor.max_new_tokens", "judge.max_new_tokens") + (
+      ("meta_judge.max_new_tokens",) if meta_judge else ())
 
 
 def check_pipeline_config(config) -> None:
@@ -325,12 +440,13 @@ def check_pipeline_config(config) -> None:
   _check_mesh(c)
   _check_sampling(c)
 
-  c.integer("actor.num_responses", 2, " (an actor pair needs two responses to one prompt)")
-  c.integer("actor.max_new_tokens", 1)
-  num_judgments = c.integer("judge.num_judgments", 1)
-  c.integer("judge.max_new_tokens", 1)
+  c.integer("actor.num_responses", 2, " (an actor pair needs two responses to one prompt)",
+            limit=NUM_RESPONSES)
+  c.integer("actor.max_new_tokens", 1, limit=TOKENS)
+  num_judgments = c.integer("judge.num_judgments", 1, limit=NUM_JUDGMENTS)
+  c.integer("judge.max_new_tokens", 1, limit=TOKENS)
   c.boolean("meta_judge.enabled")
-  c.integer("meta_judge.max_new_tokens", 1)
+  c.integer("meta_judge.max_new_tokens", 1, limit=TOKENS)
   max_chosen = c.get("meta_judge.max_chosen_chars")
   if max_chosen is not None:
     c.integer("meta_judge.max_chosen_chars", 1, " (or None for no limit)", value=max_chosen)
@@ -346,8 +462,8 @@ def check_pipeline_config(config) -> None:
                         ("meta_judge.template", prompts.validate_meta_judge_template)):
     c.template(key, validate)
 
-  num_iterations = c.integer("pipeline.num_iterations", 1)
-  c.integer("pipeline.prompts_per_iteration", 1)
+  num_iterations = c.integer("pipeline.num_iterations", 1, limit=NUM_ITERATIONS)
+  c.integer("pipeline.prompts_per_iteration", 1, limit=PROMPTS_PER_ITERATION)
   c.per_iteration("pipeline.rho",
                   lambda k, v: c.number(k, 0, 0.5, hi_open=True, value=v))
   train_pairs = c.per_iteration("pipeline.train_pairs",
@@ -357,7 +473,7 @@ def check_pipeline_config(config) -> None:
 
   c.choice("evaluate.oracle", ORACLES)
   c.integer("evaluate.heldout_tasks", 0)
-  c.integer("evaluate.heldout_samples", 1)
+  c.integer("evaluate.heldout_samples", 1, limit=HELDOUT_SAMPLES)
   for key in ("evaluate.heldout_every_iteration", "evaluate.heldout_diagnostics"):
     if c.get(key, True) is not True:
       c.boolean(key)
@@ -383,11 +499,7 @@ def check_pipeline_config(config) -> None:
            "must be >= 2 when the meta-judge runs (it compares two judgments of one response)")
   cache = c.get("sampling.max_cache_length", 0)
   if _is_int(cache) and cache > 0:
-    keys = ("actor.max_new_tokens", "judge.max_new_tokens", "meta_judge.max_new_tokens")
-    if recipe == "ste":
-      keys = ("actor.max_new_tokens", "ste.worse_max_new_tokens", "ste.judge_max_new_tokens") + (
-          ("ste.category_max_new_tokens",) if c.get("ste.categorize", False) is True else ())
-    lengths = {k: c.get(k, 0) for k in keys}
+    lengths = {k: c.get(k, 0) for k in _generation_keys(c, recipe, every=True)}
     key, longest = max(((k, v) for k, v in lengths.items() if _is_int(v)),
                        key=lambda kv: kv[1], default=(None, 0))
     if key is not None and cache <= longest:
@@ -426,4 +538,87 @@ def check_train_dpo_config(config) -> None:
   if c.get("train", None) is not None:
     _check_train(sub, mode if mode in MODES else "dpo")
   c.problems.extend(sub.problems)
+  c.raise_if_any()
+
+
+# ------------------------------------------------------------------------------------------------
+# The run's environment: what needs the device count and the model's shape, not the values alone.
+
+def _devices(n: int) -> str:
+  return f"{n} device{'' if n == 1 else 's'}"
+
+
+def check_run_environment(config, num_devices: int) -> None:
+  """Raises `ConfigError` listing, one line each, what stops `config` from running on
+  `num_devices` devices: a `mesh.shape` the count does not fill, a mesh that does not divide the
+  model or `train.batch_size`, a stage whose `max_new_tokens` leaves no room for a prompt in the
+  sampler's cache. Reads the model's config.json when `model.checkpoint` is a local directory
+  (else `model.architecture`, as the planner does) and writes nothing, so `run.preflight` can call
+  it before the workdir is touched. On a mesh of several devices it traces the model's shapes
+  (`jax.eval_shape`), which starts jax's backend: call it after `jax.distributed.initialize`, as
+  the device count it takes needs anyway. Expects a config that passed `check_pipeline_config`
+  (values out of range are that check's to name)."""
+  from meta_rewarding import prompt_length, runtime  # runtime: the model's shape, as the run reads it
+
+  c = _Checks(config)
+  shape = c.get("mesh.shape", None)
+  sizes = dict(shape.items()) if shape is not None and hasattr(shape, "items") else None
+  mesh = None
+  # A malformed shape (an unknown axis, a size 0) is check_pipeline_config's to name.
+  if sizes is not None and all(a in sharding.MESH_AXES and _is_int(s) and (s >= 1 or s == -1)
+                               for a, s in sizes.items()):
+    try:
+      mesh = sharding.resolve_mesh_shape(sizes, int(num_devices))
+    except sharding.MeshError:
+      fixed = math.prod(s for s in sizes.values() if _is_int(s) and s > 0)
+      if any(s == -1 for s in sizes.values()):
+        need = f"the fixed axes need a multiple of {_devices(fixed)}"
+      else:
+        need = f"it needs {_devices(fixed)}"
+      c.fail("mesh.shape", sizes, f"{need}, but this run has {_devices(num_devices)}; change the "
+             "fixed axes or set one axis to -1 (the devices left over)")
+
+  try:
+    model, source = runtime.model_config(config, planning=True)
+  except (UserError, ValueError, OSError, KeyError, TypeError):
+    # An unreadable checkpoint or an empty architecture is the checkpoint check's to report
+    # (run.preflight) and the planner's after it; the checks below need the model's shape.
+    model = None
+  recipe = c.get("recipe", "meta_rewarding")
+  buckets = c.get("sampling.prompt_buckets", None)
+  cache = c.get("sampling.max_cache_length", 0) or 0
+  if (model is not None and _is_sequence(buckets) and buckets and all(_is_int(b) for b in buckets)
+      and _is_int(cache)):
+    for key in _generation_keys(c, recipe):
+      max_new_tokens = c.get(key, None)
+      if not _is_int(max_new_tokens):
+        continue
+      try:
+        prompt_length.limits(buckets, max_new_tokens, cache, model.max_position_embeddings,
+                             key=key, cache_key="sampling.max_cache_length")
+      except prompt_length.PromptLengthError as e:
+        c.problems.append(str(e))
+
+  if mesh is not None:
+    train_rules, decode_rules = runtime.rules(config)
+    # Tracing the model's shapes takes a second; on a mesh of one device there is nothing to divide.
+    if model is not None and math.prod(mesh.values()) > 1:
+      import types
+      seen = set()
+      for rules in (train_rules, decode_rules):
+        try:
+          sharding.check_divisibility(model, types.SimpleNamespace(shape=mesh), rules)
+        except sharding.MeshError as e:
+          if str(e) not in seen:
+            seen.add(str(e))
+            c.fail("mesh.shape", mesh, f"{e} (the model from {source})")
+    batch_axes = dict(train_rules).get("batch")
+    batch_axes = (() if batch_axes is None else
+                  (batch_axes,) if isinstance(batch_axes, str) else tuple(batch_axes))
+    shards = math.prod(mesh[a] for a in batch_axes if a in mesh)
+    batch = c.get("train.batch_size", None)
+    if _is_int(batch) and batch % shards:
+      # Found only when training starts otherwise: after every sampling stage of an iteration.
+      c.fail("train.batch_size", batch, f"must be a multiple of the {shards} batch shards of "
+             f"mesh.shape={mesh} on {_devices(num_devices)}")
   c.raise_if_any()

@@ -404,7 +404,7 @@ def apply_runlocal(c: ml_collections.ConfigDict, variants: Mapping[str, Any]) ->
   c.mesh.shape = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
   c.mesh.distributed = False
   c.mesh.num_devices = 0              # plan for the devices present
-  c.mesh.device_memory_gb = 0.0       # unknown on CPU: the planner reports, never refuses
+  c.mesh.device_memory_gb = 0.0       # unknown on CPU: the planner budgets the host's RAM
   c.sampling.batch_size = 8
   c.sampling.prompt_buckets = (128, 512, 1024)  # the judge and meta-judge prompts fit
   c.sampling.top_k = 32

@@ -53,12 +53,17 @@ Phases (they do not overlap in time, so the peak is the largest of the three):
   model's gradient under every remat policy (tests/test_plan.py, within 0.5-2.5x; XLA's CPU
   backend computes bfloat16 elementwise ops in float32, TPUs do not).
 Usable memory = device memory × `usable_fraction` (default 0.9: XLA workspace, fragmentation).
+On CPU devices, which report no memory, `check_fits` (and this CLI, planning for the devices here)
+takes the host's RAM instead: its physical memory shared by the local CPU devices, of which
+`HOST_MEMORY_FRACTION` is usable (the reason is at the constant); `mesh.device_memory_gb` overrides
+it. The table says which budget it used.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 from typing import Any, Mapping, Sequence
 
@@ -68,6 +73,13 @@ from meta_rewarding.errors import UserError
 
 GiB = 1 << 30
 USABLE_FRACTION = 0.9
+# The share of the host's RAM a CPU run may plan for. The plan counts arrays only; on top come the
+# process itself (Python, the JAX/XLA runtime, compiled programs, the prompt pool: the default CPU
+# run peaks at 1.8 GB RSS for a 0.35 GiB plan), XLA's CPU backend computing bfloat16 elementwise
+# ops in float32 (buffers up to 2.5x the estimate: tests/test_plan.py), and the OS and the other
+# processes on the machine. Half leaves room for all of them; swap is not counted (a run that
+# swaps is as good as stopped).
+HOST_MEMORY_FRACTION = 0.5
 _MIN_SHARED_PREFIX = 16  # sampling.Sampler's default min_shared_prefix
 
 
@@ -136,6 +148,9 @@ class Plan:
   decode_params: int = 0   # the sampler's copy in the compute dtype (0: it is `params` itself)
   notes: tuple[str, ...] = ()
   settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  # Where `device_memory` came from when it is not the device's: e.g. "host RAM 23.5 GiB / 8 CPU
+  # devices" (`on_host_memory`); "" = the device's own (configured or reported).
+  memory_source: str = ""
 
   # -- derived -------------------------------------------------------------------------------
   @property
@@ -227,11 +242,22 @@ class Plan:
     if self.device_memory is None:
       verdict = "device memory unknown (set mesh.device_memory_gb)"
     else:
-      verdict = (f"of {self.usable / GiB:.2f} usable ({self.device_memory / GiB:.0f} GiB x "
-                 f"{self.usable_fraction:.0%}): {'fits' if self.fits() else 'DOES NOT FIT'}")
+      verdict = (f"of {self.usable / GiB:.2f} usable ({self._capacity()}): "
+                 f"{'fits' if self.fits() else 'DOES NOT FIT'}")
     lines.append(f"{'peak (' + peak_phase + ')':46s}{g(self.total)} {verdict}")
     lines += [f"note: {n}" for n in self.notes]
+    if self.memory_source:
+      lines.append(f"note: CPU devices report no memory: the budget is the {self.memory_source}, "
+                   f"{self.usable_fraction:.0%} usable (set mesh.device_memory_gb to choose)")
     return "\n".join(lines)
+
+  def _capacity(self) -> str:
+    """How the usable bytes were reached: '32 GiB x 90%' or 'host RAM 23.5 GiB / 1 CPU device x 50%'."""
+    if self.memory_source:
+      return f"{self.memory_source} x {self.usable_fraction:.0%}"
+    gib = self.device_memory / GiB
+    return f"{gib:.0f} GiB x {self.usable_fraction:.0%}" if gib >= 1 else \
+        f"{gib:.2f} GiB x {self.usable_fraction:.0%}"  # a fraction of a GiB is not "0 GiB"
 
   def advice(self) -> list[str]:
     """What to change, largest problem first (empty when it fits)."""
@@ -283,8 +309,8 @@ class Plan:
   def refusal(self) -> str:
     phase = max(self.phases, key=self.phases.get)
     head = (f"the config does not fit: {phase} needs {self.total / GiB:.2f} GiB per device but "
-            f"{self.usable / GiB:.2f} GiB are usable ({self.device_memory / GiB:.0f} GiB x "
-            f"{self.usable_fraction:.0%}) on {self.num_devices} devices, mesh {dict(self.mesh)}.")
+            f"{self.usable / GiB:.2f} GiB are usable ({self._capacity()}) on {self.num_devices} "
+            f"devices, mesh {dict(self.mesh)}.")
     return head + " To fit: " + "; ".join(self.advice()) + "."
 
 
@@ -429,13 +455,15 @@ def _kv_bytes(mc, rows_dev: int, length: int, kv_dev: int, dt: int) -> int:
   return 2 * mc.num_hidden_layers * rows_dev * length * kv_dev * mc.head_dim * dt
 
 
-def _buckets(config, mc, max_new_tokens: int) -> tuple[tuple[int, ...], int]:
-  """(clipped prompt buckets, longest prompt accepted): the sampler's own rule (prompt_length)."""
+def _buckets(config, mc, max_new_tokens: int, key: str) -> tuple[tuple[int, ...], int]:
+  """(clipped prompt buckets, longest prompt accepted): the sampler's own rule (prompt_length).
+  `key`: the config key of `max_new_tokens`, which the error names."""
   from meta_rewarding import prompt_length
   s = config.sampling
   try:
     return prompt_length.limits(s.prompt_buckets, max_new_tokens, int(s.max_cache_length),
-                                mc.max_position_embeddings)
+                                mc.max_position_embeddings, key=key,
+                                cache_key="sampling.max_cache_length")
   except prompt_length.PromptLengthError as e:
     raise DoesNotFitError(str(e)) from e
 
@@ -481,12 +509,12 @@ def prefill_bytes(mc, mesh, rules, prompts: int, p1: int, p2: int) -> int:
           + max(scores, prefix_scores) + hidden)
 
 
-def _stage(name, n, max_new_tokens, shared, config, mc, mesh, rules, dt) -> SamplerStage:
+def _stage(name, n, max_new_tokens, shared, config, mc, mesh, rules, dt, key) -> SamplerStage:
   mult = _rule_size(mesh, rules, "batch")
   per_batch = max(1, int(config.sampling.batch_size) // n)
   prompts = -(-per_batch // mult) * mult
   rows = prompts * n
-  buckets, longest = _buckets(config, mc, max_new_tokens)
+  buckets, longest = _buckets(config, mc, max_new_tokens, key)
   p1k, p2k = _worst_lengths(buckets, longest, shared, key=lambda p: (sum(p), p[1]))
   p1s, p2s = _worst_lengths(buckets, longest, shared, key=lambda p: (p[1] * sum(p), p[0]))
   kv = kv_bytes(mc, mesh, rules, rows, p1k + p2k + max_new_tokens)
@@ -509,6 +537,40 @@ def detected_device_memory() -> int | None:
   if stats and stats.get("bytes_limit"):
     return int(stats["bytes_limit"])
   return None
+
+
+def host_memory_bytes() -> int | None:
+  """This machine's physical memory (None where the OS does not say)."""
+  try:
+    return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+  except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name
+    return None
+
+
+def on_host_memory(p: Plan, host_memory: int | None = None, *,
+                   local_devices: int | None = None) -> Plan:
+  """`p` with the host's RAM as its budget, for CPU devices, which report no memory: the physical
+  memory (`host_memory` bytes, default this machine's) divided among the `local_devices` that
+  share it (default: the mesh's devices in this process), `HOST_MEMORY_FRACTION` of it usable.
+  `p` itself when its memory is known, or when the host's is not."""
+  if p.device_memory is not None:
+    return p
+  host_memory = host_memory_bytes() if host_memory is None else int(host_memory)
+  if not host_memory:
+    return p
+  if local_devices is None:
+    import jax
+    local_devices = min(p.num_devices, jax.local_device_count())
+  sharing = max(1, int(local_devices))
+  source = (f"host RAM {host_memory / GiB:.1f} GiB" +
+            (f" / {sharing} CPU devices" if sharing > 1 else ""))
+  return dataclasses.replace(p, device_memory=host_memory // sharing,
+                             usable_fraction=HOST_MEMORY_FRACTION, memory_source=source)
+
+
+def _devices_are_cpus() -> bool:
+  import jax
+  return jax.local_devices()[0].platform == "cpu"
 
 
 def device_memory_bytes(config=None, *, detect: bool = True) -> int | None:
@@ -550,19 +612,23 @@ def plan(config, num_devices: int | None = None, *, device_memory: int | None = 
   decode_params = _decode_param_bytes(mc, mesh, train_rules, decode_rules)
 
   ste = config.get("recipe", "meta_rewarding") == "ste"
-  stage = lambda name, n, new, shared: _stage(name, int(n), int(new), shared, config, mc, mesh,
-                                              decode_rules, dt)
+  def stage(name, n, key, shared):
+    """The sampling stage `name`: n samples per prompt, up to `config.<key>` tokens each."""
+    section, field = key.split(".")
+    return _stage(name, int(n), int(config[section][field]), shared, config, mc, mesh,
+                  decode_rules, dt, key)
+
   if ste:  # the Self-Taught Evaluator: one response, one worse response, N pairwise judgments
     s = config.ste
-    stages = [stage("categorize", 1, s.category_max_new_tokens, False)] if s.categorize else []
-    stages += [stage("actor", 1, config.actor.max_new_tokens, False),
-               stage("worse", 1, s.worse_max_new_tokens, False),
-               stage("judge", s.num_judgments, s.judge_max_new_tokens, bool(s.system_prompt))]
+    stages = [stage("categorize", 1, "ste.category_max_new_tokens", False)] if s.categorize else []
+    stages += [stage("actor", 1, "actor.max_new_tokens", False),
+               stage("worse", 1, "ste.worse_max_new_tokens", False),
+               stage("judge", s.num_judgments, "ste.judge_max_new_tokens", bool(s.system_prompt))]
   else:
-    stages = [stage("actor", config.actor.num_responses, config.actor.max_new_tokens, False),
-              stage("judge", config.judge.num_judgments, config.judge.max_new_tokens, True)]
+    stages = [stage("actor", config.actor.num_responses, "actor.max_new_tokens", False),
+              stage("judge", config.judge.num_judgments, "judge.max_new_tokens", True)]
     if config.meta_judge.enabled:
-      stages.append(stage("meta_judge", 1, config.meta_judge.max_new_tokens, True))
+      stages.append(stage("meta_judge", 1, "meta_judge.max_new_tokens", True))
 
   # Training.
   m = _rule_size(mesh, train_rules, "batch")
@@ -623,14 +689,19 @@ def _model_name(mc) -> str:
           f"N{mc.num_attention_heads} K{mc.num_key_value_heads} V{mc.vocab_size}")
 
 
-def check_fits(config, num_devices: int | None = None, *, log: bool = True) -> Plan:
+def check_fits(config, num_devices: int | None = None, *, log: bool = True,
+               host_memory: int | None = None) -> Plan:
   """Plans `config` for the devices at hand (default `jax.device_count()`) and raises
   `DoesNotFitError` saying what to change when the peak exceeds the usable device memory.
-  Unknown device memory (CPU without `mesh.device_memory_gb`) passes."""
+  On CPU devices without `mesh.device_memory_gb` the budget is the host's RAM (`on_host_memory`;
+  `host_memory`: the bytes to assume instead of this machine's, for tests); on other devices
+  whose memory is unknown it passes."""
   if num_devices is None:
     import jax
     num_devices = jax.device_count()
   p = plan(config, num_devices, detect_memory=True)
+  if p.device_memory is None and _devices_are_cpus():
+    p = on_host_memory(p, host_memory)
   if log:
     from absl import logging
     logging.info("%s", p.table())
@@ -647,7 +718,7 @@ def main(argv):
   del argv
   from meta_rewarding import config_check
   FLAGS = flags.FLAGS
-  config = FLAGS.config
+  config = _load_config(FLAGS)
   try:
     config_check.check_pipeline_config(config)  # one line per bad value, not a traceback below
   except config_check.ConfigError as e:
@@ -658,13 +729,35 @@ def main(argv):
     sys.exit(_compile_for(config, FLAGS.compile_for, FLAGS.output))
   # Planning for the devices present (no count given anywhere): also ask them for their memory.
   here = FLAGS.num_devices is None and not config.mesh.get("num_devices")
-  p = plan(config, FLAGS.num_devices,
-           device_memory=int(FLAGS.device_memory_gb * GiB) if FLAGS.device_memory_gb else None,
-           detect_memory=here)
+  try:
+    p = plan(config, FLAGS.num_devices,
+             device_memory=int(FLAGS.device_memory_gb * GiB) if FLAGS.device_memory_gb else None,
+             detect_memory=here)
+  except UserError as e:  # no plan at all (a stage with no room for a prompt, a mesh that does not
+    # divide the model or the devices): a config to change, one line like the range checks'
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  if here and p.device_memory is None and _devices_are_cpus():
+    p = on_host_memory(p)  # the budget `check_fits` gives the same run here
   print(p.table())
   if not p.fits():
     print("\n" + p.refusal(), file=sys.stderr)
     sys.exit(1)
+
+
+def _load_config(FLAGS):
+  """`--config`, or exit 2 with one line: a file that does not exist or fails to load is a
+  placeholder that raises when first read, which would print a traceback."""
+  try:
+    config = FLAGS.config
+    config.get("seed")
+    return config
+  except Exception as e:  # pylint: disable=broad-except  (whatever the config file raised)
+    # ml_collections' message ends with the cause ("[Errno 2] No such file or directory: ...").
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    print(f"error: --config: cannot load the config file: "
+          f"{lines[-1] if lines else type(e).__name__}", file=sys.stderr)
+    sys.exit(2)
 
 
 def _compile_for(config, target: str, output: str | None) -> int:

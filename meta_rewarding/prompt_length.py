@@ -29,13 +29,24 @@ def cache_length(max_cache_length: int, max_position_embeddings: int) -> int:
 
 
 def limits(prompt_buckets: Sequence[int], max_new_tokens: int, max_cache_length: int,
-           max_position_embeddings: int) -> tuple[tuple[int, ...], int]:
-  """(the prompt buckets clipped to the room the cache leaves, the longest prompt accepted)."""
+           max_position_embeddings: int, *, key: str = "max_new_tokens",
+           cache_key: str = "max_cache_length") -> tuple[tuple[int, ...], int]:
+  """(the prompt buckets clipped to the room the cache leaves, the longest prompt accepted).
+
+  `key` and `cache_key` name the two settings in the error (a config passes its own keys, e.g.
+  "judge.max_new_tokens" and "sampling.max_cache_length", so the message says what to change)."""
   cache = cache_length(max_cache_length, max_position_embeddings)
   room = cache - int(max_new_tokens)
   if room < 1:
-    raise PromptLengthError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a "
-                            f"{cache}-token cache")
+    if max_cache_length and int(max_cache_length) <= int(max_position_embeddings):
+      where, remedy = f"a cache of {cache_key}={max_cache_length} tokens", f" or raise {cache_key}"
+    else:  # the model's context is the limit: only a shorter generation helps
+      clipped = f" ({cache_key}={max_cache_length} is clipped to it)" if max_cache_length else ""
+      where = (f"the model's context of max_position_embeddings={max_position_embeddings} "
+               f"tokens{clipped}")
+      remedy = ""
+    raise PromptLengthError(f"{key}={max_new_tokens} leaves no room for a prompt in {where}; "
+                            f"lower {key}{remedy}")
   buckets = tuple(sorted({min(int(b), room) for b in prompt_buckets}))
   return buckets, buckets[-1]
 

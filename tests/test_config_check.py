@@ -139,6 +139,107 @@ PIPELINE_CASES = [
 ]
 
 
+# (key, the largest value accepted): one past it is surely a mistake (config_check's Limits).
+BOUNDS = [
+    ("train.learning_rate", 1e-2),
+    ("train.num_epochs", 100),
+    ("train.batch_size", 4096),
+    ("train.grad_accum_steps", 1024),
+    ("train.reference_batch_size", 8192),
+    ("train.max_length", 131_072),
+    ("actor.num_responses", 256),
+    ("judge.num_judgments", 64),
+    ("evaluate.heldout_samples", 256),
+    ("actor.max_new_tokens", 131_072),
+    ("judge.max_new_tokens", 131_072),
+    ("meta_judge.max_new_tokens", 131_072),
+    ("sampling.batch_size", 65_536),
+    ("pipeline.num_iterations", 100),
+    ("pipeline.prompts_per_iteration", 1_000_000),
+]
+
+
+def _past(bound):
+  return bound * 10 if isinstance(bound, float) else bound + 1
+
+
+@pytest.mark.parametrize("key,bound", BOUNDS, ids=[k for k, _ in BOUNDS])
+def test_each_upper_bound_refuses_one_past_it(key, bound):
+  config = smoke()
+  _set(config, key, bound)
+  config_check.check_pipeline_config(config)  # the bound itself is allowed
+  _set(config, key, _past(bound))
+  with pytest.raises(ConfigError) as info:
+    config_check.check_pipeline_config(config)
+  problems = info.value.problems
+  assert len(problems) == 1, problems
+  # Key, value, bound and reason on one line.
+  assert problems[0].startswith(f"{key}={_past(bound)!r}: must be <= {bound:g}: "), problems
+  assert len(problems[0].split(": ", 2)[2]) > 20 and "\n" not in problems[0]
+
+
+@pytest.mark.parametrize("key,value", [
+    ("train.learning_rate", 1e30),        # issue 32: ran to |w| = 5e29
+    ("train.num_epochs", 10**9),          # ran forever
+    ("actor.num_responses", 100_000),     # grew to 5 GB RSS in 42 s
+    ("pipeline.num_iterations", 10**9),   # the meta-judge check must not walk 1e9 iterations
+    ("sampling.prompt_buckets", (48, 10**9)),
+    ("train.length_buckets", (512, 10**9)),
+])
+def test_values_no_run_can_mean_are_refused(key, value):
+  config = smoke()
+  _set(config, key, value)
+  with pytest.raises(ConfigError, match=r"must be <= "):
+    config_check.check_pipeline_config(config)
+
+
+@pytest.mark.parametrize("key,bound", [("ste.num_judgments", 64),
+                                       ("ste.judge_max_new_tokens", 131_072),
+                                       ("ste.worse_max_new_tokens", 131_072),
+                                       ("ste.category_max_new_tokens", 131_072)])
+def test_ste_bounds(key, bound):
+  config = test_configs.load_module(os.path.join(REPO, "configs", "ste_testbed.py")).get_config()
+  _set(config, key, bound)
+  config_check.check_pipeline_config(config)
+  _set(config, key, bound + 1)
+  with pytest.raises(ConfigError, match=rf"^{key}={bound + 1}: must be <= {bound}: "):
+    config_check.check_pipeline_config(config)
+
+
+# A command-line tuple with an entry ast.literal_eval cannot read (nan, a bare name) reaches the
+# config as a one-string tuple: the message names the entry the text holds, not the string.
+UNPARSED_CASES = [
+    ("pipeline.rho", "(0.1, nan)", ["pipeline.rho[1]=nan: must be a number in [0, 0.5)"]),
+    ("pipeline.rho", "(0.1, float('nan'), -inf)",
+     ["pipeline.rho[1]=nan: must be a number in [0, 0.5)",
+      "pipeline.rho[2]=-inf: must be a number in [0, 0.5)"]),
+    ("pipeline.rho", "nan", ["pipeline.rho[0]=nan: must be a number in [0, 0.5)"]),
+    ("pipeline.rho", "((0.1, float('nan')),)",
+     ["pipeline.rho[0]=(0.1, nan): must be a number in [0, 0.5)"]),
+    ("pipeline.train_pairs", "(both, actr)",
+     ["pipeline.train_pairs[1]='actr': must be one of both|actor|judge|none"]),
+    # Every entry is fine but the pipeline would read one string: refused whole.
+    ("pipeline.train_pairs", "(both, actor)",
+     ["pipeline.train_pairs='(both, actor)': was read as one string, not a list (an entry is not "
+      "a Python literal); write literals, e.g. (0.0, 0.3) or ('both', 'actor')"]),
+]
+
+
+@pytest.mark.parametrize("key,text,expected", UNPARSED_CASES, ids=[c[1] for c in UNPARSED_CASES])
+def test_a_list_left_as_one_string_names_the_bad_entry(key, text, expected):
+  config = smoke()
+  _set(config, key, (text,))
+  with pytest.raises(ConfigError) as info:
+    config_check.check_pipeline_config(config)
+  assert list(info.value.problems) == expected
+
+
+def test_a_one_string_list_that_is_a_value_is_kept():
+  config = smoke()
+  config.pipeline.train_pairs = ("actor",)  # `--config.pipeline.train_pairs=actor`
+  config_check.check_pipeline_config(config)
+
+
 @pytest.mark.parametrize("key,value,named,allowed", PIPELINE_CASES,
                          ids=[f"{c[0]}={c[1]!r}" for c in PIPELINE_CASES])
 def test_each_bad_value_is_refused_by_name(key, value, named, allowed):
@@ -252,6 +353,8 @@ def _dpo_example():
     ("mesh.shape.fsdp", 0, "mesh.shape.fsdp=0", "positive integer, or -1"),
     ("train.batch_size", 0, "train.batch_size=0", ">= 1"),
     ("train.beta", -0.1, "train.beta=-0.1", "> 0"),
+    ("train.learning_rate", 1.0, "train.learning_rate=1.0", "<= 0.01: Adam"),
+    ("train.num_epochs", 1000, "train.num_epochs=1000", "<= 100: "),
 ])
 def test_train_dpo_config(key, value, named, allowed):
   config = _dpo_example()
