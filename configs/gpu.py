@@ -6,7 +6,7 @@ r"""Meta-Rewarding at paper scale on one GPU node: Llama-3-8B-Instruct on 8 x H1
   CKPT     a local Hugging Face Llama-3-8B-Instruct directory (config.json, *.safetensors,
            tokenizer files). The default below is a placeholder that fails with a clear error.
   PROMPTS  your prompt file: JSONL (or parquet) with one {"prompt": ...} per line (the paper used
-           Open Assistant-derived instructions; docs/scale.md shows how to make such a file).
+           Open Assistant-derived instructions; docs/scale.md#2-the-prompt-pool-from-oasst1 shows how to make such a file).
   XLA_PYTHON_CLIENT_MEM_FRACTION: JAX preallocates 75% of GPU memory by default (60 of 80 GB);
            the plan below assumes 95% (76 GiB). `xm_launch/launch.py --platform=gpu` sets it.
 
@@ -32,10 +32,9 @@ Why these choices (8 x H100 80GB, NVLink, one process driving all 8 GPUs):
     whole microbatch: scan + remat "dots_no_batch", 4 pairs x 4 microbatches, 512-token log-prob
     chunks.
 
-Expected run time: about 4.5 hours per iteration (an estimate from a memory-bandwidth roofline,
-not a measurement: docs/scale.md); `runlocal`: about a minute on a CPU. What it prints: the memory
-plan (`plan.check_fits`), a progress bar per stage and, after each iteration, the DESIGN.md 4.3
-metrics table; metrics.jsonl, TensorBoard events, plots and each iteration's model in the workdir.
+Run time: not measured on a GPU node (`runlocal`: about a minute on a CPU). What it prints: the
+memory plan (`plan.check_fits`), a progress bar per stage and, after each iteration, the metrics
+table of docs/design.md#what-each-iteration-reports; metrics.jsonl, TensorBoard events, plots and each iteration's model in the workdir.
 """
 
 import ml_collections

@@ -32,7 +32,7 @@ Variants (`--config=configs/local_cpu.py:<arg>`; several may be joined with comm
                      the judgments' checks, so it decides same-score battles too (and sends them).
   seed=1             another run seed (prompt sampling, generation, DPO data order).
 
-What it prints: a progress bar per stage and, after each iteration, a table of the DESIGN.md 4.3
+What it prints: a progress bar per stage and, after each iteration, a table of the docs/design.md#what-each-iteration-reports
 metrics plus two kinds of oracle metrics: `heldout/*` (column t = the model M_t that iteration t
 trained, column 0 = the seed M_0: actor accuracy, the judge's balanced accuracy on the model's own
 answers, its mean score, meta-judge accuracy) and `oracle/*` (measured on what iteration t

@@ -11,7 +11,7 @@ Run the same command on every host of the slice (`xm_launch/launch.py` does that
   PROMPTS  your prompt file: JSONL (or parquet) with one {"prompt": ...} per line. The paper drew
            its prompts from Open Assistant-derived instructions (Self-Rewarding's augmented
            prompt set); any pool of >= 20k instructions works (4 iterations x 5000, no repeats).
-           The README ("Running on a TPU pod") shows how to make one from `OpenAssistant/oasst1`.
+           docs/scale.md#2-the-prompt-pool-from-oasst1 shows how to make one from `OpenAssistant/oasst1`.
 
 Plan its memory first (prints the table, exits 1 with what to change when it cannot fit), and
 before renting the slice compile every program of an iteration for it, on any machine with the

@@ -7,8 +7,8 @@ Run the same command on every host of the slice (`gcloud compute tpus tpu-vm ssh
   python -m meta_rewarding.main --config=configs/tpu_v5e.py --workdir=$WORKDIR \
       --config.model.checkpoint=$CKPT --config.data.prompts=$PROMPTS
 
-  CKPT and PROMPTS as in configs/tpu_v4.py (the README's "Running on a TPU pod" shows how to
-  make the prompt file from OpenAssistant/oasst1).
+  CKPT and PROMPTS as in configs/tpu_v4.py (docs/scale.md#2-the-prompt-pool-from-oasst1 shows how
+  to make the prompt file from OpenAssistant/oasst1).
 
 Check it before renting the slice (compiles every program of an iteration for the v5e-32 topology
 on any machine with the [tpu] extra; prints XLA's per-chip memory next to the plan, exits 1 when a

@@ -39,6 +39,7 @@ import os
 import posixpath
 import re
 import shutil
+import stat as stat_lib
 import tempfile
 from typing import Any, Callable, Iterable, Iterator, TextIO
 
@@ -98,6 +99,22 @@ def makedirs(path: PathLike):
     _epath(path).mkdir(parents=True, exist_ok=True)
   else:
     os.makedirs(path, exist_ok=True)
+
+
+def file_stat(path: PathLike) -> tuple[int, int] | None:
+  """(size in bytes, modification time in ns) of the file `path`, None when there is no such file.
+  Remote stores give the mtime at their own resolution."""
+  if is_remote(path):
+    p = _epath(path)
+    if not p.exists() or p.is_dir():
+      return None
+    stat = p.stat()
+    return int(stat.length or 0), int((stat.mtime or 0) * 10**9)
+  try:
+    st = os.stat(path)
+  except FileNotFoundError:
+    return None
+  return (st.st_size, st.st_mtime_ns) if stat_lib.S_ISREG(st.st_mode) else None
 
 
 def listdir(path: PathLike) -> list[str]:
@@ -365,6 +382,77 @@ def check_jsonl_marked(path: PathLike) -> tuple[str, list[Any] | None]:
     raise IntegrityError(f"{path}: holds {len(records)} records, its completion marker "
                          f"{basename(marker_file)} recorded {marker['records']}: {hint}")
   return "complete", records
+
+
+def json_bytes(record: Any) -> bytes:
+  """The exact bytes `write_json` writes for `record`."""
+  buffer = io.StringIO()
+  json.dump(record, buffer, ensure_ascii=False, indent=2, sort_keys=True)
+  buffer.write("\n")
+  return buffer.getvalue().encode("utf-8")
+
+
+def write_json_marked(path: PathLike, record: Any) -> dict:
+  """`write_json` of `record`, then its completion marker (as `write_jsonl_marked`); returns the
+  marker. The bytes are those `write_json` writes, so only the marker file is new."""
+  data = json_bytes(record)
+  marker = _describe(data, 1)
+  remove(marker_path(path))
+  write_bytes(path, data)
+  write_json(marker_path(path), marker)
+  return marker
+
+
+def _read_marker(path: PathLike) -> dict:
+  marker_file = marker_path(path)
+  marker = read_json(marker_file)
+  if not isinstance(marker, dict) or not {"records", "bytes", "sha256"} <= set(marker):
+    raise IntegrityError(f"{marker_file}: not a completion marker; delete {basename(path)} and its "
+                         "marker to have the file made again")
+  return marker
+
+
+def check_json_marked(path: PathLike) -> tuple[str, Any]:
+  """The state of a marked JSON file ("complete", "missing", "unmarked", as `check_jsonl_marked`)
+  and its content when complete; raises `IntegrityError` naming the file when it disagrees with its
+  marker (edited, cut, emptied)."""
+  if not exists(path):
+    return "missing", None
+  if not exists(marker_path(path)):
+    return "unmarked", None
+  marker = _read_marker(path)
+  data = read_bytes(path)
+  actual = hashlib.sha256(data).hexdigest()
+  if len(data) != marker["bytes"] or actual != marker["sha256"]:
+    raise IntegrityError(
+        f"{path}: does not match its completion marker {basename(marker_path(path))} ({len(data)} "
+        f"bytes, sha256 {actual[:12]}..., recorded {marker['bytes']} bytes, sha256 "
+        f"{str(marker['sha256'])[:12]}...): it was edited after it was written. Restore it, or "
+        "delete it to have it made again")
+  try:
+    return "complete", json.loads(data.decode("utf-8"))
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise IntegrityError(f"{path}: matches its marker but is not JSON ({e})") from e
+
+
+def marked_file_problem(path: PathLike, *, full: bool) -> str | None:
+  """What is wrong with the file `path` whose completion marker exists: missing, another size, or
+  (`full`) another sha256; None when it agrees. The cheap check (`full=False`) reads only the
+  marker and the file's size."""
+  marker = _read_marker(path)
+  stat = file_stat(path)
+  if stat is None:
+    return f"{path}: missing (its completion marker {basename(marker_path(path))} is there)"
+  if stat[0] != marker["bytes"]:
+    return (f"{path}: {stat[0]} bytes, its completion marker {basename(marker_path(path))} "
+            f"recorded {marker['bytes']}")
+  if full:
+    actual = hashlib.sha256(read_bytes(path)).hexdigest()
+    if actual != marker["sha256"]:
+      return (f"{path}: sha256 {actual[:12]}..., its completion marker "
+              f"{basename(marker_path(path))} recorded {str(marker['sha256'])[:12]}... (same size: "
+              "edited in place)")
+  return None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ HF stores q/k with the rotate-half RoPE layout that `llama.apply_rope` uses, so 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -37,7 +38,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
-from meta_rewarding import artifacts
+from meta_rewarding import artifacts, model_files
 from meta_rewarding.errors import UserError
 from meta_rewarding.model.config import LlamaConfig, UnsupportedConfigError
 
@@ -124,9 +125,29 @@ class _SafetensorsReader:
     return out
 
 
+class _HashingWriter:
+  """A binary file that also hashes what is written through it: a model's sha256 is computed while
+  its bytes stream out (reading an 8B checkpoint back from gs:// to hash it would cost minutes)."""
+
+  def __init__(self, f):
+    self.f = f
+    self.sha256 = hashlib.sha256()
+    self.bytes = 0
+
+  def write(self, data) -> int:
+    self.sha256.update(data)
+    self.bytes += memoryview(data).nbytes
+    return self.f.write(data)
+
+  def digest(self) -> dict:
+    return {"bytes": self.bytes, "sha256": self.sha256.hexdigest()}
+
+
 def write_safetensors(path: str, tensors: list[tuple[str, tuple[int, ...], np.dtype]],
-                      produce: Callable[[str], np.ndarray], metadata: dict[str, str] | None = None):
-  """Writes a safetensors file, asking `produce(name)` for one tensor at a time."""
+                      produce: Callable[[str], np.ndarray], metadata: dict[str, str] | None = None
+                      ) -> dict:
+  """Writes a safetensors file, asking `produce(name)` for one tensor at a time; returns the file's
+  {"bytes", "sha256"}."""
   header: dict[str, Any] = {"__metadata__": metadata or {"format": "pt"}}
   offset = 0
   for name, shape, dtype in tensors:
@@ -136,7 +157,8 @@ def write_safetensors(path: str, tensors: list[tuple[str, tuple[int, ...], np.dt
     offset += nbytes
   blob = json.dumps(header, separators=(",", ":")).encode()
   blob += b" " * (-len(blob) % 8)  # keep tensor data 8-byte aligned
-  with open(path, "wb") as f:
+  with open(path, "wb") as raw:
+    f = _HashingWriter(raw)
     f.write(struct.pack("<Q", len(blob)))
     f.write(blob)
     for name, shape, dtype in tensors:
@@ -144,6 +166,7 @@ def write_safetensors(path: str, tensors: list[tuple[str, tuple[int, ...], np.dt
       if array.shape != tuple(shape):
         raise CheckpointError(f"tensor {name}: produced shape {array.shape}, declared {shape}")
       f.write(memoryview(array.reshape(-1).view(np.uint8)))
+  return f.digest()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -240,7 +263,7 @@ def read_hf_config(path: str, *, strict: bool = False, **run_options) -> LlamaCo
 # `tokenizer.load_tokenizer` when it is given the same path).
 def _weight_file(name: str) -> bool:
   return name.endswith(".safetensors") or name in (
-      "config.json", "generation_config.json", "model.safetensors.index.json")
+      "config.json", "generation_config.json", "model.safetensors.index.json", model_files.MODEL_MARKER)
 
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
@@ -269,6 +292,7 @@ def load_hf(path: str, *, shardings=None, config: LlamaConfig | None = None,
   """
   path = os.fspath(path)
   if not artifacts.is_remote(path):
+    model_files.verify(path, full=True)
     return _load_local(path, shardings=shardings, config=config, strict=strict, **run_options)
   config = config or read_hf_config(path, strict=strict, **run_options)
   names = artifacts.listdir(path)
@@ -285,6 +309,10 @@ def load_hf(path: str, *, shardings=None, config: LlamaConfig | None = None,
       local = artifacts.localize(path, _weight_file, cache=private or root)
     except (OSError, ValueError) as e:
       raise CheckpointError(f"{path}: could not copy the checkpoint to {private or root}: {e}") from e
+    # The copy is what gets loaded, so it is what is checked (tokenizer files are not copied here);
+    # only against a marker the remote directory holds now (the cache may keep an older one).
+    if model_files.MODEL_MARKER in names:
+      model_files.verify(local, full=True, include=_weight_file, name_as=path)
     try:
       return _load_local(local, shardings=shardings, config=config, **run_options)
     except CheckpointError as e:  # name the remote checkpoint, not its local copy
@@ -380,31 +408,41 @@ def save_hf(path: str, config: LlamaConfig, params, *, dtype: Any = None,
          else None)
   try:
     weight_map = {}
+    digests: dict[str, dict] = {}  # file name -> {"bytes", "sha256"}, for the model marker
     for k, shard in enumerate(shards):
       fname = ("model.safetensors" if len(shards) == 1
                else f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors")
       producers = {name: produce for name, _, _, produce in shard}
       if write:
-        write_safetensors(os.path.join(tmp, fname), [(n, s, d) for n, s, d, _ in shard],
-                          lambda name: producers[name]())
+        digests[fname] = write_safetensors(os.path.join(tmp, fname),
+                                           [(n, s, d) for n, s, d, _ in shard],
+                                           lambda name: producers[name]())
       else:
         for produce in producers.values():  # take part in the collective gathers
           produce()
       weight_map.update({name: fname for name in producers})
     if not write:
       return path
+
+    def write_file(name: str, content: str | bytes):
+      data = content.encode("utf-8") if isinstance(content, str) else content
+      with open(os.path.join(tmp, name), "wb") as f:
+        f.write(data)
+      if name != model_files.MODEL_MARKER:
+        digests[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
     if len(shards) > 1:
       total = sum(int(np.prod(s)) * out_dtype.itemsize for _, s, _, _ in entries)
-      with open(os.path.join(tmp, "model.safetensors.index.json"), "w") as f:
-        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
-    with open(os.path.join(tmp, "config.json"), "w") as f:
-      json.dump(hf_config, f, indent=2)
+      write_file("model.safetensors.index.json", json.dumps(
+          {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    write_file("config.json", json.dumps(hf_config, indent=2))
     generation = {"bos_token_id": config.bos_token_id, "eos_token_id": hf_config["eos_token_id"]}
-    with open(os.path.join(tmp, "generation_config.json"), "w") as f:
-      json.dump(generation, f, indent=2)
+    write_file("generation_config.json", json.dumps(generation, indent=2))
     for name, content in (extra_files or {}).items():
-      with open(os.path.join(tmp, name), "wb" if isinstance(content, bytes) else "w") as f:
-        f.write(content)
+      write_file(name, content)
+    # Written last, from the digests taken while the files streamed out: its presence says the
+    # directory is complete, and its digests say what each file must still hold.
+    write_file(model_files.MODEL_MARKER, json.dumps({"files": digests}, indent=2, sort_keys=True))
     if remote:
       _upload(tmp, path)
       shutil.rmtree(tmp, ignore_errors=True)
@@ -420,12 +458,32 @@ def save_hf(path: str, config: LlamaConfig, params, *, dtype: Any = None,
 
 
 def _upload(local_dir: str, path: str):
-  """Replaces remote directory `path` with the files of `local_dir`, config.json last."""
+  """Replaces remote directory `path` with the files of `local_dir`, config.json and then the model
+  marker last."""
   try:
     artifacts.rmtree(path)  # no stale shards of an earlier save, and no config.json until the end
-    artifacts.upload_dir(local_dir, path, last=["config.json"])
+    artifacts.upload_dir(local_dir, path, last=["config.json", model_files.MODEL_MARKER])
   except Exception as e:  # pylint: disable=broad-except
     raise CheckpointError(f"{path}: upload of the checkpoint failed ({type(e).__name__}: {e})") from e
+
+
+# ------------------------------------------------------------------------------------------------
+# A saved model's identity.
+
+def model_identity(path: str) -> dict:
+  """What identifies the model in directory `path`, for results keyed by their inputs (e.g.
+  `judge_eval --output`): the sha256 of its marker when it has one (the marker holds every file's
+  sha256), else each file's size and modification time (deterministic, JSON-serialisable)."""
+  path = os.fspath(path)
+  marker_path = artifacts.join(path, model_files.MODEL_MARKER)
+  if artifacts.exists(marker_path):
+    return {"marker_sha256": hashlib.sha256(artifacts.read_bytes(marker_path)).hexdigest()}
+  files = {}
+  for name in sorted(artifacts.listdir(path)):
+    stat = artifacts.file_stat(artifacts.join(path, name))
+    if stat is not None:
+      files[name] = list(stat)
+  return {"files": files}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Every default of the project, as data: config files import only `ml_collections` and this module.
 
-  get_base_config()      the method's defaults (DESIGN.md 4.2) as one ml_collections config.
+  get_base_config()      the method's defaults (docs/design.md#one-iteration) as one ml_collections config.
                          Paper scale: 4 iterations of 5000 prompts x 7 responses x 11 judgments,
                          temperature 0.8, top-p 0.95, rho schedule [0, 0.32, 0.32, 0.4], both pair
                          types in iterations 1-2 and actor pairs only in 3-4, beta 0.1. Model, data,

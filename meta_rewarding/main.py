@@ -6,7 +6,16 @@ with `recipe = "ste"`, e.g. configs/ste_testbed.py).
       --config.pipeline.num_iterations=1
   python -m meta_rewarding.main --config=configs/ste_testbed.py --workdir=/tmp/ste
 
-Rerunning the same command resumes at the first unfinished stage.
+Rerunning the same command resumes at the first unfinished stage. On the way it checks every file
+it builds on against the completion marker written after it (stage files, metrics.json,
+heldout.json, each model directory's model.done.json): the files it reads and the model it loads by
+sha256, the other files of finished iterations by size (`--verify=full`: by sha256 too). A file
+that disagrees stops the run with one line naming it; a tokenizer file lost from a saved model is
+restored from the tokenizer's source.
+
+One run per workdir: the run holds `WORKDIR/workdir.lock` (host, PID, start time; see
+`workdir_lock`) from before its first write to its exit, and a second launch on the same workdir is
+refused with one line naming the holder. A lock left by a killed run is taken over, with a warning.
 
 Before anything is written or loaded, every config value is checked against its range
 (`config_check`); each failure is one `error:` line naming the key and the allowed values (exit 2).
@@ -56,6 +65,11 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/local_cpu.py",
                                           "Config file (get_config(arg)).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "workdir", "Where artifacts, models and metrics go.")
+_VERIFY = flags.DEFINE_enum(
+    "verify", "cheap", ["cheap", "full"],
+    "How a resume checks the finished iterations' files against their completion markers: cheap "
+    "(sizes and markers; the model it loads and every file it reads are checked by sha256 anyway) "
+    "or full (every file's sha256, model weights included).")
 
 INTERRUPTED = "interrupted; rerun the same command to resume"
 EXIT_USAGE = 2         # a bad flag, config key or config value: nothing was done
@@ -292,9 +306,10 @@ def main(argv):
     # input files, the prompt pool) before the first write: a refused run leaves no workdir, so
     # the corrected rerun is not refused as "a different config".
     pool = run.preflight(config)
-    if log_file is not None:
-      print(f"log: {log_file.open(workdir)}", flush=True)
-    run.run(config, workdir, pool=pool)
+    with run.lock_workdir(workdir):  # before the log file: a refused launch writes nothing there
+      if log_file is not None:
+        print(f"log: {log_file.open(workdir)}", flush=True)
+      run.run(config, workdir, pool=pool, verify=_VERIFY.value)
   except config_check.ConfigError as e:  # the config against this machine (e.g. the mesh)
     logging.debug("stopped by %s", type(e).__name__, exc_info=True)
     _fail(e.problems, EXIT_USAGE)

@@ -1,4 +1,4 @@
-"""The Meta-Rewarding iteration driver (DESIGN.md 4.2): stage files, chunks, resume, the run loop.
+"""The Meta-Rewarding iteration driver (docs/design.md#one-iteration): stage files, chunks, resume, the run loop.
 
 One iteration t turns model M_t into M_{t+1}; the stages are the pure functions of stages.py, and
 this module gives each one its file and runs them in order:
@@ -42,7 +42,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from absl import logging
 
-from meta_rewarding import artifacts, distributed, metrics as metrics_lib, stages, ste
+from meta_rewarding import artifacts, distributed, metrics as metrics_lib, model_files, stages, ste
 # The driver's signatures use the shared types; they stay importable from here too.
 from meta_rewarding.stages import Generation, PipelineError, Policy
 
@@ -150,9 +150,12 @@ def run_chunked(path: str, items: Sequence, chunk_size: int,
   start // chunk_size: the index an uninterrupted run gives each chunk.
   """
   records = _finished(path)
-  if records is not None:
-    return records
   chunk_dir = path + ".chunks"
+  if records is not None:
+    # A run stopped between the merge and the removal leaves the merged chunks behind.
+    if distributed.is_main_process() and artifacts.isdir(chunk_dir):
+      artifacts.rmtree(chunk_dir, ignore_errors=True)
+    return records
   names = _decide(artifacts.listdir(chunk_dir) if artifacts.isdir(chunk_dir) else [])
   starts: dict[int, int] = {}  # start -> end of the chunk files on disk, within the items
   for name in names:
@@ -198,6 +201,72 @@ def _missing_model_files(policy: Policy, path: str) -> list[str]:
   else:
     missing = [] if artifacts.exists(path) else ["the directory"]
   return list(_decide(missing))
+
+
+def _check_model(policy: Policy, path: str, *, full: bool):
+  """Stops the run (PipelineError, one line) when the model directory `path` disagrees with its
+  marker (`model_files.problems`: sizes, and with `full` every sha256). Files the policy can make
+  again byte for byte (`restore_model_files`: the tokenizer files of JaxPolicy) are restored first,
+  with a warning, and checked with the rest."""
+  main = distributed.is_main_process()
+  restore = getattr(policy, "restore_model_files", None)
+  lost = list(_decide(model_files.lost_files(path) if main and restore is not None else []))
+  if lost:
+    restored = restore(path, lost)  # every process takes part (process 0 writes)
+    if restored:
+      logging.warning("%s had lost %s: restored from the tokenizer's source", path,
+                      ", ".join(restored))
+  found = list(_decide(model_files.problems(path, full=full) if main else []))
+  if found:
+    raise PipelineError(model_files.describe(found, path))
+
+
+def _finished_json(path: str) -> Any | None:
+  """The content of a finished JSON file with a completion marker (metrics.json, heldout.json); None
+  when it is to be made (again): missing, or without its marker (stopped before it, or written
+  before markers existed). One that disagrees with its marker stops the run."""
+  try:
+    state, content = artifacts.check_json_marked(path)
+    error = None
+  except artifacts.ArtifactError as e:
+    state, content, error = "damaged", None, str(e)
+  state, content, error = _decide([state, content, error])
+  if state == "damaged":
+    raise PipelineError(error)
+  if state == "unmarked":
+    logging.warning("%s has no completion marker (its writer stopped before finishing it, or it "
+                    "was written before markers existed): it is made again", path)
+  return content if state == "complete" else None
+
+
+def _write_json_marked(path: str, record) -> None:
+  if distributed.is_main_process():
+    artifacts.write_json_marked(path, record)
+  distributed.sync("write:" + path)
+
+
+def _verify_finished_iteration(it: "_Iteration", *, full: bool):
+  """Checks a finished iteration's files against their markers before the run builds on it: every
+  marked file in iter_<t>/ (stage files, metrics.json, heldout.json) and its model/. The cheap check
+  (sizes, marker presence) runs on every resume; `full` (`--verify=full`) also compares every
+  sha256. A disagreement stops the run with one line."""
+  problem = None
+  if distributed.is_main_process():
+    names = [n[:-len(artifacts.MARKER_SUFFIX)] for n in artifacts.listdir(it.dir)
+             if n.endswith(artifacts.MARKER_SUFFIX)]
+    for name in sorted(names):
+      try:
+        problem = artifacts.marked_file_problem(it.path(name), full=full)
+      except artifacts.ArtifactError as e:
+        problem = str(e)
+      if problem:
+        problem += (f". Iteration {it.iteration} is finished: restore the file, or delete it and "
+                    f"{it.path('metrics.json')} to have the iteration make it again")
+        break
+  problem = _decide(problem)
+  if problem:
+    raise PipelineError(problem)
+  _check_model(it.policy, it.path("model"), full=full)
 
 
 def _read_timings(it_dir: str) -> dict:
@@ -275,6 +344,7 @@ class _Iteration:
   iteration: int
   policy: Policy
   dir: str
+  verify_full: bool = False  # main --verify=full: finished iterations' files by sha256
 
   def path(self, name: str) -> str:
     return artifacts.join(self.dir, name)
@@ -292,11 +362,12 @@ def run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Se
   return _run_iteration(config, workdir, iteration, policy, pool, evaluate_extra)[0]
 
 
-def _begin_iteration(config, workdir: str, iteration: int, policy: Policy):
+def _begin_iteration(config, workdir: str, iteration: int, policy: Policy, verify_full: bool):
   """(the iteration, its (metrics, timings) if it is finished else None, whether an earlier
   process started it, the timings it recorded so far) -- what both recipes' iterations start
   with. `resumed`: its wall_seconds then covers only the part this process ran, and says so."""
-  it = _Iteration(config, iteration, policy, artifacts.join(workdir, f"iter_{iteration}"))
+  it = _Iteration(config, iteration, policy, artifacts.join(workdir, f"iter_{iteration}"),
+                  verify_full)
   artifacts.makedirs(it.dir)
   it.at("load")
   finished = _load_finished_iteration(it)
@@ -308,14 +379,15 @@ def _begin_iteration(config, workdir: str, iteration: int, policy: Policy):
 
 
 def _run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Sequence[str],
-                   evaluate_extra: Callable[[Mapping[str, list]], dict] | None = None
-                   ) -> tuple[dict, dict]:
+                   evaluate_extra: Callable[[Mapping[str, list]], dict] | None = None,
+                   verify_full: bool = False) -> tuple[dict, dict]:
   """`run_iteration`, also returning the iteration's timings (process 0's; {} on the others).
 
   An iteration is finished when metrics.json (written last) is there and its model directory is
   complete; a finished iteration is loaded with the timings it was run with."""
   start = time.time()
-  it, finished, resumed, timings = _begin_iteration(config, workdir, iteration, policy)
+  it, finished, resumed, timings = _begin_iteration(config, workdir, iteration, policy,
+                                                      verify_full)
   if finished is not None:
     return finished
   p = config.pipeline
@@ -357,22 +429,22 @@ def _run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: S
 
 
 def _load_finished_iteration(it: _Iteration) -> tuple[dict, dict] | None:
-  """(metrics, timings) of a finished iteration, with its model loaded into the policy; else None."""
+  """(metrics, timings) of a finished iteration, with its model loaded into the policy; else None.
+  Its files are checked against their markers first (`_verify_finished_iteration`)."""
   model_dir = it.path("model")
-  if not (_exists(it.path("metrics.json")) and not _missing_model_files(it.policy, model_dir)):
+  metrics = _finished_json(it.path("metrics.json"))
+  if metrics is None or _missing_model_files(it.policy, model_dir):
     return None
-  it.policy.load(model_dir)
+  _verify_finished_iteration(it, full=it.verify_full)
+  it.policy.load(model_dir)  # JaxPolicy: checkpoints.load_hf checks every sha256 first
   timings = _read_timings(it.dir) if distributed.is_main_process() else {}
-  return _pop_timings(artifacts.read_json(it.path("metrics.json")), timings), timings
+  return _pop_timings(metrics, timings), timings
 
 
 def _finish_iteration(it: _Iteration, result: Mapping, timings: Mapping):
   """Writes the timings, then metrics.json, which marks the iteration finished."""
   _write_timings(it.dir, timings)
-  metrics_path = it.path("metrics.json")
-  if distributed.is_main_process():
-    artifacts.write_json(metrics_path, result)
-  distributed.sync("write:" + metrics_path)
+  _write_json_marked(it.path("metrics.json"), result)
 
 
 def _generate_where_fits(policy: Policy, prompts: Sequence[str], **kwargs
@@ -473,7 +545,8 @@ def _train_stage(it: _Iteration, kind: str, train: Callable[[], list], timings: 
   done_steps = _finished(steps_path)
   missing = _missing_model_files(it.policy, model_dir)
   if done_steps is not None and not missing:
-    it.policy.load(model_dir)
+    _check_model(it.policy, model_dir, full=it.verify_full)
+    it.policy.load(model_dir)  # JaxPolicy: checkpoints.load_hf checks every sha256 first
     return done_steps
   if missing and _exists(model_dir):
     # Never loaded: e.g. a remote save stopped before its config.json (uploaded last), or a
@@ -527,12 +600,13 @@ def _keep_seed_model(config, workdir: str, policy: Policy) -> str:
 
 
 def _run_ste_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Sequence[str],
-                       evaluate_extra: Callable[[Mapping[str, list]], dict] | None = None
-                       ) -> tuple[dict, dict]:
+                       evaluate_extra: Callable[[Mapping[str, list]], dict] | None = None,
+                       verify_full: bool = False) -> tuple[dict, dict]:
   """One STE iteration (see above), run or resumed; returns (metrics, timings) like
   `_run_iteration`."""
   start = time.time()
-  it, finished, resumed, timings = _begin_iteration(config, workdir, iteration, policy)
+  it, finished, resumed, timings = _begin_iteration(config, workdir, iteration, policy,
+                                                      verify_full)
   if finished is not None:
     return finished
   s = config.ste
@@ -634,21 +708,22 @@ def _evaluate_model(workdir: str, iteration: int, policy: Policy,
   iter_<t>/heldout.json (atomic), so a resumed run reads it instead of measuring again."""
   it_dir = artifacts.join(workdir, f"iter_{iteration}")
   path = artifacts.join(it_dir, "heldout.json")
-  if not _exists(path):
+  result = _finished_json(path)
+  if result is None:
     start = time.time()
     result = evaluate_model(policy, f"M_{iteration}")
     if distributed.is_main_process():
       artifacts.makedirs(it_dir)
-      artifacts.write_json(path, result)
-      logging.info("held-out evaluation of M_%d: %.1f s", iteration, time.time() - start)
-    distributed.sync("write:" + path)
-  return artifacts.read_json(path)
+    _write_json_marked(path, result)
+    logging.info("held-out evaluation of M_%d: %.1f s", iteration, time.time() - start)
+    result = _finished_json(path)  # what a resumed run reads
+  return result
 
 
 def run(config, workdir: str, policy: Policy, pool: Sequence[str], *,
         evaluate_extra: Callable[[Mapping[str, list]], dict] | None = None,
         evaluate_model: Callable[[Policy, str], dict] | None = None,
-        is_main_process: bool = True) -> list[dict]:
+        is_main_process: bool = True, verify: str = "cheap") -> list[dict]:
   """Runs all `pipeline.num_iterations` iterations (resuming what is on disk); returns their metrics.
 
   With `evaluate_model` (e.g. the testbed's held-out evaluation), the model entering the run (M_0)
@@ -682,7 +757,8 @@ def run(config, workdir: str, policy: Policy, pool: Sequence[str], *,
     if is_main_process:
       _log_iteration(workdir, 0, all_metrics, step_metrics=())
   for iteration in range(1, config.pipeline.num_iterations + 1):
-    result, timings = run_iteration_fn(config, workdir, iteration, policy, pool, evaluate_extra)
+    result, timings = run_iteration_fn(config, workdir, iteration, policy, pool, evaluate_extra,
+                                       verify_full=verify == "full")
     last = iteration == config.pipeline.num_iterations
     if evaluate_model is not None and (last or config.evaluate.get("heldout_every_iteration",
                                                                    True)):

@@ -14,7 +14,8 @@ from typing import Mapping, Sequence
 
 from absl import logging
 
-from meta_rewarding import artifacts, checkpoints, data, distributed, runtime, sampling, train
+from meta_rewarding import (artifacts, checkpoints, data, distributed, model_files, runtime, sampling,
+                            train)
 from meta_rewarding.stages import Generation, PipelineError
 from meta_rewarding.tokenizer import Tokenizer, load_tokenizer, train_sentencepiece
 
@@ -46,28 +47,6 @@ def build_tokenizer(config, workdir: str, pool: Sequence[str]) -> Tokenizer:
     distributed.sync("tokenizer")  # the other processes read the one process 0 trained
     spec = model_file
   return load_tokenizer(spec, chat_format=config.model.chat_format)
-
-
-def missing_model_files(path: str) -> list[str]:
-  """What the saved model directory `path` (local or remote) lacks; [] when it is complete.
-
-  Complete means config.json and the weights: model.safetensors, or model.safetensors.index.json and
-  every shard it names. `checkpoints.save_hf` renames a local directory into place whole and
-  uploads a remote one with config.json last, so an incomplete directory is a stopped remote save
-  or one damaged by hand; it is never loaded."""
-  if not artifacts.isdir(path) and not artifacts.exists(artifacts.join(path, "config.json")):
-    return ["the directory"]
-  missing = [] if artifacts.exists(artifacts.join(path, "config.json")) else ["config.json"]
-  if artifacts.exists(artifacts.join(path, "model.safetensors")):
-    return missing
-  index = artifacts.join(path, "model.safetensors.index.json")
-  if not artifacts.exists(index):
-    return missing + ["model.safetensors (or model.safetensors.index.json and its shards)"]
-  try:
-    shards = sorted(set(artifacts.read_json(index)["weight_map"].values()))
-  except (artifacts.ArtifactError, OSError, KeyError, TypeError, AttributeError):
-    return missing + ["a readable model.safetensors.index.json"]
-  return missing + [s for s in shards if not artifacts.exists(artifacts.join(path, s))]
 
 
 class JaxPolicy:
@@ -175,27 +154,44 @@ class JaxPolicy:
 
   # --- persistence ------------------------------------------------------------------------------
   def save(self, path: str):
-    extra = {}
+    checkpoints.save_hf(path, self.model_config, self.params, extra_files=self.tokenizer_files())
+    distributed.sync("save:" + path)  # written by process 0; the others may read it next
+
+  def tokenizer_files(self) -> dict[str, bytes]:
+    """The tokenizer files a saved model directory holds, read from the tokenizer's source."""
+    files = {}
     tokenizer_dir = self.tokenizer.path if os.path.isdir(self.tokenizer.path) else os.path.dirname(
         self.tokenizer.path)
     for name in TOKENIZER_FILES:
       src = os.path.join(tokenizer_dir, name)
       if os.path.exists(src):
         with open(src, "rb") as f:
-          extra[name] = f.read()
-    if self.tokenizer.path.endswith(".model") and "tokenizer.model" not in extra:
+          files[name] = f.read()
+    if self.tokenizer.path.endswith(".model") and "tokenizer.model" not in files:
       with open(self.tokenizer.path, "rb") as f:
-        extra["tokenizer.model"] = f.read()
-    checkpoints.save_hf(path, self.model_config, self.params, extra_files=extra)
-    distributed.sync("save:" + path)  # written by process 0; the others may read it next
+        files["tokenizer.model"] = f.read()
+    return files
+
+  def restore_model_files(self, path: str, names: Sequence[str]) -> list[str]:
+    """Writes back those of `names` (files a saved model directory lost) that this policy can make
+    again byte for byte: the tokenizer files, from the tokenizer's source. Returns those written;
+    the caller checks them against the directory's marker."""
+    files = self.tokenizer_files()
+    restored = [n for n in names if n in files]
+    if distributed.is_main_process():
+      for name in restored:
+        artifacts.write_bytes(artifacts.join(path, name), files[name])
+    distributed.sync("restore:" + path)
+    return restored
 
   def missing_model_files(self, path: str) -> list[str]:
-    """What the model directory `path` lacks ([] when complete); the pipeline asks before loading
-    an iteration's model/ and trains it again when something is missing."""
-    return missing_model_files(path)
+    """What the model directory `path`, saved by this policy, lacks ([] when complete); the
+    pipeline asks before loading an iteration's model/ and trains it again when something is
+    missing."""
+    return model_files.missing_files(path, require_marker=True)
 
   def load(self, path: str):
-    missing = missing_model_files(path)
+    missing = model_files.missing_files(path)
     if missing:
       raise PipelineError(f"{path}: incomplete model directory (missing {', '.join(missing)}); "
                           "delete it to have it made again, or restore it")

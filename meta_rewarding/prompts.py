@@ -3,7 +3,7 @@
 Pure Python (``re`` only): no jax, no numpy, so the pipeline, the testbed and offline analysis of
 stored judgments can all import it cheaply.
 
-Templates (DESIGN.md 4.1) are kept verbatim from the papers; only the slots for the user's text use
+Templates (docs/design.md#prompts-and-their-sources) are kept verbatim from the papers; only the slots for the user's text use
 named placeholders. Templates are config values, so every render function takes the template:
 
   judge template       ``{instruction}`` (or ``{prompt}``) and ``{response}``

@@ -1,5 +1,5 @@
 """From parsed judgments to preference pairs: scores, length-controlled actor pairs, meta-judge
-battles, position-debiased Elo, judge pairs (DESIGN.md 4.2 steps 3-5), plus the judge/meta-judge
+battles, position-debiased Elo, judge pairs (docs/design.md#one-iteration, steps 3-5), plus the judge/meta-judge
 statistics the iteration report needs (4.3).
 
 Every function is a pure, deterministic function of its inputs (Python + numpy float64, no jax,
@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# Absolute tolerance of the actor-pair score bounds (DESIGN.md 4.2 step 4).
+# Absolute tolerance of the actor-pair score bounds (docs/design.md#step-4-actor-pairs-with-length-control).
 SCORE_TOL = 1e-9
 # Two Elo scores closer than this are a tie (Newton converges to ~1e-12; this is far above noise
 # and far below any difference one battle makes).
@@ -191,7 +191,7 @@ def count_position_wins(battles) -> tuple[int, int]:
 
 
 def position_weights(wins_first: float, wins_second: float) -> tuple[float, float]:
-  """Weights (w1, w2) for a win in the first / second position (DESIGN.md 4.2 step 5).
+  """Weights (w1, w2) for a win in the first / second position (docs/design.md#step-5-judge-pairs-via-the-meta-judge).
 
   w1 = wins_second / (wins_first + wins_second), w2 = wins_first / (wins_first + wins_second), so
   w1 + w2 = 1 and the weighted totals of the two positions are equal (w1·wins_first =
@@ -278,7 +278,7 @@ def _check_wins(wins):
 
 
 def elo_scores(wins, l2: float = 1e-3, *, tol: float = 1e-10, max_iter: int = 100) -> np.ndarray:
-  """Bradley-Terry (Elo) scores ε ``[N]`` from a weighted win matrix (DESIGN.md section 3).
+  """Bradley-Terry (Elo) scores ε ``[N]`` from a weighted win matrix (docs/design.md#elo-scores).
 
   ``wins[m, n]`` is the (weighted) number of battles m won against n. Returns the unique maximiser
   of the concave objective
@@ -381,7 +381,7 @@ def judge_pair_from_battles(num_judgments: int, battles, w1: float, w2: float,
 
 
 # --------------------------------------------------------------------------------------------
-# Report statistics (DESIGN.md 4.3). Rates are None when their denominator is zero.
+# Report statistics (docs/design.md#what-each-iteration-reports). Rates are None when their denominator is zero.
 
 def _rate(num, den):
   return num / den if den else None

@@ -1,4 +1,4 @@
-"""The Meta-Rewarding stages as pure functions (DESIGN.md 4.2): records in, records out.
+"""The Meta-Rewarding stages as pure functions (docs/design.md#one-iteration): records in, records out.
 
 One iteration t turns model M_t into M_{t+1}; each stage is a function of the earlier stages'
 records (and, for the generation stages, of what the policy generated):
@@ -435,7 +435,7 @@ def iteration_metrics(iteration: int, prompts: Sequence[Mapping], actor: Sequenc
                       meta: Sequence[Mapping] | None, j_pairs: Sequence[Mapping] | None,
                       dpo_steps: Sequence[Mapping], position_w: tuple[float, float] | None,
                       skipped: Mapping[str, int], judge_identical_dropped: int = 0) -> dict:
-  """The numbers of DESIGN.md 4.3 for one iteration, from its artifacts.
+  """The numbers of docs/design.md#what-each-iteration-reports for one iteration, from its artifacts.
 
   `judge_identical_dropped` is the third value `judge_pairs` returns (0 without a meta-judge).
   """

@@ -1,5 +1,5 @@
 """The Self-Taught Evaluator stages as pure functions (Wang et al. 2024, arXiv 2408.02666;
-DESIGN.md 4.4): records in, records out, like stages.py for Meta-Rewarding.
+docs/design.md#the-self-taught-evaluator-as-built): records in, records out, like stages.py for Meta-Rewarding.
 
 One iteration t turns judge M_{t-1} into M_t = SFT(seed, data_t):
 

@@ -14,7 +14,7 @@ import transformers
 from safetensors.numpy import load_file, save_file
 
 from hf_models import save_hf_model
-from meta_rewarding import checkpoints, sharding
+from meta_rewarding import checkpoints, model_files, sharding
 from meta_rewarding.checkpoints import CheckpointError
 from meta_rewarding.model import UnsupportedConfigError, forward, init_params, tiny_config
 
@@ -182,6 +182,11 @@ def test_partial_sharded_checkpoint_and_pickles_are_refused(tmp_path):
   checkpoints.save_hf(str(out), config, params, max_shard_bytes=40_000)
   missing = sorted(out.glob("model-*.safetensors"))[1]
   missing.unlink()
+  # Saved by save_hf, so its marker names the lost shard; a downloaded checkpoint has no marker
+  # and its index does.
+  with pytest.raises(model_files.ModelDirError, match=f"{missing.name}: missing"):
+    checkpoints.load_hf(str(out))
+  (out / model_files.MODEL_MARKER).unlink()
   with pytest.raises(CheckpointError, match=f"names {missing.name}, which is missing"):
     checkpoints.load_hf(str(out))
   pickled = tmp_path / "pickled"

@@ -31,7 +31,7 @@ def np_sigmoid(x):
 
 
 def ref_dpo(pc, pr, rc, rr, beta, loss_type, eps):
-  """Per-example losses, written straight from DESIGN.md section 3."""
+  """Per-example losses, written straight from docs/design.md#the-dpo-loss."""
   h = (pc - rc) - (pr - rr)
   z = beta * h
   if loss_type == "sigmoid":

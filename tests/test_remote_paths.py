@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from etils.epath import testing as epath_testing
 
-from meta_rewarding import artifacts, checkpoints, metrics as metrics_lib, pipeline
+from meta_rewarding import artifacts, checkpoints, metrics as metrics_lib, model_files, pipeline
 from meta_rewarding.checkpoints import CheckpointError
 from meta_rewarding.model import init_params, tiny_config
 from meta_rewarding.tokenizer import load_tokenizer
@@ -129,8 +129,8 @@ def test_save_hf_to_gcs_then_load_hf_gives_identical_params(gcs):
                             extra_files={"tokenizer_config.json": "{}"})
   assert out == remote
   written = [w for w in gcs.writes if w.startswith(remote + "/") and "stale" not in w]
-  # config.json is uploaded last: its presence marks a complete checkpoint.
-  assert written[-1] == remote + "/config.json"
+  # config.json and then the model marker are uploaded last: a complete checkpoint.
+  assert written[-2:] == [remote + "/config.json", remote + "/" + model_files.MODEL_MARKER]
   assert len(written) == len(set(written)) > 3  # shards, index, generation config, extra file
   names = artifacts.listdir(remote)
   assert "stale-00001.safetensors" not in names and "model.safetensors.index.json" in names
@@ -158,6 +158,11 @@ def test_remote_checkpoint_errors_name_the_remote_path(gcs):
   checkpoints.save_hf("gs://bucket/m", config, params)
   data = artifacts.read_bytes("gs://bucket/m/model.safetensors")
   artifacts.write_bytes("gs://bucket/m/model.safetensors", data[:len(data) // 2])
+  # The marker of the save names the remote file, not its local copy ...
+  with pytest.raises(model_files.ModelDirError, match=r"^gs://bucket/m/model.safetensors: \d+ bytes"):
+    checkpoints.load_hf("gs://bucket/m", config=config, keep_local_copy=False)
+  # ... and so does the reader, for a checkpoint without one.
+  artifacts.remove("gs://bucket/m/" + model_files.MODEL_MARKER)
   with pytest.raises(CheckpointError, match=r"^gs://bucket/m/model.safetensors: "):
     checkpoints.load_hf("gs://bucket/m", config=config, keep_local_copy=False)
 

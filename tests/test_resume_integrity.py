@@ -14,6 +14,7 @@ import time
 import pytest
 
 from meta_rewarding import artifacts, pipeline
+from meta_rewarding import model_files
 from meta_rewarding import policy as policy_lib
 from test_pipeline import POOL, ScriptedPolicy, make_config
 
@@ -112,7 +113,7 @@ class HFLikePolicy(ScriptedPolicy):
     os.replace(tmp, path)
 
   def missing_model_files(self, path):
-    return policy_lib.missing_model_files(path)
+    return model_files.missing_files(path)
 
   def load(self, path):
     assert not self.missing_model_files(path), path
@@ -131,7 +132,7 @@ def test_model_dir_without_config_json_is_trained_again_never_loaded(tmp_path):
 
 
 def test_missing_model_files():
-  check = policy_lib.missing_model_files
+  check = model_files.missing_files
   with pytest.MonkeyPatch.context() as mp:
     files = set()
     mp.setattr(artifacts, "exists", lambda p: p in files or any(f.startswith(p + "/") for f in files))
@@ -331,17 +332,21 @@ def test_timings_live_outside_the_metrics_and_survive_a_resume(tmp_path):
   assert again[0]["wall_seconds"] == 123.0 and again[1] == timings[1]
 
 
-def test_old_metrics_json_with_timings_is_split_on_load(tmp_path):
+def test_old_metrics_json_with_timings_is_made_again_without_them(tmp_path):
   config = make_config()
   pipeline.run(config, str(tmp_path), ScriptedPolicy(), POOL)
   metrics_path = tmp_path / "iter_1" / "metrics.json"
   old = json.loads(metrics_path.read_text())
+  # A workdir from before timings.json and metrics markers: timing fields inside, no marker.
   metrics_path.write_text(json.dumps({**old, "wall_seconds": 7.5, "dpo/tokens_per_second": 9.0}))
-  os.remove(tmp_path / "iter_1" / "timings.json")  # a workdir from before timings.json
-  (result,) = pipeline.run(config, str(tmp_path), ScriptedPolicy(), POOL)
-  assert result == old
+  os.remove(tmp_path / "iter_1" / "timings.json")
+  os.remove(tmp_path / "iter_1" / "metrics.json.done.json")
+  policy = ScriptedPolicy()
+  (result,) = pipeline.run(config, str(tmp_path), policy, POOL)
+  assert result == old and json.loads(metrics_path.read_text()) == old
+  assert policy.trained == [] and policy.judge_calls == 0  # only the metrics were made again
   (timings,) = artifacts.read_jsonl(str(tmp_path / "timings.jsonl"))
-  assert timings == {"iteration": 1, "wall_seconds": 7.5, "dpo/tokens_per_second": 9.0}
+  assert timings["resumed"] is True and timings["wall_seconds"] != 7.5  # this run's, partial
 
 
 def test_a_resumed_iteration_says_its_time_is_partial(tmp_path):

@@ -420,7 +420,8 @@ def test_sft_loss_is_on_the_judgment_tokens_only(tmp_path, monkeypatch):
   `train.run_sft` with the judge prompt (after the system prompt, in the chat template) as prompt
   tokens and exactly the kept judgment as response tokens, the only ones its loss counts."""
   from meta_rewarding import run, train
-  from meta_rewarding.policy import JaxPolicy, missing_model_files
+  from meta_rewarding.model_files import missing_files as missing_model_files
+  from meta_rewarding.policy import JaxPolicy
   sys.path.insert(0, os.path.join(REPO, "tests"))
   from test_configs import load_module
   config = load_module(os.path.join(REPO, "configs", "ste_testbed.py")).get_config("smoke")

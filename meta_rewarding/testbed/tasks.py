@@ -3,7 +3,7 @@
 Pure Python (``random``, ``re``, ``hashlib``): no jax, no numpy. Every task is short enough for a
 tiny model: instructions of at most ~60 characters, answers of at most ~8.
 
-Why these families (DESIGN.md section 6, "a generation-verification gap"): a judge can only be
+Why these families (docs/design.md#design, "Tasks where checking is easier than answering"): a judge can only be
 better than the actor when checking a given answer is easier than producing one. In each family
 below the actor must pick, from several candidates, one that meets every constraint at once (an
 implicit search it has to do in one shot), while the judge checks ONE candidate with a short,
