@@ -362,6 +362,7 @@ def check_jsonl_marked(path: PathLike) -> tuple[str, list[Any] | None]:
   marker_file = marker_path(path)
   if not exists(path):
     return "missing", None
+  _refuse_directory(path)
   if not exists(marker_file):
     return "unmarked", None
   marker = read_json(marker_file)
@@ -382,6 +383,12 @@ def check_jsonl_marked(path: PathLike) -> tuple[str, list[Any] | None]:
     raise IntegrityError(f"{path}: holds {len(records)} records, its completion marker "
                          f"{basename(marker_file)} recorded {marker['records']}: {hint}")
   return "complete", records
+
+
+def _refuse_directory(path: PathLike):
+  if isdir(path):
+    raise IntegrityError(f"{path}: is a directory where this file belongs; move it away or remove "
+                         "it, and rerun")
 
 
 def json_bytes(record: Any) -> bytes:
@@ -418,6 +425,7 @@ def check_json_marked(path: PathLike) -> tuple[str, Any]:
   marker (edited, cut, emptied)."""
   if not exists(path):
     return "missing", None
+  _refuse_directory(path)
   if not exists(marker_path(path)):
     return "unmarked", None
   marker = _read_marker(path)

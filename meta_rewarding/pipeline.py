@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -195,6 +196,16 @@ def _missing_model_files(policy: Policy, path: str) -> list[str]:
 
   A policy may say what a complete directory holds (`JaxPolicy.missing_model_files`: config.json and
   the weights); for one that does not, the directory's presence is enough."""
+  misplaced = None
+  if distributed.is_main_process() and not artifacts.is_remote(path):
+    if os.path.islink(path):
+      misplaced = (f"{path}: is a symbolic link (to {os.readlink(path)}); the run saves and removes "
+                   "model directories in place, so it does not follow links: remove the link")
+    elif os.path.exists(path) and not os.path.isdir(path):
+      misplaced = f"{path}: is a file where a model directory belongs; move it away or remove it"
+  misplaced = _decide(misplaced)
+  if misplaced:  # found before the training that would fail to save there
+    raise PipelineError(misplaced)
   check = getattr(policy, "missing_model_files", None)
   if check is not None:
     missing = check(path) if distributed.is_main_process() else []

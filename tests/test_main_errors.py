@@ -217,8 +217,9 @@ def test_a_directory_where_a_stage_file_belongs_is_one_line(tmp_path):
 
 @pytest.fixture(name="model_is_a_file", scope="module")
 def _model_is_a_file(tmp_path_factory):
-  """A run whose iter_1/model is a file: (its workdir, its output). It fails when it saves the model
-  it trained, so the workdir holds iteration 1's finished stages, which the next test reuses."""
+  """A run whose iter_1/model is a file: (its workdir, its output). It fails at the DPO stage, before
+  training (the model directory is checked first), so the workdir holds iteration 1's finished
+  stages, which the next test reuses."""
   workdir = tmp_path_factory.mktemp("model_is_a_file") / "run"
   (workdir / "iter_1").mkdir(parents=True)
   (workdir / "iter_1" / "model").write_text("not a model")
