@@ -27,6 +27,8 @@ from absl import app, flags
 _REPO = flags.DEFINE_string("repo", ".", "The checkout whose `meta_rewarding` runs the cases.")
 _LABEL = flags.DEFINE_string("label", "after", "The column's name.")
 _OUTPUT = flags.DEFINE_string("output", "bench/results/integrity_cases.md", "Markdown table.")
+_KEEP = flags.DEFINE_string("keep_template", "", "Where to keep the finished smoke run (e.g. to "
+                            "diff two checkouts' artifacts); removed with the scratch otherwise.")
 
 SMOKE = "--config=configs/local_cpu.py:smoke"
 
@@ -175,6 +177,8 @@ def main(argv):
   with open(sidecar, "w") as f:
     json.dump(columns, f, indent=2)
   write_table(_OUTPUT.value, columns)
+  if _KEEP.value:
+    shutil.copytree(template, _KEEP.value, symlinks=True)
   shutil.rmtree(scratch, ignore_errors=True)
   print(open(_OUTPUT.value).read())
 

@@ -95,6 +95,22 @@ def test_deleted_or_unmarked_files_are_made_again(tmp_path):
   assert _results(run) == _results(tmp_path / "clean")
 
 
+def test_chunks_left_by_a_kill_between_merge_and_removal_are_removed(tmp_path):
+  config = make_config()
+  pipeline.run(config, str(tmp_path / "clean"), ScriptedPolicy(), POOL)
+  run = tmp_path / "killed"
+  pipeline.run(config, str(run), ScriptedPolicy(), POOL)
+  # judge.jsonl merged and marked, its chunk directory not yet removed, the iteration unfinished.
+  os.remove(run / "iter_1" / "metrics.json.done.json")
+  chunks = run / "iter_1" / "judge.jsonl.chunks"
+  chunks.mkdir()
+  (chunks / "000000-000003.jsonl").write_text('{"left": 1}\n')
+  policy = ScriptedPolicy()
+  pipeline.run(config, str(run), policy, POOL)
+  assert not chunks.exists() and policy.judge_calls == 0
+  assert _results(run) == _results(tmp_path / "clean")
+
+
 # ------------------------------------------------------------------------------------------------
 # Model directories.
 
