@@ -6,8 +6,9 @@ Starts from the shipped seed model (meta_rewarding/testbed/seed/, as configs/loc
 3 iterations of the Self-Taught Evaluator (recipe 'ste', pipeline.py / ste.py): per iteration 64
 testbed instructions from the pool split; for each, the model answers (y_w), then writes a modified
 task and an answer to it (y_l) with the testbed's compact worse-response prompt; the model as
-pairwise judge samples 4 judgments of (x, y_w, y_l) with y_w at a seeded random position; one
-judgment naming y_w is kept per example (rejection sampling), labels A / B balanced; the seed is
+pairwise judge samples 4 judgments of (x, y_w, y_l) in each order (y_w as A, then y_w as B:
+`ste.orders = "both"`, RAM's recipe); per order one judgment naming y_w is kept (rejection
+sampling), labels A / B balanced; the seed is
 trained by SFT on the kept (judge prompt, judgment) pairs, loss on the judgment only, which gives
 M_t. Before the first iteration and after each, the model judges 200 held-out oracle pairs
 (`testbed:200`: `testbed.evaluate.preference_pairs`, a right answer against a plausible mistake, per
@@ -29,6 +30,17 @@ Variants (`--config=configs/ste_testbed.py:<arg>`, comma-separated):
   large      3 iterations x 256 instructions: about 4x the kept judgments per SFT
              (bench/ste.py --variant=large).
   seed=1     another run seed.
+  random_order  one seeded random order per pair (`ste.orders = "random"`), as the loop judged
+             before it followed RAM (bench/results/ste.md's earlier tables): half the judge
+             requests.
+
+Orders: this config judges both orders (`ste.orders = "both"`), like the paper-scale config and
+RAM: the seed's judge has a position bias (`ste/first_position_verdict_rate`), and with one
+random order the matches, and so the label-balanced kept set, shrink with it; both orders give
+each pair a label-A and a label-B chance. It doubles the judge stage (64 pairs x 2 x 4 judgments
+of at most 96 tokens: seconds on a CPU). Instruction selection (`ste.categorize`) stays off: the
+paper's categorisation prompt does not fit the seed's context, and every testbed instruction is
+of one kind. SFT trains on each iteration's own judgments (`ste.train_on = "iteration"`).
 
 What it prints: a progress bar per stage and, after each iteration, a table of the ste/* counts
 (pairs built, unparseable worse responses, judged, verdict and match rates, dropped for no match
@@ -41,8 +53,8 @@ import ml_collections
 
 from meta_rewarding import defaults
 
-VARIANTS = ("", "smoke", "large", "seed=1", "large,seed=1")
-KNOWN = ("smoke", "large", "seed")
+VARIANTS = ("", "smoke", "large", "seed=1", "large,seed=1", "random_order")
+KNOWN = ("smoke", "large", "seed", "random_order")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -70,7 +82,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   s.pairwise_template = testbed.pairwise_template
   s.system_prompt = ""             # the testbed's judge takes no system prompt
   s.judge_max_new_tokens = testbed.pairwise_max_new_tokens
-  s.num_judgments = 4
+  s.num_judgments = 4               # per order
+  s.orders = "both"                 # RAM's recipe (see the module doc); variant random_order
+  s.train_on = "iteration"
   # ste.categorize stays False: the paper's categorisation prompt is longer than the seed's
   # context allows, and every testbed instruction is of one kind (checkable reasoning).
   s.balance_labels = True
@@ -107,6 +121,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       s.num_judgments = 2
       c.sampling.batch_size = 16
       c.evaluate.judge_pairs = "testbed:16"
+    elif name == "random_order":
+      s.orders = "random"
     elif name == "large":  # 4x the instructions: ~4x the kept judgments SFT sees per iteration
       c.pipeline.prompts_per_iteration = 256
     elif name == "seed":

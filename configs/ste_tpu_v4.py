@@ -9,9 +9,10 @@ Run the same command on every host of the slice (`xm_launch/launch.py` does that
            or a local copy per host). The default below is a placeholder that fails with a clear
            "does not exist" error.
   PROMPTS  unlabelled instructions, JSONL (or parquet) with one {"prompt": ...} per line. The
-           paper used WildChat instructions, selected with its categorisation prompt
-           (`--config.ste.categorize=True`, keeping `ste.categories`); a pool of at least
-           pipeline.prompts_per_iteration instructions (every iteration draws that many).
+           paper used WildChat instructions, selected with its categorisation prompt (variant
+           `categorize`: once, before iteration 1, with the seed; workdir/ste_selection/); a
+           pool of at least pipeline.prompts_per_iteration instructions (every iteration draws
+           that many, from the selection when there is one).
 
 Plan its memory first (prints the table, exits 1 with what to change when it cannot fit):
 
@@ -30,33 +31,43 @@ figures; XLA's own for this config were not compiled yet: `python -m meta_reward
 
 Variants (`--config=configs/ste_tpu_v4.py:<arg>`):
   (none)      Llama-3-70B-Instruct on a v4-256, the paper's STE settings (see below).
-  categorize  the paper's instruction selection: the seed categorises each instruction first and
-              only the `ste.categories` ones go on.
+  categorize  the paper's instruction selection, once before iteration 1: the seed categorises
+              every pool instruction (`ste.selection_candidates`, 0 = all), the `ste.categories`
+              ones are kept, at most 10000 per category (`ste.max_per_category`: the project's
+              reading of the paper's "balanced"; `ste.min_complexity` stays 0, see
+              docs/design.md#the-self-taught-evaluator-as-built), and every iteration draws its
+              prompts from that set.
   runlocal    a tiny random model on the synthetic testbed, on whatever devices are present (CPU
               is fine, about a minute): checks the wiring of this config, not the method.
 
 The paper's settings, and which this config could not confirm (defaults.ste_settings):
   * confirmed from the reference implementation (facebookresearch/RAM self_taught_evaluator): the
-    worse-response prompt (verbatim, prompts.WORSE_RESPONSE_TEMPLATE), the pairwise judge prompt
-    (prompts.PAIRWISE_SYSTEM_PROMPT + PAIRWISE_TEMPLATE), rejection sampling (shuffle, first
-    match) with A/B label balancing, sampling at temperature 0.7 / top-p 0.9, and the SFT
+    worse-response prompt (verbatim, prompts.WORSE_RESPONSE_TEMPLATE), the evaluation-plan judge
+    prompt RAM generates its judgments with (verbatim, prompts.EVAL_PLAN_TEMPLATE, one user
+    message, no system prompt; the held-out judge_pairs are judged with it too), judgments for
+    both orders of every pair (`ste.orders = "both"`: y_w as A and y_w as B, N each), rejection
+    sampling per order (shuffle, first match: one judgment per order) with A/B label balancing,
+    sampling at temperature 0.7 / top-p 0.9, and the SFT
     optimiser (AdamW lr 1e-6, betas 0.9 / 0.95, weight decay 0.1, 100 warmup steps, cosine to
     1e-7, no clipping, 4096-token sequences);
   * confirmed by the maintainers (RAM issues #21, #22): SFT from the seed every iteration; about
     20000 instructions (those categorised "reasoning");
-  * not confirmed here: N = 15 judgments per example, 5 iterations, the categorisation prompt's
-    exact wording (so the category names to keep), the SFT batch (16 sequences x 1 microbatch)
-    and epochs (1);
+  * not confirmed here: N = 15 judgments per example and order, 5 iterations, the categorisation
+    prompt's exact wording (so the category names to keep), the SFT batch (16 sequences x 1
+    microbatch) and epochs (1), training on each iteration's judgments only
+    (`ste.train_on = "iteration"`; "accumulated" trains M_t on iterations 1..t's);
   * generation lengths: the reference implementation allows 4096 new tokens per generation;
     Llama-3's 8192-token context must hold the judge's prompt (two responses) and its judgment,
     so responses, worse responses and judgments get 2048 each and prompt buckets go to 6144.
-  * Differs from the paper: each iteration draws its instructions from the pool's stream and
+  * Differs from the paper: each iteration draws its instructions from the pool's (or the
+    selection's) stream and
     regenerates (y_w, y_l) with the current model, where (as we read the paper) the pairs are
     built once and re-judged each iteration; its first iteration's judgments came from Mixtral 8x22B-Instruct, here from
     the seed.
 
 Expected run time: not measured (no v4-256 was available); decoding dominates: per iteration
-20000 x (1 response + 1 worse response + 15 judgments) generations of up to 2048 tokens.
+20000 x (1 response + 1 worse response + 2 orders x 15 judgments) generations of up to 2048
+tokens.
 What it prints: the memory plan, a progress bar per stage, and after each iteration the STE
 table (ste/* counts and rates, SFT loss); metrics.jsonl, TensorBoard, plots and each iteration's
 model (HF safetensors) in the workdir.
@@ -104,6 +115,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.ste.worse_max_new_tokens = 2048
   c.ste.judge_max_new_tokens = 2048
   c.ste.category_max_new_tokens = 128
+  # RAM's judgment generation: the evaluation-plan prompt (one user message), both orders.
+  defaults.use_eval_plan_judge(c)     # prompts.EVAL_PLAN_TEMPLATE, no system prompt (RAM's)
+  c.ste.orders = "both"
+  c.ste.train_on = "iteration"
 
   t = c.train                         # the optimiser: defaults.get_ste_config (the reference's)
   t.batch_size = 16                   # a multiple of the fsdp=16 batch shards
@@ -117,6 +132,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   if variants.get("categorize"):
     c.ste.categorize = True
+    c.ste.selection_candidates = 0     # the whole pool, once, with the seed
+    c.ste.max_per_category = 10000     # 2 reasoning categories: at most the paper's ~20000
   if variants.get("runlocal"):
     _runlocal(c)
   return c

@@ -439,8 +439,11 @@ def iteration_calls(config, p) -> dict:
   prompts = int(config.pipeline.prompts_per_iteration)
   if config.get("recipe", "meta_rewarding") == "ste":
     s = config.ste
+    # ste.orders="both": every pair is judged in both orders. The categorisation runs once, up
+    # front, not per iteration (counted here at one iteration's prompts for a figure).
+    orders = 2 if s.get("orders", "both") == "both" else 1
     counts = {"categorize": prompts, "actor": prompts, "worse": prompts,
-              "judge": prompts}
+              "judge": prompts * orders}
   else:
     K, N = int(config.actor.num_responses), int(config.judge.num_judgments)
     # Meta-judge battles: both orders of every pair of the highest-variance response's N

@@ -62,10 +62,10 @@ TABLE_KEYS = (
     "heldout/meta_accuracy", "heldout/meta_picks_higher_rate",
     "judge_eval/score", "judge_eval/position_consistency",
     # The Self-Taught Evaluator's.
-    "ste/category_kept", "ste/pairs", "ste/worse_unparseable", "ste/worse_parse_rate",
+    "ste/selected", "ste/pairs", "ste/worse_unparseable", "ste/worse_parse_rate",
     "ste/judged", "ste/verdict_rate", "ste/match_rate", "ste/first_position_verdict_rate",
     "ste/dropped_no_match", "ste/dropped_balance", "ste/kept", "ste/kept_label_a_share",
-    "sft/steps", "sft/loss", "sft/final_loss", "oracle/ste_label_right",
+    "sft/trained_on", "sft/steps", "sft/loss", "sft/final_loss", "oracle/ste_label_right",
     "oracle/ste_judgment_right", "oracle/ste_kept_right",
 )
 

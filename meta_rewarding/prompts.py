@@ -416,6 +416,43 @@ def parse_pairwise_verdict(text: str) -> str | None:
   return "A" if a else "B"
 
 
+
+# The Self-Taught Evaluator's evaluation-plan judge prompt, verbatim from the reference
+# implementation (facebookresearch/RAM, projects/self_taught_evaluator/data/prompts/eval_plan.prompt:
+# the prompt RAM generates its training judgments with, README "Generate judgement"), with the
+# project's placeholder names: {response_a} for the file's {generation} and {response_b} for its
+# {generation2}. Everything else is the file's: one user message (no system prompt), the typo
+# "evaluaiton", the backslashes before the quotes around [[A]] / [[B]], the space after "is better."
+# and the final newline. Its verdict format is the pairwise prompt's ([[A]] / [[B]]), read by
+# `parse_pairwise_verdict` with RAM's rule (src/utils.py parse_judgement: both tags or neither
+# is no verdict).
+EVAL_PLAN_SYSTEM_PROMPT = ""
+EVAL_PLAN_TEMPLATE = (
+    "Please act as an impartial judge and evaluate the quality of the responses provided by two AI "
+    "assistants to the user question displayed below. You should choose the assistant that follows "
+    "the user's instructions and answers the user's question better. Begin your evaluation by "
+    "first verifying whether each response contains any obvious or subtle errors. Then propose an "
+    "appropriate evaluaiton rubric, e.g. 1-5 criteria that are important for evaluating responses "
+    "to this specific user question. Continue your evaluation by checking each response carefully "
+    "along those criteria. Based on the analysis in previous steps, choose which response is "
+    "better overall. Avoid any position biases and ensure that the order in which the responses "
+    "were presented does not influence your decision. Do not allow the length of the responses to "
+    "influence your evaluation. Do not favor certain names of the assistants. Be as objective as "
+    "possible. After providing your evaluation, output your final verdict by strictly following "
+    "this format: \\\"[[A]]\\\" if assistant A is better, \\\"[[B]]\\\" if assistant B is better. \n"
+    "\n"
+    "[User Question]\n"
+    "{input}\n"
+    "\n"
+    "[The Start of Assistant A's Answer]\n"
+    "{response_a}\n"
+    "[The End of Assistant A's Answer]\n"
+    "\n"
+    "[The Start of Assistant B's Answer]\n"
+    "{response_b}\n"
+    "[The End of Assistant B's Answer]\n"
+)
+
 # The Self-Taught Evaluator's worse-response prompt, verbatim from the reference implementation
 # (facebookresearch/RAM, projects/self_taught_evaluator/data/prompts/worse_response.prompt), with the
 # project's placeholder names: {instruction} for the file's {input} and {response} for its
@@ -594,3 +631,17 @@ def parse_category(text: str) -> str | None:
   names = [m.group("name").strip().strip("<>").strip() for m in _CATEGORY_LINE.finditer(text)]
   names = [n for n in names if n]
   return names[-1] if names else None
+
+
+_COMPLEXITY_LINE = re.compile(
+    r"^[ \t*_#>-]*complexity[ \t*_]*[:：][ \t*_<]*(?P<score>\d+(?:\.\d+)?)(?:[ \t]*(?:/|out of)"
+    r"[ \t]*10)?[ \t*_>.]*$", re.IGNORECASE | re.MULTILINE)
+
+
+def parse_complexity(text: str) -> float | None:
+  """The score of the last `Complexity: <score>` line of a categorisation reply (`CATEGORY_TEMPLATE`
+  asks for a score out of 10; "7/10" and "7 out of 10" are read as 7), else None."""
+  if not isinstance(text, str):
+    raise TypeError(f"categorisation reply must be a str, got {type(text).__name__}")
+  scores = [float(m.group("score")) for m in _COMPLEXITY_LINE.finditer(text)]
+  return scores[-1] if scores else None

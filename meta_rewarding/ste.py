@@ -1,28 +1,47 @@
 """The Self-Taught Evaluator stages as pure functions (Wang et al. 2024, arXiv 2408.02666;
 docs/design.md#the-self-taught-evaluator-as-built): records in, records out, like stages.py for Meta-Rewarding.
 
+Once, before iteration 1, with the seed model M_0 (only with `ste.categorize`):
+
+  candidates  `selection_candidates`: `ste.selection_candidates` instructions of the pool (0: all),
+              in the order iteration 1 would draw them
+  categorize  `category_prompts` -> `category_records`: the paper's categorisation prompt; each
+              instruction's category and complexity score (1-10)
+  select      `select_instructions`: those whose category is in `ste.categories` (the paper keeps
+              its "reasoning" instructions), complexity >= `ste.min_complexity` (the project's
+              reading of "challenging"; 0: off) and at most `ste.max_per_category` per category
+              (the project's reading of "balanced"; 0: no cap). Every iteration then draws its
+              prompts from this set (`selected_prompt_records`).
+
 One iteration t turns judge M_{t-1} into M_t = SFT(seed, data_t):
 
-  prompts     `stages.prompt_records` (the pipeline's): P instructions from the pool
-  categorize  `category_prompts` -> `category_records`: optional instruction selection with the
-              paper's categorisation prompt; the instructions whose category is in
-              `ste.categories` go on
+  prompts     `stages.prompt_records` (the pipeline's) or, with a selection,
+              `selected_prompt_records`: P instructions
   actor       `actor_records`: one good response y_w per instruction x
   worse       `worse_prompts` -> `worse_records`: the model writes a modified instruction x' and a
               good answer to it with the paper's worse-response prompt; that answer is y_l for x
-  judge       `judge_requests` -> `judge_records`: N pairwise judgments of (x, y_w, y_l) with y_w
-              at a seeded random position (A or B, recorded as `chosen_position`)
-  sft_data    `rejection_sample` + `balance_labels` -> `sft_records`: one judgment whose verdict
-              names y_w per example, A and B labels equally many (the reference implementation's
-              prepare_sft_data.py: shuffle the N samples, take the first match; shuffle each label's
-              examples and keep min(#A, #B) of each)
-  sft         SFT of the seed on (judge prompt, judgment), the loss on the judgment tokens only
+  judge       `judge_requests` -> `judge_records`: N pairwise judgments of (x, y_w, y_l).
+              `ste.orders = "both"` (RAM's recipe, README "Generate judgement": "to avoid position
+              bias"): every pair is judged in both orders, `0_1` (y_w as A) and `1_0` (y_w as B),
+              N judgments each; "random": one seeded random order per pair (`chosen_position`).
+              Every request records its `order` and `chosen_position` (where y_w is: its label).
+  sft_data    `rejection_sample` + `balance_labels` -> `sft_records`, as RAM's
+              src/prepare_sft_data.py: it groups the judgments by their prompt text, so each order
+              of a pair is an example of its own with its own label (A for `0_1`, B for `1_0`);
+              per example the N judgments are shuffled and the FIRST whose verdict is the label is
+              kept: one judgment per order, a random one of the correct ones, never all of them (a
+              pair can give two examples, one per order). Then as many label-A as label-B examples
+              (shuffle each label's examples, keep min(#A, #B) of each; with both orders the
+              labels start out balanced up to the judge's position bias).
+  sft         SFT of the seed on (judge prompt, judgment), the loss on the judgment tokens only;
+              `ste.train_on = "iteration"`: this iteration's sft_data, "accumulated": the
+              sft_data of iterations 1..t (the pipeline concatenates the files)
   evaluate    `iteration_metrics`: counts kept and dropped at every step, verdict and match rates,
-              label balance, SFT loss
+              label balance, SFT loss (and `selection_metrics` with a selection)
 
 Every record carries `uid` (the instruction's position in prompts.jsonl) and `id` (its pool index),
-as in stages.py. Nothing here does I/O or imports jax; pipeline.py runs these with files, chunks,
-resume and the policy.
+as in stages.py; a judge request is identified by (`uid`, `order`) (`request_key`). Nothing here
+does I/O or imports jax; pipeline.py runs these with files, chunks, resume and the policy.
 """
 
 from __future__ import annotations
@@ -36,6 +55,11 @@ from meta_rewarding import prompts as prompts_lib
 from meta_rewarding.stages import Generation, join_key
 
 LABELS = ("A", "B")
+ORDERS = ("both", "random")             # ste.orders
+TRAIN_ON = ("iteration", "accumulated")  # ste.train_on
+# RAM's names of the two orders: `0_1` puts the baseline response (y_w, response 0) first, as A.
+ORDER_OF_POSITION = {"A": "0_1", "B": "1_0"}
+_ORDER_INDEX = {"0_1": 0, "1_0": 1}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -46,23 +70,104 @@ def category_prompts(template: str, records: Sequence[Mapping]) -> list[str]:
 
 
 def category_records(records: Sequence[Mapping], fits: Sequence[bool],
-                     generations: Sequence[Sequence[Generation]],
-                     categories: Sequence[str]) -> list[dict]:
-  """One record per instruction: the reply, its parsed category and whether it is kept (its
-  category is one of `categories`, compared case-insensitively). An instruction whose prompt does
-  not fit the context is not kept (`too_long`)."""
-  wanted = {c.strip().lower() for c in categories}
+                     generations: Sequence[Sequence[Generation]]) -> list[dict]:
+  """One record per instruction: the reply, its parsed category (`prompts.parse_category`) and
+  complexity score (`prompts.parse_complexity`). An instruction whose prompt does not fit the
+  context has neither (`too_long`)."""
   replies = iter(generations)
   out = []
   for r, ok in zip(records, fits):
     base = {"uid": join_key(r), "id": r["id"], "prompt": r["prompt"]}
     if not ok:
-      out.append({**base, "text": None, "category": None, "kept": False, "too_long": True})
+      out.append({**base, "text": None, "category": None, "complexity": None, "too_long": True})
       continue
     g = next(replies)[0]
-    category = prompts_lib.parse_category(g.text)
-    out.append({**base, "text": g.text, "finish_reason": g.finish_reason, "category": category,
-                "kept": category is not None and category.lower() in wanted, "too_long": False})
+    out.append({**base, "text": g.text, "finish_reason": g.finish_reason,
+                "category": prompts_lib.parse_category(g.text),
+                "complexity": prompts_lib.parse_complexity(g.text), "too_long": False})
+  return out
+
+
+def selection_candidates(pool: Sequence[str], count: int, seed: int) -> list[dict]:
+  """The instructions the selection categorises: `count` of the pool (0: all of it), in the order
+  of the run's prompt stream (`stages.sample_prompt_ids`, iteration 1)."""
+  from meta_rewarding.stages import sample_prompt_ids
+  ids = sample_prompt_ids(len(pool), int(count) or len(pool), 1, seed)
+  return [{"uid": k, "id": i, "prompt": pool[i]} for k, i in enumerate(ids)]
+
+
+def _canonical(category: str) -> str:
+  return category.strip().lower()
+
+
+def selection_reason(record: Mapping, categories: Sequence[str], min_complexity: float) -> str:
+  """Why a categorised instruction is or is not a selection candidate: "ok", "too_long",
+  "unparsed" (no category), "category" (not one of `categories`, compared case-insensitively) or
+  "easy" (complexity below `min_complexity`, or none given while a minimum is set)."""
+  if record["too_long"]:
+    return "too_long"
+  if record["category"] is None:
+    return "unparsed"
+  if _canonical(record["category"]) not in {_canonical(c) for c in categories}:
+    return "category"
+  if min_complexity and (record.get("complexity") is None
+                         or record["complexity"] < min_complexity):
+    return "easy"
+  return "ok"
+
+
+def select_instructions(categorized: Sequence[Mapping], categories: Sequence[str], *,
+                        min_complexity: float, max_per_category: int, seed: int) -> list[dict]:
+  """The selected instructions, in candidate order: those whose `selection_reason` is "ok", at
+  most `max_per_category` per category (0: no cap; a category with more loses a seeded random
+  share). Records: `uid` (position in the selection), `id` (pool index), `prompt`, `category`,
+  `complexity`, `candidate` (the candidate's uid)."""
+  ok = [r for r in categorized if selection_reason(r, categories, min_complexity) == "ok"]
+  if max_per_category:
+    rng = np.random.default_rng(seed)
+    by_category: dict[str, list] = {}
+    for r in ok:
+      by_category.setdefault(_canonical(r["category"]), []).append(r)
+    keep = set()
+    for name in sorted(by_category):
+      members = by_category[name]
+      picked = rng.permutation(len(members))[:int(max_per_category)]
+      keep.update(join_key(members[int(i)]) for i in picked)
+    ok = [r for r in ok if join_key(r) in keep]
+  return [{"uid": k, "id": r["id"], "prompt": r["prompt"], "category": r["category"],
+           "complexity": r.get("complexity"), "candidate": join_key(r)}
+          for k, r in enumerate(ok)]
+
+
+def selected_prompt_records(selected: Sequence[Mapping], count: int, iteration: int,
+                            seed: int) -> list[dict]:
+  """Iteration `iteration`'s prompts drawn from the selection as `stages.prompt_records` draws from
+  the pool (one seeded stream over the selected set); `id` stays the pool index. At most the whole
+  selection per iteration."""
+  from meta_rewarding.stages import sample_prompt_ids
+  if not selected:
+    return []
+  ids = sample_prompt_ids(len(selected), min(int(count), len(selected)), iteration, seed)
+  return [{"uid": k, "id": selected[i]["id"], "prompt": selected[i]["prompt"]}
+          for k, i in enumerate(ids)]
+
+
+def selection_metrics(categorized: Sequence[Mapping], selected: Sequence[Mapping],
+                      categories: Sequence[str], min_complexity: float) -> dict:
+  """What the up-front selection categorised, dropped and kept (the same in every iteration)."""
+  reasons = [selection_reason(r, categories, min_complexity) for r in categorized]
+  out = {
+      "ste/selection_candidates": len(categorized),
+      "skipped/long_category_prompts": reasons.count("too_long"),
+      "ste/selection_unparsed": reasons.count("unparsed"),
+      "ste/selection_other_category": reasons.count("category"),
+      "ste/selection_too_easy": reasons.count("easy"),
+      "ste/selection_dropped_balance": reasons.count("ok") - len(selected),
+      "ste/selected": len(selected),
+  }
+  for name in categories:
+    out[f"ste/selected/{name}"] = sum(_canonical(r["category"]) == _canonical(name)
+                                      for r in selected)
   return out
 
 
@@ -127,15 +232,31 @@ def chosen_position(order_seed: int, uid: int) -> str:
   return LABELS[int(np.random.default_rng([order_seed, uid]).integers(2))]
 
 
-def judge_requests(pairs: Sequence[Mapping], template: str, order_seed: int) -> list[dict]:
-  """Per pair: its judge prompt (the user message) with y_w at `chosen_position`."""
+def request_key(record: Mapping) -> tuple[int, str]:
+  """A judge request's identity: (the pair's uid, its order "0_1" | "1_0"). Records written before
+  orders were recorded are named by their `chosen_position` (an SFT example's: its `label`)."""
+  order = record.get("order")
+  if order is None:
+    order = ORDER_OF_POSITION[record["chosen_position"] if "chosen_position" in record
+                              else record["label"]]
+  return join_key(record), order
+
+
+def judge_requests(pairs: Sequence[Mapping], template: str, order_seed: int,
+                   orders: str = "both") -> list[dict]:
+  """The judge prompts (the user message) of the pairs: with `orders = "both"`, two per pair, y_w
+  as A (`0_1`) then y_w as B (`1_0`); with "random", one per pair, y_w at `chosen_position`."""
+  if orders not in ORDERS:
+    raise ValueError(f"ste.orders={orders!r}: expected one of {', '.join(ORDERS)}")
   out = []
   for p in pairs:
     uid = join_key(p)
-    position = chosen_position(order_seed, uid)
-    a, b = (p["chosen"], p["rejected"]) if position == "A" else (p["rejected"], p["chosen"])
-    out.append({"uid": uid, "id": p["id"], "chosen_position": position,
-                "judge_prompt": prompts_lib.render_pairwise_prompt(template, p["prompt"], a, b)})
+    positions = LABELS if orders == "both" else (chosen_position(order_seed, uid),)
+    for position in positions:
+      a, b = (p["chosen"], p["rejected"]) if position == "A" else (p["rejected"], p["chosen"])
+      out.append({"uid": uid, "id": p["id"], "order": ORDER_OF_POSITION[position],
+                  "chosen_position": position,
+                  "judge_prompt": prompts_lib.render_pairwise_prompt(template, p["prompt"], a, b)})
   return out
 
 
@@ -165,11 +286,16 @@ def judge_records(requests: Sequence[Mapping], fits: Sequence[bool],
 # Rejection sampling and the SFT data.
 
 def rejection_sample(record: Mapping, seed: int) -> int | None:
-  """The index of the judgment kept for `record`: the N judgments shuffled (seeded by (seed, uid)),
-  the first whose verdict is the known label (`chosen_position`); None when none matches. A
-  judgment cut by the length limit is never kept (its verdict tag may be all that was written)."""
+  """The index of the judgment kept for the judge request `record` (one order of one pair): its N
+  judgments shuffled (seeded by (seed, uid, order)), the first whose verdict is the order's label
+  (`chosen_position`: A for `0_1`, B for `1_0`); None when none matches. RAM's
+  `rejection_sampling` (prepare_sft_data.py, without its majority_voting option). A judgment cut
+  by the length limit is never kept (its verdict tag may be all that was written)."""
   judgments = record["judgments"]
-  order = np.random.default_rng([seed, join_key(record)]).permutation(len(judgments))
+  key = [seed, join_key(record)]
+  if record.get("order") is not None:  # records from before orders were recorded: (seed, uid)
+    key.append(_ORDER_INDEX[record["order"]])
+  order = np.random.default_rng(key).permutation(len(judgments))
   for i in order:
     j = judgments[int(i)]
     if j["verdict"] == record["chosen_position"] and j["finish_reason"] != "length":
@@ -191,21 +317,21 @@ def balance_labels(examples: Sequence[Mapping], seed: int) -> list[Mapping]:
 
 
 def sft_records(judged: Sequence[Mapping], seed: int, *, balance: bool) -> list[dict]:
-  """The SFT data of one iteration: one (judge prompt, kept judgment) per example with a match,
-  label-balanced when `balance`; `prompt` is the judge prompt (the user message), `response` the
-  judgment, `label` the verdict it gives."""
+  """The SFT data of one iteration: one (judge prompt, kept judgment) per judge request (per order
+  of a pair) with a match, label-balanced when `balance`; `prompt` is the judge prompt (the user
+  message), `response` the judgment, `label` the verdict it gives, `order` the request's order."""
   examples = []
   for r in judged:
     if r["too_long"]:
       continue
     k = rejection_sample(r, seed)
     if k is not None:
-      examples.append({"uid": join_key(r), "id": r["id"], "prompt": r["judge_prompt"],
-                       "response": r["judgments"][k]["text"], "label": r["chosen_position"],
-                       "judgment_index": k})
+      examples.append({"uid": join_key(r), "id": r["id"], "order": request_key(r)[1],
+                       "prompt": r["judge_prompt"], "response": r["judgments"][k]["text"],
+                       "label": r["chosen_position"], "judgment_index": k})
   if balance:
     return [dict(e) for e in balance_labels(examples, seed)]
-  return sorted(examples, key=join_key)
+  return sorted(examples, key=request_key)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -221,22 +347,19 @@ def _rate(num, den):
 
 
 def iteration_metrics(iteration: int, prompt_records: Sequence[Mapping],
-                      categories: Sequence[Mapping] | None, actor: Sequence[Mapping],
+                      selection: Mapping | None, actor: Sequence[Mapping],
                       worse: Sequence[Mapping], judged: Sequence[Mapping],
                       sft_data: Sequence[Mapping], sft_steps: Sequence[Mapping],
-                      skipped_long_prompts: int, seed: int) -> dict:
+                      skipped_long_prompts: int, seed: int,
+                      trained_on: int | None = None) -> dict:
   """The STE numbers of one iteration, from its artifacts: what was kept and dropped at every
-  step, the judge's verdict and match rates, label balance, SFT loss."""
+  step, the judge's verdict and match rates, label balance, SFT loss. `selection`: the up-front
+  selection's `selection_metrics` (None without one); `trained_on`: the examples the SFT saw
+  (more than this iteration's with `ste.train_on = "accumulated"`; None: this iteration's)."""
   out: dict[str, Any] = {"iteration": iteration, "prompts": len(prompt_records),
                          "skipped/long_prompts": skipped_long_prompts}
-  if categories is not None:
-    out.update({
-        "ste/category_kept": sum(c["kept"] for c in categories),
-        "ste/category_dropped": sum(not c["kept"] for c in categories),
-        "ste/category_unparsed": sum(c["category"] is None and not c["too_long"]
-                                     for c in categories),
-        "skipped/long_category_prompts": sum(c["too_long"] for c in categories),
-    })
+  if selection is not None:
+    out.update(selection)
   responses = [a["response"] for a in actor]
   status = [w["status"] for w in worse]
   out.update({
@@ -256,9 +379,12 @@ def iteration_metrics(iteration: int, prompt_records: Sequence[Mapping],
   judgments = [j for r in judged for j in r["judgments"]]
   verdicts = [j["verdict"] for j in judgments]
   matches = [j["verdict"] == r["chosen_position"] for r in judged for j in r["judgments"]]
-  with_match = sum(rejection_sample(r, seed) is not None for r in judged if not r["too_long"])
-  labels = [r["chosen_position"] for r in judged if not r["too_long"]
-            and rejection_sample(r, seed) is not None]
+  matched = [r for r in judged if not r["too_long"] and rejection_sample(r, seed) is not None]
+  with_match = len(matched)
+  labels = [r["chosen_position"] for r in matched]
+  orders_matched: dict[int, int] = {}
+  for r in matched:
+    orders_matched[join_key(r)] = orders_matched.get(join_key(r), 0) + 1
   kept_labels = [e["label"] for e in sft_data]
   out.update({
       "ste/judged": sum(not r["too_long"] for r in judged),
@@ -277,6 +403,9 @@ def iteration_metrics(iteration: int, prompt_records: Sequence[Mapping],
       "ste/dropped_balance": with_match - len(sft_data),
       "ste/kept": len(sft_data),
       "ste/kept_label_a_share": _rate(kept_labels.count("A"), len(kept_labels)),
+      # Pairs (not requests) with a kept-able judgment in both orders (0 with ste.orders=random).
+      "ste/pairs_matched_both_orders": sum(n == 2 for n in orders_matched.values()),
+      "sft/trained_on": len(sft_data) if trained_on is None else trained_on,
   })
   if sft_steps:
     last = sft_steps[-1]
@@ -325,11 +454,11 @@ def testbed_oracle_metrics(records: Mapping[str, list]) -> dict:
     other = "B" if r["chosen_position"] == "A" else "A"
     return r["chosen_position"] if chosen_ok else other
 
-  judged = {join_key(r): r for r in records["judge"]}
+  judged = {request_key(r): r for r in records["judge"]}
   verdicts = [(j["verdict"], better(r)) for r in records["judge"] for j in r["judgments"]
               if j["verdict"] is not None and better(r) is not None]
-  kept = [(e["label"], better(judged[join_key(e)])) for e in records["sft_data"]
-          if better(judged[join_key(e)]) is not None]
+  kept = [(e["label"], better(judged[request_key(e)])) for e in records["sft_data"]
+          if better(judged[request_key(e)]) is not None]
   values = list(right.values())
   return {
       "oracle/unknown_prompts": unknown,

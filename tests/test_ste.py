@@ -220,7 +220,8 @@ def _run(workdir, config, policy=None, **kwargs):
 
 
 def test_one_iteration_on_a_scripted_model(tmp_path):
-  (metrics,), policy = _run(tmp_path, make_config())
+  """ste.orders="random": one seeded random order per pair (tests/test_ste_recipe.py: "both")."""
+  (metrics,), policy = _run(tmp_path, make_config(orders="random"))
   it = tmp_path / "iter_1"
   prompt_records = artifacts.read_jsonl(str(it / "prompts.jsonl"))
   assert len(prompt_records) == 6
@@ -322,14 +323,19 @@ def test_categorisation_filters_instructions_and_counts_them(tmp_path):
         return out
       return super().generate(batch, **kwargs)
 
-  (metrics,), _ = _run(tmp_path, make_config(categorize=True), Categorising())
-  categories = artifacts.read_jsonl(str(tmp_path / "iter_1" / "categorize.jsonl"))
-  kept = [c for c in categories if c["kept"]]
-  assert kept and all(c["category"] == "Mathematical reasoning" for c in kept)
+  config = make_config(categorize=True)
+  config.pipeline.prompts_per_iteration = 4
+  (metrics,), _ = _run(tmp_path, config, Categorising())
+  categories = artifacts.read_jsonl(str(tmp_path / "ste_selection" / "categorize.jsonl"))
+  selected = artifacts.read_jsonl(str(tmp_path / "ste_selection" / "selected.jsonl"))
+  assert len(categories) == len(POOL)  # ste.selection_candidates=0: the whole pool
+  assert selected and all(c["category"] == "Mathematical reasoning" for c in selected)
+  assert all(c["complexity"] == 3 for c in categories)
   actor = artifacts.read_jsonl(str(tmp_path / "iter_1" / "actor.jsonl"))
-  assert sorted(a["uid"] for a in actor) == sorted(c["uid"] for c in kept)
-  assert metrics["ste/category_kept"] == len(kept)
-  assert metrics["ste/category_dropped"] == len(categories) - len(kept)
+  assert sorted(a["id"] for a in actor) == sorted(c["id"] for c in selected)
+  assert metrics["ste/selected"] == len(selected) == 4
+  assert metrics["ste/selection_other_category"] == len(categories) - len(selected)
+  assert not (tmp_path / "iter_1" / "categorize.jsonl").exists()
 
 
 def test_kill_during_judging_then_resume_equals_uninterrupted(tmp_path):
