@@ -7,7 +7,7 @@ damage reached the results.
   python bench/integrity_cases.py --repo=/tmp/before --label=before \
       --output=bench/results/integrity_cases.md
 
-Each run appends its column to the output's JSON sidecar (`<output>.json`) and rewrites the table
+Each run appends its column to the output's JSON sidecar (`<output without .md>.json`) and rewrites the table
 from all the columns there, so the two checkouts end up side by side. Every case starts from a copy
 of one finished smoke run (`configs/local_cpu.py:smoke`) made with the checkout itself.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -46,7 +47,7 @@ def _main(repo, *args, wait=True):
 def _said(out_stderr: str) -> str:
   lines = [l for l in out_stderr.splitlines() if l.startswith(("error:", "warning:"))]
   errors = [l for l in lines if l.startswith("error:")]
-  line = (errors or lines or [""])[0]
+  line = (errors or lines or ["no error or warning printed"])[0]
   tracebacks = out_stderr.count("Traceback")
   return (line[:160] + ("..." if len(line) > 160 else "")) + (
       f" ({tracebacks} traceback(s))" if tracebacks else "")
@@ -153,10 +154,13 @@ def write_table(output, columns):
   lines = ["# Integrity cases: the audit's damage, re-run with the real command", "",
            "Written by `bench/integrity_cases.py` (its doc has the commands). Each case starts from "
            "a copy of one finished `configs/local_cpu.py:smoke` run made by the same checkout; "
-           "numbers are issue 32's items.", "",
+           "numbers are issue 32's items. Load: 1-minute load 1-3 on 2 cores (other work ran "
+           "beside it); the cases do not depend on it.", "",
            "| case | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
   for row in rows:
-    cells = [columns[l].get(row, "").replace("|", "\\|") for l in labels]
+    # Columns written before `_said` named an empty stderr have "exit N; ;" there.
+    cells = [re.sub(r"^(second: )?(exit -?\d+);\s*(?=;|$|\()", r"\1\2; no error or warning printed ",
+                    columns[l].get(row, "")).strip().replace("|", "\\|") for l in labels]
     lines.append(f"| {row} | " + " | ".join(cells) + " |")
   with open(output, "w") as f:
     f.write("\n".join(lines) + "\n")
@@ -171,7 +175,7 @@ def main(argv):
   if r.returncode != 0:
     raise SystemExit(f"the smoke run failed: {r.stderr[-2000:]}")
   column = cases(repo, template, scratch)
-  sidecar = _OUTPUT.value + ".json"
+  sidecar = os.path.splitext(_OUTPUT.value)[0] + ".json"
   columns = json.load(open(sidecar)) if os.path.exists(sidecar) else {}
   columns[_LABEL.value] = column
   with open(sidecar, "w") as f:
