@@ -10,6 +10,20 @@ r"""Meta-Rewarding at paper scale on one GPU node: Llama-3-8B-Instruct on 8 x H1
   XLA_PYTHON_CLIENT_MEM_FRACTION: JAX preallocates 75% of GPU memory by default (60 of 80 GB);
            the plan below assumes 95% (76 GiB). `xm_launch/launch.py --platform=gpu` sets it.
 
+Stage 0, the EFT model (`--config.sft.data=$EFT`; off by default): the Meta-Rewarding paper's
+iteration 1 starts from the SFT model, the seed fine-tuned on evaluation data (EFT) so that it can
+judge, not from the Instruct model as it is. With `sft.data` set, the run first trains M_0 by SFT
+on that file (iter_0/, resumable; `sft.train` holds its learning rate, epochs, batch and lengths)
+and starts iteration 1 from it.
+  EFT      Self-Rewarding's evaluation fine-tuning set: each record an instruction and a response
+           in, a judgment with a score out, in the judge template's format: JSONL (or parquet)
+           {"prompt": <prompts.JUDGE_TEMPLATE with the instruction and the response filled in>,
+           "completion": <a justification ending with "Score: <0-5>">} (or chat "messages").
+           Self-Rewarding built it from Open Assistant's ranked replies: judgments sampled from
+           the SFT baseline, kept where their scores order the replies as the human ranks do,
+           score 4 down-sampled (1,630 train examples). docs/scale.md#3-the-eft-file-and-an-eft-trained-starting-model
+           shows how to build the file; e.g. /path/to/eft.jsonl.
+
 Plan its memory first:  python -m meta_rewarding.plan --config=configs/gpu.py
 
 Variants (`--config=configs/gpu.py:<arg>`, comma-separated, e.g. `:model=llama3_1b`):
@@ -53,13 +67,17 @@ VARIANTS = ("", "model=llama3_1b", "model=llama3_3b", "model=llama3_1_8b", "mesh
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variants = defaults.parse_variants(arg, "gpu", defaults.PAPER_SCALE_VARIANTS,
                                      "model=llama3_1b,runlocal")
-  return defaults.paper_scale_config(
+  c = defaults.paper_scale_config(
       variants, checkpoint=CHECKPOINT, checkpoint_dir="/path/to", prompts_path=PROMPTS,
       mesh_shape={"data": 1, "fsdp": -1, "tensor": 8}, num_devices=NUM_GPUS,
       device_memory_gb=GPU_MEMORY_GIB,
       distributed=False,               # one host, one process for all 8 GPUs
       remat_policy="dots_no_batch", mesh_names=("tensor", "fsdp"),
       fsdp_batch=(8, 2))               # pure FSDP: a multiple of the 8 batch shards
+  # Stage 0: "" runs none (iteration 1 starts from model.checkpoint as it is). Point it at your EFT
+  # file (see the docstring) for the paper's starting point: M_0 = SFT(checkpoint, EFT).
+  c.sft.data = ""
+  return c
 
 
 def get_hyper(h):

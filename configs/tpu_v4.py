@@ -13,6 +13,20 @@ Run the same command on every host of the slice (`xm_launch/launch.py` does that
            prompt set); any pool of >= 20k instructions works (4 iterations x 5000, no repeats).
            docs/scale.md#2-the-prompt-pool-from-oasst1 shows how to make one from `OpenAssistant/oasst1`.
 
+Stage 0, the EFT model (`--config.sft.data=$EFT`; off by default): the Meta-Rewarding paper's
+iteration 1 starts from the SFT model, the seed fine-tuned on evaluation data (EFT) so that it can
+judge, not from the Instruct model as it is. With `sft.data` set, the run first trains M_0 by SFT
+on that file (iter_0/, resumable; `sft.train` holds its learning rate, epochs, batch and lengths)
+and starts iteration 1 from it.
+  EFT      Self-Rewarding's evaluation fine-tuning set: each record an instruction and a response
+           in, a judgment with a score out, in the judge template's format: JSONL (or parquet)
+           {"prompt": <prompts.JUDGE_TEMPLATE with the instruction and the response filled in>,
+           "completion": <a justification ending with "Score: <0-5>">} (or chat "messages").
+           Self-Rewarding built it from Open Assistant's ranked replies: judgments sampled from
+           the SFT baseline, kept where their scores order the replies as the human ranks do,
+           score 4 down-sampled (1,630 train examples). docs/scale.md#3-the-eft-file-and-an-eft-trained-starting-model
+           shows how to build the file; e.g. gs://YOUR_BUCKET/data/eft.jsonl.
+
 Plan its memory first (prints the table, exits 1 with what to change when it cannot fit), and
 before renting the slice compile every program of an iteration for it, on any machine with the
 [tpu] extra (XLA's own per-chip memory and cost; about 15-20 minutes on 2 CPU cores):
@@ -77,13 +91,17 @@ VARIANTS = ("", "model=llama3_1b", "model=llama3_3b", "model=llama3_1_8b", "mesh
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variants = defaults.parse_variants(arg, "tpu_v4", defaults.PAPER_SCALE_VARIANTS,
                                      "model=llama3_1b,mesh=fsdp")
-  return defaults.paper_scale_config(
+  c = defaults.paper_scale_config(
       variants, checkpoint=CHECKPOINT, checkpoint_dir="gs://YOUR_BUCKET/models",
       prompts_path=PROMPTS, mesh_shape={"data": 1, "fsdp": -1, "tensor": 8},
       num_devices=NUM_CHIPS, device_memory_gb=CHIP_MEMORY_GIB,
       distributed=True,                # jax.distributed.initialize: TPU hosts find each other
       remat_policy="full", mesh_names=("fsdp_tensor", "fsdp"),
       fsdp_batch=(16, 1))              # pure FSDP: a multiple of the 16 batch shards
+  # Stage 0: "" runs none (iteration 1 starts from model.checkpoint as it is). Point it at your EFT
+  # file (see the docstring) for the paper's starting point: M_0 = SFT(checkpoint, EFT).
+  c.sft.data = ""
+  return c
 
 
 def get_hyper(h):

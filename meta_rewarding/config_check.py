@@ -35,6 +35,8 @@ LENGTH_UNITS = ("chars", "tokens")                 # stages.response_length
 ORACLES = ("", "testbed")                          # run.run
 META_JUDGE_ORACLES = ("", "verdict", "check")      # testbed/oracle_meta_judge.RULES, or off
 RECIPES = ("meta_rewarding", "ste")                # pipeline.recipe
+STE_ORDERS = ("both", "random")                    # ste.ORDERS
+STE_TRAIN_ON = ("iteration", "accumulated")        # ste.TRAIN_ON
 MODES = ("dpo", "sft")                             # train_dpo
 
 _MISSING = object()
@@ -400,9 +402,30 @@ def _check_ste(c: _Checks):
     c.template(key, validate)
   c.string("ste.system_prompt")
   c.boolean("ste.balance_labels")
+  c.choice("ste.orders", STE_ORDERS)
+  c.choice("ste.train_on", STE_TRAIN_ON)
+  c.integer("ste.selection_candidates", 0, " (0 = the whole pool)", limit=PROMPTS_PER_ITERATION)
+  c.integer("ste.max_per_category", 0, " (0 = no cap)", limit=PROMPTS_PER_ITERATION)
+  c.number("ste.min_complexity", 0, 10)  # 0 = off; the categorisation prompt's 1-10 scale
   if c.get("evaluate.heldout_tasks", 0) != 0:
     c.fail("evaluate.heldout_tasks", c.get("evaluate.heldout_tasks"), "must be 0 with "
            "recipe='ste' (use evaluate.judge_pairs, e.g. 'testbed:200')")
+
+
+def _check_sft(c: _Checks, recipe) -> None:
+  """The `sft` section (defaults.sft_settings): stage 0's file and its own training
+  hyper-parameters `sft.train`, checked like `train` (same ranges and bounds), named `sft.train.*`."""
+  if c.get("sft", None) is None:
+    return  # a config written before stage 0 existed: no stage 0
+  path = c.string("sft.data", why=" (a JSONL/parquet file of SFT records; '' = no stage 0)")
+  if recipe == "ste" and isinstance(path, str) and path:
+    c.fail("sft.data", path, "must be '' with recipe='ste': the Self-Taught Evaluator trains from "
+           "its seed every iteration; point model.checkpoint at the SFT model instead")
+  c.string("sft.response_field", nonempty=True)
+  c.string("sft.system_prompt")
+  sub = _Checks(c.get("sft.train", {}), "sft.train.")
+  _check_train(sub, "sft")
+  c.problems.extend(sub.problems)
 
 
 def _generation_keys(c: _Checks, recipe, *, every: bool = False) -> tuple[str, ...]:
@@ -490,6 +513,7 @@ def check_pipeline_config(config) -> None:
       c.fail("evaluate.judge_pairs", judge_pairs, "'testbed:<n>' needs a count n >= 1")
   if recipe == "ste":
     _check_ste(c)
+  _check_sft(c, recipe)
 
   # Across sections.
   if (recipe != "ste" and _is_int(num_judgments) and num_judgments == 1
@@ -616,9 +640,14 @@ def check_run_environment(config, num_devices: int) -> None:
     batch_axes = (() if batch_axes is None else
                   (batch_axes,) if isinstance(batch_axes, str) else tuple(batch_axes))
     shards = math.prod(mesh[a] for a in batch_axes if a in mesh)
-    batch = c.get("train.batch_size", None)
-    if _is_int(batch) and batch % shards:
-      # Found only when training starts otherwise: after every sampling stage of an iteration.
-      c.fail("train.batch_size", batch, f"must be a multiple of the {shards} batch shards of "
-             f"mesh.shape={mesh} on {_devices(num_devices)}")
+    batch_keys = ["train.batch_size"]
+    sft_path = c.get("sft.data", "")
+    if isinstance(sft_path, str) and sft_path:
+      batch_keys.append("sft.train.batch_size")  # stage 0's
+    for batch_key in batch_keys:
+      batch = c.get(batch_key, None)
+      if _is_int(batch) and batch % shards:
+        # Found only when training starts otherwise: after every sampling stage of an iteration.
+        c.fail(batch_key, batch, f"must be a multiple of the {shards} batch shards of "
+               f"mesh.shape={mesh} on {_devices(num_devices)}")
   c.raise_if_any()

@@ -223,9 +223,20 @@ def load_pairs(source, *, split: str | None = None, keep: Sequence[str] = ()) ->
 
 
 def load_sft(source, *, response_field: str = "response", split: str | None = None) -> list[dict]:
-  """SFT examples: dicts with prompt, response (read from `response_field`), source."""
+  """SFT examples: dicts with prompt, response (read from `response_field`), source. A record
+  without a prompt may be a chat record instead: ``messages``, a list of {role, content} ending
+  with the assistant's message (the response); the messages before it are the prompt."""
   out = []
   for where, record in iter_records(source, split=split):
+    if "prompt" not in record and "messages" in record:
+      messages = _prompt(where, record, "messages")
+      if (isinstance(messages, str) or len(messages) < 2
+          or messages[-1]["role"] != "assistant" or messages[-2]["role"] == "assistant"):
+        raise DataError(f"{where}: field 'messages' must be a list of {{'role', 'content'}} "
+                        "messages ending with one assistant message (the response)")
+      out.append({"prompt": messages[:-1], "response": messages[-1]["content"],
+                  "source": where})
+      continue
     out.append({"prompt": _prompt(where, record, "prompt"),
                 "response": _text(where, record, response_field), "source": where})
   if not out:

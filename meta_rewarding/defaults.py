@@ -110,6 +110,36 @@ def train_config() -> ml_collections.ConfigDict:
   ))
 
 
+def sft_settings() -> ml_collections.ConfigDict:
+  """`config.sft`: stage 0, SFT of the loaded checkpoint (or random init) into M_0 before
+  iteration 1 (pipeline.py, "Stage 0"); `data = ""` (the default) runs no stage 0.
+
+  The Meta-Rewarding paper's iteration 1 starts from an SFT model: the seed fine-tuned on
+  Self-Rewarding's evaluation fine-tuning (EFT) set so that it can judge
+  (docs/scale.md#3-the-eft-file-and-an-eft-trained-starting-model).
+  `train` is a whole `train_config()` of its own (the DPO-only keys are unused), so stage 0's
+  learning rate, epochs, batch and lengths are set apart from the iterations' DPO. Its values are
+  Self-Rewarding's SFT recipe as this project reads it (lr 5.5e-6 decaying to 1.1e-6, 16 sequences
+  per step); not confirmed against the paper's text here: check them before a paper-scale run.
+  """
+  t = train_config()
+  t.learning_rate = 5.5e-6
+  t.decay = "cosine"
+  t.end_learning_rate_ratio = 0.2     # 5.5e-6 -> 1.1e-6
+  t.batch_size = 4                    # x grad_accum_steps 4 = 16 sequences per step
+  t.grad_accum_steps = 4
+  t.num_epochs = 1
+  return ml_collections.ConfigDict(dict(
+      # JSONL / parquet: {"prompt": str or chat messages, <response_field>: str} records, or chat
+      # records {"messages": [..., {"role": "assistant", "content": ...}]} (the last message is
+      # the target, those before it the prompt). "" = no stage 0.
+      data="",
+      response_field="completion",
+      system_prompt="",               # before every prompt that has no system message; "" = none
+      train=t,
+  ))
+
+
 def get_base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -173,6 +203,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.meta_judge.testbed_oracle = ""
 
   c.train = train_config()
+  c.sft = sft_settings()              # stage 0 (off: sft.data = "")
 
   c.pipeline = ml_collections.ConfigDict()
   c.pipeline.num_iterations = 4
@@ -216,24 +247,46 @@ def ste_settings() -> ml_collections.ConfigDict:
   issue #21), here from the seed itself.
   """
   return ml_collections.ConfigDict(dict(
-      # Instruction selection: off by default. The paper categorises its WildChat instructions
-      # and keeps those in the "reasoning" category; the names here are the reasoning ones of
-      # prompts.CATEGORY_TEMPLATE, matched case-insensitively.
+      # Instruction selection: off by default. On, it runs once before iteration 1 with the seed
+      # (workdir/ste_selection/) and every iteration draws its prompts from the selected set. The
+      # paper categorises its WildChat instructions and keeps those in the "reasoning" category;
+      # the names here are the reasoning ones of prompts.CATEGORY_TEMPLATE, matched
+      # case-insensitively. The paper's "challenging and balanced": min_complexity (the
+      # categoriser's 1-10 complexity score; 0 = off) and max_per_category (0 = no cap) are this
+      # project's reading of it (docs/design.md#the-self-taught-evaluator-as-built).
       categorize=False,
       category_template=prompts.CATEGORY_TEMPLATE,
       categories=("Knowledge and Reasoning", "Mathematical reasoning"),
       category_max_new_tokens=128,
+      selection_candidates=0,  # pool instructions categorised, in stream order; 0 = the whole pool
+      min_complexity=0,
+      max_per_category=0,
       # y_l: the model's answer to a modified instruction x' (the paper's prompt, verbatim).
       worse_response_template=prompts.WORSE_RESPONSE_TEMPLATE,
       worse_max_new_tokens=4096,
-      # The judge: N pairwise judgments per (x, y_w, y_l), y_w at a seeded random position.
+      # The judge: N pairwise judgments per (x, y_w, y_l) and order. orders="both": y_w as A and
+      # y_w as B, N each, one judgment kept per order (RAM's recipe); "random": one seeded random
+      # order per pair. The paper-scale config uses RAM's evaluation-plan prompt
+      # (prompts.EVAL_PLAN_TEMPLATE, no system prompt); this base keeps the RewardBench one.
+      orders="both",
       pairwise_template=prompts.PAIRWISE_TEMPLATE,
       system_prompt=prompts.PAIRWISE_SYSTEM_PROMPT,  # "" = no system message
       num_judgments=15,
       judge_max_new_tokens=4096,
       # Keep as many label-A as label-B examples (the reference implementation does).
       balance_labels=True,
+      # What M_t's SFT trains on: "iteration" (iteration t's judgments) or "accumulated"
+      # (iterations 1..t's).
+      train_on="iteration",
   ))
+
+
+def use_eval_plan_judge(c: ml_collections.ConfigDict) -> None:
+  """The STE judge RAM generates its judgments with: the evaluation-plan prompt
+  (prompts.EVAL_PLAN_TEMPLATE, verbatim from RAM's data/prompts/eval_plan.prompt), one user
+  message, no system prompt (configs/ste_tpu_v4.py)."""
+  c.ste.pairwise_template = prompts.EVAL_PLAN_TEMPLATE
+  c.ste.system_prompt = prompts.EVAL_PLAN_SYSTEM_PROMPT
 
 
 def get_ste_config() -> ml_collections.ConfigDict:
@@ -350,6 +403,11 @@ def paper_scale_config(variants: Mapping[str, Any], *, checkpoint: str, checkpoi
   t.length_buckets = (512, 1024, 2048, 3072)
   t.logps_chunk_size = 512
   t.checkpoint_every = 50
+  # Stage 0 (SFT on the EFT set; off until sft.data names the file): the same lengths.
+  c.sft.train.max_length = t.max_length
+  c.sft.train.length_buckets = t.length_buckets
+  c.sft.train.logps_chunk_size = t.logps_chunk_size
+  c.sft.train.checkpoint_every = t.checkpoint_every
 
   c.mesh.shape = ml_collections.ConfigDict(dict(mesh_shape))
   c.mesh.distributed = distributed
@@ -359,6 +417,7 @@ def paper_scale_config(variants: Mapping[str, Any], *, checkpoint: str, checkpoi
   if mesh == mesh_names[1]:
     c.mesh.shape = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
     t.batch_size, t.grad_accum_steps = fsdp_batch
+    c.sft.train.batch_size, c.sft.train.grad_accum_steps = fsdp_batch
   elif mesh not in (None, mesh_names[0]):
     raise ValueError(f"mesh={mesh!r}; expected {mesh_names[1]} or {mesh_names[0]}")
 
@@ -423,6 +482,9 @@ def apply_runlocal(c: ml_collections.ConfigDict, variants: Mapping[str, Any]) ->
   c.train.max_length = 512
   c.train.length_buckets = (128, 256, 512)
   c.train.logps_chunk_size = 0
+  for key in ("learning_rate", "warmup_steps", "batch_size", "grad_accum_steps", "max_length",
+              "length_buckets", "logps_chunk_size"):
+    c.sft.train[key] = c.train[key]
   c.evaluate.oracle = "testbed"
 
 

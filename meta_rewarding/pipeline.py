@@ -28,6 +28,7 @@ Self-Rewarding is the same loop with `meta_judge.enabled = False` (no meta_judge
 The Self-Taught Evaluator (`recipe = "ste"`) is another list of stages (ste.py) on the same driver:
 the same prompts stage, chunking, markers, resume, timings, held-out hooks and metrics writers;
 its files are listed at `_run_ste_iteration`.
+With `sft.data` set, stage 0 makes M_0 by SFT before iteration 1 (iter_0/; see `_run_stage0`).
 This module imports neither jax nor flax: the policy brings the model.
 """
 
@@ -580,18 +581,102 @@ def _train_stage(it: _Iteration, kind: str, train: Callable[[], list], timings: 
 
 
 # --------------------------------------------------------------------------------------------------
+# Stage 0 (`sft.data` set; Meta-Rewarding / Self-Rewarding): SFT of the loaded checkpoint (or the
+# random init) into M_0 before iteration 1 -- the Meta-Rewarding paper's iteration 1 starts from
+# the seed fine-tuned on evaluation (EFT) data
+# (docs/scale.md#3-the-eft-file-and-an-eft-trained-starting-model). Its files:
+#
+#   sft        iter_0/sft.jsonl (step records), iter_0/model/ (M_0, with its model marker)
+#   evaluate   iter_0/metrics.json (sft/* metrics: iteration 0's record of metrics.jsonl)
+#
+# Resumed like an iteration: a finished stage 0 (metrics.json and a complete model/, checked
+# against their markers) has its M_0 loaded, never trained again; a stage 0 killed during the
+# SFT resumes from its train-state checkpoints (iter_0/sft_checkpoints). The SFT's seed derives
+# from (config.seed, 0, "sft"). The held-out evaluation of M_0 (iter_0/heldout.json) runs after
+# it, so it measures the SFT model.
+
+def sft_data(config) -> str:
+  """The stage-0 SFT file the config names; "" = no stage 0."""
+  section = config.get("sft")
+  return str(section.get("data", "") or "") if section is not None else ""
+
+
+def load_sft_records(config) -> list[dict]:
+  """Stage 0's {prompt, response} records from `sft.data` (prompt + `sft.response_field`, or
+  chat `messages`; `data.load_sft`), a local or gs:// file; a `data.DataError` names the file
+  and line of a bad one."""
+  from meta_rewarding import data  # numpy only
+  s = config.sft
+  path = s.data if artifacts.is_remote(s.data) else os.path.expanduser(s.data)
+  return data.load_sft(artifacts.localize(path),  # gs://: a local copy (cached)
+                       response_field=s.get("response_field", "completion"))
+
+
+def _run_stage0(config, workdir: str, policy: Policy, verify_full: bool
+                ) -> tuple[dict, dict] | None:
+  """Stage 0, run or resumed: (its metrics, its timings) with M_0 left in the policy; None when
+  the config names no `sft.data`."""
+  if not sft_data(config):
+    return None
+  if recipe(config) == "ste":
+    raise PipelineError(f"sft.data={sft_data(config)!r}: stage 0 is for the Meta-Rewarding "
+                        "recipe; the Self-Taught Evaluator's seed is its own starting point (set "
+                        "model.checkpoint to an SFT model instead)")
+  start = time.time()
+  it, finished, _, timings = _begin_iteration(config, workdir, 0, policy, verify_full)
+  if finished is not None:
+    return finished
+  resumed = _exists(it.path("sft.jsonl")) or _exists(it.path("sft_checkpoints"))
+  heldout = it.path("heldout.json")
+  if _exists(heldout):
+    # Measured before this stage 0 finished (a run that gained sft.data): not of M_0. Removed, so
+    # that M_0 is measured once trained.
+    logging.warning("%s was measured before stage 0 trained M_0: removed, measured again", heldout)
+    if distributed.is_main_process():
+      artifacts.remove(artifacts.marker_path(heldout))
+      artifacts.remove(heldout)
+    distributed.sync("remove:" + heldout)
+  s = config.sft
+  records = load_sft_records(config)
+
+  def train():
+    steps = it.policy.train_sft(records, checkpoint_dir=it.path("sft_checkpoints"),
+                                seed=it.seed("sft"), system_prompt=s.system_prompt,
+                                train_config=s.train)
+    if not steps:
+      raise PipelineError(
+          f"sft.data={s.data!r}: none of its {len(records)} records fits sft.train.max_length="
+          f"{s.train.max_length} (sft.train.truncation={s.train.truncation!r}): stage 0 has "
+          "nothing to train on; raise the length or set truncation='truncate_response'")
+    return steps
+  steps = _train_stage(it, "sft", train, timings)
+
+  it.at("evaluate")
+  result = {"iteration": 0, **stages.stage0_metrics(len(records), steps)}
+  _pop_timings(result, timings)
+  timings["wall_seconds"] = round(time.time() - start, 2)
+  if resumed:
+    timings["resumed"] = True
+  _finish_iteration(it, result, timings)
+  return _finished_json(it.path("metrics.json")), timings  # what a resumed run reads
+
+
+# --------------------------------------------------------------------------------------------------
 # The Self-Taught Evaluator (config.recipe == "ste"): the same driver, another list of stages
 # (ste.py), with the files
 #
-#   prompts     iter_t/prompts.jsonl      worse     iter_t/worse.jsonl
-#   categorize  iter_t/categorize.jsonl   judge     iter_t/judge.jsonl
-#               (ste.categorize only)     sft_data  iter_t/sft_data.jsonl
-#   actor       iter_t/actor.jsonl        sft       iter_t/sft.jsonl, iter_t/model/
+#   selection   (ste.categorize only; once, before iteration 1, with the seed M_0)
+#               ste_selection/categorize.jsonl (chunked, resumable), ste_selection/selected.jsonl
+#   prompts     iter_t/prompts.jsonl      judge     iter_t/judge.jsonl (both orders: 2 per pair)
+#   actor       iter_t/actor.jsonl        sft_data  iter_t/sft_data.jsonl
+#   worse       iter_t/worse.jsonl        sft       iter_t/sft.jsonl, iter_t/model/
 #   evaluate    iter_t/metrics.json, metrics.jsonl
 #
 # The data of iteration t comes from M_{t-1} (the model the policy holds when the iteration
 # starts); the SFT starts from the seed model every iteration, as the paper does:
-# M_t = SFT(seed, data_t). With no SFT data, M_t is the seed itself.
+# M_t = SFT(seed, data_t), data_t = iteration t's sft_data (ste.train_on = "iteration") or that of
+# iterations 1..t (ste.train_on = "accumulated"). With no SFT data, M_t is the seed itself.
+# With a selection, every iteration draws its prompts from selected.jsonl (`_ste_selection`).
 
 SEED_MODEL_DIR = "seed_model"  # the seed, saved once when model.checkpoint names no directory
 
@@ -610,6 +695,69 @@ def _keep_seed_model(config, workdir: str, policy: Policy) -> str:
   return path
 
 
+STE_SELECTION_DIR = "ste_selection"
+
+
+def _ste_selection(config, workdir: str, iteration: int, policy: Policy, pool: Sequence[str],
+                   verify_full: bool = False) -> tuple[list, dict] | None:
+  """The up-front instruction selection (`ste.categorize`), run or resumed: (the selected records,
+  `ste.selection_metrics`); None without `ste.categorize`.
+
+  It is made once, with the seed M_0: the first STE iteration calls this before any of its
+  stages, while the policy still holds M_0; later iterations read the finished files. Should they
+  be missing at iteration t > 1 (the run gained ste.categorize on a resume), the seed is loaded
+  for it and M_{t-1} (iter_{t-1}/model) again after. Seeds: (config.seed, 0, "ste_categorize",
+  chunk) for the categorisation, (config.seed, 0, "prompts") for the per-category cap."""
+  s = config.ste
+  if not s.categorize:
+    return None
+  it = _Iteration(config, 0, policy, artifacts.join(workdir, STE_SELECTION_DIR), verify_full)
+  selected_path = it.path("selected.jsonl")
+  artifacts.makedirs(it.dir)
+  if _finished(selected_path) is None:
+    reload = None
+    if iteration > 1 and _finished(it.path("categorize.jsonl")) is None:
+      reload = artifacts.join(workdir, f"iter_{iteration - 1}", "model")
+      logging.warning("the instruction selection is not on disk at iteration %d: made now with "
+                      "the seed model", iteration)
+      policy.load(seed_model_dir(config, workdir))
+    candidates = ste.selection_candidates(pool, s.selection_candidates, config.seed)
+    categorized = _ste_stage(
+        it, "categorize", candidates,
+        lambda chunk: ste.category_prompts(s.category_template, chunk), ste.category_records,
+        max_new_tokens=s.category_max_new_tokens)
+    it.at("select")
+    _stage(selected_path, lambda: ste.select_instructions(
+        categorized, s.categories, min_complexity=s.min_complexity,
+        max_per_category=s.max_per_category, seed=it.seed("prompts")))
+    if reload is not None:
+      policy.load(reload)
+  categorized = _read_back(it.path("categorize.jsonl"))
+  selected = _read_back(selected_path)
+  if len(selected) < config.pipeline.prompts_per_iteration:
+    logging.warning("the instruction selection kept %d instructions, fewer than "
+                    "pipeline.prompts_per_iteration=%d: each iteration uses all of them",
+                    len(selected), config.pipeline.prompts_per_iteration)
+  return selected, ste.selection_metrics(categorized, selected, s.categories, s.min_complexity)
+
+
+def _ste_training_data(config, workdir: str, iteration: int, sft_data: Sequence[Mapping]
+                       ) -> list:
+  """What iteration `iteration`'s SFT trains on: its own sft_data (ste.train_on = "iteration"),
+  or iterations 1..t's sft_data files concatenated in iteration order ("accumulated")."""
+  if config.ste.get("train_on", "iteration") != "accumulated":
+    return list(sft_data)
+  records = []
+  for t in range(1, iteration):
+    path = artifacts.join(workdir, f"iter_{t}", "sft_data.jsonl")
+    earlier = _finished(path)
+    if earlier is None:
+      raise PipelineError(f"{path} is missing or incomplete: ste.train_on='accumulated' trains "
+                          f"iteration {iteration} on the sft_data of every earlier iteration")
+    records.extend(earlier)
+  return records + list(sft_data)
+
+
 def _run_ste_iteration(config, workdir: str, iteration: int, policy: Policy, pool: Sequence[str],
                        evaluate_extra: Callable[[Mapping[str, list]], dict] | None = None,
                        verify_full: bool = False) -> tuple[dict, dict]:
@@ -621,18 +769,14 @@ def _run_ste_iteration(config, workdir: str, iteration: int, policy: Policy, poo
   if finished is not None:
     return finished
   s = config.ste
-
-  prompt_records = _prompts_stage(it, pool)
-  categories = None
+  selection = _ste_selection(config, workdir, iteration, policy, pool, verify_full)
+  if selection is None:
+    prompt_records = _prompts_stage(it, pool)
+  else:  # drawn from the up-front selection
+    it.at("prompts")
+    prompt_records = _stage(it.path("prompts.jsonl"), lambda: ste.selected_prompt_records(
+        selection[0], config.pipeline.prompts_per_iteration, iteration, config.seed))
   selected = prompt_records
-  if s.categorize:
-    categories = _ste_stage(
-        it, "categorize", prompt_records,
-        lambda chunk: ste.category_prompts(s.category_template, chunk),
-        lambda chunk, fits, rows: ste.category_records(chunk, fits, rows, s.categories),
-        max_new_tokens=s.category_max_new_tokens)
-    kept = {stages.join_key(c) for c in categories if c["kept"]}
-    selected = [r for r in prompt_records if stages.join_key(r) in kept]
 
   def actor_records(chunk, fits, rows):
     usable, _ = stages.usable_prompts(chunk, fits, skip_long=config.data.skip_long_prompts,
@@ -644,7 +788,7 @@ def _run_ste_iteration(config, workdir: str, iteration: int, policy: Policy, poo
                      lambda chunk: ste.worse_prompts(s.worse_response_template, chunk),
                      ste.worse_records, max_new_tokens=s.worse_max_new_tokens)
   requests = ste.judge_requests(ste.usable_pairs(worse), s.pairwise_template,
-                                it.seed("ste_order"))
+                                it.seed("ste_order"), s.get("orders", "both"))
   judged = _ste_stage(it, "judge", requests,
                       lambda chunk: ste.judge_messages(chunk, s.system_prompt), ste.judge_records,
                       max_new_tokens=s.judge_max_new_tokens, n=s.num_judgments,
@@ -654,28 +798,32 @@ def _run_ste_iteration(config, workdir: str, iteration: int, policy: Policy, poo
   sft_data = _stage(it.path("sft_data.jsonl"),
                     lambda: ste.sft_records(judged, data_seed, balance=s.balance_labels))
   seed_dir = seed_model_dir(config, workdir)
+  train_data = _ste_training_data(config, workdir, iteration, sft_data)
 
   def train():
     it.policy.load(seed_dir)  # M_t = SFT(seed, data_t)
-    if not sft_data:
+    if not train_data:
       statuses = [w["status"] for w in worse]
       logging.warning(
           "iteration %d: no STE example kept: %d responses, %d worse responses unparseable, %d "
-          "pairs judged, %d with a judgment naming y_w (label balancing keeps min(#A, #B) of "
-          "each); no SFT this iteration, M_%d is the seed model", iteration, len(actor),
-          statuses.count("unparseable"), sum(not r["too_long"] for r in judged),
+          "judge requests (pairs x orders), %d with a judgment naming y_w (label balancing keeps "
+          "min(#A, #B) of each); no SFT this iteration, M_%d is the seed model", iteration,
+          len(actor), statuses.count("unparseable"), sum(not r["too_long"] for r in judged),
           sum(ste.rejection_sample(r, data_seed) is not None for r in judged if not r["too_long"]),
           iteration)
       return []
-    return it.policy.train_sft(sft_data, checkpoint_dir=it.path("sft_checkpoints"),
+    return it.policy.train_sft(train_data, checkpoint_dir=it.path("sft_checkpoints"),
                                seed=it.seed("ste_sft"), system_prompt=s.system_prompt)
   sft_steps = _train_stage(it, "sft", train, timings)
 
   it.at("evaluate")
-  result = ste.iteration_metrics(iteration, prompt_records, categories, actor, worse, judged,
-                                 sft_data, sft_steps, len(selected) - len(actor), data_seed)
+  result = ste.iteration_metrics(iteration, prompt_records,
+                                 selection[1] if selection is not None else None, actor, worse,
+                                 judged, sft_data, sft_steps, len(selected) - len(actor),
+                                 data_seed, trained_on=len(train_data))
   if evaluate_extra is not None:
-    result.update(evaluate_extra({"prompts": prompt_records, "categories": categories or [],
+    result.update(evaluate_extra({"prompts": prompt_records,
+                                  "selected": selection[0] if selection is not None else [],
                                   "actor": actor, "worse": worse, "judge": judged,
                                   "sft_data": sft_data}))
   _pop_timings(result, timings)
@@ -743,6 +891,10 @@ def run(config, workdir: str, policy: Policy, pool: Sequence[str], *,
   `evaluate.heldout_every_iteration=False` only of the last one (M_T: what a comparison of runs
   needs, at a fraction of the cost).
 
+  With `sft.data` set, stage 0 first makes M_0 by SFT of the model the policy holds
+  (`_run_stage0`); its sft/* metrics open the iteration-0 record, and M_0's measurement is of the
+  SFT model.
+
   The metrics (returned, and in metrics.jsonl / iter_<t>/metrics.json) hold no timing fields; those
   (wall_seconds, dpo/tokens_per_second, ...) are in workdir/timings.jsonl, one line per iteration,
   with "resumed": true when the iteration's wall_seconds covers only the part after a resume.
@@ -762,11 +914,19 @@ def run(config, workdir: str, policy: Policy, pool: Sequence[str], *,
   if kind == "sft":
     _keep_seed_model(config, workdir, policy)  # before anything is trained: the policy holds M_0
   all_metrics, all_timings = [], []
-  if evaluate_model is not None:  # before iteration 1 the policy holds M_0, also on resume
-    _at(0, "heldout evaluation")
-    all_metrics.append({"iteration": 0, **_evaluate_model(workdir, 0, policy, evaluate_model)})
+  # Stage 0 (sft.data): M_0 = SFT(the loaded model), trained or loaded; None without sft.data.
+  stage0 = _run_stage0(config, workdir, policy, verify == "full")
+  if evaluate_model is not None or stage0 is not None:  # the policy holds M_0, also on resume
+    record = dict(stage0[0]) if stage0 is not None else {"iteration": 0}
+    if evaluate_model is not None:
+      _at(0, "heldout evaluation")
+      record.update(_evaluate_model(workdir, 0, policy, evaluate_model))
+    all_metrics.append(record)
     if is_main_process:
-      _log_iteration(workdir, 0, all_metrics, step_metrics=())
+      if stage0 is None:
+        _log_iteration(workdir, 0, all_metrics, step_metrics=())
+      else:
+        _log_trained(workdir, 0, "sft", stage0[1], all_metrics, all_timings)
   for iteration in range(1, config.pipeline.num_iterations + 1):
     result, timings = run_iteration_fn(config, workdir, iteration, policy, pool, evaluate_extra,
                                        verify_full=verify == "full")
@@ -778,21 +938,29 @@ def run(config, workdir: str, policy: Policy, pool: Sequence[str], *,
       result.update(_evaluate_model(workdir, iteration, policy, evaluate_model))
     all_metrics.append(result)
     if is_main_process:
-      it_dir = artifacts.join(workdir, f"iter_{iteration}")
-      step_key = f"{kind}/step_"
-      all_timings.append({"iteration": iteration,
-                          **{k: v for k, v in timings.items() if not k.startswith(step_key)}})
-      artifacts.write_jsonl(artifacts.join(workdir, TIMINGS_FILE), all_timings)
-      steps = artifacts.read_jsonl(artifacts.join(it_dir, f"{kind}.jsonl"))
-      step_timings = {k[len(step_key):]: v for k, v in timings.items()
-                      if k.startswith(step_key) and isinstance(v, list) and len(v) == len(steps)}
-      steps = [{**s, **{k: v[i] for k, v in step_timings.items() if v[i] is not None}}
-               for i, s in enumerate(steps)]
-      _log_iteration(workdir, iteration, all_metrics, steps,
-                     timings={k: v for k, v in timings.items() if not k.startswith(step_key)},
-                     step_prefix=f"{kind}_steps")
+      _log_trained(workdir, iteration, kind, timings, all_metrics, all_timings)
   _at(None, None)
   return all_metrics
+
+
+def _log_trained(workdir: str, iteration: int, kind: str, timings: Mapping, all_metrics: list,
+                 all_timings: list):
+  """Process 0, after iteration `iteration` (0: stage 0) whose training stage is `kind`:
+  timings.jsonl (a line more in `all_timings`), then `_log_iteration` with the step records of
+  iter_<t>/<kind>.jsonl and their timing fields."""
+  it_dir = artifacts.join(workdir, f"iter_{iteration}")
+  step_key = f"{kind}/step_"
+  all_timings.append({"iteration": iteration,
+                      **{k: v for k, v in timings.items() if not k.startswith(step_key)}})
+  artifacts.write_jsonl(artifacts.join(workdir, TIMINGS_FILE), all_timings)
+  steps = artifacts.read_jsonl(artifacts.join(it_dir, f"{kind}.jsonl"))
+  step_timings = {k[len(step_key):]: v for k, v in timings.items()
+                  if k.startswith(step_key) and isinstance(v, list) and len(v) == len(steps)}
+  steps = [{**s, **{k: v[i] for k, v in step_timings.items() if v[i] is not None}}
+           for i, s in enumerate(steps)]
+  _log_iteration(workdir, iteration, all_metrics, steps,
+                 timings={k: v for k, v in timings.items() if not k.startswith(step_key)},
+                 step_prefix=f"{kind}_steps")
 
 
 def _log_iteration(workdir: str, iteration: int, all_metrics: Sequence[dict], step_metrics,
@@ -808,5 +976,7 @@ def _log_iteration(workdir: str, iteration: int, all_metrics: Sequence[dict], st
                                   step_prefix=step_prefix)
     artifacts.write_text(marker, "")
   metrics_lib.write_plots(workdir, all_metrics)
-  title = "the seed model M_0" if iteration == 0 else f"iteration {iteration}"
+  title = f"iteration {iteration}"
+  if iteration == 0:
+    title = "stage 0: the SFT model M_0" if "sft/steps" in all_metrics[-1] else "the seed model M_0"
   print(f"\n== {title} ==\n" + metrics_lib.format_table(all_metrics), flush=True)

@@ -131,10 +131,11 @@ class JaxPolicy:
     return steps
 
   def train_sft(self, records: Sequence[Mapping[str, str]], *, checkpoint_dir: str, seed: int,
-                system_prompt: str = ""):
+                system_prompt: str = "", train_config=None):
     """SFT on {prompt, response} records (the prompt in the chat template, after `system_prompt`
-    when given), the loss on the response tokens only (`train.run_sft`)."""
-    t = self.config.train
+    when given), the loss on the response tokens only (`train.run_sft`), with the
+    hyper-parameters `train_config` (stage 0: `sft.train`; None: the config's `train`)."""
+    t = self.config.train if train_config is None else train_config
     examples, report = data.tokenize_sft(records, self.tokenizer, max_length=t.max_length,
                                          truncation=t.truncation,
                                          system_prompt=system_prompt or None)

@@ -10,6 +10,8 @@ takes the workdir lock (`workdir_lock.hold`) before the pipeline's first write.
 
 from __future__ import annotations
 
+import os
+
 import jax
 from absl import logging
 
@@ -37,7 +39,8 @@ def load_pool(config) -> list[str]:
 
 
 def _check_sources(config):
-  """The checkpoint, tokenizer and judge-pairs file the config names exist and can be read."""
+  """The checkpoint, tokenizer, stage-0 SFT file and judge-pairs file the config names exist and
+  can be read."""
   from meta_rewarding import checkpoints
   m = config.model
   if m.checkpoint:
@@ -46,6 +49,14 @@ def _check_sources(config):
     checkpoints.read_hf_config(m.checkpoint)
   if m.tokenizer and not m.tokenizer.startswith("train:") and not artifacts.exists(m.tokenizer):
     raise PipelineError(f"model.tokenizer={m.tokenizer!r}: no such file or directory")
+  sft = pipeline.sft_data(config)
+  if sft:
+    # Read here, not after the checkpoint loads: a local file or a gs:// one (copied to a local
+    # cache, `artifacts.localize`); a bad record is a data.DataError naming its file and line.
+    path = sft if artifacts.is_remote(sft) else os.path.expanduser(sft)
+    if not artifacts.exists(path) or artifacts.isdir(path):
+      raise PipelineError(f"sft.data={sft!r}: no such file")
+    pipeline.load_sft_records(config)
   pairs = config.evaluate.get("judge_pairs", "")
   if pairs and not pairs.startswith(("testbed:", "hf:")) and not artifacts.exists(pairs):
     raise PipelineError(f"evaluate.judge_pairs={pairs!r}: no such file")

@@ -38,7 +38,9 @@ from meta_rewarding.errors import UserError
 STAGE_IDS = {"prompts": 0, "actor": 1, "judge": 2, "meta_judge": 3, "dpo": 4,
              # The Self-Taught Evaluator's stages (ste.py).
              "ste_categorize": 5, "ste_actor": 6, "ste_worse": 7, "ste_order": 8, "ste_judge": 9,
-             "ste_sft_data": 10, "ste_sft": 11}
+             "ste_sft_data": 10, "ste_sft": 11,
+             # Stage 0: SFT of the loaded model into M_0 (pipeline.py, `sft.data`).
+             "sft": 12}
 TRAIN_PAIRS = ("both", "actor", "judge", "none")  # what an entry of pipeline.train_pairs may say
 
 
@@ -82,9 +84,10 @@ class Policy(Protocol):
     """DPO on {prompt, chosen, rejected} pairs, reference = the current model; returns step metrics."""
 
   def train_sft(self, records: Sequence[Mapping[str, str]], *, checkpoint_dir: str, seed: int,
-                system_prompt: str = "") -> list[dict]:
-    """SFT on {prompt, response} records, the loss on the response tokens only (the Self-Taught
-    Evaluator's judge training; only `recipe = "ste"` calls it); returns step metrics."""
+                system_prompt: str = "", train_config=None) -> list[dict]:
+    """SFT on {prompt, response} records, the loss on the response tokens only; returns step
+    metrics. Called by the Self-Taught Evaluator's judge training (with the config's `train`) and
+    by stage 0 (`train_config` = the config's `sft.train`; None: `train`)."""
 
   def save(self, path: str) -> None:
     """Writes the current model (atomically) so `load` can resume from it."""
@@ -504,4 +507,25 @@ def iteration_metrics(iteration: int, prompts: Sequence[Mapping], actor: Sequenc
     out.update({k: v for k, v in dpo_steps[0].items() if k.startswith("data/")})
   else:
     out["dpo/steps"] = 0
+  return out
+
+
+def stage0_metrics(num_records: int, steps: Sequence[Mapping]) -> dict:
+  """Stage 0's record (iteration 0 of metrics.jsonl): the SFT data's counts (records read, used,
+  skipped as too long, truncated: the policy's length policy, in the first step record) and the
+  mean and final loss, gradient norm and learning rate of its steps."""
+  first = steps[0] if steps else {}
+  skipped = int(first.get("data/sft_skipped_too_long", 0))
+  out: dict[str, Any] = {
+      "sft/examples": int(num_records),
+      "sft/examples_used": int(num_records) - skipped,
+      "sft/examples_skipped_too_long": skipped,
+      "sft/examples_truncated": int(first.get("data/sft_truncated", 0)),
+      "sft/steps": len(steps),
+  }
+  for key in ("loss", "grad_norm", "learning_rate"):
+    values = [s[key] for s in steps if s.get(key) is not None]
+    if values:
+      out[f"sft/{key}"] = float(np.mean(values))
+      out[f"sft/final_{key}"] = float(values[-1])
   return out
