@@ -2,6 +2,9 @@
 
   python bench/testbed.py                          # 3 arms x 10 seeds x 3 iterations
   python bench/testbed.py --seeds=0,1 --arms=meta_rewarding,self_rewarding --eval_tasks=40
+  python bench/testbed.py --eval_seed=7 --seeds=0,1,2,3,4,5 --workdir=/tmp/mr_bench_fresh \
+      --arms=meta_rewarding,self_rewarding --output=bench/results/testbed_fresh.md
+                              # tasks no seed was designed on (evaluate.heldout_task_seed)
   python bench/testbed.py --report_only            # rebuild the report from what is on disk
 
 Every run is configs/local_cpu.py with one arm's variant plus `seed=<k>`:
@@ -528,10 +531,11 @@ def load_config(variant: str):
   return module.get_config(variant), module.seed_dir()
 
 
-def arm_config(arm: str, seed: int, eval_tasks: int):
+def arm_config(arm: str, seed: int, eval_tasks: int, eval_seed: int = 0):
   config, _ = load_config(f"{ARMS[arm]},seed={seed}")
   with config.unlocked():  # works whether or not the config author locked it
     config.evaluate.heldout_tasks = eval_tasks
+    config.evaluate.heldout_task_seed = eval_seed
   return config
 
 
@@ -551,7 +555,8 @@ def config_summary(config: Mapping[str, Any]) -> dict:
       ("iterations", "pipeline.num_iterations"), ("train_pairs", "pipeline.train_pairs"),
       ("meta_judge", "meta_judge.enabled"), ("rho", "pipeline.rho"),
       ("lr", "train.learning_rate"), ("beta", "train.beta"), ("epochs", "train.num_epochs"),
-      ("heldout_tasks", "evaluate.heldout_tasks"), ("seed_model", "model.checkpoint"))}
+      ("heldout_tasks", "evaluate.heldout_tasks"),
+      ("heldout_task_seed", "evaluate.heldout_task_seed"), ("seed_model", "model.checkpoint"))}
 
 
 def _arm_summary(root: str, arm: str, seeds: Sequence[int], eval_tasks: int) -> dict:
@@ -599,13 +604,18 @@ def header_lines(*, command: str, load_start, load_end, summaries: Mapping[str, 
            f"{first['prompts_per_iteration']} prompts x K={first['K']} responses x N={first['N']} "
            f"judgments per iteration, {first['iterations']} iterations, rho "
            f"{tuple(first['rho'] or ())}; DPO lr {first['lr']}, beta {first['beta']}, "
-           f"{first['epochs']} epochs; held-out evaluation on {first['heldout_tasks']} tasks."]
+           f"{first['epochs']} epochs; held-out evaluation on {first['heldout_tasks']} tasks, "
+           + ("the development set the seeds were designed on (evaluate.heldout_task_seed=0)."
+              if not first.get("heldout_task_seed") else
+              f"a fresh set no seed was designed on (evaluate.heldout_task_seed="
+              f"{first['heldout_task_seed']}: disjoint from the development draws by "
+              "construction).")]
   for arm, s in summaries.items():
     schedule = tuple(s["train_pairs"] or ())
     note = "" if s["meta_judge"] else " (meta-judge off: actor pairs only)"
     lines.append(f"- {arm} (`{ARMS.get(arm, '?')}`): pairs trained per iteration {schedule}{note}.")
     differs = [k for k in ("prompts_per_iteration", "K", "N", "iterations", "lr", "beta",
-                           "epochs", "heldout_tasks") if s[k] != first[k]]
+                           "epochs", "heldout_tasks", "heldout_task_seed") if s[k] != first[k]]
     if differs:
       lines.append(f"  (differs from the first arm in {', '.join(differs)}: "
                    + ", ".join(f"{k}={s[k]}" for k in differs) + ")")
@@ -643,34 +653,39 @@ def write_json_atomic(path: str, value):
   os.replace(path + ".tmp", path)
 
 
-def shared_seed_evaluation(root: str, workdir: str, eval_tasks: int):
+def shared_seed_evaluation(root: str, workdir: str, eval_tasks: int, eval_seed: int = 0):
   """Measures M_0 once for the whole bench: every run starts from the same seed model and the
   held-out evaluation's tasks and sampling seed do not depend on the run (testbed/evaluate.py,
   HELDOUT_SEED), so its iter_0/heldout.json is the same file in every run. The first run's copy
   is kept under <root> and placed into each later run's workdir before it starts."""
-  shared = os.path.join(root, f"seed_model_heldout_{eval_tasks}.json")
+  name = f"seed_model_heldout_{eval_tasks}" + (f"_tasks{eval_seed}" if eval_seed else "")
+  shared = os.path.join(root, name + ".json")
   own = os.path.join(workdir, "iter_0", "heldout.json")
   if os.path.exists(own):
     if not os.path.exists(shared):
       with open(own) as f:
         write_json_atomic(shared, json.load(f))
   elif os.path.exists(shared):
+    from meta_rewarding import artifacts
+    os.makedirs(os.path.dirname(own), exist_ok=True)
     with open(shared) as f:
-      write_json_atomic(own, json.load(f))
+      # With its completion marker: the pipeline reads a heldout.json only when they agree.
+      artifacts.write_json_marked(own, json.load(f))
 
 
-def run_one(arm: str, seed: int, root: str, eval_tasks: int) -> dict:
+def run_one(arm: str, seed: int, root: str, eval_tasks: int, eval_seed: int = 0) -> dict:
   from meta_rewarding import run as run_lib
-  config = arm_config(arm, seed, eval_tasks)
+  config = arm_config(arm, seed, eval_tasks, eval_seed)
   workdir = run_dir(root, arm, seed)
   resumed = config.pipeline.num_iterations in read_run(workdir)
   start = time.time()
-  shared_seed_evaluation(root, workdir, eval_tasks)
+  shared_seed_evaluation(root, workdir, eval_tasks, eval_seed)
   returned = run_lib.run(config, workdir)
-  shared_seed_evaluation(root, workdir, eval_tasks)
+  shared_seed_evaluation(root, workdir, eval_tasks, eval_seed)
   seconds = round(time.time() - start, 1)
   info = {"arm": arm, "seed": seed, "variant": f"{ARMS[arm]},seed={seed}",
-          "eval_tasks": eval_tasks, "bench_seconds": seconds, "resumed": resumed}
+          "eval_tasks": eval_tasks, "eval_seed": eval_seed, "bench_seconds": seconds,
+          "resumed": resumed}
   write_json_atomic(os.path.join(workdir, "bench_run.json"), info)
   return make_run(arm, seed, workdir, read_run(workdir, returned), bench_seconds=seconds,
                   resumed=resumed)
@@ -689,6 +704,9 @@ def _define_flags():
                       "resumed if present).")
   flags.DEFINE_integer("eval_tasks", 200, "Held-out tasks per evaluation "
                        "(config.evaluate.heldout_tasks).")
+  flags.DEFINE_integer("eval_seed", 0, "Which held-out tasks (config.evaluate.heldout_task_seed): "
+                       "0, the development set the seeds were designed on; K > 0, a fresh set "
+                       "drawn with seed K, disjoint from it by construction.", lower_bound=0)
   flags.DEFINE_string("output", os.path.join(REPO, "bench", "results", "testbed.md"),
                       "Where the markdown report goes.")
   flags.DEFINE_bool("report_only", False, "Rebuild the report from the runs already under "
@@ -741,7 +759,7 @@ def main(argv):
   for seed in seeds:  # seeds outermost: a partial bench still compares the arms
     for arm in arms:
       t0 = time.time()
-      runs.append(run_one(arm, seed, FLAGS.workdir, FLAGS.eval_tasks))
+      runs.append(run_one(arm, seed, FLAGS.workdir, FLAGS.eval_tasks, FLAGS.eval_seed))
       final = {rec["iteration"]: rec for rec in runs[-1]["records"]}
       last = final[max(final)] if final else {}
       print(f"[{time.time() - start:.0f} s] {arm} seed {seed}: {time.time() - t0:.0f} s; "

@@ -496,6 +496,7 @@ def check_pipeline_config(config) -> None:
 
   c.choice("evaluate.oracle", ORACLES)
   c.integer("evaluate.heldout_tasks", 0)
+  c.integer("evaluate.heldout_task_seed", 0, " (0 = the development set)")
   c.integer("evaluate.heldout_samples", 1, limit=HELDOUT_SAMPLES)
   for key in ("evaluate.heldout_every_iteration", "evaluate.heldout_diagnostics"):
     if c.get(key, True) is not True:

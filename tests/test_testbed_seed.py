@@ -4,6 +4,7 @@ Pure-Python checks on the demonstration generator (deterministic, noise rates as
 a few seconds on the shipped checkpoint: it loads, is small, and its greedy judgments parse.
 """
 
+import collections
 import dataclasses
 import json
 import os
@@ -448,3 +449,20 @@ def test_own_battle_meta_demos_from_the_shipped_seed():
     assert d.response.startswith(f"A: score {score_a:.0f}. B: score {score_b:.0f}. Check: ")
     assert d.info["better"] == oracle.better_judgment(task, response, score_a, score_b)
     assert prompts.parse_winner(d.response) == d.info["winner"]
+
+
+def test_a_fresh_held_out_set_is_disjoint_from_the_development_set():
+  from meta_rewarding.testbed import seed as seed_lib
+  from meta_rewarding.testbed.tasks import generate_tasks, split_of
+  development = seed_lib.development_eval_instructions()
+  assert {t.instruction for t in seed_lib.eval_task_list(200)} <= development
+  assert seed_lib.eval_task_list(100) == generate_tasks(seed_lib.EVAL_SEED, 100, split="eval")
+  fresh = seed_lib.eval_task_list(400, task_seed=7)
+  assert len(fresh) == 400 and len({t.instruction for t in fresh}) == 400
+  assert not {t.instruction for t in fresh} & development  # by construction
+  assert all(split_of(t.instruction) == "eval" for t in fresh)
+  assert fresh == seed_lib.eval_task_list(400, task_seed=7)  # deterministic
+  other = seed_lib.eval_task_list(400, task_seed=8)
+  assert {t.instruction for t in other} != {t.instruction for t in fresh}
+  families = collections.Counter(t.family for t in fresh)
+  assert max(families.values()) - min(families.values()) <= 0.1 * len(fresh), families

@@ -35,7 +35,8 @@ HELDOUT_JUDGMENTS = 2   # judgments per sampled answer (two, so the meta-judge h
 def heldout_evaluator(config) -> Callable[[Any], dict]:
   """The `evaluate_model(policy) -> {"heldout/<figure>": value}` hook (module docstring)."""
   from meta_rewarding.testbed import seed as seed_lib
-  tasks = seed_lib.eval_task_list(int(config.evaluate.heldout_tasks))
+  tasks = seed_lib.eval_task_list(int(config.evaluate.heldout_tasks),
+                                  int(config.evaluate.get("heldout_task_seed", 0)))
   s = config.sampling
 
   def evaluate_model(policy, label: str) -> dict:

@@ -740,9 +740,34 @@ def build_tokenizer(directory: str, seed: int):
   return load_tokenizer(os.path.join(directory, "tokenizer.model"), chat_format=CHAT_FORMAT)
 
 
-def eval_task_list(n: int) -> list[Task]:
-  """`n` held-out evaluation tasks: the `eval` split, which no demonstration or pool draws from."""
-  return generate_tasks(EVAL_SEED, n, split="eval")
+# The held-out draws the seeds v1-v6 and the benches were designed on (configs/local_cpu.py: 12 and
+# 100; bench/testbed.py and the seed builder: 200; bench/testbed.py's example: 40): a development
+# set, not a test set.
+DEVELOPMENT_EVAL_SIZES = (12, 40, 100, 200)
+
+
+def development_eval_instructions() -> set[str]:
+  """Every instruction of the development held-out draws (`DEVELOPMENT_EVAL_SIZES`)."""
+  return {t.instruction for size in DEVELOPMENT_EVAL_SIZES
+          for t in generate_tasks(EVAL_SEED, size, split="eval")}
+
+
+def eval_task_list(n: int, task_seed: int = 0) -> list[Task]:
+  """`n` held-out evaluation tasks from the `eval` split, which no demonstration or pool draws from.
+
+  `task_seed=0`: the development set (`EVAL_SEED`), on which the seeds were designed. `task_seed=K`
+  (K > 0): a fresh set drawn with seed K that holds no instruction of any development draw, by
+  construction, for results that no design choice has seen."""
+  if task_seed == 0:
+    return generate_tasks(EVAL_SEED, n, split="eval")
+  if task_seed < 0:
+    raise ValueError(f"task_seed must be >= 0, got {task_seed}")
+  development = development_eval_instructions()
+  # Drawn with room for the excluded ones, then cut to n: families stay balanced up to the few
+  # tasks the exclusion removes (the draw interleaves families at random).
+  drawn = generate_tasks(task_seed, n + len(development), split="eval")
+  fresh = [t for t in drawn if t.instruction not in development][:n]
+  return fresh
 
 
 def step_kinds(cfg: BuildConfig) -> list[str]:
