@@ -18,25 +18,10 @@ import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from test_main import ABSL_PREFIX, REPO, _env, _main
+
 SMOKE = "--config=configs/local_cpu.py:smoke"
 NO_HELDOUT = "--config.evaluate.heldout_tasks=0"  # straight to iteration 1 (the held-out pass: ~30 s)
-# absl's log line prefix (Python and C++ alike): level letter, MMDD, time.
-ABSL_PREFIX = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ ")
-
-
-def _env():
-  env = dict(os.environ)
-  # One CPU device, like a user's run (conftest gives this process 8 fake ones).
-  env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
-                              if not f.startswith("--xla_force_host_platform_device_count"))
-  env["JAX_PLATFORMS"] = "cpu"
-  return env
-
-
-def _main(*args, timeout=600):
-  return subprocess.run([sys.executable, "-m", "meta_rewarding.main", *args], cwd=REPO, env=_env(),
-                        capture_output=True, text=True, timeout=timeout)
 
 
 def _one_error(out, code: int) -> str:

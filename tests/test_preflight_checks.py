@@ -13,19 +13,13 @@ from meta_rewarding import config_check, plan, prompt_length
 from meta_rewarding.config_check import ConfigError
 
 import test_configs
+from test_main import _env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GiB = 1 << 30
 SMALL_CI_MACHINE = 4 * GiB  # the least RAM the CPU configs must fit in
 
 
-def _env():
-  env = dict(os.environ)
-  # One CPU device, like a user's run (conftest gives this process 8 fake ones).
-  env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
-                              if not f.startswith("--xla_force_host_platform_device_count"))
-  env["JAX_PLATFORMS"] = "cpu"
-  return env
 
 
 def _config(name, variant=None):
