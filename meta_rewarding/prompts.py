@@ -441,17 +441,7 @@ EVAL_PLAN_TEMPLATE = (
     "possible. After providing your evaluation, output your final verdict by strictly following "
     "this format: \\\"[[A]]\\\" if assistant A is better, \\\"[[B]]\\\" if assistant B is better. \n"
     "\n"
-    "[User Question]\n"
-    "{input}\n"
-    "\n"
-    "[The Start of Assistant A's Answer]\n"
-    "{response_a}\n"
-    "[The End of Assistant A's Answer]\n"
-    "\n"
-    "[The Start of Assistant B's Answer]\n"
-    "{response_b}\n"
-    "[The End of Assistant B's Answer]\n"
-)
+) + PAIRWISE_TEMPLATE  # the question and the two answers, laid out as in the pairwise prompt
 
 # The Self-Taught Evaluator's worse-response prompt, verbatim from the reference implementation
 # (facebookresearch/RAM, projects/self_taught_evaluator/data/prompts/worse_response.prompt), with the

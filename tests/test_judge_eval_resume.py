@@ -15,6 +15,8 @@ import pytest
 from meta_rewarding import judge_eval
 from meta_rewarding.judge_eval import JudgeEvalError
 
+from test_judge_eval_cli import _one_error_line
+
 PAIRS = [{"id": f"p{k}", "subset": "s", "prompt": f"Question {k}?", "chosen": f"ok {k}",
           "rejected": f"a much longer wrong answer to question {k}"} for k in range(3)]
 SWAPPED = [{**p, "chosen": p["rejected"], "rejected": p["chosen"]} for p in PAIRS]
@@ -172,12 +174,6 @@ def _judge_eval(*args):
                         capture_output=True, text=True, timeout=600,
                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
 
-
-def _one_error_line(proc) -> str:
-  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-  errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-  assert len(errors) == 1, proc.stderr[-3000:]
-  return errors[0]
 
 
 def test_command_refuses_other_pairs_or_checkpoint_and_overwrites(llama3_checkpoint, tmp_path):
