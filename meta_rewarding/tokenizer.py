@@ -37,7 +37,9 @@ Special tokens and ids
   * ``stop_ids``: EOS, then every end-of-turn token present in the vocabulary (``<|eot_id|>``,
     ``<|end_of_text|>``, ``<|eom_id|>`` of Llama 3/3.1, ``<|im_end|>`` of ChatML, ``<end_of_turn>``
     of Gemma), then the ``eos_token_id`` entries of a ``generation_config.json`` next to the
-    tokenizer. Deduplicated, in that order.
+    tokenizer (an int or a list: Llama-3.1's [128001, 128008, 128009], Qwen2.5's ``<|im_end|>``
+    and ``<|endoftext|>``, Gemma 2's [1, 107] and Gemma 3's [1, 106] with ``<end_of_turn>``).
+    Deduplicated, in that order.
   * ``decode(ids, skip_special_tokens=True)`` drops special tokens. For sentencepiece the special
     ids are the control pieces (``<s>``, ``</s>``, ...) and the stop ids (so a user-defined
     ``<|eot_id|>`` used as a stop token is dropped too).
@@ -58,7 +60,16 @@ Chat formats (``chat_format``)
     ``add_generation_prompt`` changes nothing.
   * ``"hf"``: the tokenizer's own jinja ``chat_template``, rendered by ``transformers``
     (``apply_chat_template(..., tokenize=False)``). As in ``transformers``, the template owns BOS:
-    `encode_chat` does not add one that the template left out.
+    `encode_chat` does not add one that the template left out. This is how Qwen's ChatML (Qwen2.5's
+    template adds its default system message when there is none), Gemma's
+    ``<start_of_turn>user\\n...<end_of_turn>\\n`` and Mistral's ``[INST] ... [/INST]`` are written:
+    as their templates write them.
+    Templates without a system role: when the template refuses a conversation that starts with a
+    system message (it raises, e.g. Gemma 2's ``raise_exception('System role not supported')``,
+    with an error that mentions "system") and a user message follows, the system text is put in
+    the first user turn as Gemma 3's template does it (``system + "\\n\\n" + user content``) and
+    the template renders that; a warning says so, once per process. Templates that accept the
+    system message render exactly as before.
   * ``"raw"``: the messages' contents concatenated as-is, no separators, roles ignored, no
     generation prompt -- for plain models. `encode_chat` adds in front what the tokenizer itself
     adds (`adds_bos`); special-token strings in the contents stay text, as for every format.
@@ -83,6 +94,8 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from absl import logging
 
 from meta_rewarding import artifacts
 from meta_rewarding.errors import UserError
@@ -603,8 +616,20 @@ class Tokenizer:
     except TokenizerError:
       raise
     except Exception as e:  # jinja raise_exception(...) and template errors
-      raise TokenizerError(f"chat_template of {self.path} failed on these messages: "
-                           f"{type(e).__name__}: {e}") from e
+      failure = f"chat_template of {self.path} failed on these messages: {type(e).__name__}: {e}"
+      folded = _fold_system(msgs) if "system" in str(e).lower() else None
+      if folded is None:
+        raise TokenizerError(failure) from e
+      refusal = e
+    try:  # a template without a system role (Gemma 2): the system text goes in the user turn
+      text = self.backend.render_template(folded, add_generation_prompt)
+    except TokenizerError:
+      raise
+    except Exception as e:
+      raise TokenizerError(f"{failure} (and with the system message put in the first user turn: "
+                           f"{type(e).__name__}: {e})") from refusal
+    _warn_system_folded(self.path)
+    return text
 
   def encode_chat(self, messages: Sequence[Mapping[str, str]], *,
                   add_generation_prompt: bool = True, chat_format: str | None = None) -> list[int]:
@@ -691,6 +716,27 @@ def _check_messages(messages: Sequence[Mapping[str, str]]) -> list[dict[str, str
       raise TokenizerError(f"message {k} must be a dict with str 'role' and 'content', got {m!r}")
     out.append({"role": m["role"], "content": m["content"]})
   return out
+
+
+def _fold_system(msgs: list[dict[str, str]]) -> list[dict[str, str]] | None:
+  """A conversation opening with a system message then a user message, with the system text put
+  in front of the first user content as Gemma 3's template does (``system + "\\n\\n" + user``);
+  None for any other conversation."""
+  if len(msgs) < 2 or msgs[0]["role"] != "system" or msgs[1]["role"] != "user":
+    return None
+  first = {"role": "user", "content": msgs[0]["content"] + "\n\n" + msgs[1]["content"]}
+  return [first] + msgs[2:]
+
+
+_warned_system_folded = False
+
+
+def _warn_system_folded(path: str) -> None:
+  global _warned_system_folded
+  if not _warned_system_folded:
+    _warned_system_folded = True
+    logging.warning("the chat template of %s has no system role: the system message was put in "
+                    "the first user turn, as Gemma 3's template does", path)
 
 
 def _render_llama3(msgs: list[dict[str, str]], add_generation_prompt: bool, bos: str) -> str:
