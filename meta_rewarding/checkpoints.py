@@ -1,6 +1,6 @@
 """Checkpoint exchange with Hugging Face (safetensors only) and the orbax train-state manager.
 
-`load_hf` streams a HF Llama directory tensor by tensor: each tensor is read from its file,
+`load_hf` streams a HF checkpoint directory (any family of `model/config.py`) tensor by tensor: each tensor is read from its file,
 converted to this project's layout, and placed straight into its sharding before the next is read,
 so host memory stays near the largest single tensor (for `scan_layers`, one stacked [L, ...] tensor).
 `save_hf` writes safetensors (split into shards above `max_shard_bytes`, with an index) plus
@@ -172,33 +172,50 @@ def write_safetensors(path: str, tensors: list[tuple[str, tuple[int, ...], np.dt
 # ------------------------------------------------------------------------------------------------
 # Name and layout mapping.
 
-def _layer_map(c: LlamaConfig) -> dict[tuple[str, ...], tuple[str, Callable, Callable]]:
-  """Per-layer param path -> (HF suffix, hf->ours, ours->hf) converters (numpy, view-friendly)."""
-  D, N, K, H = c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim
+def _layer_map(c: LlamaConfig) -> dict[tuple[str, ...], tuple[str, tuple[int, ...], Callable, Callable]]:
+  """Per-layer param path -> (HF suffix, HF shape, hf->ours, ours->hf) converters (numpy,
+  view-friendly), for the config's family: the same parameters under each family's HF names."""
+  D, F, N, K, H = c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim
   lin = (lambda w: w.T, lambda p: p.T)
-  return {
-      ("attn", "q"): ("self_attn.q_proj.weight", lambda w: w.T.reshape(D, N, H), lambda p: p.reshape(D, N * H).T),
-      ("attn", "k"): ("self_attn.k_proj.weight", lambda w: w.T.reshape(D, K, H), lambda p: p.reshape(D, K * H).T),
-      ("attn", "v"): ("self_attn.v_proj.weight", lambda w: w.T.reshape(D, K, H), lambda p: p.reshape(D, K * H).T),
-      ("attn", "o"): ("self_attn.o_proj.weight", lambda w: w.T.reshape(N, H, D), lambda p: p.reshape(N * H, D).T),
-      ("mlp", "gate"): ("mlp.gate_proj.weight", *lin),
-      ("mlp", "up"): ("mlp.up_proj.weight", *lin),
-      ("mlp", "down"): ("mlp.down_proj.weight", *lin),
-      ("attn_norm", "scale"): ("input_layernorm.weight", lambda w: w, lambda p: p),
-      ("mlp_norm", "scale"): ("post_attention_layernorm.weight", lambda w: w, lambda p: p),
+  ident = (lambda w: w, lambda p: p)
+  out = {
+      ("attn", "q"): ("self_attn.q_proj.weight", (N * H, D), lambda w: w.T.reshape(D, N, H),
+                      lambda p: p.reshape(D, N * H).T),
+      ("attn", "k"): ("self_attn.k_proj.weight", (K * H, D), lambda w: w.T.reshape(D, K, H),
+                      lambda p: p.reshape(D, K * H).T),
+      ("attn", "v"): ("self_attn.v_proj.weight", (K * H, D), lambda w: w.T.reshape(D, K, H),
+                      lambda p: p.reshape(D, K * H).T),
+      ("attn", "o"): ("self_attn.o_proj.weight", (D, N * H), lambda w: w.T.reshape(N, H, D),
+                      lambda p: p.reshape(N * H, D).T),
+      ("mlp", "gate"): ("mlp.gate_proj.weight", (F, D), *lin),
+      ("mlp", "up"): ("mlp.up_proj.weight", (F, D), *lin),
+      ("mlp", "down"): ("mlp.down_proj.weight", (D, F), *lin),
+      ("attn_norm", "scale"): ("input_layernorm.weight", (D,), *ident),
   }
+  if c.attention_bias:
+    for name, heads in (("q", N), ("k", K), ("v", K)):
+      out[("attn", f"{name}_bias")] = (f"self_attn.{name}_proj.bias", (heads * H,),
+                                       lambda w, n=heads: w.reshape(n, H), lambda p: p.reshape(-1))
+  if c.attention_out_bias:
+    out[("attn", "o_bias")] = ("self_attn.o_proj.bias", (D,), *ident)
+  if c.qk_norm:
+    out[("attn", "q_norm", "scale")] = ("self_attn.q_norm.weight", (H,), *ident)
+    out[("attn", "k_norm", "scale")] = ("self_attn.k_norm.weight", (H,), *ident)
+  if c.sandwich_norms:  # Gemma: four norms a layer, named after where they sit
+    out[("attn_post_norm", "scale")] = ("post_attention_layernorm.weight", (D,), *ident)
+    out[("mlp_norm", "scale")] = ("pre_feedforward_layernorm.weight", (D,), *ident)
+    out[("mlp_post_norm", "scale")] = ("post_feedforward_layernorm.weight", (D,), *ident)
+  else:
+    out[("mlp_norm", "scale")] = ("post_attention_layernorm.weight", (D,), *ident)
+  return out
 
 
 def _hf_shape(c: LlamaConfig, suffix: str) -> tuple[int, ...]:
-  D, F, N, K, H = c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim
-  return {
-      "self_attn.q_proj.weight": (N * H, D), "self_attn.k_proj.weight": (K * H, D),
-      "self_attn.v_proj.weight": (K * H, D), "self_attn.o_proj.weight": (D, N * H),
-      "mlp.gate_proj.weight": (F, D), "mlp.up_proj.weight": (F, D), "mlp.down_proj.weight": (D, F),
-      "input_layernorm.weight": (D,), "post_attention_layernorm.weight": (D,),
-      "model.embed_tokens.weight": (c.vocab_size, D), "model.norm.weight": (D,),
-      "lm_head.weight": (c.vocab_size, D),
-  }[suffix]
+  top = {"model.embed_tokens.weight": (c.vocab_size, c.hidden_size),
+         "model.norm.weight": (c.hidden_size,), "lm_head.weight": (c.vocab_size, c.hidden_size)}
+  if suffix in top:
+    return top[suffix]
+  return {name: shape for name, shape, _, _ in _layer_map(c).values()}[suffix]
 
 
 def _param_specs(c: LlamaConfig) -> Iterator[tuple[tuple[str, ...], list[str], Callable, Callable]]:
@@ -208,7 +225,7 @@ def _param_specs(c: LlamaConfig) -> Iterator[tuple[tuple[str, ...], list[str], C
   yield ("final_norm", "scale"), ["model.norm.weight"], ident, ident
   if not c.tie_word_embeddings:
     yield ("lm_head",), ["lm_head.weight"], lambda w: w.T, lambda p: p.T
-  for sub, (suffix, to_ours, to_hf) in _layer_map(c).items():
+  for sub, (suffix, _, to_ours, to_hf) in _layer_map(c).items():
     names = [f"model.layers.{i}.{suffix}" for i in range(c.num_hidden_layers)]
     if c.scan_layers:
       yield ("layers", "layer") + sub, names, to_ours, to_hf
@@ -272,7 +289,7 @@ _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 def load_hf(path: str, *, shardings=None, config: LlamaConfig | None = None,
             cache_dir: str | None = None, keep_local_copy: bool = True, strict: bool = False,
             **run_options) -> tuple[LlamaConfig, dict]:
-  """Loads a HF Llama directory (local, or remote: gs://, s3://) -> (LlamaConfig, params).
+  """Loads a HF model directory (local, or remote: gs://, s3://) -> (DecoderConfig, params).
 
   Args:
     path: directory with config.json and model.safetensors (or sharded files + index). A remote
@@ -353,7 +370,8 @@ def _load_local(path: str, *, shardings=None, config: LlamaConfig | None = None,
   unused = set(reader.entries) - {n for _, names, _, _ in _param_specs(config) for n in names}
   unused = {n for n in unused if not n.endswith("rotary_emb.inv_freq")}
   if unused:
-    raise CheckpointError(f"{path}: tensors not used by a {config.num_hidden_layers}-layer Llama: "
+    raise CheckpointError(f"{path}: tensors not used by a {config.num_hidden_layers}-layer "
+                          f"{config.family.label}: "
                           f"{sorted(unused)[:5]}{' ...' if len(unused) > 5 else ''}")
   return config, params
 
@@ -367,7 +385,8 @@ def _to_host(x) -> np.ndarray:
 
 def save_hf(path: str, config: LlamaConfig, params, *, dtype: Any = None,
             max_shard_bytes: int = 5 * 2**30, extra_files: dict[str, str | bytes] | None = None) -> str:
-  """Writes `params` as a HF Llama directory that `LlamaForCausalLM.from_pretrained` loads.
+  """Writes `params` as a HF directory that the family's `...ForCausalLM.from_pretrained` loads
+  (`AutoModelForCausalLM` picks it from config.json's model_type).
 
   Tensors are gathered to the host one at a time. Files above `max_shard_bytes` are split into
   `model-0000i-of-0000n.safetensors` with `model.safetensors.index.json`. `extra_files` maps file

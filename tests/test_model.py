@@ -203,7 +203,8 @@ def test_to_hf_is_loaded_by_transformers_with_the_same_fields():
     ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "missing"),
     ({"hidden_act": "gelu"}, "hidden_act"),
     ({"attention_bias": True}, "attention_bias"),
-    ({"model_type": "mistral"}, "model_type"),
+    ({"model_type": "gpt2"}, "model_type"),
+    ({"model_type": "gemma3"}, "multimodal Gemma 3"),
     ({"rope_interleaved": True}, "rope_interleaved"),
     ({"num_key_value_heads": 3}, "multiple of"),
 ])

@@ -1,4 +1,10 @@
-"""The Llama decoder in Flax linen, with an explicit KV cache for the sampler.
+"""The decoder in Flax linen, with an explicit KV cache for the sampler: one module for every family.
+
+Llama, Mistral, Qwen2/2.5, Qwen3, Gemma 2 and Gemma 3 (text) are this one decoder; their
+differences are fields of `DecoderConfig` (see its module for the table): q/k/v and o biases,
+q/k norms, Gemma's (1 + w) norms and the norms after attention and MLP, GeGLU, the embedding scale,
+the attention scale, soft-capped attention and output logits, sliding-window layers and their own
+rope base. (The module keeps the name `Llama`, the family it was written for.)
 
 Axis letters (shape comments and einsums):
   B batch · T query length · S key/cache length · D model dim · N query heads · K kv heads
@@ -11,9 +17,13 @@ axis.
 
 Call signature (all shapes static under jit):
   logits, cache = Llama(config).apply({"params": p}, tokens[B,T], positions[B,T], attn_mask[B,T,S],
-                                      cache=cache, cache_index=i)
+                                      cache=cache, cache_index=i, key_positions=kp[B,S])
   * `attn_mask[b, t, s]` says whether query t of row b may attend to key slot s. Without a cache
     S = T; with one, S is the cache length and the T new keys are written at slots [i, i+T).
+  * Sliding-window layers also need each slot's position, `key_positions[b, s]` (what a visible slot
+    holds; anything where the mask hides it): query t sees slot s only if
+    positions[b, t] - key_positions[b, s] < window. Without a cache the keys are the queries and
+    `positions` serve. A model without sliding layers ignores it.
   * The cache (`init_cache`) stores GQA keys/values once per kv head, never repeated to N heads, as
     [B,K,S,H] per layer: the kv-head axis before the slot axis, so the attention einsums find their
     batch dims (B, K) leading and (S, H) contiguous (with [B,S,K,H], XLA transposed the whole cache
@@ -50,16 +60,33 @@ def _constrain(x: Array, axes) -> Array:
   return nn.with_logical_constraint(x, axes)
 
 
+def softcap(x: Array, cap: float | None) -> Array:
+  """cap · tanh(x / cap) (Gemma's soft-capping of attention and output logits); x when cap is None."""
+  return x if cap is None else jnp.tanh(x / cap) * cap
+
+
+def final_logits(config: LlamaConfig, logits: Array) -> Array:
+  """The output logits as the model returns them, from hidden @ unembedding (float32): soft-capped
+  where the config says so. For callers that apply the unembedding themselves."""
+  return softcap(logits, config.final_logit_softcapping)
+
+
 class RMSNorm(nn.Module):
+  """Over the last axis, of size `size` (default hidden_size; head_dim for the q/k norms)."""
   config: LlamaConfig
+  size: int | None = None
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     c = self.config
-    scale = _param(self, "scale", (c.hidden_size,), ("norm",), c.param_dtype, nn.initializers.ones)
-    # As transformers: normalise in float32, cast back, then scale.
+    gemma = c.norm_style == "gemma"
+    scale = _param(self, "scale", (self.size or c.hidden_size,), ("norm",), c.param_dtype,
+                   nn.initializers.zeros if gemma else nn.initializers.ones)
     x32 = x.astype(jnp.float32)
     x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + c.rms_norm_eps)
+    if gemma:  # as transformers' Gemma: (1 + w) applied in float32, then cast
+      return (x32 * (1.0 + scale.astype(jnp.float32))).astype(c.dtype)
+    # As transformers' Llama: normalise in float32, cast back, then scale.
     return scale.astype(c.dtype) * x32.astype(c.dtype)
 
 
@@ -77,7 +104,10 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, positions: Array, attn_mask: Array,
-               layer_cache: tuple[Array, Array] | None, cache_index: Array | None):
+               layer_cache: tuple[Array, Array] | None, cache_index: Array | None,
+               inv_freq: Array):
+    """`attn_mask` and `inv_freq` are this layer's: the sliding window's and the local rope's for
+    a sliding layer (`DecoderLayer` picks them)."""
     c = self.config
     D, N, K, G, H = c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.num_groups, c.head_dim
     wq = _param(self, "q", (D, N, H), ("embed", "q_heads", "head_dim"), c.param_dtype)
@@ -88,7 +118,14 @@ class Attention(nn.Module):
     q = jnp.einsum("BTD,DNH->BTNH", x, wq.astype(dt))
     k = jnp.einsum("BTD,DKH->BTKH", x, wk.astype(dt))
     v = jnp.einsum("BTD,DKH->BTKH", x, wv.astype(dt))
-    inv_freq = jnp.asarray(rope_inverse_frequencies(c), jnp.float32)
+    if c.attention_bias:  # Qwen2: q/k/v only; Qwen3 / Gemma with attention_bias: o too
+      zeros = nn.initializers.zeros
+      q = q + _param(self, "q_bias", (N, H), ("q_heads", "head_dim"), c.param_dtype, zeros).astype(dt)
+      k = k + _param(self, "k_bias", (K, H), ("kv_heads", "head_dim"), c.param_dtype, zeros).astype(dt)
+      v = v + _param(self, "v_bias", (K, H), ("kv_heads", "head_dim"), c.param_dtype, zeros).astype(dt)
+    if c.qk_norm:  # per head, over head_dim, before rope (Qwen3, Gemma 3)
+      q = RMSNorm(c, H, name="q_norm")(q)
+      k = RMSNorm(c, H, name="k_norm")(k)
     q = _constrain(apply_rope(q, positions, inv_freq), ("batch", "length", "act_q_heads", "head_dim"))
     # [B,K,T,H], the cache's layout. (Transposing these small activations, not asking the einsum
     # for BKTH: XLA:CPU then transposed the weights in every decode step.)
@@ -108,7 +145,7 @@ class Attention(nn.Module):
     B, T = x.shape[:2]
     q = q.reshape(B, T, K, G, H)
     logits = jnp.einsum("BTKGH,BKSH->BKGTS", q, k, preferred_element_type=jnp.float32)
-    logits = logits * (H ** -0.5)
+    logits = softcap(logits * c.attention_scale, c.attn_logit_softcapping)
     mask = attn_mask[:, None, None, :, :]
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(dt)
@@ -118,6 +155,9 @@ class Attention(nn.Module):
     # run the probs x values product ~4x slower at decode (T = 1); the transpose is of a small array.
     out = jnp.einsum("BKGTS,BKSH->BKGTH", probs, v)
     out = output_projection(out, wo.astype(dt), per_kv_head=jax.default_backend() == "cpu")
+    if c.attention_out_bias:
+      out = out + _param(self, "o_bias", (D,), ("embed",), c.param_dtype,
+                         nn.initializers.zeros).astype(dt)
     return _constrain(out, ("batch", "length", "act_embed")), new_kv, written
 
 
@@ -149,20 +189,44 @@ class MLP(nn.Module):
     w_down = _param(self, "down", (F, D), ("mlp", "embed"), c.param_dtype)
     gate = jnp.einsum("BTD,DF->BTF", x, w_gate.astype(dt))
     up = jnp.einsum("BTD,DF->BTF", x, w_up.astype(dt))
-    h = _constrain(jax.nn.silu(gate) * up, ("batch", "length", "act_mlp"))
+    act = jax.nn.silu if c.hidden_act == "silu" else functools.partial(jax.nn.gelu, approximate=True)
+    h = _constrain(act(gate) * up, ("batch", "length", "act_mlp"))
     return jnp.einsum("BTF,FD->BTD", h, w_down.astype(dt))
 
 
 class DecoderLayer(nn.Module):
+  """One layer. `sliding`: whether it is a sliding-window layer, when known statically (unscanned
+  models); the scanned model passes a traced `sliding_flag` instead."""
   config: LlamaConfig
+  sliding: bool | None = None
 
   @nn.compact
-  def __call__(self, x, positions, attn_mask, layer_cache, cache_index):
-    """-> (x, the T new (k, v), the layer cache with them written in (None without a cache))."""
-    h, new_kv, written = Attention(self.config, name="attn")(
-        RMSNorm(self.config, name="attn_norm")(x), positions, attn_mask, layer_cache, cache_index)
+  def __call__(self, x, positions, attn_mask, layer_cache, cache_index, window_mask=None,
+               sliding_flag=None):
+    """-> (x, the T new (k, v), the layer cache with them written in (None without a cache)).
+
+    `window_mask`: `attn_mask` narrowed to the sliding window (None: the model has no sliding
+    layers)."""
+    c = self.config
+    mask, inv_freq = attn_mask, jnp.asarray(rope_inverse_frequencies(c), jnp.float32)
+    if window_mask is not None:
+      local_freq = jnp.asarray(rope_inverse_frequencies(c, sliding=True), jnp.float32)
+      if self.sliding is not None:
+        if self.sliding:
+          mask, inv_freq = window_mask, local_freq
+      else:
+        mask = jnp.where(sliding_flag, window_mask, attn_mask)
+        if c.rope_local_theta is not None:
+          inv_freq = jnp.where(sliding_flag, local_freq, inv_freq)
+    h, new_kv, written = Attention(c, name="attn")(
+        RMSNorm(c, name="attn_norm")(x), positions, mask, layer_cache, cache_index, inv_freq)
+    if c.sandwich_norms:
+      h = RMSNorm(c, name="attn_post_norm")(h)
     x = x + h
-    x = x + MLP(self.config, name="mlp")(RMSNorm(self.config, name="mlp_norm")(x))
+    h = MLP(c, name="mlp")(RMSNorm(c, name="mlp_norm")(x))
+    if c.sandwich_norms:
+      h = RMSNorm(c, name="mlp_post_norm")(h)
+    x = x + h
     return _constrain(x, ("batch", "length", "act_embed")), new_kv, written
 
 
@@ -175,11 +239,15 @@ class _ScannedLayer(nn.Module):
   config: LlamaConfig
 
   @nn.compact
-  def __call__(self, carry, layer_index, positions, attn_mask, cache_index):
+  def __call__(self, carry, layer_index, positions, attn_mask, cache_index, window_mask):
     x, cache = carry
     layer_cache = None if cache is None else (cache["k"][layer_index], cache["v"][layer_index])
-    x, new_kv, _ = _remat(DecoderLayer, self.config)(self.config, name="layer")(
-        x, positions, attn_mask, layer_cache, cache_index)
+    c = self.config
+    flags = c.sliding_layers
+    static = flags[0] if len(set(flags)) == 1 else None  # every layer alike: no per-layer choice
+    flag = None if static is not None else jnp.asarray(flags)[layer_index]
+    x, new_kv, _ = _remat(DecoderLayer, c)(c, sliding=static, name="layer")(
+        x, positions, attn_mask, layer_cache, cache_index, window_mask, flag)
     if cache is not None:
       cache = _write_cache(cache, layer_index, cache_index, new_kv)
     return (x, cache), None
@@ -216,10 +284,12 @@ class Llama(nn.Module):
     if c.scan_layers:
       self.layers = nn.scan(
           _ScannedLayer, variable_axes={"params": 0}, split_rngs={"params": True},
-          in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=c.num_hidden_layers,
+          in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+          length=c.num_hidden_layers,
           metadata_params={nn.PARTITION_NAME: "layers"})(c, name="layers")
     else:
-      self.layers = [_remat(DecoderLayer, c)(c, name=f"layers_{i}") for i in range(c.num_hidden_layers)]
+      self.layers = [_remat(DecoderLayer, c)(c, sliding=c.sliding_layers[i], name=f"layers_{i}")
+                     for i in range(c.num_hidden_layers)]
     self.final_norm = RMSNorm(c, name="final_norm")
     if not c.tie_word_embeddings:
       self.lm_head = _param(self, "lm_head", (c.hidden_size, c.vocab_size), ("embed", "vocab"),
@@ -231,15 +301,26 @@ class Llama(nn.Module):
 
   def __call__(self, tokens: Array, positions: Array, attn_mask: Array, *,
                cache: KVCache | None = None, cache_index: Array | int | None = None,
-               return_hidden: bool = False):
+               key_positions: Array | None = None, return_hidden: bool = False):
     c = self.config
     x = jnp.take(self.embedding, tokens, axis=0).astype(c.dtype)  # [B,T,D]
+    if c.scale_embeddings:  # Gemma: sqrt(hidden) in the compute dtype, as transformers rounds it
+      x = x * jnp.asarray(c.hidden_size ** 0.5, c.dtype)
     x = _constrain(x, ("batch", "length", "act_embed"))
     if cache is not None:
       cache_index = jnp.asarray(cache_index, jnp.int32)
+    window_mask = None
+    if c.has_sliding_layers:
+      if key_positions is None:
+        if cache is not None:
+          raise ValueError("a model with sliding-window layers decoding from a cache needs "
+                           "key_positions [B,S]: the position each cache slot holds")
+        key_positions = positions
+      window_mask = attn_mask & (
+          positions[:, :, None] - key_positions[:, None, :] < c.sliding_window)
     if c.scan_layers:
       (x, cache), _ = self.layers((x, cache), jnp.arange(c.num_hidden_layers), positions, attn_mask,
-                                  cache_index)
+                                  cache_index, window_mask)
     else:
       if cache is not None and (not isinstance(cache, (tuple, list))
                                 or len(cache) != c.num_hidden_layers):
@@ -248,7 +329,7 @@ class Llama(nn.Module):
       written = []
       for i, layer in enumerate(self.layers):
         layer_cache = None if cache is None else (cache[i]["k"], cache[i]["v"])
-        x, _, kv = layer(x, positions, attn_mask, layer_cache, cache_index)
+        x, _, kv = layer(x, positions, attn_mask, layer_cache, cache_index, window_mask)
         written.append(None if kv is None else {"k": kv[0], "v": kv[1]})
       cache = None if cache is None else tuple(written)
     x = self.final_norm(x)
@@ -256,6 +337,7 @@ class Llama(nn.Module):
       return x, cache
     logits = jnp.einsum("BTD,DV->BTV", x, self.unembedding().astype(c.dtype),
                         preferred_element_type=jnp.float32)
+    logits = final_logits(c, logits)
     return _constrain(logits, ("batch", "length", "act_vocab")), cache
 
 
