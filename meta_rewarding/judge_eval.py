@@ -89,7 +89,7 @@ from typing import Iterable, Mapping, Sequence
 
 from absl import app, flags, logging
 
-from meta_rewarding import artifacts, prompts, sample
+from meta_rewarding import artifacts, chunk_store, prompts, sample
 from meta_rewarding.errors import UserError
 
 # RewardBench's sections and the example counts its leaderboard weighs subsets by, exactly as
@@ -356,12 +356,11 @@ def evaluate(pairs: Sequence[Mapping], generate, *, protocol: str, num_samples: 
             for texts in generate(list(chunk), num_samples)]
 
   if output:
-    from meta_rewarding import pipeline
     # Every pair has as many requests as the first (2, or 1 for random orders): a chunk holds all
     # of its pairs' requests.
-    judged = pipeline.run_chunked(artifacts.join(output, "judgments.jsonl"), requests,
-                                  len(positions[0]) * chunk_size if positions else chunk_size,
-                                  run_chunk)
+    judged = chunk_store.run_chunked(artifacts.join(output, "judgments.jsonl"), requests,
+                                     len(positions[0]) * chunk_size if positions else chunk_size,
+                                     run_chunk)
   else:
     judged = run_chunk(requests, 0)
   records, row = [], 0

@@ -44,23 +44,11 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from absl import logging
 
-from meta_rewarding import artifacts, distributed, metrics as metrics_lib, model_files, stages, ste
+from meta_rewarding import (artifacts, chunk_store, distributed, metrics as metrics_lib,
+                            model_files, stages, ste)
 # The driver's signatures use the shared types; they stay importable from here too.
 from meta_rewarding.stages import Generation, PipelineError, Policy
 
-
-# Multi-host: every process runs the driver and holds the same records; the state of a file is
-# decided by process 0, only process 0 writes, and the others wait for the write before reading
-# (the workdir must be shared by all hosts, e.g. a gs:// path or NFS). One process: plain file I/O.
-#
-# Integrity: every stage file and chunk is written with a completion marker `<file>.done.json`
-# (record count, size, sha256; `artifacts.write_jsonl_marked`), written after the file. On resume a
-# file is used only when it agrees with its marker; one that disagrees (cut at a line boundary,
-# emptied, edited) stops the run with its name and a hint (PipelineError), and one without a marker
-# is made again: its writer was stopped between the file and the marker. A file written before
-# markers existed cannot be told from one cut short at a line boundary, so it is made again too
-# (with a warning): the seeds derive from (seed, iteration, stage, chunk), so the redo writes what
-# an uninterrupted run would have, at the cost of recomputing that stage.
 
 # Timing fields are not results: they differ between two runs of the same command. They go to
 # iter_<t>/timings.json and workdir/timings.jsonl, never to metrics.json / metrics.jsonl or the stage
@@ -87,111 +75,6 @@ def interrupted_message() -> str:
           "rerun the same command to resume")
 
 
-def _decide(value):
-  """Process 0's JSON-serialisable `value` on every process (every process must call this)."""
-  return distributed.allgather_objects(value)[0]
-
-
-def _exists(path: str) -> bool:
-  return distributed.main_process_decides(artifacts.exists(path))
-
-
-def _write_jsonl(path: str, records: Sequence) -> None:
-  """Writes a stage file or chunk and then its completion marker (process 0)."""
-  if distributed.is_main_process():
-    artifacts.write_jsonl_marked(path, records)
-  distributed.sync("write:" + path)
-
-
-def _finished(path: str) -> list | None:
-  """The records of a finished stage file or chunk; None when it is to be made (again).
-
-  A file that disagrees with its completion marker raises PipelineError (never used, never silently
-  replaced: the user decides whether to restore it or have it redone)."""
-  try:
-    state, records = artifacts.check_jsonl_marked(path)
-    error = None
-  except artifacts.ArtifactError as e:
-    state, records, error = "damaged", None, str(e)
-  state, error = _decide([state, error])
-  if state == "damaged":
-    raise PipelineError(error)
-  if state == "unmarked":
-    logging.warning("%s has no completion marker (its writer stopped before finishing it, or it "
-                    "was written before markers existed): it is made again", path)
-  if state != "complete":
-    return None
-  return records if records is not None else artifacts.read_jsonl(path)
-
-
-def _read_back(path: str) -> list:
-  """The records just written to `path`, as a resumed run would read them."""
-  records = _finished(path)
-  if records is None:
-    raise PipelineError(f"{path} was written but cannot be read back complete")
-  return records
-
-
-_CHUNK_NAME = re.compile(r"^(\d+)-(\d+)\.jsonl$")
-
-
-def _chunk_path(chunk_dir: str, start: int, end: int) -> str:
-  return artifacts.join(chunk_dir, f"{start:06d}-{end:06d}.jsonl")
-
-
-def run_chunked(path: str, items: Sequence, chunk_size: int,
-             run_chunk: Callable[[Sequence, int], list]) -> list:
-  """Runs `run_chunk(items_of_chunk, chunk_index)` for every chunk not yet on disk, then merges.
-
-  A chunk file is named by the item range it holds, `<start>-<end>.jsonl` ([start, end) of
-  `items`), so a resume with another `chunk_size` (allow_config_change) re-chunks without
-  duplicating records: the items are covered left to right, a finished chunk starting where the
-  cover stands is used whole, and new chunks of `chunk_size` items (cut short where the next
-  finished chunk starts) fill the gaps. Finished chunks that do not fit the cover are not used (they
-  are removed with the chunk directory after the merge). `chunk_index` (for the seed) is
-  start // chunk_size: the index an uninterrupted run gives each chunk.
-  """
-  records = _finished(path)
-  chunk_dir = path + ".chunks"
-  if records is not None:
-    # A run stopped between the merge and the removal leaves the merged chunks behind.
-    if distributed.is_main_process() and artifacts.isdir(chunk_dir):
-      artifacts.rmtree(chunk_dir, ignore_errors=True)
-    return records
-  names = _decide(artifacts.listdir(chunk_dir) if artifacts.isdir(chunk_dir) else [])
-  starts: dict[int, int] = {}  # start -> end of the chunk files on disk, within the items
-  for name in names:
-    m = _CHUNK_NAME.match(name)
-    if m and int(m.group(1)) < int(m.group(2)) <= len(items):
-      starts[int(m.group(1))] = max(starts.get(int(m.group(1)), 0), int(m.group(2)))
-  records = []
-  position = 0
-  while position < len(items):
-    if position in starts:
-      chunk = _finished(_chunk_path(chunk_dir, position, starts[position]))
-      if chunk is not None:
-        records.extend(chunk)
-        position = starts[position]
-        continue
-    end = min([position + chunk_size, len(items)] + [s for s in starts if s > position])
-    chunk_path = _chunk_path(chunk_dir, position, end)
-    _write_jsonl(chunk_path, run_chunk(items[position:end], position // chunk_size))
-    # Always continue from what is on disk, so resumed and uninterrupted runs see identical data.
-    records.extend(_read_back(chunk_path))
-    position = end
-  distributed.sync("read:" + chunk_dir)  # everyone has read the chunks before they are removed
-  _write_jsonl(path, records)
-  if distributed.is_main_process():
-    artifacts.rmtree(chunk_dir, ignore_errors=True)
-  return _read_back(path)
-
-
-def _stage(path: str, compute: Callable[[], list]) -> list:
-  if _finished(path) is None:
-    _write_jsonl(path, compute())
-  return _read_back(path)
-
-
 def _missing_model_files(policy: Policy, path: str) -> list[str]:
   """What the model directory `path` lacks ([] when complete), as process 0 sees it.
 
@@ -204,7 +87,7 @@ def _missing_model_files(policy: Policy, path: str) -> list[str]:
                    "model directories in place, so it does not follow links: remove the link")
     elif os.path.exists(path) and not os.path.isdir(path):
       misplaced = f"{path}: is a file where a model directory belongs; move it away or remove it"
-  misplaced = _decide(misplaced)
+  misplaced = chunk_store.decide(misplaced)
   if misplaced:  # found before the training that would fail to save there
     raise PipelineError(misplaced)
   check = getattr(policy, "missing_model_files", None)
@@ -212,7 +95,7 @@ def _missing_model_files(policy: Policy, path: str) -> list[str]:
     missing = check(path) if distributed.is_main_process() else []
   else:
     missing = [] if artifacts.exists(path) else ["the directory"]
-  return list(_decide(missing))
+  return list(chunk_store.decide(missing))
 
 
 def _check_model(policy: Policy, path: str, *, full: bool):
@@ -222,39 +105,16 @@ def _check_model(policy: Policy, path: str, *, full: bool):
   with a warning, and checked with the rest."""
   main = distributed.is_main_process()
   restore = getattr(policy, "restore_model_files", None)
-  lost = list(_decide(model_files.lost_files(path) if main and restore is not None else []))
+  lost = list(chunk_store.decide(
+      model_files.lost_files(path) if main and restore is not None else []))
   if lost:
     restored = restore(path, lost)  # every process takes part (process 0 writes)
     if restored:
       logging.warning("%s had lost %s: restored from the tokenizer's source", path,
                       ", ".join(restored))
-  found = list(_decide(model_files.problems(path, full=full) if main else []))
+  found = list(chunk_store.decide(model_files.problems(path, full=full) if main else []))
   if found:
     raise PipelineError(model_files.describe(found, path))
-
-
-def _finished_json(path: str) -> Any | None:
-  """The content of a finished JSON file with a completion marker (metrics.json, heldout.json); None
-  when it is to be made (again): missing, or without its marker (stopped before it, or written
-  before markers existed). One that disagrees with its marker stops the run."""
-  try:
-    state, content = artifacts.check_json_marked(path)
-    error = None
-  except artifacts.ArtifactError as e:
-    state, content, error = "damaged", None, str(e)
-  state, content, error = _decide([state, content, error])
-  if state == "damaged":
-    raise PipelineError(error)
-  if state == "unmarked":
-    logging.warning("%s has no completion marker (its writer stopped before finishing it, or it "
-                    "was written before markers existed): it is made again", path)
-  return content if state == "complete" else None
-
-
-def _write_json_marked(path: str, record) -> None:
-  if distributed.is_main_process():
-    artifacts.write_json_marked(path, record)
-  distributed.sync("write:" + path)
 
 
 def _verify_finished_iteration(it: "_Iteration", *, full: bool):
@@ -275,7 +135,7 @@ def _verify_finished_iteration(it: "_Iteration", *, full: bool):
         problem += (f". Iteration {it.iteration} is finished: restore the file, or delete it and "
                     f"{it.path('metrics.json')} to have the iteration make it again")
         break
-  problem = _decide(problem)
+  problem = chunk_store.decide(problem)
   if problem:
     raise PipelineError(problem)
   _check_model(it.policy, it.path("model"), full=full)
@@ -383,7 +243,7 @@ def _begin_iteration(config, workdir: str, iteration: int, policy: Policy, verif
   artifacts.makedirs(it.dir)
   it.at("load")
   finished = _load_finished_iteration(it)
-  resumed = _exists(it.path("prompts.jsonl"))
+  resumed = chunk_store.exists(it.path("prompts.jsonl"))
   timings = _read_timings(it.dir) if distributed.is_main_process() and finished is None else {}
   timings.pop("wall_seconds", None)
   timings.pop("resumed", None)
@@ -412,7 +272,7 @@ def _run_iteration(config, workdir: str, iteration: int, policy: Policy, pool: S
   skipped["long_judge_prompts"] = sum(j["too_long"] for j in judge)
   rho = float(stages.per_iteration(p.rho, iteration, "pipeline.rho"))
   it.at("actor_pairs")
-  a_pairs = _stage(it.path("actor_pairs.jsonl"),
+  a_pairs = chunk_store.stage(it.path("actor_pairs.jsonl"),
                    lambda: stages.actor_pairs(actor, judge, rho, p.length_unit))
   use = stages.scheduled_pairs(p.train_pairs, iteration)
   meta = j_pairs = position_w = None
@@ -444,7 +304,7 @@ def _load_finished_iteration(it: _Iteration) -> tuple[dict, dict] | None:
   """(metrics, timings) of a finished iteration, with its model loaded into the policy; else None.
   Its files are checked against their markers first (`_verify_finished_iteration`)."""
   model_dir = it.path("model")
-  metrics = _finished_json(it.path("metrics.json"))
+  metrics = chunk_store.finished_json(it.path("metrics.json"))
   if metrics is None or _missing_model_files(it.policy, model_dir):
     return None
   _verify_finished_iteration(it, full=it.verify_full)
@@ -456,7 +316,7 @@ def _load_finished_iteration(it: _Iteration) -> tuple[dict, dict] | None:
 def _finish_iteration(it: _Iteration, result: Mapping, timings: Mapping):
   """Writes the timings, then metrics.json, which marks the iteration finished."""
   _write_timings(it.dir, timings)
-  _write_json_marked(it.path("metrics.json"), result)
+  chunk_store.write_json_marked(it.path("metrics.json"), result)
 
 
 def _generate_where_fits(policy: Policy, prompts: Sequence[str], **kwargs
@@ -470,7 +330,7 @@ def _prompts_stage(it: _Iteration, pool: Sequence[str]) -> list:
   """The iteration's prompt records (prompts.jsonl)."""
   config = it.config
   it.at("prompts")
-  return _stage(it.path("prompts.jsonl"), lambda: stages.prompt_records(
+  return chunk_store.stage(it.path("prompts.jsonl"), lambda: stages.prompt_records(
       pool, config.pipeline.prompts_per_iteration, it.iteration, config.seed))
 
 
@@ -488,7 +348,8 @@ def _actor_stage(it: _Iteration, prompts: Sequence[Mapping]) -> list:
                                       iteration=it.iteration)
     return stages.actor_records(usable, generations)
   it.at("actor")
-  return run_chunked(it.path("actor.jsonl"), prompts, it.config.pipeline.chunk_size, run_chunk)
+  return chunk_store.run_chunked(it.path("actor.jsonl"), prompts, it.config.pipeline.chunk_size,
+                                 run_chunk)
 
 
 def _judge_stage(it: _Iteration, actor_records: Sequence[Mapping]) -> list:
@@ -503,8 +364,8 @@ def _judge_stage(it: _Iteration, actor_records: Sequence[Mapping]) -> list:
   it.at("judge")
   # Chunked over responses, in groups of chunk_size prompts' worth.
   chunk_size = it.config.pipeline.chunk_size * max(1, it.config.actor.num_responses)
-  return run_chunked(it.path("judge.jsonl"), stages.judge_items(actor_records), chunk_size,
-                     run_chunk)
+  return chunk_store.run_chunked(it.path("judge.jsonl"), stages.judge_items(actor_records),
+                                 chunk_size, run_chunk)
 
 
 def _meta_judge_stage(it: _Iteration, actor_records: Sequence[Mapping],
@@ -519,7 +380,8 @@ def _meta_judge_stage(it: _Iteration, actor_records: Sequence[Mapping],
     return stages.meta_judge_records(chunk, fits, generations)
   requests = stages.meta_judge_requests(actor_records, judge_records, meta_judge.skip_same_score)
   it.at("meta_judge")
-  return run_chunked(it.path("meta_judge.jsonl"), requests, it.config.pipeline.chunk_size, run_chunk)
+  return chunk_store.run_chunked(it.path("meta_judge.jsonl"), requests,
+                                 it.config.pipeline.chunk_size, run_chunk)
 
 
 def _judge_pairs_stage(it: _Iteration, meta: Sequence[Mapping]
@@ -530,7 +392,8 @@ def _judge_pairs_stage(it: _Iteration, meta: Sequence[Mapping]
   c = it.config
   pairs, position_w, identical_dropped = stages.judge_pairs(
       meta, c.judge.template, c.meta_judge.max_chosen_chars, c.meta_judge.elo_l2)
-  return _stage(it.path("judge_pairs.jsonl"), lambda: pairs), position_w, identical_dropped
+  return (chunk_store.stage(it.path("judge_pairs.jsonl"), lambda: pairs), position_w,
+          identical_dropped)
 
 
 def _dpo_stage(it: _Iteration, pairs: Sequence[Mapping], timings: dict) -> list:
@@ -554,13 +417,13 @@ def _train_stage(it: _Iteration, kind: str, train: Callable[[], list], timings: 
   file so that a resume keeps them."""
   it.at(kind)
   steps_path, model_dir = it.path(f"{kind}.jsonl"), it.path("model")
-  done_steps = _finished(steps_path)
+  done_steps = chunk_store.finished(steps_path)
   missing = _missing_model_files(it.policy, model_dir)
   if done_steps is not None and not missing:
     _check_model(it.policy, model_dir, full=it.verify_full)
     it.policy.load(model_dir)  # JaxPolicy: checkpoints.load_hf checks every sha256 first
     return done_steps
-  if missing and _exists(model_dir):
+  if missing and chunk_store.exists(model_dir):
     # Never loaded: e.g. a remote save stopped before its config.json (uploaded last), or a
     # directory damaged by hand. Training is deterministic, so training again rebuilds it.
     logging.warning("%s is incomplete (missing %s): iteration %d's %s is run again", model_dir,
@@ -574,10 +437,10 @@ def _train_stage(it: _Iteration, kind: str, train: Callable[[], list], timings: 
   timings.update(step_timings)
   _write_timings(it.dir, timings)
   it.policy.save(model_dir)
-  _write_jsonl(steps_path, steps)
+  chunk_store.write_jsonl(steps_path, steps)
   if distributed.is_main_process():
     artifacts.rmtree(it.path(f"{kind}_checkpoints"), ignore_errors=True)
-  return _read_back(steps_path)
+  return chunk_store.read_back(steps_path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -626,9 +489,10 @@ def _run_stage0(config, workdir: str, policy: Policy, verify_full: bool
   it, finished, _, timings = _begin_iteration(config, workdir, 0, policy, verify_full)
   if finished is not None:
     return finished
-  resumed = _exists(it.path("sft.jsonl")) or _exists(it.path("sft_checkpoints"))
+  resumed = (chunk_store.exists(it.path("sft.jsonl"))
+             or chunk_store.exists(it.path("sft_checkpoints")))
   heldout = it.path("heldout.json")
-  if _exists(heldout):
+  if chunk_store.exists(heldout):
     # Measured before this stage 0 finished (a run that gained sft.data): not of M_0. Removed, so
     # that M_0 is measured once trained.
     logging.warning("%s was measured before stage 0 trained M_0: removed, measured again", heldout)
@@ -658,7 +522,7 @@ def _run_stage0(config, workdir: str, policy: Policy, verify_full: bool
   if resumed:
     timings["resumed"] = True
   _finish_iteration(it, result, timings)
-  return _finished_json(it.path("metrics.json")), timings  # what a resumed run reads
+  return chunk_store.finished_json(it.path("metrics.json")), timings  # what a resumed run reads
 
 
 # --------------------------------------------------------------------------------------------------
@@ -714,9 +578,9 @@ def _ste_selection(config, workdir: str, iteration: int, policy: Policy, pool: S
   it = _Iteration(config, 0, policy, artifacts.join(workdir, STE_SELECTION_DIR), verify_full)
   selected_path = it.path("selected.jsonl")
   artifacts.makedirs(it.dir)
-  if _finished(selected_path) is None:
+  if chunk_store.finished(selected_path) is None:
     reload = None
-    if iteration > 1 and _finished(it.path("categorize.jsonl")) is None:
+    if iteration > 1 and chunk_store.finished(it.path("categorize.jsonl")) is None:
       reload = artifacts.join(workdir, f"iter_{iteration - 1}", "model")
       logging.warning("the instruction selection is not on disk at iteration %d: made now with "
                       "the seed model", iteration)
@@ -727,13 +591,13 @@ def _ste_selection(config, workdir: str, iteration: int, policy: Policy, pool: S
         lambda chunk: ste.category_prompts(s.category_template, chunk), ste.category_records,
         max_new_tokens=s.category_max_new_tokens)
     it.at("select")
-    _stage(selected_path, lambda: ste.select_instructions(
+    chunk_store.stage(selected_path, lambda: ste.select_instructions(
         categorized, s.categories, min_complexity=s.min_complexity,
         max_per_category=s.max_per_category, seed=it.seed("prompts")))
     if reload is not None:
       policy.load(reload)
-  categorized = _read_back(it.path("categorize.jsonl"))
-  selected = _read_back(selected_path)
+  categorized = chunk_store.read_back(it.path("categorize.jsonl"))
+  selected = chunk_store.read_back(selected_path)
   if len(selected) < config.pipeline.prompts_per_iteration:
     logging.warning("the instruction selection kept %d instructions, fewer than "
                     "pipeline.prompts_per_iteration=%d: each iteration uses all of them",
@@ -750,7 +614,7 @@ def _ste_training_data(config, workdir: str, iteration: int, sft_data: Sequence[
   records = []
   for t in range(1, iteration):
     path = artifacts.join(workdir, f"iter_{t}", "sft_data.jsonl")
-    earlier = _finished(path)
+    earlier = chunk_store.finished(path)
     if earlier is None:
       raise PipelineError(f"{path} is missing or incomplete: ste.train_on='accumulated' trains "
                           f"iteration {iteration} on the sft_data of every earlier iteration")
@@ -774,7 +638,7 @@ def _run_ste_iteration(config, workdir: str, iteration: int, policy: Policy, poo
     prompt_records = _prompts_stage(it, pool)
   else:  # drawn from the up-front selection
     it.at("prompts")
-    prompt_records = _stage(it.path("prompts.jsonl"), lambda: ste.selected_prompt_records(
+    prompt_records = chunk_store.stage(it.path("prompts.jsonl"), lambda: ste.selected_prompt_records(
         selection[0], config.pipeline.prompts_per_iteration, iteration, config.seed))
   selected = prompt_records
 
@@ -795,7 +659,7 @@ def _run_ste_iteration(config, workdir: str, iteration: int, policy: Policy, poo
                       share_prefix=bool(s.system_prompt))
   it.at("sft_data")
   data_seed = it.seed("ste_sft_data")
-  sft_data = _stage(it.path("sft_data.jsonl"),
+  sft_data = chunk_store.stage(it.path("sft_data.jsonl"),
                     lambda: ste.sft_records(judged, data_seed, balance=s.balance_labels))
   seed_dir = seed_model_dir(config, workdir)
   train_data = _ste_training_data(config, workdir, iteration, sft_data)
@@ -847,7 +711,8 @@ def _ste_stage(it: _Iteration, name: str, records: Sequence, build_prompts: Call
         desc=f"iter {it.iteration} {name} [{c}]")
     return to_records(chunk, fits, generations)
   it.at(name)
-  return run_chunked(it.path(f"{name}.jsonl"), records, it.config.pipeline.chunk_size, run_chunk)
+  return chunk_store.run_chunked(it.path(f"{name}.jsonl"), records, it.config.pipeline.chunk_size,
+                                 run_chunk)
 
 
 RECIPES = ("meta_rewarding", "ste")
@@ -867,15 +732,15 @@ def _evaluate_model(workdir: str, iteration: int, policy: Policy,
   iter_<t>/heldout.json (atomic), so a resumed run reads it instead of measuring again."""
   it_dir = artifacts.join(workdir, f"iter_{iteration}")
   path = artifacts.join(it_dir, "heldout.json")
-  result = _finished_json(path)
+  result = chunk_store.finished_json(path)
   if result is None:
     start = time.time()
     result = evaluate_model(policy, f"M_{iteration}")
     if distributed.is_main_process():
       artifacts.makedirs(it_dir)
-    _write_json_marked(path, result)
+    chunk_store.write_json_marked(path, result)
     logging.info("held-out evaluation of M_%d: %.1f s", iteration, time.time() - start)
-    result = _finished_json(path)  # what a resumed run reads
+    result = chunk_store.finished_json(path)  # what a resumed run reads
   return result
 
 
@@ -902,13 +767,7 @@ def run(config, workdir: str, policy: Policy, pool: Sequence[str], *,
   It starts by removing the temp files and directories a killed run left in the workdir
   (`artifacts.sweep_temp`). `interrupted_message` says where a stopped run was."""
   _at(None, None)
-  artifacts.makedirs(workdir)
-  if distributed.is_main_process():
-    removed = artifacts.sweep_temp(workdir)
-    if removed:
-      logging.warning("removed %d temp file(s)/dir(s) a stopped run left in %s: %s", len(removed),
-                      workdir, ", ".join(removed[:5]) + (" ..." if len(removed) > 5 else ""))
-  distributed.sync("sweep:" + workdir)
+  chunk_store.sweep(workdir)
   kind = "sft" if recipe(config) == "ste" else "dpo"  # the training stage and its step file
   run_iteration_fn = _run_ste_iteration if kind == "sft" else _run_iteration
   if kind == "sft":

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from meta_rewarding import artifacts, pipeline
+from meta_rewarding import artifacts, chunk_store, pipeline
 from meta_rewarding import model_files
 from meta_rewarding import policy as policy_lib
 from test_pipeline import POOL, ScriptedPolicy, make_config
@@ -221,11 +221,11 @@ def test_rechunking_covers_every_item_once():
     path = os.path.join(d, "stage.jsonl")
     limit = 2
     with pytest.raises(KeyboardInterrupt):
-      pipeline.run_chunked(path, items, 3, run_chunk)  # [0, 3) and [3, 6) finished
+      chunk_store.run_chunked(path, items, 3, run_chunk)  # [0, 3) and [3, 6) finished
     os.remove(os.path.join(path + ".chunks", "000000-000003.jsonl"))  # deleted by hand: redone
     calls.clear()
     limit = 99
-    records = pipeline.run_chunked(path, items, 4, run_chunk)
+    records = chunk_store.run_chunked(path, items, 4, run_chunk)
     assert [r["item"] for r in records] == items
     # [0, 3) is cut short where the finished [3, 6) starts; then chunks of 4 from 6.
     assert calls == [(0, 3, 0), (6, 10, 1)]
