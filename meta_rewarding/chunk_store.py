@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 from absl import logging
 
 from meta_rewarding import artifacts, distributed
-from meta_rewarding.stages import PipelineError
+from meta_rewarding.recipe_types import PipelineError
 
 
 def decide(value):

@@ -91,6 +91,7 @@ from absl import app, flags, logging
 
 from meta_rewarding import artifacts, chunk_store, prompts, sample
 from meta_rewarding.errors import UserError
+from meta_rewarding.recipe_types import TOO_LONG  # the sampler's finish reason too
 
 # RewardBench's sections and the example counts its leaderboard weighs subsets by, exactly as
 # rewardbench/constants.py has them (EXAMPLE_COUNTS, SUBSET_MAPPING); math-prm has 447 examples
@@ -388,7 +389,6 @@ def evaluate(pairs: Sequence[Mapping], generate, *, protocol: str, num_samples: 
 def judgment_texts(rows) -> list:
   """`evaluate`'s judge output from generations (the pipeline's or the sampler's): per request
   its texts, stripped, or a row of None when the request did not fit the context."""
-  from meta_rewarding.stages import TOO_LONG  # the sampler's finish reason too
   return [[None] * len(row) if row[0].finish_reason == TOO_LONG else [g.text.strip() for g in row]
           for row in rows]
 

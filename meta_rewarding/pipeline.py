@@ -46,8 +46,7 @@ from absl import logging
 
 from meta_rewarding import (artifacts, chunk_store, distributed, metrics as metrics_lib,
                             model_files, stages, ste)
-# The driver's signatures use the shared types; they stay importable from here too.
-from meta_rewarding.stages import Generation, PipelineError, Policy
+from meta_rewarding.recipe_types import Generation, PipelineError, Policy, fitting
 
 
 # Timing fields are not results: they differ between two runs of the same command. They go to
@@ -322,8 +321,8 @@ def _finish_iteration(it: _Iteration, result: Mapping, timings: Mapping):
 def _generate_where_fits(policy: Policy, prompts: Sequence[str], **kwargs
                          ) -> tuple[list[bool], list[list[Generation]]]:
   """Which prompts fit the context, and the policy's generations for those that do (in order).
-  The policy tokenizes each prompt once and reports the ones that do not fit (stages.TOO_LONG)."""
-  return stages.fitting(policy.generate(list(prompts), **kwargs) if prompts else [])
+  The policy tokenizes each prompt once and reports the ones that do not fit (recipe_types.TOO_LONG)."""
+  return fitting(policy.generate(list(prompts), **kwargs) if prompts else [])
 
 
 def _prompts_stage(it: _Iteration, pool: Sequence[str]) -> list:

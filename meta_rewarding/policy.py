@@ -16,7 +16,7 @@ from absl import logging
 
 from meta_rewarding import (artifacts, checkpoints, data, distributed, model_files, runtime, sampling,
                             train)
-from meta_rewarding.stages import Generation, PipelineError
+from meta_rewarding.recipe_types import Generation, PipelineError
 from meta_rewarding.tokenizer import Tokenizer, load_tokenizer, train_sentencepiece
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",

@@ -16,7 +16,7 @@ import jax
 from absl import logging
 
 from meta_rewarding import artifacts, config_check, data, distributed, pipeline, plan, workdir_lock
-from meta_rewarding.stages import PipelineError
+from meta_rewarding.recipe_types import PipelineError
 
 VERIFY_MODES = ("cheap", "full")  # main --verify: see pipeline.run
 

@@ -52,7 +52,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from meta_rewarding import prompts as prompts_lib
-from meta_rewarding.stages import Generation, join_key
+from meta_rewarding.recipe_types import Generation, join_key, sample_prompt_ids
 
 LABELS = ("A", "B")
 ORDERS = ("both", "random")             # ste.orders
@@ -90,8 +90,7 @@ def category_records(records: Sequence[Mapping], fits: Sequence[bool],
 
 def selection_candidates(pool: Sequence[str], count: int, seed: int) -> list[dict]:
   """The instructions the selection categorises: `count` of the pool (0: all of it), in the order
-  of the run's prompt stream (`stages.sample_prompt_ids`, iteration 1)."""
-  from meta_rewarding.stages import sample_prompt_ids
+  of the run's prompt stream (`recipe_types.sample_prompt_ids`, iteration 1)."""
   ids = sample_prompt_ids(len(pool), int(count) or len(pool), 1, seed)
   return [{"uid": k, "id": i, "prompt": pool[i]} for k, i in enumerate(ids)]
 
@@ -144,7 +143,6 @@ def selected_prompt_records(selected: Sequence[Mapping], count: int, iteration: 
   """Iteration `iteration`'s prompts drawn from the selection as `stages.prompt_records` draws from
   the pool (one seeded stream over the selected set); `id` stays the pool index. At most the whole
   selection per iteration."""
-  from meta_rewarding.stages import sample_prompt_ids
   if not selected:
     return []
   ids = sample_prompt_ids(len(selected), min(int(count), len(selected)), iteration, seed)

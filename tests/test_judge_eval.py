@@ -175,7 +175,7 @@ def test_command_on_a_tiny_checkpoint(llama3_checkpoint, tmp_path, protocol, cap
 
 def test_testbed_pairs_and_the_pipeline_hook(tmp_path):
   from meta_rewarding import defaults
-  from meta_rewarding.stages import Generation
+  from meta_rewarding.recipe_types import Generation
   from meta_rewarding.testbed import evaluate as testbed_evaluate, oracle
   from meta_rewarding.testbed.tasks import task_from_instruction
 

@@ -9,7 +9,7 @@ import pytest
 
 from meta_rewarding import artifacts, pipeline, prompts, stages
 from meta_rewarding.defaults import get_base_config
-from meta_rewarding.stages import Generation
+from meta_rewarding.recipe_types import TOO_LONG, Generation
 
 # Prompt -> the actor's possible responses (the scripted actor draws K of them by seed).
 RESPONSES = {
@@ -157,7 +157,7 @@ class TooLongPolicy(ScriptedPolicy):
     fitting = [x for x in batch if x != "P2" and "<response>bad</response>" not in x]
     rows = iter(super().generate(fitting, n=n, max_new_tokens=max_new_tokens, seed=seed,
                                  share_prefix=share_prefix, desc=desc))
-    return [next(rows) if x in fitting else [Generation("", 0, stages.TOO_LONG)] * n
+    return [next(rows) if x in fitting else [Generation("", 0, TOO_LONG)] * n
             for x in batch]
 
 

@@ -14,7 +14,7 @@ import ml_collections
 import pytest
 
 from meta_rewarding import prompts, stages
-from meta_rewarding.stages import Generation, PipelineError
+from meta_rewarding.recipe_types import Generation, PipelineError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 HEAVY = ("jax", "flax", "optax", "transformers", "torch", "orbax", "tensorflow")

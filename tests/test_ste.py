@@ -12,7 +12,7 @@ import pytest
 
 from meta_rewarding import artifacts, pipeline, prompts, stages, ste
 from meta_rewarding.defaults import get_ste_config
-from meta_rewarding.stages import Generation
+from meta_rewarding.recipe_types import Generation
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from meta_rewarding import artifacts, config_check, prompts, ste
-from meta_rewarding.stages import Generation
+from meta_rewarding.recipe_types import Generation
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_ste import NO_MATCH, POOL, ScriptedSTEPolicy, _run, make_config  # noqa: E402

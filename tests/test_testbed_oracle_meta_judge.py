@@ -4,7 +4,7 @@ the wrapper answers only the meta-judge's prompts."""
 import pytest
 
 from meta_rewarding import prompts
-from meta_rewarding.stages import Generation
+from meta_rewarding.recipe_types import Generation
 from meta_rewarding.testbed import templates
 from meta_rewarding.testbed.oracle_meta_judge import (OracleMetaJudgePolicy, oracle_winner,
                                                       template_pattern)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Mapping
 
-from meta_rewarding.stages import join_key
+from meta_rewarding.recipe_types import join_key
 from meta_rewarding.testbed import oracle
 from meta_rewarding.testbed.tasks import task_from_instruction
 

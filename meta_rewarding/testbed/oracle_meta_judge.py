@@ -27,7 +27,7 @@ import re
 from typing import Sequence
 
 from meta_rewarding import prompts
-from meta_rewarding.stages import Generation
+from meta_rewarding.recipe_types import Generation
 from meta_rewarding.testbed import judging, oracle
 from meta_rewarding.testbed.tasks import task_from_instruction
 
