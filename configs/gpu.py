@@ -28,7 +28,13 @@ Plan its memory first:  python -m meta_rewarding.plan --config=configs/gpu.py
 
 Variants (`--config=configs/gpu.py:<arg>`, comma-separated, e.g. `:model=llama3_1b`):
   (none)            Llama-3-8B-Instruct, the paper's method defaults, tensor=8.
-  model=NAME        another preset: llama3_1b (Llama-3.2-1B), llama3_3b, llama3_1_8b, llama3_8b, tiny.
+  model=NAME        another preset: llama3_1b (Llama-3.2-1B), llama3_3b, llama3_1_8b, llama3_8b, tiny;
+                    other families (README, "Model families"): qwen2_5_7b_instruct,
+                    qwen2_5_1_5b_instruct, qwen3_8b, mistral_7b_instruct_v0_3, gemma_2_9b_it,
+                    gemma_3_4b_it (its text model); checkpoint placeholder /path/to/<repo name>
+                    (Gemma 3: /path/to/gemma-3-4b-it-text). Tensor parallelism must divide the
+                    heads and kv heads: Qwen2.5-7B and Gemma-3-4B run at tensor=4 (fsdp=2),
+                    Qwen2.5-1.5B at tensor=2 (fsdp=4); the others at tensor=8. All fit 8 x 80 GB.
   mesh=fsdp         pure FSDP over the 8 GPUs instead of tensor parallelism (DPO batches of
                     8 pairs x 2 microbatches: the 8 batch shards must divide them).
   self_rewarding    the Self-Rewarding baseline (no meta-judge).
@@ -61,7 +67,10 @@ NUM_GPUS = 8
 GPU_MEMORY_GIB = 76.0    # 80 GB H100 x XLA_PYTHON_CLIENT_MEM_FRACTION=0.95
 
 VARIANTS = ("", "model=llama3_1b", "model=llama3_3b", "model=llama3_1_8b", "mesh=fsdp",
-            "self_rewarding", "runlocal", "runlocal,self_rewarding")
+            "self_rewarding", "runlocal", "runlocal,self_rewarding",
+            # The other families' presets (README, "Model families"), each on a mesh it divides.
+            "model=qwen2_5_7b_instruct", "model=qwen2_5_1_5b_instruct", "model=qwen3_8b",
+            "model=mistral_7b_instruct_v0_3", "model=gemma_2_9b_it", "model=gemma_3_4b_it")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

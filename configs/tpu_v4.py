@@ -37,7 +37,15 @@ before renting the slice compile every program of an iteration for it, on any ma
 Variants (`--config=configs/tpu_v4.py:<arg>`, comma-separated, e.g. `:model=llama3_1b,mesh=fsdp`):
   (none)            Llama-3-8B-Instruct, the paper's method defaults, mesh fsdp x tensor=8.
   model=NAME        another preset of meta_rewarding/model/presets.py: llama3_1b (Llama-3.2-1B),
-                    llama3_3b (Llama-3.2-3B), llama3_1_8b (Llama-3.1-8B), llama3_8b, tiny.
+                    llama3_3b (Llama-3.2-3B), llama3_1_8b (Llama-3.1-8B), llama3_8b, tiny;
+                    other families (README, "Model families"): qwen2_5_7b_instruct and
+                    qwen2_5_1_5b_instruct (Qwen2.5-Instruct), qwen3_8b, mistral_7b_instruct_v0_3,
+                    gemma_2_9b_it, gemma_3_4b_it (its text model). The checkpoint placeholder
+                    becomes gs://YOUR_BUCKET/models/<repo name>, e.g. .../Qwen2.5-7B-Instruct
+                    (Gemma 3: .../gemma-3-4b-it-text). Tensor parallelism must divide the heads
+                    and kv heads: Qwen2.5-7B (28/4) and Gemma-3-4B (8/4) run at tensor=4 (fsdp=4),
+                    Qwen2.5-1.5B (12/2) at tensor=2 (fsdp=8, DPO batches of 8 pairs x 2
+                    microbatches); the others at tensor=8. All fit a v4-32 (`plan` prints each).
   mesh=fsdp         pure FSDP (fsdp=-1, tensor=1): parameters sharded along `embed` only; DPO
                     batches of 16 pairs x 1 microbatch (the 16 batch shards must divide them).
   self_rewarding    the Self-Rewarding baseline (no meta-judge, actor pairs only).
@@ -85,7 +93,10 @@ NUM_CHIPS = 16           # v4-32: 16 chips (a v4 "core count" of 32), 4 hosts of
 CHIP_MEMORY_GIB = 32.0    # HBM per v4 chip
 
 VARIANTS = ("", "model=llama3_1b", "model=llama3_3b", "model=llama3_1_8b", "mesh=fsdp",
-            "self_rewarding", "runlocal", "runlocal,self_rewarding")
+            "self_rewarding", "runlocal", "runlocal,self_rewarding",
+            # The other families' presets (README, "Model families"), each on a mesh it divides.
+            "model=qwen2_5_7b_instruct", "model=qwen2_5_1_5b_instruct", "model=qwen3_8b",
+            "model=mistral_7b_instruct_v0_3", "model=gemma_2_9b_it", "model=gemma_3_4b_it")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

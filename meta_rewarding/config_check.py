@@ -573,6 +573,23 @@ def _devices(n: int) -> str:
   return f"{n} device{'' if n == 1 else 's'}"
 
 
+def _tensor_hint(model, mesh) -> str:
+  """What tensor width would divide `model`, when the mesh's does not (e.g. tensor=8 for
+  Qwen2.5-7B's 28 heads / 4 kv heads)."""
+  from meta_rewarding import defaults
+  tensor = int(mesh.get("tensor", 1))
+  widths = (model.num_attention_heads, model.num_key_value_heads, model.intermediate_size,
+            model.vocab_size)
+  if tensor <= 1 or not any(w % tensor for w in widths):
+    return ""
+  fit = defaults.tensor_width(dict(num_attention_heads=model.num_attention_heads,
+                                   num_key_value_heads=model.num_key_value_heads,
+                                   intermediate_size=model.intermediate_size,
+                                   vocab_size=model.vocab_size), tensor)
+  return (f"; tensor={fit} divides it (--config.mesh.shape.tensor={fit}; the pod configs' "
+          "model=<preset> variants pick such a mesh, README.md#model-families)")
+
+
 def check_run_environment(config, num_devices: int) -> None:
   """Raises `ConfigError` listing, one line each, what stops `config` from running on
   `num_devices` devices: a `mesh.shape` the count does not fill, a mesh that does not divide the
@@ -636,7 +653,7 @@ def check_run_environment(config, num_devices: int) -> None:
         except sharding.MeshError as e:
           if str(e) not in seen:
             seen.add(str(e))
-            c.fail("mesh.shape", mesh, f"{e} (the model from {source})")
+            c.fail("mesh.shape", mesh, f"{e} (the model from {source}){_tensor_hint(model, mesh)}")
     batch_axes = dict(train_rules).get("batch")
     batch_axes = (() if batch_axes is None else
                   (batch_axes,) if isinstance(batch_axes, str) else tuple(batch_axes))

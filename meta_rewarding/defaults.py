@@ -8,8 +8,9 @@
   train_config()         the trainer's hyper-parameters (DPO and SFT), `config.train`.
   TRAIN_RULES            the logical-axis rules (`config.mesh.rules`); decoding adds the KV cache's
                          (`decode_rules`).
-  paper_scale_config()   what the TPU and GPU configs share (Llama-3 presets, paper settings,
-                         scan + remat, long buckets) and `apply_runlocal`, their tiny local variant.
+  paper_scale_config()   what the TPU and GPU configs share (model presets, paper settings,
+                         scan + remat, long buckets, a tensor width that divides the model) and
+                         `apply_runlocal`, their tiny local variant.
   get_ste_config()       the Self-Taught Evaluator's base (`recipe = "ste"`, `ste_settings()`).
   testbed_settings()     the synthetic testbed's seed model, templates and generation lengths.
   parse_variants()       the one parser of `--config=<file>:<variants>` arguments.
@@ -359,11 +360,14 @@ PAPER_SCALE_VARIANTS = ("model", "mesh", "self_rewarding", "runlocal")
 
 
 def model_preset(name: str) -> dict[str, Any]:
-  """{"name": the preset key, "architecture": its LlamaConfig fields, "hf_repo": the checkpoint it
-  describes or None} for a preset name or alias of `model/presets.py` (KeyError lists them)."""
+  """{"name": the preset key, "architecture": its DecoderConfig fields, "hf_repo": the checkpoint
+  it describes or None, "checkpoint_name": the directory name placeholder paths give it} for a
+  preset name or alias of `model/presets.py` (KeyError lists them)."""
   from meta_rewarding.model import presets  # plain dicts; the model package loads flax lazily
   key = presets.canonical(name)
-  return {"name": key, "architecture": presets.get(key), "hf_repo": presets.HF_REPOS.get(key)}
+  repo = presets.HF_REPOS.get(key)
+  return {"name": key, "architecture": presets.get(key), "hf_repo": repo,
+          "checkpoint_name": presets.CHECKPOINT_NAMES.get(key, repo and repo.split("/")[1])}
 
 
 def paper_scale_config(variants: Mapping[str, Any], *, checkpoint: str, checkpoint_dir: str,
@@ -371,11 +375,17 @@ def paper_scale_config(variants: Mapping[str, Any], *, checkpoint: str, checkpoi
                        device_memory_gb: float, distributed: bool, remat_policy: str,
                        mesh_names: tuple[str, str], fsdp_batch: tuple[int, int]
                        ) -> ml_collections.ConfigDict:
-  """Llama-3 (`variants["model"]`, default 8B Instruct) with the paper's method settings on a pod
-  or node: scan + remat for training, 3072-token pairs in 4 x 4 microbatches, 512-token log-prob
-  chunks, 64 decode rows, prompt buckets up to 3072.
+  """A preset model (`variants["model"]`, default Llama-3-8B-Instruct) with the paper's method
+  settings on a pod or node: scan + remat for training, 3072-token pairs in 4 x 4 microbatches,
+  512-token log-prob chunks, 64 decode rows, prompt buckets up to 3072.
 
-  checkpoint: the 8B checkpoint's placeholder path; other presets get `checkpoint_dir/<repo name>`.
+  mesh_shape's `tensor` is the widest tensor parallelism: a model whose heads, kv heads, MLP or
+  vocabulary it does not divide runs at the widest divisor of it that divides them all
+  (`tensor_width`), the other devices going to fsdp; where the batch shards then outnumber the
+  4 pairs per microbatch, the microbatch grows to them with fewer microbatches (16 pairs a step).
+
+  checkpoint: the 8B checkpoint's placeholder path; other presets get `checkpoint_dir/<repo name>`
+  (`presets.CHECKPOINT_NAMES` where the directory that runs is not the repo's: Gemma 3's text model).
   mesh_names: (the default mesh's variant name, the pure-FSDP one's), e.g. ("tensor", "fsdp").
   fsdp_batch: (pairs per microbatch, microbatches) under pure FSDP: the batch shards must divide
   the microbatch.
@@ -383,9 +393,9 @@ def paper_scale_config(variants: Mapping[str, Any], *, checkpoint: str, checkpoi
   c = get_base_config()
   c.seed = 0
   preset = model_preset(str(variants.get("model", "llama3_8b")))
-  repo = preset["hf_repo"]
+  name = preset["checkpoint_name"]
   c.model.checkpoint = checkpoint if preset["name"] == "llama3_8b" else (
-      f"{checkpoint_dir}/{repo.split('/')[1]}" if repo else "")
+      f"{checkpoint_dir}/{name}" if name else "")
   c.model.tokenizer = ""              # the checkpoint's own tokenizer and chat template
   c.model.chat_format = "auto"
   c.model.architecture = ml_collections.ConfigDict(preset["architecture"])  # planning / random init
@@ -423,6 +433,19 @@ def paper_scale_config(variants: Mapping[str, Any], *, checkpoint: str, checkpoi
     c.sft.train.batch_size, c.sft.train.grad_accum_steps = fsdp_batch
   elif mesh not in (None, mesh_names[0]):
     raise ValueError(f"mesh={mesh!r}; expected {mesh_names[1]} or {mesh_names[0]}")
+  elif mesh_shape.get("tensor", 1) > 1:
+    # The tensor axis shards heads, kv heads, MLP and vocabulary: a model whose widths it does not
+    # divide (Qwen2.5-7B's 28 heads / 4 kv heads at tensor=8) gets the widest degree that does,
+    # and the devices left over go to fsdp.
+    width = tensor_width(preset["architecture"], int(mesh_shape["tensor"]))
+    if width != mesh_shape["tensor"]:
+      c.mesh.shape.tensor = width
+      shards = num_devices // width   # data x fsdp: the batch shards
+      if t.batch_size % shards:   # pairs per microbatch: a multiple of the batch shards
+        pairs = t.batch_size * t.grad_accum_steps
+        t.batch_size = -(-t.batch_size // shards) * shards
+        t.grad_accum_steps = max(1, pairs // t.batch_size)
+        c.sft.train.batch_size, c.sft.train.grad_accum_steps = t.batch_size, t.grad_accum_steps
 
   # The paper's method settings (4 iterations, 5000 prompts, K=7, N=11, rho schedule, beta 0.1,
   # temperature 0.8, top-p 0.95) are the defaults; only lengths and batching are set here.
@@ -442,6 +465,18 @@ def paper_scale_config(variants: Mapping[str, Any], *, checkpoint: str, checkpoi
   if variants.get("runlocal"):
     apply_runlocal(c, variants)
   return c
+
+
+def tensor_width(architecture: Mapping[str, Any], widest: int) -> int:
+  """The widest tensor-parallel degree, a divisor of `widest`, that divides every width the
+  `tensor` mesh axis shards (TRAIN_RULES): query heads, kv heads, the MLP and the vocabulary.
+  E.g. 8 for Llama-3-8B (32 / 8 heads), 4 for Qwen2.5-7B (28 / 4) and Gemma-3-4B (8 / 4), 2 for
+  Qwen2.5-1.5B (12 / 2)."""
+  heads = int(architecture["num_attention_heads"])
+  widths = (heads, int(architecture.get("num_key_value_heads") or heads),
+            int(architecture["intermediate_size"]), int(architecture["vocab_size"]))
+  return max(d for d in range(1, widest + 1)
+             if widest % d == 0 and all(w % d == 0 for w in widths))
 
 
 def method_sweep(h):

@@ -52,6 +52,11 @@ Phases (they do not overlap in time, so the peak is the largest of the three):
   iteration of the shipped TPU configs: bench/results/tpu_compile.md) and on the CPU for a small
   model's gradient under every remat policy (tests/test_plan.py, within 0.5-2.5x; XLA's CPU
   backend computes bfloat16 elementwise ops in float32, TPUs do not).
+Model families (model/config.py): q/k/v/o biases, q/k norms and Gemma's extra norms are counted
+exactly with the parameters (they are arrays of the model's own tree); their activations (a few
+D- or H-wide vectors per token) stay inside the estimate's margin. Sliding-window layers keep a
+full-length KV cache and attend over masked full-length scores, so the cache and score terms are
+those of global layers.
 Usable memory = device memory × `usable_fraction` (default 0.9: XLA workspace, fragmentation).
 On CPU devices, which report no memory, `check_fits` (and this CLI, planning for the devices here)
 takes the host's RAM instead: its physical memory shared by the local CPU devices, of which
@@ -682,10 +687,10 @@ def _model_name(mc) -> str:
     except Exception:  # pragma: no cover
       continue
     if all(getattr(ref, f) == getattr(mc, f) for f in (
-        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+        "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
         "num_attention_heads", "num_key_value_heads", "head_dim", "tie_word_embeddings")):
       return name
-  return (f"llama L{mc.num_hidden_layers} D{mc.hidden_size} F{mc.intermediate_size} "
+  return (f"{mc.model_type} L{mc.num_hidden_layers} D{mc.hidden_size} F{mc.intermediate_size} "
           f"N{mc.num_attention_heads} K{mc.num_key_value_heads} V{mc.vocab_size}")
 
 

@@ -371,3 +371,19 @@ def test_train_dpo_sft_mode_ignores_the_dpo_loss_type():
   config.mode = "sft"
   config.train.loss_type = "not-a-dpo-loss"
   config_check.check_train_dpo_config(config)
+
+
+def test_a_tensor_width_the_model_does_not_divide_names_one_that_does():
+  """A Qwen2.5-7B checkpoint (28 heads, 4 kv heads) on the pod config's default tensor=8: the
+  refusal says which tensor width fits (the `model=qwen2_5_7b_instruct` variant picks it)."""
+  module = test_configs.load_module(os.path.join(test_configs.REPO, "configs", "tpu_v4.py"))
+  config = module.get_config("model=qwen2_5_7b_instruct")
+  assert config.mesh.shape.tensor == 4
+  config_check.check_run_environment(config, 16)
+  config.mesh.shape.tensor = 8
+  with pytest.raises(ConfigError) as info:
+    config_check.check_run_environment(config, 16)
+  (problem,) = info.value.problems
+  assert "'q_heads'=28 over ('tensor',) (size 8)" in problem
+  assert problem.endswith("; tensor=4 divides it (--config.mesh.shape.tensor=4; the pod configs' "
+                          "model=<preset> variants pick such a mesh, README.md#model-families)")

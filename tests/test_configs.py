@@ -10,6 +10,7 @@ import functools
 import glob
 import importlib.util
 import json
+import math
 import os
 import re
 import subprocess
@@ -169,6 +170,17 @@ def test_paper_defaults_in_pod_configs():
   assert tpu.get_config().mesh.num_devices == 16 and tpu.SLICE == "v4-32"
 
 
+def test_tensor_width_divides_the_model():
+  from meta_rewarding import defaults
+  from meta_rewarding.model import presets
+  widths = {name: defaults.tensor_width(presets.get(name), 8) for name in (
+      "llama3_8b", "qwen2_5_7b_instruct", "qwen2_5_1_5b_instruct", "gemma_3_4b_it", "tiny")}
+  assert widths == {"llama3_8b": 8, "qwen2_5_7b_instruct": 4, "qwen2_5_1_5b_instruct": 2,
+                    "gemma_3_4b_it": 4, "tiny": 2}
+  assert defaults.tensor_width({"num_attention_heads": 12, "num_key_value_heads": 12,
+                                "intermediate_size": 96, "vocab_size": 600}, 6) == 6
+
+
 def test_get_hyper_sweeps():
   if REPO not in sys.path:  # xm_launch is not an installed package: import it from the checkout
     sys.path.insert(0, REPO)
@@ -208,8 +220,9 @@ def abstract_check(path: str, variant: str, devices) -> dict:
     total = 0
     for leaf in jax.tree.leaves(tree):
       assert leaf.sharding.mesh.shape == mesh.shape
-      total += int(jax.numpy.prod(jax.numpy.array(leaf.sharding.shard_shape(leaf.shape)))) * \
-          leaf.dtype.itemsize
+      # math.prod: a shard may hold over 2**31 elements (Gemma 2's KV cache on 8 GPUs), past
+      # what an int32 jnp.prod counts.
+      total += math.prod(leaf.sharding.shard_shape(leaf.shape)) * leaf.dtype.itemsize
     return total
 
   p = plan_lib.plan(config, len(devices))

@@ -253,3 +253,35 @@ def test_mesh_that_does_not_divide_the_model_is_a_mesh_error():
   config = tiny_config({"data": 1, "fsdp": 2, "tensor": 4})  # tiny has 2 kv heads
   with pytest.raises(sharding.MeshError, match="kv_heads"):
     plan.plan(config, 8)
+
+
+
+# Each other family's preset -> the widest tensor parallelism its heads / kv heads allow, up to
+# the pod configs' 8.
+FAMILY_TENSOR = {"qwen2_5_7b_instruct": 4, "qwen2_5_1_5b_instruct": 2, "qwen3_8b": 8,
+                 "mistral_7b_instruct_v0_3": 8, "gemma_2_9b_it": 8, "gemma_3_4b_it": 4}
+
+
+@pytest.mark.parametrize("preset", sorted(FAMILY_TENSOR))
+@pytest.mark.parametrize("name", ["tpu_v4.py", "gpu.py"])
+def test_family_presets_plan_on_a_mesh_they_divide(name, preset):
+  """Each other family's preset variant (`model=<preset>`) is planned on its config's devices: the
+  tensor width divides its heads and kv heads, the parameters are counted exactly (biases, q/k
+  norms, Gemma's four norms a layer), and it fits. No compile: arithmetic on abstract shapes."""
+  spec = importlib.util.spec_from_file_location("_pf_" + name[:-3], os.path.join(REPO, "configs",
+                                                                                name))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  assert f"model={preset}" in module.VARIANTS
+  config = module.get_config(f"model={preset}")
+  mc = presets.llama_config(presets.get(preset))
+  p = plan.plan(config)
+  assert p.model == preset and p.num_params == mc.num_params()
+  assert p.mesh["tensor"] == FAMILY_TENSOR[preset]
+  assert mc.num_attention_heads % p.mesh["tensor"] == 0
+  assert mc.num_key_value_heads % p.mesh["tensor"] == 0
+  assert config.train.batch_size % (p.mesh["data"] * p.mesh["fsdp"]) == 0
+  assert config.train.batch_size * config.train.grad_accum_steps == 16
+  # float32 parameters sharded over every device (norm scales replicated: within a percent).
+  assert p.params == pytest.approx(mc.num_params() * 4 / p.num_devices, rel=0.01)
+  assert p.fits(), p.table()
