@@ -352,7 +352,7 @@ def run_item(item: Item, output_dir: str, timeout_s: float, tail_lines: int = 40
   return record
 
 
-# The pipeline's stage files in the order it writes them (pipeline._run_iteration); a stage's
+# The pipeline's stage files in the order it writes them (recipes/meta_rewarding.py); a stage's
 # completion time is its marker's (<file>.done.json) modification time, else the file's.
 STAGE_FILES = (("prompts", "prompts.jsonl"), ("actor", "actor.jsonl"), ("judge", "judge.jsonl"),
                ("actor_pairs", "actor_pairs.jsonl"), ("meta_judge", "meta_judge.jsonl"),

@@ -89,9 +89,10 @@ from typing import Iterable, Mapping, Sequence
 
 from absl import app, flags, logging
 
-from meta_rewarding import artifacts, chunk_store, prompts, sample
+from meta_rewarding import artifacts, chunk_store, data, prompts, sample, sources
 from meta_rewarding.errors import UserError
-from meta_rewarding.recipe_types import TOO_LONG  # the sampler's finish reason too
+from meta_rewarding.recipe_types import TOO_LONG, PipelineError  # TOO_LONG: the sampler's too
+from meta_rewarding.testbed import evaluate as testbed_evaluate
 
 # RewardBench's sections and the example counts its leaderboard weighs subsets by, exactly as
 # rewardbench/constants.py has them (EXAMPLE_COUNTS, SUBSET_MAPPING); math-prm has 447 examples
@@ -139,11 +140,10 @@ class FlagError(JudgeEvalError):
 
 def load_preference_pairs(source: str) -> list[dict]:
   """Pairs of `source` (module doc) as dicts: id, subset, prompt, chosen, rejected, where."""
-  from meta_rewarding import data
   split = None
-  if source.startswith("hf:"):
-    name, _, split = source[3:].partition(":")
-    source, split = name, (split or None)
+  parsed = sources.parse(source)
+  if parsed.kind == sources.HF:
+    source, split = parsed.value, (parsed.split or None)
   try:
     loaded = data.load_pairs(source, split=split, keep=("id", "subset"))
   except data.DataError as e:
@@ -393,23 +393,47 @@ def judgment_texts(rows) -> list:
           for row in rows]
 
 
-def pipeline_evaluator(config):
-  """The pipeline's `evaluate_model(policy, label)` hook for `evaluate.judge_pairs`: every model
-  M_0 ... M_T judges the pairs (the config's sampling settings and judge lengths; pointwise:
-  `judge.num_judgments` scores per response, averaged, with `judge.template`), reported as
-  judge_eval/score, judge_eval/<subset>, judge_eval/position_consistency, judge_eval/parse_rate.
-  Judgments are not kept on disk here (no `output`), so there is nothing to resume or key."""
-  pairs = load_preference_pairs(config.evaluate.judge_pairs)
+def load_judge_pairs(source: str) -> list[dict]:
+  """Preference pairs for `evaluate.judge_pairs`: "testbed:<n>" is n of the testbed's held-out
+  oracle pairs (`testbed.evaluate.preference_pairs`: a right answer against a plausible mistake,
+  one subset per family); anything else is a SOURCE (JSONL / parquet / hf:<name>)."""
+  parsed = sources.parse(source)
+  if parsed.kind == sources.TESTBED:
+    if parsed.count() is None:
+      raise PipelineError(f"evaluate.judge_pairs={source!r}: 'testbed:<n>' needs a count n >= 1")
+    return testbed_evaluate.preference_pairs(parsed.count())
+  return load_preference_pairs(source)
+
+
+def judge_settings(config) -> dict:
+  """How a Meta-Rewarding model judges `evaluate.judge_pairs` (the recipe's `judge_settings`):
+  `evaluate.judge_protocol` (pointwise: `judge.num_judgments` scores per response, averaged, with
+  `judge.template`), `judge.max_new_tokens` long. `pipeline_evaluator`'s keyword arguments for
+  `evaluate`, and `max_new_tokens`."""
   protocol = config.evaluate.get("judge_protocol", "pairwise")
-  num_samples = 1 if protocol == "pairwise" else int(config.judge.num_judgments)
+  return {"protocol": protocol,
+          "num_samples": 1 if protocol == "pairwise" else int(config.judge.num_judgments),
+          "max_new_tokens": int(config.judge.max_new_tokens),
+          "judge_template": config.judge.template}
+
+
+def pipeline_evaluator(config, judge: Mapping | None = None):
+  """The pipeline's `evaluate_model(policy, label)` hook for `evaluate.judge_pairs`, of either
+  recipe: every model M_0 ... M_T judges the pairs (`load_judge_pairs`) at the config's sampling
+  settings as `judge` says (the recipe's `judge_settings(config)`; None: `judge_settings`, the
+  Meta-Rewarding judge's), reported as judge_eval/score, judge_eval/<subset>,
+  judge_eval/position_consistency (pairwise), judge_eval/parse_rate.
+  Judgments are not kept on disk here (no `output`), so there is nothing to resume or key."""
+  pairs = load_judge_pairs(config.evaluate.judge_pairs)
+  settings = dict(judge_settings(config) if judge is None else judge)
+  max_new_tokens = int(settings.pop("max_new_tokens"))
 
   def evaluate_model(policy, label: str) -> dict:
     def generate(requests, n):
-      rows = policy.generate(requests, n=n, max_new_tokens=int(config.judge.max_new_tokens),
+      rows = policy.generate(requests, n=n, max_new_tokens=max_new_tokens,
                              seed=int(config.seed), share_prefix=True, desc=f"judge_eval {label}")
       return judgment_texts(rows)
-    _, summary = evaluate(pairs, generate, protocol=protocol, num_samples=num_samples,
-                          judge_template=config.judge.template)
+    _, summary = evaluate(pairs, generate, **settings)
     out = {"judge_eval/score": summary["score"], "judge_eval/parse_rate": summary["parse_rate"],
            "judge_eval/requests_too_long": summary["requests_too_long"]}
     if "position_consistency" in summary:

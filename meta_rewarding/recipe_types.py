@@ -1,4 +1,4 @@
-"""What both recipes share: the types the driver and the stages speak, the join key, the prompt draw.
+"""What both recipes share: the types the driver and stages speak, the join key, the prompt draw.
 
 Meta-Rewarding (stages.py) and the Self-Taught Evaluator (ste.py) are two lists of pure stages on
 one driver (pipeline.py); this module is what both import, so neither depends on the other:
@@ -6,11 +6,13 @@ one driver (pipeline.py); this module is what both import, so neither depends on
   `Generation`          one sampled completion, as the stages store it
   `TOO_LONG`, `fitting` the finish reason of a prompt that did not fit the context, and the split
                         of a policy's answer into (fits, generations of those that fit)
-  `Policy`              what the driver needs from a model (`JaxPolicy` in policy.py; tests script one)
+  `Policy`              what the driver needs from a model (`JaxPolicy` in policy.py; tests
+                        script one)
   `PipelineError`       a configuration or resume problem the user must fix
   `join_key`            what one iteration's records join on (`uid`)
   `sample_prompt_ids`   the run's seeded prompt stream (`stages.prompt_records` draws from the pool,
                         `ste.selected_prompt_records` from the up-front selection)
+  `Recipe`              the interface of a recipe (recipes/): its iteration and what it trains on
 
 Nothing here does I/O or imports jax.
 """
@@ -18,7 +20,7 @@ Nothing here does I/O or imports jax.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -129,3 +131,27 @@ def join_key(record: Mapping[str, Any]) -> int:
   Records written before `uid` existed fall back to `id`, which is what they were joined by.
   """
   return record["uid"] if "uid" in record else record["id"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """A recipe: the stages of one iteration and what it trains on (recipes/ holds the two; the
+  config's `recipe` picks one in `recipes.for_config`, the one place a run asks which it is).
+
+  Callables take the config first:
+    prepare(config, workdir, policy, verify_full) -> (metrics, timings) | None: before iteration
+        1, while the policy holds the loaded model; a (metrics, timings) pair is a stage 0 that
+        trained M_0 by SFT (iteration 0's record)
+    run_iteration(config, workdir, iteration, policy, pool, evaluate_extra, verify_full)
+        -> (metrics, timings): iteration t, run or resumed, leaving M_t in the policy
+    oracle_metrics(stage_records) -> dict: the testbed oracle's `evaluate_extra` hook
+    judge_settings(config) -> dict: how its models judge `evaluate.judge_pairs`
+        (`judge_eval.pipeline_evaluator`)
+  """
+  name: str
+  trains: str  # "dpo" | "sft": the training stage, its step file iter_t/<trains>.jsonl
+  prepare: Callable[..., tuple[dict, dict] | None]
+  run_iteration: Callable[..., tuple[dict, dict]]
+  oracle_metrics: Callable[[Mapping[str, list]], dict]
+  judge_settings: Callable[[Any], dict]
+  heldout_tasks: bool  # whether `evaluate.heldout_tasks` measures its models (the testbed's)

@@ -1,5 +1,6 @@
-"""Wires a config into the pipeline: prompts, policy, oracle, multi-host set-up; `recipe = "ste"`
-runs the Self-Taught Evaluator's stages on the same driver.
+"""Wires a config into the pipeline: prompts, policy, the recipe's hooks (oracle, held-out and
+judge evaluation), multi-host set-up; `recipe = "ste"` runs the Self-Taught Evaluator's stages on
+the same driver (`recipes.for_config` says which).
 
 `preflight` checks everything about a run that needs no write: the config against this machine
 (mesh, cache room per role), the memory plan, the checkpoint, tokenizer and data files, the prompt
@@ -15,8 +16,13 @@ import os
 import jax
 from absl import logging
 
-from meta_rewarding import artifacts, config_check, data, distributed, pipeline, plan, workdir_lock
+from meta_rewarding import (artifacts, checkpoints, config_check, data, distributed, judge_eval,
+                            pipeline, plan, recipes, sources, stage_runner, workdir_lock)
+from meta_rewarding.policy import JaxPolicy
 from meta_rewarding.recipe_types import PipelineError
+from meta_rewarding.testbed.evaluate import heldout_evaluator
+from meta_rewarding.testbed.oracle_meta_judge import OracleMetaJudgePolicy
+from meta_rewarding.testbed.tasks import generate_tasks
 
 VERIFY_MODES = ("cheap", "full")  # main --verify: see pipeline.run
 
@@ -27,21 +33,18 @@ def load_pool(config) -> list[str]:
   if not source:
     raise PipelineError("config.data.prompts is empty: give a JSONL/parquet file, "
                         "'hf:<dataset>[:<split>]' or 'testbed:<n>'")
-  if source.startswith("testbed:"):
-    from meta_rewarding.testbed.tasks import generate_tasks
+  parsed = sources.parse(source)
+  if parsed.kind == sources.TESTBED:
     # The pool split only: never a task the seed was taught on or one the evaluation holds out.
-    return [t.instruction for t in generate_tasks(config.seed, int(source.split(":", 1)[1]),
-                                                  split="pool")]
-  if source.startswith("hf:"):
-    name, _, split = source[3:].partition(":")
-    return data.load_prompts(name, field=config.data.field, split=split or "train")
+    return [t.instruction for t in generate_tasks(config.seed, int(parsed.value), split="pool")]
+  if parsed.kind == sources.HF:
+    return data.load_prompts(parsed.value, field=config.data.field, split=parsed.split or "train")
   return data.load_prompts(source, field=config.data.field)
 
 
 def _check_sources(config):
   """The checkpoint, tokenizer, stage-0 SFT file and judge-pairs file the config names exist and
   can be read."""
-  from meta_rewarding import checkpoints
   m = config.model
   if m.checkpoint:
     # config.json read and understood: a wrong path or a hub name (not supported: download it
@@ -49,16 +52,16 @@ def _check_sources(config):
     checkpoints.read_hf_config(m.checkpoint)
   if m.tokenizer and not m.tokenizer.startswith("train:") and not artifacts.exists(m.tokenizer):
     raise PipelineError(f"model.tokenizer={m.tokenizer!r}: no such file or directory")
-  sft = pipeline.sft_data(config)
+  sft = stage_runner.sft_data(config)
   if sft:
     # Read here, not after the checkpoint loads: a local file or a gs:// one (copied to a local
     # cache, `artifacts.localize`); a bad record is a data.DataError naming its file and line.
     path = sft if artifacts.is_remote(sft) else os.path.expanduser(sft)
     if not artifacts.exists(path) or artifacts.isdir(path):
       raise PipelineError(f"sft.data={sft!r}: no such file")
-    pipeline.load_sft_records(config)
+    stage_runner.load_sft_records(config)
   pairs = config.evaluate.get("judge_pairs", "")
-  if pairs and not pairs.startswith(("testbed:", "hf:")) and not artifacts.exists(pairs):
+  if pairs and sources.parse(pairs).kind == sources.FILE and not artifacts.exists(pairs):
     raise PipelineError(f"evaluate.judge_pairs={pairs!r}: no such file")
   oracle = config.evaluate.oracle
   if oracle not in ("", "testbed"):
@@ -119,72 +122,22 @@ def _run_locked(config, workdir: str, pool: list[str], verify: str, main_process
       error = e
   if not distributed.main_process_decides(error is None):  # every process stops, not only process 0
     raise error or PipelineError(f"process 0 refused the config for {workdir}; see its log")
-  from meta_rewarding.policy import JaxPolicy
   policy = JaxPolicy.from_config(config, workdir, pool)
   if config.meta_judge.get("testbed_oracle"):  # a diagnostic upper bound, not the method
-    from meta_rewarding.testbed.oracle_meta_judge import OracleMetaJudgePolicy
     policy = OracleMetaJudgePolicy(policy, config.meta_judge.template,
                                    config.meta_judge.testbed_oracle)
-  if pipeline.recipe(config) == "ste":
-    from meta_rewarding import ste
-    return pipeline.run(
-        config, workdir, policy, pool,
-        evaluate_extra=ste.testbed_oracle_metrics if config.evaluate.oracle == "testbed" else None,
-        evaluate_model=ste_judge_evaluator(config) if config.evaluate.judge_pairs else None,
-        is_main_process=main_process, verify=verify)
-  evaluate_extra = None
-  if config.evaluate.oracle == "testbed":
-    from meta_rewarding.testbed.evaluate import oracle_metrics
-    evaluate_extra = oracle_metrics
-  evaluate_model = None
-  if config.evaluate.get("heldout_tasks", 0):  # with the testbed oracle: see _check_sources
-    from meta_rewarding.testbed.evaluate import heldout_evaluator
-    evaluate_model = heldout_evaluator(config)
+  recipe = recipes.for_config(config)
+  evaluate_extra = recipe.oracle_metrics if config.evaluate.oracle == "testbed" else None
+  evaluators = []
+  # With the testbed oracle (see _check_sources); the Self-Taught Evaluator's models are measured
+  # as judges only.
+  if recipe.heldout_tasks and config.evaluate.get("heldout_tasks", 0):
+    evaluators.append(heldout_evaluator(config))
   if config.evaluate.get("judge_pairs"):
-    from meta_rewarding import judge_eval
-    evaluators = [e for e in (evaluate_model, judge_eval.pipeline_evaluator(config)) if e]
+    evaluators.append(judge_eval.pipeline_evaluator(config, recipe.judge_settings(config)))
+  evaluate_model = None
+  if evaluators:
     evaluate_model = lambda policy, label: {k: v for e in evaluators
                                             for k, v in e(policy, label).items()}
   return pipeline.run(config, workdir, policy, pool, evaluate_extra=evaluate_extra,
                       evaluate_model=evaluate_model, is_main_process=main_process, verify=verify)
-
-
-def load_judge_pairs(source: str) -> list[dict]:
-  """Preference pairs for `evaluate.judge_pairs`: "testbed:<n>" is n of the testbed's held-out
-  oracle pairs (`testbed.evaluate.preference_pairs`: a right answer against a plausible mistake,
-  one subset per family); anything else is a judge_eval SOURCE (JSONL / parquet / hf:<name>)."""
-  if source.startswith("testbed:"):
-    n = source.split(":", 1)[1]
-    if not (n.isdigit() and int(n) >= 1):
-      raise PipelineError(f"evaluate.judge_pairs={source!r}: 'testbed:<n>' needs a count n >= 1")
-    from meta_rewarding.testbed.evaluate import preference_pairs
-    return preference_pairs(int(n))
-  from meta_rewarding import judge_eval
-  return judge_eval.load_preference_pairs(source)
-
-
-def ste_judge_evaluator(config):
-  """The `evaluate_model` hook of an STE run: every model M_0 ... M_T judges the
-  `evaluate.judge_pairs` pairs in both orders with the prompt it is trained on (ste.pairwise_template
-  and ste.system_prompt), one judgment per order at the config's sampling settings; reported as
-  judge_eval/score, judge_eval/<subset>, judge_eval/position_consistency, judge_eval/parse_rate,
-  the names of the Meta-Rewarding pipeline's hook (`judge_eval.pipeline_evaluator`)."""
-  from meta_rewarding import judge_eval
-  pairs = load_judge_pairs(config.evaluate.judge_pairs)
-  s = config.ste
-
-  def evaluate_model(policy, label: str) -> dict:
-    def generate(requests, n):
-      rows = policy.generate(requests, n=n, max_new_tokens=int(s.judge_max_new_tokens),
-                             seed=int(config.seed), share_prefix=True, desc=f"judge_eval {label}")
-      return judge_eval.judgment_texts(rows)
-    _, summary = judge_eval.evaluate(pairs, generate, protocol="pairwise", num_samples=1,
-                                     pairwise_template=s.pairwise_template,
-                                     system_prompt=s.system_prompt)
-    out = {"judge_eval/score": summary["score"], "judge_eval/parse_rate": summary["parse_rate"],
-           "judge_eval/requests_too_long": summary["requests_too_long"],
-           "judge_eval/position_consistency": summary.get("position_consistency")}
-    out.update({f"judge_eval/{name}": value
-                for name, value in {**summary["subsets"], **summary["sections"]}.items()})
-    return out
-  return evaluate_model
