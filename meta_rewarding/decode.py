@@ -11,7 +11,9 @@ Row b attends to slots [P1 - prefix_len_b, P1) (its group's prefix) and [P1 + P2
 (its own tokens); positions continue from the prefix through the prompt into the generation, so a
 row's computation is the same as if its whole prompt had been prefilled alone. Every row writes its
 new key at the same slot each step (the model's cache takes one scalar `cache_index`), which is why
-prompts are left-padded.
+prompts are left-padded. Sliding-window layers also need the position each slot holds
+(`key_positions`, `_key_positions` for this layout): the window is counted in positions, not slots,
+so it is the same whatever the padding, the prefix sharing or (below) the ring's wrap-around.
 
 Entry points: `generate_tokens` (the jitted core of static batching: `PromptBatch` in,
 `SampleOutput` out), `init_slots` / `refill` / `decode_block` (continuous batching: a fixed set of
@@ -106,6 +108,14 @@ def _mask(prefix_start: Array, P1: int, start: Array, query_slots: Array, S: int
   return in_prefix | own
 
 
+def _key_positions(prefix_start: Array, P1: int, start: Array, plen: Array, S: int) -> Array:
+  """[B,S] the position each slot of the static layout holds: the prefix's from 0 at
+  `prefix_start`, then the row's own tokens and its generation continuing from `plen` at `start`
+  (values at slots the row does not see are unused)."""
+  s = jnp.arange(S, dtype=jnp.int32)[None, :]
+  return jnp.where(s < P1, s - prefix_start[:, None], plen[:, None] + s - start[:, None])
+
+
 def _row_keys(seed: Array, prompt_ids: Array, n: int) -> Array:
   base = jax.random.key(seed)
   keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(prompt_ids)              # [B]
@@ -141,7 +151,7 @@ def _prefill(config: LlamaConfig, params, batch: PromptBatch):
 
   Returns (logits [B,V] f32 of each prompt's last token, its cache of W = P1 + P2 slots laid out as
   in the module docstring, visible [B,W] bool: the slots each prompt attends to, next_position [B]:
-  the position of the first generated token)."""
+  the position of the first generated token, key_positions [B,W]: the position each slot holds)."""
   model = llama.Llama(config)
   B, P2 = batch.tokens.shape
   G, P1 = batch.prefix_tokens.shape
@@ -153,7 +163,7 @@ def _prefill(config: LlamaConfig, params, batch: PromptBatch):
     pcache = _constrain_cache(config, llama.init_cache(config, G, P1))
     _, pcache = model.apply({"params": params}, batch.prefix_tokens, ppos,
                             llama.causal_mask(pvalid), cache=pcache, cache_index=0,
-                            return_hidden=True)
+                            key_positions=ppos, return_hidden=True)
     plen = batch.prefix_lengths[batch.group]
     row_prefix = jax.tree.map(lambda x: jnp.take(x, batch.group, axis=-4), pcache)
     empty = llama.init_cache(config, B, P2)
@@ -169,12 +179,14 @@ def _prefill(config: LlamaConfig, params, batch: PromptBatch):
   t = jnp.arange(P2, dtype=jnp.int32)[None, :]
   positions = jnp.maximum(plen[:, None] + t - (P2 - batch.lengths)[:, None], 0)
   mask = _mask(prefix_start, P1, start, P1 + jnp.arange(P2, dtype=jnp.int32), P1 + P2)
+  key_positions = _key_positions(prefix_start, P1, start, plen, P1 + P2)
   hidden, cache = model.apply({"params": params}, batch.tokens, positions, mask, cache=cache,
-                              cache_index=P1, return_hidden=True)
-  logits = jnp.einsum("BD,DV->BV", hidden[:, -1], llama.unembedding(config, params).astype(
-      hidden.dtype), preferred_element_type=jnp.float32)
+                              cache_index=P1, key_positions=key_positions, return_hidden=True)
+  logits = llama.final_logits(config, jnp.einsum(
+      "BD,DV->BV", hidden[:, -1], llama.unembedding(config, params).astype(hidden.dtype),
+      preferred_element_type=jnp.float32))
   visible = mask[:, -1, :]  # the last query sees exactly the prompt's own slots
-  return logits, cache, visible, plen + batch.lengths
+  return logits, cache, visible, plen + batch.lengths, key_positions
 
 
 @functools.partial(jax.jit, static_argnames=("config", "strategy", "max_new_tokens", "num_samples"))
@@ -187,7 +199,7 @@ def _generate(config: LlamaConfig, params, batch: PromptBatch, seed: Array, stop
   M, n = max_new_tokens, num_samples
   R = B * n
 
-  logits, cache, visible, next_position = _prefill(config, params, batch)
+  logits, cache, visible, next_position, _ = _prefill(config, params, batch)
   plen = next_position - batch.lengths
   prefix_start = P1 - plen
   start = P1 + P2 - batch.lengths
@@ -195,7 +207,7 @@ def _generate(config: LlamaConfig, params, batch: PromptBatch, seed: Array, stop
   # 3. n samples per prompt share that prefill: repeat rows on device, then room for M tokens.
   rep = lambda x: jnp.repeat(x, n, axis=0)
   logits, prefix_start, start, active = map(rep, (logits, prefix_start, start, batch.active))
-  next_position = rep(next_position)
+  next_position, plen = rep(next_position), rep(plen)
   del visible  # the static layout's intervals (`_mask`) say the same
   # Cache leaves: batch axis -4, slot axis -2 (llama.init_cache).
   cache = jax.tree.map(lambda x: jnp.concatenate(
@@ -205,6 +217,7 @@ def _generate(config: LlamaConfig, params, batch: PromptBatch, seed: Array, stop
   uniforms = _step_uniforms(_row_keys(seed, batch.prompt_ids, n), M) if strategy.needs_rng \
       else None
   S = P1 + P2 + M
+  key_positions = _key_positions(prefix_start, P1, start, plen, S)
 
   def record(state: DecodeState, logits: Array) -> DecodeState:
     u = None if uniforms is None else jax.lax.dynamic_index_in_dim(uniforms, state.step, axis=1,
@@ -237,7 +250,7 @@ def _generate(config: LlamaConfig, params, batch: PromptBatch, seed: Array, stop
     positions = (next_position + state.step - 1)[:, None]
     mask = _mask(prefix_start, P1, start, slot[None], S)
     logits, cache = model.apply({"params": params}, token, positions, mask, cache=state.cache,
-                                cache_index=slot)
+                                cache_index=slot, key_positions=key_positions)
     return record(state.replace(cache=_constrain_cache(config, cache)), logits[:, 0])
 
   state = jax.lax.while_loop(cond, body, state)
@@ -283,6 +296,7 @@ class SlotState:
 
   clock: decode steps run so far (scalar); the next step writes at slot clock % S.
   cache: the ring, [R,K,S,H] per layer. visible [R,S] bool: the slots each row attends to.
+  key_positions [R,S]: the position each slot holds (for sliding-window layers).
   position [R]: position of the row's last token (the one the next step feeds).
   count [R]: tokens generated; tokens / logprobs [R,M] as in `SampleOutput`.
   done [R] bool: finished (or never filled); the host collects and refills these rows.
@@ -291,6 +305,7 @@ class SlotState:
   clock: Array
   cache: llama.KVCache
   visible: Array
+  key_positions: Array
   position: Array
   count: Array
   done: Array
@@ -308,7 +323,8 @@ def init_slots(config: LlamaConfig, pad_id: Array, *, rows: int, ring: int,
   return SlotState(
       clock=jnp.zeros((), jnp.int32),
       cache=_constrain_cache(config, llama.init_cache(config, R, S)),
-      visible=jnp.zeros((R, S), jnp.bool_), position=jnp.zeros((R,), jnp.int32),
+      visible=jnp.zeros((R, S), jnp.bool_), key_positions=jnp.zeros((R, S), jnp.int32),
+      position=jnp.zeros((R,), jnp.int32),
       count=jnp.zeros((R,), jnp.int32), done=jnp.ones((R,), jnp.bool_),
       stopped=jnp.zeros((R,), jnp.bool_), tokens=jnp.full((R, M), pad_id, jnp.int32),
       logprobs=jnp.zeros((R, M), jnp.float32), uniforms=jnp.zeros((R, M), jnp.float32))
@@ -319,10 +335,12 @@ class Prefilled:
   """B prefilled prompts waiting to enter decode rows (`prefill`, then `insert` once or more).
 
   logits [B,V] of each prompt's last token; cache: its W = P1 + P2 slots per layer ([B,K,W,H]);
-  visible [B,W]; next_position [B]; prompt_ids [B] (the keys derive from them)."""
+  visible [B,W]; key_positions [B,W]; next_position [B]; prompt_ids [B] (the keys derive from
+  them)."""
   logits: Array
   cache: llama.KVCache
   visible: Array
+  key_positions: Array
   next_position: Array
   prompt_ids: Array
 
@@ -331,9 +349,9 @@ class Prefilled:
 def prefill(config: LlamaConfig, params, batch: PromptBatch) -> Prefilled:
   """Prefills a `PromptBatch` (shared prefixes once per group, as the static loop does)."""
   TRACE_COUNTS["prefill"] += 1
-  logits, cache, visible, next_position = _prefill(config, params, batch)
-  return Prefilled(logits=logits, cache=cache, visible=visible, next_position=next_position,
-                   prompt_ids=batch.prompt_ids)
+  logits, cache, visible, next_position, key_positions = _prefill(config, params, batch)
+  return Prefilled(logits=logits, cache=cache, visible=visible, key_positions=key_positions,
+                   next_position=next_position, prompt_ids=batch.prompt_ids)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "strategy"), donate_argnames=("state",))
@@ -379,6 +397,8 @@ def insert(config: LlamaConfig, state: SlotState, prefilled: Prefilled, rows: Ar
       cache=cache,
       visible=put(state.visible, jnp.take(prefilled.visible[source], offset, axis=1)
                   & in_block[None, :]),
+      key_positions=put(state.key_positions,
+                        jnp.take(prefilled.key_positions[source], offset, axis=1)),
       position=put(state.position, prefilled.next_position[source]),
       count=put(state.count, jnp.ones_like(rows)),
       done=put(state.done, hit_stop | (M <= 1)),
@@ -399,10 +419,12 @@ def _decode_step(config: LlamaConfig, params, state: SlotState, stop_ids: Array,
   slot = jnp.mod(state.clock, S)
   live = ~state.done
   visible = state.visible.at[:, slot].set(live)  # the key this step writes is the row's own
+  key_positions = state.key_positions.at[:, slot].set(state.position)
   last = jnp.maximum(state.count - 1, 0)[:, None]
   token = jnp.take_along_axis(state.tokens, last, axis=1)                            # [R,1]
   logits, cache = model.apply({"params": params}, token, state.position[:, None],
-                              visible[:, None, :], cache=state.cache, cache_index=slot)
+                              visible[:, None, :], cache=state.cache, cache_index=slot,
+                              key_positions=key_positions)
   u = jnp.take_along_axis(state.uniforms, jnp.minimum(state.count, M - 1)[:, None], axis=1)[:, 0]
   new, logprob = _select(strategy, logits[:, 0], u if strategy.needs_rng else None, state.count)
   hit_stop = live & jnp.isin(new, stop_ids)
@@ -410,6 +432,7 @@ def _decode_step(config: LlamaConfig, params, state: SlotState, stop_ids: Array,
   count = state.count + live
   return state.replace(
       clock=state.clock + 1, cache=_constrain_cache(config, cache), visible=visible,
+      key_positions=key_positions,
       position=state.position + live, count=count,
       done=state.done | hit_stop | (count >= M), stopped=state.stopped | hit_stop,
       tokens=jnp.where(here, new[:, None], state.tokens),

@@ -170,7 +170,7 @@ def sequence_logps(logits, targets, mask):
   return _masked_sum(token_logps(logits, targets), mask)
 
 
-def chunked_token_logps(hidden, unembed, targets, *, chunk_size=256):
+def chunked_token_logps(hidden, unembed, targets, *, chunk_size=256, logit_softcap=None):
   """``token_logps(hidden @ unembed, targets)`` without materialising [B, T, V] logits.
 
   The sequence is split into chunks of ``chunk_size`` positions and scanned, so at most
@@ -183,6 +183,8 @@ def chunked_token_logps(hidden, unembed, targets, *, chunk_size=256):
     unembed: [D, V] output projection (the transposed embedding for tied models).
     targets: [B, T] int.
     chunk_size: positions per chunk; T is padded internally to a multiple of it.
+    logit_softcap: if set, the logits are ``cap * tanh(logits / cap)`` first (Gemma's final
+      soft-capping), as the model's own output logits are.
 
   Returns:
     [B, T] float32 token log-probs; differentiable w.r.t. ``hidden`` and ``unembed``.
@@ -205,6 +207,8 @@ def chunked_token_logps(hidden, unembed, targets, *, chunk_size=256):
   @functools.partial(jax.checkpoint, prevent_cse=False)
   def chunk(w, h, t):
     logits = jnp.einsum("BCD,DV->BCV", h, w, preferred_element_type=jnp.float32)
+    if logit_softcap is not None:
+      logits = jnp.tanh(logits / logit_softcap) * logit_softcap
     picked, lse = _gather(logits, t)
     return picked - lse                                             # [B, C]
 
@@ -212,12 +216,12 @@ def chunked_token_logps(hidden, unembed, targets, *, chunk_size=256):
   return out.transpose(1, 0, 2).reshape(B, N * C)[:, :T]
 
 
-def chunked_sequence_logps(hidden, unembed, targets, mask, *, chunk_size=256):
+def chunked_sequence_logps(hidden, unembed, targets, mask, *, chunk_size=256, logit_softcap=None):
   """``sequence_logps(hidden @ unembed, targets, mask)`` computed chunk by chunk.
 
   Args:
     hidden: [B, T, D]; unembed: [D, V]; targets: [B, T] int; mask: [B, T] 0/1.
-    chunk_size: see ``chunked_token_logps``.
+    chunk_size, logit_softcap: see ``chunked_token_logps``.
 
   Returns:
     [B] float32 summed masked log-probs.
@@ -226,7 +230,8 @@ def chunked_sequence_logps(hidden, unembed, targets, mask, *, chunk_size=256):
 
     logps = chunked_sequence_logps(h[:, :-1], w_out, x[:, 1:], m[:, 1:], chunk_size=128)
   """
-  lp = chunked_token_logps(hidden, unembed, targets, chunk_size=chunk_size)
+  lp = chunked_token_logps(hidden, unembed, targets, chunk_size=chunk_size,
+                           logit_softcap=logit_softcap)
   return _masked_sum(lp, mask)
 
 

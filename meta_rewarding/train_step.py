@@ -154,9 +154,11 @@ def response_logps(model_config: LlamaConfig, params, rows: Mapping[str, jax.Arr
   h = nn.with_logical_constraint(h, ("batch", "length", "act_embed"))
   unembed = llama.unembedding(model_config, params).astype(model_config.dtype)  # [D,V]
   if chunk_size > 0:
-    token_lp = losses.chunked_token_logps(h, unembed, rows["resp_tgt"], chunk_size=chunk_size)
+    token_lp = losses.chunked_token_logps(h, unembed, rows["resp_tgt"], chunk_size=chunk_size,
+                                          logit_softcap=model_config.final_logit_softcapping)
   else:
-    logits = jnp.einsum("BTD,DV->BTV", h, unembed, preferred_element_type=jnp.float32)
+    logits = llama.final_logits(model_config, jnp.einsum("BTD,DV->BTV", h, unembed,
+                                                         preferred_element_type=jnp.float32))
     logits = nn.with_logical_constraint(logits, ("batch", "length", "act_vocab"))
     token_lp = losses.token_logps(logits, rows["resp_tgt"])                     # [M,Tr]
   seg = rows["resp_seg"]
