@@ -192,7 +192,7 @@ def test_prefill_and_decode_equal_a_full_forward(families, name):
   _full_forward_check(config, params, static)
 
 
-@pytest.mark.parametrize("name", ["gemma3_text", "qwen2"])
+@pytest.mark.parametrize("name", NAMES)
 def test_sharded_equals_unsharded(families, name):
   directory, model = families(name)
   config, params = _load(directory)
@@ -309,3 +309,30 @@ def test_a_sliding_model_decoding_from_a_cache_needs_key_positions(families):
   with pytest.raises(ValueError, match="key_positions"):
     llama.Llama(config).apply({"params": params}, one, one * 0, np.ones((1, 1, 16), bool),
                               cache=cache, cache_index=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# The pipeline: one Meta-Rewarding iteration of a random tiny Gemma 2 through the real stack.
+
+def test_one_pipeline_iteration_of_a_tiny_gemma2(tmp_path):
+  import ml_collections
+  from test_run import tiny_config as run_config
+  from meta_rewarding import artifacts, run
+  config = run_config(num_iterations=1)
+  config.model.architecture = ml_collections.ConfigDict(dict(
+      model_type="gemma2", vocab_size=400, hidden_size=32, intermediate_size=64,
+      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+      query_pre_attn_scalar=8, sliding_window=WINDOW, max_position_embeddings=512))
+  (result,) = run.run(config, str(tmp_path))
+  assert result["iteration"] == 1 and result["actor/responses"] > 0
+  model_dir = tmp_path / "iter_1" / "model"
+  saved = json.loads((model_dir / "config.json").read_text())
+  assert saved["model_type"] == "gemma2" and saved["sliding_window"] == WINDOW
+  assert artifacts.read_jsonl(str(tmp_path / "iter_1" / "judge.jsonl"))
+  # What the iteration trained and saved is a Gemma 2 that transformers loads, with our logits.
+  config_read, params = _load(str(model_dir))
+  reloaded = transformers.AutoModelForCausalLM.from_pretrained(str(model_dir),
+                                                               attn_implementation="eager")
+  tokens = _tokens(1, 3 * WINDOW) % 400
+  assert np.abs(np.asarray(llama.forward(config_read, params, tokens))
+                - _torch_logits(reloaded.float().eval(), tokens)).max() <= 1e-4
