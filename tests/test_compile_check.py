@@ -3,6 +3,7 @@ compiles, with a tiny config. The TPU path itself needs libtpu (the [tpu] extra,
 extra); its output is in bench/results/tpu_compile.md.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -82,6 +83,13 @@ def test_every_program_of_the_iteration_is_compiled(report):
   for m in report.measured:
     assert m.compiled > 0 and m.argument > 0, m.name
     assert m.flops >= 0 and m.bytes_accessed > 0, m.name
+
+
+def test_threads_change_the_wall_time_not_the_figures(report):
+  one = compile_check.run(_tiny_config(), "cpu", log=lambda line: None, threads=1)
+  figures = lambda r: [{k: v for k, v in dataclasses.asdict(m).items() if k != "compile_seconds"}
+                       for m in r.measured]
+  assert figures(one) == figures(report)  # the same programs, in the same order, same figures
 
 
 def test_planner_agrees_with_xla_per_phase(report):
