@@ -33,6 +33,35 @@ def test_import_loads_neither_jax_nor_flax(module):
   assert r.returncode == 0, r.stderr
 
 
+# What a run imports of the testbed: its library (tasks, oracle, judging formats, templates,
+# settings, responses, held-out measurement, the oracle hooks). The seed's builder (testbed/seed.py:
+# demonstrations, SFT build, the build command and its README writer) is never among them.
+TESTBED_RUNTIME = ("meta_rewarding.testbed", "meta_rewarding.testbed.tasks",
+                   "meta_rewarding.testbed.oracle", "meta_rewarding.testbed.judging",
+                   "meta_rewarding.testbed.templates", "meta_rewarding.testbed.settings",
+                   "meta_rewarding.testbed.responses", "meta_rewarding.testbed.measure",
+                   "meta_rewarding.testbed.evaluate", "meta_rewarding.testbed.oracle_meta_judge")
+BUILDER = "meta_rewarding.testbed.seed"
+
+
+@pytest.mark.parametrize("module", ["meta_rewarding.chunk_store", "meta_rewarding.recipes",
+                                    "meta_rewarding.judge_eval", "meta_rewarding.testbed.evaluate"])
+def test_the_driver_pieces_load_neither_jax_nor_flax(module):
+  test_import_loads_neither_jax_nor_flax(module)
+
+
+def test_the_testbed_runtime_never_imports_the_seed_builder():
+  # The run's own entry (run.py) and every testbed runtime module, in one process: the builder is
+  # a build script, not a library.
+  modules = ", ".join(TESTBED_RUNTIME + ("meta_rewarding.run",))
+  code = (f"import sys, {modules}\n"
+          f"assert {BUILDER!r} not in sys.modules, 'a runtime module imports the builder'\n")
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+  r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                     text=True, timeout=120)
+  assert r.returncode == 0, r.stderr
+
+
 def actor_record(uid, prompt, texts):
   return {"uid": uid, "id": 10 + uid, "prompt": prompt,
           "responses": [{"text": t, "num_tokens": 1, "finish_reason": "stop"} for t in texts]}

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from meta_rewarding.testbed import diagnose, judging, oracle
-from meta_rewarding.testbed import seed as seed_lib
+from meta_rewarding.testbed import responses, seed as seed_lib
 from meta_rewarding.testbed.settings import seed_dir
 from meta_rewarding.testbed.tasks import generate_tasks, task_from_instruction
 
@@ -29,7 +29,7 @@ def test_clause_kind_hand_worked(fact, kind):
 def test_clause_kind_of_every_true_clause_and_junk_raises():
   rng = random.Random(0)
   for task in generate_tasks(1, 60):
-    answer = seed_lib.random_answer(task, rng)
+    answer = responses.random_answer(task, rng)
     for clause in judging.true_check(task, f"The answer is {answer}.").clauses:
       diagnose.clause_kind(diagnose.split_clause(clause.text)[0])   # never raises
   with pytest.raises(ValueError):
@@ -50,7 +50,7 @@ def test_random_answers_are_well_formed_and_fail_clauses_often():
   rng = random.Random(1)
   marks = collections.Counter()
   for task in generate_tasks(2, 300):
-    answer = seed_lib.random_answer(task, rng)
+    answer = responses.random_answer(task, rng)
     assert oracle.normalize_answer(task, answer) is not None, (task, answer)
     for clause in judging.true_check(task, f"The answer is {answer}.").clauses:
       fact, mark = diagnose.split_clause(clause.text)

@@ -14,7 +14,7 @@ import jax
 import pytest
 
 from meta_rewarding import prompts
-from meta_rewarding.testbed import judging, oracle, seed, templates
+from meta_rewarding.testbed import judging, measure, oracle, responses, seed, templates
 from meta_rewarding.testbed.tasks import FAMILIES, generate_tasks, task_from_instruction
 
 SEED_DIR = os.path.join(os.path.dirname(seed.__file__), "seed")
@@ -73,14 +73,14 @@ def test_mistakes_and_malformed_responses_are_what_they_claim():
   for task in generate_tasks(7, 400):
     mistake = seed.plausible_mistake(task, rng)
     assert oracle.oracle_score(task, f"The answer is {mistake}.") == oracle.SCORE_WRONG, task
-    assert oracle.oracle_score(task, seed.malformed_response(task, rng)) == oracle.SCORE_INVALID
+    assert oracle.oracle_score(task, responses.malformed_response(task, rng)) == oracle.SCORE_INVALID
     response, kind = seed.sample_response(task, rng)
     expected = {"correct": (oracle.SCORE_CORRECT,), "wrong": (oracle.SCORE_WRONG,),
                 "random": (oracle.SCORE_CORRECT, oracle.SCORE_WRONG),
                 "malformed": (oracle.SCORE_INVALID,)}[kind]
     assert oracle.oracle_score(task, response) in expected
     # A random answer is well-formed whatever the constraints say.
-    random_response = f"The answer is {seed.random_answer(task, rng)}."
+    random_response = f"The answer is {responses.random_answer(task, rng)}."
     assert oracle.oracle_score(task, random_response) != oracle.SCORE_INVALID
 
 
@@ -120,7 +120,7 @@ def test_demonstration_texts_parse_to_their_labels():
     # and wrong for the original: what the Self-Taught Evaluator's worse response should be.
     from meta_rewarding.testbed.tasks import split_of
     task = task_from_instruction(d.instruction)
-    assert seed._valid_worse_response(task, d.response)
+    assert measure._valid_worse_response(task, d.response)
     assert split_of(d.info["modified"]) == "sft"
     assert d.response.startswith(seed.MODIFIED_QUESTION + "\n" + d.info["modified"] + "\n")
 
@@ -452,7 +452,7 @@ def test_own_battle_meta_demos_from_the_shipped_seed():
 
 
 def test_a_fresh_held_out_set_is_disjoint_from_the_development_set():
-  from meta_rewarding.testbed import seed as seed_lib
+  from meta_rewarding.testbed import measure as seed_lib
   from meta_rewarding.testbed.tasks import generate_tasks, split_of
   development = seed_lib.development_eval_instructions()
   assert {t.instruction for t in seed_lib.eval_task_list(200)} <= development

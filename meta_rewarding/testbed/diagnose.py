@@ -8,8 +8,8 @@ then the verdict the marks imply. A judge whose balanced accuracy is near chance
 each calls for a different fix: it writes the fact wrong (a wrong sum, a list copied wrong), or it
 writes the fact right and the mark wrong (it does not compare). This module separates them, per
 kind of clause, on three kinds of responses to held-out tasks: right answers, plausible mistakes
-(`seed.plausible_mistake`) and random well-formed answers (`seed.random_answer`: each constraint
-fails about as often as it holds, whatever the answer looks like).
+(`responses.plausible_mistake`) and random well-formed answers (`responses.random_answer`: each
+constraint fails about as often as it holds, whatever the answer looks like).
 
 Two measurements per clause:
   forced   the true judgment is fed to the model (teacher forcing, one forward per judgment); at
@@ -34,13 +34,17 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags, logging
 
-from meta_rewarding import prompts
+from meta_rewarding import artifacts, checkpoints, errors, prompts, sampling
 from meta_rewarding.data import prompt_messages
 from meta_rewarding.model import llama
 from meta_rewarding.testbed import judging, templates
-from meta_rewarding.testbed.settings import JUDGE_MAX_NEW_TOKENS
+from meta_rewarding.testbed.measure import eval_task_list
+from meta_rewarding.testbed.responses import plausible_mistake, random_answer, right_answer
+from meta_rewarding.testbed.settings import CHAT_FORMAT, JUDGE_MAX_NEW_TOKENS
 from meta_rewarding.testbed.tasks import Task
+from meta_rewarding.tokenizer import load_tokenizer
 
 RESPONSE_KINDS = ("right", "plausible", "random")
 
@@ -92,13 +96,12 @@ class Case:
 def cases(tasks: Sequence[Task], seed: int = 0) -> list[Case]:
   """One right, one plausible-mistake and one random response per task (those with a clause to
   check), deterministic in (tasks, seed)."""
-  from meta_rewarding.testbed import seed as seed_lib
   rng = random.Random(f"diagnose/{seed}")
   out = []
   for t in tasks:
     for kind in RESPONSE_KINDS:
-      answer = {"right": seed_lib.right_answer, "plausible": seed_lib.plausible_mistake,
-                "random": seed_lib.random_answer}[kind](t, rng)
+      answer = {"right": right_answer, "plausible": plausible_mistake,
+                "random": random_answer}[kind](t, rng)
       response = f"The answer is {answer}."
       check = judging.true_check(t, response)
       if check.clauses:
@@ -167,7 +170,6 @@ def diagnose(model_config, params, tokenizer, tasks: Sequence[Task], *, seed: in
              batch_size: int = 32, mesh=None) -> list[dict]:
   """The table: one row per (clause kind, true mark, response kind) with n, forced mark accuracy,
   greedy fact accuracy and greedy mark accuracy where the fact is right."""
-  from meta_rewarding import sampling
   all_cases = cases(tasks, seed)
   forced = forced_marks(model_config, params, tokenizer, all_cases, batch_size=batch_size)
   sampler = sampling.Sampler(model_config, params, tokenizer, mesh=mesh, batch_size=batch_size,
@@ -207,30 +209,25 @@ def markdown(table: Sequence[dict]) -> str:
 
 def main(argv):
   del argv
-  from absl import flags, logging
   logging.set_verbosity(logging.WARNING)   # orbax / jax INFO lines are not the tool's output
-  from meta_rewarding import checkpoints, errors
-  from meta_rewarding.testbed import seed as seed_lib
-  from meta_rewarding.tokenizer import load_tokenizer
   f = flags.FLAGS
   if f.tasks < 1:
     raise SystemExit(f"--tasks={f.tasks}: give at least 1")
   try:
     config, params = checkpoints.load_hf(f.model, dtype="float32")
-    tokenizer = load_tokenizer(f.model, chat_format=seed_lib.CHAT_FORMAT)
+    tokenizer = load_tokenizer(f.model, chat_format=CHAT_FORMAT)
   except (OSError, ValueError, errors.UserError) as e:
     raise SystemExit(f"--model={f.model}: cannot load a testbed model: {e}") from None
-  table = diagnose(config, params, tokenizer, seed_lib.eval_task_list(f.tasks), seed=f.seed)
+  table = diagnose(config, params, tokenizer, eval_task_list(f.tasks), seed=f.seed)
   text = markdown(table)
   print(text, end="")
   if f.output:
-    from meta_rewarding import artifacts
     artifacts.write_text(f.output, text)
     print(f"wrote {f.output}")
 
 
 if __name__ == "__main__":
-  from absl import app, flags
+  from absl import app
   flags.DEFINE_string("model", None, "A testbed model directory (HF Llama + tokenizer.model).",
                       required=True)
   flags.DEFINE_integer("tasks", 300, "Held-out (eval split) tasks; three responses each.")

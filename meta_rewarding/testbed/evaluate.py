@@ -5,7 +5,7 @@ Two hooks of the pipeline, and a writer of preference pairs:
 `heldout_evaluator(config)` returns the pipeline's `evaluate_model` hook: it measures the model the
 policy holds (M_0 before the first iteration, M_t after iteration t) on `evaluate.heldout_tasks`
 tasks of the `eval` split (never in the seed's SFT data or the prompt pool), with
-`seed.measure` at the config's sampling settings, and returns `heldout/*` numbers. Its sampling
+`measure.measure` at the config's sampling settings, and returns `heldout/*` numbers. Its sampling
 seed is fixed (HELDOUT_SEED), not the run's: every model of every run and arm is measured on the
 same tasks with the same random draws, so differences between them are paired.
 
@@ -22,10 +22,16 @@ plausible mistake) for `judge_eval --pairs=pairs.jsonl` or `evaluate.judge_pairs
 from __future__ import annotations
 
 import math
+import random
 from typing import Any, Callable, Mapping
 
+from absl import flags
+
+from meta_rewarding import artifacts
 from meta_rewarding.recipe_types import join_key
 from meta_rewarding.testbed import oracle
+from meta_rewarding.testbed.measure import eval_task_list, measure
+from meta_rewarding.testbed.responses import plausible_mistake, right_answer
 from meta_rewarding.testbed.tasks import task_from_instruction
 
 HELDOUT_SEED = 0
@@ -34,13 +40,12 @@ HELDOUT_JUDGMENTS = 2   # judgments per sampled answer (two, so the meta-judge h
 
 def heldout_evaluator(config) -> Callable[[Any], dict]:
   """The `evaluate_model(policy) -> {"heldout/<figure>": value}` hook (module docstring)."""
-  from meta_rewarding.testbed import seed as seed_lib
-  tasks = seed_lib.eval_task_list(int(config.evaluate.heldout_tasks),
+  tasks = eval_task_list(int(config.evaluate.heldout_tasks),
                                   int(config.evaluate.get("heldout_task_seed", 0)))
   s = config.sampling
 
   def evaluate_model(policy, label: str) -> dict:
-    figures = seed_lib.measure(
+    figures = measure(
         policy.model_config, policy.params, policy.tokenizer, tasks,
         samples=int(config.evaluate.heldout_samples),
         judgments=HELDOUT_JUDGMENTS, seed=HELDOUT_SEED, mesh=policy.mesh,
@@ -114,22 +119,18 @@ def preference_pairs(n: int, seed: int = 0) -> list[dict]:
   """`n` RewardBench-format pairs from the oracle on held-out (`eval` split) tasks: a right answer
   (chosen) against a plausible mistake (rejected), one subset per family, for `judge_eval` and
   `evaluate.judge_pairs`. Deterministic in (n, seed)."""
-  import random
-  from meta_rewarding.testbed import seed as seed_lib
   rng = random.Random(f"preference-pairs/{seed}")
   out = []
-  for k, task in enumerate(seed_lib.eval_task_list(n)):
+  for k, task in enumerate(eval_task_list(n)):
     out.append({"id": f"{task.family}/{k}", "subset": task.family, "prompt": task.instruction,
-                "chosen": f"The answer is {seed_lib.right_answer(task, rng)}.",
-                "rejected": f"The answer is {seed_lib.plausible_mistake(task, rng)}."})
+                "chosen": f"The answer is {right_answer(task, rng)}.",
+                "rejected": f"The answer is {plausible_mistake(task, rng)}."})
   return out
 
 
 def main(argv):
   """Writes `--n` oracle preference pairs (`preference_pairs`) as a RewardBench-format JSONL file
   that `judge_eval --pairs=FILE` and `evaluate.judge_pairs=FILE` read."""
-  from absl import flags
-  from meta_rewarding import artifacts
   del argv
   f = flags.FLAGS
   if f.n < 1:
@@ -144,7 +145,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from absl import app, flags
+  from absl import app
   flags.DEFINE_string("pairs_out", None, "Where to write the pairs (JSONL, RewardBench format: "
                       "id, subset, prompt, chosen, rejected).", required=True)
   flags.DEFINE_integer("n", 200, "How many pairs (held-out tasks, balanced over the families).")

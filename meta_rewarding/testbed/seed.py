@@ -8,6 +8,10 @@ measured figures). The build is deterministic: demonstrations come from seeded `
 streams, the sentencepiece trainer is single-threaded without sampling, the initialisation and the
 SFT data order derive from the build seed (build_info.json records the weights' sha256).
 
+This module is the builder only: a run never imports it. What a run (and this build) share lives
+next to it: responses.py (responses of known quality, judged battles) and measure.py (held-out
+tasks, `measure`).
+
 What the seed is taught (the project's own SFT, `train.run_sft`, on five kinds of demonstrations;
 every prompt is one user message in the Llama-2 chat format, exactly as the pipeline sends it):
 
@@ -104,30 +108,29 @@ import tempfile
 import time
 from typing import Iterable, Sequence
 
-from meta_rewarding import prompts
+import jax
+from absl import app, flags, logging
+
+from meta_rewarding import checkpoints, data, defaults, prompts, runtime, sampling, train
 from meta_rewarding.testbed import judging, oracle, templates
+from meta_rewarding.testbed.measure import EVAL_SEED, eval_task_list, measure
+from meta_rewarding.testbed.responses import (META_RESPONSE_MIX, META_UNSOUND_SLIP,
+                                              MODIFIED_ANSWER_END, MODIFIED_ANSWER_START,
+                                              MODIFIED_QUESTION, RESPONSE_MIX, meta_battle,
+                                              plausible_mistake, right_answer, sample_response)
 from meta_rewarding.testbed.settings import (ACTOR_MAX_NEW_TOKENS, ARCHITECTURE, CHAT_FORMAT,
-                                             JUDGE_MAX_NEW_TOKENS, META_MAX_NEW_TOKENS,
-                                             PAIRWISE_MAX_NEW_TOKENS, PIPELINE_SAMPLING,
-                                             WORSE_MAX_NEW_TOKENS)
-from meta_rewarding.testbed.tasks import (FAMILIES, Task, digit_sum, generate_tasks,
-                                          modified_task, split_of, valid_answers)
+                                             JUDGE_MAX_NEW_TOKENS, PIPELINE_SAMPLING)
+from meta_rewarding.testbed.tasks import FAMILIES, Task, generate_tasks, modified_task, split_of
+from meta_rewarding.tokenizer import load_tokenizer, train_sentencepiece
 
 # ----------------------------------------------------------------------------------------------
 # Noise (the documented rates; tests check the generator realises them).
 
+# RESPONSE_MIX (judged responses), META_RESPONSE_MIX and META_UNSOUND_SLIP (battles) are in
+# responses.py: `measure` draws its fixed responses and battles from them too.
 ACTOR_WRONG = 0.22             # actor demonstrations with a plausible mistake
-# Judged responses: right, a plausible mistake, a random well-formed answer (each constraint fails
-# about as often as it holds, so a mark cannot be guessed from how plausible the answer looks:
-# bench/results/seed_diagnosis.md), no clear answer.
-RESPONSE_MIX = (("correct", 0.35), ("wrong", 0.25), ("random", 0.30), ("malformed", 0.10))
 JUDGE_SLIP = 0.08              # the judge's check states false clauses that flip its verdict
 JUDGE_MISCALIBRATED = 0.04     # the judge's score is on the wrong side of the pass mark
-# Meta-judge battles: one sound and one unsound judgment of a response (slipped with this
-# probability, else miscalibrated). Right and not-right responses are drawn half and half, so the
-# sound judgment has the higher score in half the battles; it is Judgment A in half of them.
-META_RESPONSE_MIX = (("correct", 0.5), ("wrong", 0.4), ("malformed", 0.1))
-META_UNSOUND_SLIP = 0.75
 META_FLIP = 0.06               # meta-judge label names the unsound judgment (either position)
 # The third call's battles between the model's own judgments (`own_battle_meta_demos`): answers
 # sampled and answers judged per demonstration wanted (most answers' two judgments agree and make
@@ -135,101 +138,6 @@ META_FLIP = 0.06               # meta-judge label names the unsound judgment (ei
 OWN_BATTLE_ANSWERS = 6
 OWN_BATTLE_JUDGED = 4
 OWN_BATTLE_SAME_SCORE = 0.3
-
-_LETTERS = "abcdefghijklmnopqrstuvwxyz"
-
-
-# ----------------------------------------------------------------------------------------------
-# Responses.
-
-def _candidates(task: Task, rng: random.Random) -> list[str]:
-  """Plausible wrong answers for `task` (may include right ones or duplicates; filtered)."""
-  p, f = task.params, task.family
-  if f == "pair_sum":
-    numbers, t = p["numbers"], p["target"]
-    missed = [(a, b) for a, b in itertools.combinations(numbers, 2) if a + b != t]
-    near = [f"{a} and {b}" for a, b in missed if abs(a + b - t) <= 2] or \
-        [f"{a} and {b}" for a, b in missed]
-    unlisted = [f"{x} and {t - x}" for x in numbers if 0 < t - x <= 9 and t - x not in numbers]
-    unlisted += [f"{x} and {y}" for x, y in itertools.combinations(numbers, 2) if x + y == t
-                 for y in [y + rng.choice((-1, 1))] if 0 < y <= 9 and y not in numbers]
-    twice = [f"{t // 2} and {t // 2}"] if t % 2 == 0 and t // 2 in numbers else []
-    return near + unlisted + twice
-  if f == "digit_sum":
-    lo, hi, t = p["low"], p["high"], p["target"]
-    near = [str(n) for n in range(lo, hi + 1) if 1 <= abs(digit_sum(n) - t) <= 2] or \
-        [str(n) for n in range(lo, hi + 1) if digit_sum(n) != t]
-    outside = [str(n) for n in range(max(10, lo - 12), min(99, hi + 12) + 1)
-               if not lo <= n <= hi and digit_sum(n) == t]
-    return near + outside
-  if f == "letter_after":
-    letters, pivot = p["letters"], p["pivot"]
-    before = [c for c in letters if c < pivot]
-    unlisted = [c for c in _LETTERS if c > pivot and c not in letters]
-    return before + before + unlisted[:3] + [pivot]
-  raise ValueError(f"unknown family {f!r}")
-
-
-def plausible_mistake(task: Task, rng: random.Random) -> str:
-  """A well-formed but wrong answer to `task`, of a kind a tired human (or a tiny model) makes:
-  a pair that misses the target or uses an unlisted number, a number out of range or with the
-  wrong digit sum, a letter before the pivot or not listed."""
-  options = []
-  for c in _candidates(task, rng):
-    if c not in options and oracle.oracle_score(task, f"The answer is {c}.") == \
-        oracle.SCORE_WRONG:
-      options.append(c)
-  return rng.choice(options)
-
-
-def right_answer(task: Task, rng: random.Random) -> str:
-  """One of the task's valid answers, uniformly: the actor is shown every way to be right."""
-  return rng.choice(valid_answers(task))
-
-
-def malformed_response(task: Task, rng: random.Random) -> str:
-  """A response with no clear answer (oracle score 0): truncated, hedged, or a non-answer."""
-  options = ["The answer is", "I do not know.",
-             f"The answer is {right_answer(task, rng)} or {plausible_mistake(task, rng)}.",
-             f"The answer is {right_answer(task, rng)} maybe."]
-  text = rng.choice(options)
-  if oracle.oracle_score(task, text) != oracle.SCORE_INVALID:
-    text = "I do not know."
-  return text
-
-
-def random_answer(task: Task, rng: random.Random) -> str:
-  """A well-formed answer drawn without regard to the constraints: numbers mostly from the list,
-  a number from around the range, a letter mostly from the list."""
-  p = task.params
-  if task.family == "pair_sum":
-    pick = lambda: rng.choice(p["numbers"]) if rng.random() < 0.8 else rng.randint(1, 9)
-    return f"{pick()} and {pick()}"
-  if task.family == "digit_sum":
-    return str(rng.randint(max(10, p["low"] - 15), min(99, p["high"] + 15)))
-  if task.family == "letter_after":
-    return rng.choice(p["letters"]) if rng.random() < 0.7 else rng.choice(_LETTERS)
-  raise ValueError(f"unknown family {task.family!r}")
-
-
-def sample_response(task: Task, rng: random.Random, mix=RESPONSE_MIX) -> tuple[str, str]:
-  """(response text, kind) with kind drawn from `mix`: correct | wrong | random | malformed (a
-  random answer may happen to be right)."""
-  u, acc = rng.random(), 0.0
-  kind = mix[-1][0]
-  for name, p in mix:
-    acc += p
-    if u < acc:
-      kind = name
-      break
-  if kind == "correct":
-    return f"The answer is {right_answer(task, rng)}.", kind
-  if kind == "wrong":
-    return f"The answer is {plausible_mistake(task, rng)}.", kind
-  if kind == "random":
-    return f"The answer is {random_answer(task, rng)}.", kind
-  return malformed_response(task, rng), kind
-
 
 # ----------------------------------------------------------------------------------------------
 # Judgments (formats: judging.py).
@@ -291,29 +199,6 @@ def judge_demo_record(task: Task, rng: random.Random, response: str | None = Non
                "miscalibrated": j.miscalibrated})
 
 
-def meta_battle(task: Task, rng: random.Random
-                ) -> tuple[str, str, judging.Judgment, judging.Judgment, str]:
-  """(response, response kind, judgment A, judgment B, the oracle's better "A"|"B"): one sound
-  and one unsound judgment of one response (META_RESPONSE_MIX), in a random order."""
-  response, kind = sample_response(task, rng, META_RESPONSE_MIX)
-  sound = judging.judgment(judging.true_check(task, response))
-  # A malformed response offers nothing to slip on: its unsound judgment is always miscalibrated.
-  # (Dropping those battles instead would leave the sound judgment the higher score in 54% of
-  # the rest: right responses 50% against wrong 40% + malformed 10% only balances if all count.)
-  slipped = judging.slipped_check(task, response, rng) if rng.random() < META_UNSOUND_SLIP \
-      else None
-  if slipped is not None:
-    unsound = judging.judgment(slipped)
-  else:
-    unsound = judging.judgment(sound.check, miscalibrated=True, rng=rng)
-  first = rng.random() < 0.5
-  a, b = (sound, unsound) if first else (unsound, sound)
-  better = oracle.better_judgment(task, response, a.score, b.score)
-  if better != ("A" if first else "B"):  # by construction the sound one agrees, the other not
-    raise AssertionError((task, response, a, b, better))
-  return response, kind, a, b, better
-
-
 def meta_demo_record(task: Task, rng: random.Random) -> Demo:
   """A meta-judgment of a `meta_battle`: the meta-judge's own check of the response, then the
   judgment whose score fits its verdict (`judging.meta_text`). With probability META_FLIP the
@@ -334,11 +219,6 @@ def meta_demo_record(task: Task, rng: random.Random) -> Demo:
 
 
 # The Self-Taught Evaluator's two tasks (templates.PAIRWISE_TEMPLATE, WORSE_RESPONSE_TEMPLATE).
-
-MODIFIED_QUESTION = "[User Question Modified]"
-MODIFIED_ANSWER_START = "[The start of Assistant's answer to the modified instruction]"
-MODIFIED_ANSWER_END = "[The end of Assistant's answer to the modified instruction]"
-
 
 def worse_response_text(modified_instruction: str, response: str) -> str:
   """The worse-response prompt's answer, in the paper's output format (the markers of
@@ -474,7 +354,6 @@ def demo_noise_report(demos: Sequence[Demo]) -> dict:
 KINDS = ("actor", "judge", "meta", "pairwise", "worse")
 TOKENIZER_VOCAB = 512
 TOKENIZER_SYMBOLS = ("[INST]", "[/INST]")  # the Llama-2 chat markers, one piece each
-EVAL_SEED = 99991          # held-out evaluation tasks (never in the demonstrations)
 
 # Length buckets per kind (prompt + response tokens, Llama-2 chat format, this tokenizer).
 _BUCKETS = {"actor": (32, 48), "judge": (144, 176), "meta": (336, 384), "pairwise": (208, 256),
@@ -564,7 +443,6 @@ def _sample_own_answers(model_config, params, tokenizer, cfg: BuildConfig, n_tas
   """(the sampler, [(task, answer)]): `own_judge_samples` answers, at the pipeline's sampling
   settings, to each of `n_tasks` training tasks (`generate_tasks` over all families from stream
   `stream`, skipping `exclude`)."""
-  from meta_rewarding import sampling
   exclude = set(exclude)
   tasks = [t for t in generate_tasks(cfg.seed * 10 + stream, n_tasks + n_tasks // 10 + 50,
                                      split="sft")
@@ -685,7 +563,6 @@ def own_battle_meta_demos(model_config, params, tokenizer, cfg: BuildConfig, n: 
       the pipeline's battles, never in `meta_battle`), the winner drawn at random.
   Fewer when too few battles of a kind were sampled (the log says how many).
   Deterministic in (cfg.seed, n) and the weights."""
-  from meta_rewarding import sampling
   want = -(-n * OWN_BATTLE_ANSWERS // cfg.own_judge_samples)
   sampler, sampled = _sample_own_answers(model_config, params, tokenizer, cfg, want, 6,
                                          mesh=mesh, exclude=exclude)
@@ -730,7 +607,6 @@ def tokenizer_corpus(seed: int, n: int = 1500) -> list[str]:
 
 
 def build_tokenizer(directory: str, seed: int):
-  from meta_rewarding.tokenizer import load_tokenizer, train_sentencepiece
   prefix = os.path.join(directory, "tokenizer")
   train_sentencepiece(tokenizer_corpus(seed), prefix, TOKENIZER_VOCAB,
                       user_defined_symbols=TOKENIZER_SYMBOLS)
@@ -738,36 +614,6 @@ def build_tokenizer(directory: str, seed: int):
   if os.path.exists(prefix + ".vocab"):
     os.remove(prefix + ".vocab")
   return load_tokenizer(os.path.join(directory, "tokenizer.model"), chat_format=CHAT_FORMAT)
-
-
-# The held-out draws the seeds v1-v6 and the benches were designed on (configs/local_cpu.py: 12 and
-# 100; bench/testbed.py and the seed builder: 200; bench/testbed.py's example: 40): a development
-# set, not a test set.
-DEVELOPMENT_EVAL_SIZES = (12, 40, 100, 200)
-
-
-def development_eval_instructions() -> set[str]:
-  """Every instruction of the development held-out draws (`DEVELOPMENT_EVAL_SIZES`)."""
-  return {t.instruction for size in DEVELOPMENT_EVAL_SIZES
-          for t in generate_tasks(EVAL_SEED, size, split="eval")}
-
-
-def eval_task_list(n: int, task_seed: int = 0) -> list[Task]:
-  """`n` held-out evaluation tasks from the `eval` split, which no demonstration or pool draws from.
-
-  `task_seed=0`: the development set (`EVAL_SEED`), on which the seeds were designed. `task_seed=K`
-  (K > 0): a fresh set drawn with seed K that holds no instruction of any development draw, by
-  construction, for results that no design choice has seen."""
-  if task_seed == 0:
-    return generate_tasks(EVAL_SEED, n, split="eval")
-  if task_seed < 0:
-    raise ValueError(f"task_seed must be >= 0, got {task_seed}")
-  development = development_eval_instructions()
-  # Drawn with room for the excluded ones, then cut to n: families stay balanced up to the few
-  # tasks the exclusion removes (the draw interleaves families at random).
-  drawn = generate_tasks(task_seed, n + len(development), split="eval")
-  fresh = [t for t in drawn if t.instruction not in development][:n]
-  return fresh
 
 
 def step_kinds(cfg: BuildConfig) -> list[str]:
@@ -801,7 +647,6 @@ def order_for_run_sft(batches: Sequence[Sequence[dict]], seed: int) -> list[dict
   little padding) while one optimizer state and one learning-rate schedule span all kinds.
   `check_order` verifies the result against `data.step_indices`.
   """
-  from meta_rewarding import data
   flat = [ex for batch in batches for ex in batch]
   order = data.epoch_order(seed, 0, len(flat))
   out: list = [None] * len(flat)
@@ -811,7 +656,6 @@ def order_for_run_sft(batches: Sequence[Sequence[dict]], seed: int) -> list[dict
 
 
 def check_order(examples: Sequence[dict], batches: Sequence[Sequence[dict]], seed: int):
-  from meta_rewarding import data
   size = len(batches[0])
   for s, batch in enumerate(batches):
     _, idx = data.step_indices(seed, s, len(examples), size)
@@ -821,7 +665,6 @@ def check_order(examples: Sequence[dict], batches: Sequence[Sequence[dict]], see
 
 
 def sft_config(cfg: BuildConfig):
-  from meta_rewarding import train
   t = train.default_train_config()
   t.learning_rate = cfg.learning_rate
   t.warmup_steps = cfg.warmup_steps
@@ -859,7 +702,6 @@ def train_seed(cfg: BuildConfig, model_config, params, tokenizer, *, mesh, log=p
   """One `train.run_sft` call over kind-homogeneous batches (module docstring); returns
   (params, per-step history). `own_answers`: half the judge demonstrations judge the model's own
   sampled answers (`own_answer_judge_demos`), alternating with the usual ones."""
-  from meta_rewarding import data, runtime, train
   exclude = {t.instruction for t in eval_task_list(cfg.eval_tasks)}
   kinds = step_kinds(cfg)
   examples = {}
@@ -914,197 +756,6 @@ def loss_summary(history: Sequence[dict], kinds=KINDS, parts: int = 6
 
 
 # ----------------------------------------------------------------------------------------------
-# Measuring a model against the oracle (the seed's figures; bench/testbed.py reuses it).
-
-
-def _mean(xs) -> float | None:
-  xs = list(xs)
-  return sum(xs) / len(xs) if xs else None
-
-
-def _balanced(items) -> float | None:
-  """Balanced accuracy of (task, response, score) judgments: the mean of the pass rate on right
-  responses and the fail rate on the others, so an always-pass or always-fail judge scores 50%
-  whatever the actor's accuracy. None when either side is empty."""
-  right = [x >= oracle.PASS_THRESHOLD for t, r, x in items if oracle.is_correct(t, r)]
-  other = [x < oracle.PASS_THRESHOLD for t, r, x in items if not oracle.is_correct(t, r)]
-  return (_mean(right) + _mean(other)) / 2 if right and other else None
-
-
-def measure(model_config, params, tokenizer, tasks: Sequence[Task], *, samples: int = 4,
-            seed: int = 0, mesh=None, judge_template: str = templates.JUDGE_TEMPLATE,
-            meta_template: str = templates.META_JUDGE_TEMPLATE,
-            temperature: float = PIPELINE_SAMPLING["temperature"],
-            top_p: float = PIPELINE_SAMPLING["top_p"], top_k: int = PIPELINE_SAMPLING["top_k"],
-            batch_size: int = 32, judgments: int = 2, progress: bool = False,
-            desc: str = "measure", self_taught: bool = True, diagnostics: bool = True) -> dict:
-  """Oracle figures of one model on held-out `tasks`, at the pipeline's sampling settings.
-
-    actor_accuracy          share of `samples` sampled responses per task that are right
-    actor_accuracy_greedy   the same for one greedy response per task
-    judge_parse_rate        judgments (`judgments` per sampled response) with a valid `Score:`
-    judge_balanced_accuracy mean of the pass rate (score >= 3) on right and the fail rate on the
-                            other responses, over valid judgments of the model's OWN responses:
-                            the judge's headline (chance, always-pass, always-fail: 50%)
-    judge_accuracy          valid judgments agreeing with the oracle (compare with
-                            actor_accuracy = always-pass, 1 - actor_accuracy = always-fail)
-    judge_score_mean        mean valid score (drift: a lenient judge's rises)
-    judge_check_true_rate   judgments whose written check (judging.py) is all true, where the
-                            response has a well-formed answer and the check can be read
-    judge_score_fits_verdict_rate
-                            valid judgments whose score is the one their own written verdict
-                            implies (`judging.score_fits_written_verdict`; the v6 seed on the
-                            default run's 100 held-out tasks: 90.5%)
-    judge_balanced_accuracy_fixed, judge_accuracy_fixed
-                            the same on a fixed response set (RESPONSE_MIX: 45% right, 40%
-                            plausible mistakes, 15% malformed) -- comparable across models
-    meta_parse_rate, meta_accuracy, meta_first_position_rate, meta_picks_higher_rate
-                            on fixed battles (`meta_battle`: one sound and one unsound judgment,
-                            both orders; the sound one has the higher score in half of them):
-                            valid verdicts, share naming the oracle's better judgment, share
-                            naming Judgment A, share naming the higher-scored judgment (a
-                            perfect meta-judge: ~50%; a lenient one: more)
-    meta_accuracy_own, meta_battles_own
-                            the same accuracy on battles between the model's own two judgments
-                            of a response, where the oracle prefers one (both orders)
-    pairwise_accuracy, pairwise_first_position_rate (only with `self_taught`)
-                            the Self-Taught Evaluator's pairwise judge (templates.PAIRWISE_TEMPLATE)
-                            on a right answer against a plausible mistake, both orders; a missing
-                            or double tag counts 0.5 (RewardBench's tie); the share of verdicts
-                            naming Response A
-    worse_valid_rate        (only with `self_taught`) worse responses (templates.WORSE_RESPONSE_TEMPLATE about a right
-                            answer) naming a different task of the same family and an answer that
-                            is right for it and wrong for the original
-  `diagnostics=False` skips actor_accuracy_greedy and the *_fixed figures (two sampling passes;
-  the others are unchanged, the battles included). Deterministic in `seed`.
-  """
-  from meta_rewarding import sampling
-  sampler = sampling.Sampler(model_config, params, tokenizer, mesh=mesh, batch_size=batch_size,
-                             prompt_buckets=(48, 96, 128, 192, 256))
-  strategy = sampling.Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
-  gen = lambda xs, n, m, s, strat=strategy, share=False: sampler.generate(
-      xs, n=n, strategy=strat, max_new_tokens=m, seed=s, share_prefix=share, progress=progress,
-      desc=desc)
-  tasks = list(tasks)
-  out: dict = {"tasks": len(tasks)}
-
-  actor = gen([t.instruction for t in tasks], samples, ACTOR_MAX_NEW_TOKENS, seed)
-  own = [(t, c.text.strip()) for t, row in zip(tasks, actor) for c in row]  # as policy.generate
-  out["actor_accuracy"] = _mean(oracle.is_correct(t, r) for t, r in own)
-  if diagnostics:
-    greedy = gen([t.instruction for t in tasks], 1, ACTOR_MAX_NEW_TOKENS, seed, sampling.Greedy())
-    out["actor_accuracy_greedy"] = _mean(oracle.is_correct(t, row[0].text)
-                                         for t, row in zip(tasks, greedy))
-  for family in FAMILIES:
-    hits = [oracle.is_correct(t, r) for t, r in own if t.family == family]
-    if hits:
-      out[f"actor_accuracy/{family}"] = _mean(hits)
-
-  def judge(items, n, s):
-    rows = gen([prompts.render_judge_prompt(judge_template, t.instruction, r) for t, r in items],
-               n, JUDGE_MAX_NEW_TOKENS, s, share=True)
-    texts = [[c.text for c in row] for row in rows]
-    scores = [[prompts.parse_score(x) for x in row] for row in texts]
-    flat = [(t, r, x) for (t, r), row in zip(items, scores) for x in row]
-    valid = [(t, r, x) for t, r, x in flat if x is not None]
-    figures = {"parse_rate": _mean(x is not None for _, _, x in flat),
-               "accuracy": _mean(oracle.judgment_agrees(t, r, x) for t, r, x in valid),
-               "balanced_accuracy": _balanced(valid),
-               "score_mean": _mean(x for _, _, x in valid)}
-    return figures, texts, scores
-
-  own_figures, judged, own_scores = judge(own, judgments, seed + 1)
-  out.update({f"judge_{k}": v for k, v in own_figures.items()})
-  truths = [judging.check_is_true(t, r, x) for (t, r), row in zip(own, judged) for x in row]
-  out["judge_check_true_rate"] = _mean(x for x in truths if x is not None)
-  fits = [judging.score_fits_written_verdict(x, score)
-          for row, scores in zip(judged, own_scores) for x, score in zip(row, scores)]
-  out["judge_score_fits_verdict_rate"] = _mean(x for x in fits if x is not None)
-  rng = random.Random(f"measure/{seed}")
-  fixed = [(t, sample_response(t, rng)[0]) for t in tasks]  # drawn either way: rng feeds the battles
-  if diagnostics:
-    fixed_figures, _, _ = judge(fixed, 1, seed + 2)
-    out.update({f"judge_{k}_fixed": v for k, v in fixed_figures.items()
-                if k in ("parse_rate", "accuracy", "balanced_accuracy")})
-
-  # Battles: fixed ones (comparable across models, balanced in position and in score), then the
-  # model's own pairs of judgments of one response where the oracle prefers one.
-  battles = []   # (task, response, text A, text B, score A, score B, oracle's better, own?)
-  for t in tasks:
-    response, _, a, bb, better = meta_battle(t, rng)
-    battles.append((t, response, a.text(), bb.text(), a.score, bb.score, better, False))
-  for (t, r), texts, scores in zip(own, judged, own_scores):
-    if len(texts) >= 2:
-      better = oracle.better_judgment(t, r, scores[0], scores[1])
-      if better is not None and scores[0] is not None and scores[1] is not None:
-        battles.append((t, r, texts[0], texts[1], scores[0], scores[1], better, True))
-  meta_prompts, truth = [], []
-  for t, response, ta, tb, sa, sb, better, is_own in battles:
-    for first, second, s1, s2, best in ((ta, tb, sa, sb, better),
-                                        (tb, ta, sb, sa, "A" if better == "B" else "B")):
-      meta_prompts.append(prompts.render_meta_judge_prompt(meta_template, t.instruction, response,
-                                                           first, second))
-      higher = None if s1 == s2 else ("A" if s1 > s2 else "B")
-      truth.append((best, higher, is_own))
-  verdicts = [prompts.parse_winner(row[0].text)
-              for row in gen(meta_prompts, 1, META_MAX_NEW_TOKENS, seed + 3, share=True)]
-  fixed_v = [(v, w) for v, w in zip(verdicts, truth) if not w[2]]
-  own_v = [(v, w) for v, w in zip(verdicts, truth) if w[2] and v is not None]
-  out["meta_parse_rate"] = _mean(v is not None for v, _ in fixed_v)
-  out["meta_accuracy"] = _mean(v == w[0] for v, w in fixed_v if v is not None)
-  out["meta_first_position_rate"] = _mean(v == "A" for v, _ in fixed_v if v is not None)
-  out["meta_picks_higher_rate"] = _mean(v == w[1] for v, w in fixed_v
-                                        if v is not None and w[1] is not None)
-  out["meta_accuracy_own"] = _mean(v == w[0] for v, w in own_v)
-  out["meta_battles_own"] = len([1 for w in truth if w[2]])
-
-  out["examples"] = {"actor": own[0][1], "judge": judged[0][0],
-                     "meta_prompt_count": len(meta_prompts)}
-  if self_taught:
-    out.update(_self_taught_figures(tasks, gen, rng, seed))
-  return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
-
-
-def _self_taught_figures(tasks: Sequence[Task], gen, rng: random.Random, seed: int) -> dict:
-  """The Self-Taught Evaluator's tasks: the pairwise judge on right-vs-wrong pairs in both orders
-  (a verdict tied or missing counts as half, as RewardBench scores it), and worse responses: the
-  share that name a modified task of the same family with an answer right for it and wrong for
-  the original (what the STE loop needs from its generator)."""
-  out = {}
-  pairs = []
-  for t in tasks:
-    good = f"The answer is {right_answer(t, rng)}."
-    bad = f"The answer is {plausible_mistake(t, rng)}."
-    pairs += [(templates.PAIRWISE_TEMPLATE.format(input=t.instruction, response_a=good,
-                                                  response_b=bad), "A"),
-              (templates.PAIRWISE_TEMPLATE.format(input=t.instruction, response_a=bad,
-                                                  response_b=good), "B")]
-  verdicts = [prompts.parse_pairwise_verdict(row[0].text) for row in
-              gen([x for x, _ in pairs], 1, PAIRWISE_MAX_NEW_TOKENS, seed + 4, share=True)]
-  out["pairwise_accuracy"] = _mean(1.0 if v == want else 0.5 if v is None else 0.0
-                                   for v, (_, want) in zip(verdicts, pairs))
-  out["pairwise_first_position_rate"] = _mean(v == "A" for v in verdicts if v is not None)
-  worse_prompts = [templates.WORSE_RESPONSE_TEMPLATE.format(
-      instruction=t.instruction, response=f"The answer is {right_answer(t, rng)}.") for t in tasks]
-  worse = [row[0].text for row in gen(worse_prompts, 1, WORSE_MAX_NEW_TOKENS, seed + 5)]
-  out["worse_valid_rate"] = _mean(_valid_worse_response(t, x) for t, x in zip(tasks, worse))
-  return out
-
-
-def _valid_worse_response(task: Task, text: str) -> bool:
-  """Whether a worse-response answer names a modified task of `task`'s family (a different one)
-  and an answer that is right for it and wrong for `task`."""
-  from meta_rewarding.testbed.tasks import task_from_instruction
-  head, sep, rest = text.partition(MODIFIED_ANSWER_START)
-  if not sep or MODIFIED_QUESTION not in head:
-    return False
-  new = task_from_instruction(head.split(MODIFIED_QUESTION, 1)[1].strip())
-  answer = rest.split(MODIFIED_ANSWER_END, 1)[0].strip()
-  return (new is not None and new.family == task.family and new != task
-          and oracle.is_correct(new, answer) and not oracle.is_correct(task, answer))
-
-
-# ----------------------------------------------------------------------------------------------
 # The build.
 
 COMMAND = "python -m meta_rewarding.testbed.seed --out=meta_rewarding/testbed/seed"
@@ -1137,7 +788,6 @@ def _sha256(path: str) -> str:
 def runtime_config(seed: int):
   """The seed's model as a run config (`runtime.build` makes it): ARCHITECTURE in float32 on every
   local device (fsdp), the default rules."""
-  from meta_rewarding import defaults
   c = defaults.get_base_config()
   c.seed = seed
   c.model.architecture = dict(ARCHITECTURE)
@@ -1148,8 +798,6 @@ def runtime_config(seed: int):
 
 def build(out: str, cfg: BuildConfig | None = None, *, log=print) -> dict:
   """Builds the seed into `out` (replaced atomically at the end); returns build_info."""
-  import jax
-  from meta_rewarding import checkpoints, runtime
 
   cfg = cfg or BuildConfig()
   start = time.time()
@@ -1159,7 +807,6 @@ def build(out: str, cfg: BuildConfig | None = None, *, log=print) -> dict:
   work = tempfile.mkdtemp(prefix=".seed-build-", dir=parent)
   try:
     if cfg.init:
-      from meta_rewarding.tokenizer import load_tokenizer
       shutil.copy(os.path.join(cfg.init, "tokenizer.model"), os.path.join(work, "tokenizer.model"))
       tokenizer = load_tokenizer(os.path.join(work, "tokenizer.model"), chat_format=CHAT_FORMAT)
     else:
@@ -1322,7 +969,6 @@ the SFT loss per kind over the run, the figures and the model's sha256.
 
 def main(argv):
   del argv
-  from absl import flags, logging
   logging.set_verbosity(logging.WARNING)   # orbax / jax INFO lines are not the tool's output
   f = flags.FLAGS
   cfg = BuildConfig(seed=f.seed, init=f.init, steps=f.steps, judge_steps=f.judge_steps,
@@ -1337,7 +983,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from absl import app, flags
   flags.DEFINE_string("out", None, "Output directory (replaced).", required=True)
   flags.DEFINE_integer("seed", BuildConfig.seed, "Build seed (demonstrations, init, data order).")
   flags.DEFINE_string("init", BuildConfig.init, "Start from this testbed model directory (weights "
