@@ -56,7 +56,6 @@ import numpy as np
 from meta_rewarding.errors import UserError
 
 TRUNCATION_POLICIES = ("skip", "truncate_response", "error")
-PAIR_FIELDS = ("prompt", "chosen", "rejected")
 REF_FIELDS = ("ref_chosen_logp", "ref_rejected_logp")
 
 
@@ -435,9 +434,6 @@ def example_length(ex: Mapping) -> int:
 def row_length(ex: Mapping) -> int:
   """Length of the packed row: the prompt once, then every response."""
   return len(ex["prompt_ids"]) + sum(len(ex[k]) for k in response_keys(ex))
-
-
-example_tokens = row_length  # tokens counted for throughput: prompt + chosen + rejected
 
 
 def response_length(ex: Mapping) -> int:

@@ -57,8 +57,8 @@ from meta_rewarding.decode import (TRACE_COUNTS, DecodeState, PromptBatch, Sampl
                                    SlotState, generate_tokens, make_batch)
 from meta_rewarding.model import llama
 from meta_rewarding.model.config import LlamaConfig
-from meta_rewarding.strategies import (Greedy, Sampling, Strategy, _argmax,  # noqa: F401
-                                       _inverse_cdf, top_k)
+from meta_rewarding.strategies import (Greedy, Sampling, Strategy, _inverse_cdf,  # noqa: F401
+                                       top_k)
 
 DEFAULT_PROMPT_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048)
 BATCHING = ("continuous", "static")

@@ -58,10 +58,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from meta_rewarding import artifacts, checkpoints, data, defaults, losses, sharding
 from meta_rewarding.errors import UserError
 from meta_rewarding.model.config import LlamaConfig
-# The pure step (train_step.py), under the names this module has always offered.
-from meta_rewarding.train_step import (ROW_KEYS, LossSpec, OptimizerSpec, Schedule,  # noqa: F401
-                                       TrainState, attention_mask, init_state, make_optimizer,
-                                       pair_logps, response_logps, train_step)
+from meta_rewarding.train_step import (ROW_KEYS, LossSpec, OptimizerSpec, Schedule, TrainState,
+                                       init_state, make_optimizer, pair_logps, train_step)
 
 DECAYS = ("cosine", "linear", "constant")
 
