@@ -25,7 +25,7 @@ import numbers
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from meta_rewarding import data, losses, prompts, sharding, stages, tokenizer, train
+from meta_rewarding import data, losses, prompts, recipes, sampling, sharding, stages, tokenizer, train
 from meta_rewarding.errors import UserError
 from meta_rewarding.model.config import REMAT_POLICIES
 
@@ -34,7 +34,7 @@ TRAIN_PAIRS = stages.TRAIN_PAIRS                   # stages.scheduled_pairs
 LENGTH_UNITS = ("chars", "tokens")                 # stages.response_length
 ORACLES = ("", "testbed")                          # run.run
 META_JUDGE_ORACLES = ("", "verdict", "check")      # testbed/oracle_meta_judge.RULES, or off
-RECIPES = ("meta_rewarding", "ste")                # pipeline.recipe
+RECIPES = tuple(recipes.RECIPES)
 STE_ORDERS = ("both", "random")                    # ste.ORDERS
 STE_TRAIN_ON = ("iteration", "accumulated")        # ste.TRAIN_ON
 MODES = ("dpo", "sft")                             # train_dpo
@@ -367,7 +367,7 @@ def _check_sampling(c: _Checks):
   c.integer("sampling.max_cache_length", 0, " (0 = the largest bucket + max_new_tokens)")
   if c.get("sampling.nucleus_candidates", None) is not None:
     c.integer("sampling.nucleus_candidates", 0)
-  c.choice("sampling.batching", ("continuous", "static"))  # sampling.BATCHING
+  c.choice("sampling.batching", sampling.BATCHING)
   c.integer("sampling.decode_block", 1)
 
 

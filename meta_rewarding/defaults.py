@@ -218,7 +218,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.evaluate.oracle = ""            # "testbed": add oracle metrics (the synthetic testbed)
   c.evaluate.heldout_tasks = 0      # testbed: evaluate M_0 ... M_T on this many held-out tasks
   # testbed: which held-out tasks. 0: the development set the seeds were designed on; K > 0: a
-  # fresh set drawn with seed K, disjoint from it by construction (testbed.seed.eval_task_list).
+  # fresh set drawn with seed K, disjoint from it by construction (testbed.measure.eval_task_list).
   c.evaluate.heldout_task_seed = 0
   c.evaluate.heldout_every_iteration = True  # False: only M_0 and the last iteration's M_T
   c.evaluate.heldout_samples = 4    # testbed: actor samples per held-out task
