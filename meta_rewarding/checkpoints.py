@@ -369,6 +369,15 @@ def _load_local(path: str, *, shardings=None, config: LlamaConfig | None = None,
     del host
   unused = set(reader.entries) - {n for _, names, _, _ in _param_specs(config) for n in names}
   unused = {n for n in unused if not n.endswith("rotary_emb.inv_freq")}
+  if config.tie_word_embeddings and "lm_head.weight" in unused:
+    # Some exports write the tied output layer out too. The same values: it is the embedding, as
+    # the model computes it. Different ones: transformers would untie them (a different model).
+    if not np.array_equal(reader.read("lm_head.weight"), reader.read("model.embed_tokens.weight")):
+      raise CheckpointError(
+          f"{path}: lm_head.weight differs from model.embed_tokens.weight, but config.json says "
+          "tie_word_embeddings=true (transformers unties them when they differ); set "
+          "tie_word_embeddings to false in config.json to load the separate output layer")
+    unused.discard("lm_head.weight")
   if unused:
     raise CheckpointError(f"{path}: tensors not used by a {config.num_hidden_layers}-layer "
                           f"{config.family.label}: "

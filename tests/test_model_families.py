@@ -337,3 +337,27 @@ def test_one_pipeline_iteration_of_a_tiny_gemma2(tmp_path):
   tokens = _tokens(1, 3 * WINDOW) % 400
   assert np.abs(np.asarray(llama.forward(config_read, params, tokens))
                 - _torch_logits(reloaded.float().eval(), tokens)).max() <= 1e-4
+
+
+def test_a_tied_checkpoint_that_also_writes_lm_head(families, tmp_path):
+  """Qwen2 ties its output layer here: an export that writes lm_head.weight too loads when it is
+  the embedding, and is refused by name when it differs (transformers would untie them)."""
+  import shutil
+  import safetensors.numpy
+  directory, model = families("qwen2")
+  for case, same in (("same", True), ("different", False)):
+    copy = tmp_path / case
+    shutil.copytree(directory, copy)
+    (copy / "model.done.json").unlink(missing_ok=True)
+    tensors = safetensors.numpy.load_file(str(copy / "model.safetensors"))
+    embed = tensors["model.embed_tokens.weight"]
+    tensors["lm_head.weight"] = embed if same else embed + 1.0
+    safetensors.numpy.save_file(tensors, str(copy / "model.safetensors"), metadata={"format": "pt"})
+    if same:
+      config, params = _load(str(copy))
+      tokens = _tokens(1, 2 * WINDOW)
+      assert np.abs(np.asarray(llama.forward(config, params, tokens))
+                    - _torch_logits(model, tokens)).max() <= 1e-4
+    else:
+      with pytest.raises(checkpoints.CheckpointError, match=r"lm_head\.weight differs .*tie_word_embeddings"):
+        _load(str(copy))
