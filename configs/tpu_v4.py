@@ -18,14 +18,9 @@ iteration 1 starts from the SFT model, the seed fine-tuned on evaluation data (E
 judge, not from the Instruct model as it is. With `sft.data` set, the run first trains M_0 by SFT
 on that file (iter_0/, resumable; `sft.train` holds its learning rate, epochs, batch and lengths)
 and starts iteration 1 from it.
-  EFT      Self-Rewarding's evaluation fine-tuning set: each record an instruction and a response
-           in, a judgment with a score out, in the judge template's format: JSONL (or parquet)
-           {"prompt": <prompts.JUDGE_TEMPLATE with the instruction and the response filled in>,
-           "completion": <a justification ending with "Score: <0-5>">} (or chat "messages").
-           Self-Rewarding built it from Open Assistant's ranked replies: judgments sampled from
-           the SFT baseline, kept where their scores order the replies as the human ranks do,
-           score 4 down-sampled (1,630 train examples). docs/scale.md#3-the-eft-file-and-an-eft-trained-starting-model
-           shows how to build the file; e.g. gs://YOUR_BUCKET/data/eft.jsonl.
+  EFT      Self-Rewarding's evaluation fine-tuning set (judge prompts in, judgments with a
+           score out); its format and how to build it from Open Assistant:
+           docs/scale.md#3-the-eft-file-and-an-eft-trained-starting-model; e.g. gs://YOUR_BUCKET/data/eft.jsonl.
 
 Plan its memory first (prints the table, exits 1 with what to change when it cannot fit), and
 before renting the slice compile every program of an iteration for it, on any machine with the

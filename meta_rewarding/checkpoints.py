@@ -210,28 +210,22 @@ def _layer_map(c: LlamaConfig) -> dict[tuple[str, ...], tuple[str, tuple[int, ..
   return out
 
 
-def _hf_shape(c: LlamaConfig, suffix: str) -> tuple[int, ...]:
-  top = {"model.embed_tokens.weight": (c.vocab_size, c.hidden_size),
-         "model.norm.weight": (c.hidden_size,), "lm_head.weight": (c.vocab_size, c.hidden_size)}
-  if suffix in top:
-    return top[suffix]
-  return {name: shape for name, shape, _, _ in _layer_map(c).values()}[suffix]
-
-
-def _param_specs(c: LlamaConfig) -> Iterator[tuple[tuple[str, ...], list[str], Callable, Callable]]:
-  """Yields (our param path, HF names it is built from, hf->ours, ours->hf)."""
+def _param_specs(c: LlamaConfig) -> Iterator[tuple[tuple[str, ...], list[str], tuple[int, ...],
+                                                   Callable, Callable]]:
+  """Yields (our param path, HF names it is built from, each HF tensor's shape, hf->ours, ours->hf)."""
   ident = lambda x: x
-  yield ("embed",), ["model.embed_tokens.weight"], ident, ident
-  yield ("final_norm", "scale"), ["model.norm.weight"], ident, ident
+  D, V = c.hidden_size, c.vocab_size
+  yield ("embed",), ["model.embed_tokens.weight"], (V, D), ident, ident
+  yield ("final_norm", "scale"), ["model.norm.weight"], (D,), ident, ident
   if not c.tie_word_embeddings:
-    yield ("lm_head",), ["lm_head.weight"], lambda w: w.T, lambda p: p.T
-  for sub, (suffix, _, to_ours, to_hf) in _layer_map(c).items():
+    yield ("lm_head",), ["lm_head.weight"], (V, D), lambda w: w.T, lambda p: p.T
+  for sub, (suffix, shape, to_ours, to_hf) in _layer_map(c).items():
     names = [f"model.layers.{i}.{suffix}" for i in range(c.num_hidden_layers)]
     if c.scan_layers:
-      yield ("layers", "layer") + sub, names, to_ours, to_hf
+      yield ("layers", "layer") + sub, names, shape, to_ours, to_hf
     else:
       for i, name in enumerate(names):
-        yield (f"layers_{i}",) + sub, [name], to_ours, to_hf
+        yield (f"layers_{i}",) + sub, [name], shape, to_ours, to_hf
 
 
 def _set_path(tree: dict, path: tuple[str, ...], value):
@@ -348,7 +342,7 @@ def _load_local(path: str, *, shardings=None, config: LlamaConfig | None = None,
   target_dtype = np.dtype(jnp.dtype(config.param_dtype))
   default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   params: dict = {}
-  for our_path, names, to_ours, _ in _param_specs(config):
+  for our_path, names, expected, to_ours, _ in _param_specs(config):
     layers = []
     for name in names:
       if name not in reader:
@@ -356,7 +350,6 @@ def _load_local(path: str, *, shardings=None, config: LlamaConfig | None = None,
           raise CheckpointError(
               f"{path}: missing tensor lm_head.weight (config.json says tie_word_embeddings=false)")
         raise CheckpointError(f"{path}: missing tensor {name}")
-      expected = _hf_shape(config, name.split(".", 3)[-1] if name.startswith("model.layers.") else name)
       if reader.shape(name) != expected:
         raise CheckpointError(
             f"{path}: tensor {name} has shape {reader.shape(name)}, config.json implies {expected}")
@@ -367,7 +360,7 @@ def _load_local(path: str, *, shardings=None, config: LlamaConfig | None = None,
     value = jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
     _set_path(params, our_path, value)
     del host
-  unused = set(reader.entries) - {n for _, names, _, _ in _param_specs(config) for n in names}
+  unused = set(reader.entries) - {n for _, names, *_ in _param_specs(config) for n in names}
   unused = {n for n in unused if not n.endswith("rotary_emb.inv_freq")}
   if config.tie_word_embeddings and "lm_head.weight" in unused:
     # Some exports write the tied output layer out too. The same values: it is the embedding, as
@@ -408,13 +401,12 @@ def save_hf(path: str, config: LlamaConfig, params, *, dtype: Any = None,
   out_dtype = np.dtype(jnp.dtype(dtype or config.param_dtype))
   hf_config = dict(config.to_hf(), torch_dtype=str(jnp.dtype(out_dtype)))
   entries: list[tuple[str, tuple[int, ...], np.dtype, Callable[[], np.ndarray]]] = []
-  for our_path, names, _, to_hf in _param_specs(config):
+  for our_path, names, shape, _, to_hf in _param_specs(config):
     leaf = _get_path(params, our_path)
     for i, name in enumerate(names):
       def produce(leaf=leaf, i=i, stacked=our_path[0] == "layers", to_hf=to_hf):
         value = _to_host(leaf[i] if stacked else leaf)
         return to_hf(value)
-      shape = _hf_shape(config, name.split(".", 3)[-1] if name.startswith("model.layers.") else name)
       entries.append((name, shape, out_dtype, produce))
   # Greedy split into shards in parameter order.
   shards: list[list] = [[]]

@@ -89,11 +89,10 @@ def test_loading_streams_tensor_by_tensor(tmp_path):
                        num_hidden_layers=10, num_attention_heads=8, num_key_value_heads=8)
   rng = np.random.default_rng(0)
   tensors = {}
-  from meta_rewarding.checkpoints import _hf_shape, _param_specs
-  for _, names, _, _ in _param_specs(config):
+  from meta_rewarding.checkpoints import _param_specs
+  for _, names, shape, _, _ in _param_specs(config):
     for name in names:
-      short = name.split(".", 3)[-1] if name.startswith("model.layers.") else name
-      tensors[name] = rng.standard_normal(_hf_shape(config, short), dtype=np.float32) * 0.02
+      tensors[name] = rng.standard_normal(shape, dtype=np.float32) * 0.02
   save_file(tensors, str(directory / "model.safetensors"))
   (directory / "config.json").write_text(json.dumps(config.to_hf()))
   checkpoint_bytes = sum(t.nbytes for t in tensors.values())

@@ -11,15 +11,19 @@ ring wrap-around) and in the packed DPO rows.
 """
 
 import json
+import shutil
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
+import safetensors.numpy
 import torch
 import transformers
 
 import tiny_tokenizers
-from meta_rewarding import checkpoints, data, sample, sharding, train
+from test_run import tiny_config as run_config
+from meta_rewarding import artifacts, checkpoints, data, run, sample, sharding, train
 from meta_rewarding.model import config as config_module
 from meta_rewarding.model import llama
 from meta_rewarding.sampling import Greedy, Sampler
@@ -316,9 +320,6 @@ def test_a_sliding_model_decoding_from_a_cache_needs_key_positions(families):
 # The pipeline: one Meta-Rewarding iteration of a random tiny Gemma 2 through the real stack.
 
 def test_one_pipeline_iteration_of_a_tiny_gemma2(tmp_path):
-  import ml_collections
-  from test_run import tiny_config as run_config
-  from meta_rewarding import artifacts, run
   config = run_config(num_iterations=1)
   config.model.architecture = ml_collections.ConfigDict(dict(
       model_type="gemma2", vocab_size=400, hidden_size=32, intermediate_size=64,
@@ -342,8 +343,6 @@ def test_one_pipeline_iteration_of_a_tiny_gemma2(tmp_path):
 def test_a_tied_checkpoint_that_also_writes_lm_head(families, tmp_path):
   """Qwen2 ties its output layer here: an export that writes lm_head.weight too loads when it is
   the embedding, and is refused by name when it differs (transformers would untie them)."""
-  import shutil
-  import safetensors.numpy
   directory, model = families("qwen2")
   for case, same in (("same", True), ("different", False)):
     copy = tmp_path / case

@@ -152,6 +152,13 @@ _QWEN_SLIDING = frozenset({"use_sliding_window", "sliding_window", "max_window_l
 _GEMMA_READS = frozenset({"query_pre_attn_scalar", "attn_logit_softcapping",
                           "final_logit_softcapping", "sliding_window", "layer_types",
                           "attention_bias", "sliding_window_size"})
+# transformers' Gemma2Config defaults; Gemma3TextConfig's differ only where its entry says.
+_GEMMA2_DEFAULTS = {
+    "vocab_size": 256000, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
+    "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "rms_norm_eps": 1e-6,
+    "max_position_embeddings": 8192, "bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0,
+    "tie_word_embeddings": True, "attention_bias": False, "query_pre_attn_scalar": 256,
+    "sliding_window": 4096, "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0}
 _GEMMA_FIXED = dict(norm_style="gemma", sandwich_norms=True, hidden_act="gelu_pytorch_tanh",
                     scale_embeddings=True)
 
@@ -194,23 +201,11 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
                      "max_window_layers": 28},
            fixed={"qk_norm": True}, required=dict(_SILU), why=dict(_WHY_SILU),
            reads=_QWEN_SLIDING | {"attention_bias"}),
-    Family("gemma2", "Gemma2", "Gemma2ForCausalLM",
-           defaults={"vocab_size": 256000, "hidden_size": 2304, "intermediate_size": 9216,
-                     "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4,
-                     "head_dim": 256, "rms_norm_eps": 1e-6, "max_position_embeddings": 8192,
-                     "bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0,
-                     "tie_word_embeddings": True, "attention_bias": False,
-                     "query_pre_attn_scalar": 256, "sliding_window": 4096,
-                     "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0},
+    Family("gemma2", "Gemma2", "Gemma2ForCausalLM", defaults=_GEMMA2_DEFAULTS,
            fixed=_GEMMA_FIXED, required=dict(_GELU), why=dict(_WHY_GELU),
            reads=_GEMMA_READS),
     Family("gemma3_text", "Gemma3", "Gemma3ForCausalLM",
-           defaults={"vocab_size": 262208, "hidden_size": 2304, "intermediate_size": 9216,
-                     "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4,
-                     "head_dim": 256, "rms_norm_eps": 1e-6, "max_position_embeddings": 131072,
-                     "bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0,
-                     "tie_word_embeddings": True, "attention_bias": False,
-                     "query_pre_attn_scalar": 256, "sliding_window": 4096,
+           defaults={**_GEMMA2_DEFAULTS, "vocab_size": 262208, "max_position_embeddings": 131072,
                      "attn_logit_softcapping": None, "final_logit_softcapping": None,
                      "sliding_window_pattern": 6, "rope_theta": 1_000_000.0,
                      "rope_local_base_freq": 10_000.0},
