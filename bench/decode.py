@@ -1,9 +1,9 @@
 """Decode throughput: the jitted sampler vs `transformers` generate, side by side, plus the roofline.
 
-  python bench/decode.py                          # ~50M Llama, vocab 32000, batch 1 and 16, then the
+  python -m bench.decode                          # ~50M Llama, vocab 32000, batch 1 and 16, then the
                                                   # length-skewed workload (2-core CPU: ~10 + ~20 min)
-  python bench/decode.py --batch_sizes= --shared_batch=0   # only the length-skewed workload
-  python bench/decode.py --batch_sizes=1,64 --vocab_size=128256 --hidden_size=2048 --num_layers=16
+  python -m bench.decode --batch_sizes= --shared_batch=0   # only the length-skewed workload
+  python -m bench.decode --batch_sizes=1,64 --vocab_size=128256 --hidden_size=2048 --num_layers=16
       --intermediate_size=8192 --num_heads=32 --num_kv_heads=8 --dtype=bfloat16
                                                   # a Llama-3.2-1B-shaped config on a GPU (transformers
                                                   # runs there too when torch sees it)
@@ -58,10 +58,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import machine  # noqa: E402
 from meta_rewarding import checkpoints, sampling  # noqa: E402
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import machine  # noqa: E402
 from meta_rewarding.model import LlamaConfig, init_params  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -482,7 +480,7 @@ def main(argv):
         f"temperature {TEMPERATURE}, top-k {TOP_K}, top-p {TOP_P}")
     text = f"""# Decode throughput
 
-`python bench/decode.py {' '.join(sys.argv[1:])}`
+`python -m bench.decode {' '.join(sys.argv[1:])}`
 
 - device: {device}; {state.describe()} (both frameworks ran interleaved, so compare within a row)
 - versions: {versions}

@@ -1,12 +1,12 @@
 """Decode-step microbenchmark on XLA:CPU: fused q/k/v and gate/up projections, and the continuous
 sampler's decode block (issue 17: "measure what fusing ... and a larger decode block give").
 
-  python bench/decode_fusion.py                         # all sections, bench/decode.py's model
+  python -m bench.decode_fusion                         # all sections, bench/decode.py's model
                                                         # (2-core CPU: ~10 min, ~7 of them
                                                         # the block section)
-  python bench/decode_fusion.py --sections=matmul,step  # only the projections / the decode step
-  python bench/decode_fusion.py --sections=block        # only the decode block
-  python bench/decode_fusion.py --hlo                   # also count the dots XLA emits per step
+  python -m bench.decode_fusion --sections=matmul,step  # only the projections / the decode step
+  python -m bench.decode_fusion --sections=block        # only the decode block
+  python -m bench.decode_fusion --hlo                   # also count the dots XLA emits per step
 
 The model is bench/decode.py's (vocab 32000, hidden 512, mlp 1536, 6 layers, 8 heads / 4 kv heads,
 float32), random weights. Every time is the best of --repeats rounds after a compile run, the
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 import time
 
 from absl import app, flags
@@ -49,7 +48,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from meta_rewarding import sampling  # noqa: E402
 from meta_rewarding.model import LlamaConfig, init_params, llama  # noqa: E402
 from meta_rewarding.model.config import rope_inverse_frequencies  # noqa: E402
@@ -354,8 +352,7 @@ def run_block(c: LlamaConfig, params):
 
   if not FLAGS.skewed_prompts:
     return
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  import decode as bench_decode  # bench/decode.py: the length-skewed workload's strategy
+  from bench import decode as bench_decode  # the length-skewed workload's strategy
   M = 128
   hz = bench_decode.hazard(bench_decode.skewed_length_pmf(M, 32.0, 0.8))
   forced = bench_decode.ForcedLength(base=strategy, stop_id=2, hazard=hz)

@@ -1,8 +1,8 @@
 """DPO training throughput: this project's jitted trainer vs TRL's `DPOTrainer`, side by side.
 
-  python bench/dpo_step.py                 # ~54M Llama (vocab 32000, d 512, 8 layers), seq <= 256
+  python -m bench.dpo_step                 # ~54M Llama (vocab 32000, d 512, 8 layers), seq <= 256
                                            # 2 CPU cores: ~5 minutes (--trl_live_ref: +2)
-  python bench/dpo_step.py --batch_size=16 --hidden_size=2048 --num_layers=16 \
+  python -m bench.dpo_step --batch_size=16 --hidden_size=2048 --num_layers=16 \
       --intermediate_size=8192 --dtype=bfloat16 --skip_trl         # a 1B-class config on a GPU/TPU
 
 Both sides train the same weights (written by `save_hf`, loaded by `LlamaForCausalLM`) on the same
@@ -50,10 +50,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import machine  # noqa: E402
 from meta_rewarding import checkpoints, sharding, train  # noqa: E402
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import machine  # noqa: E402
 from meta_rewarding.model import LlamaConfig, init_params  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -346,7 +344,7 @@ def main(argv):
     import torch
     import transformers
     with open(FLAGS.output, "w") as f:
-      f.write("# DPO training throughput\n\n`python bench/dpo_step.py "
+      f.write("# DPO training throughput\n\n`python -m bench.dpo_step "
               + " ".join(sys.argv[1:]) + "`\n\n" + setup + "\n\n" + table + "\n\n"
               + f"Versions: {versions}transformers {transformers.__version__}, "
                 f"torch {torch.__version__}.\n\n" + NOTES)

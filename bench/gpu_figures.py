@@ -1,10 +1,10 @@
 """The GPU figures issue 17 asks for, in one command: each item is an existing bench or CLI run as a
 subprocess, and one summary links their results files.
 
-  python bench/gpu_figures.py --output_dir=bench/results/gpu          # on the GPU machine
-  python bench/gpu_figures.py --output_dir=/tmp/gf --tiny             # tiny shapes on a CPU
+  python -m bench.gpu_figures --output_dir=bench/results/gpu          # on the GPU machine
+  python -m bench.gpu_figures --output_dir=/tmp/gf --tiny             # tiny shapes on a CPU
                                                                       # (~6 min, 2 cores): plumbing
-  python bench/gpu_figures.py --output_dir=bench/results/gpu --items=decode_1b,dpo_1b   # a subset
+  python -m bench.gpu_figures --output_dir=bench/results/gpu --items=decode_1b,dpo_1b   # a subset
 
 Items (`build_items`; --items picks some, in this order):
   decode_8b     bench/decode.py on a Llama-3-8B-shaped random-weight model (vocab 128256, d 4096,
@@ -79,9 +79,9 @@ import tempfile
 import time
 from typing import Sequence
 
+from bench import machine  # pure: no jax, no torch at import
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import machine  # noqa: E402  (pure: no jax, no torch at import)
 
 ITEM_NAMES = ("decode_8b", "decode_1b", "dpo_1b", "iteration_1b")
 
@@ -153,7 +153,7 @@ def build_items(tiny: bool, output_dir: str, *, references: bool = False,
   shape = lambda name: "tiny stand-in for the " + name if tiny else name
   items.append(Item(
       "decode_8b", f"decode, {shape('Llama-3-8B shape')}, {dtype_name}, batch 1 and {big_batch}",
-      (Step("bench", (py, "bench/decode.py", f"--batch_sizes=1,{big_batch}")
+      (Step("bench", (py, "-m", "bench.decode", f"--batch_sizes=1,{big_batch}")
             + tuple(([] if tiny else _shape_flags(LLAMA3_8B)) + decode_common + skip_tf)
             + ("--skewed_prompts=0", "--shared_batch=0", "--allow_loaded",
                f"--output={out('decode_8b.md')}"), env),),
@@ -170,7 +170,7 @@ def build_items(tiny: bool, output_dir: str, *, references: bool = False,
   items.append(Item(
       "decode_1b", f"decode, {shape('Llama-3.2-1B shape')}, {dtype_name}, batch 1 and {big_batch}"
       "; length-skewed workload, static vs continuous",
-      (Step("bench", (py, "bench/decode.py", f"--batch_sizes=1,{big_batch}")
+      (Step("bench", (py, "-m", "bench.decode", f"--batch_sizes=1,{big_batch}")
             + tuple(decode_common + extra + skip_tf)
             + ("--allow_loaded", f"--output={out('decode_1b.md')}"), env),),
       "decode_1b.md"))
@@ -184,7 +184,8 @@ def build_items(tiny: bool, output_dir: str, *, references: bool = False,
                                       "--steps=10", "--warmup=2", "--repeats=1"]
   items.append(Item(
       "dpo_1b", f"DPO train step, {shape('Llama-3.2-1B shape')}, {dtype_name}: tokens/s and MFU",
-      (Step("bench", (py, "bench/dpo_step.py") + tuple(dpo + ([] if references else ["--skip_trl"]))
+      (Step("bench", (py, "-m", "bench.dpo_step")
+            + tuple(dpo + ([] if references else ["--skip_trl"]))
             + ("--allow_loaded", f"--output={out('dpo_1b.md')}"), env),),
       "dpo_1b.md"))
 
@@ -501,7 +502,7 @@ def write_summary(output_dir: str, machine_info: dict, argv: Sequence[str]) -> s
                                                              "transformers", "trl"))
   lines = [
       "# GPU figures (issue 17)", "",
-      f"`python bench/gpu_figures.py {' '.join(argv)}` (items run by earlier invocations into the "
+      f"`python -m bench.gpu_figures {' '.join(argv)}` (items run by earlier invocations into the "
       "same directory are included with their own dates)", "",
       f"- written {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC" + (
           "; --tiny: tiny shapes on the CPU, the plumbing only, not figures"

@@ -2,9 +2,9 @@
 command, and writes what each did: exit code, the first `error:` / `warning:` line, and whether the
 damage reached the results.
 
-  python bench/integrity_cases.py --repo=. --label=after --output=bench/results/integrity_cases.md
+  python -m bench.integrity_cases --repo=. --label=after --output=bench/results/integrity_cases.md
   git worktree add /tmp/before fd5fc0a
-  python bench/integrity_cases.py --repo=/tmp/before --label=before \
+  python -m bench.integrity_cases --repo=/tmp/before --label=before \
       --output=bench/results/integrity_cases.md
 
 Each run appends its column to the output's JSON sidecar (`<output without .md>.json`) and rewrites the table

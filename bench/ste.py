@@ -1,9 +1,9 @@
 """The Self-Taught Evaluator on the synthetic testbed: does it raise the judge's pairwise accuracy?
 
-  python bench/ste.py                         # 5 seeds x configs/ste_testbed.py (3 iterations)
-  python bench/ste.py --seeds=0,1 --pairs=40  # quicker
-  python bench/ste.py --report_only           # rebuild the report from the runs on disk
-  python bench/ste.py --variant=large --workdir=/tmp/ste_large --output=bench/results/ste_large.md
+  python -m bench.ste                         # 5 seeds x configs/ste_testbed.py (3 iterations)
+  python -m bench.ste --seeds=0,1 --pairs=40  # quicker
+  python -m bench.ste --report_only           # rebuild the report from the runs on disk
+  python -m bench.ste --variant=large --workdir=/tmp/ste_large --output=bench/results/ste_large.md
                                               # 256 instructions per iteration (~4x the SFT data)
 
 Every run is configs/ste_testbed.py with `seed=<k>` and `evaluate.judge_pairs=testbed:<pairs>`:
@@ -12,8 +12,8 @@ answer against a plausible mistake, `testbed.evaluate.preference_pairs`) in both
 STE prompt; judge_eval/score is their mean pair score (ties and unparseable verdicts 0.5). Seed k
 fixes the run's instructions and sampling, so M_t is compared with M_0 by PAIRED per-seed
 differences: mean, paired-t 95% CI (which decides the verdict) and a paired bootstrap CI as a
-cross-check (bench/testbed.py's statistics). The report also gives, per iteration, what the loop
-built and kept from M_{t-1}'s generations and how often the oracle agrees with those labels.
+cross-check (bench/stats.py). The report also gives, per iteration, what the loop built and kept
+from M_{t-1}'s generations and how often the oracle agrees with those labels.
 
 Runs happen in this process one after the other (<workdir>/seed<k>, normal pipeline workdirs, so a
 rerun resumes); the report (bench/results/ste.md) is rewritten after every run.
@@ -29,22 +29,10 @@ import sys
 import time
 from typing import Any, Mapping, Sequence
 
+from bench import stats, testbed
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-  sys.path.insert(0, REPO)
-
-
-def _stats():
-  """bench/testbed.py's statistics (t quantiles, paired CIs, bootstrap, verdict, run reading)."""
-  spec = importlib.util.spec_from_file_location("bench_testbed",
-                                                os.path.join(REPO, "bench", "testbed.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-tb = _stats()
 DEFAULT_SEEDS = tuple(range(5))
 SCORE = "judge_eval/score"
 # What each iteration built from M_{t-1}'s generations (means over seeds), and how it is shown.
@@ -98,8 +86,8 @@ def build_report(runs: Mapping[int, Mapping[int, dict]], n_iter: int,
   for t in range(n_iter + 1):
     scores = [runs[s].get(t, {}).get(SCORE) for s in seeds]
     consistency = [runs[s].get(t, {}).get("judge_eval/position_consistency") for s in seeds]
-    mean, half, n = tb.mean_halfwidth(scores)
-    cmean, chalf, _ = tb.mean_halfwidth(consistency)
+    mean, half, n = stats.mean_halfwidth(scores)
+    cmean, chalf, _ = stats.mean_halfwidth(consistency)
     results["models"][f"M_{t}"] = {"mean": mean, "halfwidth": half, "n": n}
     label = "M_0 (seed)" if t == 0 else f"M_{t}"
     lines.append(f"| {label} | {_fmt(mean, half, 'pct')} | {_fmt(cmean, chalf, 'pct')} | {n} |")
@@ -110,9 +98,9 @@ def build_report(runs: Mapping[int, Mapping[int, dict]], n_iter: int,
     diffs = [runs[s][t][SCORE] - runs[s][0][SCORE] for s in seeds
              if runs[s].get(t, {}).get(SCORE) is not None
              and runs[s].get(0, {}).get(SCORE) is not None]
-    mean, lo, hi = tb.paired_t_ci(diffs)
-    blo, bhi = tb.bootstrap_ci(diffs)
-    call = tb.verdict(lo, hi, f"M_{t}", "M_0")
+    mean, lo, hi = stats.paired_t_ci(diffs)
+    blo, bhi = stats.bootstrap_ci(diffs)
+    call = stats.verdict(lo, hi, f"M_{t}", "M_0")
     results["paired"][f"M_{t}"] = {"mean": mean, "lo": lo, "hi": hi, "bootstrap": [blo, bhi],
                                    "n": len(diffs), "verdict": call}
     lines.append(f"| M_{t} | {_fmt(mean, float('nan'), 'pct')} | "
@@ -130,8 +118,8 @@ def build_report(runs: Mapping[int, Mapping[int, dict]], n_iter: int,
             "", "| | " + " | ".join(f"iteration {t}" for t in range(1, n_iter + 1)) + " |",
             "|---|" + "---|" * n_iter]
   for key, name, kind in DATA_KEYS:
-    cells = [_fmt(*tb.mean_halfwidth([runs[s].get(t, {}).get(key) for s in seeds])[:2], kind)
-             for t in range(1, n_iter + 1)]
+    cells = [_fmt(*stats.mean_halfwidth([runs[s].get(t, {}).get(key) for s in seeds])[:2],
+                  kind) for t in range(1, n_iter + 1)]
     lines.append(f"| {name} (`{key}`) | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n", results
 
@@ -157,7 +145,7 @@ def main(argv):
   seeds = [int(s) for s in FLAGS.seeds]
   if not seeds:
     raise app.UsageError("--seeds is empty")
-  command = "python bench/ste.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+  command = "python -m bench.ste " + " ".join(shlex.quote(a) for a in sys.argv[1:])
   load_start, start = os.getloadavg(), time.time()
   config = load_config(seeds[0], FLAGS.pairs, FLAGS.variant)
   n_iter = int(config.pipeline.num_iterations)
@@ -165,8 +153,8 @@ def main(argv):
   def write(runs, final):
     header = ["    " + command.strip(), "",
               f"- Machine: {os.cpu_count()} CPU cores; load average (1/5/15 min) "
-              f"{tb._loadavg(load_start)} at start, {tb._loadavg(os.getloadavg())} now.",
-              f"- Seed model M_0: sha256 {tb._seed_sha(None)}.",
+              f"{testbed._loadavg(load_start)} at start, {testbed._loadavg(os.getloadavg())} now.",
+              f"- Seed model M_0: sha256 {testbed._seed_sha(None)}.",
               f"- Per run (configs/ste_testbed.py, "
               f"`{','.join(filter(None, (FLAGS.variant, 'seed=<k>')))}`): {n_iter} iterations of "
               f"{config.pipeline.prompts_per_iteration} instructions, N="
@@ -181,7 +169,7 @@ def main(argv):
     os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
     with open(FLAGS.output, "w") as f:
       f.write(text)
-    tb.write_json_atomic(os.path.join(FLAGS.workdir, "results.json"), results)
+    testbed.write_json_atomic(os.path.join(FLAGS.workdir, "results.json"), results)
     print(text, flush=True)
 
   runs: dict[int, dict] = {}

@@ -1,11 +1,11 @@
 """Meta-Rewarding vs Self-Rewarding on the synthetic testbed: paired seeds, held-out ground truth.
 
-  python bench/testbed.py                          # 3 arms x 10 seeds x 3 iterations
-  python bench/testbed.py --seeds=0,1 --arms=meta_rewarding,self_rewarding --eval_tasks=40
-  python bench/testbed.py --eval_seed=7 --seeds=0,1,2,3,4,5 --workdir=/tmp/mr_bench_fresh \
+  python -m bench.testbed                          # 3 arms x 10 seeds x 3 iterations
+  python -m bench.testbed --seeds=0,1 --arms=meta_rewarding,self_rewarding --eval_tasks=40
+  python -m bench.testbed --eval_seed=7 --seeds=0,1,2,3,4,5 --workdir=/tmp/mr_bench_fresh \
       --arms=meta_rewarding,self_rewarding --output=bench/results/testbed_fresh.md
                               # tasks no seed was designed on (evaluate.heldout_task_seed)
-  python bench/testbed.py --report_only            # rebuild the report from what is on disk
+  python -m bench.testbed --report_only            # rebuild the report from what is on disk
 
 Every run is configs/local_cpu.py with one arm's variant plus `seed=<k>`:
 
@@ -38,8 +38,8 @@ that an interrupted bench still compares every arm on the seeds it finished; eac
 is a normal pipeline workdir (<workdir>/<arm>/seed<k>), so a rerun resumes where it stopped. The
 report (bench/results/testbed.md) and <workdir>/records.json are rewritten after every run.
 
-The statistics are plain module-level functions (tested by tests/test_bench_stats.py); importing
-this file defines no flags and imports no jax.
+The statistics are bench/stats.py's (tested, with this module's report, by
+tests/test_bench_stats.py); importing this module defines no flags and imports no jax.
 """
 
 from __future__ import annotations
@@ -53,10 +53,10 @@ import sys
 import time
 from typing import Any, Mapping, Sequence
 
+from bench import stats
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-  sys.path.insert(0, REPO)
 
 ARMS = {
     "meta_rewarding": "bench",
@@ -124,150 +124,6 @@ COMPARISONS = (
 ) + tuple(("", metric, arm, None) for arm in ARMS
           for metric in ("actor_accuracy", "judge_balanced_accuracy")
           if (metric, arm) != ("actor_accuracy", "self_rewarding"))  # that one is (a)
-
-NO_DECISION = "no decision (CI spans 0)"
-BOOTSTRAP_RESAMPLES = 10000
-BOOTSTRAP_SEED = 0
-
-
-# ---------------------------------------------------------------------------------------------
-# Statistics (pure Python + numpy; no scipy, so the bench needs nothing the project does not).
-
-def _betacf(a: float, b: float, x: float) -> float:
-  """Continued fraction of the incomplete beta (modified Lentz; Numerical Recipes 6.4)."""
-  tiny, eps = 1e-300, 1e-15
-  qab, qap, qam = a + b, a + 1.0, a - 1.0
-  c = 1.0
-  d = 1.0 - qab * x / qap
-  d = 1.0 / (d if abs(d) > tiny else tiny)
-  h = d
-  # Converges in O(sqrt(max(a, b))) terms; the cap covers df up to ~1e8.
-  for m in range(1, 100000):
-    m2 = 2 * m
-    aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-    d = 1.0 + aa * d
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    c = 1.0 + aa / c
-    c = c if abs(c) > tiny else tiny
-    h *= d * c
-    aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-    d = 1.0 + aa * d
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    c = 1.0 + aa / c
-    c = c if abs(c) > tiny else tiny
-    delta = d * c
-    h *= delta
-    if abs(delta - 1.0) < eps:
-      return h
-  raise ArithmeticError(f"incomplete beta did not converge (a={a}, b={b}, x={x})")
-
-
-def betainc(a: float, b: float, x: float) -> float:
-  """Regularized incomplete beta I_x(a, b)."""
-  if x <= 0.0:
-    return 0.0
-  if x >= 1.0:
-    return 1.0
-  log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x)
-               + b * math.log1p(-x))
-  front = math.exp(log_front)
-  # The continued fraction converges fast only below the mean; use the symmetry above it.
-  if x < (a + 1.0) / (a + b + 2.0):
-    return front * _betacf(a, b, x) / a
-  return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-def t_sf(t: float, df: float) -> float:
-  """P(T > t) for Student's t with df degrees of freedom (df = inf: the normal)."""
-  if math.isinf(df):
-    return 0.5 * math.erfc(t / math.sqrt(2.0))
-  # The tail itself (not 1 - cdf) so that far quantiles keep their precision.
-  tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
-  return tail if t >= 0 else 1.0 - tail
-
-
-def t_quantile(p: float, df: float) -> float:
-  """The p-quantile of Student's t: bisection on the exact tail, to ~1e-12."""
-  if not 0.0 < p < 1.0:
-    raise ValueError(f"p must be in (0, 1), got {p}")
-  if not df > 0:
-    raise ValueError(f"df must be > 0, got {df}")
-  if p == 0.5:
-    return 0.0
-  if p < 0.5:
-    return -t_quantile(1.0 - p, df)
-  q = 1.0 - p
-  lo, hi = 0.0, 1.0
-  while t_sf(hi, df) > q:  # t_sf falls in t: widen until it brackets q
-    lo, hi = hi, 2.0 * hi
-  for _ in range(200):
-    mid = 0.5 * (lo + hi)
-    if t_sf(mid, df) > q:
-      lo = mid
-    else:
-      hi = mid
-    if hi - lo <= 1e-12 * max(1.0, hi):
-      break
-  return 0.5 * (lo + hi)
-
-
-def clean(values) -> list[float]:
-  """The finite numbers among `values` (missing metrics are None or NaN, not zero)."""
-  out = []
-  for v in values:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-      continue
-    if math.isfinite(v):
-      out.append(float(v))
-  return out
-
-
-def mean_halfwidth(values, confidence: float = 0.95) -> tuple[float, float, int]:
-  """(mean, t-interval half-width, n) over the finite values; half-width NaN for n < 2."""
-  xs = clean(values)
-  n = len(xs)
-  if n == 0:
-    return math.nan, math.nan, 0
-  mean = sum(xs) / n
-  if n < 2:
-    return mean, math.nan, n
-  sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
-  return mean, t_quantile(0.5 + confidence / 2.0, n - 1) * sd / math.sqrt(n), n
-
-
-def paired_t_ci(diffs, confidence: float = 0.95) -> tuple[float, float, float]:
-  """(mean, lo, hi): the paired-t confidence interval of the mean of per-seed differences.
-
-  Fewer than 2 differences give NaN bounds (no interval, hence no decision).
-  """
-  mean, half, _ = mean_halfwidth(diffs, confidence)
-  return mean, mean - half, mean + half
-
-
-def bootstrap_ci(diffs, confidence: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
-                 seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
-  """Percentile bootstrap interval of the mean difference (seeds resampled with replacement).
-
-  A fixed RNG seed makes the report reproducible. NaN bounds for fewer than 2 differences.
-  """
-  import numpy as np
-  xs = np.asarray(clean(diffs), dtype=np.float64)
-  if xs.size < 2:
-    return math.nan, math.nan
-  rng = np.random.default_rng(seed)
-  means = xs[rng.integers(0, xs.size, size=(resamples, xs.size))].mean(axis=1)
-  alpha = (1.0 - confidence) / 2.0
-  lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-  return float(lo), float(hi)
-
-
-def verdict(lo: float, hi: float, x: str = "X", y: str = "Y") -> str:
-  """The call a CI of (X - Y) supports: only an interval that excludes 0 decides."""
-  if lo > 0:  # NaN compares False: no interval, no decision
-    return f"{x} > {y}"
-  if hi < 0:
-    return f"{x} < {y}"
-  return NO_DECISION
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,7 +223,7 @@ def _index(runs) -> dict[tuple[str, int], dict[int, dict]]:
 
 def _value(index, arm: str, seed: int, t: int, key: str):
   v = index.get((arm, seed), {}).get(t, {}).get(key)
-  xs = clean([v])
+  xs = stats.clean([v])
   return xs[0] if xs else None
 
 
@@ -380,7 +236,7 @@ def _digits(key: str) -> int:
 
 
 def _cell(values, key: str) -> str:
-  mean, half, n = mean_halfwidth(values)
+  mean, half, n = stats.mean_halfwidth(values)
   if n == 0:
     return "-"
   s, d = _scale(key), _digits(key)
@@ -407,15 +263,15 @@ def compare(index, seeds, metric: str, x: str, y: str | None, n_iter: int) -> di
     if vx is not None and vy is not None:
       diffs.append(vx - vy)
       used.append(seed)
-  mean, lo, hi = paired_t_ci(diffs)
-  blo, bhi = bootstrap_ci(diffs)
+  mean, lo, hi = stats.paired_t_ci(diffs)
+  blo, bhi = stats.bootstrap_ci(diffs)
   x_label = f"{x} M_{n_iter}" if y is None else x
   y_label = "seed M_0" if y is None else y
   s = _scale(key)
   return {"metric": metric, "x": x, "y": y, "x_label": x_label, "y_label": y_label,
           "seeds": used, "diffs": diffs, "n": len(diffs), "mean": s * mean, "t_lo": s * lo,
           "t_hi": s * hi, "boot_lo": s * blo, "boot_hi": s * bhi,
-          "verdict": verdict(lo, hi, x_label, y_label) if len(diffs) >= 2
+          "verdict": stats.verdict(lo, hi, x_label, y_label) if len(diffs) >= 2
                      else f"no decision ({len(diffs)} seed{'s' if len(diffs) != 1 else ''})"}
 
 
@@ -455,7 +311,7 @@ def build_report(runs: Sequence[Mapping[str, Any]], arms: Sequence[str], *,
       f"{a} {len(finished[a])} (seeds {','.join(map(str, finished[a])) or '-'})" for a in arms)
       + "."]
   tasks = sorted({int(v) for recs in index.values() for rec in recs.values()
-                  for v in clean([rec.get("heldout/tasks")])})
+                  for v in stats.clean([rec.get("heldout/tasks")])})
   if tasks:
     out.append(f"Held-out tasks per evaluation (as recorded): {', '.join(map(str, tasks))}.")
 
@@ -493,8 +349,9 @@ def build_report(runs: Sequence[Mapping[str, Any]], arms: Sequence[str], *,
   out += ["## Paired comparisons at the final model", "",
           f"Per seed: arm X minus arm Y at M_{n_iter} (or X's M_{n_iter} minus the seed model "
           "M_0 of the same run), in points. The verdict comes from the paired-t 95% CI: it decides "
-          f"only when the interval excludes 0. Bootstrap: percentile CI, {BOOTSTRAP_RESAMPLES} "
-          f"resamples of the seeds, RNG seed {BOOTSTRAP_SEED} (a cross-check).", "",
+          "only when the interval excludes 0. Bootstrap: percentile CI, "
+          f"{stats.BOOTSTRAP_RESAMPLES} resamples of the seeds, RNG seed {stats.BOOTSTRAP_SEED} "
+          "(a cross-check).", "",
           "| | metric | X − Y | mean diff | 95% CI (t) | 95% CI (bootstrap) | n seeds "
           "| verdict |",
           "|---|---|---|---|---|---|---|---|"]
@@ -619,7 +476,7 @@ def header_lines(*, command: str, load_start, load_end, summaries: Mapping[str, 
     if differs:
       lines.append(f"  (differs from the first arm in {', '.join(differs)}: "
                    + ", ".join(f"{k}={s[k]}" for k in differs) + ")")
-  per_run = [sum(clean(rec.get("wall_seconds") for rec in r["records"]
+  per_run = [sum(stats.clean(rec.get("wall_seconds") for rec in r["records"]
                        if rec.get("iteration", 0) >= 1)) for r in runs]
   per_run = [x for x in per_run if x > 0]
   resumed = sum(1 for r in runs if r.get("resumed"))
@@ -726,7 +583,7 @@ def main(argv):
   seeds = [int(s) for s in FLAGS.seeds]
   if not seeds:
     raise app.UsageError("--seeds is empty")
-  command = "python bench/testbed.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+  command = "python -m bench.testbed " + " ".join(shlex.quote(a) for a in sys.argv[1:])
   load_start = os.getloadavg()
   start = time.time()
 

@@ -1,7 +1,7 @@
 """Runs the compile check for every shipped TPU config on its slice and writes the tables.
 
   pip install -e ".[tpu]"      # libtpu: the TPU compiler (no TPU needed)
-  python bench/tpu_compile.py --out=bench/results/tpu_compile_runs.md
+  python -m bench.tpu_compile --out=bench/results/tpu_compile_runs.md
 
 Each case is the user's command, `python -m meta_rewarding.plan --config=... --compile_for=...
 --output=...`, run as a subprocess and timed wall-clock; the file gets the command, its time, the
@@ -52,7 +52,7 @@ def main():
   os.makedirs(args.json_dir, exist_ok=True)
   cases = [c for c in CASES if not args.only or os.path.basename(c[0])[:-3] in args.only.split(",")]
   lines = ["# The compile check on the shipped TPU configs", "",
-           f"Written by `python bench/tpu_compile.py` on {os.cpu_count()} cores "
+           f"Written by `python -m bench.tpu_compile` on {os.cpu_count()} cores "
            f"({time.strftime('%Y-%m-%d')}); JSON per case in `{os.path.relpath(args.json_dir, REPO)}/`.",
            ""]
   for config, target in cases:

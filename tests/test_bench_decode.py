@@ -1,37 +1,19 @@
 """bench/decode.py's length-skewed workload: the length distribution and the forcing strategy."""
 
-import importlib.util
-import os
-import sys
-
 import jax
 import numpy as np
 import pytest
 
+from bench import decode as bench_decode
 from meta_rewarding.model import init_params, tiny_config
 from meta_rewarding.sampling import Greedy, Sampler, Sampling
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _load_bench():
-  # bench/ is not a package: load the script by path, as the bench's own users run it.
-  spec = importlib.util.spec_from_file_location("bench_decode",
-                                                os.path.join(REPO, "bench", "decode.py"))
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module  # its dataclasses look their module up there
-  spec.loader.exec_module(module)
-  return module
-
-
-bench = _load_bench()
-
 
 def test_hazard_reproduces_the_clipped_lognormal():
-  pmf = bench.skewed_length_pmf(128, median=32.0, sigma=0.8)
+  pmf = bench_decode.skewed_length_pmf(128, median=32.0, sigma=0.8)
   assert len(pmf) == 128 and sum(pmf) == pytest.approx(1.0)
   assert all(p == 0 for p in pmf[:15]) and pmf[15] > 0  # nothing shorter than 16 tokens
-  h = bench.hazard(pmf)
+  h = bench_decode.hazard(pmf)
   survive, implied = 1.0, []
   for x in h:
     implied.append(survive * x)
@@ -45,8 +27,8 @@ def test_forced_lengths_end_with_the_stop_id_and_match_across_batching(base):
   config = tiny_config(vocab_size=300, max_position_embeddings=128)
   params = init_params(config, jax.random.key(0))
   M, stop = 40, config.eos_token_id
-  forced = bench.ForcedLength(base=base, stop_id=stop,
-                              hazard=bench.hazard(bench.skewed_length_pmf(M, 20.0, 0.8)))
+  hazard = bench_decode.hazard(bench_decode.skewed_length_pmf(M, 20.0, 0.8))
+  forced = bench_decode.ForcedLength(base=base, stop_id=stop, hazard=hazard)
   prompts = np.random.default_rng(0).integers(3, 300, (10, 8)).tolist()
   out = {}
   for batching in ("static", "continuous"):

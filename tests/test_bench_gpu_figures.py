@@ -1,7 +1,6 @@
 """bench/gpu_figures.py: the command lines it builds (nothing runs: no bench, no compilation) and
 the per-stage seconds it reads from a pipeline workdir."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -9,19 +8,9 @@ import sys
 
 import pytest
 
+from bench import gpu_figures as gf
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _load():
-  spec = importlib.util.spec_from_file_location("bench_gpu_figures",
-                                                os.path.join(REPO, "bench", "gpu_figures.py"))
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module  # its dataclasses look their module up there
-  spec.loader.exec_module(module)
-  return module
-
-
-gf = _load()
 
 
 def _flags(argv):
@@ -42,11 +31,7 @@ def _items(tiny, references=False, tmp="/out"):
 
 def test_importing_it_pulls_in_neither_jax_nor_torch():
   # The parent process must stay off the GPU (the children need its memory).
-  path = os.path.join(REPO, "bench", "gpu_figures.py")
-  code = ("import importlib.util, sys; "
-          f"spec = importlib.util.spec_from_file_location('g', {path!r}); "
-          "m = importlib.util.module_from_spec(spec); sys.modules['g'] = m; "
-          "spec.loader.exec_module(m); "
+  code = ("import sys; from bench import gpu_figures as m; "
           "m.build_items(False, '/o'); m.build_items(True, '/o'); "
           "assert 'jax' not in sys.modules and 'torch' not in sys.modules, sorted(sys.modules)")
   subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
@@ -55,7 +40,7 @@ def test_importing_it_pulls_in_neither_jax_nor_torch():
 def test_full_decode_items_have_the_llama_shapes_in_bf16():
   items = _items(tiny=False)
   d8 = _flags(items["decode_8b"].argv)
-  assert items["decode_8b"].argv[1] == "bench/decode.py"
+  assert items["decode_8b"].argv[1:3] == ("-m", "bench.decode")
   assert d8["batch_sizes"] == "1,64" and d8["dtype"] == "bfloat16"
   assert (d8["vocab_size"], d8["hidden_size"], d8["num_layers"], d8["intermediate_size"],
           d8["num_heads"], d8["num_kv_heads"]) == ("128256", "4096", "32", "14336", "32", "8")
@@ -82,7 +67,7 @@ def test_references_follow_the_switch():
 
 def test_full_dpo_item_is_the_1b_shape():
   dpo = _flags(_items(tiny=False)["dpo_1b"].argv)
-  assert _items(tiny=False)["dpo_1b"].argv[1] == "bench/dpo_step.py"
+  assert _items(tiny=False)["dpo_1b"].argv[1:3] == ("-m", "bench.dpo_step")
   assert (dpo["vocab_size"], dpo["hidden_size"], dpo["num_layers"], dpo["intermediate_size"],
           dpo["num_heads"], dpo["num_kv_heads"], dpo["dtype"]) == (
               "128256", "2048", "16", "8192", "32", "8", "bfloat16")
@@ -169,7 +154,7 @@ def test_stage_seconds_from_the_stage_files(tmp_path):
 def test_summary_collects_every_item_record(tmp_path):
   (tmp_path / "items").mkdir()
   (tmp_path / "dpo_1b.md").write_text("# x\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\ntext\n")
-  record = dict(name="dpo_1b", title="DPO", command="python bench/dpo_step.py", rc=0,
+  record = dict(name="dpo_1b", title="DPO", command="python -m bench.dpo_step", rc=0,
                 timed_out=False, wall_s=1.0, load_before=0.5, load_after=0.7, cores=16,
                 started_utc="2026-01-01 00:00:00", results="dpo_1b.md", results_exists=True,
                 log="logs/dpo_1b.log", stdout_tail=["done"])

@@ -1,25 +1,11 @@
 """bench/machine.py: a benchmark started on a loaded machine writes no results, or marked ones."""
 
-import importlib.util
-import os
-import sys
-
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _machine():
-  spec = importlib.util.spec_from_file_location("_bench_machine",
-                                                os.path.join(REPO, "bench", "machine.py"))
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module  # dataclasses look their module up there
-  spec.loader.exec_module(module)
-  return module
+from bench import machine
 
 
 def test_loaded_machine_is_refused_or_marked():
-  machine = _machine()
   quiet = machine.MachineState(cores=2, load_before=1.6, torch_threads=2)
   quiet.check(allow_loaded=False)
   assert "NOT COMPARABLE" not in quiet.describe() and "torch threads 2" in quiet.describe()
@@ -31,6 +17,5 @@ def test_loaded_machine_is_refused_or_marked():
 
 
 def test_torch_gets_one_thread_per_available_core():
-  machine = _machine()
   threads = machine.pin_torch_threads()
   assert threads is None or threads == machine.cores()

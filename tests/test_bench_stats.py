@@ -1,6 +1,6 @@
-"""bench/testbed.py's statistics and report, on hand-worked numbers and synthetic runs (no jax)."""
+"""bench/stats.py's statistics and bench/testbed.py's report, on hand-worked numbers and synthetic
+runs (no jax)."""
 
-import importlib.util
 import json
 import math
 import os
@@ -9,46 +9,36 @@ import sys
 
 import pytest
 
+from bench import stats, testbed
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCH_PATH = os.path.join(REPO, "bench", "testbed.py")
-
-
-def _load_bench():
-  # bench/ is not a package: load the script by path, as the bench's own users run it.
-  spec = importlib.util.spec_from_file_location("bench_testbed", BENCH_PATH)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-bench = _load_bench()
 
 
 @pytest.mark.parametrize("df,expected", [(1, 12.706), (2, 4.303), (9, 2.262), (29, 2.045),
                                          (1e6, 1.960), (math.inf, 1.960)])
 def test_t_quantile_975(df, expected):
-  assert bench.t_quantile(0.975, df) == pytest.approx(expected, abs=1e-3)
+  assert stats.t_quantile(0.975, df) == pytest.approx(expected, abs=1e-3)
 
 
 def test_t_quantile_tails_and_symmetry():
-  assert bench.t_quantile(0.9995, 1) == pytest.approx(636.619, abs=1e-2)  # far tail, df 1
-  assert bench.t_quantile(0.995, 4) == pytest.approx(4.604, abs=1e-3)
-  assert bench.t_quantile(0.025, 9) == pytest.approx(-bench.t_quantile(0.975, 9), abs=1e-12)
-  assert bench.t_quantile(0.5, 3) == 0.0
+  assert stats.t_quantile(0.9995, 1) == pytest.approx(636.619, abs=1e-2)  # far tail, df 1
+  assert stats.t_quantile(0.995, 4) == pytest.approx(4.604, abs=1e-3)
+  assert stats.t_quantile(0.025, 9) == pytest.approx(-stats.t_quantile(0.975, 9), abs=1e-12)
+  assert stats.t_quantile(0.5, 3) == 0.0
   # The quantile inverts the tail it was solved on.
-  assert bench.t_sf(bench.t_quantile(0.9, 7), 7) == pytest.approx(0.1, abs=1e-12)
+  assert stats.t_sf(stats.t_quantile(0.9, 7), 7) == pytest.approx(0.1, abs=1e-12)
   with pytest.raises(ValueError):
-    bench.t_quantile(1.0, 5)
+    stats.t_quantile(1.0, 5)
 
 
 def test_betainc_known_values():
-  assert bench.betainc(1, 1, 0.3) == pytest.approx(0.3, abs=1e-14)      # uniform
-  assert bench.betainc(2, 3, 0.4) == pytest.approx(0.5248, abs=1e-12)   # 1 - sum of binomials
-  assert bench.betainc(0.5, 0.5, 0.5) == pytest.approx(0.5, abs=1e-12)  # symmetric
+  assert stats.betainc(1, 1, 0.3) == pytest.approx(0.3, abs=1e-14)      # uniform
+  assert stats.betainc(2, 3, 0.4) == pytest.approx(0.5248, abs=1e-12)   # 1 - sum of binomials
+  assert stats.betainc(0.5, 0.5, 0.5) == pytest.approx(0.5, abs=1e-12)  # symmetric
 
 
 def test_paired_t_ci_hand_worked():
-  mean, lo, hi = bench.paired_t_ci([1, 2, 3, 4, 5])
+  mean, lo, hi = stats.paired_t_ci([1, 2, 3, 4, 5])
   half = 2.776445 * math.sqrt(2.5) / math.sqrt(5)  # t_{0.975,4} * sd / sqrt(n)
   assert mean == pytest.approx(3.0)
   assert lo == pytest.approx(3 - half, abs=1e-5)
@@ -56,31 +46,43 @@ def test_paired_t_ci_hand_worked():
 
 
 def test_paired_t_ci_edge_cases():
-  mean, lo, hi = bench.paired_t_ci([0.4])  # one seed: no interval
+  mean, lo, hi = stats.paired_t_ci([0.4])  # one seed: no interval
   assert mean == 0.4 and math.isnan(lo) and math.isnan(hi)
-  assert bench.paired_t_ci([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)  # no spread: a point interval
+  assert stats.paired_t_ci([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)  # no spread: a point interval
   # Missing metrics (None, NaN) are dropped, not counted as zero.
-  assert bench.paired_t_ci([1, None, 3, math.nan])[0] == pytest.approx(2.0)
+  assert stats.paired_t_ci([1, None, 3, math.nan])[0] == pytest.approx(2.0)
+
+
+def test_clean_and_mean_halfwidth():
+  # Only finite numbers count: missing metrics (None, NaN, inf) and bools are dropped, not zeros.
+  assert stats.clean([1, 2.5, None, math.nan, math.inf, True, "3"]) == [1.0, 2.5]
+  mean, half, n = stats.mean_halfwidth([1, 2, 3, None])
+  assert (mean, n) == (2.0, 3)
+  assert half == pytest.approx(stats.t_quantile(0.975, 2) * 1.0 / math.sqrt(3))
+  mean, half, n = stats.mean_halfwidth([7.0])
+  assert (mean, n) == (7.0, 1) and math.isnan(half)
+  mean, half, n = stats.mean_halfwidth([None])
+  assert n == 0 and math.isnan(mean) and math.isnan(half)
 
 
 def test_verdict_rules():
-  assert bench.verdict(0.1, 2.0, "A", "B") == "A > B"
-  assert bench.verdict(-2.0, -0.1, "A", "B") == "A < B"
-  assert bench.verdict(-1.0, 1.0, "A", "B") == "no decision (CI spans 0)"
-  assert bench.verdict(0.0, 1.0) == "no decision (CI spans 0)"  # touching 0 does not decide
-  assert bench.verdict(math.nan, math.nan) == "no decision (CI spans 0)"
+  assert stats.verdict(0.1, 2.0, "A", "B") == "A > B"
+  assert stats.verdict(-2.0, -0.1, "A", "B") == "A < B"
+  assert stats.verdict(-1.0, 1.0, "A", "B") == "no decision (CI spans 0)"
+  assert stats.verdict(0.0, 1.0) == "no decision (CI spans 0)"  # touching 0 does not decide
+  assert stats.verdict(math.nan, math.nan) == "no decision (CI spans 0)"
 
 
 def test_bootstrap_ci_contains_mean_and_is_deterministic():
   diffs = [0.03, -0.01, 0.05, 0.02, 0.04, 0.00, 0.06, 0.01, 0.03, 0.02]
-  lo, hi = bench.bootstrap_ci(diffs)
+  lo, hi = stats.bootstrap_ci(diffs)
   mean = sum(diffs) / len(diffs)
   assert lo < mean < hi
-  assert (lo, hi) == bench.bootstrap_ci(diffs)  # fixed RNG seed
-  t_mean, t_lo, t_hi = bench.paired_t_ci(diffs)
+  assert (lo, hi) == stats.bootstrap_ci(diffs)  # fixed RNG seed
+  t_mean, t_lo, t_hi = stats.paired_t_ci(diffs)
   # Same data, two methods: the percentile interval is close to (a bit narrower than) the t one.
   assert t_lo - 0.01 < lo and hi < t_hi + 0.01
-  assert all(math.isnan(x) for x in bench.bootstrap_ci([1.0]))
+  assert all(math.isnan(x) for x in stats.bootstrap_ci([1.0]))
 
 
 def _heldout(actor, judge_bal):
@@ -100,7 +102,7 @@ def _write_synthetic_runs(root):
   """
   returned = {}
   for seed in (0, 1):
-    for arm in bench.ARMS:
+    for arm in testbed.ARMS:
       actor0, judge0 = 0.50 + 0.01 * seed, 0.70
       final_actor = actor0 + {"self_rewarding": 0.10 * (seed + 1)}.get(arm, 0.02)
       final_judge = 0.72 + {"meta_rewarding": 0.05, "meta_rewarding_every": -0.03}.get(arm, 0.0)
@@ -115,7 +117,7 @@ def _write_synthetic_runs(root):
             "pairs/judge_identical_dropped": 1, "judge/score_mean": 3.2,
             "meta/picks_higher_score_rate": 0.55, "dpo/rewards/accuracies": 0.8,
             "wall_seconds": 30.0, "judge/score_histogram": [1, 2, 3]})
-      workdir = bench.run_dir(str(root), arm, seed)
+      workdir = testbed.run_dir(str(root), arm, seed)
       os.makedirs(workdir)
       with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
         for rec in records:
@@ -127,23 +129,23 @@ def _write_synthetic_runs(root):
 
 def test_read_run_merges_returned_and_file(tmp_path):
   returned = _write_synthetic_runs(tmp_path)
-  workdir = bench.run_dir(str(tmp_path), "meta_rewarding", 1)
-  records = bench.read_run(workdir, returned[("meta_rewarding", 1)])
+  workdir = testbed.run_dir(str(tmp_path), "meta_rewarding", 1)
+  records = testbed.read_run(workdir, returned[("meta_rewarding", 1)])
   assert sorted(records) == [0, 1, 2, 3]  # iteration 0 from the file; the cut line skipped
   assert records[0]["heldout/actor_accuracy"] == pytest.approx(0.51)
   assert "judge/score_histogram" not in records[1]  # only scalars are kept
-  assert bench.read_run(str(tmp_path / "absent")) == {}
+  assert testbed.read_run(str(tmp_path / "absent")) == {}
 
 
 def test_report_on_synthetic_runs(tmp_path):
   _write_synthetic_runs(tmp_path)
-  arms = list(bench.ARMS)
-  runs = bench.collect_runs(str(tmp_path), arms, [0, 1])
+  arms = list(testbed.ARMS)
+  runs = testbed.collect_runs(str(tmp_path), arms, [0, 1])
   assert [(r["arm"], r["seed"]) for r in runs][:len(arms) + 1] == [
       (arm, 0) for arm in arms] + [("meta_rewarding", 1)]  # seeds outermost
-  assert arms[:3] == list(bench.METHOD_ARMS) == [
+  assert arms[:3] == list(testbed.METHOD_ARMS) == [
       "meta_rewarding", "self_rewarding", "meta_rewarding_every"]
-  text, results = bench.build_report(runs, arms, n_iter=3, header_lines=["    python x"])
+  text, results = testbed.build_report(runs, arms, n_iter=3, header_lines=["    python x"])
   by_key = {(c["metric"], c["x"], c["y"]): c for c in results}
 
   a = by_key[("actor_accuracy", "self_rewarding", None)]
@@ -183,20 +185,20 @@ def test_report_on_synthetic_runs(tmp_path):
 
 def test_report_with_missing_runs(tmp_path):
   _write_synthetic_runs(tmp_path)
-  runs = [r for r in bench.collect_runs(str(tmp_path), list(bench.ARMS), [0, 1])
+  runs = [r for r in testbed.collect_runs(str(tmp_path), list(testbed.ARMS), [0, 1])
           if not (r["arm"] == "self_rewarding" and r["seed"] == 1)]
-  text, results = bench.build_report(runs, list(bench.ARMS), n_iter=3)
+  text, results = testbed.build_report(runs, list(testbed.ARMS), n_iter=3)
   assert "**(a) Self-Rewarding raises held-out actor accuracy above the seed model's: not " \
       "measured**" in text
-  text, _ = bench.build_report(runs, ["meta_rewarding"], n_iter=3)
+  text, _ = testbed.build_report(runs, ["meta_rewarding"], n_iter=3)
   assert "**(b): not measured** — the bench did not run meta_rewarding and self_rewarding." in text
 
 
-def test_import_runs_nothing():
-  # The module is imported by tests next to modules that define --workdir: it must define no
-  # absl flags and import no jax until it is run as a script.
-  code = (f"import importlib.util, sys; spec = importlib.util.spec_from_file_location('b', "
-          f"{BENCH_PATH!r}); m = importlib.util.module_from_spec(spec); "
-          "spec.loader.exec_module(m); "
-          "assert 'jax' not in sys.modules and 'absl.flags' not in sys.modules, sorted(sys.modules)")
-  subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+@pytest.mark.parametrize("module", ["bench.stats", "bench.testbed"])
+def test_import_runs_nothing(module):
+  # The modules are imported by tests next to modules that define --workdir: they must define no
+  # absl flags and import no jax until run as a script (`python -m bench.testbed`).
+  code = (f"import sys, {module}; "
+          "assert not {'jax', 'absl.flags', 'meta_rewarding'} & set(sys.modules), "
+          "sorted(sys.modules)")
+  subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=60)

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from bench import ste as bench_ste
 from meta_rewarding import artifacts, pipeline, prompts, stages, ste
 from meta_rewarding.defaults import get_ste_config
 from meta_rewarding.recipe_types import Generation
@@ -495,15 +496,11 @@ def test_smoke_run_of_the_ste_testbed_config(tmp_path):
 
 
 def test_bench_report_pairs_each_model_with_the_seed():
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("bench_ste", os.path.join(REPO, "bench", "ste.py"))
-  bench = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(bench)
   runs = {s: {0: {"iteration": 0, "judge_eval/score": 0.50 + d},
               1: {"iteration": 1, "judge_eval/score": 0.60 + d, "ste/kept": 10 + s,
                   "oracle/ste_label_right": 0.9}}
           for s, d in enumerate((0.0, 0.02, -0.01))}
-  text, results = bench.build_report(runs, 1, ["    python bench/ste.py"])
+  text, results = bench_ste.build_report(runs, 1, ["    python -m bench.ste"])
   assert results["paired"]["M_1"]["mean"] == pytest.approx(0.10)
   assert results["paired"]["M_1"]["verdict"] == "M_1 > M_0"
   assert "STE raises the judge's pairwise accuracy above the seed's; +10.0 points" in text
