@@ -6,7 +6,9 @@ setuptools.setup(
     name="meta_rewarding",
     version="0.1.0",
     description="Meta-Rewarding / Self-Rewarding language-model self-improvement in JAX",
-    packages=setuptools.find_packages(include=["meta_rewarding", "meta_rewarding.*"]),
+    # configs: a config file loaded by path (`--config=configs/tpu_v4.py`) imports configs.common.
+    packages=setuptools.find_packages(include=["meta_rewarding", "meta_rewarding.*", "configs",
+                                               "xm_launch"]),
     package_data={"meta_rewarding": ["testbed/seed/*"]},
     python_requires=">=3.10",
     install_requires=[

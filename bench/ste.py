@@ -21,7 +21,6 @@ rerun resumes); the report (bench/results/ste.md) is rewritten after every run.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shlex
@@ -44,11 +43,8 @@ DATA_KEYS = (("ste/pairs", "pairs built", "n"), ("ste/match_rate", "judgments na
 
 
 def load_config(seed: int, pairs: int, variant: str = ""):
-  spec = importlib.util.spec_from_file_location("ste_testbed_config",
-                                                os.path.join(REPO, "configs", "ste_testbed.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(",".join(filter(None, (variant, f"seed={seed}"))))
+  import configs  # not at import: `import bench.ste` loads no project code (as bench.testbed)
+  config = configs.load("ste_testbed", ",".join(filter(None, (variant, f"seed={seed}"))))
   config.evaluate.judge_pairs = f"testbed:{pairs}"
   return config
 

@@ -380,12 +380,8 @@ def build_report(runs: Sequence[Mapping[str, Any]], arms: Sequence[str], *,
 # Running.
 
 def load_config(variant: str):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("local_cpu", os.path.join(REPO, "configs",
-                                                                          "local_cpu.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant), module.seed_dir()
+  import configs  # not at import: `import bench.testbed` loads no project code (its test checks)
+  return configs.load("local_cpu", variant), configs.module("local_cpu").seed_dir()
 
 
 def arm_config(arm: str, seed: int, eval_tasks: int, eval_seed: int = 0):

@@ -20,7 +20,7 @@ Llama-3-8B, hours on one GPU/TPU host per 10k pairs (set mesh.shape for your dev
 
 import ml_collections
 
-from meta_rewarding import defaults
+from meta_rewarding.config import base, rules
 
 
 def get_config(arg=None):
@@ -50,9 +50,9 @@ def get_config(arg=None):
       split="",                    # hub datasets: the split ("" = train)
       system_prompt="",            # optional system message before each prompt
   ))
-  config.train = defaults.train_config()
+  config.train = base.train_config()
   config.mesh = ml_collections.ConfigDict(dict(
       shape=ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1)),
-      rules=defaults.TRAIN_RULES,  # logical axis -> mesh axes (the pipeline's)
+      rules=rules.TRAIN_RULES,     # logical axis -> mesh axes (the pipeline's)
   ))
   return config

@@ -54,7 +54,7 @@ table of docs/design.md#what-each-iteration-reports; metrics.jsonl, TensorBoard 
 
 import ml_collections
 
-from meta_rewarding import defaults
+from configs import common
 
 CHECKPOINT = "/path/to/Meta-Llama-3-8B-Instruct"
 PROMPTS = "/path/to/prompts.jsonl"
@@ -69,9 +69,9 @@ VARIANTS = ("", "model=llama3_1b", "model=llama3_3b", "model=llama3_1_8b", "mesh
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants = defaults.parse_variants(arg, "gpu", defaults.PAPER_SCALE_VARIANTS,
+  variants = common.parse_variants(arg, "gpu", common.PAPER_SCALE_VARIANTS,
                                      "model=llama3_1b,runlocal")
-  c = defaults.paper_scale_config(
+  c = common.paper_scale_config(
       variants, checkpoint=CHECKPOINT, checkpoint_dir="/path/to", prompts_path=PROMPTS,
       mesh_shape={"data": 1, "fsdp": -1, "tensor": 8}, num_devices=NUM_GPUS,
       device_memory_gb=GPU_MEMORY_GIB,
@@ -87,4 +87,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 def get_hyper(h):
   """The sweep `xm_launch/launch.py --sweep` runs: Meta-Rewarding against its Self-Rewarding
   baseline, one node each. `h` is `xm_launch.hyper`."""
-  return defaults.method_sweep(h)
+  return common.method_sweep(h)

@@ -42,7 +42,8 @@ plots/*.png (plots/heldout.png: M_0 ... M_T) in the workdir.
 
 import ml_collections
 
-from meta_rewarding import defaults
+from configs import common
+from meta_rewarding.config import base
 
 VARIANTS = ("", "smoke", "self_rewarding", "judge_pairs_every", "no_length_control", "bench",
             "bench,self_rewarding,no_length_control", "bench,judge_pairs_every", "seed=1",
@@ -53,16 +54,16 @@ KNOWN = ("smoke", "self_rewarding", "judge_pairs_every", "no_length_control", "b
 
 def seed_dir() -> str:
   """The shipped seed model this config starts from."""
-  return defaults.testbed_settings().seed_dir
+  return common.testbed_settings().seed_dir
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants = defaults.parse_variants(arg, "local_cpu", KNOWN, "bench,self_rewarding,seed=2")
-  testbed = defaults.testbed_settings()
+  variants = common.parse_variants(arg, "local_cpu", KNOWN, "bench,self_rewarding,seed=2")
+  testbed = common.testbed_settings()
 
-  c = defaults.get_base_config()
+  c = base.get_base_config()
   c.seed = 0
-  defaults.use_testbed_seed(c)
+  common.use_testbed_seed(c)
 
   c.data.prompts = "testbed:2000"
 

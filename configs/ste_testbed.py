@@ -51,19 +51,20 @@ ste_rates, sft_loss, judge_eval) in the workdir. Expected run time: a few minute
 
 import ml_collections
 
-from meta_rewarding import defaults
+from configs import common
+from meta_rewarding.config import base
 
 VARIANTS = ("", "smoke", "large", "seed=1", "large,seed=1", "random_order")
 KNOWN = ("smoke", "large", "seed", "random_order")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants = defaults.parse_variants(arg, "ste_testbed", KNOWN, "smoke,seed=2")
-  testbed = defaults.testbed_settings()
+  variants = common.parse_variants(arg, "ste_testbed", KNOWN, "smoke,seed=2")
+  testbed = common.testbed_settings()
 
-  c = defaults.get_ste_config()
+  c = base.get_ste_config()
   c.seed = 0
-  defaults.use_testbed_seed(c)
+  common.use_testbed_seed(c)
 
   c.data.prompts = "testbed:2000"  # the pool split, as configs/local_cpu.py
 

@@ -40,7 +40,7 @@ Variants (`--config=configs/ste_tpu_v4.py:<arg>`):
   runlocal    a tiny random model on the synthetic testbed, on whatever devices are present (CPU
               is fine, about a minute): checks the wiring of this config, not the method.
 
-The paper's settings, and which this config could not confirm (defaults.ste_settings):
+The paper's settings, and which this config could not confirm (config/base.py's ste_settings):
   * confirmed from the reference implementation (facebookresearch/RAM self_taught_evaluator): the
     worse-response prompt (verbatim, prompts.WORSE_RESPONSE_TEMPLATE), the evaluation-plan judge
     prompt RAM generates its judgments with (verbatim, prompts.EVAL_PLAN_TEMPLATE, one user
@@ -75,7 +75,8 @@ model (HF safetensors) in the workdir.
 
 import ml_collections
 
-from meta_rewarding import defaults
+from configs import common
+from meta_rewarding.config import base
 
 CHECKPOINT = "gs://YOUR_BUCKET/models/Meta-Llama-3-70B-Instruct"
 PROMPTS = "gs://YOUR_BUCKET/data/wildchat_instructions.jsonl"
@@ -87,10 +88,10 @@ VARIANTS = ("", "categorize", "runlocal")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants = defaults.parse_variants(arg, "ste_tpu_v4", ("categorize", "runlocal"), "categorize")
-  c = defaults.get_ste_config()
+  variants = common.parse_variants(arg, "ste_tpu_v4", ("categorize", "runlocal"), "categorize")
+  c = base.get_ste_config()
   c.seed = 0
-  preset = defaults.model_preset("llama3_70b")
+  preset = common.model_preset("llama3_70b")
   c.model.checkpoint = CHECKPOINT
   c.model.tokenizer = ""              # the checkpoint's tokenizer and chat template
   c.model.chat_format = "auto"
@@ -116,11 +117,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.ste.judge_max_new_tokens = 2048
   c.ste.category_max_new_tokens = 128
   # RAM's judgment generation: the evaluation-plan prompt (one user message), both orders.
-  defaults.use_eval_plan_judge(c)     # prompts.EVAL_PLAN_TEMPLATE, no system prompt (RAM's)
+  base.use_eval_plan_judge(c)         # prompts.EVAL_PLAN_TEMPLATE, no system prompt (RAM's)
   c.ste.orders = "both"
   c.ste.train_on = "iteration"
 
-  t = c.train                         # the optimiser: defaults.get_ste_config (the reference's)
+  t = c.train                         # the optimiser: base.get_ste_config (the reference's)
   t.batch_size = 16                   # a multiple of the fsdp=16 batch shards
   t.grad_accum_steps = 1
   t.max_length = 4096
@@ -141,7 +142,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def _runlocal(c: ml_collections.ConfigDict) -> None:
   """Tiny and local: this config's structure (scan, remat, a mesh, the STE stages) on a CPU."""
-  defaults.apply_runlocal(c, {})
+  common.apply_runlocal(c, {})
   c.actor.max_new_tokens = 8
   c.ste.worse_max_new_tokens = c.ste.judge_max_new_tokens = c.ste.category_max_new_tokens = 8
   c.ste.num_judgments = 2

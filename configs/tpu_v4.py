@@ -78,7 +78,7 @@ workdir.
 
 import ml_collections
 
-from meta_rewarding import defaults
+from configs import common
 
 # Placeholders: override on the command line (see the docstring).
 CHECKPOINT = "gs://YOUR_BUCKET/models/Meta-Llama-3-8B-Instruct"
@@ -95,9 +95,9 @@ VARIANTS = ("", "model=llama3_1b", "model=llama3_3b", "model=llama3_1_8b", "mesh
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants = defaults.parse_variants(arg, "tpu_v4", defaults.PAPER_SCALE_VARIANTS,
+  variants = common.parse_variants(arg, "tpu_v4", common.PAPER_SCALE_VARIANTS,
                                      "model=llama3_1b,mesh=fsdp")
-  c = defaults.paper_scale_config(
+  c = common.paper_scale_config(
       variants, checkpoint=CHECKPOINT, checkpoint_dir="gs://YOUR_BUCKET/models",
       prompts_path=PROMPTS, mesh_shape={"data": 1, "fsdp": -1, "tensor": 8},
       num_devices=NUM_CHIPS, device_memory_gb=CHIP_MEMORY_GIB,
@@ -113,4 +113,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 def get_hyper(h):
   """The sweep `xm_launch/launch.py --sweep` runs: Meta-Rewarding against its Self-Rewarding
   baseline (one work unit, i.e. one slice, each). `h` is `xm_launch.hyper`."""
-  return defaults.method_sweep(h)
+  return common.method_sweep(h)

@@ -48,7 +48,7 @@ scale"); not a measurement.
 
 import ml_collections
 
-from meta_rewarding import defaults
+from configs import common
 
 CHECKPOINT = "gs://YOUR_BUCKET/models/Meta-Llama-3-8B-Instruct"
 PROMPTS = "gs://YOUR_BUCKET/data/prompts.jsonl"
@@ -61,9 +61,9 @@ VARIANTS = ("", "model=llama3_1b", "model=llama3_3b", "model=llama3_1_8b", "mesh
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants = defaults.parse_variants(arg, "tpu_v5e", defaults.PAPER_SCALE_VARIANTS,
+  variants = common.parse_variants(arg, "tpu_v5e", common.PAPER_SCALE_VARIANTS,
                                      "model=llama3_1b,mesh=fsdp")
-  return defaults.paper_scale_config(
+  return common.paper_scale_config(
       variants, checkpoint=CHECKPOINT, checkpoint_dir="gs://YOUR_BUCKET/models",
       prompts_path=PROMPTS, mesh_shape={"data": 1, "fsdp": -1, "tensor": 8},
       num_devices=NUM_CHIPS, device_memory_gb=CHIP_MEMORY_GIB,
@@ -74,4 +74,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def get_hyper(h):
   """The sweep `xm_launch/launch.py --sweep` runs: Meta-Rewarding against Self-Rewarding."""
-  return defaults.method_sweep(h)
+  return common.method_sweep(h)

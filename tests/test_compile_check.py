@@ -12,19 +12,14 @@ import sys
 import jax
 import pytest
 
+import configs
 from meta_rewarding import compile_check, targets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _tiny_config(**changes):
-  sys.path.insert(0, REPO)
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("tpu_v4_cfg", os.path.join(REPO, "configs",
-                                                                            "tpu_v4.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config("runlocal")
+  c = configs.load("tpu_v4", "runlocal")
   c.mesh.shape = {"data": 1, "fsdp": 1, "tensor": 1}
   for key, value in changes.items():
     section, name = key.split(".")

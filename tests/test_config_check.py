@@ -6,25 +6,26 @@ import os
 import ml_collections
 import pytest
 
-from meta_rewarding import config_check, defaults, train
+import configs
+from meta_rewarding.config import base as config_base
+from meta_rewarding import config_check, train
 from meta_rewarding.config_check import ConfigError
 
-import test_configs  # the same loader and variant list as the config-file tests
+import test_configs  # the same variant list as the config-file tests
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config_cases():
-  for path in test_configs.CONFIG_FILES:
-    module = test_configs.load_module(path)
-    for variant in test_configs.documented_variants(module) or [""]:
-      yield pytest.param(path, variant, id=f"{os.path.basename(path)}:{variant}")
+  for name in configs.NAMES:
+    for variant in test_configs.documented_variants(configs.module(name)) or [""]:
+      yield pytest.param(name, variant, id=f"{name}.py:{variant}")
 
 
-@pytest.mark.parametrize("path,variant", list(_config_cases()))
-def test_every_config_file_and_variant_passes(path, variant):
-  module = test_configs.load_module(path)
-  config = module.get_config(variant or None)
+@pytest.mark.parametrize("name,variant", list(_config_cases()))
+def test_every_config_file_and_variant_passes(name, variant):
+  module = configs.module(name)
+  config = configs.load(name, variant)
   if test_configs.is_pipeline_config(module):
     config_check.check_pipeline_config(config)
   else:
@@ -32,7 +33,7 @@ def test_every_config_file_and_variant_passes(path, variant):
 
 
 def test_base_and_train_defaults_pass():
-  c = defaults.get_base_config()
+  c = config_base.get_base_config()
   c.data.prompts = "testbed:10"  # the base leaves the prompt source to the config file
   c.model.architecture = ml_collections.ConfigDict({"hidden_size": 8})
   c.train = train.default_train_config()
@@ -41,7 +42,7 @@ def test_base_and_train_defaults_pass():
 
 
 def smoke():
-  return test_configs.load_module(os.path.join(REPO, "configs", "local_cpu.py")).get_config("smoke")
+  return configs.load("local_cpu", "smoke")
 
 
 def _set(config, key, value):
@@ -198,7 +199,7 @@ def test_values_no_run_can_mean_are_refused(key, value):
                                        ("ste.worse_max_new_tokens", 131_072),
                                        ("ste.category_max_new_tokens", 131_072)])
 def test_ste_bounds(key, bound):
-  config = test_configs.load_module(os.path.join(REPO, "configs", "ste_testbed.py")).get_config()
+  config = configs.load("ste_testbed")
   _set(config, key, bound)
   config_check.check_pipeline_config(config)
   _set(config, key, bound + 1)
@@ -342,7 +343,7 @@ def test_train_config_alone():
 
 
 def _dpo_example():
-  return test_configs.load_module(os.path.join(REPO, "configs", "dpo_example.py")).get_config()
+  return configs.load("dpo_example")
 
 
 @pytest.mark.parametrize("key,value,named,allowed", [
@@ -376,8 +377,7 @@ def test_train_dpo_sft_mode_ignores_the_dpo_loss_type():
 def test_a_tensor_width_the_model_does_not_divide_names_one_that_does():
   """A Qwen2.5-7B checkpoint (28 heads, 4 kv heads) on the pod config's default tensor=8: the
   refusal says which tensor width fits (the `model=qwen2_5_7b_instruct` variant picks it)."""
-  module = test_configs.load_module(os.path.join(test_configs.REPO, "configs", "tpu_v4.py"))
-  config = module.get_config("model=qwen2_5_7b_instruct")
+  config = configs.load("tpu_v4", "model=qwen2_5_7b_instruct")
   assert config.mesh.shape.tensor == 4
   config_check.check_run_environment(config, 16)
   config.mesh.shape.tensor = 8

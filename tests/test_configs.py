@@ -7,8 +7,6 @@ allocated: 8B parameters exist only as ShapeDtypeStructs.
 """
 
 import functools
-import glob
-import importlib.util
 import json
 import math
 import os
@@ -19,16 +17,16 @@ import sys
 import jax
 import pytest
 
+import configs
+from configs import common
+from meta_rewarding.config import base as config_base, rules as config_rules
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG_FILES = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
+CONFIG_DIR = os.path.join(REPO, "configs")
 
 
-def load_module(path):
-  spec = importlib.util.spec_from_file_location(
-      "_cfg_" + re.sub(r"\W", "_", os.path.basename(path)), path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+def path_of(name: str) -> str:
+  return os.path.join(CONFIG_DIR, name + ".py")
 
 
 def documented_variants(module) -> list[str]:
@@ -60,9 +58,9 @@ def _variants_or_default(module) -> list[str]:
 
 
 def _cases():
-  for path in CONFIG_FILES:
-    for variant in _variants_or_default(load_module(path)):
-      yield pytest.param(path, variant, id=f"{os.path.basename(path)}:{variant}")
+  for name in configs.NAMES:
+    for variant in _variants_or_default(configs.module(name)):
+      yield pytest.param(name, variant, id=f"{name}.py:{variant}")
 
 
 def _assert_has_schema(config, schema, where="config"):
@@ -75,20 +73,39 @@ def _assert_has_schema(config, schema, where="config"):
 
 
 def test_config_files_exist_and_document_variants():
-  names = {os.path.basename(p) for p in CONFIG_FILES}
-  assert {"local_cpu.py", "tpu_v4.py", "gpu.py"} <= names
-  for path in CONFIG_FILES:
-    module = load_module(path)
-    assert "python -m meta_rewarding." in (module.__doc__ or ""), f"{path}: docstring has no command"
+  files = {f[:-3] for f in os.listdir(CONFIG_DIR) if f.endswith(".py")} - {"__init__", "common"}
+  assert set(configs.NAMES) == files  # every config file is loaded by the tests below
+  assert {"local_cpu", "tpu_v4", "gpu"} <= set(configs.NAMES)
+  for name in configs.NAMES:
+    module = configs.module(name)
+    assert "python -m meta_rewarding." in (module.__doc__ or ""), f"{name}: docstring has no command"
     if is_pipeline_config(module):
-      assert documented_variants(module), f"{path} documents no variants"
+      assert documented_variants(module), f"{name} documents no variants"
 
 
-@pytest.mark.parametrize("path,variant", list(_cases()))
-def test_config_loads_complete(path, variant):
-  from meta_rewarding import defaults, plan, sharding, train
-  module = load_module(path)
-  config = module.get_config(variant or None)
+def test_load_is_what_the_config_flag_gives():
+  # --config=configs/X.py -> get_config(); --config=configs/X.py:arg -> get_config(arg).
+  for spelling in ("tpu_v4", "tpu_v4.py", "configs/tpu_v4.py", path_of("tpu_v4")):
+    assert configs.load(spelling).to_dict() == configs.module("tpu_v4").get_config().to_dict()
+  want = configs.module("tpu_v4").get_config("mesh=fsdp").to_dict()
+  assert configs.load("tpu_v4", "mesh=fsdp").to_dict() == want
+  assert configs.load("configs/tpu_v4.py:mesh=fsdp").to_dict() == want
+  assert configs.split(path_of("gpu") + ":runlocal") == ("gpu", "runlocal")
+  with pytest.raises(ValueError, match="give one"):
+    configs.load("tpu_v4.py:mesh=fsdp", "runlocal")
+
+
+def test_unknown_config_names_the_configs():
+  for bad in ("no_such", "configs/no_such.py", "common", "/elsewhere/tpu_v4.py"):
+    with pytest.raises(configs.UnknownConfigError, match="local_cpu, .*tpu_v4"):
+      configs.load(bad)
+
+
+@pytest.mark.parametrize("name,variant", list(_cases()))
+def test_config_loads_complete(name, variant):
+  from meta_rewarding import plan, sharding, train
+  module = configs.module(name)
+  config = configs.load(name, variant)
   _assert_has_schema(config.train, train.default_train_config(), "config.train")
   json.loads(config.to_json())  # the pipeline records it
   config.lock()
@@ -96,7 +113,7 @@ def test_config_loads_complete(path, variant):
     assert {"model", "mesh", "train"} <= set(config.keys())
     sharding.resolve_mesh_shape(dict(config.mesh.shape), 8)
     return
-  _assert_has_schema(config, defaults.get_base_config())
+  _assert_has_schema(config, config_base.get_base_config())
   mc, _ = plan.model_config_from(config)  # a valid LlamaConfig
   assert mc.num_params() > 0
   n = int(config.mesh.get("num_devices") or 1)  # no count named: a laptop's one CPU device
@@ -104,7 +121,7 @@ def test_config_loads_complete(path, variant):
   assert config.train.batch_size % (mesh["data"] * mesh["fsdp"]) == 0, "batch not divisible"
   if config.get("recipe", "meta_rewarding") == "ste":  # the Self-Taught Evaluator's schema
     from meta_rewarding import config_check
-    _assert_has_schema(config, defaults.get_ste_config())
+    _assert_has_schema(config, config_base.get_ste_config())
     config_check.check_pipeline_config(config)
     return
   assert len(config.pipeline.rho) >= config.pipeline.num_iterations
@@ -112,17 +129,14 @@ def test_config_loads_complete(path, variant):
 
 
 def test_loading_a_config_imports_neither_flax_nor_optax():
-  # Config files are data: they import ml_collections and meta_rewarding.defaults only, so loading
-  # one (every documented variant) in a tool or a launcher costs nothing and needs no accelerator
-  # stack.
+  # Config files are data: they import ml_collections, configs.common and meta_rewarding.config
+  # only, so loading one (every documented variant) in a tool or a launcher costs nothing and
+  # needs no accelerator stack.
   code = (
-      "import importlib.util, sys\n"
-      f"for path in {CONFIG_FILES!r}:\n"
-      "  spec = importlib.util.spec_from_file_location('cfg', path)\n"
-      "  module = importlib.util.module_from_spec(spec)\n"
-      "  spec.loader.exec_module(module)\n"
-      "  for variant in getattr(module, 'VARIANTS', ('',)):\n"
-      "    module.get_config(variant or None).to_json()\n"
+      "import sys, configs\n"
+      "for name in configs.NAMES:\n"
+      "  for variant in getattr(configs.module(name), 'VARIANTS', ('',)):\n"
+      "    configs.load(name, variant).to_json()\n"
       "bad = sorted(m for m in ('jax', 'flax', 'optax', 'orbax', 'transformers', 'torch')\n"
       "             if m in sys.modules)\n"
       "assert not bad, bad\n")
@@ -132,62 +146,63 @@ def test_loading_a_config_imports_neither_flax_nor_optax():
   assert r.returncode == 0, r.stderr
 
 
-def test_config_files_import_only_ml_collections_and_defaults():
-  for path in CONFIG_FILES:
-    with open(path) as f:
+# What a config file may import: ml_collections, the shared helpers (configs/common.py), the config
+# floor (meta_rewarding/config/) and light pure-Python project modules.
+_CONFIG_IMPORTS = re.compile(
+    r"import ml_collections|from configs import common"
+    r"|from meta_rewarding\.config(\.\w+)? import \w+(, \w+)*"
+    r"|from meta_rewarding(\.testbed)? import (settings|choices|prompts)")
+
+
+def test_config_files_import_only_ml_collections_common_and_the_config_floor():
+  for name in configs.NAMES:
+    with open(path_of(name)) as f:
       imports = {line.strip() for line in f if re.match(r"^(import|from) ", line)}
-    assert imports <= {"import ml_collections", "from meta_rewarding import defaults"}, (path, imports)
+    assert all(_CONFIG_IMPORTS.fullmatch(i) for i in imports), (name, imports)
 
 
 def test_variant_parser_keeps_order_and_names_the_unknown():
-  from meta_rewarding import defaults
-  assert defaults.parse_variants("bench, seed=2,smoke", "x", ("smoke", "bench", "seed")) == \
+  assert common.parse_variants("bench, seed=2,smoke", "x", ("smoke", "bench", "seed")) == \
       {"bench": True, "seed": "2", "smoke": True}
-  assert list(defaults.parse_variants("smoke,bench", "x", ("bench", "smoke"))) == ["smoke", "bench"]
+  assert list(common.parse_variants("smoke,bench", "x", ("bench", "smoke"))) == ["smoke", "bench"]
   with pytest.raises(ValueError, match=r"unknown local_cpu variant 'typo'; expected some of bench"):
-    defaults.parse_variants("bench,typo", "local_cpu", ("bench",))
+    common.parse_variants("bench,typo", "local_cpu", ("bench",))
   with pytest.raises(ValueError, match=r"unknown gpu variants 'a', 'b'"):
-    defaults.parse_variants("a,b", "gpu", ("model",))
+    common.parse_variants("a,b", "gpu", ("model",))
 
 
 def test_unknown_variant_is_refused():
-  for path in CONFIG_FILES:
-    module = load_module(path)
-    if documented_variants(module):
+  for name in configs.NAMES:
+    if documented_variants(configs.module(name)):
       with pytest.raises(ValueError):
-        module.get_config("no_such_variant")
+        configs.load(name, "no_such_variant")
 
 
 def test_paper_defaults_in_pod_configs():
-  for name in ("tpu_v4.py", "gpu.py"):
-    c = load_module(os.path.join(REPO, "configs", name)).get_config()
+  for name in ("tpu_v4", "gpu"):
+    c = configs.load(name)
     assert c.pipeline.num_iterations == 4 and c.pipeline.prompts_per_iteration == 5000
     assert c.actor.num_responses == 7 and c.judge.num_judgments == 11
     assert tuple(c.pipeline.rho) == (0.0, 0.32, 0.32, 0.4) and c.train.beta == 0.1
     assert c.model.dtype == "bfloat16" and c.model.scan_layers and c.model.remat_policy != "none"
     assert c.model.architecture.hidden_size == 4096 and c.model.architecture.num_hidden_layers == 32
-  tpu = load_module(os.path.join(REPO, "configs", "tpu_v4.py"))
-  assert tpu.get_config().mesh.num_devices == 16 and tpu.SLICE == "v4-32"
+  assert configs.load("tpu_v4").mesh.num_devices == 16 and configs.module("tpu_v4").SLICE == "v4-32"
 
 
 def test_tensor_width_divides_the_model():
-  from meta_rewarding import defaults
   from meta_rewarding.model import presets
-  widths = {name: defaults.tensor_width(presets.get(name), 8) for name in (
+  widths = {name: config_rules.tensor_width(presets.get(name), 8) for name in (
       "llama3_8b", "qwen2_5_7b_instruct", "qwen2_5_1_5b_instruct", "gemma_3_4b_it", "tiny")}
   assert widths == {"llama3_8b": 8, "qwen2_5_7b_instruct": 4, "qwen2_5_1_5b_instruct": 2,
                     "gemma_3_4b_it": 4, "tiny": 2}
-  assert defaults.tensor_width({"num_attention_heads": 12, "num_key_value_heads": 12,
-                                "intermediate_size": 96, "vocab_size": 600}, 6) == 6
+  assert config_rules.tensor_width({"num_attention_heads": 12, "num_key_value_heads": 12,
+                             "intermediate_size": 96, "vocab_size": 600}, 6) == 6
 
 
 def test_get_hyper_sweeps():
-  if REPO not in sys.path:  # xm_launch is not an installed package: import it from the checkout
-    sys.path.insert(0, REPO)
   from xm_launch import hyper
-  for name in ("tpu_v4.py", "gpu.py"):
-    module = load_module(os.path.join(REPO, "configs", name))
-    settings = module.get_hyper(hyper)
+  for name in ("tpu_v4", "gpu"):
+    settings = configs.module(name).get_hyper(hyper)
     assert len(settings) == 2
     assert {s["config.meta_judge.enabled"] for s in settings} == {True, False}
 
@@ -195,14 +210,14 @@ def test_get_hyper_sweeps():
 # ------------------------------------------------------------------------------------------------
 # Abstract sharded build.
 
-def abstract_check(path: str, variant: str, devices) -> dict:
+def abstract_check(name: str, variant: str, devices) -> dict:
   """Builds params, train state and the worst KV cache abstractly with their shardings on a mesh
   over `devices`; returns per-device bytes (summed over leaves) and the planner's numbers."""
   from meta_rewarding import plan as plan_lib
   from meta_rewarding import sharding, train
   from meta_rewarding.model import llama
 
-  config = load_module(path).get_config(variant or None)
+  config = configs.load(name, variant)
   mesh = sharding.make_mesh(dict(config.mesh.shape), devices)
   mc, _ = plan_lib.model_config_from(config)
   rules = sharding.TRAIN_RULES
@@ -248,14 +263,14 @@ def _check_result(r: dict):
 
 
 def _abstract_cases():
-  """(path, variant, devices needed), one per distinct (mesh, model, train) setting."""
+  """(name, variant, devices needed), one per distinct (mesh, model, train) setting."""
   seen = set()
-  for path in CONFIG_FILES:
-    module = load_module(path)
+  for name in configs.NAMES:
+    module = configs.module(name)
     if not is_pipeline_config(module):
       continue
     for variant in documented_variants(module):
-      c = module.get_config(variant or None)
+      c = configs.load(name, variant)
       n = int(c.mesh.get("num_devices") or jax.device_count())
       key = (json.dumps(c.mesh.to_dict(), sort_keys=True, default=str),
              json.dumps(c.model.to_dict(), sort_keys=True, default=str),
@@ -263,22 +278,21 @@ def _abstract_cases():
              json.dumps(c.sampling.to_dict(), sort_keys=True, default=str), n)
       if key not in seen:
         seen.add(key)
-        yield path, variant, n
+        yield name, variant, n
 
 
-@pytest.mark.parametrize("path,variant,n", [
-    pytest.param(*c, id=f"{os.path.basename(c[0])}:{c[1]}@{c[2]}")
-    for c in _abstract_cases() if c[2] <= 8])
-def test_abstract_sharded_state_here(path, variant, n):
-  _check_result(abstract_check(path, variant, jax.devices()[:n]))
+@pytest.mark.parametrize("name,variant,n", [
+    pytest.param(*c, id=f"{c[0]}.py:{c[1]}@{c[2]}") for c in _abstract_cases() if c[2] <= 8])
+def test_abstract_sharded_state_here(name, variant, n):
+  _check_result(abstract_check(name, variant, jax.devices()[:n]))
 
 
 def test_abstract_sharded_state_on_larger_meshes():
   """Meshes needing more devices than this process has, in one subprocess per device count."""
   by_count = {}
-  for path, variant, n in _abstract_cases():
+  for name, variant, n in _abstract_cases():
     if n > len(jax.devices()):
-      by_count.setdefault(n, []).append((path, variant))
+      by_count.setdefault(n, []).append((name, variant))
   assert by_count, "expected tpu_v4.py to need more than 8 devices (a v4-32 has 16 chips)"
   for n, cases in sorted(by_count.items()):
     env = dict(os.environ)
@@ -286,15 +300,16 @@ def test_abstract_sharded_state_on_larger_meshes():
                               env.get("XLA_FLAGS", "")) + \
         f" --xla_force_host_platform_device_count={n}"
     env["JAX_PLATFORMS"] = "cpu"
-    code = ("import json, sys; sys.path.insert(0, {tests!r}); sys.path.insert(0, {repo!r}); "
-            "import jax, test_configs as t; "
-            "print(json.dumps([t.abstract_check(p, v, jax.devices()) for p, v in {cases!r}]))"
-            ).format(tests=os.path.dirname(__file__), repo=REPO, cases=cases)
+    env["PYTHONPATH"] = os.pathsep.join(  # test_configs and the checkout
+        filter(None, [os.path.dirname(__file__), REPO, env.get("PYTHONPATH")]))
+    code = ("import json, jax, test_configs as t; "
+            "print(json.dumps([t.abstract_check(c, v, jax.devices()) for c, v in {cases!r}]))"
+            ).format(cases=cases)
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(results) == len(cases)
-    for (path, variant), r in zip(cases, results):
+    for (name, variant), r in zip(cases, results):
       assert r["devices"] == n
       _check_result(r)

@@ -174,7 +174,7 @@ def test_command_on_a_tiny_checkpoint(llama3_checkpoint, tmp_path, protocol, cap
 
 
 def test_testbed_pairs_and_the_pipeline_hook(tmp_path):
-  from meta_rewarding import defaults
+  from meta_rewarding.config import base
   from meta_rewarding.recipe_types import Generation
   from meta_rewarding.testbed import evaluate as testbed_evaluate, oracle
   from meta_rewarding.testbed.tasks import task_from_instruction
@@ -191,7 +191,7 @@ def test_testbed_pairs_and_the_pipeline_hook(tmp_path):
     def generate(self, prompts, *, n, max_new_tokens, seed, share_prefix, desc):
       return [[Generation(t, 3, "stop") for t in row] for row in _length_judge(prompts, n)]
 
-  config = defaults.get_base_config()
+  config = base.get_base_config()
   config.evaluate.judge_pairs = path
   hook = judge_eval.pipeline_evaluator(config)
   metrics = hook(ShorterAnswerPolicy(), "M_0")

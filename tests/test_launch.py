@@ -8,12 +8,10 @@ import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # xm_launch is not an installed package: import it from the checkout
-  sys.path.insert(0, REPO)
+from xm_launch import hyper
+from xm_launch import launch
 
-from xm_launch import hyper  # noqa: E402
-from xm_launch import launch  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_dry(*args):
@@ -96,6 +94,11 @@ def test_build_spec_checks_mesh_against_the_slice():
   spec = launch.build_spec(config_spec="configs/tpu_v4.py", accelerator="v4-64",
                            plan_memory=False)
   assert spec["hosts"] == 8 and spec["mesh"] == {"data": 1, "fsdp": 4, "tensor": 8}
+
+
+def test_unknown_config_file_is_refused_with_the_configs_there_are():
+  with pytest.raises(launch.LaunchError, match=r"unknown config 'configs/nope.py'.*tpu_v4"):
+    launch.build_spec(config_spec="configs/nope.py", plan_memory=False)
 
 
 def test_build_spec_refuses_what_cannot_fit():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from meta_rewarding import artifacts, pipeline, prompts, stage_runner, stages
-from meta_rewarding.defaults import get_base_config
+from meta_rewarding.config.base import get_base_config
 from meta_rewarding.recipe_types import TOO_LONG, Generation
 
 # Prompt -> the actor's possible responses (the scripted actor draws K of them by seed).

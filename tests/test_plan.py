@@ -2,7 +2,6 @@
 XLA's compiled memory, the sampler's batching, and the refusal."""
 
 import functools
-import importlib.util
 import os
 import subprocess
 import sys
@@ -13,22 +12,15 @@ import ml_collections
 import numpy as np
 import pytest
 
+import configs
 from meta_rewarding import losses, plan, sharding, train
 from meta_rewarding.model import llama, presets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _tpu_module():
-  spec = importlib.util.spec_from_file_location("_plan_tpu_v4", os.path.join(REPO, "configs",
-                                                                            "tpu_v4.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def tiny_config(mesh_shape, **changes):
-  c = _tpu_module().get_config("runlocal")
+  c = configs.load("tpu_v4", "runlocal")
   c.mesh.shape = ml_collections.ConfigDict(mesh_shape)
   c.sampling.batch_size = 12
   c.sampling.prompt_buckets = (32, 64, 128)
@@ -214,13 +206,10 @@ def test_advice_names_the_problem():
 
 def test_pod_configs_fit_their_targets():
   """The shipped 8B configs fit the devices they name (the README shows these tables)."""
-  for name in ("tpu_v4.py", "gpu.py"):
-    spec = importlib.util.spec_from_file_location("_p_" + name[:-3], os.path.join(REPO, "configs",
-                                                                                 name))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    p = plan.plan(module.get_config())
-    assert p.num_devices == module.get_config().mesh.num_devices
+  for name in ("tpu_v4", "gpu"):
+    config = configs.load(name)
+    p = plan.plan(config)
+    assert p.num_devices == config.mesh.num_devices
     assert p.fits(), p.table()
     assert 7.9e9 < p.num_params < 8.1e9
     # float32 params sharded over every device; AdamW's two moments are twice that.
@@ -263,17 +252,13 @@ FAMILY_TENSOR = {"qwen2_5_7b_instruct": 4, "qwen2_5_1_5b_instruct": 2, "qwen3_8b
 
 
 @pytest.mark.parametrize("preset", sorted(FAMILY_TENSOR))
-@pytest.mark.parametrize("name", ["tpu_v4.py", "gpu.py"])
+@pytest.mark.parametrize("name", ["tpu_v4", "gpu"])
 def test_family_presets_plan_on_a_mesh_they_divide(name, preset):
   """Each other family's preset variant (`model=<preset>`) is planned on its config's devices: the
   tensor width divides its heads and kv heads, the parameters are counted exactly (biases, q/k
   norms, Gemma's four norms a layer), and it fits. No compile: arithmetic on abstract shapes."""
-  spec = importlib.util.spec_from_file_location("_pf_" + name[:-3], os.path.join(REPO, "configs",
-                                                                                name))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  assert f"model={preset}" in module.VARIANTS
-  config = module.get_config(f"model={preset}")
+  assert f"model={preset}" in configs.module(name).VARIANTS
+  config = configs.load(name, f"model={preset}")
   mc = presets.llama_config(presets.get(preset))
   p = plan.plan(config)
   assert p.model == preset and p.num_params == mc.num_params()

@@ -9,6 +9,7 @@ import sys
 import jax
 import pytest
 
+import configs
 from meta_rewarding import config_check, plan, prompt_length
 from meta_rewarding.config_check import ConfigError
 
@@ -22,8 +23,8 @@ SMALL_CI_MACHINE = 4 * GiB  # the least RAM the CPU configs must fit in
 
 
 
-def _config(name, variant=None):
-  return test_configs.load_module(os.path.join(REPO, "configs", name)).get_config(variant)
+def _config(name, variant=""):
+  return configs.load(name, variant)
 
 
 def _set(config, key, value):
@@ -203,19 +204,19 @@ def test_prompt_length_names_what_its_caller_calls_the_settings():
 
 def _cpu_cases():
   """Every documented variant that leaves the device memory unknown (runs on a CPU)."""
-  for path in test_configs.CONFIG_FILES:
-    module = test_configs.load_module(path)
+  for name in configs.NAMES:
+    module = configs.module(name)
     if not test_configs.is_pipeline_config(module):
       continue
     for variant in test_configs.documented_variants(module):
-      config = module.get_config(variant or None)
+      config = configs.load(name, variant)
       if not config.mesh.get("device_memory_gb"):
-        yield pytest.param(path, variant, id=f"{os.path.basename(path)}:{variant}")
+        yield pytest.param(name, variant, id=f"{name}.py:{variant}")
 
 
-@pytest.mark.parametrize("path,variant", list(_cpu_cases()))
-def test_cpu_configs_fit_a_small_machine(path, variant):
-  config = test_configs.load_module(path).get_config(variant or None)
+@pytest.mark.parametrize("name,variant", list(_cpu_cases()))
+def test_cpu_configs_fit_a_small_machine(name, variant):
+  config = configs.load(name, variant)
   p = plan.check_fits(config, 1, log=False, host_memory=SMALL_CI_MACHINE)
   assert p.memory_source == "host RAM 4.0 GiB" and p.usable == SMALL_CI_MACHINE // 2
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from meta_rewarding import artifacts, run
-from meta_rewarding.defaults import get_base_config
+from meta_rewarding.config.base import get_base_config
 from meta_rewarding.policy import JaxPolicy
 
 # Short templates keep the test fast; they go through exactly the pipeline's rendering and parsing.

@@ -7,18 +7,19 @@ import jax
 import ml_collections
 import pytest
 
-from meta_rewarding import defaults, plan, runtime, sharding
-from test_configs import load_module
+import configs
+from meta_rewarding import plan, runtime, sharding
+from meta_rewarding.config import base as config_base, rules as config_rules
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def local_cpu(arg=None):
-  return load_module(os.path.join(REPO, "configs", "local_cpu.py")).get_config(arg)
+def local_cpu(arg=""):
+  return configs.load("local_cpu", arg)
 
 
 def tiny_config(**mesh_shape):
-  c = defaults.get_base_config()
+  c = config_base.get_base_config()
   c.seed = 3
   c.model.architecture = ml_collections.ConfigDict(dict(
       vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -32,12 +33,12 @@ def tiny_config(**mesh_shape):
 
 
 # Every parameter replicated: the layout a user gets by mapping no logical axis to a mesh axis.
-REPLICATED = tuple((name, None) for name, _ in defaults.TRAIN_RULES)
+REPLICATED = tuple((name, None) for name, _ in config_rules.TRAIN_RULES)
 
 
 def test_rules_default_to_the_config_defaults_and_decode_adds_the_cache():
   train_rules, decode_rules = runtime.rules(local_cpu())
-  assert train_rules == defaults.TRAIN_RULES == sharding.TRAIN_RULES
+  assert train_rules == config_rules.TRAIN_RULES == sharding.TRAIN_RULES
   assert decode_rules == train_rules + (("cache_length", None),) == sharding.DECODE_RULES
   # Lists (what JSON and the command line give) become the tuples flax wants.
   c = tiny_config()

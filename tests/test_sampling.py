@@ -330,8 +330,8 @@ def test_inverse_cdf_edges_and_greedy_ties():
 
 
 def test_strategy_config_round_trip():
-  from meta_rewarding import defaults
-  cfg = defaults.get_base_config().sampling
+  from meta_rewarding.config import base
+  cfg = base.get_base_config().sampling
   assert sampling.strategy_from_config(cfg) == Sampling(temperature=0.8, top_p=0.95, top_k=64)
   cfg.temperature = 0.0
   assert sampling.strategy_from_config(cfg) == Greedy()

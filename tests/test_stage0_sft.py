@@ -259,7 +259,7 @@ def test_config_check_refuses_bad_sft_values(key, value, expected):
 
 
 def test_config_check_refuses_sft_data_with_the_ste_recipe():
-  from meta_rewarding.defaults import get_ste_config
+  from meta_rewarding.config.base import get_ste_config
   config = get_ste_config()
   config.model.checkpoint = "/some/checkpoint"
   config.data.prompts = "testbed:10"

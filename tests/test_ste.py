@@ -10,9 +10,10 @@ import sys
 import numpy as np
 import pytest
 
+import configs
 from bench import ste as bench_ste
 from meta_rewarding import artifacts, pipeline, prompts, stages, ste
-from meta_rewarding.defaults import get_ste_config
+from meta_rewarding.config.base import get_ste_config
 from meta_rewarding.recipe_types import Generation
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -429,9 +430,7 @@ def test_sft_loss_is_on_the_judgment_tokens_only(tmp_path, monkeypatch):
   from meta_rewarding import run, train
   from meta_rewarding.model_files import missing_files as missing_model_files
   from meta_rewarding.policy import JaxPolicy
-  sys.path.insert(0, os.path.join(REPO, "tests"))
-  from test_configs import load_module
-  config = load_module(os.path.join(REPO, "configs", "ste_testbed.py")).get_config("smoke")
+  config = configs.load("ste_testbed", "smoke")
   config.seed = 5
   config.pipeline.prompts_per_iteration = 6
   config.ste.pairwise_template = prompts.PAIRWISE_TEMPLATE      # what the stand-in reads

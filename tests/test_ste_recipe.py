@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+import configs
 from meta_rewarding import artifacts, config_check, prompts, ste
 from meta_rewarding.recipe_types import Generation
 
@@ -135,14 +136,11 @@ def test_eval_plan_prompt_is_rams_verbatim_and_its_verdicts_parse():
 
 
 def test_paper_scale_config_uses_the_eval_plan_prompt_and_both_orders():
-  from test_configs import load_module
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  c = load_module(os.path.join(repo, "configs", "ste_tpu_v4.py")).get_config()
+  c = configs.load("ste_tpu_v4")
   assert c.ste.pairwise_template == prompts.EVAL_PLAN_TEMPLATE and c.ste.system_prompt == ""
   assert c.ste.orders == "both" and c.ste.train_on == "iteration"
-  t = load_module(os.path.join(repo, "configs", "ste_testbed.py"))
-  assert t.get_config().ste.orders == "both"
-  assert t.get_config("random_order").ste.orders == "random"
+  assert configs.load("ste_testbed").ste.orders == "both"
+  assert configs.load("ste_testbed", "random_order").ste.orders == "random"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -103,17 +103,11 @@ def test_splits_are_disjoint_by_construction():
 def _testbed_pool_sizes():
     """The `testbed:<n>` pool sizes of every config file and variant (tests/test_configs.py
     loads them all; here only their prompt sources matter)."""
-    import glob
-    import importlib.util
-    import os
+    import configs
     sizes = []
-    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-    for path in sorted(glob.glob(os.path.join(root, "*.py"))):
-        spec = importlib.util.spec_from_file_location("cfg", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        for variant in getattr(module, "VARIANTS", ("",)):
-            config = module.get_config(variant or None)
+    for name in configs.NAMES:
+        for variant in getattr(configs.module(name), "VARIANTS", ("",)):
+            config = configs.load(name, variant)
             source = config.get("data", {}).get("prompts", "") if "data" in config else ""
             if isinstance(source, str) and source.startswith("testbed:"):
                 sizes.append(int(source.split(":", 1)[1]))

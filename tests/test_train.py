@@ -13,6 +13,7 @@ import numpy as np
 import optax
 import pytest
 
+import configs
 from meta_rewarding import checkpoints, data, sharding, stages, train
 from meta_rewarding.model import forward, init_params, tiny_config
 
@@ -361,8 +362,7 @@ def _write_pairs(path, n=8):
 
 def test_cli_trains_and_exports_hf(hf_model, tmp_path):
   from meta_rewarding import train_dpo
-  config_module = _load_config_module()
-  config = config_module.get_config()
+  config = configs.load("dpo_example")
   pairs = tmp_path / "pairs.jsonl"
   _write_pairs(pairs)
   config.model.checkpoint = hf_model
@@ -384,16 +384,8 @@ def test_cli_trains_and_exports_hf(hf_model, tmp_path):
   assert again["final"] == summary["final"]
 
 
-def _load_config_module():
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("dpo_example", REPO / "configs" / "dpo_example.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def test_example_config_loads():
-  config = _load_config_module().get_config()
+  config = configs.load("dpo_example")
   assert config.mode == "dpo" and config.train.beta == 0.1
 
 

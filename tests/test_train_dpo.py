@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+import configs
 from meta_rewarding import data, train_dpo
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -30,11 +31,7 @@ def test_drop_identical_pairs_counts_them():
 
 
 def _config(hf_model, pairs):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("dpo_example", REPO / "configs" / "dpo_example.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = configs.load("dpo_example")
   config.model.checkpoint = hf_model
   config.model.dtype = "float32"
   config.data.pairs = str(pairs)

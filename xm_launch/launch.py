@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import importlib.util
 import json
 import os
 import re
@@ -57,6 +56,7 @@ if REPO_ROOT not in sys.path:  # `python xm_launch/launch.py` from anywhere
 
 from absl import app, flags  # noqa: E402
 
+import configs  # noqa: E402
 from xm_launch import hyper  # noqa: E402
 
 # Cloud TPU v4: the type counts TensorCores (2 per chip); 4 chips per VM host.
@@ -113,15 +113,13 @@ def split_config_arg(spec: str) -> tuple[str, str | None]:
   return path, (arg if sep else None)
 
 
-def load_config_module(path: str):
-  full = path if os.path.isabs(path) else os.path.join(REPO_ROOT, path)
-  if not os.path.isfile(full):
-    raise LaunchError(f"config file {path} does not exist")
-  spec = importlib.util.spec_from_file_location(
-      "_mr_launch_config_" + re.sub(r"\W", "_", os.path.basename(path)), full)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+def load_config_module(config_spec: str):
+  """The config module of `--config=configs/<file>.py[:<arg>]` (`configs.module`; its config is
+  `configs.load(config_spec)`, what main's --config gives on the host)."""
+  try:
+    return configs.module(config_spec)
+  except configs.UnknownConfigError as e:
+    raise LaunchError(str(e)) from None
 
 
 def _parse_value(current: Any, text: str) -> Any:
@@ -218,8 +216,8 @@ def build_spec(*, config_spec: str, platform: str | None = None, accelerator: st
                tpu: str = "YOUR_TPU_NAME", vm: str = "YOUR_GPU_VM", zone: str | None = None,
                project: str = "YOUR_PROJECT", plan_memory: bool = True) -> dict:
   """The full job specification as plain data (what `--dry_run` prints)."""
-  path, arg = split_config_arg(config_spec)
-  module = load_config_module(path)
+  path, _ = split_config_arg(config_spec)
+  module = load_config_module(config_spec)
   if platform is None:
     platform = "gpu" if os.path.basename(path).startswith("gpu") else "tpu_vm"
   if accelerator is None:
@@ -227,7 +225,7 @@ def build_spec(*, config_spec: str, platform: str | None = None, accelerator: st
                    else f"h100x{getattr(module, 'NUM_GPUS', 8)}")
   acc = accelerator_for(platform, accelerator)
   zone = zone or ("us-central2-b" if platform == "tpu_vm" else "us-central1-a")
-  config = module.get_config(arg)
+  config = configs.load(config_spec)
   name = name or default_name(config_spec)
 
   # Overrides: checked against the config (type and existence) before anything is launched.

@@ -111,7 +111,8 @@ from typing import Iterable, Sequence
 import jax
 from absl import app, flags, logging
 
-from meta_rewarding import checkpoints, data, defaults, prompts, runtime, sampling, train
+from meta_rewarding import checkpoints, data, prompts, runtime, sampling, train
+from meta_rewarding.config import base as config_base
 from meta_rewarding.testbed import judging, oracle, templates
 from meta_rewarding.testbed.measure import EVAL_SEED, eval_task_list, measure
 from meta_rewarding.testbed.responses import (META_RESPONSE_MIX, META_UNSOUND_SLIP,
@@ -788,7 +789,7 @@ def _sha256(path: str) -> str:
 def runtime_config(seed: int):
   """The seed's model as a run config (`runtime.build` makes it): ARCHITECTURE in float32 on every
   local device (fsdp), the default rules."""
-  c = defaults.get_base_config()
+  c = config_base.get_base_config()
   c.seed = seed
   c.model.architecture = dict(ARCHITECTURE)
   c.model.dtype = c.model.param_dtype = "float32"

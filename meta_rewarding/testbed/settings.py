@@ -2,8 +2,8 @@
 
 The seed's architecture and chat format, the generation lengths every testbed stage uses, the
 sampling settings the seed is measured at (the pipeline's: configs/local_cpu.py through
-`defaults.testbed_settings`), and where the shipped seed lives. `seed.py` builds the model these
-describe; config files read them without importing the builder.
+`configs.common.testbed_settings`), and where the shipped seed lives. `seed.py` builds the model
+these describe; config files read them without importing the builder.
 """
 
 from __future__ import annotations
