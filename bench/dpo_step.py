@@ -51,6 +51,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench import machine  # noqa: E402
+from meta_rewarding.config import base as config_base, rules as config_rules
 from meta_rewarding import checkpoints, sharding, train  # noqa: E402
 from meta_rewarding.model import LlamaConfig, init_params  # noqa: E402
 
@@ -117,7 +118,7 @@ def make_pairs(n: int, seq_len: int, vocab: int, seed: int = 0,
 
 
 def train_cfg():
-  cfg = train.default_train_config()
+  cfg = config_base.train_config()
   cfg.update(dict(learning_rate=5e-7, warmup_steps=0, decay="constant", weight_decay=0.0,
                   adam_b1=0.9, adam_b2=0.95, adam_eps=1e-8, max_grad_norm=1.0,
                   batch_size=FLAGS.batch_size, grad_accum_steps=1, num_epochs=1,
@@ -162,7 +163,7 @@ def run_ours(config, params, pairs, workdir):
   mesh = sharding.make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
   if FLAGS.batch_size % mesh.shape["fsdp"]:
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
-  rules = sharding.TRAIN_RULES
+  rules = config_rules.TRAIN_RULES
   # Reference pass, timed on its own (once per dataset). The first batch compiles; time the rest.
   train.compute_reference_logps(config, params, pairs[:FLAGS.batch_size], mesh=mesh, rules=rules,
                                 batch_size=FLAGS.batch_size, max_length=FLAGS.seq_len,

@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -58,7 +57,9 @@ import re
 import sys
 import time
 
+import configs
 from meta_rewarding import compile_check
+from meta_rewarding.config import rules as config_rules
 
 # ------------------------------------------------------------------------------------------------
 # Shapes.
@@ -624,14 +625,6 @@ def opcode_census(a: Analysis) -> str:
 # ------------------------------------------------------------------------------------------------
 # Compiling.
 
-def load_config(spec: str):
-  path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("decode_hlo_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
-
-
 def compile_steps(config, target_name: str, names: list[str]):
   """{program name: (compiled decode step, floor dict)} through compile_check's own programs."""
   from meta_rewarding import plan as plan_lib, sharding, targets
@@ -656,20 +649,10 @@ def compile_steps(config, target_name: str, names: list[str]):
         loops=program.loops, calls=0.0, compile_seconds=seconds, info=dict(program.info))
     rep = compile_check.Report(target=target.name, chips=len(devices), hbm_bytes=None,
                                usable_bytes=None, measured=[measured], plan=p, model_config=mc,
-                               decode_rules=_decode_rules(config))
+                               decode_rules=config_rules.rules_for(config)[1])
     floor = rep.decode_checks()[0]
     out[name] = (compiled, floor, seconds)
   return out, mesh
-
-
-def _decode_rules(config):
-  """The decode rules, from where compile_check takes them (config.rules since the config
-  refactor, runtime.rules before it)."""
-  rules = getattr(compile_check, "config_rules", None)
-  if rules is not None:
-    return rules.rules_for(config)[1]
-  from meta_rewarding import runtime
-  return runtime.rules(config)[1]
 
 
 def cost_dict(compiled) -> dict:
@@ -702,7 +685,7 @@ def main(argv=None):
                     + f"Entry computation: {opcode_census(a)}.\n")
   else:
     compile_check.quiet_libtpu_environment()
-    config = load_config(args.config)
+    config = configs.load(args.config)
     names = [n.strip() for n in args.programs.split(",") if n.strip()]
     compiled, _ = compile_steps(config, args.target, names)
     for name, (exe, floor, seconds) in compiled.items():

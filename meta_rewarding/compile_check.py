@@ -51,7 +51,9 @@ from typing import Any, Callable, Mapping
 
 
 from meta_rewarding import plan as plan_lib
+from meta_rewarding import recipes
 from meta_rewarding import targets as targets_lib
+from meta_rewarding.config import rules as config_rules
 from meta_rewarding.errors import UserError
 
 GiB = 1 << 30
@@ -344,9 +346,9 @@ def programs(config, mesh, *, plan=None) -> list[Program]:
   """Every program one iteration of `config` runs, lowered on `mesh` (see the module doc)."""
   import jax
   import jax.numpy as jnp
-  from meta_rewarding import runtime, sampling, train, train_step
+  from meta_rewarding import sampling, train, train_step
   p = plan or plan_lib.plan(config, mesh.size)
-  train_rules, decode_rules = runtime.rules(config)
+  train_rules, decode_rules = config_rules.rules_for(config)
   mc, _ = plan_lib.model_config_from(config)
   strategy = sampling.strategy_from_config(config.sampling)
   batching = config.sampling.get("batching", "continuous")
@@ -359,9 +361,9 @@ def programs(config, mesh, *, plan=None) -> list[Program]:
                            calls, cache)
 
   tcfg = plan_lib._train_config(config)
-  ste = config.get("recipe", "meta_rewarding") == "ste"
-  kind = "sft" if ste else "dpo"
-  T = (1 if ste else 2) * int(tcfg.max_length)   # the longest packed row (data.collate's limit)
+  recipe = recipes.for_config(config)
+  kind = recipe.trains
+  T = recipe.row_factor * int(tcfg.max_length)   # the longest packed row (data.collate's limit)
   shards = plan_lib._rule_size(p.mesh, train_rules, "batch")
   rep = _replicated(mesh)
 
@@ -379,7 +381,7 @@ def programs(config, mesh, *, plan=None) -> list[Program]:
         b["ref_rejected"] = _sds(lead + (count,), jnp.float32, sh(0))
     return b
 
-  if not ste:
+  if recipe.reference_pass:
     ref_pairs = int(tcfg.reference_batch_size or 2 * tcfg.batch_size)
     ref_pairs = -(-ref_pairs // shards) * shards
 
@@ -443,19 +445,8 @@ def iteration_calls(config, p) -> dict:
   """Calls of each program in one iteration at the config's stage sizes, every generation taken
   to its max_new_tokens (an upper figure: real generations stop earlier)."""
   out: dict = {}
-  prompts = int(config.pipeline.prompts_per_iteration)
-  if config.get("recipe", "meta_rewarding") == "ste":
-    s = config.ste
-    # ste.orders="both": every pair is judged in both orders. The categorisation runs once, up
-    # front, not per iteration (counted here at one iteration's prompts for a figure).
-    orders = 2 if s.get("orders", "both") == "both" else 1
-    counts = {"categorize": prompts, "actor": prompts, "worse": prompts,
-              "judge": prompts * orders}
-  else:
-    K, N = int(config.actor.num_responses), int(config.judge.num_judgments)
-    # Meta-judge battles: both orders of every pair of the highest-variance response's N
-    # judgments (stages.meta_judge_requests), at most N(N-1) per prompt.
-    counts = {"actor": prompts, "judge": prompts * K, "meta_judge": prompts * N * (N - 1)}
+  recipe = recipes.for_config(config)
+  counts = {s.name: s.items for s in recipe.sampling_stages(config)}
   for stage in p.stages:
     items = counts.get(stage.name, 0)
     samples = items * stage.n
@@ -469,16 +460,10 @@ def iteration_calls(config, p) -> dict:
         "inserts": samples / max(1, stage.rows // 16),
     }
   tcfg = plan_lib._train_config(config)
-  ste = config.get("recipe", "meta_rewarding") == "ste"
-  if ste:
-    examples = prompts                                      # at most one SFT example per prompt
-  else:
-    kinds = set(str(x) for x in config.pipeline.train_pairs)
-    per_prompt = 2 if "both" in kinds else 1                # an actor pair and a judge pair
-    examples = prompts * per_prompt
+  examples = recipe.train_examples(config)
   step = int(tcfg.batch_size) * int(tcfg.grad_accum_steps)
   out["train_steps"] = math.ceil(examples * int(tcfg.num_epochs) / step)
-  if not ste:
+  if recipe.reference_pass:
     ref = int(tcfg.reference_batch_size or 2 * tcfg.batch_size)
     out["reference"] = math.ceil(examples / ref)
   return out
@@ -729,7 +714,7 @@ def run(config, target_name: str, *, log: Callable[[str], None] = print,
   core with the GIL released, so on a 2-core machine two threads nearly halve the wall time; the
   figures do not depend on it. The programs with analysis copies (the longest) start first."""
   import jax
-  from meta_rewarding import runtime, sharding
+  from meta_rewarding import sharding
   start = time.perf_counter()
   if target_name == "cpu":
     shape = dict(config.mesh.shape)
@@ -756,7 +741,7 @@ def run(config, target_name: str, *, log: Callable[[str], None] = print,
                 peak_flops=g.peak_bf16_flops if g else None,
                 bandwidth=g.hbm_bandwidth if g else None,
                 compile_seconds=time.perf_counter() - start,
-                decode_rules=runtime.rules(config)[1])
+                decode_rules=config_rules.rules_for(config)[1])
 
 
 def report_from_json(config, data: Mapping[str, Any]) -> Report:
@@ -764,7 +749,6 @@ def report_from_json(config, data: Mapping[str, Any]) -> Report:
   print a check again without compiling."""
   p = plan_lib.plan(config, int(data["chips"]), device_memory=data.get("hbm_bytes"))
   mc, _ = plan_lib.model_config_from(config)
-  from meta_rewarding import runtime
   measured = []
   for name, row in data["phases"].items():
     measured.append(Measured(
@@ -783,4 +767,4 @@ def report_from_json(config, data: Mapping[str, Any]) -> Report:
                 peak_flops=g.peak_bf16_flops if g else None,
                 bandwidth=g.hbm_bandwidth if g else None,
                 compile_seconds=sum(m.compile_seconds for m in measured),
-                decode_rules=runtime.rules(config)[1])
+                decode_rules=config_rules.rules_for(config)[1])

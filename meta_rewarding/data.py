@@ -53,9 +53,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from meta_rewarding.choices import TRUNCATION_POLICIES
 from meta_rewarding.errors import UserError
 
-TRUNCATION_POLICIES = ("skip", "truncate_response", "error")
 REF_FIELDS = ("ref_chosen_logp", "ref_rejected_logp")
 
 

@@ -71,7 +71,7 @@ the table says which of the two a score is.
 Errors are one line on stderr, "error: ...", without a traceback: exit 2 for a flag that is
 malformed, unknown, missing or out of range (--num_samples, --batch_size, --max_new_tokens >= 1;
 --temperature >= 0, and > 0 when --num_samples > 1; --top_p in (0, 1]; --seed in [0, 2**32 - 1];
---dtype float32 | bfloat16; --chat_format one of tokenizer.CHAT_FORMATS; --mesh axis=size pairs
+--dtype float32 | bfloat16; --chat_format one of choices.CHAT_FORMATS; --mesh axis=size pairs
 that fit the devices; --output not a file), before anything is read; exit 1 for bad input (the
 pairs, the template, the checkpoint, an --output of other inputs).
 """
@@ -90,6 +90,7 @@ from typing import Iterable, Mapping, Sequence
 from absl import app, flags, logging
 
 from meta_rewarding import artifacts, chunk_store, data, prompts, sample, sources
+from meta_rewarding.choices import JUDGE_PROTOCOLS, PAIR_ORDERS
 from meta_rewarding.errors import UserError
 from meta_rewarding.recipe_types import TOO_LONG, PipelineError  # TOO_LONG: the sampler's too
 from meta_rewarding.testbed import evaluate as testbed_evaluate
@@ -116,8 +117,6 @@ EXAMPLE_COUNTS = {
 }
 LEADERBOARD_WEIGHTING = "rewardbench-leaderboard (rewardbench/constants.py EXAMPLE_COUNTS)"
 MEAN_WEIGHTING = "mean pair score (no RewardBench subset present)"
-PROTOCOLS = ("pairwise", "pointwise")
-ORDERS = ("both", "random")
 DTYPES = sample.DTYPES
 MAX_SEED = sample.MAX_SEED
 INPUTS_FILE = "inputs.json"
@@ -186,7 +185,7 @@ def chosen_positions(pairs: Sequence[Mapping], orders: str = "both", seed: int =
   if orders == "both":
     return [("A", "B")] * len(pairs)
   if orders != "random":
-    raise FlagError(f"--orders={orders!r}: expected one of {' | '.join(ORDERS)}")
+    raise FlagError(f"--orders={orders!r}: expected one of {' | '.join(PAIR_ORDERS)}")
   out = []
   for p in pairs:
     digest = hashlib.sha256(json.dumps([seed, p["id"]]).encode("utf-8")).digest()
@@ -342,8 +341,8 @@ def evaluate(pairs: Sequence[Mapping], generate, *, protocol: str, num_samples: 
   with `output`, its judgments are kept in chunks under `output/judgments.jsonl` and a rerun
   resumes from them, matched by position: the caller keys the directory by its inputs (`run`
   does, with `prepare_output`)."""
-  if protocol not in PROTOCOLS:
-    raise FlagError(f"--protocol={protocol!r}: expected one of {' | '.join(PROTOCOLS)}")
+  if protocol not in JUDGE_PROTOCOLS:
+    raise FlagError(f"--protocol={protocol!r}: expected one of {' | '.join(JUDGE_PROTOCOLS)}")
   if protocol == "pairwise":
     positions = chosen_positions(pairs, orders, order_seed)
     requests = pairwise_requests(pairs, pairwise_template, system_prompt, positions)
@@ -473,8 +472,8 @@ def check_options(o: Options):
   `FlagError` naming the flag and the allowed values otherwise."""
   from meta_rewarding.tokenizer import CHAT_FORMATS
   checks = [
-      ("protocol", o.protocol in PROTOCOLS, " | ".join(PROTOCOLS)),
-      ("orders", o.orders in ORDERS, " | ".join(ORDERS)),
+      ("protocol", o.protocol in JUDGE_PROTOCOLS, " | ".join(JUDGE_PROTOCOLS)),
+      ("orders", o.orders in PAIR_ORDERS, " | ".join(PAIR_ORDERS)),
       ("num_samples", o.num_samples >= 1, "an integer >= 1"),
       ("temperature", math.isfinite(o.temperature) and o.temperature >= 0,
        "a finite number >= 0 (0 = greedy)"),
@@ -676,8 +675,8 @@ def _define_flags():
   # Defined only when run as a command: sample.py defines flags of the same names when it is.
   flags.DEFINE_string("checkpoint", None, "Hugging Face Llama directory (config, weights, tokenizer).")
   flags.DEFINE_string("pairs", None, "JSONL / parquet file, or hf:<name>[:<split>].")
-  flags.DEFINE_enum("protocol", "pairwise", PROTOCOLS, "pairwise (STE prompt) or pointwise.")
-  flags.DEFINE_enum("orders", "both", ORDERS, "Pairwise: both (default: every pair in both "
+  flags.DEFINE_enum("protocol", "pairwise", JUDGE_PROTOCOLS, "pairwise (STE prompt) or pointwise.")
+  flags.DEFINE_enum("orders", "both", PAIR_ORDERS, "Pairwise: both (default: every pair in both "
                     "orders, position bias cancels) or random (RewardBench's protocol: each pair "
                     "once, the chosen response at a position drawn from --seed and the pair's id).")
   flags.DEFINE_integer("num_samples", 1, "Judgments per order (pairwise, majority vote) or per "

@@ -30,6 +30,9 @@ import numbers
 import jax
 import jax.numpy as jnp
 
+# The one choice list defined outside `meta_rewarding.choices`: this module is meant to load alone
+# (copied into another project, it needs nothing but jax), so it keeps its own copy;
+# tests/test_losses.py keeps the two equal.
 DPO_LOSS_TYPES = ("sigmoid", "robust", "hinge", "ipo")
 
 

@@ -74,6 +74,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from meta_rewarding import recipes
+from meta_rewarding.config import base as config_base, rules as config_rules
 from meta_rewarding.errors import UserError
 
 GiB = 1 << 30
@@ -341,8 +343,7 @@ def _rule_size(mesh, rules, name: str) -> int:
 def shard_bytes(shape: Sequence[int], dtype, logical_axes, mesh: Mapping[str, int], rules) -> int:
   """Bytes of one device's shard of an array with `logical_axes` (uneven shards round up)."""
   import flax.linen as nn
-  from meta_rewarding import sharding
-  spec = nn.logical_to_mesh_axes(tuple(logical_axes), sharding.rules_from_config(rules))
+  spec = nn.logical_to_mesh_axes(tuple(logical_axes), rules)
   dims = [-(-d // _axis_size(mesh, a)) for d, a in zip(shape, tuple(spec) + (None,) * len(shape))]
   return math.prod(dims) * _dtype_bytes(dtype)
 
@@ -365,8 +366,7 @@ def model_config_from(config):
 
 
 def _train_config(config):
-  from meta_rewarding import defaults
-  base = defaults.train_config()
+  base = config_base.train_config()
   if "train" in config:
     for k, v in config.train.items():
       if k in base:
@@ -602,8 +602,7 @@ def plan(config, num_devices: int | None = None, *, device_memory: int | None = 
     import jax
     num_devices = jax.device_count()
   mesh = sharding.resolve_mesh_shape(dict(config.mesh.shape), int(num_devices))
-  from meta_rewarding import runtime
-  train_rules, decode_rules = runtime.rules(config)  # exactly what the run uses
+  train_rules, decode_rules = config_rules.rules_for(config)  # exactly what the run uses
   mc, source = model_config_from(config)
   tcfg = _train_config(config)
   dt = _dtype_bytes(mc.dtype)
@@ -616,24 +615,12 @@ def plan(config, num_devices: int | None = None, *, device_memory: int | None = 
   params, optimizer = _param_and_optimizer_bytes(mc, tcfg, mesh, train_rules)
   decode_params = _decode_param_bytes(mc, mesh, train_rules, decode_rules)
 
-  ste = config.get("recipe", "meta_rewarding") == "ste"
-  def stage(name, n, key, shared):
-    """The sampling stage `name`: n samples per prompt, up to `config.<key>` tokens each."""
-    section, field = key.split(".")
-    return _stage(name, int(n), int(config[section][field]), shared, config, mc, mesh,
-                  decode_rules, dt, key)
-
-  if ste:  # the Self-Taught Evaluator: one response, one worse response, N pairwise judgments
-    s = config.ste
-    stages = [stage("categorize", 1, "ste.category_max_new_tokens", False)] if s.categorize else []
-    stages += [stage("actor", 1, "actor.max_new_tokens", False),
-               stage("worse", 1, "ste.worse_max_new_tokens", False),
-               stage("judge", s.num_judgments, "ste.judge_max_new_tokens", bool(s.system_prompt))]
-  else:
-    stages = [stage("actor", config.actor.num_responses, "actor.max_new_tokens", False),
-              stage("judge", config.judge.num_judgments, "judge.max_new_tokens", True)]
-    if config.meta_judge.enabled:
-      stages.append(stage("meta_judge", 1, "meta_judge.max_new_tokens", True))
+  recipe = recipes.for_config(config)
+  stages = []
+  for s in recipe.sampling_stages(config):
+    section, field = s.max_new_tokens_key.split(".")
+    stages.append(_stage(s.name, s.n, int(config[section][field]), s.shared, config, mc, mesh,
+                         decode_rules, dt, s.max_new_tokens_key))
 
   # Training.
   m = _rule_size(mesh, train_rules, "batch")
@@ -644,7 +631,7 @@ def plan(config, num_devices: int | None = None, *, device_memory: int | None = 
   # Packed rows (data.collate): a DPO pair is one row (its prompt once, then both responses) of up
   # to 2 x max_length tokens; an SFT sequence is one row of up to max_length.
   rows_dev = -(-batch // m)
-  T = (1 if ste else 2) * int(tcfg.max_length)
+  T = recipe.row_factor * int(tcfg.max_length)
   w = _widths(mc, mesh, train_rules)
   L = mc.num_hidden_layers
   layer = layer_bytes_per_token(w, T, dt)
@@ -658,14 +645,13 @@ def plan(config, num_devices: int | None = None, *, device_memory: int | None = 
   ref_pairs = int(tcfg.reference_batch_size or 2 * batch)
   ref_pairs = -(-ref_pairs // m) * m
   ref_rows_dev = ref_pairs // m
-  reference = ref_rows_dev * T * layer + ref_rows_dev * chunk * w["V"] * 4 * 2
-  if ste:
-    reference = 0  # SFT has no reference pass
+  reference = (ref_rows_dev * T * layer + ref_rows_dev * chunk * w["V"] * 4 * 2
+               if recipe.reference_pass else 0)
 
   if device_memory is None:
     device_memory = device_memory_bytes(config, detect=detect_memory)
   settings = dict(sampling_batch_size=int(config.sampling.batch_size), train_batch_size=batch,
-                  train_unit="sequences (SFT)" if ste else "pairs",
+                  train_unit="pairs" if recipe.trains == "dpo" else "sequences (SFT)",
                   grad_accum_steps=int(tcfg.grad_accum_steps),
                   logps_chunk_size=int(tcfg.logps_chunk_size))
   return Plan(model=_model_name(mc), num_params=mc.num_params(), num_devices=int(num_devices),

@@ -147,6 +147,13 @@ class Recipe:
     oracle_metrics(stage_records) -> dict: the testbed oracle's `evaluate_extra` hook
     judge_settings(config) -> dict: how its models judge `evaluate.judge_pairs`
         (`judge_eval.pipeline_evaluator`)
+    sampling_stages(config) -> [SamplingStage]: what one iteration samples, for the memory plan
+        and the compile check (`plan.py`, `compile_check.py`)
+    train_examples(config) -> int: the most training examples one iteration makes
+
+  What it trains (`trains`) decides the training programs: DPO trains on packed pairs (one row of
+  prompt + chosen + rejected, up to 2 x max_length) after a reference log-prob pass; SFT on one
+  row of up to max_length per example, with no reference pass.
   """
   name: str
   trains: str  # "dpo" | "sft": the training stage, its step file iter_t/<trains>.jsonl
@@ -155,3 +162,27 @@ class Recipe:
   oracle_metrics: Callable[[Mapping[str, list]], dict]
   judge_settings: Callable[[Any], dict]
   heldout_tasks: bool  # whether `evaluate.heldout_tasks` measures its models (the testbed's)
+  sampling_stages: Callable[[Any], list["SamplingStage"]]
+  train_examples: Callable[[Any], int]
+
+  @property
+  def row_factor(self) -> int:
+    """A training row's longest length in units of `train.max_length` (data.collate's limit)."""
+    return 2 if self.trains == "dpo" else 1
+
+  @property
+  def reference_pass(self) -> bool:
+    """Whether training needs the reference model's log-probs first (DPO does)."""
+    return self.trains == "dpo"
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingStage:
+  """One sampling stage of an iteration, as the planner sizes it: `n` samples per item, up to the
+  config key `max_new_tokens_key`'s tokens each, `shared` when the items share a prompt prefix;
+  `items`: how many items one iteration samples for."""
+  name: str
+  n: int
+  max_new_tokens_key: str
+  shared: bool
+  items: int

@@ -18,6 +18,7 @@ from absl import logging
 
 from meta_rewarding import (artifacts, checkpoints, config_check, data, distributed, judge_eval,
                             pipeline, plan, recipes, sources, stage_runner, workdir_lock)
+from meta_rewarding.choices import ORACLES
 from meta_rewarding.policy import JaxPolicy
 from meta_rewarding.recipe_types import PipelineError
 from meta_rewarding.testbed.evaluate import heldout_evaluator
@@ -64,7 +65,7 @@ def _check_sources(config):
   if pairs and sources.parse(pairs).kind == sources.FILE and not artifacts.exists(pairs):
     raise PipelineError(f"evaluate.judge_pairs={pairs!r}: no such file")
   oracle = config.evaluate.oracle
-  if oracle not in ("", "testbed"):
+  if oracle not in ORACLES:
     raise PipelineError(f"evaluate.oracle={oracle!r}; expected '' or 'testbed'")
   if config.evaluate.get("heldout_tasks", 0) and oracle != "testbed":
     raise PipelineError(

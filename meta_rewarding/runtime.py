@@ -2,13 +2,12 @@
 
   rt = runtime.build(config, tokenizer)                    # params loaded / created in their shards
   rt.model_config, rt.mesh, rt.train_rules, rt.decode_rules, rt.params
-  train_rules, decode_rules = runtime.rules(config)        # no devices needed (the planner)
   model_config, source = runtime.model_config(config, planning=True)
 
 The pipeline's policy (`policy.py`), the memory planner (`plan.py`), `train_dpo`, `sample` and the
 testbed's seed builder all go through here, so the layout a run uses is the one the planner
-planned: the rules are `config.mesh.rules` (default `defaults.TRAIN_RULES`); decoding uses the same
-parameter layout plus the KV cache's rule (`defaults.decode_rules`).
+planned: the rules are `config.rules.rules_for(config)` (`config.mesh.rules`, default
+`TRAIN_RULES`; decoding uses the same parameter layout plus the KV cache's rule).
 
 The config sections read: `model` (checkpoint, architecture, dtype, param_dtype, scan_layers,
 remat_policy, strict_config), `mesh` (shape, rules) and `seed` (random initialisation).
@@ -20,7 +19,7 @@ import dataclasses
 import os
 from typing import Any
 
-from meta_rewarding import defaults
+from meta_rewarding.config import rules as config_rules
 from meta_rewarding.errors import UserError
 
 
@@ -33,18 +32,6 @@ def run_options(config) -> dict:
   m = config.model
   return dict(dtype=m.dtype, param_dtype=m.param_dtype, scan_layers=bool(m.get("scan_layers", False)),
               remat_policy=m.get("remat_policy", "none"))
-
-
-def rules(config) -> tuple[tuple, tuple]:
-  """(train rules, decode rules) of `config`: `config.mesh.rules`, else `defaults.TRAIN_RULES`;
-  decoding replaces the rules `config.mesh.decode_rules` names and adds the KV cache's.
-
-  Pure data, no jax: the planner calls it without devices."""
-  mesh = config.get("mesh") if hasattr(config, "get") else None
-  configured = mesh.get("rules") if mesh is not None else None
-  train_rules = defaults.normalize_rules(configured or defaults.TRAIN_RULES)
-  overrides = (mesh.get("decode_rules") if mesh is not None else None) or ()
-  return train_rules, defaults.decode_rules(train_rules, overrides)
 
 
 def model_config(config, tokenizer=None, *, planning: bool = False):
@@ -129,7 +116,7 @@ def build(config, tokenizer=None, *, devices=None, params: bool = True,
   from meta_rewarding import sharding
   mc, source = model_config(config, tokenizer)
   mesh = make_mesh(config, devices)
-  train_rules, decode_rules = rules(config)
+  train_rules, decode_rules = config_rules.rules_for(config)
   sharding.check_divisibility(mc, mesh, train_rules)
   rt = Runtime(mc, mesh, train_rules, decode_rules, source=source)
   if params:
@@ -153,5 +140,5 @@ def build_for_checkpoint(checkpoint: str, tokenizer, *, dtype: str, mesh_shape=N
       model=dict(checkpoint=checkpoint, architecture={}, dtype=dtype, param_dtype=dtype,
                  scan_layers=False, remat_policy="none", strict_config=strict),
       mesh=dict(shape=dict(mesh_shape or {"data": 1, "fsdp": 1, "tensor": 1}),
-                rules=defaults.TRAIN_RULES)))
+                rules=config_rules.TRAIN_RULES)))
   return build(config, tokenizer, devices=None if mesh_shape else jax.devices()[:1])

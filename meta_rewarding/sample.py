@@ -38,6 +38,7 @@ from typing import Any, Iterable, Iterator
 from absl import app, flags, logging
 
 from meta_rewarding import artifacts
+from meta_rewarding.choices import MESH_AXES
 
 FLAGS = flags.FLAGS
 DTYPES = ("float32", "bfloat16")
@@ -188,7 +189,6 @@ def read_prompts(path: str) -> list[Any]:
   return prompts
 
 
-MESH_AXES = ("data", "fsdp", "tensor")  # sharding.MESH_AXES, without importing jax to check a flag
 
 
 def parse_mesh(spec: str) -> dict[str, int]:

@@ -53,6 +53,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from meta_rewarding import distributed, prompt_length, sharding as sharding_lib
 from meta_rewarding import decode
+from meta_rewarding.choices import BATCHING
 from meta_rewarding.decode import (TRACE_COUNTS, DecodeState, PromptBatch, SampleOutput,  # noqa: F401
                                    SlotState, generate_tokens, make_batch)
 from meta_rewarding.model import llama
@@ -61,7 +62,6 @@ from meta_rewarding.strategies import (Greedy, Sampling, Strategy, _inverse_cdf,
                                        top_k)
 
 DEFAULT_PROMPT_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048)
-BATCHING = ("continuous", "static")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -164,7 +164,8 @@ class Sampler:
       they are moved there).
     tokenizer: a `meta_rewarding.tokenizer.Tokenizer` (None: prompts must be token ids and texts
       come back empty).
-    mesh, rules: optional device mesh and logical rules (`sharding.DECODE_RULES`). The mesh may
+    mesh, rules: optional device mesh and its logical rules (a config's decode rules,
+      `meta_rewarding.config.rules.rules_for(config)[1]`; required with a mesh). The mesh may
       span several processes: then every process calls `generate` with the same arguments
       (module docstring, "Multi-process decoding").
     batch_size: decode rows per batch: prompts per batch = max(1, batch_size // n).
@@ -183,7 +184,7 @@ class Sampler:
   """
 
   def __init__(self, model_config: LlamaConfig, params, tokenizer=None, *, mesh=None,
-               rules=sharding_lib.DECODE_RULES, batch_size: int = 16,
+               rules=None, batch_size: int = 16,
                prompt_buckets: Sequence[int] = DEFAULT_PROMPT_BUCKETS,
                max_cache_length: int | None = None, min_shared_prefix: int = 16,
                batching: str = "continuous", decode_block: int = 32):
@@ -197,7 +198,10 @@ class Sampler:
       raise ValueError(f"prompt_buckets must be positive lengths, got {prompt_buckets}")
     self.tokenizer = tokenizer
     self.mesh = mesh
-    self.rules = sharding_lib.rules_from_config(rules)
+    if mesh is not None and rules is None:
+      raise ValueError("Sampler(mesh=...) needs the mesh's logical rules: the config's decode rules "
+                       "(meta_rewarding.config.rules.rules_for(config)[1])")
+    self.rules = rules
     self.batch_size = int(batch_size)
     self.prompt_buckets = tuple(sorted({int(b) for b in prompt_buckets}))
     self.max_cache_length = prompt_length.cache_length(max_cache_length or 0,
@@ -628,7 +632,7 @@ def decoding_params(model_config: LlamaConfig, params, mesh=None, rules=None):
     return sharding_lib.shard_params(params, target)
   if not all(isinstance(x, jax.Array) for x in jax.tree.leaves(params)):  # host arrays
     params = sharding_lib.shard_params(params, sharding_lib.param_shardings(
-        model_config, mesh, sharding_lib.TRAIN_RULES))
+        model_config, mesh, rules))
   # One jitted conversion into the decode shardings: no weight is whole on a device it does not
   # belong to, nor on the host.
   return jax.jit(convert, out_shardings=target)(params)

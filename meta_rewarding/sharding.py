@@ -9,10 +9,11 @@ has three axes:
 A shape entry of -1 takes all remaining devices. The multi-host helpers (start-up, barriers,
 host-side collectives) are in distributed.py.
 
-Usage:
+Usage (`rules`: the config's, `meta_rewarding.config.rules.rules_for(config)`; this module takes
+rules as arguments and never reads a config):
   mesh = make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
-  with activate(mesh, TRAIN_RULES):
-    params = init_sharded_params(config, rng, mesh, TRAIN_RULES)  # never whole on one device
+  with activate(mesh, train_rules):
+    params = init_sharded_params(config, rng, mesh, train_rules)  # never whole on one device
 """
 
 from __future__ import annotations
@@ -26,18 +27,12 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from meta_rewarding import defaults
+from meta_rewarding.choices import MESH_AXES
 from meta_rewarding.errors import UserError
 from meta_rewarding.model import llama
 from meta_rewarding.model.config import LlamaConfig
 
-MESH_AXES = ("data", "fsdp", "tensor")
 Rules = Sequence[tuple[str, Any]]
-
-# The default rules are data in defaults.py (`config.mesh.rules`); the run, the planner and the
-# trainer read the config's (`runtime.rules`). These names stay for code that builds a mesh by hand.
-TRAIN_RULES: Rules = defaults.TRAIN_RULES
-DECODE_RULES: Rules = defaults.decode_rules(TRAIN_RULES)
 
 
 class MeshError(UserError, ValueError):
@@ -80,41 +75,36 @@ def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = N
   return Mesh(grid, MESH_AXES)
 
 
-def rules_from_config(rules) -> tuple[tuple[str, Any], ...]:
-  """Normalises config rules (lists from ml_collections) into flax's tuple-of-pairs form."""
-  return defaults.normalize_rules(rules)
-
-
 @contextlib.contextmanager
 def activate(mesh: Mesh, rules: Rules):
   """Mesh + logical rules in scope, so the model's logical constraints resolve while tracing."""
   set_mesh = getattr(jax, "set_mesh", None) or getattr(jax.sharding, "use_mesh", None)
   with (set_mesh(mesh) if set_mesh else mesh):
-    with nn.logical_axis_rules(rules_from_config(rules)):
+    with nn.logical_axis_rules(rules):
       yield
 
 
 def logical_sharding(mesh: Mesh, rules: Rules, logical_axes) -> Any:
   """Pytree of logical PartitionSpecs -> pytree of NamedShardings on `mesh`."""
-  return nn.logical_to_mesh_sharding(logical_axes, mesh, rules_from_config(rules))
+  return nn.logical_to_mesh_sharding(logical_axes, mesh, rules)
 
 
-def param_shardings(config: LlamaConfig, mesh: Mesh, rules: Rules = TRAIN_RULES):
+def param_shardings(config: LlamaConfig, mesh: Mesh, rules: Rules):
   """NamedSharding for every parameter of `config`'s Llama (same tree as the params)."""
   return logical_sharding(mesh, rules, llama.param_logical_axes(config))
 
 
-def cache_shardings(config: LlamaConfig, mesh: Mesh, rules: Rules = DECODE_RULES):
+def cache_shardings(config: LlamaConfig, mesh: Mesh, rules: Rules):
   """NamedShardings of a KV cache, in `llama.init_cache(config, ...)`'s structure."""
   return logical_sharding(mesh, rules, llama.cache_logical_axes(config))
 
 
-def batch_sharding(mesh: Mesh, rules: Rules = TRAIN_RULES, ndim: int = 2) -> NamedSharding:
+def batch_sharding(mesh: Mesh, rules: Rules, ndim: int = 2) -> NamedSharding:
   """Sharding of a [B, ...] batch: rows over the batch mesh axes, the rest replicated."""
   return logical_sharding(mesh, rules, PartitionSpec("batch", *([None] * (ndim - 1))))
 
 
-def init_sharded_params(config: LlamaConfig, rng: jax.Array, mesh: Mesh, rules: Rules = TRAIN_RULES):
+def init_sharded_params(config: LlamaConfig, rng: jax.Array, mesh: Mesh, rules: Rules):
   """Random params created directly in their shards (jit with out_shardings; never whole)."""
   shardings = param_shardings(config, mesh, rules)
   with activate(mesh, rules):
@@ -131,11 +121,11 @@ def shard_params(params, shardings):
   return jax.tree.map(jax.device_put, params, shardings)
 
 
-def check_divisibility(config: LlamaConfig, mesh: Mesh, rules: Rules = TRAIN_RULES):
+def check_divisibility(config: LlamaConfig, mesh: Mesh, rules: Rules):
   """Raises MeshError naming the parameter and dimension that a mesh axis does not divide."""
   axes = llama.param_logical_axes(config)
   shapes = abstract_params(config)
-  rule_map = dict(rules_from_config(rules))
+  rule_map = dict(rules)
   problems = []
   for (path, spec), shape in zip(jax.tree_util.tree_leaves_with_path(
       axes, is_leaf=lambda x: isinstance(x, PartitionSpec)), jax.tree.leaves(shapes)):

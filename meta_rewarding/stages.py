@@ -33,6 +33,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from meta_rewarding import prompts as prompts_lib, rewarding
+from meta_rewarding.choices import TRAIN_PAIRS
 from meta_rewarding.recipe_types import Generation, PipelineError, join_key, sample_prompt_ids
 
 STAGE_IDS = {"prompts": 0, "actor": 1, "judge": 2, "meta_judge": 3, "dpo": 4,
@@ -41,7 +42,6 @@ STAGE_IDS = {"prompts": 0, "actor": 1, "judge": 2, "meta_judge": 3, "dpo": 4,
              "ste_sft_data": 10, "ste_sft": 11,
              # Stage 0: SFT of the loaded model into M_0 (pipeline.py, `sft.data`).
              "sft": 12}
-TRAIN_PAIRS = ("both", "actor", "judge", "none")  # what an entry of pipeline.train_pairs may say
 
 
 def stage_seed(seed: int, iteration: int, stage: str, chunk: int = 0) -> int:

@@ -52,11 +52,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from meta_rewarding import prompts as prompts_lib
+from meta_rewarding.choices import PAIR_ORDERS
 from meta_rewarding.recipe_types import Generation, join_key, sample_prompt_ids
 
 LABELS = ("A", "B")
-ORDERS = ("both", "random")             # ste.orders
-TRAIN_ON = ("iteration", "accumulated")  # ste.train_on
 # RAM's names of the two orders: `0_1` puts the baseline response (y_w, response 0) first, as A.
 ORDER_OF_POSITION = {"A": "0_1", "B": "1_0"}
 _ORDER_INDEX = {"0_1": 0, "1_0": 1}
@@ -244,8 +243,8 @@ def judge_requests(pairs: Sequence[Mapping], template: str, order_seed: int,
                    orders: str = "both") -> list[dict]:
   """The judge prompts (the user message) of the pairs: with `orders = "both"`, two per pair, y_w
   as A (`0_1`) then y_w as B (`1_0`); with "random", one per pair, y_w at `chosen_position`."""
-  if orders not in ORDERS:
-    raise ValueError(f"ste.orders={orders!r}: expected one of {', '.join(ORDERS)}")
+  if orders not in PAIR_ORDERS:
+    raise ValueError(f"ste.orders={orders!r}: expected one of {', '.join(PAIR_ORDERS)}")
   out = []
   for p in pairs:
     uid = join_key(p)

@@ -98,17 +98,16 @@ from typing import Any
 from absl import logging
 
 from meta_rewarding import artifacts
+from meta_rewarding.choices import CHAT_FORMATS
 from meta_rewarding.errors import UserError
 
 __all__ = [
-    "CHAT_FORMATS",
     "Tokenizer",
     "TokenizerError",
     "load_tokenizer",
     "train_sentencepiece",
 ]
 
-CHAT_FORMATS = ("auto", "hf", "llama3", "llama2", "raw")
 # BOS rule of `encode_chat` per format: built-in templates start with BOS, "hf" templates own it,
 # "raw" text gets what the tokenizer itself adds (None).
 _CHAT_BOS = {"llama3": True, "llama2": True, "hf": False, "raw": None}

@@ -5,7 +5,7 @@ train-state manager is `checkpoints.TrainStateCheckpoints`.
 
 Entry points (the pipeline driver and `train_dpo.py` call these):
 
-  cfg = default_train_config()            # ml_collections.ConfigDict; see its docstring
+  cfg = base.train_config()               # meta_rewarding.config.base: the config's `train`
   params, history = run_dpo(model_config, params, examples, cfg, mesh=mesh, rules=rules,
                             checkpoint_dir=dir, seed=0)
   params, history = run_sft(...)          # same shape, SFT examples
@@ -31,7 +31,7 @@ logits are computed only at response tokens.
 A non-finite loss or gradient norm stops training with `TrainingDivergedError` naming the step;
 the bad state is never saved, so the latest checkpoint is the last good one.
 
-Defaults (`defaults.train_config`, also `default_train_config`) -- not confirmed by the Meta-Rewarding paper, chosen here:
+Defaults (`meta_rewarding.config.base.train_config`) -- not confirmed by the Meta-Rewarding paper, chosen here:
   learning_rate 5e-7 with 10 warmup steps, cosine decay to 0.1x (a common Llama-3-8B-Instruct
   DPO setting; Self-Rewarding reports 1e-6 -> 1e-7 cosine, batch 16, beta 0.1), AdamW
   (0.9, 0.95, eps 1e-8), weight decay 0, grad-norm clip 1.0, 16 pairs per optimizer step (4
@@ -49,19 +49,18 @@ import time
 from typing import Any, Mapping, Sequence
 
 import jax
-import ml_collections
 import numpy as np
 import optax
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from meta_rewarding import artifacts, checkpoints, data, defaults, losses, sharding
+from meta_rewarding import artifacts, checkpoints, data, losses, sharding
+from meta_rewarding.choices import DECAYS, TRUNCATION_POLICIES
 from meta_rewarding.errors import UserError
 from meta_rewarding.model.config import LlamaConfig
 from meta_rewarding.train_step import (ROW_KEYS, LossSpec, OptimizerSpec, Schedule, TrainState,
                                        init_state, make_optimizer, pair_logps, train_step)
 
-DECAYS = ("cosine", "linear", "constant")
 
 
 class TrainConfigError(UserError, ValueError):
@@ -81,12 +80,6 @@ class TrainingDivergedError(UserError, RuntimeError):
                       if k in ("loss", "grad_norm", "learning_rate"))
     super().__init__(f"training diverged at step {step}: non-finite loss or gradient ({shown}); "
                      f"stopped without saving it; {where}")
-
-
-def default_train_config() -> ml_collections.ConfigDict:
-  """Training hyper-parameters shared by DPO and SFT: `defaults.train_config()` (every default of
-  the project lives in defaults.py; the module doc says why these values)."""
-  return defaults.train_config()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -177,7 +170,6 @@ def compute_reference_logps(model_config: LlamaConfig, params, examples: Sequenc
   Pairs are processed longest first, `batch_size` per forward (chosen and rejected together),
   padded to length buckets, so a dataset compiles a handful of programs.
   """
-  rules = sharding.rules_from_config(rules)
   shards = _batch_axes_size(mesh, rules)
   batch_size = -(-batch_size // shards) * shards
   fn, batch_sh = _compiled_logps(model_config, int(chunk_size), mesh, rules)
@@ -229,8 +221,8 @@ def _check_config(cfg, kind: str):
     problems.append(f"decay={cfg.decay!r} (expected one of {DECAYS})")
   if kind == "dpo" and cfg.loss_type not in losses.DPO_LOSS_TYPES:
     problems.append(f"loss_type={cfg.loss_type!r} (expected one of {losses.DPO_LOSS_TYPES})")
-  if cfg.truncation not in data.TRUNCATION_POLICIES:
-    problems.append(f"truncation={cfg.truncation!r} (expected one of {data.TRUNCATION_POLICIES})")
+  if cfg.truncation not in TRUNCATION_POLICIES:
+    problems.append(f"truncation={cfg.truncation!r} (expected one of {TRUNCATION_POLICIES})")
   for name in ("batch_size", "grad_accum_steps", "num_epochs", "checkpoint_every",
                "keep_checkpoints", "log_every"):
     if int(cfg[name]) < 1:
@@ -255,7 +247,6 @@ def _read_metrics(path: str, upto: int) -> list[dict]:
 
 def _run(kind, model_config, params, examples, cfg, *, mesh, rules, checkpoint_dir, seed, progress):
   _check_config(cfg, kind)
-  rules = sharding.rules_from_config(rules)
   examples, report = data.truncate_examples(examples, max_length=int(cfg.max_length),
                                             policy=cfg.truncation)
   if report.skipped or report.truncated:

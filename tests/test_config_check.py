@@ -36,9 +36,9 @@ def test_base_and_train_defaults_pass():
   c = config_base.get_base_config()
   c.data.prompts = "testbed:10"  # the base leaves the prompt source to the config file
   c.model.architecture = ml_collections.ConfigDict({"hidden_size": 8})
-  c.train = train.default_train_config()
+  c.train = config_base.train_config()
   config_check.check_pipeline_config(c)
-  config_check.check_train_config(train.default_train_config())
+  config_check.check_train_config(config_base.train_config())
 
 
 def smoke():
@@ -331,7 +331,7 @@ def test_missing_key_is_named():
 
 
 def test_train_config_alone():
-  cfg = train.default_train_config()
+  cfg = config_base.train_config()
   cfg.batch_size = 0
   cfg.loss_type = "kto"
   with pytest.raises(ConfigError) as info:

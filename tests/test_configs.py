@@ -106,7 +106,7 @@ def test_config_loads_complete(name, variant):
   from meta_rewarding import plan, sharding, train
   module = configs.module(name)
   config = configs.load(name, variant)
-  _assert_has_schema(config.train, train.default_train_config(), "config.train")
+  _assert_has_schema(config.train, config_base.train_config(), "config.train")
   json.loads(config.to_json())  # the pipeline records it
   config.lock()
   if not is_pipeline_config(module):
@@ -220,7 +220,7 @@ def abstract_check(name: str, variant: str, devices) -> dict:
   config = configs.load(name, variant)
   mesh = sharding.make_mesh(dict(config.mesh.shape), devices)
   mc, _ = plan_lib.model_config_from(config)
-  rules = sharding.TRAIN_RULES
+  rules = config_rules.TRAIN_RULES
   sharding.check_divisibility(mc, mesh, rules)
   param_sh = sharding.param_shardings(mc, mesh, rules)
   optimizer = plan_lib.make_optimizer(config.train)
@@ -242,8 +242,8 @@ def abstract_check(name: str, variant: str, devices) -> dict:
 
   p = plan_lib.plan(config, len(devices))
   stage = p.worst_stage
-  cache_sh = sharding.cache_shardings(mc, mesh, sharding.DECODE_RULES)
-  with sharding.activate(mesh, sharding.DECODE_RULES):
+  cache_sh = sharding.cache_shardings(mc, mesh, config_rules.DECODE_RULES)
+  with sharding.activate(mesh, config_rules.DECODE_RULES):
     cache = jax.eval_shape(jax.jit(lambda: llama.init_cache(mc, stage.rows, stage.cache_length),
                                    out_shardings=cache_sh))
   full_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))

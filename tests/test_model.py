@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from hf_models import VARIANTS, hf_logits, save_hf_model
+from meta_rewarding.config import rules as config_rules
 from meta_rewarding import checkpoints, sharding
 from meta_rewarding.model import (Llama, LlamaConfig, UnsupportedConfigError, causal_mask, forward,
                                   init_cache, init_params, padded_forward, tiny_config)
@@ -54,13 +55,13 @@ def test_parity_holds_with_sharded_params(hf_checkpoints, mesh_shape):
   mesh = sharding.make_mesh(mesh_shape)
   config, params = checkpoints.load_hf(
       str(directory), dtype="float32",
-      shardings=lambda c: sharding.param_shardings(c, mesh, sharding.TRAIN_RULES))
+      shardings=lambda c: sharding.param_shardings(c, mesh, config_rules.TRAIN_RULES))
   q = params["layers_0"]["attn"]["q"]
   assert len(q.sharding.device_set) == 8 and not q.sharding.is_fully_replicated
   # Each device holds a slice, not the whole tensor.
   assert q.addressable_shards[0].data.size < q.size
   tokens = _tokens(config.vocab_size, 8, 16)
-  with sharding.activate(mesh, sharding.TRAIN_RULES):
+  with sharding.activate(mesh, config_rules.TRAIN_RULES):
     ours = np.asarray(forward(config, params, tokens))
   assert np.abs(ours - hf_logits(torch_model, tokens)).max() <= 1e-4
 

@@ -23,6 +23,7 @@ import transformers
 
 import tiny_tokenizers
 from test_run import tiny_config as run_config
+from meta_rewarding.config import base as config_base, rules as config_rules
 from meta_rewarding import artifacts, checkpoints, data, run, sample, sharding, train
 from meta_rewarding.model import config as config_module
 from meta_rewarding.model import llama
@@ -204,16 +205,16 @@ def test_sharded_equals_unsharded(families, name):
   reference = _greedy(config, params, "static")
   mesh = sharding.make_mesh({"fsdp": 4, "tensor": 2})
   _, sharded_params = _load(directory, shardings=lambda c: sharding.param_shardings(
-      c, mesh, sharding.DECODE_RULES))
+      c, mesh, config_rules.DECODE_RULES))
   got = _greedy(config, sharded_params, "continuous", mesh=mesh, batch_size=4)
   assert [c.token_ids for (c,) in got] == [c.token_ids for (c,) in reference]
   np.testing.assert_allclose([c.logprob for (c,) in got], [c.logprob for (c,) in reference],
                              atol=1e-4)
   # The forward on the training mesh rules too.
   _, train_params = _load(directory, shardings=lambda c: sharding.param_shardings(
-      c, mesh, sharding.TRAIN_RULES))
+      c, mesh, config_rules.TRAIN_RULES))
   tokens = _tokens(8, 2 * WINDOW, seed=2)
-  with sharding.activate(mesh, sharding.TRAIN_RULES):
+  with sharding.activate(mesh, config_rules.TRAIN_RULES):
     ours = np.asarray(llama.forward(config, train_params, tokens))
   assert np.abs(ours - _torch_logits(model, tokens)).max() <= 1e-4
 
@@ -281,12 +282,12 @@ def test_dpo_step_loss_is_the_formula_on_transformers_logps(families, name):
   for p in pairs:
     p["ref_chosen_logp"] = _torch_logp(reference, p["prompt_ids"], p["chosen_ids"])
     p["ref_rejected_logp"] = _torch_logp(reference, p["prompt_ids"], p["rejected_ids"])
-  cfg = train.default_train_config()
+  cfg = config_base.train_config()
   cfg.update(dict(batch_size=4, grad_accum_steps=1, max_length=32, length_buckets=(32,),
                   warmup_steps=0, decay="constant"))
   spec = train.LossSpec.from_config(cfg, "dpo")
   mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
-  rules = sharding.rules_from_config(sharding.TRAIN_RULES)
+  rules = config_rules.normalize_rules(config_rules.TRAIN_RULES)
   step, init, _, batch_sh = train.make_train_step(config, spec, train.OptimizerSpec.from_config(cfg),
                                                   mesh, rules)
   batch = data.collate(pairs, np.arange(4), kind="dpo", num_micro=1, length_buckets=(32,),

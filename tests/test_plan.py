@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import configs
+from meta_rewarding.config import rules as config_rules
 from meta_rewarding import losses, plan, sharding, train
 from meta_rewarding.model import llama, presets
 
@@ -54,7 +55,7 @@ def test_plan_matches_real_arrays(mesh_shape, scan, check_grads):
   p = plan.plan(config, 8)
   mc, _ = plan.model_config_from(config)
   mesh = sharding.make_mesh(mesh_shape, jax.devices()[:8])
-  rules = sharding.TRAIN_RULES
+  rules = config_rules.TRAIN_RULES
   params = sharding.init_sharded_params(mc, jax.random.key(0), mesh, rules)
   assert device_bytes(params) == p.params
 
@@ -82,8 +83,8 @@ def test_plan_matches_real_arrays(mesh_shape, scan, check_grads):
     assert p.gradients == 2 * p.params
 
   # KV cache of every stage at its planned rows and length, sharded by the decode rules.
-  cache_sh = sharding.cache_shardings(mc, mesh, sharding.DECODE_RULES)
-  with sharding.activate(mesh, sharding.DECODE_RULES):
+  cache_sh = sharding.cache_shardings(mc, mesh, config_rules.DECODE_RULES)
+  with sharding.activate(mesh, config_rules.DECODE_RULES):
     caches = jax.jit(lambda: [llama.init_cache(mc, st.rows, st.cache_length) for st in p.stages],
                      out_shardings=[cache_sh] * len(p.stages))()
   for stage, cache in zip(p.stages, caches):

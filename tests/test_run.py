@@ -8,6 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from meta_rewarding.config import base as config_base
 from meta_rewarding import artifacts, run
 from meta_rewarding.config.base import get_base_config
 from meta_rewarding.policy import JaxPolicy
@@ -39,7 +40,7 @@ def tiny_config(num_iterations=2) -> ml_collections.ConfigDict:
   c.pipeline.prompts_per_iteration = 3
   c.pipeline.chunk_size = 2
   from meta_rewarding import train
-  c.train = train.default_train_config()
+  c.train = config_base.train_config()
   c.train.batch_size = 8  # a multiple of the 8 fake devices the tests run on
   c.train.num_epochs = 1
   c.train.max_length = 192

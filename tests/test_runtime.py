@@ -37,13 +37,13 @@ REPLICATED = tuple((name, None) for name, _ in config_rules.TRAIN_RULES)
 
 
 def test_rules_default_to_the_config_defaults_and_decode_adds_the_cache():
-  train_rules, decode_rules = runtime.rules(local_cpu())
-  assert train_rules == config_rules.TRAIN_RULES == sharding.TRAIN_RULES
-  assert decode_rules == train_rules + (("cache_length", None),) == sharding.DECODE_RULES
+  train_rules, decode_rules = config_rules.rules_for(local_cpu())
+  assert train_rules == config_rules.TRAIN_RULES
+  assert decode_rules == train_rules + (("cache_length", None),) == config_rules.DECODE_RULES
   # Lists (what JSON and the command line give) become the tuples flax wants.
   c = tiny_config()
   c.mesh.rules = [["batch", ["data", "fsdp"]], ["embed", "fsdp"]]
-  assert runtime.rules(c)[0] == (("batch", ("data", "fsdp")), ("embed", "fsdp"))
+  assert config_rules.rules_for(c)[0] == (("batch", ("data", "fsdp")), ("embed", "fsdp"))
 
 
 def test_planner_and_run_follow_a_changed_config_rules():

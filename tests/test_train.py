@@ -14,11 +14,12 @@ import optax
 import pytest
 
 import configs
+from meta_rewarding.config import base as config_base, rules as config_rules
 from meta_rewarding import checkpoints, data, sharding, stages, train
 from meta_rewarding.model import forward, init_params, tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-RULES = sharding.TRAIN_RULES
+RULES = config_rules.TRAIN_RULES
 CONFIG = tiny_config()
 
 
@@ -35,7 +36,7 @@ def _sft(n, seed=1):
 
 
 def _cfg(**overrides):
-  cfg = train.default_train_config()
+  cfg = config_base.train_config()
   # Tests share a few compiled programs: the same optimizer everywhere, DPO steps of 8 pairs as
   # 8x1 or 4x2 microbatches, SFT steps of 4 sequences, the reference pass 8 pairs at a time, T=32.
   # adam_eps=1e-3 keeps Adam's update lr·g/(|g|+eps) smooth in g, so runs that differ only by
@@ -267,7 +268,7 @@ def _one_step(model_config, params, examples, *, kind, mesh, batch_size, grad_ac
   cfg = _cfg(batch_size=batch_size, grad_accum_steps=grad_accum)
   spec = train.LossSpec.from_config(cfg, kind)
   opt = train.OptimizerSpec.from_config(cfg)
-  rules = sharding.rules_from_config(RULES)
+  rules = config_rules.normalize_rules(RULES)
   step, init, _, batch_sh = train.make_train_step(model_config, spec, opt, mesh, rules)
   indices = np.arange(len(examples))
   batch = data.collate(examples, indices, kind=kind, num_micro=grad_accum,

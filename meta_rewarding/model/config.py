@@ -64,6 +64,7 @@ from typing import Any, Mapping
 import numpy as np
 from absl import logging
 
+from meta_rewarding.choices import REMAT_POLICIES
 from meta_rewarding.errors import UserError
 
 
@@ -103,7 +104,6 @@ _METADATA_KEYS = frozenset({
     "transformers.js_config",
 })
 SUPPORTED_ROPE_TYPES = ("default", "llama3", "linear")
-REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 LAYER_TYPES = ("full_attention", "sliding_attention")
 NORM_STYLES = ("llama", "gemma")
 ACTIVATIONS = ("silu", "gelu_pytorch_tanh")

@@ -11,16 +11,18 @@ run.py ask `for_config(config)` and use what it gives; nothing else branches on 
 
 from __future__ import annotations
 
+from meta_rewarding.choices import DEFAULT_RECIPE
 from meta_rewarding.recipe_types import PipelineError, Recipe
 from meta_rewarding.recipes import meta_rewarding, self_taught_evaluator
 
+# Keyed by the names `choices.RECIPES` lists (the config check's; tests/test_stages.py keeps the
+# two equal).
 RECIPES = {r.name: r for r in (meta_rewarding.RECIPE, self_taught_evaluator.RECIPE)}
-DEFAULT = meta_rewarding.RECIPE.name
 
 
 def for_config(config) -> Recipe:
   """The config's recipe (`recipe`, default "meta_rewarding")."""
-  name = config.get("recipe", DEFAULT)
+  name = config.get("recipe", DEFAULT_RECIPE)
   if name not in RECIPES:
     raise PipelineError(f"recipe={name!r}; expected one of {', '.join(RECIPES)}")
   return RECIPES[name]

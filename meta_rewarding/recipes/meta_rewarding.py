@@ -21,7 +21,7 @@ from typing import Callable, Mapping, Sequence
 from absl import logging
 
 from meta_rewarding import artifacts, chunk_store, distributed, judge_eval, stage_runner, stages
-from meta_rewarding.recipe_types import PipelineError, Policy, Recipe
+from meta_rewarding.recipe_types import PipelineError, Policy, Recipe, SamplingStage
 from meta_rewarding.testbed import evaluate as testbed_evaluate
 
 
@@ -201,6 +201,27 @@ def run_stage0(config, workdir: str, policy: Policy, verify_full: bool
   return chunk_store.finished_json(it.path("metrics.json")), timings  # what a resumed run reads
 
 
+def sampling_stages(config) -> list[SamplingStage]:
+  """K responses per prompt; N judgments of every response, sharing the judge prompt's prefix;
+  with the meta-judge, both orders of every pair of one response's N judgments (at most N(N-1)
+  battles per prompt, `stages.meta_judge_requests`), one sample each."""
+  prompts = int(config.pipeline.prompts_per_iteration)
+  K, N = int(config.actor.num_responses), int(config.judge.num_judgments)
+  out = [SamplingStage("actor", K, "actor.max_new_tokens", False, prompts),
+         SamplingStage("judge", N, "judge.max_new_tokens", True, prompts * K)]
+  if config.meta_judge.enabled:
+    out.append(SamplingStage("meta_judge", 1, "meta_judge.max_new_tokens", True,
+                             prompts * N * (N - 1)))
+  return out
+
+
+def train_examples(config) -> int:
+  """At most an actor pair and a judge pair per prompt (one with actor pairs only)."""
+  kinds = set(str(x) for x in config.pipeline.train_pairs)
+  return int(config.pipeline.prompts_per_iteration) * (2 if "both" in kinds else 1)
+
+
 RECIPE = Recipe(name="meta_rewarding", trains="dpo", prepare=run_stage0,
                 run_iteration=run_iteration, oracle_metrics=testbed_evaluate.oracle_metrics,
-                judge_settings=judge_eval.judge_settings, heldout_tasks=True)
+                judge_settings=judge_eval.judge_settings, heldout_tasks=True,
+                sampling_stages=sampling_stages, train_examples=train_examples)

@@ -26,7 +26,7 @@ from typing import Callable, Mapping, Sequence
 from absl import logging
 
 from meta_rewarding import artifacts, chunk_store, stage_runner, stages, ste
-from meta_rewarding.recipe_types import PipelineError, Policy, Recipe
+from meta_rewarding.recipe_types import PipelineError, Policy, Recipe, SamplingStage
 
 
 SEED_MODEL_DIR = "seed_model"  # the seed, saved once when model.checkpoint names no directory
@@ -220,6 +220,28 @@ def judge_settings(config) -> dict:
           "pairwise_template": s.pairwise_template, "system_prompt": s.system_prompt}
 
 
+def sampling_stages(config) -> list[SamplingStage]:
+  """One response and one worse response per instruction, N pairwise judgments per pair and order
+  (ste.orders="both": both orders), sharing the prefix when a system prompt leads. The
+  categorisation (with ste.categorize) runs once before iteration 1, counted here at one
+  iteration's prompts for a figure."""
+  s = config.ste
+  prompts = int(config.pipeline.prompts_per_iteration)
+  orders = 2 if s.get("orders", "both") == "both" else 1
+  out = [SamplingStage("categorize", 1, "ste.category_max_new_tokens", False, prompts)
+         ] if s.categorize else []
+  return out + [SamplingStage("actor", 1, "actor.max_new_tokens", False, prompts),
+                SamplingStage("worse", 1, "ste.worse_max_new_tokens", False, prompts),
+                SamplingStage("judge", int(s.num_judgments), "ste.judge_max_new_tokens",
+                              bool(s.system_prompt), prompts * orders)]
+
+
+def train_examples(config) -> int:
+  """At most one SFT example (a kept judgment) per instruction."""
+  return int(config.pipeline.prompts_per_iteration)
+
+
 RECIPE = Recipe(name="ste", trains="sft", prepare=prepare, run_iteration=run_iteration,
                 oracle_metrics=ste.testbed_oracle_metrics, judge_settings=judge_settings,
-                heldout_tasks=False)
+                heldout_tasks=False, sampling_stages=sampling_stages,
+                train_examples=train_examples)

@@ -27,11 +27,12 @@ import re
 from typing import Sequence
 
 from meta_rewarding import prompts
+from meta_rewarding.choices import META_JUDGE_ORACLES
 from meta_rewarding.recipe_types import Generation
 from meta_rewarding.testbed import judging, oracle
 from meta_rewarding.testbed.tasks import task_from_instruction
 
-RULES = ("verdict", "check")
+RULES = META_JUDGE_ORACLES[1:]  # ("verdict", "check"); "" is the model
 _FIELDS = ("instruction", "response", "judgment_a", "judgment_b")
 
 

@@ -111,8 +111,8 @@ from typing import Iterable, Sequence
 import jax
 from absl import app, flags, logging
 
+from meta_rewarding.config import base as config_base, rules as config_rules
 from meta_rewarding import checkpoints, data, prompts, runtime, sampling, train
-from meta_rewarding.config import base as config_base
 from meta_rewarding.testbed import judging, oracle, templates
 from meta_rewarding.testbed.measure import EVAL_SEED, eval_task_list, measure
 from meta_rewarding.testbed.responses import (META_RESPONSE_MIX, META_UNSOUND_SLIP,
@@ -666,7 +666,7 @@ def check_order(examples: Sequence[dict], batches: Sequence[Sequence[dict]], see
 
 
 def sft_config(cfg: BuildConfig):
-  t = train.default_train_config()
+  t = config_base.train_config()
   t.learning_rate = cfg.learning_rate
   t.warmup_steps = cfg.warmup_steps
   t.decay = "cosine"
@@ -732,7 +732,7 @@ def train_seed(cfg: BuildConfig, model_config, params, tokenizer, *, mesh, log=p
   log(f"SFT: {cfg.steps} steps of {cfg.batch_size} "
       f"({', '.join(f'{k} {kinds.count(k)}' for k in KINDS)})")
   params, history = train.run_sft(model_config, params, ordered, sft_config(cfg), mesh=mesh,
-                                  rules=runtime.rules(runtime_config(cfg.seed))[0],
+                                  rules=config_rules.rules_for(runtime_config(cfg.seed))[0],
                                   checkpoint_dir=checkpoint_dir,
                                   seed=cfg.seed, progress=True)
   for s, h in enumerate(history):
