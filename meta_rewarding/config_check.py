@@ -22,7 +22,7 @@ import math
 import types
 from collections.abc import Mapping
 
-from meta_rewarding import choices, prompt_length, runtime
+from meta_rewarding import choices, prompt_length, runtime, sources
 from meta_rewarding.config import declarations as decl
 from meta_rewarding.config import rules as config_rules
 from meta_rewarding.errors import UserError
@@ -104,19 +104,18 @@ def _check_random_init(c: _Checks, model: dict) -> None:
 
 
 def _check_source(c: _Checks, key: str, source, *, recipe) -> None:
-  """`testbed:<n>` and `hf:<name>` sources (`sources.parse` reads them) need their parts."""
+  """`testbed:<n>` and `hf:<name>` sources (`sources.parse`, the one parser) need their parts."""
   if not isinstance(source, str):
     return
-  if source.startswith("testbed:"):
-    n = source.split(":", 1)[1]
+  parsed = sources.parse(source)
+  if parsed.kind == sources.TESTBED:
     if key == "evaluate.judge_pairs" and recipe != "ste":
       c.fail(key, source, "'testbed:<n>' is read by recipe='ste' only; give a file (e.g. written "
              "by testbed.evaluate.preference_pairs)")
-    elif not (n.isdigit() and int(n) >= 1):
+    elif parsed.count() is None:
       what = "a count" if key == "evaluate.judge_pairs" else "a pool size"
       c.fail(key, source, f"'testbed:<n>' needs {what} n >= 1")
-  elif (key == "data.prompts" and source.startswith("hf:")
-        and not source[3:].partition(":")[0]):
+  elif key == "data.prompts" and parsed.kind == sources.HF and not parsed.value:
     c.fail(key, source, "'hf:<dataset>[:<split>]' needs a dataset name")
 
 
@@ -146,7 +145,7 @@ def _check_sft(c: _Checks, recipe) -> None:
   like `train` (same ranges and bounds), named `sft.train.*`."""
   if c.get("sft", None) is None:
     return  # a config written before stage 0 existed: no stage 0
-  found = c.section("sft", decl.SFT)
+  found = c.section("sft", decl.SECTIONS["sft"])
   path = found.get("data")
   if recipe == "ste" and isinstance(path, str) and path:
     c.fail("sft.data", path, "must be '' with recipe='ste': the Self-Taught Evaluator trains from "
@@ -160,25 +159,25 @@ def check_pipeline_config(config) -> None:
   """Raises `ConfigError` listing every out-of-range value of a `meta_rewarding.main` config
   (with `recipe = "ste"`, also the Self-Taught Evaluator's `ste` section)."""
   c = _Checks(config)
-  top = c.section("", decl.TOP)
+  top = c.section("", decl.SECTIONS[""])
   recipe = top.get("recipe", choices.DEFAULT_RECIPE)
-  model = c.section("model", decl.MODEL)
+  model = c.section("model", decl.SECTIONS["model"])
   _check_random_init(c, model)
-  data = c.section("data", decl.DATA)
+  data = c.section("data", decl.SECTIONS["data"])
   _check_source(c, "data.prompts", data.get("prompts"), recipe=recipe)
-  c.section("mesh", decl.MESH)
-  c.section("sampling", decl.SAMPLING)
-  c.section("actor", decl.ACTOR)
-  num_judgments = c.section("judge", decl.JUDGE).get("num_judgments")
-  meta = c.section("meta_judge", decl.META_JUDGE)
+  c.section("mesh", decl.SECTIONS["mesh"])
+  c.section("sampling", decl.SECTIONS["sampling"])
+  c.section("actor", decl.SECTIONS["actor"])
+  num_judgments = c.section("judge", decl.SECTIONS["judge"]).get("num_judgments")
+  meta = c.section("meta_judge", decl.SECTIONS["meta_judge"])
   oracle = meta.get("testbed_oracle", "")
   if oracle in choices.META_JUDGE_ORACLES[1:] and c.get("evaluate.oracle", "") != "testbed":
     c.fail("meta_judge.testbed_oracle", oracle,
            "needs evaluate.oracle='testbed' (the oracle knows the testbed's tasks only)")
-  pipeline = c.section("pipeline", decl.PIPELINE)
+  pipeline = c.section("pipeline", decl.SECTIONS["pipeline"])
   num_iterations = pipeline.get("num_iterations")
   train_pairs = pipeline.get("train_pairs") or ()
-  evaluate = c.section("evaluate", decl.EVALUATE)
+  evaluate = c.section("evaluate", decl.SECTIONS["evaluate"])
   _check_source(c, "evaluate.judge_pairs", evaluate.get("judge_pairs", ""), recipe=recipe)
   if recipe == "ste":
     _check_ste(c)
@@ -218,7 +217,7 @@ def check_train_dpo_config(config) -> None:
   c = _Checks(config)
   mode = c.section("", decl.TRAIN_DPO_TOP).get("mode")
   c.section("model", decl.TRAIN_DPO_MODEL)
-  c.section("mesh", decl.MESH)
+  c.section("mesh", decl.SECTIONS["mesh"])
   _check_train(c, "train", mode if mode in choices.TRAIN_MODES else "dpo")
   c.raise_if_any()
 
