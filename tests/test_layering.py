@@ -1,7 +1,8 @@
 """The dependency graph runs one way: configs -> config floor -> libraries, never back up.
 
-  * `meta_rewarding/config/` and `meta_rewarding/choices.py` import nothing heavy (loading a config
-    starts no jax), and only ml_collections, the standard library and light project modules;
+  * `meta_rewarding/config/` and `meta_rewarding/choices.py` import only ml_collections, the
+    standard library and light project modules; they, the config check and the driver with its
+    stages and store load without jax or flax;
   * the libraries (model, sharding, decode, sampling, train, losses, ...) never import the config
     package: they take rules and values as arguments;
   * no module of the package imports the repository's `configs` or `bench` packages;
@@ -61,11 +62,19 @@ def test_the_config_floor_imports_only_light_modules(path):
   assert not bad, f"{path} imports {bad}"
 
 
-def test_loading_the_config_floor_starts_no_jax():
-  modules = ("meta_rewarding.config.base, meta_rewarding.config.rules, "
-             "meta_rewarding.config.declarations, meta_rewarding.choices, "
-             "meta_rewarding.config_check")
-  code = (f"import sys, {modules}\n"
+# Modules that load without jax or flax: the config floor (loading a config costs nothing), and the
+# driver, its stages and store (tools that read artifacts, and tests with a scripted policy, must
+# not pay for the compiled stack).
+LIGHT = ("meta_rewarding.config.base", "meta_rewarding.config.rules",
+         "meta_rewarding.config.declarations", "meta_rewarding.choices",
+         "meta_rewarding.config_check", "meta_rewarding.stages", "meta_rewarding.pipeline",
+         "meta_rewarding.chunk_store", "meta_rewarding.recipes", "meta_rewarding.judge_eval",
+         "meta_rewarding.testbed.evaluate")
+
+
+@pytest.mark.parametrize("module", LIGHT)
+def test_light_modules_load_neither_jax_nor_flax(module):
+  code = (f"import sys, {module}\n"
           f"bad = sorted(m for m in {HEAVY!r} if m in sys.modules)\n"
           "assert not bad, bad\n")
   env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
