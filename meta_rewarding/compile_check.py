@@ -35,7 +35,20 @@ loop as often as it runs:
   * microbatches: the train step's scan runs `grad_accum_steps` times; the optimizer update
     (`train_step.apply_gradients`, compiled alone for the real model: no loop) runs once:
     step = update + A x microbatch, the copies' update taken in proportion to their parameters.
-The roofline time is max(FLOPs / peak, bytes accessed / HBM bandwidth) per chip (`targets.py`).
+
+Bytes: two figures per program, both per chip and counted through the loops as above.
+  * XLA's "bytes accessed" (`cost_analysis()`; the table's "GB read"), kept as XLA reports it;
+  * HBM bytes ("GB HBM"): the same cost rules applied to the compiled module's HLO
+    (`compiled.as_text()`) instruction by instruction, counting only reads and writes of arrays
+    in HBM (memory space 0), `hlo_bytes.py`. On TPU XLA's figure also counts the copies the
+    compiler stages in on-chip memory (VMEM, v4's CMEM): a weight prefetched into VMEM before its
+    matmul is counted four times, once for the HBM read (bench/results/tpu_decode_hlo.md: 1.26x
+    to 3.7x a decode step's floor in XLA's figure, 0.94-1.00x in HBM bytes). On a backend without
+    memory spaces (the CPU path) the two are equal but for tuples' pointer tables.
+HBM bytes drive the decode steps' floor check (a finding above 1.3x the floor) and the roofline
+time, max(FLOPs / peak, HBM bytes / HBM bandwidth) per chip (`targets.py`): the bytes the HBM
+bandwidth limits. Where the HLO cannot be analysed, XLA's figure stands in (JSON `hbm_bytes`
+null, table "-").
 """
 
 from __future__ import annotations
@@ -50,6 +63,7 @@ import time
 from typing import Any, Callable, Mapping
 
 
+from meta_rewarding import hlo_bytes
 from meta_rewarding import plan as plan_lib
 from meta_rewarding import recipes
 from meta_rewarding import targets as targets_lib
@@ -187,10 +201,16 @@ class Measured:
   calls: float
   compile_seconds: float
   info: Mapping[str, Any]
+  hbm_bytes: float | None = None   # HBM reads + writes (hlo_bytes.py); None: not analysed
 
   @property
   def compiled(self) -> int:
     return self.argument + self.output - self.alias + self.temp
+
+  @property
+  def memory_bytes(self) -> float:
+    """The bytes the roofline and the decode floor check use: HBM bytes, else XLA's."""
+    return self.bytes_accessed if self.hbm_bytes is None else self.hbm_bytes
 
 
 def _stage_programs(config, mc, mesh, rules, stage: plan_lib.SamplerStage, p, batching: str,
@@ -480,6 +500,20 @@ def _cost(compiled) -> tuple[float, float]:
   return float(ca.get("flops", 0.0)), float(ca.get("bytes accessed", 0.0))
 
 
+def _hbm(compiled) -> float | None:
+  """HBM bytes of the compiled module (hlo_bytes.py); None where its HLO text cannot be read."""
+  try:
+    return hlo_bytes.hbm_bytes(compiled.as_text())
+  except Exception:  # an HLO construct the parser does not know: XLA's figure stands in
+    return None
+
+
+def _figures(compiled) -> tuple[float, float, float]:
+  """(FLOPs, XLA's bytes accessed, HBM bytes; NaN where not analysed)."""
+  hbm = _hbm(compiled)
+  return (*_cost(compiled), math.nan if hbm is None else hbm)
+
+
 def _memory(compiled) -> dict:
   m = compiled.memory_analysis()
   get = lambda k: int(getattr(m, k, 0) or 0) if m is not None else 0
@@ -500,27 +534,28 @@ def measure(program: Program, mc, *, log: Callable[[str], None] = lambda s: None
   compiled = program.compile(mc)
   memory = _memory(compiled)
   # Decode blocks: one decode step alone (`decode.decode_step`, the loop's body).
-  flops, bytes_ = _cost(program.cost_compile(mc) if program.cost_compile else compiled)
+  # (FLOPs, XLA's bytes, HBM bytes), each extrapolated the same way.
+  flops, bytes_, hbm = _figures(program.cost_compile(mc) if program.cost_compile else compiled)
   L = mc.num_hidden_layers
   if program.needs_analysis:
-    one = _cost(program.compile(_analysis_copy(mc, 1)))
-    two = _cost(program.compile(_analysis_copy(mc, 2))) if L > 1 else one
+    one = _figures(program.compile(_analysis_copy(mc, 1)))
+    two = _figures(program.compile(_analysis_copy(mc, 2))) if L > 1 else one
     if program.optimizer_compile is not None:
       # The update has no loop: compiled once for the real model, it is exact. Its copies' share
       # is in proportion to their parameters (elementwise work over every parameter).
-      update = _cost(program.optimizer_compile(mc))
+      update = _figures(program.optimizer_compile(mc))
       share = lambda k: _analysis_copy(mc, k).num_params() / mc.num_params()
       u1, u2 = ([x * share(k) for x in update] for k in (1, 2))
       per = lambda i: (two[i] - u2[i]) - (one[i] - u1[i])       # one layer's microbatch work
       micro = lambda i: (one[i] - u1[i]) + (L - 1) * per(i)
-      flops, bytes_ = (update[i] + program.microbatches * micro(i) for i in (0, 1))
+      flops, bytes_, hbm = (update[i] + program.microbatches * micro(i) for i in (0, 1, 2))
     else:
-      flops, bytes_ = (one[i] + (L - 1) * (two[i] - one[i]) for i in (0, 1))
+      flops, bytes_, hbm = (one[i] + (L - 1) * (two[i] - one[i]) for i in (0, 1, 2))
   seconds = time.perf_counter() - start
   log(f"compiled {program.name} in {seconds:.0f} s")
   return Measured(name=program.name, phase=program.phase, planned=int(program.planned),
                   resident=int(program.resident), flops=flops, bytes_accessed=bytes_,
-                  loops=program.loops, calls=program.calls, compile_seconds=seconds,
+                  hbm_bytes=None if math.isnan(hbm) else hbm, loops=program.loops, calls=program.calls, compile_seconds=seconds,
                   info=dict(program.info), **memory)
 
 
@@ -571,9 +606,12 @@ class Report:
 
   # -- static performance checks ---------------------------------------------------------------
   def decode_checks(self) -> list[dict]:
-    """Bytes a decode step reads per chip against its floor: the chip's share of the weights the
-    sampler reads (compute dtype, decode layout) plus the KV cache rows it attends over.
-    `fully_sharded_weights`: that share were the weights sharded over every chip (fsdp too)."""
+    """Bytes a decode step moves through each chip's HBM (`bytes_per_step`: HBM bytes, XLA's
+    where not analysed) against its floor: the chip's share of the weights the sampler reads
+    (compute dtype, decode layout) plus the KV cache rows it attends over. XLA's bytes accessed
+    (`xla_bytes_per_step`, `xla_ratio`) count weights staged in on-chip memory several times
+    (module doc): reported, not checked. `fully_sharded_weights`: that share were the weights
+    sharded over every chip (fsdp too)."""
     mc, p = self.model_config, self.plan
     dt = plan_lib._dtype_bytes(mc.dtype)
     fully_sharded = p.params * dt // plan_lib._dtype_bytes(mc.param_dtype)
@@ -585,9 +623,11 @@ class Report:
       info = m.info
       cache = plan_lib.kv_bytes(mc, p.mesh, self.decode_rules, info["rows"], info["ring"])
       floor = weights + cache
-      out.append(dict(program=m.name, rows=info["rows"], bytes_per_step=m.bytes_accessed,
-                      weights=weights, fully_sharded_weights=fully_sharded, kv_cache=cache, floor=floor, ratio=m.bytes_accessed / floor,
-                      finding=m.bytes_accessed > 1.3 * floor))
+      out.append(dict(program=m.name, rows=info["rows"], bytes_per_step=m.memory_bytes,
+                      hbm_bytes_per_step=m.hbm_bytes, xla_bytes_per_step=m.bytes_accessed,
+                      weights=weights, fully_sharded_weights=fully_sharded, kv_cache=cache,
+                      floor=floor, ratio=m.memory_bytes / floor,
+                      xla_ratio=m.bytes_accessed / floor, finding=m.memory_bytes > 1.3 * floor))
     return out
 
   def train_checks(self) -> list[dict]:
@@ -615,7 +655,7 @@ class Report:
       if not m.calls or m.info.get("check_only"):
         continue
       key = m.info.get("stage", m.name)
-      parts[key] = parts.get(key, 0.0) + m.calls * self.roofline(m.flops, m.bytes_accessed)
+      parts[key] = parts.get(key, 0.0) + m.calls * self.roofline(m.flops, m.memory_bytes)
     return list(parts.items())
 
   # -- presentation ----------------------------------------------------------------------------
@@ -631,26 +671,32 @@ class Report:
              f"scan_layers {mc.scan_layers}; compiled in {self.compile_seconds:.0f} s",
              "  per chip; XLA = arguments + outputs - donated + temporaries; +live = arrays the run "
              "keeps outside the program; FLOPs / bytes per call (decode blocks: per step)",
+             "  GB read = XLA's bytes accessed (counts on-chip copies of weights again); GB HBM = "
+             "reads + writes of HBM arrays (compiled HLO): the roofline's and the decode floor "
+             "check's bytes",
              f"{'program':26s}{'XLA GiB':>8s}{'+live':>8s}{'plan GiB':>9s}{'plan/XLA':>9s}"
-             f"{'fits':>6s}{'TFLOP':>9s}{'GB read':>9s}{'roofline':>11s}"]
+             f"{'fits':>6s}{'TFLOP':>9s}{'GB read':>9s}{'GB HBM':>9s}{'roofline':>11s}"]
     for m in self.measured:
-      r = self.roofline(m.flops, m.bytes_accessed)
+      r = self.roofline(m.flops, m.memory_bytes)
       rt = "-" if r is None else (f"{r * 1e3:8.2f} ms" if r < 10 else f"{r:8.1f} s ")
       ratio = m.planned / m.compiled if m.compiled else float("nan")
       lines.append(f"{m.name:26s}{g(m.compiled)} {g(m.resident)}{g(m.planned)}  {ratio:7.2f}"
                    f"{'yes' if self.fits(m) else 'NO':>6s}{m.flops / 1e12:9.3f}"
-                   f"{m.bytes_accessed / 1e9:9.2f}{rt:>11s}")
+                   f"{m.bytes_accessed / 1e9:9.2f}"
+                   f"{'-' if m.hbm_bytes is None else f'{m.hbm_bytes / 1e9:.2f}':>9s}{rt:>11s}")
     lines.append("phases (the planner's peak against XLA's):")
     for name, row in self.phase_peaks().items():
       lines.append(f"  {name:10s} XLA {row['compiled_bytes'] / GiB:6.2f} GiB ({row['program']}), "
                    f"planner {row['planned_bytes'] / GiB:6.2f} GiB: {row['ratio']:.2f}x")
-    lines.append("decode steps: bytes read per chip per step against the floor (weights in "
-                 f"{mc.dtype} + the KV cache read):")
+    lines.append("decode steps: HBM bytes per chip per step against the floor (weights in "
+                 f"{mc.dtype} + the KV cache read); XLA's bytes accessed beside it:")
     for c in self.decode_checks():
-      lines.append(f"  {c['program']:28s} {c['rows']:4d} rows: {c['bytes_per_step'] / 1e9:6.2f} GB "
-                   f"vs floor {c['floor'] / 1e9:6.2f} GB ({c['weights'] / 1e9:.2f} weights + "
-                   f"{c['kv_cache'] / 1e9:.2f} cache) = {c['ratio']:.2f}x"
-                   f"{'  FINDING (> 1.3x)' if c['finding'] else ''}")
+      what = "HBM" if c["hbm_bytes_per_step"] is not None else "XLA"
+      lines.append(f"  {c['program']:28s} {c['rows']:4d} rows: {what} "
+                   f"{c['bytes_per_step'] / 1e9:6.2f} GB vs floor {c['floor'] / 1e9:6.2f} GB "
+                   f"({c['weights'] / 1e9:.2f} weights + {c['kv_cache'] / 1e9:.2f} cache) = "
+                   f"{c['ratio']:.2f}x (XLA's {c['xla_bytes_per_step'] / 1e9:.2f} GB = "
+                   f"{c['xla_ratio']:.2f}x){'  FINDING (> 1.3x)' if c['finding'] else ''}")
     for c in self.train_checks():
       lines.append(f"training FLOPs per chip: XLA {c['xla_flops'] / 1e12:.1f} T vs model "
                    f"{c['model_flops'] / 1e12:.1f} T = {c['ratio']:.2f}x"
@@ -658,8 +704,8 @@ class Report:
     estimate = self.iteration_estimate()
     if estimate:
       total = sum(s for _, s in estimate)
-      lines.append("one iteration, roofline bound (every generation at max_new_tokens; not a "
-                   "measurement): " + ", ".join(f"{k} {s / 3600:.2f} h" for k, s in estimate)
+      lines.append("one iteration, roofline bound on HBM bytes (every generation at "
+                   "max_new_tokens; not a measurement): " + ", ".join(f"{k} {s / 3600:.2f} h" for k, s in estimate)
                    + f"; total {total / 3600:.2f} h")
     bad = [m.name for m in self.measured if not self.fits(m)]
     lines.append("verdict: " + ("every program fits" if not bad else
@@ -673,8 +719,8 @@ class Report:
           phase=m.phase, planned_bytes=m.planned, compiled_bytes=m.compiled,
           resident_bytes=m.resident, argument_bytes=m.argument, output_bytes=m.output,
           alias_bytes=m.alias, temp_bytes=m.temp, host_bytes=m.host, fits=self.fits(m),
-          flops=m.flops, bytes_accessed=m.bytes_accessed,
-          roofline_seconds=self.roofline(m.flops, m.bytes_accessed),
+          flops=m.flops, bytes_accessed=m.bytes_accessed, hbm_bytes=m.hbm_bytes,
+          roofline_seconds=self.roofline(m.flops, m.memory_bytes),
           per=("decode step" if m.loops == "steps" else "call"), loops=m.loops,
           calls_per_iteration=m.calls,
           compile_seconds=m.compile_seconds, shapes=dict(m.info))
@@ -757,6 +803,7 @@ def report_from_json(config, data: Mapping[str, Any]) -> Report:
         output=int(row["output_bytes"]), alias=int(row["alias_bytes"]), temp=int(row["temp_bytes"]),
         host=int(row["host_bytes"]), flops=float(row["flops"]),
         bytes_accessed=float(row["bytes_accessed"]),
+        hbm_bytes=None if row.get("hbm_bytes") is None else float(row["hbm_bytes"]),
         loops=row.get("loops", "steps" if row.get("per") == "decode step" else ""),
         calls=row["calls_per_iteration"],
         compile_seconds=row["compile_seconds"], info=dict(row["shapes"])))

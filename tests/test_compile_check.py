@@ -131,6 +131,48 @@ def test_json_has_the_documented_keys(report):
   assert "decode steps" in table and "verdict: every program fits" in table
 
 
+def test_hbm_bytes_are_counted_next_to_xlas(report):
+  """Every program's HBM bytes (hlo_bytes.py) are in the table and the JSON. On XLA:CPU there are
+  no memory spaces: they equal XLA's bytes accessed but for tuples' pointer tables (XLA's figure
+  is a float32: 1e-6 relative)."""
+  out = report.to_json()
+  for m in report.measured:
+    assert m.hbm_bytes is not None and m.hbm_bytes > 0, m.name
+    assert m.hbm_bytes <= m.bytes_accessed * (1 + 1e-6), m.name
+    assert m.hbm_bytes == pytest.approx(m.bytes_accessed, rel=0.01), m.name
+    assert out["phases"][m.name]["hbm_bytes"] == m.hbm_bytes
+    assert out["phases"][m.name]["roofline_seconds"] is None      # cpu: no peak figures
+  header = next(l for l in report.table().splitlines() if l.startswith("program"))
+  assert "GB read" in header and "GB HBM" in header
+  for check in report.decode_checks():
+    m = next(m for m in report.measured if m.name == check["program"])
+    assert check["bytes_per_step"] == check["hbm_bytes_per_step"] == m.hbm_bytes
+    assert check["xla_bytes_per_step"] == m.bytes_accessed
+
+
+def test_roofline_and_decode_check_use_hbm_bytes(report):
+  """With a target's peak figures the roofline takes HBM bytes; a JSON without them (files
+  written before the HBM column) reads back with XLA's bytes standing in."""
+  v5e = targets.parse("v5e-4").generation
+  tpu = compile_check.Report(**{**report.__dict__, "peak_flops": v5e.peak_bf16_flops,
+                                "bandwidth": v5e.hbm_bandwidth})
+  step = next(m for m in tpu.measured if m.loops == "steps")
+  half = dataclasses.replace(step, hbm_bytes=step.bytes_accessed / 4, flops=0.0)
+  tpu.measured = [half if m is step else m for m in tpu.measured]
+  assert tpu.roofline(0.0, half.memory_bytes) == pytest.approx(
+      step.bytes_accessed / 4 / v5e.hbm_bandwidth)
+  check = next(c for c in tpu.decode_checks() if c["program"] == step.name)
+  assert check["ratio"] == pytest.approx(check["xla_ratio"] / 4)
+  data = json.loads(json.dumps(tpu.to_json()))
+  assert data["phases"][step.name]["roofline_seconds"] == pytest.approx(
+      step.bytes_accessed / 4 / v5e.hbm_bandwidth)
+  for row in data["phases"].values():
+    del row["hbm_bytes"]
+  old = compile_check.report_from_json(_tiny_config(), data)
+  assert all(m.hbm_bytes is None and m.memory_bytes == m.bytes_accessed for m in old.measured)
+  assert "GB HBM" in old.table()
+
+
 def test_a_program_that_does_not_fit_is_named(report):
   small = compile_check.Report(**{**report.__dict__, "hbm_bytes": 1 << 20,
                                   "usable_bytes": 1 << 20})
