@@ -86,15 +86,17 @@ def _uses_meta_judge(config_get, num_iterations, train_pairs) -> bool:
   return any(u in ("both", "judge") for u in train_pairs[:num_iterations])
 
 
-def _generation_keys(c: _Checks, recipe, *, every: bool = False) -> tuple[str, ...]:
-  """The `max_new_tokens` keys of the stages a run samples (`every`: the meta-judge's too when it
-  is off, as the static cache check has always counted it)."""
-  if recipe == "ste":
-    return ("actor.max_new_tokens", "ste.worse_max_new_tokens", "ste.judge_max_new_tokens") + (
-        ("ste.category_max_new_tokens",) if c.get("ste.categorize", False) is True else ())
-  meta_judge = every or c.get("meta_judge.enabled", True) is True
-  return ("actor.max_new_tokens", "judge.max_new_tokens") + (
-      ("meta_judge.max_new_tokens",) if meta_judge else ())
+def _schema(recipe) -> decl.RecipeSchema:
+  """The recipe's rules (an unknown recipe is the `recipe` key's problem: checked as the default)."""
+  return decl.RECIPES.get(recipe, decl.RECIPES[choices.DEFAULT_RECIPE])
+
+
+def _generation_keys(c: _Checks, recipe, *, static: bool = False) -> tuple[str, ...]:
+  """The `max_new_tokens` keys of the stages a run samples (`static`: for the static cache check,
+  which also counts the stages it has always counted when off)."""
+  return tuple(g.key for g in _schema(recipe).generation_keys
+               if g.enabled_by is None or (static and g.counted_when_off)
+               or c.get(g.enabled_by, decl.default_of(g.enabled_by)) is True)
 
 
 def _check_random_init(c: _Checks, model: dict) -> None:
@@ -109,7 +111,7 @@ def _check_source(c: _Checks, key: str, source, *, recipe) -> None:
     return
   parsed = sources.parse(source)
   if parsed.kind == sources.TESTBED:
-    if key == "evaluate.judge_pairs" and recipe != "ste":
+    if key == "evaluate.judge_pairs" and not _schema(recipe).testbed_judge_pairs:
       c.fail(key, source, "'testbed:<n>' is read by recipe='ste' only; give a file (e.g. written "
              "by testbed.evaluate.preference_pairs)")
     elif parsed.count() is None:
@@ -125,19 +127,20 @@ def _check_train(c: _Checks, name: str, kind: str) -> None:
     c.section(name, decl.TRAIN, kind=kind)
 
 
-def _check_ste(c: _Checks):
-  """The `ste` section of a `recipe = "ste"` config."""
-  found = c.section("ste", decl.STE)
-  if found.get("categorize") is True:
+def _check_recipe_sections(c: _Checks, recipe) -> None:
+  """The recipe's own sections (the Self-Taught Evaluator's `ste`), and what it leaves off."""
+  schema = _schema(recipe)
+  found = {name: c.section(name, keys) for name, keys in schema.sections}
+  if found.get("ste", {}).get("categorize") is True:
     categories = c.get("ste.categories")
     if categories is not _MISSING and not (
         _is_sequence(categories) and categories
         and all(isinstance(x, str) and x.strip() for x in categories)):
       c.fail("ste.categories", categories, "must be a non-empty list of category names (the "
              "categorisation prompt's), e.g. ('Knowledge and Reasoning',)")
-  if c.get("evaluate.heldout_tasks", 0) != 0:
-    c.fail("evaluate.heldout_tasks", c.get("evaluate.heldout_tasks"), "must be 0 with "
-           "recipe='ste' (use evaluate.judge_pairs, e.g. 'testbed:200')")
+  if not schema.heldout_tasks and c.get("evaluate.heldout_tasks", 0) != 0:
+    c.fail("evaluate.heldout_tasks", c.get("evaluate.heldout_tasks"), f"must be 0 with "
+           f"recipe={recipe!r} (use evaluate.judge_pairs, e.g. 'testbed:200')")
 
 
 def _check_sft(c: _Checks, recipe) -> None:
@@ -147,9 +150,9 @@ def _check_sft(c: _Checks, recipe) -> None:
     return  # a config written before stage 0 existed: no stage 0
   found = c.section("sft", decl.SECTIONS["sft"])
   path = found.get("data")
-  if recipe == "ste" and isinstance(path, str) and path:
-    c.fail("sft.data", path, "must be '' with recipe='ste': the Self-Taught Evaluator trains from "
-           "its seed every iteration; point model.checkpoint at the SFT model instead")
+  if not _schema(recipe).stage0 and isinstance(path, str) and path:
+    c.fail("sft.data", path, f"must be '' with recipe={recipe!r}: the Self-Taught Evaluator "
+           "trains from its seed every iteration; point model.checkpoint at the SFT model instead")
   sub = _Checks(c.get("sft.train", {}), "sft.train.")
   sub.section("", decl.TRAIN, kind="sft")
   c.problems.extend(sub.problems)
@@ -179,12 +182,11 @@ def check_pipeline_config(config) -> None:
   train_pairs = pipeline.get("train_pairs") or ()
   evaluate = c.section("evaluate", decl.SECTIONS["evaluate"])
   _check_source(c, "evaluate.judge_pairs", evaluate.get("judge_pairs", ""), recipe=recipe)
-  if recipe == "ste":
-    _check_ste(c)
+  _check_recipe_sections(c, recipe)
   _check_sft(c, recipe)
 
   # Across sections.
-  if (recipe != "ste" and _is_int(num_judgments) and num_judgments == 1
+  if (_schema(recipe).meta_judge and _is_int(num_judgments) and num_judgments == 1
       and _is_sequence(train_pairs)
       and _uses_meta_judge(lambda k, d: c.get(k, d), num_iterations,
                            [p for p in train_pairs if p in choices.TRAIN_PAIRS])):
@@ -192,14 +194,14 @@ def check_pipeline_config(config) -> None:
            "must be >= 2 when the meta-judge runs (it compares two judgments of one response)")
   cache = c.get("sampling.max_cache_length", 0)
   if _is_int(cache) and cache > 0:
-    lengths = {k: c.get(k, 0) for k in _generation_keys(c, recipe, every=True)}
+    lengths = {k: c.get(k, 0) for k in _generation_keys(c, recipe, static=True)}
     key, longest = max(((k, v) for k, v in lengths.items() if _is_int(v)),
                        key=lambda kv: kv[1], default=(None, 0))
     if key is not None and cache <= longest:
       c.fail("sampling.max_cache_length", cache, f"must be 0 (automatic) or larger than the "
              f"longest generation ({key}={longest}), leaving room for the prompt")
 
-  _check_train(c, "train", "sft" if recipe == "ste" else "dpo")
+  _check_train(c, "train", _schema(recipe).trains)
   c.raise_if_any()
 
 
@@ -283,7 +285,7 @@ def check_run_environment(config, num_devices: int) -> None:
     # An unreadable checkpoint or an empty architecture is the checkpoint check's to report
     # (run.preflight) and the planner's after it; the checks below need the model's shape.
     model = None
-  recipe = c.get("recipe", "meta_rewarding")
+  recipe = c.get("recipe", choices.DEFAULT_RECIPE)
   buckets = c.get("sampling.prompt_buckets", None)
   cache = c.get("sampling.max_cache_length", 0) or 0
   if (model is not None and _is_sequence(buckets) and buckets and all(_is_int(b) for b in buckets)

@@ -21,6 +21,7 @@ import sys
 import pytest
 
 from meta_rewarding import choices, losses, recipes
+from meta_rewarding.config import declarations
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "meta_rewarding"
@@ -98,7 +99,7 @@ def test_nothing_in_the_package_imports_configs_or_bench():
 def test_choice_lists_are_defined_once():
   # losses.py keeps its own copy (it loads alone: its module doc); the two stay equal.
   assert losses.DPO_LOSS_TYPES == choices.DPO_LOSS_TYPES
-  assert tuple(recipes.RECIPES) == choices.RECIPES
+  assert tuple(recipes.RECIPES) == choices.RECIPES == tuple(declarations.RECIPES)
   # Nowhere else does a module assign a tuple of the same strings as a choice list.
   lists = {v: k for k, v in vars(choices).items() if isinstance(v, tuple) and len(v) > 1}
   for path in sorted(PACKAGE.rglob("*.py")):

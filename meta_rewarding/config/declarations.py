@@ -514,6 +514,44 @@ STE = (
         "judgments; accumulated: iterations 1..t's"),
 )
 
+class GenerationKey(NamedTuple):
+  """A sampling stage's `max_new_tokens` key; `enabled_by`: the flag that turns the stage on (None:
+  always on); `counted_when_off`: the static cache-length check counts it even when off."""
+  key: str
+  enabled_by: str | None = None
+  counted_when_off: bool = False
+
+
+class RecipeSchema(NamedTuple):
+  """What a recipe reads of the config: the check's per-recipe rules, declared once (the recipe
+  objects, `recipes.RECIPES`, take `trains` and `heldout_tasks` from here)."""
+  trains: str                     # "dpo" | "sft": which `train` keys apply (loss_type: DPO only)
+  sections: tuple                 # its own sections: (name, keys) pairs
+  generation_keys: tuple          # GenerationKeys of the stages it samples
+  stage0: bool                    # sft.data may name a stage-0 SFT file
+  heldout_tasks: bool             # evaluate.heldout_tasks may measure its models (the testbed's)
+  testbed_judge_pairs: bool       # evaluate.judge_pairs may be 'testbed:<n>'
+  meta_judge: bool                # it runs the meta-judge (which needs two judgments)
+
+
+RECIPES: dict[str, RecipeSchema] = {
+    "meta_rewarding": RecipeSchema(
+        trains="dpo", sections=(),
+        generation_keys=(GenerationKey("actor.max_new_tokens"),
+                         GenerationKey("judge.max_new_tokens"),
+                         GenerationKey("meta_judge.max_new_tokens", "meta_judge.enabled",
+                                       counted_when_off=True)),
+        stage0=True, heldout_tasks=True, testbed_judge_pairs=False, meta_judge=True),
+    "ste": RecipeSchema(
+        trains="sft", sections=(("ste", STE),),
+        generation_keys=(GenerationKey("actor.max_new_tokens"),
+                         GenerationKey("ste.worse_max_new_tokens"),
+                         GenerationKey("ste.judge_max_new_tokens"),
+                         GenerationKey("ste.category_max_new_tokens", "ste.categorize")),
+        stage0=False, heldout_tasks=False, testbed_judge_pairs=True, meta_judge=False),
+}
+
+
 # The config sections of a pipeline config, in get_base_config()'s order ("" = top level).
 SECTIONS: dict[str, tuple[Key, ...]] = {
     "": TOP, "model": MODEL, "data": DATA, "mesh": MESH, "sampling": SAMPLING, "actor": ACTOR,
@@ -534,6 +572,13 @@ TRAIN_DPO_TOP = (
 # Its model section: the pipeline's, less what train_dpo does not read (it trains a checkpoint and
 # exports with its own top-level export_hf).
 TRAIN_DPO_MODEL = tuple(k for k in MODEL if k.name not in ("architecture", "export_hf"))
+
+
+def default_of(path: str) -> Any:
+  """The declared default of a dotted key of a pipeline config, e.g. "meta_judge.enabled"."""
+  section, _, name = path.rpartition(".")
+  keys = SECTIONS.get(section) or dict(s for r in RECIPES.values() for s in r.sections)[section]
+  return next(k.default for k in keys if k.name == name)
 
 
 def defaults(section: tuple[Key, ...]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Callable, Mapping, Sequence
 from absl import logging
 
 from meta_rewarding import artifacts, chunk_store, distributed, judge_eval, stage_runner, stages
+from meta_rewarding.config import declarations
 from meta_rewarding.recipe_types import PipelineError, Policy, Recipe, SamplingStage
 from meta_rewarding.testbed import evaluate as testbed_evaluate
 
@@ -221,7 +222,8 @@ def train_examples(config) -> int:
   return int(config.pipeline.prompts_per_iteration) * (2 if "both" in kinds else 1)
 
 
-RECIPE = Recipe(name="meta_rewarding", trains="dpo", prepare=run_stage0,
+SCHEMA = declarations.RECIPES["meta_rewarding"]  # what it reads of the config
+RECIPE = Recipe(name="meta_rewarding", trains=SCHEMA.trains, prepare=run_stage0,
                 run_iteration=run_iteration, oracle_metrics=testbed_evaluate.oracle_metrics,
-                judge_settings=judge_eval.judge_settings, heldout_tasks=True,
+                judge_settings=judge_eval.judge_settings, heldout_tasks=SCHEMA.heldout_tasks,
                 sampling_stages=sampling_stages, train_examples=train_examples)

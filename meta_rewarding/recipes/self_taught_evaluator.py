@@ -26,6 +26,7 @@ from typing import Callable, Mapping, Sequence
 from absl import logging
 
 from meta_rewarding import artifacts, chunk_store, stage_runner, stages, ste
+from meta_rewarding.config import declarations
 from meta_rewarding.recipe_types import PipelineError, Policy, Recipe, SamplingStage
 
 
@@ -241,7 +242,8 @@ def train_examples(config) -> int:
   return int(config.pipeline.prompts_per_iteration)
 
 
-RECIPE = Recipe(name="ste", trains="sft", prepare=prepare, run_iteration=run_iteration,
+SCHEMA = declarations.RECIPES["ste"]  # what it reads of the config
+RECIPE = Recipe(name="ste", trains=SCHEMA.trains, prepare=prepare, run_iteration=run_iteration,
                 oracle_metrics=ste.testbed_oracle_metrics, judge_settings=judge_settings,
-                heldout_tasks=False, sampling_stages=sampling_stages,
+                heldout_tasks=SCHEMA.heldout_tasks, sampling_stages=sampling_stages,
                 train_examples=train_examples)
