@@ -59,8 +59,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench import machine  # noqa: E402
-from meta_rewarding import checkpoints, sampling  # noqa: E402
-from meta_rewarding.model import LlamaConfig, init_params  # noqa: E402
+from meta_rewarding import checkpoints, decode, sampling, strategies  # noqa: E402
+from meta_rewarding.model.config import LlamaConfig  # noqa: E402
+from meta_rewarding.model.llama import init_params  # noqa: E402
 
 FLAGS = flags.FLAGS
 def _define_flags():
@@ -165,12 +166,12 @@ def bench_config() -> LlamaConfig:
 
 def ours_call(config, params, prompts: np.ndarray, strategy):
   """A call generating exactly new_tokens per row; the first call compiles."""
-  batch = sampling.make_batch([list(p) for p in prompts], length=prompts.shape[1])
+  batch = decode.make_batch([list(p) for p in prompts], length=prompts.shape[1])
   batch = jax.tree.map(jnp.asarray, batch)
 
   def call():
-    out = sampling.generate_tokens(config, params, batch, strategy=strategy,
-                                   max_new_tokens=FLAGS.new_tokens, seed=0, stop_ids=())
+    out = decode.generate_tokens(config, params, batch, strategy=strategy,
+                                 max_new_tokens=FLAGS.new_tokens, seed=0, stop_ids=())
     lengths = np.asarray(out.lengths)
     assert (lengths == FLAGS.new_tokens).all(), lengths
   return call
@@ -394,7 +395,7 @@ def main(argv):
     state.check(FLAGS.allow_loaded)  # fail before the run, not after it
   config = bench_config()
   dtype = jnp.dtype(FLAGS.dtype)
-  strategy = sampling.Greedy() if FLAGS.greedy else sampling.Sampling(
+  strategy = strategies.Greedy() if FLAGS.greedy else strategies.Sampling(
       temperature=TEMPERATURE, top_k=TOP_K, top_p=TOP_P)
   dev = jax.devices()[0]
   device = _cpu_name() if dev.platform == "cpu" else f"{dev.device_kind} ({dev.platform})"

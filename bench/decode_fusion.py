@@ -48,8 +48,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from meta_rewarding import sampling  # noqa: E402
-from meta_rewarding.model import LlamaConfig, init_params, llama  # noqa: E402
+from meta_rewarding import sampling, strategies  # noqa: E402
+from meta_rewarding.model import llama  # noqa: E402
+from meta_rewarding.model.config import LlamaConfig  # noqa: E402
+from meta_rewarding.model.llama import init_params  # noqa: E402
 from meta_rewarding.model.config import rope_inverse_frequencies  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -331,7 +333,7 @@ def run_gemm(c: LlamaConfig, params):
 # block: the continuous sampler's decode block.
 
 def run_block(c: LlamaConfig, params):
-  strategy = sampling.Sampling(temperature=0.8, top_k=64, top_p=0.95)
+  strategy = strategies.Sampling(temperature=0.8, top_k=64, top_p=0.95)
   rng = np.random.default_rng(16)
   prompts = rng.integers(3, c.vocab_size, (FLAGS.batch, FLAGS.prompt_len)).tolist()
   blocks = [int(b) for b in FLAGS.blocks]

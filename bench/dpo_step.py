@@ -53,7 +53,8 @@ import numpy as np  # noqa: E402
 from bench import machine  # noqa: E402
 from meta_rewarding.config import base as config_base, rules as config_rules
 from meta_rewarding import checkpoints, sharding, train  # noqa: E402
-from meta_rewarding.model import LlamaConfig, init_params  # noqa: E402
+from meta_rewarding.model.config import LlamaConfig  # noqa: E402
+from meta_rewarding.model.llama import init_params  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch_size", 2, "Pairs per optimizer step.")

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 import ml_collections
 
 from meta_rewarding.config import base, rules
-from meta_rewarding.model import presets  # plain dicts; the model package loads flax lazily
+from meta_rewarding.model import presets  # plain dicts; the model package imports no flax
 from meta_rewarding.testbed import settings as testbed_defs, templates  # pure Python
 
 # ------------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
+from jax.experimental import multihost_utils
 
 from meta_rewarding import artifacts, model_files
 from meta_rewarding.errors import UserError
@@ -380,7 +381,6 @@ def _load_local(path: str, *, shardings=None, config: LlamaConfig | None = None,
 
 def _to_host(x) -> np.ndarray:
   if isinstance(x, jax.Array) and not x.is_fully_addressable:
-    from jax.experimental import multihost_utils
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
   return np.asarray(jax.device_get(x))
 
@@ -513,6 +513,7 @@ class TrainStateCheckpoints:
   """orbax CheckpointManager for the train state plus a small JSON record of the run's identity."""
 
   def __init__(self, directory: str, keep: int, use_async: bool):
+    # orbax: only training needs it; sample and judge_eval load HF weights without it
     import orbax.checkpoint as ocp
     self.ocp = ocp
     self.directory = orbax_path(directory)

@@ -124,7 +124,7 @@ def _iter_json(path: str) -> Iterator[tuple[str, dict]]:
 
 
 def _iter_parquet(path: str) -> Iterator[tuple[str, dict]]:
-  import pyarrow.parquet as pq
+  import pyarrow.parquet as pq  # pyarrow: only parquet files need it
 
   try:
     table = pq.read_table(path)
@@ -141,7 +141,7 @@ def _iter_rows(dataset, name: str) -> Iterator[tuple[str, dict]]:
 
 def _iter_hub(name: str, split: str) -> Iterator[tuple[str, dict]]:
   try:
-    import datasets
+    import datasets  # datasets: only Hub data sets need it (slow to import)
     dataset = datasets.load_dataset(name, split=split)
   except Exception as e:
     raise DataError(f"could not load dataset {name!r} (split {split!r}) with datasets.load_dataset"

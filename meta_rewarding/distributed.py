@@ -5,7 +5,8 @@ state of shared files and writes them; the others wait at a barrier (`sync`) and
 `main_process_decides` / `allgather_objects`. On one process every helper is a plain local answer.
 
 jax is imported inside each function, not at module level: the pipeline driver calls these helpers
-and must stay importable without jax (a scripted policy, tests, tools that only read artifacts).
+and must stay importable without jax (a scripted policy, tests, tools that only read artifacts;
+tests/test_layering.py).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def maybe_initialize_distributed(enabled: bool, coordinator_address: str | None 
   """
   if not enabled or getattr(maybe_initialize_distributed, "_done", False):
     return
-  import jax
+  import jax  # jax: see the module doc
   coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
   if num_processes is None and os.environ.get("JAX_NUM_PROCESSES"):
     num_processes = int(os.environ["JAX_NUM_PROCESSES"])
@@ -46,33 +47,33 @@ def maybe_initialize_distributed(enabled: bool, coordinator_address: str | None 
 
 
 def is_main_process() -> bool:
-  import jax
+  import jax  # jax: see the module doc
   return jax.process_index() == 0
 
 
 def sync(name: str):
   """A barrier across processes (no-op on one process): e.g. after process 0 wrote a file."""
-  import jax
+  import jax  # jax: see the module doc
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
+    from jax.experimental import multihost_utils  # jax: see the module doc
     multihost_utils.sync_global_devices(name)
 
 
 def main_process_decides(value: bool) -> bool:
   """Process 0's `value` on every process (e.g. whether a file exists), so all take the same branch."""
-  import jax
+  import jax  # jax: see the module doc
   if jax.process_count() == 1:
     return bool(value)
-  from jax.experimental import multihost_utils
+  from jax.experimental import multihost_utils  # jax: see the module doc
   return bool(multihost_utils.broadcast_one_to_all(np.int32(bool(value))))
 
 
 def allgather_objects(obj) -> list:
   """Every process's JSON-serialisable `obj`, in process order, on every process."""
-  import jax
+  import jax  # jax: see the module doc
   if jax.process_count() == 1:
     return [obj]
-  from jax.experimental import multihost_utils
+  from jax.experimental import multihost_utils  # jax: see the module doc
   data = np.frombuffer(json.dumps(obj).encode(), dtype=np.uint8)
   lengths = np.asarray(multihost_utils.process_allgather(np.int32(len(data)))).reshape(-1)
   padded = np.zeros(int(lengths.max()), np.uint8)

@@ -89,11 +89,12 @@ from typing import Iterable, Mapping, Sequence
 
 from absl import app, flags, logging
 
-from meta_rewarding import artifacts, chunk_store, data, prompts, sample, sources
-from meta_rewarding.choices import JUDGE_PROTOCOLS, PAIR_ORDERS
+from meta_rewarding import artifacts, chunk_store, data, errors, prompts, runtime, sample, sources
+from meta_rewarding.choices import CHAT_FORMATS, JUDGE_PROTOCOLS, PAIR_ORDERS
 from meta_rewarding.errors import UserError
 from meta_rewarding.recipe_types import TOO_LONG, PipelineError  # TOO_LONG: the sampler's too
 from meta_rewarding.testbed import evaluate as testbed_evaluate
+from meta_rewarding.tokenizer import load_tokenizer
 
 # RewardBench's sections and the example counts its leaderboard weighs subsets by, exactly as
 # rewardbench/constants.py has them (EXAMPLE_COUNTS, SUBSET_MAPPING); math-prm has 447 examples
@@ -470,7 +471,6 @@ class Options:
 def check_options(o: Options):
   """Every flag in range and consistent with the others, before anything is read or loaded; a
   `FlagError` naming the flag and the allowed values otherwise."""
-  from meta_rewarding.tokenizer import CHAT_FORMATS
   checks = [
       ("protocol", o.protocol in JUDGE_PROTOCOLS, " | ".join(JUDGE_PROTOCOLS)),
       ("orders", o.orders in PAIR_ORDERS, " | ".join(PAIR_ORDERS)),
@@ -531,7 +531,7 @@ def pairs_identity(source: str, pairs: Sequence[Mapping]) -> dict:
 
 def input_identity(o: Options, pairs: Sequence[Mapping], judge_template: str) -> dict:
   """inputs.json: everything that decides what the judgments in --output are (module doc)."""
-  from meta_rewarding import checkpoints
+  from meta_rewarding import checkpoints  # jax: this module loads without it (test_layering.py)
   identity = {
       "pairs": pairs_identity(o.pairs, pairs),
       "checkpoint": checkpoints.model_identity(o.checkpoint),
@@ -644,16 +644,15 @@ def run(o: Options) -> dict:
     prepare_output(o.output, input_identity(o, pairs, judge_template), overwrite=o.overwrite,
                    paths={"pairs": o.pairs, "checkpoint": o.checkpoint})
 
-  from meta_rewarding import runtime, sampling
-  from meta_rewarding.tokenizer import load_tokenizer
+  from meta_rewarding import sampling, strategies  # jax: as in input_identity
   tokenizer = load_tokenizer(o.checkpoint, chat_format=o.chat_format)
   mesh_shape = sample.parse_mesh(o.mesh) if o.mesh else None  # None: the first device
   rt = runtime.build_for_checkpoint(o.checkpoint, tokenizer, dtype=o.dtype, mesh_shape=mesh_shape,
                                     seed=o.seed)
   sampler = sampling.Sampler(rt.model_config, rt.params, tokenizer, mesh=rt.mesh,
                              rules=rt.decode_rules, batch_size=o.batch_size)
-  strategy = (sampling.Greedy() if o.temperature == 0 else
-              sampling.Sampling(temperature=o.temperature, top_p=o.top_p))
+  strategy = (strategies.Greedy() if o.temperature == 0 else
+              strategies.Sampling(temperature=o.temperature, top_p=o.top_p))
 
   def generate(requests, n):
     rows = sampler.generate(requests, n=n, strategy=strategy, max_new_tokens=o.max_new_tokens,
@@ -708,7 +707,6 @@ def main(argv):
   except (UserError, app.UsageError) as e:  # the reason, without a traceback
     sample.fail(e, sample.EXIT_INPUT)
   except OSError as e:  # a read-only or full --output, an unreadable file: the path and reason
-    from meta_rewarding import errors
     sample.fail(errors.os_error_line(e), sample.EXIT_INPUT)
   except KeyboardInterrupt:
     print("judge_eval: interrupted (with --output, the same command resumes)", file=sys.stderr)

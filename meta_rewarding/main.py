@@ -62,6 +62,9 @@ import threading
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from meta_rewarding import artifacts, config_check
+from meta_rewarding.errors import UserError, as_os_error, os_error_line
+
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/local_cpu.py",
                                           "Config file (get_config(arg)).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "workdir", "Where artifacts, models and metrics go.")
@@ -210,7 +213,6 @@ class _LogFile:
     """Opens WORKDIR/logs/main.INFO (--log_dir elsewhere, the system temp dir for a remote
     workdir), writes the held records to it; returns its path."""
     f = flags.FLAGS
-    from meta_rewarding import artifacts
     log_dir = f.log_dir or (None if artifacts.is_remote(workdir) else os.path.join(workdir, "logs"))
     if log_dir:
       os.makedirs(log_dir, exist_ok=True)
@@ -293,13 +295,12 @@ def main(argv):
     _fail([f"unexpected argument(s): {shlex.join(argv[1:])} (see --help)"], EXIT_USAGE)
   config = _load_config()
   workdir = _WORKDIR.value
-  from meta_rewarding import config_check
   try:
     config_check.check_pipeline_config(config)  # before the workdir is created or read
   except config_check.ConfigError as e:
     _fail(e.problems, EXIT_USAGE)
-  from meta_rewarding import run  # after flag parsing: keeps --help fast
-  from meta_rewarding.errors import UserError, as_os_error, os_error_line
+  # jax: after flag parsing and the config check, so --help and a refused config start no jax
+  from meta_rewarding import run
   try:
     log_file = route_logs()
     # Every check that needs no write (the config against this machine, the memory plan, the

@@ -99,7 +99,7 @@ def write_tensorboard(workdir: str, iteration_metrics: Mapping[str, Any],
 
 def _write_tensorboard(logdir: str, iteration_metrics: Mapping[str, Any],
                        step_metrics: Sequence[Mapping[str, Any]], step_prefix: str = "dpo_steps"):
-  from tensorboardX import SummaryWriter
+  from tensorboardX import SummaryWriter  # tensorboardX: only when writing event files
   iteration = int(iteration_metrics["iteration"])
   with SummaryWriter(logdir) as writer:
     for key, value in iteration_metrics.items():
@@ -121,7 +121,7 @@ def write_plots(workdir: str, per_iteration: Sequence[Mapping[str, Any]]) -> lis
 
   Each figure is rendered to memory and written with `artifacts.write_bytes` (atomic locally, one
   object upload for a remote workdir)."""
-  import matplotlib
+  import matplotlib  # matplotlib: only the plots need it (slow to import); Agg before pyplot
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   out_dir = artifacts.join(workdir, "plots")

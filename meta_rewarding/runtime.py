@@ -19,8 +19,12 @@ import dataclasses
 import os
 from typing import Any
 
+import ml_collections
+from absl import logging
+
 from meta_rewarding.config import rules as config_rules
 from meta_rewarding.errors import UserError
+from meta_rewarding.model import presets
 
 
 class RuntimeConfigError(UserError, ValueError):
@@ -42,8 +46,8 @@ def model_config(config, tokenizer=None, *, planning: bool = False):
   planner runs before the weights are at hand). Without a checkpoint, `model.architecture`, whose
   missing vocab_size / bos / eos ids come from `tokenizer`. A tokenizer with more tokens than the
   model's vocabulary is refused: they do not belong together."""
+  # jax, here and below: config_check imports this module without it (tests/test_layering.py)
   from meta_rewarding import checkpoints
-  from meta_rewarding.model import presets
   m = config.model
   options = run_options(config)
   strict = bool(m.get("strict_config", False))
@@ -73,7 +77,7 @@ def model_config(config, tokenizer=None, *, planning: bool = False):
 
 def make_mesh(config, devices=None):
   """The mesh `config.mesh.shape` asks for, over `devices` (default: every global device)."""
-  from meta_rewarding import sharding
+  from meta_rewarding import sharding  # jax: see model_config
   return sharding.make_mesh(dict(config.mesh.shape), devices)
 
 
@@ -89,19 +93,19 @@ class Runtime:
 
   def param_shardings(self, rules: tuple | None = None):
     """The parameters' shardings (the train rules' layout, which decoding shares)."""
-    from meta_rewarding import sharding
+    from meta_rewarding import sharding  # jax: see model_config
     return sharding.param_shardings(self.model_config, self.mesh, rules or self.train_rules)
 
   def load_params(self, path: str, **load_options):
     """The HF checkpoint at `path`, each tensor straight into its shard."""
-    from meta_rewarding import checkpoints
+    from meta_rewarding import checkpoints  # jax: see model_config
     _, params = checkpoints.load_hf(path, config=self.model_config,
                                     shardings=self.param_shardings(), **load_options)
     return params
 
   def init_params(self, seed: int):
     """Random parameters created in their shards (never whole on one device)."""
-    import jax
+    import jax  # jax (and sharding): see model_config
     from meta_rewarding import sharding
     return sharding.init_sharded_params(self.model_config, jax.random.key(seed), self.mesh,
                                         self.train_rules)
@@ -112,8 +116,7 @@ def build(config, tokenizer=None, *, devices=None, params: bool = True,
   """The runtime of `config`: model config (checked against `tokenizer`), mesh over `devices`,
   rules (checked to divide the model's dimensions), and, with `params`, the parameters: the
   checkpoint's when `model.checkpoint` is set, else random from `seed` (default `config.seed`)."""
-  from absl import logging
-  from meta_rewarding import sharding
+  from meta_rewarding import sharding  # jax: see model_config
   mc, source = model_config(config, tokenizer)
   mesh = make_mesh(config, devices)
   train_rules, decode_rules = config_rules.rules_for(config)
@@ -133,8 +136,7 @@ def build_for_checkpoint(checkpoint: str, tokenizer, *, dtype: str, mesh_shape=N
   """`build` for the command-line tools that take a checkpoint and flags, not a config file
   (`sample`, `judge_eval`): the checkpoint in `dtype` (compute and parameters), the default rules,
   on a mesh of `mesh_shape` over every device, or on the first device alone when it is None."""
-  import jax
-  import ml_collections
+  import jax  # jax: see model_config
   config = ml_collections.ConfigDict(dict(
       seed=seed,
       model=dict(checkpoint=checkpoint, architecture={}, dtype=dtype, param_dtype=dtype,

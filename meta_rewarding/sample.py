@@ -37,8 +37,10 @@ from typing import Any, Iterable, Iterator
 
 from absl import app, flags, logging
 
-from meta_rewarding import artifacts
+from meta_rewarding import artifacts, errors, runtime
 from meta_rewarding.choices import MESH_AXES
+from meta_rewarding.errors import UserError
+from meta_rewarding.tokenizer import TokenizerError, load_tokenizer
 
 FLAGS = flags.FLAGS
 DTYPES = ("float32", "bfloat16")
@@ -214,8 +216,8 @@ def parse_mesh(spec: str) -> dict[str, int]:
 def check_mesh(spec: str) -> dict[str, int]:
   """`parse_mesh`, and the shape fits this process's devices (a `FlagError` otherwise)."""
   shape = parse_mesh(spec)
-  import jax
-  from meta_rewarding import sharding
+  import jax  # jax: judge_eval and the pipeline import this module without it
+  from meta_rewarding import sharding  # jax: as above
   try:
     sharding.resolve_mesh_shape(shape, jax.device_count())
   except sharding.MeshError as e:
@@ -228,16 +230,16 @@ def run():
   check_flags()
   prompts = read_prompts(FLAGS.prompts)  # before the slow model load: bad input fails fast
 
-  from meta_rewarding import runtime, sampling, sharding
-  from meta_rewarding.tokenizer import TokenizerError, load_tokenizer
+  # jax: judge_eval and the pipeline import this module without it (tests/test_layering.py)
+  from meta_rewarding import sampling, sharding, strategies
   try:
     tokenizer = load_tokenizer(FLAGS.checkpoint)
   except TokenizerError as e:
     raise app.UsageError(f"--checkpoint: {e}")
   try:
-    strategy = (sampling.Greedy() if FLAGS.greedy or FLAGS.temperature == 0 else
-                sampling.Sampling(temperature=FLAGS.temperature, top_k=FLAGS.top_k,
-                                  top_p=FLAGS.top_p))
+    strategy = (strategies.Greedy() if FLAGS.greedy or FLAGS.temperature == 0 else
+                strategies.Sampling(temperature=FLAGS.temperature, top_k=FLAGS.top_k,
+                                    top_p=FLAGS.top_p))
   except ValueError as e:
     raise FlagError(str(e))
   mesh_shape = parse_mesh(FLAGS.mesh) if FLAGS.mesh else None
@@ -311,7 +313,6 @@ def parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     fail(f"unexpected arguments {argv[1:]}", EXIT_USAGE)
-  from meta_rewarding.errors import UserError
   try:
     run()
   except FlagError as e:
@@ -319,7 +320,6 @@ def main(argv):
   except (app.UsageError, UserError) as e:  # the reason, without a traceback or the flag listing
     fail(e, EXIT_INPUT)
   except OSError as e:  # an unreadable file, a full disk: the path and the reason
-    from meta_rewarding import errors
     fail(errors.os_error_line(e), EXIT_INPUT)
   except KeyboardInterrupt:
     print("sample: interrupted", file=sys.stderr)

@@ -10,14 +10,14 @@ until its longest row ends; the same completions either way, `Sampler.last_stats
 the rows were).
 
   sampler = Sampler(model_config, params, tokenizer, mesh=mesh, rules=decode_rules)
-  rows = sampler.generate(prompts, n=4, strategy=Sampling(temperature=0.8, top_p=0.95),
+  rows = sampler.generate(prompts, n=4, strategy=strategies.Sampling(temperature=0.8, top_p=0.95),
                           max_new_tokens=256, seed=0)   # rows[i][j]: Completion
 
 Log-probs are those of the model itself (log-softmax of the raw logits, temperature 1, unfiltered)
 at the chosen token: what length normalisation and reference scoring want, whatever the strategy.
 A completion stopped by a stop token includes that token in `token_ids`, `num_tokens` and
 `logprob` (the probability of ending there is part of the sequence's probability); its `text` does
-not. The strategies and the decode loop's names are re-exported here.
+not.
 
 Multi-process decoding. On a mesh whose devices span several processes (multi-host), the sampler
 decodes on that global mesh: the parameters stay in their shardings (no process ever holds a whole
@@ -50,16 +50,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax.sharding import NamedSharding, PartitionSpec
+from tqdm.auto import tqdm
 
 from meta_rewarding import distributed, prompt_length, sharding as sharding_lib
 from meta_rewarding import decode
 from meta_rewarding.choices import BATCHING
-from meta_rewarding.decode import (TRACE_COUNTS, DecodeState, PromptBatch, SampleOutput,  # noqa: F401
-                                   SlotState, generate_tokens, make_batch)
+from meta_rewarding.decode import SampleOutput, generate_tokens, make_batch
 from meta_rewarding.model import llama
 from meta_rewarding.model.config import LlamaConfig
-from meta_rewarding.strategies import (Greedy, Sampling, Strategy, _inverse_cdf,  # noqa: F401
-                                       top_k)
+from meta_rewarding.strategies import Greedy, Sampling, Strategy
 
 DEFAULT_PROMPT_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048)
 
@@ -369,7 +368,6 @@ class Sampler:
     plans = self._plans(ids, n, buckets, share_prefix,
                         keep=[i for i in range(len(ids)) if i not in skipped])
 
-    from tqdm.auto import tqdm
     bar = tqdm(total=len(ids) - len(long), desc=desc or "sampling", disable=not progress,
                unit="prompt")
     run = dict(n=n, strategy=strategy, max_new_tokens=max_new_tokens, seed=seed, stop_ids=stop_ids,

@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from meta_rewarding.choices import MESH_AXES
@@ -68,7 +69,6 @@ def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = N
   sizes = resolve_mesh_shape(shape, len(devices))
   dims = [sizes[a] for a in MESH_AXES]
   try:
-    from jax.experimental import mesh_utils
     grid = mesh_utils.create_device_mesh(dims, devices=devices, allow_split_physical_axes=True)
   except Exception:  # CPU / unusual topologies: plain order is as good as any.
     grid = np.asarray(devices).reshape(dims)

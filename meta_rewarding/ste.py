@@ -54,6 +54,8 @@ import numpy as np
 from meta_rewarding import prompts as prompts_lib
 from meta_rewarding.choices import PAIR_ORDERS
 from meta_rewarding.recipe_types import Generation, join_key, sample_prompt_ids
+from meta_rewarding.testbed import oracle
+from meta_rewarding.testbed.tasks import task_from_instruction
 
 LABELS = ("A", "B")
 # RAM's names of the two orders: `0_1` puts the baseline response (y_w, response 0) first, as A.
@@ -428,8 +430,6 @@ def testbed_oracle_metrics(records: Mapping[str, list]) -> dict:
   oracle/ste_kept_right         the same for the kept (SFT) judgments
   Instructions that are not testbed tasks are counted (oracle/unknown_prompts) and left out.
   """
-  from meta_rewarding.testbed import oracle
-  from meta_rewarding.testbed.tasks import task_from_instruction
   tasks, unknown = {}, 0
   for w in records["worse"]:
     task = task_from_instruction(w["prompt"])

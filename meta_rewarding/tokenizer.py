@@ -296,6 +296,7 @@ class _SPBackend:
     return "".join(out)
 
   def render_template(self, messages: list[dict], add_generation_prompt: bool) -> str:
+    # transformers: only hf chat templates need it (this module loads without it)
     from transformers.utils.chat_template_utils import render_jinja_template
 
     template = _select_template(self._chat_template)
@@ -345,6 +346,7 @@ class _SPBackend:
   def _no_dummy_prefix(self) -> Any:
     """The same model without sentencepiece's leading-space dummy prefix, for text continued
     from an earlier encode call."""
+    # sentencepiece: only sentencepiece tokenizers need it
     import sentencepiece as spm
     from sentencepiece import sentencepiece_model_pb2
 
@@ -856,6 +858,7 @@ def _load_hf_dir(path: str) -> _HFBackend:
   config_path = os.path.join(path, "tokenizer_config.json")
   if os.path.exists(config_path):
     _read_json(config_path)
+  # transformers: sample, judge_eval and the pipeline import this module without it
   from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
   try:
@@ -872,7 +875,7 @@ def _load_hf_dir(path: str) -> _HFBackend:
 
 def _load_hf_file(path: str) -> _HFBackend:
   _read_json(path)
-  from transformers import PreTrainedTokenizerFast
+  from transformers import PreTrainedTokenizerFast  # transformers: see _load_hf_dir
 
   try:
     tok = PreTrainedTokenizerFast(tokenizer_file=path)
@@ -883,7 +886,7 @@ def _load_hf_file(path: str) -> _HFBackend:
 
 
 def _load_sp(path: str, config_dir: str | None) -> _SPBackend:
-  import sentencepiece as spm
+  import sentencepiece as spm  # sentencepiece: only sentencepiece tokenizers need it
 
   if os.path.isdir(path) or not os.access(path, os.R_OK):
     raise TokenizerError(f"cannot read sentencepiece model file {path!r}")
@@ -946,7 +949,7 @@ def train_sentencepiece(texts: Iterable[str], model_prefix: str | os.PathLike, v
   ``user_defined_symbols`` are always single pieces and are matched in text (e.g. role markers or
   ``<|eot_id|>``); a user-defined symbol that is a stop token is dropped by ``decode``.
   """
-  import sentencepiece as spm
+  import sentencepiece as spm  # sentencepiece: only the trainer and sentencepiece tokenizers
 
   model_prefix = os.fspath(model_prefix)
   parent = os.path.dirname(model_prefix)

@@ -51,8 +51,10 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
+from tqdm.auto import tqdm
 
 from meta_rewarding import artifacts, checkpoints, data, losses, sharding
 from meta_rewarding.choices import DECAYS, TRUNCATION_POLICIES
@@ -194,7 +196,6 @@ def compute_reference_logps(model_config: LlamaConfig, params, examples: Sequenc
 def _progress(items, enabled: bool, desc: str):
   if not enabled:
     return items
-  from tqdm.auto import tqdm
   return tqdm(items, desc=desc, leave=False)
 
 
@@ -307,7 +308,6 @@ def _run(kind, model_config, params, examples, cfg, *, mesh, rules, checkpoint_d
                     max_length=int(cfg.max_length), metrics_path=metrics_path, progress=progress)
   finally:
     ckpt.close()
-  import orbax.checkpoint as ocp
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(artifacts.join(checkpoints.orbax_path(checkpoint_dir), "params"), state.params,
                     force=True)
@@ -340,7 +340,6 @@ def _loop(kind, state, examples, cfg, *, step_fn, batch_sh, ckpt, schedule, iden
   last_time = time.perf_counter()
   bar = None
   if progress:
-    from tqdm.auto import tqdm
     bar = tqdm(total=stop, initial=start, desc=kind, dynamic_ncols=True)
 
   def finish(item):

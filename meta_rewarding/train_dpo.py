@@ -26,8 +26,9 @@ import sys
 import numpy as np
 from absl import app, flags, logging
 
-from meta_rewarding import artifacts
+from meta_rewarding import artifacts, config_check, data, distributed, runtime, sample
 from meta_rewarding.errors import UserError
+from meta_rewarding.tokenizer import load_tokenizer
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
@@ -70,7 +71,6 @@ def load_records(config, source, split):
   """The pairs (dpo) or SFT examples of `source`; a `data.DataError` naming the file and line
   otherwise, a line that is not UTF-8 included (data reads a file whole, and its decode error
   knows only a byte offset into the file)."""
-  from meta_rewarding import data, sample
   try:
     if config.mode == "dpo":
       return data.load_pairs(source, split=split)
@@ -86,10 +86,10 @@ def load_records(config, source, split):
 
 def run(config, workdir: str) -> dict:
   """Trains as `config` says; returns the summary (also written to WORKDIR/summary.json)."""
+  # jax: after flag parsing and the config check (main), so --help and a refused config start no jax
   import jax
 
-  from meta_rewarding import checkpoints, data, distributed, runtime, train
-  from meta_rewarding.tokenizer import load_tokenizer
+  from meta_rewarding import checkpoints, train
 
   mode = config.mode
   if mode not in ("dpo", "sft"):
@@ -170,7 +170,6 @@ def main(argv):
     raise app.UsageError("--config=configs/dpo_example.py is required")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir=DIR is required")
-  from meta_rewarding import config_check
   try:
     config_check.check_train_dpo_config(config)  # before the workdir is created
   except config_check.ConfigError as e:

@@ -107,7 +107,7 @@ class WorkdirLock:
 
   # --- local: flock ---------------------------------------------------------------------------------
   def _acquire_local(self) -> str | None:
-    import fcntl
+    import fcntl  # POSIX only: a remote workdir's lock never needs it
     while True:
       fd = os.open(self.path, os.O_RDWR | os.O_CREAT, artifacts.file_mode())
       try:

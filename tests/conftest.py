@@ -40,7 +40,8 @@ def hf_model(tmp_path_factory):
   import jax
   from tiny_tokenizers import build_llama3_hf
   from meta_rewarding import checkpoints
-  from meta_rewarding.model import init_params, tiny_config
+  from meta_rewarding.model.config import tiny_config
+  from meta_rewarding.model.llama import init_params
   from meta_rewarding.tokenizer import load_tokenizer
   directory = tmp_path_factory.mktemp("hf")
   build_llama3_hf(str(directory))

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 from bench import decode as bench_decode
-from meta_rewarding.model import init_params, tiny_config
-from meta_rewarding.sampling import Greedy, Sampler, Sampling
+from meta_rewarding.model.config import tiny_config
+from meta_rewarding.model.llama import init_params
+from meta_rewarding.sampling import Sampler
+from meta_rewarding.strategies import Greedy, Sampling
 
 
 def test_hazard_reproduces_the_clipped_lognormal():

@@ -16,7 +16,8 @@ from safetensors.numpy import load_file, save_file
 from hf_models import save_hf_model
 from meta_rewarding import checkpoints, model_files, sharding
 from meta_rewarding.checkpoints import CheckpointError
-from meta_rewarding.model import UnsupportedConfigError, forward, init_params, tiny_config
+from meta_rewarding.model.config import UnsupportedConfigError, tiny_config
+from meta_rewarding.model.llama import forward, init_params
 
 
 @pytest.fixture(scope="module")

@@ -214,7 +214,7 @@ def abstract_check(name: str, variant: str, devices) -> dict:
   """Builds params, train state and the worst KV cache abstractly with their shardings on a mesh
   over `devices`; returns per-device bytes (summed over leaves) and the planner's numbers."""
   from meta_rewarding import plan as plan_lib
-  from meta_rewarding import sharding, train
+  from meta_rewarding import sharding, train, train_step
   from meta_rewarding.model import llama
 
   config = configs.load(name, variant)
@@ -228,7 +228,7 @@ def abstract_check(name: str, variant: str, devices) -> dict:
   with sharding.activate(mesh, rules):
     params = jax.eval_shape(jax.jit(lambda r: llama.init_params(mc, r), out_shardings=param_sh),
                             jax.random.key(0))
-    state = jax.eval_shape(jax.jit(functools.partial(train.init_state, optimizer=optimizer),
+    state = jax.eval_shape(jax.jit(functools.partial(train_step.init_state, optimizer=optimizer),
                                    out_shardings=state_sh), params)
 
   def per_device(tree):

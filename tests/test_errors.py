@@ -2,14 +2,14 @@
 
 import pytest
 
-from meta_rewarding import (artifacts, checkpoints, config_check, data, plan, sharding, stages,
-                            tokenizer, train, train_dpo)
+from meta_rewarding import (artifacts, checkpoints, config_check, data, plan, recipe_types,
+                            sharding, tokenizer, train, train_dpo)
 from meta_rewarding.errors import UserError
 from meta_rewarding.model.config import UnsupportedConfigError
 
 
 @pytest.mark.parametrize("error, old_base", [
-    (stages.PipelineError, ValueError), (data.DataError, ValueError),
+    (recipe_types.PipelineError, ValueError), (data.DataError, ValueError),
     (checkpoints.CheckpointError, ValueError), (tokenizer.TokenizerError, ValueError),
     (UnsupportedConfigError, ValueError), (sharding.MeshError, ValueError),
     (artifacts.ArtifactError, ValueError), (artifacts.IntegrityError, artifacts.ArtifactError),

@@ -15,7 +15,8 @@ import transformers
 
 import community_models
 from meta_rewarding import checkpoints
-from meta_rewarding.model import LlamaConfig, UnsupportedConfigError, forward
+from meta_rewarding.model.config import LlamaConfig, UnsupportedConfigError
+from meta_rewarding.model.llama import forward
 from meta_rewarding.model import config as config_module
 
 # meta-llama/Llama-2-7b-hf

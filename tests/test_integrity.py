@@ -188,7 +188,8 @@ def test_a_missing_prompts_file_writes_nothing_and_the_corrected_rerun_starts(ru
 
 def test_save_hf_writes_a_marker_of_every_file(tmp_path):
   import jax
-  from meta_rewarding.model import init_params, tiny_config
+  from meta_rewarding.model.config import tiny_config
+  from meta_rewarding.model.llama import init_params
   config = tiny_config()
   params = init_params(config, jax.random.key(0))
   path = str(tmp_path / "model")

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from meta_rewarding import judge_eval
+from meta_rewarding import judge_eval, prompts
 from meta_rewarding.judge_eval import JudgeEvalError
 
 from test_judge_eval_cli import _one_error_line
@@ -51,7 +51,7 @@ def _judge(options, overwrite=False):
   """What `judge_eval.run` does around the model: key --output by the inputs, then judge."""
   pairs = judge_eval.load_preference_pairs(options.pairs)
   judge_eval.prepare_output(options.output,
-                            judge_eval.input_identity(options, pairs, judge_eval.prompts.JUDGE_TEMPLATE),
+                            judge_eval.input_identity(options, pairs, prompts.JUDGE_TEMPLATE),
                             overwrite=overwrite)
   records, _ = judge_eval.evaluate(pairs, _shorter_wins, protocol=options.protocol,
                                    orders=options.orders, order_seed=options.seed,
@@ -89,7 +89,7 @@ def test_each_recorded_input_is_named_when_it_differs(tmp_path, checkpoint_dir, 
   options = judge_eval.Options(checkpoint=checkpoint_dir, pairs=_write(tmp_path / "p.jsonl", PAIRS),
                                output=str(tmp_path / "out"))
   pairs = judge_eval.load_preference_pairs(options.pairs)
-  template = judge_eval.prompts.JUDGE_TEMPLATE
+  template = prompts.JUDGE_TEMPLATE
   judge_eval.prepare_output(options.output, judge_eval.input_identity(options, pairs, template))
   other = judge_eval.input_identity(dataclasses.replace(options, **change), pairs, template)
   with pytest.raises(JudgeEvalError, match=r"\(.*" + named.replace("-", r"\-")):
@@ -99,7 +99,7 @@ def test_each_recorded_input_is_named_when_it_differs(tmp_path, checkpoint_dir, 
 def test_what_does_not_change_the_judgments_may_change(tmp_path, checkpoint_dir):
   options = judge_eval.Options(checkpoint=checkpoint_dir, pairs=_write(tmp_path / "p.jsonl", PAIRS))
   pairs = judge_eval.load_preference_pairs(options.pairs)
-  template = judge_eval.prompts.JUDGE_TEMPLATE
+  template = prompts.JUDGE_TEMPLATE
   identity = judge_eval.input_identity(options, pairs, template)
   # Decode batch and mesh; where the pairs file lies (its bytes are what count).
   moved = shutil.copy(options.pairs, tmp_path / "moved.jsonl")

@@ -10,8 +10,9 @@ import pytest
 from hf_models import VARIANTS, hf_logits, save_hf_model
 from meta_rewarding.config import rules as config_rules
 from meta_rewarding import checkpoints, sharding
-from meta_rewarding.model import (Llama, LlamaConfig, UnsupportedConfigError, causal_mask, forward,
-                                  init_cache, init_params, padded_forward, tiny_config)
+from meta_rewarding.model.config import LlamaConfig, UnsupportedConfigError, tiny_config
+from meta_rewarding.model.llama import (Llama, causal_mask, forward, init_cache, init_params,
+                                        padded_forward)
 
 
 @pytest.fixture(scope="module")

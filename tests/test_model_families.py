@@ -20,14 +20,16 @@ import pytest
 import safetensors.numpy
 import torch
 import transformers
+from absl import flags
 
 import tiny_tokenizers
 from test_run import tiny_config as run_config
 from meta_rewarding.config import base as config_base, rules as config_rules
-from meta_rewarding import artifacts, checkpoints, data, run, sample, sharding, train
+from meta_rewarding import artifacts, checkpoints, data, run, sample, sharding, train, train_step
 from meta_rewarding.model import config as config_module
 from meta_rewarding.model import llama
-from meta_rewarding.sampling import Greedy, Sampler
+from meta_rewarding.sampling import Sampler
+from meta_rewarding.strategies import Greedy
 from meta_rewarding.tokenizer import load_tokenizer
 
 WINDOW = 8
@@ -232,13 +234,13 @@ def test_sample_cli_greedy_equals_transformers_generate(families, name, tmp_path
   prompts = tmp_path / "prompts.jsonl"
   prompts.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in texts))
   out = tmp_path / "out.jsonl"
-  sample.flags.FLAGS(["sample", f"--checkpoint={directory}", f"--prompts={prompts}",
-                      f"--output={out}", "--greedy", "--raw", "--max_new_tokens=10",
-                      "--batch_size=2"])
+  flags.FLAGS(["sample", f"--checkpoint={directory}", f"--prompts={prompts}",
+               f"--output={out}", "--greedy", "--raw", "--max_new_tokens=10",
+               "--batch_size=2"])
   try:
     sample.run()
   finally:
-    sample.flags.FLAGS.unparse_flags()
+    flags.FLAGS.unparse_flags()
   rows = [json.loads(line) for line in out.read_text().splitlines()]
   tokenizer = load_tokenizer(directory)
   stops = list(tokenizer.stop_ids)
@@ -285,11 +287,11 @@ def test_dpo_step_loss_is_the_formula_on_transformers_logps(families, name):
   cfg = config_base.train_config()
   cfg.update(dict(batch_size=4, grad_accum_steps=1, max_length=32, length_buckets=(32,),
                   warmup_steps=0, decay="constant"))
-  spec = train.LossSpec.from_config(cfg, "dpo")
+  spec = train_step.LossSpec.from_config(cfg, "dpo")
   mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
   rules = config_rules.normalize_rules(config_rules.TRAIN_RULES)
-  step, init, _, batch_sh = train.make_train_step(config, spec, train.OptimizerSpec.from_config(cfg),
-                                                  mesh, rules)
+  optimizer = train_step.OptimizerSpec.from_config(cfg)
+  step, init, _, batch_sh = train.make_train_step(config, spec, optimizer, mesh, rules)
   batch = data.collate(pairs, np.arange(4), kind="dpo", num_micro=1, length_buckets=(32,),
                        max_length=32, pad_id=0)
   batch.pop("num_tokens")

@@ -27,7 +27,7 @@ sys.path[:0] = [sys.argv[2], os.path.dirname(sys.argv[2])]  # tests/ and the che
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from meta_rewarding import artifacts, run, sampling, sharding
+from meta_rewarding import artifacts, run, sharding, strategies
 from meta_rewarding.policy import JaxPolicy
 from test_run import tiny_config
 
@@ -73,8 +73,8 @@ def sample_all(policy, batchings, strategies):
                                    for row in rows]
   return out
 samples = sample_all(policy, ("continuous", "static"),
-                     (("sampled", sampling.Sampling(temperature=0.9, top_p=0.95)),
-                      ("greedy", sampling.Greedy())))
+                     (("sampled", strategies.Sampling(temperature=0.9, top_p=0.95)),
+                      ("greedy", strategies.Greedy())))
 sampler = policy.sampler
 assert sampler.mesh.devices.size == jax.device_count() == 4
 assert sampler.spans_processes == (jax.process_count() > 1)
@@ -111,7 +111,7 @@ tensor_policy = JaxPolicy.from_config(tensor_config, workdir, pool)
 tensor_policy.load(os.path.join(workdir, "iter_1", "model"))
 samples.update({f"tensor/{k}": v for k, v in sample_all(
     tensor_policy, ("continuous",),
-    (("sampled", sampling.Sampling(temperature=0.9, top_p=0.95)),)).items()})
+    (("sampled", strategies.Sampling(temperature=0.9, top_p=0.95)),)).items()})
 if jax.process_index() == 0:
   with open(os.path.join(workdir, "samples.json"), "w") as f:
     json.dump(samples, f)

@@ -9,7 +9,7 @@ import pytest
 
 from meta_rewarding import artifacts, pipeline, prompts, stage_runner, stages
 from meta_rewarding.config.base import get_base_config
-from meta_rewarding.recipe_types import TOO_LONG, Generation
+from meta_rewarding.recipe_types import TOO_LONG, Generation, PipelineError, sample_prompt_ids
 
 # Prompt -> the actor's possible responses (the scripted actor draws K of them by seed).
 RESPONSES = {
@@ -174,7 +174,7 @@ def test_prompts_that_do_not_fit_are_dropped_and_counted(tmp_path):
   assert metrics["skipped/long_judge_prompts"] == len(bad)
   # Not skipping: an error naming the prompt, before any pair is built.
   config.data.skip_long_prompts = False
-  with pytest.raises(stages.PipelineError, match=r"1 prompts of iteration 1 do not fit the "
+  with pytest.raises(PipelineError, match=r"1 prompts of iteration 1 do not fit the "
                      r"context \(pool ids 1\)"):
     _run(tmp_path / "strict", config, TooLongPolicy())
   assert not (tmp_path / "strict" / "iter_1" / "actor_pairs.jsonl").exists()
@@ -208,11 +208,11 @@ def test_iteration_schedule(tmp_path):
 
 
 def test_prompt_sampling_does_not_repeat_until_the_pool_runs_out():
-  ids = [stages.sample_prompt_ids(10, 4, t, seed=3) for t in (1, 2, 3)]
+  ids = [sample_prompt_ids(10, 4, t, seed=3) for t in (1, 2, 3)]
   assert len(set(ids[0] + ids[1])) == 8
   assert sorted(ids[0] + ids[1] + ids[2][:2]) == list(range(10))
-  assert ids == [stages.sample_prompt_ids(10, 4, t, seed=3) for t in (1, 2, 3)]
-  assert ids[0] != stages.sample_prompt_ids(10, 4, 1, seed=4)
+  assert ids == [sample_prompt_ids(10, 4, t, seed=3) for t in (1, 2, 3)]
+  assert ids[0] != sample_prompt_ids(10, 4, 1, seed=4)
 
 
 @pytest.mark.parametrize("pool_size,per_iteration,iterations", [
@@ -221,7 +221,7 @@ def test_prompt_sampling_does_not_repeat_until_the_pool_runs_out():
 def test_no_prompt_twice_in_an_iteration(pool_size, per_iteration, iterations):
   stream = []
   for t in range(1, iterations + 1):
-    ids = stages.sample_prompt_ids(pool_size, per_iteration, t, seed=0)
+    ids = sample_prompt_ids(pool_size, per_iteration, t, seed=0)
     assert len(ids) == per_iteration and len(set(ids)) == per_iteration, t
     stream += ids
   # Every epoch of the stream is still a whole permutation of the pool: each prompt is used once
@@ -231,8 +231,8 @@ def test_no_prompt_twice_in_an_iteration(pool_size, per_iteration, iterations):
 
 
 def test_more_prompts_per_iteration_than_the_pool_is_refused():
-  with pytest.raises(pipeline.PipelineError, match="larger than the prompt pool"):
-    stages.sample_prompt_ids(3, 4, 1, seed=0)
+  with pytest.raises(PipelineError, match="larger than the prompt pool"):
+    sample_prompt_ids(3, 4, 1, seed=0)
 
 
 def _twin_records():
@@ -439,7 +439,7 @@ def test_changed_config_is_refused_on_resume(tmp_path):
   config = make_config()
   pipeline.check_config(str(tmp_path), config.to_json(), allow_change=False)
   config.pipeline.rho = (0.4,)
-  with pytest.raises(pipeline.PipelineError, match="pipeline.rho"):
+  with pytest.raises(PipelineError, match="pipeline.rho"):
     pipeline.check_config(str(tmp_path), config.to_json(), allow_change=False)
   pipeline.check_config(str(tmp_path), config.to_json(), allow_change=True)
 

@@ -14,7 +14,7 @@ import pytest
 
 import configs
 from meta_rewarding.config import rules as config_rules
-from meta_rewarding import losses, plan, sharding, train
+from meta_rewarding import losses, plan, sharding, train, train_step
 from meta_rewarding.model import llama, presets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,7 +62,7 @@ def test_plan_matches_real_arrays(mesh_shape, scan, check_grads):
   optimizer = plan.make_optimizer(config.train)
   state_sh = train.state_shardings(mc, optimizer, mesh, rules)
   with sharding.activate(mesh, rules):
-    state = jax.jit(functools.partial(train.init_state, optimizer=optimizer),
+    state = jax.jit(functools.partial(train_step.init_state, optimizer=optimizer),
                     out_shardings=state_sh)(params)
   assert device_bytes(state.opt_state) == p.optimizer
   assert device_bytes(state.params) == p.train_params

@@ -10,7 +10,8 @@ from etils.epath import testing as epath_testing
 
 from meta_rewarding import artifacts, checkpoints, metrics as metrics_lib, model_files, pipeline
 from meta_rewarding.checkpoints import CheckpointError
-from meta_rewarding.model import init_params, tiny_config
+from meta_rewarding.model.config import tiny_config
+from meta_rewarding.model.llama import init_params
 from meta_rewarding.tokenizer import load_tokenizer
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from meta_rewarding import artifacts, chunk_store, pipeline
 from meta_rewarding import model_files
+from meta_rewarding.recipe_types import PipelineError
 from meta_rewarding import policy as policy_lib
 from test_pipeline import POOL, ScriptedPolicy, make_config
 
@@ -74,7 +75,7 @@ def test_a_file_that_disagrees_with_its_marker_is_refused(tmp_path, damage, name
                     "edited": data.replace(b'"uid": 0', b'"uid": 9', 1)}[damage])
   assert path.read_bytes() != data
   policy = ScriptedPolicy()
-  with pytest.raises(pipeline.PipelineError) as e:
+  with pytest.raises(PipelineError) as e:
     pipeline.run(config, str(tmp_path), policy, POOL)
   message = str(e.value)
   assert message.startswith(f"{path}: ") and "completion marker" in message, message
@@ -172,8 +173,8 @@ def test_jax_policy_refuses_to_load_an_incomplete_model_dir(tmp_path):
   (tmp_path / "model").mkdir()
   (tmp_path / "model" / "model.safetensors").write_bytes(b"")
   policy = object.__new__(policy_lib.JaxPolicy)
-  with pytest.raises(pipeline.PipelineError, match=r"model: incomplete model directory \(missing "
-                                                   r"config.json\)"):
+  with pytest.raises(PipelineError, match=r"model: incomplete model directory \(missing "
+                                          r"config.json\)"):
     policy.load(str(tmp_path / "model"))
 
 
@@ -397,7 +398,7 @@ def test_markers_on_a_gcs_workdir(tmp_path, monkeypatch):
     assert artifacts.check_jsonl_marked(chunk)[0] == "complete"
     good = artifacts.read_bytes(chunk)
     artifacts.write_bytes(chunk, b"".join(good.splitlines(keepends=True)[:-1]))
-    with pytest.raises(pipeline.PipelineError, match="does not match its completion marker"):
+    with pytest.raises(PipelineError, match="does not match its completion marker"):
       pipeline.run(config, "gs://bucket/run", RemotePolicy(), POOL)
     artifacts.write_bytes(chunk, good)  # restored: used
     resumed = RemotePolicy()

@@ -10,7 +10,7 @@ from absl import app, flags
 
 import community_models
 from hf_models import save_hf_model
-from meta_rewarding import checkpoints, sample, sampling
+from meta_rewarding import checkpoints, sample, sampling, strategies
 from meta_rewarding.tokenizer import load_tokenizer
 
 sample.define_flags()  # the command defines them in its __main__ only
@@ -60,7 +60,7 @@ def test_cli_writes_one_line_per_completion_matching_the_sampler(checkpoint, pro
   tokenizer = load_tokenizer(checkpoint)
   config, params = checkpoints.load_hf(checkpoint, dtype="float32", param_dtype="float32")
   sampler = sampling.Sampler(config, params, tokenizer, batch_size=8)
-  results = sampler.generate(PROMPTS, n=2, strategy=sampling.Sampling(temperature=1.0, top_p=0.9),
+  results = sampler.generate(PROMPTS, n=2, strategy=strategies.Sampling(temperature=1.0, top_p=0.9),
                              max_new_tokens=6, seed=7, progress=False)
   assert [c.text for cs in results for c in cs] == [r["completion"] for r in rows]
   for cs in results:

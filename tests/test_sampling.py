@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from hf_models import save_hf_model
-from meta_rewarding import checkpoints, sampling, sharding
-from meta_rewarding.model import padded_forward
-from meta_rewarding.sampling import Greedy, Sampler, Sampling
+from meta_rewarding import checkpoints, decode, sampling, sharding, strategies
+from meta_rewarding.model.llama import padded_forward
+from meta_rewarding.sampling import Sampler
+from meta_rewarding.strategies import Greedy, Sampling
 
 M = 8  # new tokens in the model tests
 BUCKETS = (8, 16, 32)
@@ -36,8 +37,8 @@ RAGGED = _prompts((3, 11, 7, 16))
 @pytest.fixture(scope="module")
 def greedy_run(model):
   config, params, _ = model
-  batch = sampling.make_batch(RAGGED, length=16)
-  out = sampling.generate_tokens(config, params, batch, strategy=Greedy(), max_new_tokens=M)
+  batch = decode.make_batch(RAGGED, length=16)
+  out = decode.generate_tokens(config, params, batch, strategy=Greedy(), max_new_tokens=M)
   return jax.device_get(out)
 
 
@@ -70,9 +71,9 @@ def test_greedy_equals_argmax_of_repeated_full_forwards(model, greedy_run):
 def test_greedy_equals_transformers_generate(model, greedy_run):
   config, params, torch_model = model
   eos = 2
-  batch = sampling.make_batch(RAGGED, length=16)
-  ours = jax.device_get(sampling.generate_tokens(config, params, batch, strategy=Greedy(),
-                                                 max_new_tokens=M, stop_ids=[eos]))
+  batch = decode.make_batch(RAGGED, length=16)
+  ours = jax.device_get(decode.generate_tokens(config, params, batch, strategy=Greedy(),
+                                               max_new_tokens=M, stop_ids=[eos]))
   ids = torch.as_tensor(np.asarray(batch.tokens), dtype=torch.long)
   mask = torch.as_tensor((np.arange(16)[None] >= 16 - batch.lengths[:, None]).astype(np.int64))
   with torch.no_grad():
@@ -89,9 +90,9 @@ def test_stop_ids_lengths_and_finish_reasons(model, greedy_run):
   config, params, _ = model
   ref = greedy_run.tokens
   stops = [int(ref[0, 3]), int(ref[2, 5])]
-  batch = sampling.make_batch(RAGGED, length=16)
-  out = jax.device_get(sampling.generate_tokens(config, params, batch, strategy=Greedy(),
-                                                max_new_tokens=M, stop_ids=stops, pad_id=0))
+  batch = decode.make_batch(RAGGED, length=16)
+  out = jax.device_get(decode.generate_tokens(config, params, batch, strategy=Greedy(),
+                                              max_new_tokens=M, stop_ids=stops, pad_id=0))
   for b in range(len(RAGGED)):
     hits = [t for t in range(M) if ref[b, t] in stops]
     n = hits[0] + 1 if hits else M
@@ -99,8 +100,8 @@ def test_stop_ids_lengths_and_finish_reasons(model, greedy_run):
     np.testing.assert_array_equal(out.tokens[b, :n], ref[b, :n])      # the stop token included
     assert (out.tokens[b, n:] == 0).all() and (out.logprobs[b, n:] == 0).all()
   # Every row stops after its second token: the loop ends early and the rest stays padding.
-  out = jax.device_get(sampling.generate_tokens(config, params, batch, strategy=Greedy(),
-                                                max_new_tokens=M, stop_ids=set(ref[:, 1].tolist())))
+  out = jax.device_get(decode.generate_tokens(config, params, batch, strategy=Greedy(),
+                                              max_new_tokens=M, stop_ids=set(ref[:, 1].tolist())))
   assert (out.lengths <= 2).all() and out.stopped.all()
 
 
@@ -161,12 +162,12 @@ def test_same_seed_same_output_whatever_the_batch_composition(model, sampler, sa
 
 
 def test_no_recompilation_between_batches_of_one_bucket(sampler, sampled):
-  before = sampling.TRACE_COUNTS["generate"]
+  before = decode.TRACE_COUNTS["generate"]
   sampler.generate(_prompts((10, 12, 15, 11, 9, 16, 14), seed=7), n=1, strategy=STRATEGY,
                    max_new_tokens=M, progress=False)
   sampler.generate(_prompts((9, 16, 13, 12, 10), seed=8), n=1, strategy=STRATEGY, max_new_tokens=M,
                    seed=1, progress=False)
-  assert sampling.TRACE_COUNTS["generate"] == before
+  assert decode.TRACE_COUNTS["generate"] == before
 
 
 def test_shared_prefix_results_equal_unshared_and_n_samples_differ(sampler):
@@ -188,8 +189,8 @@ def test_shared_prefix_results_equal_unshared_and_n_samples_differ(sampler):
 def test_n_samples_share_one_prefill(model):
   config, params, _ = model
   # The prefill runs at the prompt batch B = 2; only the decode sees B·n = 8 rows.
-  batch = jax.tree.map(jnp.asarray, sampling.make_batch(_prompts((6, 10)), length=16))
-  jaxpr = str(jax.make_jaxpr(lambda b: sampling.generate_tokens(
+  batch = jax.tree.map(jnp.asarray, decode.make_batch(_prompts((6, 10)), length=16))
+  jaxpr = str(jax.make_jaxpr(lambda b: decode.generate_tokens(
       config, params, b, strategy=Greedy(), max_new_tokens=M, num_samples=4))(batch))
   D = config.hidden_size
   assert f"f32[2,16,{D}]" in jaxpr and f"f32[8,16,{D}]" not in jaxpr and f"f32[8,1,{D}]" in jaxpr
@@ -308,7 +309,7 @@ def test_top_k_by_blocks_equals_lax_top_k(V, k, block):
   x[1, rng.permutation(V)[: V - 3]] = -np.inf                  # fewer finite values than k
   x[2] = rng.integers(0, 4, V)                                   # ties everywhere
   x[3, -1] = 100.0                                               # the best in the ragged last block
-  values, ids = jax.device_get(sampling.top_k(jnp.asarray(x), k, block=block))
+  values, ids = jax.device_get(strategies.top_k(jnp.asarray(x), k, block=block))
   want_values, want_ids = jax.device_get(jax.lax.top_k(jnp.asarray(x), k))
   np.testing.assert_array_equal(values, want_values)
   assert ((ids >= 0) & (ids < V)).all()
@@ -322,9 +323,9 @@ def test_inverse_cdf_edges_and_greedy_ties():
   probs = np.zeros((3, 300), np.float32)
   probs[:, 5], probs[:, 130], probs[:, 131] = 0.5, 0.25, 0.25  # blocked path (C > 256)
   u = jnp.asarray([1.0, 0.5, 1e-9])
-  assert np.asarray(sampling._inverse_cdf(jnp.asarray(probs), u)).tolist() == [131, 5, 5]
+  assert np.asarray(strategies._inverse_cdf(jnp.asarray(probs), u)).tolist() == [131, 5, 5]
   small = jnp.asarray([[0.0, 1.0, 0.0, 0.0]] * 2)
-  assert np.asarray(sampling._inverse_cdf(small, jnp.asarray([1.0, 1e-9]))).tolist() == [1, 1]
+  assert np.asarray(strategies._inverse_cdf(small, jnp.asarray([1.0, 1e-9]))).tolist() == [1, 1]
   tie = jnp.asarray([[0.0, 3.0, 1.0, 3.0]])
   assert int(Greedy().sample(tie)[0]) == 1
 
@@ -346,13 +347,13 @@ def test_decoding_weights_are_compute_dtype_unstacked_and_sample_the_same(model)
   scanned = config.replace(scan_layers=True)
   from meta_rewarding.model import llama
   stacked = jax.jit(lambda p: llama.init_params(scanned, jax.random.key(1)))(None)
-  batch = sampling.make_batch(RAGGED, length=16)
-  direct = sampling.generate_tokens(scanned, stacked, batch, strategy=Greedy(), max_new_tokens=M)
+  batch = decode.make_batch(RAGGED, length=16)
+  direct = decode.generate_tokens(scanned, stacked, batch, strategy=Greedy(), max_new_tokens=M)
   decoded = sampling.decoding_params(scanned, stacked)
   dc = sampling.decoding_config(scanned)
   assert not dc.scan_layers and dc.remat_policy == "none"
   assert set(decoded) >= {f"layers_{i}" for i in range(config.num_hidden_layers)}
-  via_copy = sampling.generate_tokens(dc, decoded, batch, strategy=Greedy(), max_new_tokens=M)
+  via_copy = decode.generate_tokens(dc, decoded, batch, strategy=Greedy(), max_new_tokens=M)
   np.testing.assert_array_equal(np.asarray(direct.tokens), np.asarray(via_copy.tokens))
   np.testing.assert_allclose(np.asarray(direct.logprobs), np.asarray(via_copy.logprobs), atol=1e-5)
   # bfloat16 compute: the copy is bfloat16, the master weights stay float32.

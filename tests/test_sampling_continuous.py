@@ -6,9 +6,11 @@ import jax
 import numpy as np
 import pytest
 
-from meta_rewarding import sampling, sharding
-from meta_rewarding.model import init_params, tiny_config
-from meta_rewarding.sampling import Greedy, Sampler, Sampling
+from meta_rewarding import decode, sharding
+from meta_rewarding.model.config import tiny_config
+from meta_rewarding.model.llama import init_params
+from meta_rewarding.sampling import Sampler
+from meta_rewarding.strategies import Greedy, Sampling
 
 M = 12
 BUCKETS = (8, 16, 32)
@@ -116,10 +118,10 @@ def test_no_recompilation_within_a_bucket(model):
                                            strategy=STRATEGY, max_new_tokens=M, seed=seed,
                                            progress=False)
   generate(7)
-  before = dict(sampling.TRACE_COUNTS)
+  before = dict(decode.TRACE_COUNTS)
   generate(8)
   generate(9)
-  assert dict(sampling.TRACE_COUNTS) == before
+  assert dict(decode.TRACE_COUNTS) == before
 
 
 @pytest.mark.parametrize("max_new_tokens,n,batch_size", [(1, 2, 4), (5, 6, 4)],

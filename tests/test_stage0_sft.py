@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from meta_rewarding import artifacts, config_check, data, pipeline, run as run_lib, stages
+from meta_rewarding.recipe_types import PipelineError
 from test_pipeline import POOL, ScriptedPolicy, make_config
 from test_resume_integrity import _results
 
@@ -182,7 +183,7 @@ def test_a_damaged_stage0_file_is_refused_by_name(tmp_path):
   path = tmp_path / "run" / "iter_0" / "sft.jsonl"
   path.write_text(path.read_text().replace('"loss": 0.5', '"loss": 0.25'))  # another size
   policy = SFTPolicy()
-  with pytest.raises(pipeline.PipelineError, match="sft.jsonl"):
+  with pytest.raises(PipelineError, match="sft.jsonl"):
     _run(tmp_path / "run", config, policy)
   assert policy.sft_calls == [] and policy.trained == []
 
@@ -203,7 +204,7 @@ def test_nothing_to_train_on_stops_the_run(tmp_path):
   class DropsAll(SFTPolicy):
     def train_sft(self, records, **kwargs):
       return []
-  with pytest.raises(pipeline.PipelineError, match="none of its 3 records fits"):
+  with pytest.raises(PipelineError, match="none of its 3 records fits"):
     _run(tmp_path / "run", _config(tmp_path, 1), DropsAll())
   assert not (tmp_path / "run" / "iter_0" / "model").exists()
 
@@ -275,7 +276,7 @@ def test_preflight_sources_refuse_a_missing_or_bad_sft_file(tmp_path):
   config = _pipeline_config()
   config.model.checkpoint = ""
   config.sft.data = str(tmp_path / "missing.jsonl")
-  with pytest.raises(pipeline.PipelineError, match=r"^sft.data='.*missing.jsonl': no such file$"):
+  with pytest.raises(PipelineError, match=r"^sft.data='.*missing.jsonl': no such file$"):
     run_lib._check_sources(config)
   bad = tmp_path / "bad.jsonl"
   bad.write_text(json.dumps({"prompt": "x", "response": "wrong field"}) + "\n")

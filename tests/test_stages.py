@@ -15,7 +15,7 @@ import ml_collections
 import pytest
 
 from meta_rewarding import prompts, stages
-from meta_rewarding.recipe_types import Generation, PipelineError
+from meta_rewarding.recipe_types import Generation, PipelineError, sample_prompt_ids
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -51,7 +51,7 @@ def actor_record(uid, prompt, texts):
 def test_prompt_records_join_on_position():
   pool = [f"p{i}" for i in range(10)]
   records = stages.prompt_records(pool, 4, iteration=2, seed=3)
-  ids = stages.sample_prompt_ids(10, 4, 2, seed=3)
+  ids = sample_prompt_ids(10, 4, 2, seed=3)
   assert records == [{"uid": k, "id": i, "prompt": pool[i]} for k, i in enumerate(ids)]
 
 

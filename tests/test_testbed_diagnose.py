@@ -7,7 +7,7 @@ import random
 import pytest
 
 from meta_rewarding.testbed import diagnose, judging, oracle
-from meta_rewarding.testbed import responses, seed as seed_lib
+from meta_rewarding.testbed import measure, responses, settings
 from meta_rewarding.testbed.settings import seed_dir
 from meta_rewarding.testbed.tasks import generate_tasks, task_from_instruction
 
@@ -98,11 +98,10 @@ def test_markdown_table_has_one_row_per_group():
                     reason="the shipped seed is not there")
 def test_diagnosis_of_the_shipped_seed():
   from meta_rewarding import checkpoints
-  from meta_rewarding.testbed import seed as seed_lib
   from meta_rewarding.tokenizer import load_tokenizer
   config, params = checkpoints.load_hf(seed_dir(), dtype="float32")
-  tokenizer = load_tokenizer(seed_dir(), chat_format=seed_lib.CHAT_FORMAT)
-  tasks = seed_lib.eval_task_list(6)
+  tokenizer = load_tokenizer(seed_dir(), chat_format=settings.CHAT_FORMAT)
+  tasks = measure.eval_task_list(6)
   table = diagnose.diagnose(config, params, tokenizer, tasks, batch_size=8)
   n_clauses = sum(len(c.check.clauses) for c in diagnose.cases(tasks))
   assert sum(r["n"] for r in table) == n_clauses

@@ -14,7 +14,7 @@ import jax
 import pytest
 
 from meta_rewarding import prompts
-from meta_rewarding.testbed import judging, measure, oracle, responses, seed, templates
+from meta_rewarding.testbed import judging, measure, oracle, responses, seed, settings, templates
 from meta_rewarding.testbed.tasks import FAMILIES, generate_tasks, task_from_instruction
 
 SEED_DIR = os.path.join(os.path.dirname(seed.__file__), "seed")
@@ -71,10 +71,10 @@ def test_demonstrations_come_from_the_sft_split_and_skip_excluded_tasks():
 def test_mistakes_and_malformed_responses_are_what_they_claim():
   rng = random.Random(0)
   for task in generate_tasks(7, 400):
-    mistake = seed.plausible_mistake(task, rng)
+    mistake = responses.plausible_mistake(task, rng)
     assert oracle.oracle_score(task, f"The answer is {mistake}.") == oracle.SCORE_WRONG, task
     assert oracle.oracle_score(task, responses.malformed_response(task, rng)) == oracle.SCORE_INVALID
-    response, kind = seed.sample_response(task, rng)
+    response, kind = responses.sample_response(task, rng)
     expected = {"correct": (oracle.SCORE_CORRECT,), "wrong": (oracle.SCORE_WRONG,),
                 "random": (oracle.SCORE_CORRECT, oracle.SCORE_WRONG),
                 "malformed": (oracle.SCORE_INVALID,)}[kind]
@@ -122,7 +122,7 @@ def test_demonstration_texts_parse_to_their_labels():
     task = task_from_instruction(d.instruction)
     assert measure._valid_worse_response(task, d.response)
     assert split_of(d.info["modified"]) == "sft"
-    assert d.response.startswith(seed.MODIFIED_QUESTION + "\n" + d.info["modified"] + "\n")
+    assert d.response.startswith(responses.MODIFIED_QUESTION + "\n" + d.info["modified"] + "\n")
 
 
 def test_noise_rates_are_as_documented():
@@ -132,7 +132,7 @@ def test_noise_rates_are_as_documented():
   # Binomial standard errors at n=3000 are <= 0.009; allow ~3.5 of them.
   assert report["actor_correct"] == pytest.approx(1 - seed.ACTOR_WRONG, abs=0.03)
   # Malformed responses (15%) have nothing to slip on.
-  slip = seed.JUDGE_SLIP * (1 - dict(seed.RESPONSE_MIX)["malformed"])
+  slip = seed.JUDGE_SLIP * (1 - dict(responses.RESPONSE_MIX)["malformed"])
   assert report["judge_slipped"] == pytest.approx(slip, abs=0.02)
   assert report["judge_miscalibrated"] == pytest.approx(seed.JUDGE_MISCALIBRATED, abs=0.015)
   # What the docstring states for the consequences of the noise.
@@ -146,8 +146,8 @@ def test_noise_rates_are_as_documented():
   assert report["pairwise_first_position"] == pytest.approx(0.5, abs=0.03)
   assert 0.88 <= report["pairwise_label_correct"] <= 0.96
   judge = seed.demonstrations(11, "judge", n)
-  mix = {k: sum(d.info["response_kind"] == k for d in judge) / n for k, _ in seed.RESPONSE_MIX}
-  for kind, p in seed.RESPONSE_MIX:
+  mix = {k: sum(d.info["response_kind"] == k for d in judge) / n for k, _ in responses.RESPONSE_MIX}
+  for kind, p in responses.RESPONSE_MIX:
     assert mix[kind] == pytest.approx(p, abs=0.03)
   families = {f: sum(task_from_instruction(d.instruction).family == f for d in judge)
               for f in FAMILIES}
@@ -188,7 +188,7 @@ def test_judge_miscalibrated_sets_the_rate_and_the_build_command():
   demos = seed.demonstrations(11, "judge", 3000, judge_miscalibrated=0.2)
   report = seed.demo_noise_report(demos)
   assert report["judge_miscalibrated"] == pytest.approx(0.2, abs=0.025)
-  slip = seed.JUDGE_SLIP * (1 - dict(seed.RESPONSE_MIX)["malformed"])
+  slip = seed.JUDGE_SLIP * (1 - dict(responses.RESPONSE_MIX)["malformed"])
   assert report["judge_slipped"] == pytest.approx(slip, abs=0.02)
   # As written: a miscalibrated demonstration's score does not fit its own written verdict (what
   # the held-out judge_score_fits_verdict_rate reads), every other one's does.
@@ -238,21 +238,21 @@ def test_shipped_seed_files_and_figures():
 
 
 def test_shipped_seed_loads_and_its_greedy_judgments_parse():
-  from meta_rewarding import checkpoints, sampling
+  from meta_rewarding import checkpoints, sampling, strategies
   from meta_rewarding.tokenizer import load_tokenizer
 
   config, params = checkpoints.load_hf(SEED_DIR, dtype="float32")
-  tokenizer = load_tokenizer(SEED_DIR, chat_format=seed.CHAT_FORMAT)
+  tokenizer = load_tokenizer(SEED_DIR, chat_format=settings.CHAT_FORMAT)
   assert tokenizer.vocab_size <= config.vocab_size
-  assert config.hidden_size == seed.ARCHITECTURE["hidden_size"]
-  assert config.num_hidden_layers == seed.ARCHITECTURE["num_hidden_layers"]
+  assert config.hidden_size == settings.ARCHITECTURE["hidden_size"]
+  assert config.num_hidden_layers == settings.ARCHITECTURE["num_hidden_layers"]
   rng = random.Random(5)
-  tasks = seed.eval_task_list(6)
+  tasks = measure.eval_task_list(6)
   judge_prompts = [prompts.render_judge_prompt(templates.JUDGE_TEMPLATE, t.instruction,
-                                               seed.sample_response(t, rng)[0]) for t in tasks]
+                                               responses.sample_response(t, rng)[0]) for t in tasks]
   sampler = sampling.Sampler(config, params, tokenizer, batch_size=8, prompt_buckets=(128,))
-  out = sampler.generate(judge_prompts, n=1, strategy=sampling.Greedy(),
-                         max_new_tokens=seed.JUDGE_MAX_NEW_TOKENS, progress=False)
+  out = sampler.generate(judge_prompts, n=1, strategy=strategies.Greedy(),
+                         max_new_tokens=settings.JUDGE_MAX_NEW_TOKENS, progress=False)
   texts = [row[0].text for row in out]
   scores = [prompts.parse_score(t) for t in texts]
   assert sum(s is not None for s in scores) >= 5, texts
@@ -264,11 +264,11 @@ def test_own_answer_judge_demos_judge_the_models_sampled_answers():
   from meta_rewarding.tokenizer import load_tokenizer
 
   config, params = checkpoints.load_hf(SEED_DIR, dtype="float32")
-  tokenizer = load_tokenizer(SEED_DIR, chat_format=seed.CHAT_FORMAT)
+  tokenizer = load_tokenizer(SEED_DIR, chat_format=settings.CHAT_FORMAT)
   mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
   cfg = seed.own_judge_stage(seed.BuildConfig())
   assert cfg.steps == seed.BuildConfig().own_judge_steps and cfg.own_judge_steps == 0
-  exclude = {t.instruction for t in seed.eval_task_list(200)}
+  exclude = {t.instruction for t in measure.eval_task_list(200)}
   demos = seed.own_answer_judge_demos(config, params, tokenizer, cfg, 10, mesh=mesh,
                                       exclude=exclude)
   again = seed.own_answer_judge_demos(config, params, tokenizer, cfg, 10, mesh=mesh,
@@ -293,7 +293,7 @@ def test_own_answer_judge_demos_follow_the_builds_miscalibration_rate():
   from meta_rewarding.tokenizer import load_tokenizer
 
   config, params = checkpoints.load_hf(SEED_DIR, dtype="float32")
-  tokenizer = load_tokenizer(SEED_DIR, chat_format=seed.CHAT_FORMAT)
+  tokenizer = load_tokenizer(SEED_DIR, chat_format=settings.CHAT_FORMAT)
   mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
   rates = {}
   for rate in (0.0, 1.0 - seed.JUDGE_SLIP):
@@ -310,7 +310,7 @@ def test_own_answer_judge_demos_can_draw_half_from_answers_that_are_not_right():
   from meta_rewarding.tokenizer import load_tokenizer
 
   config, params = checkpoints.load_hf(SEED_DIR, dtype="float32")
-  tokenizer = load_tokenizer(SEED_DIR, chat_format=seed.CHAT_FORMAT)
+  tokenizer = load_tokenizer(SEED_DIR, chat_format=settings.CHAT_FORMAT)
   mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
   cfg = dataclasses.replace(seed.own_judge_stage(seed.BuildConfig()),
                             own_judge_not_right_share=0.5)
@@ -331,10 +331,10 @@ def test_measure_without_diagnostics_gives_the_same_figures_minus_two_passes():
   from meta_rewarding import checkpoints
   from meta_rewarding.tokenizer import load_tokenizer
   config, params = checkpoints.load_hf(SEED_DIR, dtype="float32")
-  tokenizer = load_tokenizer(SEED_DIR, chat_format=seed.CHAT_FORMAT)
-  tasks = seed.eval_task_list(4)
-  full, lean = (seed.measure(config, params, tokenizer, tasks, samples=2, batch_size=8,
-                             self_taught=False, diagnostics=d) for d in (True, False))
+  tokenizer = load_tokenizer(SEED_DIR, chat_format=settings.CHAT_FORMAT)
+  tasks = measure.eval_task_list(4)
+  full, lean = (measure.measure(config, params, tokenizer, tasks, samples=2, batch_size=8,
+                                self_taught=False, diagnostics=d) for d in (True, False))
   extras = {"actor_accuracy_greedy", "judge_parse_rate_fixed", "judge_accuracy_fixed",
             "judge_balanced_accuracy_fixed"}
   assert extras <= set(full) and not extras & set(lean)
@@ -419,10 +419,10 @@ def test_own_battle_meta_demos_from_the_shipped_seed():
   from meta_rewarding.tokenizer import load_tokenizer
 
   config, params = checkpoints.load_hf(SEED_DIR, dtype="float32")
-  tokenizer = load_tokenizer(SEED_DIR, chat_format=seed.CHAT_FORMAT)
+  tokenizer = load_tokenizer(SEED_DIR, chat_format=settings.CHAT_FORMAT)
   mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
   cfg = seed.own_judge_stage(seed.BuildConfig())
-  exclude = {t.instruction for t in seed.eval_task_list(200)}
+  exclude = {t.instruction for t in measure.eval_task_list(200)}
   logged = []
   demos = seed.own_battle_meta_demos(config, params, tokenizer, cfg, 20, mesh=mesh,
                                      exclude=exclude, log=logged.append)

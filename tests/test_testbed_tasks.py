@@ -83,8 +83,8 @@ def test_splits_are_disjoint_by_construction():
     """The seed's SFT tasks, every pool the configs can ask for and the evaluation set never share
     an instruction: each instruction's split is a hash of its text, and each is drawn from one."""
     from meta_rewarding import run as run_lib
-    from meta_rewarding.testbed import seed
-    evaluation = {t.instruction for t in seed.eval_task_list(400)}
+    from meta_rewarding.testbed import measure, seed
+    evaluation = {t.instruction for t in measure.eval_task_list(400)}
     assert all(split_of(x) == "eval" for x in evaluation)
     sft = {d.instruction for kind in ("actor", "judge", "meta")
            for d in seed.demonstrations(0, kind, 1500)}

@@ -15,8 +15,9 @@ import pytest
 
 import configs
 from meta_rewarding.config import base as config_base, rules as config_rules
-from meta_rewarding import checkpoints, data, sharding, stages, train
-from meta_rewarding.model import forward, init_params, tiny_config
+from meta_rewarding import checkpoints, data, sharding, stages, train, train_step
+from meta_rewarding.model.config import tiny_config
+from meta_rewarding.model.llama import forward, init_params
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RULES = config_rules.TRAIN_RULES
@@ -266,8 +267,8 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(params,
 
 def _one_step(model_config, params, examples, *, kind, mesh, batch_size, grad_accum):
   cfg = _cfg(batch_size=batch_size, grad_accum_steps=grad_accum)
-  spec = train.LossSpec.from_config(cfg, kind)
-  opt = train.OptimizerSpec.from_config(cfg)
+  spec = train_step.LossSpec.from_config(cfg, kind)
+  opt = train_step.OptimizerSpec.from_config(cfg)
   rules = config_rules.normalize_rules(RULES)
   step, init, _, batch_sh = train.make_train_step(model_config, spec, opt, mesh, rules)
   indices = np.arange(len(examples))
@@ -314,21 +315,23 @@ def test_grad_accumulation_equals_the_large_batch_step(params, ref_pairs, mesh1,
 
 
 def test_schedule_warmup_and_decay():
-  schedule = train.Schedule.from_config(_cfg(learning_rate=1.0, warmup_steps=4, decay="cosine",
-                                             end_learning_rate_ratio=0.1), total_steps=14)
+  schedule = train_step.Schedule.from_config(
+      _cfg(learning_rate=1.0, warmup_steps=4, decay="cosine", end_learning_rate_ratio=0.1),
+      total_steps=14)
   lr = [float(schedule(s)) for s in range(15)]
   np.testing.assert_allclose(lr[:5], [0.25, 0.5, 0.75, 1.0, 1.0], rtol=1e-6)
   assert lr[9] == pytest.approx(0.1 + 0.9 * 0.5, rel=1e-5) and lr[14] == pytest.approx(0.1)
-  linear = train.Schedule.from_config(_cfg(learning_rate=1.0, warmup_steps=0, decay="linear",
-                                           end_learning_rate_ratio=0.0), total_steps=10)
+  linear = train_step.Schedule.from_config(
+      _cfg(learning_rate=1.0, warmup_steps=0, decay="linear", end_learning_rate_ratio=0.0),
+      total_steps=10)
   assert float(linear(5)) == pytest.approx(0.5)
 
 
 def test_optimizer_is_adamw_after_clipping():
   params = {"w": jnp.arange(6.0).reshape(2, 3) / 7, "scale": jnp.ones(3)}
   grads = {"w": jnp.full((2, 3), 3.0), "scale": jnp.array([1.0, -2.0, 0.5])}
-  spec = train.OptimizerSpec(weight_decay=0.1, b1=0.9, b2=0.95, eps=1e-8, max_grad_norm=1.0)
-  ours = train.make_optimizer(spec)
+  spec = train_step.OptimizerSpec(weight_decay=0.1, b1=0.9, b2=0.95, eps=1e-8, max_grad_norm=1.0)
+  ours = train_step.make_optimizer(spec)
   reference = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(
       0.01, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, mask={"w": True, "scale": False}))
   u, v = jax.jit(lambda: (ours.update(grads, ours.init(params), params)[0],

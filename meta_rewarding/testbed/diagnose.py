@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags, logging
 
-from meta_rewarding import artifacts, checkpoints, errors, prompts, sampling
+from meta_rewarding import artifacts, checkpoints, errors, prompts, sampling, strategies
 from meta_rewarding.data import prompt_messages
 from meta_rewarding.model import llama
 from meta_rewarding.testbed import judging, templates
@@ -176,7 +176,7 @@ def diagnose(model_config, params, tokenizer, tasks: Sequence[Task], *, seed: in
                              prompt_buckets=(128, 192))
   greedy = sampler.generate(
       [prompts.render_judge_prompt(templates.JUDGE_TEMPLATE, c.task.instruction, c.response)
-       for c in all_cases], n=1, strategy=sampling.Greedy(),
+       for c in all_cases], n=1, strategy=strategies.Greedy(),
       max_new_tokens=JUDGE_MAX_NEW_TOKENS, share_prefix=True, progress=False)
   groups = collections.defaultdict(lambda: collections.Counter())
   for c, marks, row in zip(all_cases, forced, greedy):

@@ -120,10 +120,10 @@ def measure(model_config, params, tokenizer, tasks: Sequence[Task], *, samples: 
   `diagnostics=False` skips actor_accuracy_greedy and the *_fixed figures (two sampling passes;
   the others are unchanged, the battles included). Deterministic in `seed`.
   """
-  from meta_rewarding import sampling  # jax: see the module doc
+  from meta_rewarding import sampling, strategies  # jax: see the module doc
   sampler = sampling.Sampler(model_config, params, tokenizer, mesh=mesh, batch_size=batch_size,
                              prompt_buckets=(48, 96, 128, 192, 256))
-  strategy = sampling.Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
+  strategy = strategies.Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
   gen = lambda xs, n, m, s, strat=strategy, share=False: sampler.generate(
       xs, n=n, strategy=strat, max_new_tokens=m, seed=s, share_prefix=share, progress=progress,
       desc=desc)
@@ -134,7 +134,7 @@ def measure(model_config, params, tokenizer, tasks: Sequence[Task], *, samples: 
   own = [(t, c.text.strip()) for t, row in zip(tasks, actor) for c in row]  # as policy.generate
   out["actor_accuracy"] = _mean(oracle.is_correct(t, r) for t, r in own)
   if diagnostics:
-    greedy = gen([t.instruction for t in tasks], 1, ACTOR_MAX_NEW_TOKENS, seed, sampling.Greedy())
+    greedy = gen([t.instruction for t in tasks], 1, ACTOR_MAX_NEW_TOKENS, seed, strategies.Greedy())
     out["actor_accuracy_greedy"] = _mean(oracle.is_correct(t, row[0].text)
                                          for t, row in zip(tasks, greedy))
   for family in FAMILIES:

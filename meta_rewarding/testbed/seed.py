@@ -112,7 +112,7 @@ import jax
 from absl import app, flags, logging
 
 from meta_rewarding.config import base as config_base, rules as config_rules
-from meta_rewarding import checkpoints, data, prompts, runtime, sampling, train
+from meta_rewarding import checkpoints, data, prompts, runtime, sampling, strategies, train
 from meta_rewarding.testbed import judging, oracle, templates
 from meta_rewarding.testbed.measure import EVAL_SEED, eval_task_list, measure
 from meta_rewarding.testbed.responses import (META_RESPONSE_MIX, META_UNSOUND_SLIP,
@@ -451,7 +451,7 @@ def _sample_own_answers(model_config, params, tokenizer, cfg: BuildConfig, n_tas
   sampler = sampling.Sampler(model_config, params, tokenizer, mesh=mesh, batch_size=64,
                              prompt_buckets=(48, 96, 128, 192, 256))
   rows = sampler.generate([t.instruction for t in tasks], n=cfg.own_judge_samples,
-                          strategy=sampling.Sampling(**PIPELINE_SAMPLING),
+                          strategy=strategies.Sampling(**PIPELINE_SAMPLING),
                           max_new_tokens=ACTOR_MAX_NEW_TOKENS, seed=cfg.seed + stream,
                           progress=True)
   return sampler, [(t, c.text.strip()) for t, row in zip(tasks, rows) for c in row]
@@ -573,7 +573,7 @@ def own_battle_meta_demos(model_config, params, tokenizer, cfg: BuildConfig, n: 
   answers = other + right[:judged - len(other)]
   rows = sampler.generate([prompts.render_judge_prompt(templates.JUDGE_TEMPLATE, t.instruction, r)
                            for t, r in answers], n=2,
-                          strategy=sampling.Sampling(**PIPELINE_SAMPLING),
+                          strategy=strategies.Sampling(**PIPELINE_SAMPLING),
                           max_new_tokens=JUDGE_MAX_NEW_TOKENS, seed=cfg.seed + 7,
                           share_prefix=True, progress=True)
   higher, lower, same = [], [], []
