@@ -15,6 +15,7 @@ from safetensors.numpy import load_file, save_file
 
 from hf_models import save_hf_model
 from meta_rewarding import checkpoints, model_files, sharding
+from meta_rewarding.config import rules as config_rules
 from meta_rewarding.checkpoints import CheckpointError
 from meta_rewarding.model.config import UnsupportedConfigError, tiny_config
 from meta_rewarding.model.llama import forward, init_params
@@ -77,7 +78,7 @@ def test_load_hf_places_each_tensor_in_its_sharding(llama3_dir):
   mesh = sharding.make_mesh({"fsdp": 4, "tensor": 2})
   shardings = None
   config = checkpoints.read_hf_config(str(llama3_dir), dtype="float32")
-  shardings = sharding.param_shardings(config, mesh)
+  shardings = sharding.param_shardings(config, mesh, config_rules.TRAIN_RULES)
   _, params = checkpoints.load_hf(str(llama3_dir), dtype="float32", shardings=shardings)
   jax.tree.map(lambda p, s: (p.sharding == s) or pytest.fail(f"{p.sharding} != {s}"), params, shardings)
 

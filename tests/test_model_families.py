@@ -208,7 +208,8 @@ def test_sharded_equals_unsharded(families, name):
   mesh = sharding.make_mesh({"fsdp": 4, "tensor": 2})
   _, sharded_params = _load(directory, shardings=lambda c: sharding.param_shardings(
       c, mesh, config_rules.DECODE_RULES))
-  got = _greedy(config, sharded_params, "continuous", mesh=mesh, batch_size=4)
+  got = _greedy(config, sharded_params, "continuous", mesh=mesh, rules=config_rules.DECODE_RULES,
+                batch_size=4)
   assert [c.token_ids for (c,) in got] == [c.token_ids for (c,) in reference]
   np.testing.assert_allclose([c.logprob for (c,) in got], [c.logprob for (c,) in reference],
                              atol=1e-4)

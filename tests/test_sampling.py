@@ -9,6 +9,7 @@ import torch
 
 from hf_models import save_hf_model
 from meta_rewarding import checkpoints, decode, sampling, sharding, strategies
+from meta_rewarding.config import rules as config_rules
 from meta_rewarding.model.llama import padded_forward
 from meta_rewarding.sampling import Sampler
 from meta_rewarding.strategies import Greedy, Sampling
@@ -139,7 +140,8 @@ def test_sharded_equals_unsharded(model, sampled, mesh_shape):
   config, params, _ = model
   prompts, reference = sampled
   mesh = sharding.make_mesh(mesh_shape)
-  sharded = Sampler(config, params, None, mesh=mesh, batch_size=8, prompt_buckets=BUCKETS)
+  sharded = Sampler(config, params, None, mesh=mesh, rules=config_rules.DECODE_RULES,
+                    batch_size=8, prompt_buckets=BUCKETS)
   q = sharded.params["layers_0"]["attn"]["q"]
   assert len(q.sharding.device_set) == 8 and not q.sharding.is_fully_replicated
   results = sharded.generate(prompts, n=1, strategy=STRATEGY, max_new_tokens=M, seed=3,

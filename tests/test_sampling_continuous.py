@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from meta_rewarding import decode, sharding
+from meta_rewarding.config import rules as config_rules
 from meta_rewarding.model.config import tiny_config
 from meta_rewarding.model.llama import init_params
 from meta_rewarding.sampling import Sampler
@@ -104,7 +105,8 @@ def test_sharded_equals_unsharded(model):
   reference = _sampler(model, "static").generate(PROMPTS, n=2, strategy=STRATEGY,
                                                  max_new_tokens=M, seed=3, progress=False)
   mesh = sharding.make_mesh({"fsdp": 4, "tensor": 2})
-  sharded = Sampler(config, params, None, mesh=mesh, batch_size=4, prompt_buckets=BUCKETS)
+  sharded = Sampler(config, params, None, mesh=mesh, rules=config_rules.DECODE_RULES,
+                    batch_size=4, prompt_buckets=BUCKETS)
   results = sharded.generate(PROMPTS, n=2, strategy=STRATEGY, max_new_tokens=M, seed=3,
                              progress=False)
   assert sharded.batching == "continuous" and sharded.last_stats.slots == 8

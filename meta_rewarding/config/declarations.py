@@ -365,8 +365,8 @@ SAMPLING = (
     Key("batching", "continuous", Choice(choices.BATCHING), "continuous: finished rows refilled "
         "between blocks; static: per batch"),
     Key("decode_block", 32, Integer(1), "continuous: the most decode steps between two refills"),
-    Key("nucleus_candidates", 0, Integer(0), "an older name's slot: candidates before nucleus "
-        "filtering", in_base=False),
+    Key("nucleus_candidates", 64, Integer(0), "with top_p < 1 and top_k = 0: the nucleus among "
+        "this many most likely tokens (0 = the whole vocabulary: a full sort)", in_base=False),
 )
 
 ACTOR = (

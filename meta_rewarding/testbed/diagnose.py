@@ -37,6 +37,7 @@ import numpy as np
 from absl import flags, logging
 
 from meta_rewarding import artifacts, checkpoints, errors, prompts, sampling, strategies
+from meta_rewarding.config import rules as config_rules
 from meta_rewarding.data import prompt_messages
 from meta_rewarding.model import llama
 from meta_rewarding.testbed import judging, templates
@@ -172,7 +173,8 @@ def diagnose(model_config, params, tokenizer, tasks: Sequence[Task], *, seed: in
   greedy fact accuracy and greedy mark accuracy where the fact is right."""
   all_cases = cases(tasks, seed)
   forced = forced_marks(model_config, params, tokenizer, all_cases, batch_size=batch_size)
-  sampler = sampling.Sampler(model_config, params, tokenizer, mesh=mesh, batch_size=batch_size,
+  sampler = sampling.Sampler(model_config, params, tokenizer, mesh=mesh,
+                             rules=config_rules.DECODE_RULES, batch_size=batch_size,
                              prompt_buckets=(128, 192))
   greedy = sampler.generate(
       [prompts.render_judge_prompt(templates.JUDGE_TEMPLATE, c.task.instruction, c.response)

@@ -15,6 +15,7 @@ import random
 from typing import Sequence
 
 from meta_rewarding import prompts
+from meta_rewarding.config import rules as config_rules
 from meta_rewarding.testbed import judging, oracle, templates
 from meta_rewarding.testbed.responses import (MODIFIED_ANSWER_END, MODIFIED_ANSWER_START,
                                               MODIFIED_QUESTION, meta_battle, plausible_mistake,
@@ -121,7 +122,8 @@ def measure(model_config, params, tokenizer, tasks: Sequence[Task], *, samples: 
   the others are unchanged, the battles included). Deterministic in `seed`.
   """
   from meta_rewarding import sampling, strategies  # jax: see the module doc
-  sampler = sampling.Sampler(model_config, params, tokenizer, mesh=mesh, batch_size=batch_size,
+  sampler = sampling.Sampler(model_config, params, tokenizer, mesh=mesh,
+                             rules=config_rules.DECODE_RULES, batch_size=batch_size,
                              prompt_buckets=(48, 96, 128, 192, 256))
   strategy = strategies.Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
   gen = lambda xs, n, m, s, strat=strategy, share=False: sampler.generate(

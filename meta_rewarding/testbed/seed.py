@@ -111,8 +111,8 @@ from typing import Iterable, Sequence
 import jax
 from absl import app, flags, logging
 
-from meta_rewarding.config import base as config_base, rules as config_rules
 from meta_rewarding import checkpoints, data, prompts, runtime, sampling, strategies, train
+from meta_rewarding.config import base as config_base, rules as config_rules
 from meta_rewarding.testbed import judging, oracle, templates
 from meta_rewarding.testbed.measure import EVAL_SEED, eval_task_list, measure
 from meta_rewarding.testbed.responses import (META_RESPONSE_MIX, META_UNSOUND_SLIP,
@@ -448,7 +448,8 @@ def _sample_own_answers(model_config, params, tokenizer, cfg: BuildConfig, n_tas
   tasks = [t for t in generate_tasks(cfg.seed * 10 + stream, n_tasks + n_tasks // 10 + 50,
                                      split="sft")
            if t.instruction not in exclude][:n_tasks]
-  sampler = sampling.Sampler(model_config, params, tokenizer, mesh=mesh, batch_size=64,
+  sampler = sampling.Sampler(model_config, params, tokenizer, mesh=mesh,
+                             rules=config_rules.DECODE_RULES, batch_size=64,
                              prompt_buckets=(48, 96, 128, 192, 256))
   rows = sampler.generate([t.instruction for t in tasks], n=cfg.own_judge_samples,
                           strategy=strategies.Sampling(**PIPELINE_SAMPLING),
