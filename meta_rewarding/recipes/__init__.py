@@ -15,7 +15,7 @@ from meta_rewarding.choices import DEFAULT_RECIPE
 from meta_rewarding.recipe_types import PipelineError, Recipe
 from meta_rewarding.recipes import meta_rewarding, self_taught_evaluator
 
-# Keyed by the names `choices.RECIPES` lists (the config check's; tests/test_stages.py keeps the
+# Keyed by the names `choices.RECIPES` lists (the config check's; tests/test_layering.py keeps the
 # two equal).
 RECIPES = {r.name: r for r in (meta_rewarding.RECIPE, self_taught_evaluator.RECIPE)}
 
