@@ -13,9 +13,12 @@ exposed), keeping for each byte the memory space of the array it belongs to:
   * parameter, constant, get-tuple-element, bitcast: 0; tuple: its own (pointer) size;
   * slice / dynamic-slice / gather: 2 x the output (+ the index operand);
   * dynamic-update-slice: 2 x the update (the buffer is updated in place);
+  * scatter: 3 x the updates (the buffer read and written in place at the updates' size, the
+    updates read) + the indices;
   * fusion: each fused parameter as its users inside read it (a sliced parameter: the slice; the
     buffer a dynamic-update-slice writes into: nothing) + the outputs (a dynamic-update-slice root:
-    its update) + non-scalar constants; a custom fusion that holds a gather: the gather's rule;
+    its update) + non-scalar constants; a custom fusion that holds a gather or a scatter: that
+    op's rule;
   * an async start (`slice-start`): its wrapped computation (a slice: 2 x the slice);
     `copy-start`: its operand + both arrays of its output tuple (destination and source; what
     matches XLA's per-key sums, the generic rule would count the tuple's pointers);
@@ -335,6 +338,8 @@ class Analysis:
           return [("read 0", _space(self.operand(x, 0).shape), out),
                   ("read index", _space(comp.by_name[y.operands[1]].shape), idx),
                   ("write", _space(x.shape), out)]
+        if y.opcode == "scatter":
+          return self._scatter(x, y, comp)
     parts = []
     root = comp.root
     if x.shape.is_tuple:
@@ -356,6 +361,28 @@ class Analysis:
       if p is None:
         continue
       parts.append((f"read {i}", _space(self.operand(x, i).shape), self._param_read(comp, p)))
+    return parts
+
+  def _scatter(self, x: Instr, y: Instr, comp: Computation | None = None) -> list:
+    """HloCostAnalysis::HandleScatter: the updated buffer is read and written at the updates'
+    size (in place), the updates read once, the indices read: 3 x updates + indices. `y` is the
+    scatter, `x` the instruction XLA costs (the scatter itself, or a custom fusion holding it)."""
+    def where(name: str) -> tuple[str, int, Instr]:
+      q = (comp or self.comps[x.computation]).by_name[name]
+      if comp is not None and q.opcode == "parameter":      # a fused parameter: the operand's
+        i = _param_index(q)
+        return f"read {i}", _space(self.operand(x, i).shape), q
+      return f"read {y.operands.index(name)}", _space(q.shape), q
+    n = len(y.operands) // 2                                # operands..., indices, updates...
+    parts = []
+    for k in range(n):
+      role, space, _ = where(y.operands[k])
+      _, uspace, upd = where(y.operands[n + 1 + k])
+      parts += [(role, space, upd.shape.bytes),
+                (where(y.operands[n + 1 + k])[0], uspace, upd.shape.bytes)]
+    _, ispace, idx = where(y.operands[n])
+    parts.append(("read index", ispace, idx.shape.bytes))
+    parts.append(("write", _space(x.shape), sum(b for r, _, b in parts[:2 * n:2])))
     return parts
 
   def cost(self, x: Instr) -> Cost:
@@ -383,6 +410,8 @@ class Analysis:
       out = x.shape.bytes
       parts = [("read 0", _space(opnds[0].shape), out), ("write", _space(x.shape), out),
                ("read index", _space(opnds[1].shape), opnds[1].shape.bytes)]
+    elif op == "scatter":
+      parts = self._scatter(x, x)
     elif op == "fusion":
       parts = self._fusion(x)
     elif op == "copy-start":

@@ -132,6 +132,29 @@ def test_async_collective_done_writes_its_result_to_hbm():
   assert totals.counted == 32
 
 
+def test_a_custom_scatter_fusion_updates_in_place():
+  """TPU's insert: a kCustom fusion holding a scatter into a cache buffer costs 3 x the updates +
+  the indices (HandleScatter), not the whole buffer read and written."""
+  fused = """
+%scatter_comp (p0: bf16[35,64,128], p1: s32[4], p2: bf16[4,64,128]) -> bf16[35,64,128] {
+  %p0 = bf16[35,64,128]{2,1,0:T(8,128)(2,1)} parameter(0)
+  %p1 = s32[4]{0:T(128)S(3)} parameter(1)
+  %p2 = bf16[4,64,128]{2,1,0:T(8,128)(2,1)S(3)} parameter(2)
+  ROOT %scatter = bf16[35,64,128]{2,1,0:T(8,128)(2,1)} scatter(%p0, %p1, %p2), update_window_dims={1,2}, inserted_window_dims={0}, scatter_dims_to_operand_dims={0}, index_vector_dim=1, to_apply=%add
+}
+"""
+  text = _entry("""
+  %c = bf16[35,64,128]{2,1,0:T(8,128)(2,1)} parameter(0), metadata={op_name="state.cache[0]['k']"}
+  %i = s32[4]{0:T(128)S(3)} parameter(1)
+  %u = bf16[4,64,128]{2,1,0:T(8,128)(2,1)S(3)} parameter(2)
+  ROOT %scatter_fusion = bf16[35,64,128]{2,1,0:T(8,128)(2,1)} fusion(%c, %i, %u), kind=kCustom, calls=%scatter_comp""",
+                "c: bf16[35,64,128], i: s32[4], u: bf16[4,64,128]", "bf16[35,64,128]", fused)
+  totals = t.analyze(text)
+  update, index = 4 * 64 * 128 * 2, 128 * 4
+  assert totals.total == 3 * update + index
+  assert (totals.hbm_read, totals.hbm_write, totals.onchip) == (update, update, update + index)
+
+
 def test_while_bodies_count_once():
   body = """
 %body (s: (s32[], f32[128])) -> (s32[], f32[128]) {
@@ -184,6 +207,7 @@ def _scan(x, w):
     ("dynamic_slice", lambda x, i: jax.lax.dynamic_slice(x, (i, 0), (8, 128)) + 1, ("x", "i")),
     ("gather", lambda x, idx: x[idx], ("x", "idx")),
     ("softmax", lambda x: jax.nn.softmax(x, -1), ("x",)),
+    ("scatter", lambda x, idx: x.at[idx].set(x[:5] * 2), ("x", "idx")),
     ("scan", _scan, ("x", "w")),
 ])
 def test_total_equals_xla_cpu_cost_analysis(name, fn, args):
