@@ -141,9 +141,13 @@ def test_hbm_bytes_are_counted_next_to_xlas(report):
     assert m.hbm_bytes <= m.bytes_accessed * (1 + 1e-6), m.name
     assert m.hbm_bytes == pytest.approx(m.bytes_accessed, rel=0.01), m.name
     assert out["phases"][m.name]["hbm_bytes"] == m.hbm_bytes
+    # XLA:CPU: the analysis reproduces XLA's figure (extrapolated programs: the same arithmetic).
+    assert m.analysed_bytes == pytest.approx(m.bytes_accessed, rel=1e-4), m.name
+    assert out["phases"][m.name]["analysed_bytes"] == m.analysed_bytes
     assert out["phases"][m.name]["roofline_seconds"] is None      # cpu: no peak figures
   header = next(l for l in report.table().splitlines() if l.startswith("program"))
   assert "GB read" in header and "GB HBM" in header
+  assert "the HBM analysis reproduces 1.00-1.00 of XLA's bytes" in report.table()
   for check in report.decode_checks():
     m = next(m for m in report.measured if m.name == check["program"])
     assert check["bytes_per_step"] == check["hbm_bytes_per_step"] == m.hbm_bytes
@@ -167,7 +171,7 @@ def test_roofline_and_decode_check_use_hbm_bytes(report):
   assert data["phases"][step.name]["roofline_seconds"] == pytest.approx(
       step.bytes_accessed / 4 / v5e.hbm_bandwidth)
   for row in data["phases"].values():
-    del row["hbm_bytes"]
+    del row["hbm_bytes"], row["analysed_bytes"]
   old = compile_check.report_from_json(_tiny_config(), data)
   assert all(m.hbm_bytes is None and m.memory_bytes == m.bytes_accessed for m in old.measured)
   assert "GB HBM" in old.table()
