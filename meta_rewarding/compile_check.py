@@ -419,14 +419,14 @@ def programs(config, mesh, *, plan=None) -> list[Program]:
                        calls=calls.get("reference", 0.0),
                        info=dict(pairs=ref_pairs, row_length=T)))
 
-  opt_spec = train.OptimizerSpec.from_config(tcfg)
-  spec = train.LossSpec.from_config(tcfg, kind)
+  opt_spec = train_step.OptimizerSpec.from_config(tcfg)
+  spec = train_step.LossSpec.from_config(tcfg, kind)
   A, batch = int(tcfg.grad_accum_steps), int(tcfg.batch_size)
 
   def state_abstract(c):
-    optimizer = train.make_optimizer(opt_spec)
+    optimizer = train_step.make_optimizer(opt_spec)
     from meta_rewarding import sharding
-    abstract = jax.eval_shape(functools.partial(train.init_state, optimizer=optimizer),
+    abstract = jax.eval_shape(functools.partial(train_step.init_state, optimizer=optimizer),
                               sharding.abstract_params(c))
     return _with_shardings(abstract, train.state_shardings(c, optimizer, mesh, train_rules))
 
@@ -442,7 +442,7 @@ def programs(config, mesh, *, plan=None) -> list[Program]:
 
   def compile_update(c):
     from meta_rewarding import sharding
-    optimizer = train.make_optimizer(opt_spec)
+    optimizer = train_step.make_optimizer(opt_spec)
     state = state_abstract(c)
     grads = state.params
     fn = jax.jit(functools.partial(train_step.apply_gradients, optimizer=optimizer),

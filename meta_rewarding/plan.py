@@ -9,7 +9,7 @@ A config value out of range (`config_check`) is one `error:` line per value inst
 
 What is exact and what is estimated:
   * exact (checked against real arrays by tests/test_plan.py): parameters, the AdamW state (the
-    abstract `jax.eval_shape` of the optimizer `train.make_optimizer` builds, each moment sharded
+    abstract `jax.eval_shape` of the optimizer `train_step.make_optimizer` builds, each moment sharded
     like its parameter), gradients and the sampler's KV cache, all divided per device by the mesh
     axes the logical rules give each dimension (rounded up, as uneven shards are);
   * estimated: activations, attention scores and logits. XLA's buffer assignment decides the real
@@ -376,8 +376,8 @@ def _train_config(config):
 
 def make_optimizer(tcfg):
   """The optax optimizer `train.py` trains with: its state is what the plan counts."""
-  from meta_rewarding import train
-  return train.make_optimizer(train.OptimizerSpec.from_config(tcfg))
+  from meta_rewarding import train_step  # optax: the planner's table loads without it
+  return train_step.make_optimizer(train_step.OptimizerSpec.from_config(tcfg))
 
 
 def _wrapped_axes(mc):

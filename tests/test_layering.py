@@ -70,7 +70,7 @@ LIGHT = ("meta_rewarding.config.base", "meta_rewarding.config.rules",
          "meta_rewarding.config.declarations", "meta_rewarding.choices",
          "meta_rewarding.config_check", "meta_rewarding.stages", "meta_rewarding.pipeline",
          "meta_rewarding.chunk_store", "meta_rewarding.recipes", "meta_rewarding.judge_eval",
-         "meta_rewarding.testbed.evaluate")
+         "meta_rewarding.testbed.evaluate", "meta_rewarding.hlo_bytes")
 
 
 @pytest.mark.parametrize("module", LIGHT)
