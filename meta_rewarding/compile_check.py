@@ -64,6 +64,7 @@ import threading
 import time
 from typing import Any, Callable, Mapping
 
+from absl import logging
 
 from meta_rewarding import hlo_bytes
 from meta_rewarding import plan as plan_lib
@@ -508,7 +509,10 @@ def _analyze(compiled) -> hlo_bytes.Totals | None:
   be read."""
   try:
     return hlo_bytes.analyze(compiled.as_text())
-  except Exception:  # an HLO construct the parser does not know: XLA's figure stands in
+  except Exception as e:  # an HLO construct the parser does not know: XLA's figure stands in
+    logging.warning("HBM bytes not counted for one program (%s: %s): its roofline and floor "
+                    "check use XLA's bytes accessed (shown as '-' in GB HBM)",
+                    type(e).__name__, str(e)[:200])
     return None
 
 
