@@ -49,15 +49,18 @@ class _Checks(decl.Failures):
     self.config = config
     self.prefix = prefix
 
-  def get(self, key: str, default=_MISSING):
+  def lookup(self, key: str):
+    """The value at dotted `key`, or `_MISSING`."""
     node = self.config
     for part in key.split("."):
-      if isinstance(node, Mapping) or hasattr(node, "keys"):
-        node = node[part] if part in node else _MISSING
-      else:
-        node = _MISSING
-      if node is _MISSING:
-        break
+      if not (isinstance(node, Mapping) or hasattr(node, "keys")) or part not in node:
+        return _MISSING
+      node = node[part]
+    return node
+
+  def get(self, key: str, default=_MISSING):
+    """The value at `key`; `default` when absent (no default: a missing key is a problem)."""
+    node = self.lookup(key)
     if node is _MISSING and default is _MISSING:
       self.note(f"{self.prefix}{key} is missing from the config")
     return default if node is _MISSING else node
@@ -65,9 +68,8 @@ class _Checks(decl.Failures):
   def section(self, name: str, keys, *, kind: str = "dpo") -> dict:
     """Checks the declared `keys` of section `name` ("" = top level); {key: value} found."""
     where = f"{name}." if name else ""
-    absent = object()  # `get`'s own default would report the key missing before its declaration
-    getter = lambda key, _: (lambda v: _MISSING if v is absent else v)(self.get(where + key, absent))
-    return decl.check_section(getter, self, keys, self.prefix + where, kind=kind)
+    return decl.check_section(lambda key, _: self.lookup(where + key), self, keys,
+                              self.prefix + where, kind=kind)
 
   def raise_if_any(self):
     if self.problems:
