@@ -1,12 +1,19 @@
-"""Runs the compile check for every shipped TPU config on its slice and writes the tables.
+"""Runs the compile check for every shipped TPU config (and its variants) on its slice.
 
   pip install -e ".[tpu]"      # libtpu: the TPU compiler (no TPU needed)
-  python -m bench.tpu_compile --out=bench/results/tpu_compile_runs.md
+  python -m bench.tpu_compile                          # the three configs, default variants
+  python -m bench.tpu_compile --only=tpu_v4:mesh=fsdp,tpu_v4:model=gemma_2_9b_it
+  python -m bench.tpu_compile --variants               # every variant of configs/tpu_v4.py too
 
 Each case is the user's command, `python -m meta_rewarding.plan --config=... --compile_for=...
---output=...`, run as a subprocess and timed wall-clock; the file gets the command, its time, the
-machine's load and core count, and the table it printed. The analysis of the findings is in
-bench/results/tpu_compile.md, written by hand from these runs.
+--output=...`, run as a subprocess and timed wall-clock; the file gets the command, its time, its
+peak resident memory, the machine's load and core count, and the table it printed. A case's
+section replaces the one of the same case already in the file (other cases' sections stay), and
+the file is written after every case, so a long run stopped midway keeps what finished. The
+analysis of the findings is in bench/results/tpu_compile.md, written by hand from these runs.
+
+Host memory: the Llama-3-8B programs peak at 16-18 GB resident with two compile threads; larger
+vocabularies (Gemma: 256k) need more, so those cases compile one program at a time.
 """
 
 from __future__ import annotations
@@ -14,32 +21,94 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+
+# (config spec, target, compile threads or None for one per core)
 CASES = (
-    ("configs/tpu_v4.py", "v4-32"),
-    ("configs/tpu_v5e.py", "v5e-32"),
-    ("configs/ste_tpu_v4.py", "v4-256"),
+    ("configs/tpu_v4.py", "v4-32", None),
+    ("configs/tpu_v5e.py", "v5e-32", None),
+    ("configs/ste_tpu_v4.py", "v4-256", 1),
 )
 
+# The other variants of the two pipeline configs (their docstrings), each on the config's slice;
+# Gemma's 256k vocabularies compile one program at a time (host memory).
+VARIANT_CASES = tuple(
+    (f"configs/tpu_v4.py:{variant}", "v4-32", threads) for variant, threads in (
+        ("mesh=fsdp", None), ("model=gemma_2_9b_it", 1), ("model=qwen2_5_7b_instruct", None),
+        ("model=gemma_3_4b_it", 1), ("model=qwen2_5_1_5b_instruct", None), ("model=qwen3_8b", None),
+        ("model=mistral_7b_instruct_v0_3", None), ("model=llama3_1b", None),
+        ("model=llama3_3b", None), ("model=llama3_1_8b", None), ("self_rewarding", None))
+) + tuple(
+    (f"configs/tpu_v5e.py:{variant}", "v5e-32", None) for variant in (
+        "mesh=fsdp", "model=llama3_1b", "model=llama3_3b", "model=llama3_1_8b", "self_rewarding"))
 
-def run_case(config: str, target: str, json_dir: str) -> dict:
-  output = os.path.join(json_dir, f"{os.path.basename(config)[:-3]}_{target}.json")
+
+def case_name(config: str) -> str:
+  """"configs/tpu_v4.py:model=x" -> "tpu_v4:model=x" (what --only takes)."""
+  path, _, variant = config.partition(":")
+  base = os.path.basename(path)[:-3]
+  return f"{base}:{variant}" if variant else base
+
+
+def run_case(config: str, target: str, threads: int | None, json_dir: str) -> dict:
+  stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", case_name(config))
+  output = os.path.join(json_dir, f"{stem}_{target}.json")
   command = [sys.executable, "-m", "meta_rewarding.plan", f"--config={config}",
-             f"--compile_for={target}", f"--output={output}"]
+             f"--compile_for={target}", f"--output={os.path.relpath(output, REPO)}"]
+  if threads:
+    command.append(f"--compile_threads={threads}")
   load = os.getloadavg()[0]
   start = time.perf_counter()
-  r = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+  with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=err, text=True)
+    # Reaped with wait4, not Popen.wait: wait4 gives this child's own rusage (its peak resident
+    # memory, KiB on Linux), where getrusage(RUSAGE_CHILDREN) is the maximum over every child.
+    _, status, usage = os.wait4(proc.pid, 0)
+    returncode = os.waitstatus_to_exitcode(status)
+    proc.returncode = returncode
+    out.seek(0), err.seek(0)
+    stdout, stderr = out.read(), err.read()
   seconds = time.perf_counter() - start
+  rss = usage.ru_maxrss / 2**20
   shown = " ".join(["python -m meta_rewarding.plan"] + command[3:])
   return {"config": config, "target": target, "command": shown, "seconds": seconds,
-          "returncode": r.returncode, "load_at_start": load, "table": r.stdout.strip(),
-          "stderr_tail": "\n".join(l for l in r.stderr.splitlines()
-                                   if l.startswith(("error", "compiled")))[-3000:]}
+          "returncode": returncode, "load_at_start": load,
+          "load_at_end": os.getloadavg()[0], "peak_rss_gb": rss, "table": stdout.strip(),
+          "stderr_tail": "\n".join(l for l in stderr.splitlines()
+                                   if l.startswith(("error", "compiled", "Traceback")))[-3000:]}
+
+
+def section(result: dict) -> str:
+  rss = ("" if result["peak_rss_gb"] is None
+         else f", peak resident memory {result['peak_rss_gb']:.1f} GiB")
+  exit_code = result["returncode"]
+  verdict = {0: "every program fits", 1: "a program does not fit",
+             -9: "killed (signal 9: host memory)"}.get(exit_code, "the check could not run")
+  return "\n".join([
+      f"## `{result['config']}` on {result['target']}", "",
+      f"`{result['command']}`: exit {exit_code} ({verdict}), {result['seconds'] / 60:.1f} min "
+      f"wall on {os.cpu_count()} cores{rss}; 1-minute load {result['load_at_start']:.2f} at the "
+      f"start, {result['load_at_end']:.2f} at the end ({time.strftime('%Y-%m-%d %H:%M')}).", "",
+      "```", result["table"] or result["stderr_tail"], "```", ""])
+
+
+def merge(path: str, header: str, new_sections: dict[str, str]) -> str:
+  """The file at `path` with each of `new_sections` (heading -> text) replacing the section of
+  the same heading, or appended."""
+  old = open(path).read() if os.path.exists(path) else header
+  parts = re.split(r"\n(?=## )", old)
+  head, sections = parts[0], parts[1:]
+  by_heading = {s.splitlines()[0]: s for s in sections}
+  for heading, text in new_sections.items():
+    by_heading[heading] = text
+  return "\n".join([head.rstrip() + "\n"] + [s.rstrip() + "\n" for s in by_heading.values()])
 
 
 def main():
@@ -47,24 +116,34 @@ def main():
   parser.add_argument("--out", default=os.path.join(REPO, "bench", "results",
                                                     "tpu_compile_runs.md"))
   parser.add_argument("--json_dir", default=os.path.join(REPO, "bench", "results", "tpu_compile"))
-  parser.add_argument("--only", default="", help="comma-separated config basenames to run")
+  parser.add_argument("--only", default="", help="comma-separated cases: config basenames with "
+                      "their variant, e.g. tpu_v4,tpu_v4:mesh=fsdp")
+  parser.add_argument("--variants", action="store_true", help="also every variant of tpu_v4.py")
   args = parser.parse_args()
   os.makedirs(args.json_dir, exist_ok=True)
-  cases = [c for c in CASES if not args.only or os.path.basename(c[0])[:-3] in args.only.split(",")]
-  lines = ["# The compile check on the shipped TPU configs", "",
-           f"Written by `python -m bench.tpu_compile` on {os.cpu_count()} cores "
-           f"({time.strftime('%Y-%m-%d')}); JSON per case in `{os.path.relpath(args.json_dir, REPO)}/`.",
-           ""]
-  for config, target in cases:
-    result = run_case(config, target, args.json_dir)
-    print(f"{config} {target}: exit {result['returncode']} in {result['seconds']:.0f} s",
-          flush=True)
-    lines += [f"## `{config}` on {target}", "",
-              f"`{result['command']}`: exit {result['returncode']}, {result['seconds'] / 60:.1f} "
-              f"min wall on {os.cpu_count()} cores, 1-minute load {result['load_at_start']:.2f} "
-              "at the start.", "", "```", result["table"] or result["stderr_tail"], "```", ""]
-    with open(args.out, "w") as f:  # after every case: a long case stopped keeps the others
-      f.write("\n".join(lines))
+  every = CASES + VARIANT_CASES
+  if args.only:
+    wanted = args.only.split(",")
+    unknown = sorted(set(wanted) - {case_name(c[0]) for c in every})
+    if unknown:
+      parser.error(f"--only: unknown case(s) {unknown}; known: "
+                   f"{[case_name(c[0]) for c in every]}")
+    by_name = {case_name(c[0]): c for c in every}
+    cases = [by_name[name] for name in wanted]   # in the order given
+  else:
+    cases = list(every if args.variants else CASES)
+  header = ("# The compile check on the shipped TPU configs: the command's own output\n\n"
+            f"Written by `python -m bench.tpu_compile` on {os.cpu_count()} cores; JSON per case in "
+            f"`{os.path.relpath(args.json_dir, REPO)}/`.\n")
+  for config, target, threads in cases:
+    result = run_case(config, target, threads, args.json_dir)
+    print(f"{config} {target}: exit {result['returncode']} in {result['seconds']:.0f} s, "
+          f"peak RSS {result['peak_rss_gb'] or 0:.1f} GiB", flush=True)
+    text = section(result)
+    merged = merge(args.out, header, {text.splitlines()[0]: text})
+    with open(args.out + ".tmp", "w") as f:  # after every case: a long run stopped keeps the others
+      f.write(merged)
+    os.replace(args.out + ".tmp", args.out)
   print(json.dumps({"wrote": args.out}))
 
 

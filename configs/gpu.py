@@ -31,7 +31,8 @@ Variants (`--config=configs/gpu.py:<arg>`, comma-separated, e.g. `:model=llama3_
                     heads and kv heads: Qwen2.5-7B and Gemma-3-4B run at tensor=4 (fsdp=2),
                     Qwen2.5-1.5B at tensor=2 (fsdp=4); the others at tensor=8. All fit 8 x 80 GB.
   mesh=fsdp         pure FSDP over the 8 GPUs instead of tensor parallelism (DPO batches of
-                    8 pairs x 2 microbatches: the 8 batch shards must divide them).
+                    8 pairs x 2 microbatches: the 8 batch shards must divide them); attention
+                    in blocks of 1024 queries (`model.attention_chunk`), as every pure-FSDP variant.
   self_rewarding    the Self-Rewarding baseline (no meta-judge).
   runlocal          a tiny random model on the synthetic testbed, on whatever devices are present
                     (CPU is fine, about a minute).

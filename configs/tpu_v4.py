@@ -42,7 +42,10 @@ Variants (`--config=configs/tpu_v4.py:<arg>`, comma-separated, e.g. `:model=llam
                     Qwen2.5-1.5B (12/2) at tensor=2 (fsdp=8, DPO batches of 8 pairs x 2
                     microbatches); the others at tensor=8. All fit a v4-32 (`plan` prints each).
   mesh=fsdp         pure FSDP (fsdp=-1, tensor=1): parameters sharded along `embed` only; DPO
-                    batches of 16 pairs x 1 microbatch (the 16 batch shards must divide them).
+                    batches of 16 pairs x 1 microbatch (the 16 batch shards must divide them);
+                    attention in blocks of 1024 queries (`model.attention_chunk`): a chip holds
+                    all 32 heads of a 6144-token row, whose whole [T, T] scores (13.5 GiB under
+                    remat) would not fit beside the state (`plan` refused it: 28.9 of 28.8 GiB).
   self_rewarding    the Self-Rewarding baseline (no meta-judge, actor pairs only).
   runlocal          a tiny random model on the synthetic testbed, on whatever devices are present
                     (CPU is fine, about a minute): checks the wiring of this config, not the method.

@@ -20,7 +20,9 @@ program does not fit):
 Variants (`--config=configs/tpu_v5e.py:<arg>`, comma-separated):
   (none)            Llama-3-8B-Instruct, the paper's method defaults, mesh fsdp=4 x tensor=8.
   model=NAME        another preset (llama3_1b, llama3_3b, llama3_1_8b, llama3_8b, tiny).
-  mesh=fsdp         pure FSDP (fsdp=-1, tensor=1); DPO batches of 32 pairs x 1 microbatch.
+  mesh=fsdp         pure FSDP (fsdp=-1, tensor=1); DPO batches of 32 pairs x 1 microbatch;
+                    attention in blocks of 1024 queries (`model.attention_chunk`): the whole
+                    [T, T] scores of a 6144-token row on one chip would need 23.3 GiB.
   self_rewarding    the Self-Rewarding baseline (no meta-judge, actor pairs only).
   runlocal          a tiny random model on the synthetic testbed, on whatever devices are present.
 

@@ -37,13 +37,17 @@ Phases (they do not overlap in time, so the peak is the largest of the three):
   once, then both responses) of T = 2·max_length tokens (SFT: one sequence, T = max_length), with
   per-device widths D, N, K, F (heads / mlp divided by the tensor axis) and dt the compute dtype's
   bytes:
-     layer  = dt·(4D + 2NH + 2KH + 3F) + 8D + N·T·(4 + dt)
+     layer  = dt·(4D + 2NH + 2KH + 3F) + 8D + N·Q·(4 + dt)
               one layer's forward, nothing recomputed: the residual stream and norm outputs, q/k/v
               and the attention output, gate/up/product; float32 copies of the two norm inputs;
               per attention score the float32 logits and the dt probabilities (XLA fuses the mask
-              and the softmax's steps into them)
+              and the softmax's steps into them). Q = T: a token's N·T scores; with
+              `model.attention_chunk` C the queries attend in blocks of C and one block's scores
+              exist at a time, Q = min(C, T) on average per token of the row
      saved  = none: layer
-              dots: dt·(2D + 2NH + 2KH + 2F) + 4·N·T       (every matmul output, scores in f32)
+              dots: dt·(2D + 2NH + 2KH + 2F) + 4·N·T       (every matmul output, scores in f32;
+                                                           in blocks, no scores: each block is
+                                                           recomputed)
               dots_no_batch: dt·(2D + NH + 2KH + 2F)       (the projections only)
               full: dt·D                                   (the layer input only)
      activations = r·T·(L·saved + layer·(1 if remat_policy == "none" else 2))
@@ -278,6 +282,13 @@ class Plan:
       parts = {"activations": self.activations, "logits": self.train_logits, "state": state}
       for part in sorted(parts, key=parts.get, reverse=True):
         if part == "activations":
+          chunk, scores = st.get("attention_chunk", 0), st.get("attention_score_bytes", 0)
+          if scores > self.activations / 4 and (not chunk or chunk > ATTENTION_CHUNK_ADVICE):
+            out.append(f"set model.attention_chunk={ATTENTION_CHUNK_ADVICE} (now {chunk}): the "
+                       f"attention scores of {self.train_length}-token rows take "
+                       f"{scores / GiB:.1f} GiB per device; in blocks of "
+                       f"{ATTENTION_CHUNK_ADVICE} queries, "
+                       f"{scores * ATTENTION_CHUNK_ADVICE / self.train_length / GiB:.1f}")
           if self.remat_policy != "full":
             out.append(f"set model.remat_policy='full' (now {self.remat_policy!r}): activations "
                        f"are {self.activations / GiB:.1f} GiB per device")
@@ -305,7 +316,8 @@ class Plan:
                  "sharded over kv heads)")
     if self.reference_total > limit:
       out.append("lower train.reference_batch_size (0 = 2 x batch_size) or set "
-                 "train.logps_chunk_size")
+                 "train.logps_chunk_size" + ("" if st.get("attention_chunk") else
+                                             f" or model.attention_chunk={ATTENTION_CHUNK_ADVICE}"))
     seen, unique = set(), []
     for a in out:
       if a not in seen:
@@ -323,6 +335,11 @@ class Plan:
 
 # ------------------------------------------------------------------------------------------------
 # Arithmetic.
+
+# The query block the advice suggests: 1024 queries' scores of a 6144-token row are 1/6 of the
+# row's, and the blocks' matmuls stay large enough to keep a TPU's MXU busy.
+ATTENTION_CHUNK_ADVICE = 1024
+
 
 def _dtype_bytes(name) -> int:
   import jax.numpy as jnp
@@ -436,19 +453,29 @@ def _widths(mc, mesh, rules) -> dict[str, int]:
               V=c(mc.vocab_size, "act_vocab"), H=mc.head_dim)
 
 
-def layer_bytes_per_token(w: Mapping[str, int], length: int, dt: int) -> int:
+def score_queries(length: int, attention_chunk: int) -> int:
+  """Queries whose attention scores exist at once in a forward over `length` tokens: all of them,
+  or one block of `model.attention_chunk` (`Attention` attends in blocks when it is set)."""
+  return min(attention_chunk, length) if attention_chunk else length
+
+
+def layer_bytes_per_token(w: Mapping[str, int], length: int, dt: int,
+                          attention_chunk: int = 0) -> int:
   """One decoder layer's forward activations per token (nothing recomputed)."""
   D, N, K, F, H = w["D"], w["N"], w["K"], w["F"], w["H"]
-  return dt * (4 * D + 2 * N * H + 2 * K * H + 3 * F) + 8 * D + N * length * (4 + dt)
+  return (dt * (4 * D + 2 * N * H + 2 * K * H + 3 * F) + 8 * D
+          + N * score_queries(length, attention_chunk) * (4 + dt))
 
 
-def saved_bytes_per_token(w: Mapping[str, int], length: int, dt: int, policy: str) -> int:
+def saved_bytes_per_token(w: Mapping[str, int], length: int, dt: int, policy: str,
+                          attention_chunk: int = 0) -> int:
   """What one layer keeps for the backward pass per token, by remat policy."""
   D, N, K, F, H = w["D"], w["N"], w["K"], w["F"], w["H"]
   if policy == "none":
-    return layer_bytes_per_token(w, length, dt)
-  if policy == "dots":
-    return dt * (2 * D + 2 * N * H + 2 * K * H + 2 * F) + 4 * N * length
+    return layer_bytes_per_token(w, length, dt, attention_chunk)
+  if policy == "dots":  # scores computed in blocks are recomputed (each block is checkpointed)
+    scores = 0 if attention_chunk and attention_chunk < length else 4 * N * length
+    return dt * (2 * D + 2 * N * H + 2 * K * H + 2 * F) + scores
   if policy == "dots_no_batch":
     return dt * (2 * D + N * H + 2 * K * H + 2 * F)
   if policy == "full":
@@ -507,8 +534,9 @@ def prefill_bytes(mc, mesh, rules, prompts: int, p1: int, p2: int) -> int:
   w = _widths(mc, mesh, rules)
   dt = _dtype_bytes(mc.dtype)
   prompts_dev = -(-prompts // _rule_size(mesh, rules, "batch"))
-  scores = prompts_dev * w["N"] * p2 * (p1 + p2) * (4 + dt)
-  prefix_scores = prompts_dev * w["N"] * p1 * p1 * (4 + dt)
+  chunk = mc.attention_chunk  # in blocks: one block of queries' scores at a time
+  scores = prompts_dev * w["N"] * score_queries(p2, chunk) * (p1 + p2) * (4 + dt)
+  prefix_scores = prompts_dev * w["N"] * score_queries(p1, chunk) * p1 * (4 + dt)
   hidden = prompts_dev * p2 * dt * (2 * w["D"] + 2 * w["F"] + (w["N"] + 2 * w["K"]) * w["H"])
   return (_kv_bytes(mc, prompts_dev, p1, w["K"], dt) + _kv_bytes(mc, prompts_dev, p1 + p2, w["K"], dt)
           + max(scores, prefix_scores) + hidden)
@@ -634,8 +662,8 @@ def plan(config, num_devices: int | None = None, *, device_memory: int | None = 
   T = recipe.row_factor * int(tcfg.max_length)
   w = _widths(mc, mesh, train_rules)
   L = mc.num_hidden_layers
-  layer = layer_bytes_per_token(w, T, dt)
-  saved = saved_bytes_per_token(w, T, dt, mc.remat_policy)
+  layer = layer_bytes_per_token(w, T, dt, mc.attention_chunk)
+  saved = saved_bytes_per_token(w, T, dt, mc.remat_policy, mc.attention_chunk)
   activations = rows_dev * T * (L * saved + layer * (1 if mc.remat_policy == "none" else 2))
   chunk = int(tcfg.logps_chunk_size) or T
   chunk = min(chunk, T)
@@ -650,7 +678,11 @@ def plan(config, num_devices: int | None = None, *, device_memory: int | None = 
 
   if device_memory is None:
     device_memory = device_memory_bytes(config, detect=detect_memory)
+  # The attention scores' share of the activations (what `model.attention_chunk` shrinks).
+  scores = (rows_dev * T * w["N"] * score_queries(T, mc.attention_chunk) * (4 + dt)
+            * (1 if mc.remat_policy == "none" else 2))
   settings = dict(sampling_batch_size=int(config.sampling.batch_size), train_batch_size=batch,
+                  attention_chunk=mc.attention_chunk, attention_score_bytes=scores,
                   train_unit="pairs" if recipe.trains == "dpo" else "sequences (SFT)",
                   grad_accum_steps=int(tcfg.grad_accum_steps),
                   logps_chunk_size=int(tcfg.logps_chunk_size))

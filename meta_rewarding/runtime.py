@@ -35,7 +35,8 @@ def run_options(config) -> dict:
   """The `LlamaConfig` run fields the config sets (how to compute, not what the model is)."""
   m = config.model
   return dict(dtype=m.dtype, param_dtype=m.param_dtype, scan_layers=bool(m.get("scan_layers", False)),
-              remat_policy=m.get("remat_policy", "none"))
+              remat_policy=m.get("remat_policy", "none"),
+              attention_chunk=int(m.get("attention_chunk", 0)))
 
 
 def model_config(config, tokenizer=None, *, planning: bool = False):

@@ -223,3 +223,79 @@ def test_from_hf_unknown_keys_refused_only_when_strict():
   assert LlamaConfig.from_hf(hf).replace(dtype="float32") == tiny_config()
   with pytest.raises(UnsupportedConfigError, match=r"unknown Llama config fields \['sliding_window'\]"):
     LlamaConfig.from_hf(hf, strict=True)
+
+
+# Attention in query blocks (`attention_chunk`): the same function, one block's scores at a time.
+
+_GEMMA_LIKE = dict(model_type="gemma2", norm_style="gemma", sandwich_norms=True,
+                   hidden_act="gelu_pytorch_tanh", scale_embeddings=True, query_pre_attn_scalar=16.0,
+                   attn_logit_softcapping=50.0, final_logit_softcapping=30.0, sliding_window=4,
+                   layer_types=("sliding_attention", "full_attention"))
+
+
+@pytest.mark.parametrize("chunk", [4, 5])  # 4 divides T = 12; 5 pads the last block
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_attention_in_blocks_equals_all_at_once(chunk, family):
+  extra = _GEMMA_LIKE if family == "gemma2" else {}
+  config = tiny_config(**extra)
+  blocked = config.replace(attention_chunk=chunk)
+  params = init_params(config, jax.random.key(1))
+  tokens = _tokens(config.vocab_size, 3, 12, seed=2)
+  valid = np.ones_like(tokens, dtype=bool)
+  valid[1, :3] = False  # a left-padded row: its padding queries see no key in any block
+  want = np.asarray(padded_forward(config, params, tokens, valid))
+  got = np.asarray(padded_forward(blocked, params, tokens, valid))
+  np.testing.assert_allclose(got[valid], want[valid], atol=1e-5)
+
+
+@pytest.mark.parametrize("remat", ["full", "dots"])
+def test_attention_in_blocks_has_the_same_gradient(remat):
+  config = tiny_config(scan_layers=True, remat_policy=remat)
+  blocked = config.replace(attention_chunk=4)
+  params = init_params(config, jax.random.key(3))
+  tokens = _tokens(config.vocab_size, 2, 10, seed=4)
+
+  def loss(c):
+    return lambda p: jnp.sum(jax.nn.log_softmax(forward(c, p, tokens))[..., 7] ** 2)
+
+  want = jax.grad(loss(config))(params)
+  got = jax.grad(loss(blocked))(params)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_attention_in_blocks_prefills_a_cache_like_all_at_once():
+  config = tiny_config()
+  blocked = config.replace(attention_chunk=3)
+  params = init_params(config, jax.random.key(5))
+  B, P, S = 2, 8, 12
+  tokens = jnp.asarray(_tokens(config.vocab_size, B, P, seed=6))
+  positions = jnp.broadcast_to(jnp.arange(P, dtype=jnp.int32), (B, P))
+  mask = jnp.broadcast_to(jnp.arange(S)[None, :] <= jnp.arange(P)[:, None], (B, P, S))
+  outs = [Llama(c).apply({"params": params}, tokens, positions, mask,
+                         cache=init_cache(c, B, S), cache_index=jnp.int32(0))
+          for c in (config, blocked)]
+  for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1])):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_attention_in_blocks_holds_one_blocks_scores():
+  """What the blocks are for: the compiled gradient of a long row needs less memory in blocks."""
+  config = tiny_config(num_attention_heads=8, num_key_value_heads=8, hidden_size=64,
+                       scan_layers=True, remat_policy="full")
+  params = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+  tokens = jax.ShapeDtypeStruct((1, 1024), jnp.int32)
+
+  def temp_bytes(c):
+    fn = jax.jit(jax.grad(lambda p, t: jnp.mean(forward(c, p, t))))
+    return fn.lower(params, tokens).compile().memory_analysis().temp_size_in_bytes
+
+  whole, blocked = temp_bytes(config), temp_bytes(config.replace(attention_chunk=128))
+  scores = 8 * 1024 * 1024 * 4  # one layer's f32 scores over the whole row: 32 MiB
+  assert whole > scores
+  assert blocked < whole - scores / 2, (whole, blocked)
+
+
+def test_attention_chunk_must_not_be_negative():
+  with pytest.raises(UnsupportedConfigError, match="attention_chunk"):
+    tiny_config(attention_chunk=-1)

@@ -143,14 +143,17 @@ def _xla_temp_bytes(mc, rows, length) -> int:
   return compiled.memory_analysis().temp_size_in_bytes
 
 
-@pytest.mark.parametrize("policy", ["none", "dots", "dots_no_batch", "full"])
-def test_activation_estimate_against_xla(policy):
-  """The activation + logits estimate is within a small factor of what XLA allocates."""
+@pytest.mark.parametrize("policy, chunk", [("none", 0), ("dots", 0), ("dots_no_batch", 0),
+                                           ("full", 0), ("full", 64), ("dots", 64)])
+def test_activation_estimate_against_xla(policy, chunk):
+  """The activation + logits estimate is within a small factor of what XLA allocates, with the
+  attention in query blocks too (`model.attention_chunk`)."""
   arch = dict(presets.get("tiny"), hidden_size=128, intermediate_size=384, num_attention_heads=8,
               num_key_value_heads=4, head_dim=16, num_hidden_layers=3)
   config = tiny_config({"data": 1, "fsdp": 1, "tensor": 1})
   config.model.architecture = ml_collections.ConfigDict(arch)
   config.model.remat_policy = policy
+  config.model.attention_chunk = chunk
   config.model.dtype = "float32"
   config.train.batch_size, config.train.max_length, config.train.logps_chunk_size = 4, 192, 0
   p = plan.plan(config, 1)
@@ -158,7 +161,37 @@ def test_activation_estimate_against_xla(policy):
   # 4 pairs are 4 packed rows of up to 2 x 192 tokens (data.collate).
   measured = _xla_temp_bytes(mc, rows=4, length=384)
   estimate = p.activations + p.train_logits
-  assert 0.5 <= estimate / measured <= 2.5, (policy, estimate, measured)
+  assert 0.5 <= estimate / measured <= 2.5, (policy, chunk, estimate, measured)
+
+
+def test_attention_chunk_shrinks_the_scores_and_the_advice_names_it():
+  """A long packed row on a chip without tensor parallelism: the [T, T] scores dominate the
+  activations, the refusal says to attend in blocks, and in blocks the estimate falls by the
+  scores' share (the other activations do not change)."""
+  config = configs.load("tpu_v4", "mesh=fsdp")
+  config.model.attention_chunk = 0
+  whole = plan.plan(config)
+  assert not whole.fits()
+  assert "set model.attention_chunk=1024 (now 0)" in whole.refusal()
+  config.model.attention_chunk = 1024
+  blocked = plan.plan(config)
+  assert blocked.fits()
+  scores = whole.settings["attention_score_bytes"]
+  assert blocked.settings["attention_score_bytes"] == scores * 1024 // whole.train_length
+  assert whole.activations - blocked.activations == (
+      scores - blocked.settings["attention_score_bytes"])
+
+
+_POD_VARIANTS = [(name, v) for name in ("tpu_v4", "tpu_v5e", "gpu")
+                 for v in configs.module(name).VARIANTS if "runlocal" not in v]
+
+
+@pytest.mark.parametrize("name, variant", _POD_VARIANTS)
+def test_every_pod_config_variant_fits_its_devices(name, variant):
+  """Every variant a pod config ships plans within its devices' memory (`plan` exits 1 otherwise;
+  the TPU ones are compiled for their slice in bench/results/tpu_compile_runs.md)."""
+  p = plan.plan(configs.load(name, variant))
+  assert p.fits(), p.table()
 
 
 def test_fits_and_refusal():

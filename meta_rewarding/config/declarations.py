@@ -323,6 +323,10 @@ MODEL = (
     Key("param_dtype", "float32", Choice(choices.DTYPES), "the parameters' (AdamW master) dtype"),
     Key("scan_layers", False, Flag(), "scan over layers (faster compiles, remat per layer)"),
     Key("remat_policy", "none", Choice(choices.REMAT_POLICIES), "what the backward pass recomputes"),
+    Key("attention_chunk", 0, Integer(0, " (0 = all queries at once)"),
+        "queries per attention block in training, the reference pass and prefill (0: all at "
+        "once): one block's [chunk, keys] scores at a time, recomputed in the backward pass",
+        optional=True),
     Key("strict_config", False, Flag(), "refuse unknown keys in the checkpoint's config.json",
         optional=True),
     Key("export_hf", True, Flag(), "save each iteration's model as HF safetensors (else orbax)"),

@@ -261,6 +261,10 @@ class DecoderConfig:
   param_dtype: str = "float32"   # stored parameters
   scan_layers: bool = False      # one compiled layer scanned L times (fast compiles for deep models)
   remat_policy: str = "none"     # none | full | dots | dots_no_batch
+  # Queries per attention block over many tokens (0: all at once). A forward over T tokens holds
+  # [T, S] attention scores per head; in blocks only [attention_chunk, S] at a time, each block
+  # recomputed in the backward pass. For long packed rows on a chip without tensor parallelism.
+  attention_chunk: int = 0
 
   def __post_init__(self):
     if self.head_dim is None:
@@ -277,6 +281,9 @@ class DecoderConfig:
       object.__setattr__(self, "eos_token_id", tuple(self.eos_token_id))
     if self.remat_policy not in REMAT_POLICIES:
       raise UnsupportedConfigError(f"remat_policy={self.remat_policy!r}; expected one of {REMAT_POLICIES}")
+    if self.attention_chunk < 0:
+      raise UnsupportedConfigError(f"attention_chunk={self.attention_chunk}; expected >= 0 "
+                                   "(0: no blocks)")
     if self.rope_scaling is not None and self.rope_scaling.rope_type not in SUPPORTED_ROPE_TYPES:
       raise UnsupportedConfigError(f"rope type {self.rope_scaling.rope_type!r} is not supported")
     for name, allowed in (("model_type", MODEL_TYPES), ("norm_style", NORM_STYLES),

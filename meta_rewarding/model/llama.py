@@ -144,21 +144,52 @@ class Attention(nn.Module):
 
     B, T = x.shape[:2]
     q = q.reshape(B, T, K, G, H)
-    logits = jnp.einsum("BTKGH,BKSH->BKGTS", q, k, preferred_element_type=jnp.float32)
-    logits = softcap(logits * c.attention_scale, c.attn_logit_softcapping)
-    mask = attn_mask[:, None, None, :, :]
-    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(logits, axis=-1).astype(dt)
-    # A query with no visible key (a padding row) would average garbage; zero it instead.
-    probs = jnp.where(mask.any(axis=-1, keepdims=True), probs, 0)
-    # Batch dims (B, K) leading in the output too: asking the einsum for BTKGH directly made XLA:CPU
-    # run the probs x values product ~4x slower at decode (T = 1); the transpose is of a small array.
-    out = jnp.einsum("BKGTS,BKSH->BKGTH", probs, v)
+    chunk = c.attention_chunk
+    if chunk and T > chunk:
+      out = _attend_in_blocks(c, q, k, v, attn_mask, chunk)
+    else:
+      out = _attend(c, q, k, v, attn_mask)
     out = output_projection(out, wo.astype(dt), per_kv_head=jax.default_backend() == "cpu")
     if c.attention_out_bias:
       out = out + _param(self, "o_bias", (D,), ("embed",), c.param_dtype,
                          nn.initializers.zeros).astype(dt)
     return _constrain(out, ("batch", "length", "act_embed")), new_kv, written
+
+
+def _attend(c: LlamaConfig, q: Array, k: Array, v: Array, attn_mask: Array) -> Array:
+  """Softmax attention of queries q [B,T,K,G,H] over keys/values [B,K,S,H] -> [B,K,G,T,H]."""
+  logits = jnp.einsum("BTKGH,BKSH->BKGTS", q, k, preferred_element_type=jnp.float32)
+  logits = softcap(logits * c.attention_scale, c.attn_logit_softcapping)
+  mask = attn_mask[:, None, None, :, :]
+  logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1).astype(c.dtype)
+  # A query with no visible key (a padding row) would average garbage; zero it instead.
+  probs = jnp.where(mask.any(axis=-1, keepdims=True), probs, 0)
+  # Batch dims (B, K) leading in the output too: asking the einsum for BTKGH directly made XLA:CPU
+  # run the probs x values product ~4x slower at decode (T = 1); the transpose is of a small array.
+  return jnp.einsum("BKGTS,BKSH->BKGTH", probs, v)
+
+
+def _attend_in_blocks(c: LlamaConfig, q: Array, k: Array, v: Array, attn_mask: Array,
+                      chunk: int) -> Array:
+  """`_attend` one block of `chunk` queries at a time (`DecoderConfig.attention_chunk`): each
+  query's softmax is over all its keys, so the result is `_attend`'s, but only one block's
+  [chunk, S] scores exist at once instead of [T, S]. Each block is rematerialised
+  (`jax.checkpoint`): the backward pass keeps the blocks' inputs and recomputes their scores, so
+  training holds one block's scores too. T is padded to whole blocks with queries that see no key
+  (zeroed by `_attend`), sliced off after."""
+  B, T = q.shape[:2]
+  blocks = -(-T // chunk)
+  pad = blocks * chunk - T
+  if pad:
+    q = jnp.pad(q, ((0, 0), (0, pad)) + ((0, 0),) * 3)
+    attn_mask = jnp.pad(attn_mask, ((0, 0), (0, pad), (0, 0)))
+  q_blocks = jnp.moveaxis(q.reshape(B, blocks, chunk, *q.shape[2:]), 1, 0)
+  mask_blocks = jnp.moveaxis(attn_mask.reshape(B, blocks, chunk, attn_mask.shape[-1]), 1, 0)
+  block = jax.checkpoint(lambda qm: _attend(c, qm[0], k, v, qm[1]))
+  out = jax.lax.map(block, (q_blocks, mask_blocks))         # [blocks, B, K, G, chunk, H]
+  out = jnp.moveaxis(out, 0, 3)                             # [B, K, G, blocks, chunk, H]
+  return out.reshape(*out.shape[:3], blocks * chunk, out.shape[-1])[:, :, :, :T]
 
 
 def output_projection(out: Array, wo: Array, *, per_kv_head: bool) -> Array:
