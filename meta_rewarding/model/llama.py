@@ -32,6 +32,9 @@ Call signature (all shapes static under jit):
     are their own buffers, updated in place, read directly by the attention. Scanned models keep
     one stacked {"k": [L,B,K,S,H], "v": ...} (nn.scan needs it), whose per-layer slices XLA copies
     every step; fine for deep models' training-time evaluation, slower for decoding.
+  * With `config.attention_chunk` = C, a forward over T > C tokens (training, the reference
+    pass, a prefill) attends one block of C queries at a time (`_attend_in_blocks`): the same
+    result, one block's [C, S] scores alive instead of [T, S]; decode steps (T = 1) are unchanged.
 """
 
 from __future__ import annotations
