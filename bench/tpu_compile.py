@@ -58,8 +58,7 @@ def case_name(config: str) -> str:
 
 
 def run_case(config: str, target: str, threads: int | None, json_dir: str) -> dict:
-  stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", case_name(config))
-  output = os.path.join(json_dir, f"{stem}_{target}.json")
+  output = json_path(config, target, json_dir)
   command = [sys.executable, "-m", "meta_rewarding.plan", f"--config={config}",
              f"--compile_for={target}", f"--output={os.path.relpath(output, REPO)}"]
   if threads:
@@ -111,6 +110,45 @@ def merge(path: str, header: str, new_sections: dict[str, str]) -> str:
   return "\n".join([head.rstrip() + "\n"] + [s.rstrip() + "\n" for s in by_heading.values()])
 
 
+def json_path(config: str, target: str, json_dir: str) -> str:
+  stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", case_name(config))
+  return os.path.join(json_dir, f"{stem}_{target}.json")
+
+
+def summary(cases, json_dir: str) -> str:
+  """One markdown row per case with a saved JSON: the check's verdicts, re-read from the file
+  (`compile_check.report_from_json`, the plan recomputed from the config as it is now)."""
+  import configs
+  from meta_rewarding import compile_check
+  GiB = 1 << 30
+  rows = ["| case | slice | mesh | largest program: XLA + live / usable GiB | planner / XLA "
+          "(sampling, reference, training) | decode HBM / floor | DPO FLOPs / model | roofline "
+          "h / iteration | verdict |", "|" + "---|" * 9]
+  for config, target, _ in cases:
+    path = json_path(config, target, json_dir)
+    if not os.path.exists(path):
+      continue
+    spec, _, variant = config.partition(":")
+    report = compile_check.report_from_json(
+        configs.load(spec, variant), json.load(open(path)))
+    worst = max(report.measured, key=lambda m: m.compiled + m.resident)
+    peaks = report.phase_peaks()
+    ratios = ", ".join(f"{peaks[k]['ratio']:.2f}" for k in ("sampling", "reference", "training")
+                       if k in peaks)
+    decode = [d["ratio"] for d in report.decode_checks()]
+    train = [t["ratio"] for t in report.train_checks()]
+    estimate = report.iteration_estimate()
+    mesh = " ".join(f"{k}={v}" for k, v in report.plan.mesh.items())
+    rows.append(
+        f"| `{case_name(config)}` | {target} | {mesh} | {worst.name} "
+        f"{(worst.compiled + worst.resident) / GiB:.1f} / {report.usable_bytes / GiB:.1f} | "
+        f"{ratios} | {min(decode):.2f}-{max(decode):.2f} | "
+        f"{', '.join(f'{r:.2f}' for r in train)} | "
+        f"{sum(v for _, v in estimate) / 3600:.2f} | "
+        f"{'fits' if report.all_fit else 'DOES NOT FIT'} |")
+  return "\n".join(rows)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default=os.path.join(REPO, "bench", "results",
@@ -119,6 +157,8 @@ def main():
   parser.add_argument("--only", default="", help="comma-separated cases: config basenames with "
                       "their variant, e.g. tpu_v4,tpu_v4:mesh=fsdp")
   parser.add_argument("--variants", action="store_true", help="also every variant of tpu_v4.py")
+  parser.add_argument("--summary", action="store_true", help="compile nothing: print one row per "
+                      "case from the JSON already in --json_dir")
   args = parser.parse_args()
   os.makedirs(args.json_dir, exist_ok=True)
   every = CASES + VARIANT_CASES
@@ -132,6 +172,9 @@ def main():
     cases = [by_name[name] for name in wanted]   # in the order given
   else:
     cases = list(every if args.variants else CASES)
+  if args.summary:
+    print(summary(every, args.json_dir))
+    return
   header = ("# The compile check on the shipped TPU configs: the command's own output\n\n"
             f"Written by `python -m bench.tpu_compile` on {os.cpu_count()} cores; JSON per case in "
             f"`{os.path.relpath(args.json_dir, REPO)}/`.\n")
