@@ -95,6 +95,12 @@ def topology_devices(target: targets_lib.Target):
   try:
     desc = topologies.get_topology_desc(topology_name=target.topology, platform="tpu", **kwargs)
   except Exception as e:  # libtpu missing, or a jax / libtpu pair that does not know the name
+    if "lockfile" in str(e):  # libtpu admits one process per machine unless told otherwise
+      raise CompileCheckError(
+          f"--compile_for={target.name}: another process on this machine holds libtpu (its "
+          "lockfile, /tmp/libtpu_lockfile). Wait for it, or run this one beside it with "
+          "ALLOW_MULTIPLE_LIBTPU_LOAD=1 (a compile check is a CPU job: both share the cores and "
+          "host memory)") from e
     raise CompileCheckError(
         f"--compile_for={target.name}: cannot describe the TPU topology {target.topology} "
         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). The TPU compiler comes "

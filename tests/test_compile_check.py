@@ -6,6 +6,7 @@ extra); its output is in bench/results/tpu_compile.md.
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -211,3 +212,19 @@ def test_command_refuses_a_bad_target_in_one_line(target, message):
   errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
   assert len(errors) == 1 and message in errors[0], r.stderr[-2000:]
   assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("failure, message", [
+    ("ABORTED: Internal error when accessing libtpu multi-process lockfile.",
+     "ALLOW_MULTIPLE_LIBTPU_LOAD=1"),
+    ("No module named 'libtpu'", 'pip install -e ".[tpu]"')])
+def test_topology_failures_say_what_to_do(monkeypatch, failure, message):
+  """libtpu missing and libtpu held by another process (one per machine by default) are two
+  different fixes; each error names its own."""
+  from jax.experimental import topologies
+
+  def fail(**kwargs):
+    raise RuntimeError(failure)
+  monkeypatch.setattr(topologies, "get_topology_desc", fail)
+  with pytest.raises(compile_check.CompileCheckError, match=re.escape(message)):
+    compile_check.topology_devices(targets.parse("v4-8"))
