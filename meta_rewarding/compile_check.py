@@ -98,9 +98,10 @@ def topology_devices(target: targets_lib.Target):
     if "lockfile" in str(e):  # libtpu admits one process per machine unless told otherwise
       raise CompileCheckError(
           f"--compile_for={target.name}: another process on this machine holds libtpu (its "
-          "lockfile, /tmp/libtpu_lockfile). Wait for it, or run this one beside it with "
-          "ALLOW_MULTIPLE_LIBTPU_LOAD=1 (a compile check is a CPU job: both share the cores and "
-          "host memory)") from e
+          "lockfile, /tmp/libtpu_lockfile) and ALLOW_MULTIPLE_LIBTPU_LOAD is "
+          f"{os.environ.get('ALLOW_MULTIPLE_LIBTPU_LOAD')!r}. Wait for it, or run this one "
+          "beside it with ALLOW_MULTIPLE_LIBTPU_LOAD=1 (the check's default: it never opens the "
+          "TPU; both share the cores and host memory)") from e
     raise CompileCheckError(
         f"--compile_for={target.name}: cannot describe the TPU topology {target.topology} "
         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). The TPU compiler comes "
@@ -121,6 +122,9 @@ def quiet_libtpu_environment() -> None:
   os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v4-8")
   os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
   os.environ.setdefault("TPU_WORKER_ID", "0")
+  # libtpu lets one process per machine load it (a lockfile), to guard the TPU; a compile check
+  # never opens the TPU, so it may run beside a job that does, or beside another check.
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 
 # ------------------------------------------------------------------------------------------------
