@@ -32,6 +32,9 @@ loop as often as it runs:
     and rules), and the per-layer cost (2 layers - 1 layer) is counted L times;
   * decode steps: a decode block's figures are those of one step compiled alone
     (`decode.decode_step`, the block's loop body), so they are per decode step;
+  * attention in query blocks (`model.attention_chunk`): a loop too; the cost of a program that
+    attends over many queries (prefill, reference, train) comes from a copy that attends all at
+    once (the same arithmetic); its memory from the program as it runs;
   * microbatches: the train step's scan runs `grad_accum_steps` times; the optimizer update
     (`train_step.apply_gradients`, compiled alone for the real model: no loop) runs once:
     step = update + A x microbatch, the copies' update taken in proportion to their parameters.
@@ -191,6 +194,9 @@ class Program:
   optimizer_compile: Callable[[Any], Any] | None = None
   needs_analysis: bool = False   # XLA's cost counts a loop of it once: compile analysis copies
   cost_compile: Callable[[Any], Any] | None = None  # the program whose cost stands for it
+  # A forward over many queries (prefill, generate, reference, train): with `attention_chunk`
+  # its attention is a loop over query blocks, and its cost comes from a copy without (_cost_config).
+  attends_many_queries: bool = False
   calls: float = 0.0
   info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -267,7 +273,7 @@ def _stage_programs(config, mc, mesh, rules, stage: plan_lib.SamplerStage, p, ba
             c, params, batch(prompts, P2s, P1s), scalar(jnp.uint32), stops, scalar(jnp.int32),
             strategy=strategy, max_new_tokens=M, num_samples=stage.n).compile()
     return [Program(f"{name}/generate", "sampling", weights + stage.peak, live,
-                    decoded(compile_generate),
+                    decoded(compile_generate), attends_many_queries=True,
                     calls=steps.get("prefills", 0.0),
                     info=dict(prompts=prompts, rows=R, prefix=P1s, own=P2s, new_tokens=M,
                               note="cost: prefill + one decode step (the loop body once)"))]
@@ -355,6 +361,7 @@ def _stage_programs(config, mc, mesh, rules, stage: plan_lib.SamplerStage, p, ba
   out = [
       Program(f"{name}/prefill", "sampling", weights + stage.prefill, live,
               decoded(compile_prefill(prompts, P2s, P1s)), calls=steps.get("prefills", 0.0),
+              attends_many_queries=True,
               info=dict(common, prefill_prompts=prompts, prefix=P1s, own=P2s)),
       Program(f"{name}/init", "sampling", stage.kv_cache, live + weights, decoded(compile_init(R)),
               info=dict(common)),
@@ -426,7 +433,7 @@ def programs(config, mesh, *, plan=None) -> list[Program]:
       with sharding.activate(mesh, train_rules):
         return fn.lower(params, rows_batch(ref_pairs, None, False)).compile()
     out.append(Program("reference", "reference", p.reference_total, 0, compile_reference,
-                       needs_analysis=mc.scan_layers,
+                       needs_analysis=mc.scan_layers, attends_many_queries=True,
                        calls=calls.get("reference", 0.0),
                        info=dict(pairs=ref_pairs, row_length=T)))
 
@@ -465,7 +472,7 @@ def programs(config, mesh, *, plan=None) -> list[Program]:
 
   out.append(Program("train", "training", p.training_total - p.params, p.params, compile_train,
                      loops="microbatches", microbatches=A, optimizer_compile=compile_update,
-                     needs_analysis=mc.scan_layers or A > 1,
+                     needs_analysis=mc.scan_layers or A > 1, attends_many_queries=True,
                      calls=calls.get("train_steps", 0.0),
                      info=dict(kind=kind, rows_per_microbatch=batch, microbatches=A,
                                row_length=T, remat=mc.remat_policy)))
@@ -546,6 +553,15 @@ def _analysis_copy(mc, layers: int):
   return mc.replace(num_hidden_layers=layers, scan_layers=False)
 
 
+def _cost_config(program: Program, mc):
+  """The model config whose compile gives `program`'s cost. Attention in query blocks
+  (`attention_chunk`) is a loop, whose body XLA's cost analysis counts once: a copy that attends
+  all at once does the same arithmetic (the blocks' padding aside) and moves the same arrays."""
+  if mc.attention_chunk and program.attends_many_queries:
+    return mc.replace(attention_chunk=0)
+  return mc
+
+
 def measure(program: Program, mc, *, log: Callable[[str], None] = lambda s: None) -> Measured:
   """Compiles `program` as the run does (memory), and its analysis copies where XLA's cost
   would count a loop once (module doc)."""
@@ -554,12 +570,15 @@ def measure(program: Program, mc, *, log: Callable[[str], None] = lambda s: None
   memory = _memory(compiled)
   # Decode blocks: one decode step alone (`decode.decode_step`, the loop's body).
   # (FLOPs, XLA's bytes, HBM bytes, analysed bytes), each extrapolated the same way.
-  flops, bytes_, hbm, analysed = _figures(program.cost_compile(mc) if program.cost_compile
-                                          else compiled)
+  cost_mc = _cost_config(program, mc)
   L = mc.num_hidden_layers
-  if program.needs_analysis:
-    one = _figures(program.compile(_analysis_copy(mc, 1)))
-    two = _figures(program.compile(_analysis_copy(mc, 2))) if L > 1 else one
+  if not program.needs_analysis:
+    flops, bytes_, hbm, analysed = _figures(
+        program.cost_compile(cost_mc) if program.cost_compile
+        else compiled if cost_mc is mc else program.compile(cost_mc))
+  else:
+    one = _figures(program.compile(_analysis_copy(cost_mc, 1)))
+    two = _figures(program.compile(_analysis_copy(cost_mc, 2))) if L > 1 else one
     if program.optimizer_compile is not None:
       # The update has no loop: compiled once for the real model, it is exact. Its copies' share
       # is in proportion to their parameters (elementwise work over every parameter).

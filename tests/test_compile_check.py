@@ -228,3 +228,22 @@ def test_topology_failures_say_what_to_do(monkeypatch, failure, message):
   monkeypatch.setattr(topologies, "get_topology_desc", fail)
   with pytest.raises(compile_check.CompileCheckError, match=re.escape(message)):
     compile_check.topology_devices(targets.parse("v4-8"))
+
+
+def test_attention_in_blocks_is_costed_as_all_at_once():
+  """Blocks are a loop XLA's cost analysis counts once: the check takes the cost from a copy that
+  attends all at once, so the FLOPs do not fall with the block size; the memory is the blocked
+  program's own."""
+  from meta_rewarding import plan as plan_lib, sharding
+  config = _tiny_config(**{"train.logps_chunk_size": 0})
+  mesh = sharding.make_mesh(dict(config.mesh.shape), jax.devices()[:1])
+  figures = {}
+  for chunk in (0, 64):
+    config.model.attention_chunk = chunk
+    mc, _ = plan_lib.model_config_from(config)
+    train = next(p for p in compile_check.programs(config, mesh) if p.name == "train")
+    assert train.attends_many_queries
+    figures[chunk] = compile_check.measure(train, mc)
+  whole, blocked = figures[0], figures[64]
+  assert blocked.flops == pytest.approx(whole.flops, rel=1e-6)
+  assert blocked.temp != whole.temp  # the memory is the blocked program's
