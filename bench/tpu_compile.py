@@ -80,8 +80,17 @@ def run_case(config: str, target: str, threads: int | None, json_dir: str) -> di
   return {"config": config, "target": target, "command": shown, "seconds": seconds,
           "returncode": returncode, "load_at_start": load,
           "load_at_end": os.getloadavg()[0], "peak_rss_gb": rss, "table": stdout.strip(),
-          "stderr_tail": "\n".join(l for l in stderr.splitlines()
-                                   if l.startswith(("error", "compiled", "Traceback")))[-3000:]}
+          "stderr_tail": _stderr_tail(stderr, returncode)}
+
+
+def _stderr_tail(stderr: str, returncode: int) -> str:
+  """The command's progress lines; after a crash (exit 2 and up, a signal, a traceback) its last
+  lines too, so the file says what went wrong."""
+  lines = stderr.splitlines()
+  kept = [l for l in lines if l.startswith(("error", "compiled", "XLA refused", "Traceback"))]
+  if returncode not in (0, 1) or any(l.startswith("Traceback") for l in lines):
+    kept += ["..."] + lines[-25:]
+  return "\n".join(kept)[-6000:]
 
 
 def section(result: dict) -> str:

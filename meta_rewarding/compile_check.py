@@ -63,6 +63,7 @@ import functools
 import math
 import concurrent.futures
 import os
+import re
 import threading
 import time
 from typing import Any, Callable, Mapping
@@ -222,6 +223,7 @@ class Measured:
   info: Mapping[str, Any]
   hbm_bytes: float | None = None   # HBM reads + writes (hlo_bytes.py); None: not analysed
   analysed_bytes: float | None = None  # the analysis' total of XLA's rule: how much it reproduces
+  error: str = ""  # XLA refused to compile it (out of HBM, or another reason): the program's row
 
   @property
   def compiled(self) -> int:
@@ -562,11 +564,37 @@ def _cost_config(program: Program, mc):
   return mc
 
 
+_OUT_OF_HBM = re.compile(r"memory required for HLO temporaries \((\d+(?:\.\d+)?)([KMGT])\)")
+
+
+def _refused(program: Program, error: Exception, seconds: float) -> Measured:
+  """The row of a program XLA would not compile. Out of HBM (the TPU compiler refuses a program
+  whose temporaries exceed the chip): the temporaries it names, so the row shows what it needs."""
+  text = str(error).strip()
+  first = text.splitlines()[0] if text else type(error).__name__
+  temp = 0
+  found = _OUT_OF_HBM.search(text)
+  if found:
+    temp = int(float(found.group(1)) * 1024 ** "KMGT".index(found.group(2)) * 1024)
+  return Measured(name=program.name, phase=program.phase, planned=int(program.planned),
+                  resident=int(program.resident), argument=0, output=0, alias=0, temp=temp,
+                  host=0, flops=0.0, bytes_accessed=0.0, loops=program.loops,
+                  calls=program.calls, compile_seconds=seconds, info=dict(program.info),
+                  error=first[:300])
+
+
 def measure(program: Program, mc, *, log: Callable[[str], None] = lambda s: None) -> Measured:
   """Compiles `program` as the run does (memory), and its analysis copies where XLA's cost
-  would count a loop once (module doc)."""
+  would count a loop once (module doc). A program XLA refuses (out of HBM, most often) becomes
+  a row that says why, not an exception: the other programs are still measured."""
   start = time.perf_counter()
-  compiled = program.compile(mc)
+  try:
+    compiled = program.compile(mc)
+  except Exception as e:  # pylint: disable=broad-except  (XLA's JaxRuntimeError, and any other)
+    if isinstance(e, (KeyboardInterrupt, CompileCheckError)):
+      raise
+    log(f"XLA refused {program.name}: {str(e).strip().splitlines()[0] if str(e).strip() else e}")
+    return _refused(program, e, time.perf_counter() - start)
   memory = _memory(compiled)
   # Decode blocks: one decode step alone (`decode.decode_step`, the loop's body).
   # (FLOPs, XLA's bytes, HBM bytes, analysed bytes), each extrapolated the same way.
@@ -620,6 +648,8 @@ class Report:
 
   # -- per program ---------------------------------------------------------------------------
   def fits(self, m: Measured) -> bool:
+    if m.error:
+      return False
     return self.usable_bytes is None or m.compiled + m.resident <= self.usable_bytes
 
   def roofline(self, flops: float, bytes_accessed: float) -> float | None:
@@ -637,7 +667,7 @@ class Report:
     out = {}
     planned = self.plan.phases
     for m in self.measured:
-      total = m.compiled + m.resident
+      total = m.compiled + m.resident  # a refused program: the temporaries XLA named, if any
       row = out.setdefault(m.phase, {"compiled_bytes": 0, "program": "",
                                      "planned_bytes": int(planned.get(m.phase, 0))})
       if total > row["compiled_bytes"]:
@@ -660,7 +690,7 @@ class Report:
     weights = p.decode_params or fully_sharded
     out = []
     for m in self.measured:
-      if m.loops != "steps":
+      if m.loops != "steps" or m.error:
         continue
       info = m.info
       cache = plan_lib.kv_bytes(mc, p.mesh, self.decode_rules, info["rows"], info["ring"])
@@ -677,7 +707,7 @@ class Report:
     mc = self.model_config
     out = []
     for m in self.measured:
-      if m.phase != "training":
+      if m.phase != "training" or m.error:
         continue
       info = m.info
       rows = info["rows_per_microbatch"] * info["microbatches"]
@@ -690,8 +720,8 @@ class Report:
 
   def iteration_estimate(self) -> list[tuple[str, float]] | None:
     """(part, roofline seconds) of one iteration, from the calls each program makes."""
-    if self.roofline(1.0, 1.0) is None:
-      return None
+    if self.roofline(1.0, 1.0) is None or any(m.error for m in self.measured):
+      return None  # a refused program has no cost to add
     parts: dict[str, float] = {}
     for m in self.measured:
       if not m.calls or m.info.get("check_only"):
@@ -719,6 +749,10 @@ class Report:
              f"{'program':26s}{'XLA GiB':>8s}{'+live':>8s}{'plan GiB':>9s}{'plan/XLA':>9s}"
              f"{'fits':>6s}{'TFLOP':>9s}{'GB read':>9s}{'GB HBM':>9s}{'roofline':>11s}"]
     for m in self.measured:
+      if m.error:
+        needs = f"{m.compiled / GiB:.2f} GiB of temporaries, " if m.compiled else ""
+        lines.append(f"{m.name:26s}XLA refused it ({needs}plan {m.planned / GiB:.2f} GiB): {m.error}")
+        continue
       r = self.roofline(m.flops, m.memory_bytes)
       rt = "-" if r is None else (f"{r * 1e3:8.2f} ms" if r < 10 else f"{r:8.1f} s ")
       ratio = m.planned / m.compiled if m.compiled else float("nan")
@@ -755,7 +789,8 @@ class Report:
       lines.append("one iteration, roofline bound on HBM bytes (every generation at "
                    "max_new_tokens; not a measurement): " + ", ".join(f"{k} {s / 3600:.2f} h" for k, s in estimate)
                    + f"; total {total / 3600:.2f} h")
-    bad = [m.name for m in self.measured if not self.fits(m)]
+    bad = [m.name + (" (XLA refused it)" if m.error else "")
+           for m in self.measured if not self.fits(m)]
     lines.append("verdict: " + ("every program fits" if not bad else
                                 "DOES NOT FIT: " + ", ".join(bad)))
     return "\n".join(lines)
@@ -771,7 +806,7 @@ class Report:
           analysed_bytes=m.analysed_bytes,
           roofline_seconds=self.roofline(m.flops, m.memory_bytes),
           per=("decode step" if m.loops == "steps" else "call"), loops=m.loops,
-          calls_per_iteration=m.calls,
+          calls_per_iteration=m.calls, error=m.error or None,
           compile_seconds=m.compile_seconds, shapes=dict(m.info))
     estimate = self.iteration_estimate()
     return {"target": self.target, "chips": self.chips, "hbm_bytes": self.hbm_bytes,
@@ -857,7 +892,8 @@ def report_from_json(config, data: Mapping[str, Any]) -> Report:
                         else float(row["analysed_bytes"])),
         loops=row.get("loops", "steps" if row.get("per") == "decode step" else ""),
         calls=row["calls_per_iteration"],
-        compile_seconds=row["compile_seconds"], info=dict(row["shapes"])))
+        compile_seconds=row["compile_seconds"], info=dict(row["shapes"]),
+        error=row.get("error") or ""))
   target = None if data["target"] == "cpu" else targets_lib.parse(data["target"])
   g = target.generation if target else None
   return Report(target=data["target"], chips=int(data["chips"]), hbm_bytes=data.get("hbm_bytes"),

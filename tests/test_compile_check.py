@@ -185,6 +185,34 @@ def test_a_program_that_does_not_fit_is_named(report):
   assert "DOES NOT FIT" in small.table()
 
 
+def test_a_program_xla_refuses_is_a_row_not_a_crash(report, tmp_path):
+  """The TPU compiler refuses a program whose temporaries exceed the chip's HBM (it raises; the
+  v5e-32's pure-FSDP meta-judge prefill did). The check keeps measuring the others, shows the
+  refused one with the temporaries XLA named, says it does not fit, and its JSON says why."""
+  message = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+             "temporaries (15.96G) exceeds available HBM (15.75G).")
+
+  def refuse(mc):
+    raise jax.errors.JaxRuntimeError(message)
+  program = compile_check.Program("judge/prefill", "sampling", 3 << 30, 1 << 30, refuse)
+  logged = []
+  refused = compile_check.measure(program, report.model_config, log=logged.append)
+  assert refused.error.startswith("RESOURCE_EXHAUSTED") and "XLA refused judge/prefill" in logged[0]
+  assert refused.temp == int(15.96 * (1 << 30)) and refused.compiled == refused.temp
+  others = [m for m in report.measured if m.name != "judge/prefill"]
+  with_refused = compile_check.Report(**{**report.__dict__, "measured": others + [refused]})
+  assert not with_refused.all_fit
+  table = with_refused.table()
+  assert "judge/prefill             XLA refused it (15.96 GiB of temporaries" in table
+  assert "verdict: DOES NOT FIT: judge/prefill (XLA refused it)" in table
+  assert with_refused.iteration_estimate() is None  # no cost for the refused program
+  data = json.loads(json.dumps(with_refused.to_json()))
+  assert data["phases"]["judge/prefill"]["error"].startswith("RESOURCE_EXHAUSTED")
+  assert not data["phases"]["judge/prefill"]["fits"] and not data["fits"]
+  again = compile_check.report_from_json(_tiny_config(), data)
+  assert next(m for m in again.measured if m.name == "judge/prefill").error == refused.error
+
+
 # ------------------------------------------------------------------------------------------------
 # The command.
 
