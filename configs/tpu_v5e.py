@@ -22,7 +22,9 @@ Variants (`--config=configs/tpu_v5e.py:<arg>`, comma-separated):
   model=NAME        another preset (llama3_1b, llama3_3b, llama3_1_8b, llama3_8b, tiny).
   mesh=fsdp         pure FSDP (fsdp=-1, tensor=1); DPO batches of 32 pairs x 1 microbatch;
                     attention in blocks of 1024 queries (`model.attention_chunk`): the whole
-                    [T, T] scores of a 6144-token row on one chip would need 23.3 GiB.
+                    [T, T] scores of a 6144-token row on one chip would need 23.3 GiB; decode
+                    batches of 32 prompts (`sampling.batch_size`): the meta-judge prefill
+                    gathers every prompt's prefix cache, and 64 did not fit.
   self_rewarding    the Self-Rewarding baseline (no meta-judge, actor pairs only).
   runlocal          a tiny random model on the synthetic testbed, on whatever devices are present.
 
@@ -65,13 +67,20 @@ VARIANTS = ("", "model=llama3_1b", "model=llama3_3b", "model=llama3_1_8b", "mesh
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variants = common.parse_variants(arg, "tpu_v5e", common.PAPER_SCALE_VARIANTS,
                                      "model=llama3_1b,mesh=fsdp")
-  return common.paper_scale_config(
+  c = common.paper_scale_config(
       variants, checkpoint=CHECKPOINT, checkpoint_dir="gs://YOUR_BUCKET/models",
       prompts_path=PROMPTS, mesh_shape={"data": 1, "fsdp": -1, "tensor": 8},
       num_devices=NUM_CHIPS, device_memory_gb=CHIP_MEMORY_GIB,
       distributed=True,                # jax.distributed.initialize: TPU hosts find each other
       remat_policy="full", mesh_names=("fsdp_tensor", "fsdp"),
       fsdp_batch=(32, 1))              # pure FSDP: a multiple of the 32 batch shards
+  if variants.get("mesh") == "fsdp":
+    # Each row gathers its shared prefix's cache from the shard that prefilled it: XLA gathers
+    # every prompt's prefix cache per layer (8 GiB for 64 meta-judge prompts of 1024-token
+    # prefixes, unsharded kv heads). The compile check refused the 64-prompt meta-judge prefill
+    # (15.96 GiB of temporaries); 32 prompts a batch halve it.
+    c.sampling.batch_size = 32
+  return c
 
 
 def get_hyper(h):
