@@ -22,7 +22,9 @@ Phases (they do not overlap in time, so the peak is the largest of the three):
                decode  = KV cache [L,R,K,S,H]×2(k,v) + the prefilled rows' cache + logits [R,V]
                          float32 ×3 (logits, softmax, top-k workspace)
                prefill = prefix cache [L,G,P1,K,H]×2 + row cache [L,B,P1+P2,K,H]×2
-                         + attention scores B·N·P2·(P1+P2)·(4+dt) + hidden [B,P2,·]
+                         + attention scores B·N·Q·(P1+P2)·(4+dt) + hidden [B,P2,·]
+                         (Q = P2, or one block of `model.attention_chunk` queries; with the
+                         batch sharded, G is every prompt's prefix: the rows gather them)
                per stage (actor: n=K; judge: n=N, shared prefixes; meta-judge: n=1, shared;
                recipe='ste': categorize, actor and worse n=1, judge n=N, shared with a system prompt), with
                the sampler's own batching: B = ceil((batch_size // n) / m)·m prompts (m = batch
