@@ -27,6 +27,8 @@ import sys
 import tempfile
 import time
 
+import configs
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -37,17 +39,12 @@ CASES = (
     ("configs/ste_tpu_v4.py", "v4-256", 1),
 )
 
-# The other variants of the two pipeline configs (their docstrings), each on the config's slice;
-# Gemma's 256k vocabularies compile one program at a time (host memory).
+# Every other variant the two pipeline configs ship (their `VARIANTS`, less the local ones), each
+# on the config's slice; Gemma's 256k vocabularies compile one program at a time (host memory).
 VARIANT_CASES = tuple(
-    (f"configs/tpu_v4.py:{variant}", "v4-32", threads) for variant, threads in (
-        ("mesh=fsdp", None), ("model=gemma_2_9b_it", 1), ("model=qwen2_5_7b_instruct", None),
-        ("model=gemma_3_4b_it", 1), ("model=qwen2_5_1_5b_instruct", None), ("model=qwen3_8b", None),
-        ("model=mistral_7b_instruct_v0_3", None), ("model=llama3_1b", None),
-        ("model=llama3_3b", None), ("model=llama3_1_8b", None), ("self_rewarding", None))
-) + tuple(
-    (f"configs/tpu_v5e.py:{variant}", "v5e-32", None) for variant in (
-        "mesh=fsdp", "model=llama3_1b", "model=llama3_3b", "model=llama3_1_8b", "self_rewarding"))
+    (f"configs/{name}.py:{variant}", target, 1 if "gemma" in variant else None)
+    for name, target in (("tpu_v4", "v4-32"), ("tpu_v5e", "v5e-32"))
+    for variant in configs.module(name).VARIANTS if variant and "runlocal" not in variant)
 
 
 def case_name(config: str) -> str:
@@ -71,7 +68,6 @@ def run_case(config: str, target: str, threads: int | None, json_dir: str) -> di
     # memory, KiB on Linux), where getrusage(RUSAGE_CHILDREN) is the maximum over every child.
     _, status, usage = os.wait4(proc.pid, 0)
     returncode = os.waitstatus_to_exitcode(status)
-    proc.returncode = returncode
     out.seek(0), err.seek(0)
     stdout, stderr = out.read(), err.read()
   seconds = time.perf_counter() - start
@@ -94,8 +90,7 @@ def _stderr_tail(stderr: str, returncode: int) -> str:
 
 
 def section(result: dict) -> str:
-  rss = ("" if result["peak_rss_gb"] is None
-         else f", peak resident memory {result['peak_rss_gb']:.1f} GiB")
+  rss = f", peak resident memory {result['peak_rss_gb']:.1f} GiB"
   exit_code = result["returncode"]
   verdict = {0: "every program fits", 1: "a program does not fit",
              -9: "killed (signal 9: host memory)"}.get(exit_code, "the check could not run")
@@ -127,7 +122,6 @@ def json_path(config: str, target: str, json_dir: str) -> str:
 def summary(cases, json_dir: str) -> str:
   """One markdown row per case with a saved JSON: the check's verdicts, re-read from the file
   (`compile_check.report_from_json`, the plan recomputed from the config as it is now)."""
-  import configs
   from meta_rewarding import compile_check
   GiB = 1 << 30
   rows = ["| case | slice | mesh | largest program: XLA + live / usable GiB | planner / XLA "
@@ -151,9 +145,9 @@ def summary(cases, json_dir: str) -> str:
     rows.append(
         f"| `{case_name(config)}` | {target} | {mesh} | {worst.name} "
         f"{(worst.compiled + worst.resident) / GiB:.1f} / {report.usable_bytes / GiB:.1f} | "
-        f"{ratios} | {min(decode):.2f}-{max(decode):.2f} | "
-        f"{', '.join(f'{r:.2f}' for r in train)} | "
-        f"{sum(v for _, v in estimate) / 3600:.2f} | "
+        f"{ratios} | {f'{min(decode):.2f}-{max(decode):.2f}' if decode else '-'} | "
+        f"{', '.join(f'{r:.2f}' for r in train) or '-'} | "
+        f"{'-' if estimate is None else f'{sum(v for _, v in estimate) / 3600:.2f}'} | "
         f"{'fits' if report.all_fit else 'DOES NOT FIT'} |")
   return "\n".join(rows)
 
@@ -190,7 +184,7 @@ def main():
   for config, target, threads in cases:
     result = run_case(config, target, threads, args.json_dir)
     print(f"{config} {target}: exit {result['returncode']} in {result['seconds']:.0f} s, "
-          f"peak RSS {result['peak_rss_gb'] or 0:.1f} GiB", flush=True)
+          f"peak RSS {result['peak_rss_gb']:.1f} GiB", flush=True)
     text = section(result)
     merged = merge(args.out, header, {text.splitlines()[0]: text})
     with open(args.out + ".tmp", "w") as f:  # after every case: a long run stopped keeps the others
