@@ -194,6 +194,9 @@ class Program:
   microbatches: int = 1
   optimizer_compile: Callable[[Any], Any] | None = None
   needs_analysis: bool = False   # XLA's cost counts a loop of it once: compile analysis copies
+  # How the analysis copies compile (default `compile`): with the loops outside the layers
+  # undone too (the log-prob loss's chunks over the sequence, `train.logps_chunk_size`).
+  analysis_compile: Callable[[Any], Any] | None = None
   cost_compile: Callable[[Any], Any] | None = None  # the program whose cost stands for it
   # A forward over many queries (prefill, generate, reference, train): with `attention_chunk`
   # its attention is a loop over query blocks, and its cost comes from a copy without (_cost_config).
@@ -428,14 +431,15 @@ def programs(config, mesh, *, plan=None) -> list[Program]:
     ref_pairs = int(tcfg.reference_batch_size or 2 * tcfg.batch_size)
     ref_pairs = -(-ref_pairs // shards) * shards
 
-    def compile_reference(c):
+    def compile_reference(c, chunk_size=int(tcfg.logps_chunk_size)):
       from meta_rewarding import sharding
-      fn, _ = train._compiled_logps(c, int(tcfg.logps_chunk_size), mesh, train_rules)
+      fn, _ = train._compiled_logps(c, chunk_size, mesh, train_rules)
       params = abstract_params(c, mesh, train_rules)
       with sharding.activate(mesh, train_rules):
         return fn.lower(params, rows_batch(ref_pairs, None, False)).compile()
     out.append(Program("reference", "reference", p.reference_total, 0, compile_reference,
                        needs_analysis=mc.scan_layers, attends_many_queries=True,
+                       analysis_compile=functools.partial(compile_reference, chunk_size=0),
                        calls=calls.get("reference", 0.0),
                        info=dict(pairs=ref_pairs, row_length=T)))
 
@@ -450,11 +454,11 @@ def programs(config, mesh, *, plan=None) -> list[Program]:
                               sharding.abstract_params(c))
     return _with_shardings(abstract, train.state_shardings(c, optimizer, mesh, train_rules))
 
-  def compile_train(c):
+  def compile_train(c, loss=spec):
     from meta_rewarding import sharding
     # Built outside `activate`: with topology devices a mesh in scope makes the state's eager
     # set-up try to run on them.
-    step, _, _, _ = train.make_train_step(c, spec, opt_spec, mesh, train_rules)
+    step, _, _, _ = train.make_train_step(c, loss, opt_spec, mesh, train_rules)
     state = state_abstract(c)
     with sharding.activate(mesh, train_rules):
       return step.lower(state, rows_batch(batch, A, kind == "dpo"),
@@ -475,6 +479,8 @@ def programs(config, mesh, *, plan=None) -> list[Program]:
   out.append(Program("train", "training", p.training_total - p.params, p.params, compile_train,
                      loops="microbatches", microbatches=A, optimizer_compile=compile_update,
                      needs_analysis=mc.scan_layers or A > 1, attends_many_queries=True,
+                     analysis_compile=functools.partial(
+                         compile_train, loss=dataclasses.replace(spec, chunk_size=0)),
                      calls=calls.get("train_steps", 0.0),
                      info=dict(kind=kind, rows_per_microbatch=batch, microbatches=A,
                                row_length=T, remat=mc.remat_policy)))
@@ -604,8 +610,11 @@ def measure(program: Program, mc, *, log: Callable[[str], None] = lambda s: None
         program.cost_compile(cost_mc) if program.cost_compile
         else compiled if cost_mc is mc else program.compile(cost_mc))
   else:
-    one = _figures(program.compile(_analysis_copy(cost_mc, 1)))
-    two = _figures(program.compile(_analysis_copy(cost_mc, 2))) if L > 1 else one
+    # The copies' log-prob loss is not chunked either: its chunks are a loop (lax.map) over the
+    # sequence, counted once (the v4-32 checks' train steps read 0.72-0.92x their model FLOPs).
+    analyse = program.analysis_compile or program.compile
+    one = _figures(analyse(_analysis_copy(cost_mc, 1)))
+    two = _figures(analyse(_analysis_copy(cost_mc, 2))) if L > 1 else one
     if program.optimizer_compile is not None:
       # The update has no loop: compiled once for the real model, it is exact. Its copies' share
       # is in proportion to their parameters (elementwise work over every parameter).

@@ -121,6 +121,27 @@ def test_train_step_counts_microbatches_and_one_update(report):
   assert 0.85 <= check["ratio"] <= 1.15, check
 
 
+def test_a_chunked_loss_is_costed_whole():
+  """`train.logps_chunk_size` makes the loss a loop over the sequence's chunks, whose body XLA's
+  cost counts once: the analysis copies compute it unchunked, so the train step's and the
+  reference pass's FLOPs are those of the unchunked program."""
+  from meta_rewarding import plan as plan_lib, sharding
+  figures = {}
+  for chunk in (0, 64):
+    config = _tiny_config(**{"train.logps_chunk_size": chunk})
+    mc, _ = plan_lib.model_config_from(config)
+    mesh = sharding.make_mesh(dict(config.mesh.shape), jax.devices()[:1])
+    programs = {p.name: p for p in compile_check.programs(config, mesh)}
+    figures[chunk] = {name: compile_check.measure(programs[name], mc)
+                      for name in ("reference", "train")}
+  for name in ("reference", "train"):
+    whole, chunked = figures[0][name], figures[64][name]
+    assert chunked.flops == pytest.approx(whole.flops, rel=0.02), name
+    # Without the unchunked copies the loss would count one chunk of eight (512-token rows).
+    undone = dataclasses.replace(programs[name], analysis_compile=None)
+    assert compile_check.measure(undone, mc).flops < 0.98 * whole.flops, name
+
+
 def test_json_has_the_documented_keys(report):
   out = report.to_json()
   assert {"target", "chips", "hbm_bytes", "phases"} <= set(out)
