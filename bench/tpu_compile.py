@@ -13,7 +13,10 @@ the file is written after every case, so a long run stopped midway keeps what fi
 analysis of the findings is in bench/results/tpu_compile.md, written by hand from these runs.
 
 Host memory: the Llama-3-8B programs peak at 16-18 GB resident with two compile threads; larger
-vocabularies (Gemma: 256k) need more, so those cases compile one program at a time.
+vocabularies (Gemma: 256k) need more, so those cases compile one program at a time. The 70B
+config's programs do not fit one process on 24 GiB even one at a time (killed at 23.2 GiB after
+its 13th program): its check runs as groups of programs (`--compile_programs`), one process each,
+and their JSON is merged into the case's (`compile_check.merge_reports`).
 """
 
 from __future__ import annotations
@@ -47,6 +50,12 @@ VARIANT_CASES = tuple(
     for variant in configs.module(name).VARIANTS if variant and "runlocal" not in variant)
 
 
+# Cases whose check runs as several processes, one per group of programs (host memory, above).
+GROUPS = {
+    "configs/ste_tpu_v4.py": ("train,actor/*,worse/*", "judge/*"),
+}
+
+
 def case_name(config: str) -> str:
   """"configs/tpu_v4.py:model=x" -> "tpu_v4:model=x" (what --only takes)."""
   path, _, variant = config.partition(":")
@@ -56,10 +65,44 @@ def case_name(config: str) -> str:
 
 def run_case(config: str, target: str, threads: int | None, json_dir: str) -> dict:
   output = json_path(config, target, json_dir)
+  groups = GROUPS.get(config)
+  if not groups:
+    return run_command(config, target, threads, output)
+  parts = []
+  for i, group in enumerate(groups):
+    part = output[:-len(".json")] + f".part{i + 1}.json"
+    parts.append(run_command(config, target, threads, part, programs=group))
+  spec, _, variant = config.partition(":")
+  merged = None
+  if all(os.path.exists(p["output"]) and p["returncode"] in (0, 1) for p in parts):
+    from meta_rewarding import compile_check
+    cfg = configs.load(spec, variant)
+    merged = compile_check.merge_reports(
+        [compile_check.report_from_json(cfg, json.load(open(p["output"]))) for p in parts])
+    tmp = output + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(merged.to_json(), f, indent=1, sort_keys=True)
+      f.write("\n")
+    os.replace(tmp, output)
+  worst = next((p["returncode"] for p in parts if p["returncode"] not in (0, 1)), None)
+  return {"config": config, "target": target,
+          "command": "\n".join(p["command"] for p in parts),
+          "seconds": sum(p["seconds"] for p in parts),
+          "returncode": worst if worst is not None else max(p["returncode"] for p in parts),
+          "load_at_start": parts[0]["load_at_start"], "load_at_end": parts[-1]["load_at_end"],
+          "peak_rss_gb": max(p["peak_rss_gb"] for p in parts),
+          "table": merged.table() if merged else "",
+          "stderr_tail": "\n".join(p["stderr_tail"] for p in parts), "parts": parts}
+
+
+def run_command(config: str, target: str, threads: int | None, output: str,
+                programs: str = "") -> dict:
   command = [sys.executable, "-m", "meta_rewarding.plan", f"--config={config}",
              f"--compile_for={target}", f"--output={os.path.relpath(output, REPO)}"]
   if threads:
     command.append(f"--compile_threads={threads}")
+  if programs:
+    command.append(f"--compile_programs={programs}")
   load = os.getloadavg()[0]
   start = time.perf_counter()
   with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
@@ -74,6 +117,7 @@ def run_case(config: str, target: str, threads: int | None, json_dir: str) -> di
   rss = usage.ru_maxrss / 2**20
   shown = " ".join(["python -m meta_rewarding.plan"] + command[3:])
   return {"config": config, "target": target, "command": shown, "seconds": seconds,
+          "output": output,
           "returncode": returncode, "load_at_start": load,
           "load_at_end": os.getloadavg()[0], "peak_rss_gb": rss, "table": stdout.strip(),
           "stderr_tail": _stderr_tail(stderr, returncode)}
@@ -94,10 +138,19 @@ def section(result: dict) -> str:
   exit_code = result["returncode"]
   verdict = {0: "every program fits", 1: "a program does not fit",
              -9: "killed (signal 9: host memory)"}.get(exit_code, "the check could not run")
+  parts = result.get("parts")
+  if parts:  # one process per group of programs; the table is their merged JSON's
+    commands = "; ".join(f"`{p['command']}` (exit {p['returncode']}, {p['seconds'] / 60:.1f} "
+                         f"min, peak resident {p['peak_rss_gb']:.1f} GiB)" for p in parts)
+    head = (f"In {len(parts)} processes, one per group of programs: {commands}. Together: exit "
+            f"{exit_code} ({verdict}), {result['seconds'] / 60:.1f} min wall on "
+            f"{os.cpu_count()} cores")
+  else:
+    head = (f"`{result['command']}`: exit {exit_code} ({verdict}), "
+            f"{result['seconds'] / 60:.1f} min wall on {os.cpu_count()} cores{rss}")
   return "\n".join([
       f"## `{result['config']}` on {result['target']}", "",
-      f"`{result['command']}`: exit {exit_code} ({verdict}), {result['seconds'] / 60:.1f} min "
-      f"wall on {os.cpu_count()} cores{rss}; 1-minute load {result['load_at_start']:.2f} at the "
+      f"{head}; 1-minute load {result['load_at_start']:.2f} at the "
       f"start, {result['load_at_end']:.2f} at the end ({time.strftime('%Y-%m-%d %H:%M')}).", "",
       "```", result["table"] or result["stderr_tail"], "```", ""])
 

@@ -58,15 +58,18 @@ in no memory space, so HBM bytes may be low by up to that share.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import fnmatch
 import functools
+import gc
 import math
 import concurrent.futures
 import os
 import re
 import threading
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from absl import logging
 
@@ -589,6 +592,17 @@ def _refused(program: Program, error: Exception, seconds: float) -> Measured:
                   error=first[:300])
 
 
+def _release_host_memory() -> None:
+  """Hands the heap pages the last compile freed back to the OS (glibc keeps them otherwise):
+  a 70B check's programs each peak at several GiB of host memory, and without this the process
+  grew past a 24 GiB machine's memory on the pages of programs already measured."""
+  gc.collect()
+  try:
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+  except (OSError, AttributeError):  # not glibc: nothing to hand back this way
+    pass
+
+
 def measure(program: Program, mc, *, log: Callable[[str], None] = lambda s: None) -> Measured:
   """Compiles `program` as the run does (memory), and its analysis copies where XLA's cost
   would count a loop once (module doc). A program XLA refuses (out of HBM, most often) becomes
@@ -629,6 +643,7 @@ def measure(program: Program, mc, *, log: Callable[[str], None] = lambda s: None
       flops, bytes_, hbm, analysed = (one[i] + (L - 1) * (two[i] - one[i]) for i in range(4))
   seconds = time.perf_counter() - start
   log(f"compiled {program.name} in {seconds:.0f} s")
+  _release_host_memory()
   return Measured(name=program.name, phase=program.phase, planned=int(program.planned),
                   resident=int(program.resident), flops=flops, bytes_accessed=bytes_,
                   hbm_bytes=None if math.isnan(hbm) else hbm,
@@ -653,6 +668,7 @@ class Report:
   bandwidth: float | None = None
   compile_seconds: float = 0.0
   decode_rules: tuple = ()
+  skipped: tuple[str, ...] = ()   # programs of the iteration not compiled (`run(only=...)`)
 
   # -- per program ---------------------------------------------------------------------------
   def fits(self, m: Measured) -> bool:
@@ -728,8 +744,8 @@ class Report:
 
   def iteration_estimate(self) -> list[tuple[str, float]] | None:
     """(part, roofline seconds) of one iteration, from the calls each program makes."""
-    if self.roofline(1.0, 1.0) is None or any(m.error for m in self.measured):
-      return None  # a refused program has no cost to add
+    if self.roofline(1.0, 1.0) is None or any(m.error for m in self.measured) or self.skipped:
+      return None  # a refused program, or one not compiled, has no cost to add
     parts: dict[str, float] = {}
     for m in self.measured:
       if not m.calls or m.info.get("check_only"):
@@ -797,10 +813,12 @@ class Report:
       lines.append("one iteration, roofline bound on HBM bytes (every generation at "
                    "max_new_tokens; not a measurement): " + ", ".join(f"{k} {s / 3600:.2f} h" for k, s in estimate)
                    + f"; total {total / 3600:.2f} h")
+    if self.skipped:
+      lines.append(f"not compiled (--compile_programs): {', '.join(self.skipped)}")
     bad = [m.name + (" (XLA refused it)" if m.error else "")
            for m in self.measured if not self.fits(m)]
-    lines.append("verdict: " + ("every program fits" if not bad else
-                                "DOES NOT FIT: " + ", ".join(bad)))
+    every = "every compiled program fits" if self.skipped else "every program fits"
+    lines.append("verdict: " + (every if not bad else "DOES NOT FIT: " + ", ".join(bad)))
     return "\n".join(lines)
 
   def to_json(self) -> dict:
@@ -823,7 +841,7 @@ class Report:
             "phase_peaks": self.phase_peaks(), "decode_checks": self.decode_checks(),
             "train_checks": self.train_checks(),
             "iteration_roofline_seconds": None if estimate is None else dict(estimate),
-            "fits": self.all_fit}
+            "fits": self.all_fit, "not_compiled": list(self.skipped)}
 
 
 def model_flops(mc, *, rows: int, length: int, response_length: int, backward: bool,
@@ -843,14 +861,28 @@ def model_flops(mc, *, rows: int, length: int, response_length: int, backward: b
   return rows * (per_row_layers * (3 + recompute) + head * 3)
 
 
+def select(todo: Sequence[Program], patterns: Sequence[str]) -> list[Program]:
+  """The programs whose names match one of `patterns` (fnmatch: "judge/*", "train"), in their
+  order; a pattern that matches none is an error naming the programs there are."""
+  names = [t.name for t in todo]
+  unmatched = [pat for pat in patterns if not fnmatch.filter(names, pat)]
+  if unmatched:
+    raise CompileCheckError(f"--compile_programs: {', '.join(unmatched)} matches no program of "
+                            f"this config's iteration; its programs: {', '.join(names)}")
+  return [t for t in todo if any(fnmatch.fnmatchcase(t.name, pat) for pat in patterns)]
+
+
 def run(config, target_name: str, *, log: Callable[[str], None] = print,
-        threads: int | None = None) -> Report:
+        threads: int | None = None, only: Sequence[str] = ()) -> Report:
   """Compiles every program of `config`'s iteration for `target_name` ("v4-32", ..., or "cpu")
   and returns the report (the caller prints it and exits 1 when something does not fit).
 
   `threads` programs compile at once (default: one per CPU core). XLA compiles a program on one
   core with the GIL released, so on a 2-core machine two threads nearly halve the wall time; the
-  figures do not depend on it. The programs with analysis copies (the longest) start first."""
+  figures do not depend on it. The programs with analysis copies (the longest) start first.
+  `only`: fnmatch patterns of the programs to compile (`select`); the others are listed as not
+  compiled, and the report has no iteration estimate (a machine with too little host memory for
+  one process runs the check in groups: `bench/tpu_compile.py` merges their JSON)."""
   import jax
   from meta_rewarding import sharding
   start = time.perf_counter()
@@ -866,7 +898,9 @@ def run(config, target_name: str, *, log: Callable[[str], None] = print,
   mesh = sharding.make_mesh(dict(config.mesh.shape), devices)
   p = plan_lib.plan(config, len(devices), device_memory=hbm)
   mc, _ = plan_lib.model_config_from(config)
-  todo = programs(config, mesh, plan=p)
+  every = programs(config, mesh, plan=p)
+  todo = select(every, only) if only else every
+  skipped = tuple(t.name for t in every if t not in todo)
   workers = max(1, min(len(todo), threads or os.cpu_count() or 1))
   longest_first = sorted(range(len(todo)), key=lambda i: not todo[i].needs_analysis)
   with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="compile") as pool:
@@ -879,7 +913,7 @@ def run(config, target_name: str, *, log: Callable[[str], None] = print,
                 peak_flops=g.peak_bf16_flops if g else None,
                 bandwidth=g.hbm_bandwidth if g else None,
                 compile_seconds=time.perf_counter() - start,
-                decode_rules=config_rules.rules_for(config)[1])
+                decode_rules=config_rules.rules_for(config)[1], skipped=skipped)
 
 
 def report_from_json(config, data: Mapping[str, Any]) -> Report:
@@ -909,4 +943,21 @@ def report_from_json(config, data: Mapping[str, Any]) -> Report:
                 peak_flops=g.peak_bf16_flops if g else None,
                 bandwidth=g.hbm_bandwidth if g else None,
                 compile_seconds=sum(m.compile_seconds for m in measured),
-                decode_rules=config_rules.rules_for(config)[1])
+                decode_rules=config_rules.rules_for(config)[1],
+                skipped=tuple(data.get("not_compiled", ())))
+
+
+def merge_reports(reports: Sequence[Report]) -> Report:
+  """One report from checks of the same config and target that compiled different programs
+  (`run(only=...)`, one process per group): the programs in the order of the reports given, each
+  from the first report that compiled it; a program none compiled stays listed as not compiled."""
+  first = reports[0]
+  if any((r.target, r.chips) != (first.target, first.chips) for r in reports):
+    raise ValueError("merge_reports: the reports are for different targets or slices")
+  measured: dict[str, Measured] = {}
+  for r in reports:
+    for m in r.measured:
+      measured.setdefault(m.name, m)
+  skipped = dict.fromkeys(n for r in reports for n in r.skipped if n not in measured)
+  return dataclasses.replace(first, measured=list(measured.values()), skipped=tuple(skipped),
+                             compile_seconds=sum(r.compile_seconds for r in reports))

@@ -755,7 +755,8 @@ def main(argv):
       print(f"error: {line}", file=sys.stderr)
     sys.exit(2)
   if FLAGS.compile_for:
-    sys.exit(_compile_for(config, FLAGS.compile_for, FLAGS.output, FLAGS.compile_threads))
+    sys.exit(_compile_for(config, FLAGS.compile_for, FLAGS.output, FLAGS.compile_threads,
+                          FLAGS.compile_programs))
   # Planning for the devices present (no count given anywhere): also ask them for their memory.
   here = FLAGS.num_devices is None and not config.mesh.get("num_devices")
   try:
@@ -789,7 +790,8 @@ def _load_config(FLAGS):
     sys.exit(2)
 
 
-def _compile_for(config, target: str, output: str | None, threads: int | None = None) -> int:
+def _compile_for(config, target: str, output: str | None, threads: int | None = None,
+                 only: Sequence[str] = ()) -> int:
   """`--compile_for`: compile every program of an iteration for `target` (compile_check.py),
   print the table, write `output`; 1 when a program does not fit, 2 when the check cannot run."""
   from meta_rewarding import compile_check, targets
@@ -801,7 +803,7 @@ def _compile_for(config, target: str, output: str | None, threads: int | None = 
       return 2
   progress = lambda line: print(line, file=sys.stderr, flush=True)
   try:
-    report = compile_check.run(config, target, log=progress, threads=threads)
+    report = compile_check.run(config, target, log=progress, threads=threads, only=only or ())
   except (compile_check.CompileCheckError, UserError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -827,6 +829,10 @@ def _define_flags():
   flags.DEFINE_string("output", None, "With --compile_for: write the figures as JSON here.")
   flags.DEFINE_integer("compile_threads", None, "With --compile_for: programs compiled at once "
                        "(default: one per CPU core; XLA compiles each on one core).", lower_bound=1)
+  flags.DEFINE_list("compile_programs", [], "With --compile_for: compile only the programs "
+                    "matching these patterns (e.g. 'judge/*,train'); the table lists the others as "
+                    "not compiled. For a machine whose host memory cannot hold one process's "
+                    "compiles of a large model: run the groups as separate commands.")
   flags.DEFINE_float("device_memory_gb", None, "Memory per device in GiB (default: "
                      "mesh.device_memory_gb, else what the device reports).")
 

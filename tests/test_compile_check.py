@@ -142,6 +142,35 @@ def test_a_chunked_loss_is_costed_whole():
     assert compile_check.measure(undone, mc).flops < 0.98 * whole.flops, name
 
 
+def test_programs_compile_in_groups_and_merge(report):
+  """`only` compiles the programs its patterns name (a machine without the host memory for one
+  process runs the check in groups); the groups' reports merge into the one a single run gives."""
+  config = _tiny_config()
+  first = compile_check.run(config, "cpu", log=lambda line: None, only=["train", "actor/i*"])
+  second = compile_check.run(config, "cpu", log=lambda line: None, only=["judge/init"])
+  assert [m.name for m in first.measured] == ["actor/init", "actor/insert", "train"]
+  assert "judge/init" in first.skipped and "train" not in first.skipped
+  assert first.iteration_estimate() is None  # a partial iteration has no time
+  table = first.table()
+  assert "not compiled (--compile_programs): " in table
+  assert "verdict: every compiled program fits" in table
+  merged = compile_check.merge_reports([first, second])
+  assert [m.name for m in merged.measured] == ["actor/init", "actor/insert", "train", "judge/init"]
+  assert set(merged.skipped) == {m.name for m in report.measured} - {
+      "actor/init", "actor/insert", "train", "judge/init"}
+  full = {m.name: m for m in report.measured}
+  for m in merged.measured:
+    assert (m.compiled, m.flops) == (full[m.name].compiled, full[m.name].flops), m.name
+  # Saved and read back, the merged report keeps what was not compiled.
+  again = compile_check.report_from_json(config, merged.to_json())
+  assert again.skipped == merged.skipped
+
+
+def test_a_program_pattern_that_matches_nothing_names_the_programs():
+  with pytest.raises(compile_check.CompileCheckError, match="judge/prefill.*train|matches no"):
+    compile_check.run(_tiny_config(), "cpu", log=lambda line: None, only=["judge/prefil"])
+
+
 def test_json_has_the_documented_keys(report):
   out = report.to_json()
   assert {"target", "chips", "hbm_bytes", "phases"} <= set(out)
