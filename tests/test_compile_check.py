@@ -325,3 +325,14 @@ def test_attention_in_blocks_is_costed_as_all_at_once():
   whole, blocked = figures[0], figures[64]
   assert blocked.flops == pytest.approx(whole.flops, rel=1e-6)
   assert blocked.temp != whole.temp  # the memory is the blocked program's
+
+
+def test_train_flops_split_into_layers_and_the_rest():
+  """bench/tpu_train_flops.py on the CPU backend: one layer's FLOPs and the rest's each match
+  their term of the model's count (the TPU runs of it are in bench/results/tpu_compile.md)."""
+  from bench import tpu_train_flops
+  out = tpu_train_flops.split(_tiny_config(), "cpu")
+  for part in ("per_layer", "outside_layers"):
+    xla, model = out[part]
+    assert 0.8 <= xla / model <= 1.25, (part, xla, model)
+  assert out["update"] > 0
