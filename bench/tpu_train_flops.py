@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
 import configs
 from meta_rewarding import compile_check
@@ -30,17 +29,9 @@ from meta_rewarding import compile_check
 def split(config, target_name: str) -> dict:
   """{"per_layer": (XLA, model), "outside_layers": (XLA, model), "update": XLA} FLOPs per chip per
   microbatch (the update: per step), and the train program's shapes."""
-  import jax
-  from meta_rewarding import plan as plan_lib, sharding, targets as targets_lib
-  if target_name == "cpu":
-    shape = dict(config.mesh.shape)
-    devices = jax.devices()[:math.prod(shape.values())] if -1 not in shape.values() \
-        else jax.devices()
-    hbm = None
-  else:
-    target = targets_lib.parse(target_name)
-    devices = compile_check.topology_devices(target)
-    hbm = target.hbm_bytes
+  from meta_rewarding import plan as plan_lib, sharding
+  target, devices = compile_check.target_devices(config, target_name)
+  hbm = target.hbm_bytes if target else None
   mesh = sharding.make_mesh(dict(config.mesh.shape), devices)
   p = plan_lib.plan(config, len(devices), device_memory=hbm)
   mc, _ = plan_lib.model_config_from(config)

@@ -872,6 +872,18 @@ def select(todo: Sequence[Program], patterns: Sequence[str]) -> list[Program]:
   return [t for t in todo if any(fnmatch.fnmatchcase(t.name, pat) for pat in patterns)]
 
 
+def target_devices(config, target_name: str):
+  """(the target or None for "cpu", the devices to compile for): a TPU slice's topology devices,
+  or the CPU devices here that `config`'s mesh takes."""
+  import jax
+  if target_name == "cpu":
+    shape = dict(config.mesh.shape)
+    fixed = -1 not in shape.values()
+    return None, (jax.devices()[:math.prod(shape.values())] if fixed else jax.devices())
+  target = targets_lib.parse(target_name)
+  return target, topology_devices(target)
+
+
 def run(config, target_name: str, *, log: Callable[[str], None] = print,
         threads: int | None = None, only: Sequence[str] = ()) -> Report:
   """Compiles every program of `config`'s iteration for `target_name` ("v4-32", ..., or "cpu")
@@ -886,15 +898,8 @@ def run(config, target_name: str, *, log: Callable[[str], None] = print,
   import jax
   from meta_rewarding import sharding
   start = time.perf_counter()
-  if target_name == "cpu":
-    shape = dict(config.mesh.shape)
-    fixed = -1 not in shape.values()
-    devices = jax.devices()[:math.prod(shape.values())] if fixed else jax.devices()
-    target, hbm = None, None
-  else:
-    target = targets_lib.parse(target_name)
-    devices = topology_devices(target)
-    hbm = target.hbm_bytes
+  target, devices = target_devices(config, target_name)
+  hbm = target.hbm_bytes if target else None
   mesh = sharding.make_mesh(dict(config.mesh.shape), devices)
   p = plan_lib.plan(config, len(devices), device_memory=hbm)
   mc, _ = plan_lib.model_config_from(config)
