@@ -15,7 +15,7 @@ analysis of the findings is in bench/results/tpu_compile.md, written by hand fro
 Host memory: the Llama-3-8B programs peak at 16-18 GB resident with two compile threads; larger
 vocabularies (Gemma: 256k) need more, so those cases compile one program at a time. The 70B
 config's programs do not fit one process on 24 GiB even one at a time (killed at 23.2 GiB after
-its 13th program): its check runs as groups of programs (`--compile_programs`), one process each,
+its 10th program): its check runs as groups of programs (`--compile_programs`), one process each,
 and their JSON is merged into the case's (`compile_check.merge_reports`).
 """
 

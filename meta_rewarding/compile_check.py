@@ -625,7 +625,7 @@ def measure(program: Program, mc, *, log: Callable[[str], None] = lambda s: None
         else compiled if cost_mc is mc else program.compile(cost_mc))
   else:
     # The copies' log-prob loss is not chunked either: its chunks are a loop (lax.map) over the
-    # sequence, counted once (the v4-32 checks' train steps read 0.72-0.92x their model FLOPs).
+    # sequence, whose body XLA counts once (the output projection of 512 of a row's 6144 tokens).
     analyse = program.analysis_compile or program.compile
     one = _figures(analyse(_analysis_copy(cost_mc, 1)))
     two = _figures(analyse(_analysis_copy(cost_mc, 2))) if L > 1 else one
@@ -895,7 +895,6 @@ def run(config, target_name: str, *, log: Callable[[str], None] = print,
   `only`: fnmatch patterns of the programs to compile (`select`); the others are listed as not
   compiled, and the report has no iteration estimate (a machine with too little host memory for
   one process runs the check in groups: `bench/tpu_compile.py` merges their JSON)."""
-  import jax
   from meta_rewarding import sharding
   start = time.perf_counter()
   target, devices = target_devices(config, target_name)
