@@ -189,8 +189,8 @@ def summary(cases, json_dir: str) -> str:
         configs.load(spec, variant), json.load(open(path)))
     worst = max(report.measured, key=lambda m: m.compiled + m.resident)
     peaks = report.phase_peaks()
-    ratios = ", ".join(f"{peaks[k]['ratio']:.2f}" for k in ("sampling", "reference", "training")
-                       if k in peaks)
+    ratios = ", ".join(f"{peaks[k]['ratio']:.2f}" if k in peaks else "-"   # SFT: no reference
+                       for k in ("sampling", "reference", "training"))
     decode = [d["ratio"] for d in report.decode_checks()]
     train = [t["ratio"] for t in report.train_checks()]
     estimate = report.iteration_estimate()
@@ -228,6 +228,10 @@ def main():
     cases = [by_name[name] for name in wanted]   # in the order given
   else:
     cases = list(every if args.variants else CASES)
+  # This process reads the checks' JSON back (summary, merged groups): jax on the CPU, and no
+  # libtpu probing for a TPU VM (its warnings filled the log after the 70B case).
+  from meta_rewarding import compile_check
+  compile_check.quiet_libtpu_environment()
   if args.summary:
     print(summary(every, args.json_dir))
     return
