@@ -411,6 +411,8 @@ def programs(config, mesh, *, plan=None) -> list[Program]:
 
   tcfg = plan_lib._train_config(config)
   recipe = recipes.for_config(config)
+  analysis_options = (ANALYSIS_COMPILER_OPTIONS if mesh.devices.flat[0].platform == "tpu"
+                      else None)
   kind = recipe.trains
   T = recipe.row_factor * int(tcfg.max_length)   # the longest packed row (data.collate's limit)
   shards = plan_lib._rule_size(p.mesh, train_rules, "batch")
@@ -434,15 +436,16 @@ def programs(config, mesh, *, plan=None) -> list[Program]:
     ref_pairs = int(tcfg.reference_batch_size or 2 * tcfg.batch_size)
     ref_pairs = -(-ref_pairs // shards) * shards
 
-    def compile_reference(c, chunk_size=int(tcfg.logps_chunk_size)):
+    def compile_reference(c, chunk_size=int(tcfg.logps_chunk_size), options=None):
       from meta_rewarding import sharding
       fn, _ = train._compiled_logps(c, chunk_size, mesh, train_rules)
       params = abstract_params(c, mesh, train_rules)
       with sharding.activate(mesh, train_rules):
-        return fn.lower(params, rows_batch(ref_pairs, None, False)).compile()
+        return fn.lower(params, rows_batch(ref_pairs, None, False)).compile(options)
     out.append(Program("reference", "reference", p.reference_total, 0, compile_reference,
                        needs_analysis=mc.scan_layers, attends_many_queries=True,
-                       analysis_compile=functools.partial(compile_reference, chunk_size=0),
+                       analysis_compile=functools.partial(compile_reference, chunk_size=0,
+                                                          options=analysis_options),
                        calls=calls.get("reference", 0.0),
                        info=dict(pairs=ref_pairs, row_length=T)))
 
@@ -457,7 +460,7 @@ def programs(config, mesh, *, plan=None) -> list[Program]:
                               sharding.abstract_params(c))
     return _with_shardings(abstract, train.state_shardings(c, optimizer, mesh, train_rules))
 
-  def compile_train(c, loss=spec):
+  def compile_train(c, loss=spec, options=None):
     from meta_rewarding import sharding
     # Built outside `activate`: with topology devices a mesh in scope makes the state's eager
     # set-up try to run on them.
@@ -465,7 +468,7 @@ def programs(config, mesh, *, plan=None) -> list[Program]:
     state = state_abstract(c)
     with sharding.activate(mesh, train_rules):
       return step.lower(state, rows_batch(batch, A, kind == "dpo"),
-                        _sds((), jnp.float32, rep)).compile()
+                        _sds((), jnp.float32, rep)).compile(options)
 
   def compile_update(c):
     from meta_rewarding import sharding
@@ -483,7 +486,8 @@ def programs(config, mesh, *, plan=None) -> list[Program]:
                      loops="microbatches", microbatches=A, optimizer_compile=compile_update,
                      needs_analysis=mc.scan_layers or A > 1, attends_many_queries=True,
                      analysis_compile=functools.partial(
-                         compile_train, loss=dataclasses.replace(spec, chunk_size=0)),
+                         compile_train, loss=dataclasses.replace(spec, chunk_size=0),
+                         options=analysis_options),
                      calls=calls.get("train_steps", 0.0),
                      info=dict(kind=kind, rows_per_microbatch=batch, microbatches=A,
                                row_length=T, remat=mc.remat_policy)))
@@ -558,6 +562,17 @@ def _memory(compiled) -> dict:
               alias=get("alias_size_in_bytes"), temp=get("temp_size_in_bytes"),
               host=get("host_argument_size_in_bytes") + get("host_output_size_in_bytes")
               + get("host_temp_size_in_bytes"))
+
+
+# The TPU compiler turns a large matmul whose operand is all-gathered (or whose result is
+# reduce-scattered) over fsdp into a loop over the shards ("windowed einsum", a collective matmul),
+# and XLA's cost counts a loop's body once: with it the Qwen2.5-1.5B train step's layers (fsdp=8)
+# read 0.78x the model's FLOPs and the 70B SFT step's (fsdp=16) 0.61x; the one-layer copy alone
+# held 13 such loops. The analysis copies compile without it (the same matmuls, not split), which
+# gives 0.96x per layer there, as Llama-3-8B's fsdp=2 layout did with it. Memory is measured on
+# the program as the run compiles it.
+ANALYSIS_COMPILER_OPTIONS = {"xla_tpu_enable_windowed_einsum_for_all_gather": False,
+                             "xla_tpu_enable_windowed_einsum_for_reduce_scatter": False}
 
 
 def _analysis_copy(mc, layers: int):
