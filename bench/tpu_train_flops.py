@@ -47,7 +47,7 @@ def split(config, target_name: str) -> dict:
   info = dict(train.info)
   rows, T, chips = info["rows_per_microbatch"], info["row_length"], len(devices)
   one_layer = compile_check.model_flops(
-      mc.replace(num_hidden_layers=1), rows=rows, length=T, response_length=T, backward=True,
+      compile_check._analysis_copy(mc, 1), rows=rows, length=T, response_length=T, backward=True,
       remat=info["remat"]) / chips
   head = 3 * 2 * mc.hidden_size * mc.vocab_size * T * rows / chips   # forward + backward
   return {"per_layer": (per_layer, one_layer - head), "outside_layers": (outside, head),

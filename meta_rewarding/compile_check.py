@@ -575,8 +575,15 @@ ANALYSIS_COMPILER_OPTIONS = {"xla_tpu_enable_windowed_einsum_for_all_gather": Fa
                              "xla_tpu_enable_windowed_einsum_for_reduce_scatter": False}
 
 
-def _analysis_copy(mc, layers: int):
-  return mc.replace(num_hidden_layers=layers, scan_layers=False)
+def _analysis_copy(mc, layers: int | tuple):
+  """An unscanned copy of `mc` for the cost analysis: `layers` is how many layers (the model's
+  first ones), or the copy's own sequence of `layer_types` entries (a model whose layers differ:
+  Gemma's sliding-window and global layers)."""
+  if isinstance(layers, int):
+    count, types = layers, None if mc.layer_types is None else mc.layer_types[:layers]
+  else:
+    count, types = len(layers), None if mc.layer_types is None else tuple(layers)
+  return mc.replace(num_hidden_layers=count, layer_types=types, scan_layers=False)
 
 
 def _cost_config(program: Program, mc):
@@ -641,21 +648,27 @@ def measure(program: Program, mc, *, log: Callable[[str], None] = lambda s: None
   else:
     # The copies' log-prob loss is not chunked either: its chunks are a loop (lax.map) over the
     # sequence, whose body XLA counts once (the output projection of 512 of a row's 6144 tokens).
+    # One layer's cost is a two-layer copy's less a one-layer copy's, per kind of layer where
+    # the model's layers differ (`layer_types`: the first layer, then one of that kind), and
+    # each of layers 2..L is counted as its kind's.
     analyse = program.analysis_compile or program.compile
-    one = _figures(analyse(_analysis_copy(cost_mc, 1)))
-    two = _figures(analyse(_analysis_copy(cost_mc, 2))) if L > 1 else one
+    kinds = mc.layer_types or (None,) * L
+    one = _figures(analyse(_analysis_copy(cost_mc, kinds[:1])))
+    two = {kind: _figures(analyse(_analysis_copy(cost_mc, (kinds[0], kind))))
+           for kind in dict.fromkeys(kinds[1:])}
     if program.optimizer_compile is not None:
       # The update has no loop: compiled once for the real model, it is exact. Its copies' share
       # is in proportion to their parameters (elementwise work over every parameter).
       update = _figures(program.optimizer_compile(mc))
       share = lambda k: _analysis_copy(mc, k).num_params() / mc.num_params()
       u1, u2 = ([x * share(k) for x in update] for k in (1, 2))
-      per = lambda i: (two[i] - u2[i]) - (one[i] - u1[i])       # one layer's microbatch work
-      micro = lambda i: (one[i] - u1[i]) + (L - 1) * per(i)
+      per = lambda kind, i: (two[kind][i] - u2[i]) - (one[i] - u1[i])  # a layer's microbatch work
+      micro = lambda i: (one[i] - u1[i]) + sum(per(kind, i) for kind in kinds[1:])
       flops, bytes_, hbm, analysed = (update[i] + program.microbatches * micro(i)
                                       for i in range(4))
     else:
-      flops, bytes_, hbm, analysed = (one[i] + (L - 1) * (two[i] - one[i]) for i in range(4))
+      flops, bytes_, hbm, analysed = (one[i] + sum(two[kind][i] - one[i] for kind in kinds[1:])
+                                      for i in range(4))
   seconds = time.perf_counter() - start
   log(f"compiled {program.name} in {seconds:.0f} s")
   _release_host_memory()

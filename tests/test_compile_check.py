@@ -114,6 +114,25 @@ def test_loop_accounting_matches_a_full_unscanned_compile():
   assert not programs["actor/prefill"].needs_analysis
 
 
+@pytest.mark.parametrize("name", ["reference", "train"])
+def test_loop_accounting_counts_each_kind_of_layer(name):
+  """A model whose layers differ (sliding-window and global attention, as Gemma's): the analysis
+  copies keep the layers' kinds (a copy with one layer of 34 kinds is no model), each layer is
+  counted as its own kind, and the total equals compiling all L unscanned."""
+  from meta_rewarding import plan as plan_lib, sharding
+  config = _tiny_config()
+  config.model.architecture.num_hidden_layers = 4
+  mc, _ = plan_lib.model_config_from(config)
+  mc = mc.replace(layer_types=("sliding_attention",) * 2 + ("full_attention",) * 2,
+                  sliding_window=8)
+  mesh = sharding.make_mesh(dict(config.mesh.shape), jax.devices()[:1])
+  program = next(p for p in compile_check.programs(config, mesh) if p.name == name)
+  measured = compile_check.measure(program, mc)
+  flops, bytes_ = compile_check._cost(program.compile(mc.replace(scan_layers=False)))
+  assert measured.flops == pytest.approx(flops, rel=0.02)
+  assert measured.bytes_accessed == pytest.approx(bytes_, rel=0.05)
+
+
 def test_train_step_counts_microbatches_and_one_update(report):
   train = next(m for m in report.measured if m.name == "train")
   check = report.train_checks()[0]
