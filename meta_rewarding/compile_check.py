@@ -29,7 +29,9 @@ prefill during a decode block) fit the chip's usable HBM (`plan.USABLE_FRACTION`
 Cost: XLA's cost analysis counts the body of a while loop or scan once. The figures here count each
 loop as often as it runs:
   * layers: the program is compiled again, unscanned, with 1 and 2 layers (same shapes, shardings
-    and rules), and the per-layer cost (2 layers - 1 layer) is counted L times;
+    and rules), and the per-layer cost (2 layers - 1 layer) is counted L times; a model whose
+    layers differ (`layer_types`: sliding-window and global) gets a 2-layer copy per kind, and
+    each layer counts as its kind;
   * decode steps: a decode block's figures are those of one step compiled alone
     (`decode.decode_step`, the block's loop body), so they are per decode step;
   * attention in query blocks (`model.attention_chunk`): a loop too; the cost of a program that
